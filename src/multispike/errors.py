@@ -21,3 +21,7 @@ class DataError(MultispikeError):
 
 class CheckpointError(MultispikeError):
     """A checkpoint that is missing, corrupt or of another model."""
+
+
+class InputError(MultispikeError):
+    """A tensor of the wrong rank, dtype or content handed to a neuron or model."""

@@ -1,0 +1,295 @@
+"""Spiking neuron layers: thin ``nn.Module`` wrappers over :mod:`multispike.functional`.
+
+Every layer takes a time-first tensor ``[T, B, ...]`` and returns spikes of the same shape.
+The membrane lives inside one call: a layer keeps no state between calls (there is nothing
+to reset), so the same input always gives the same output. For streaming inference,
+:meth:`Neuron.step` takes and returns the state explicitly.
+
+Dynamics (the charge) differ per class; everything else is shared:
+
+==============  ==============================================  =========================
+class           charge                                          defaults
+==============  ==============================================  =========================
+``PLIFNode``    MT-SNN Eq 8, ``τ = 1 + exp(−w)`` learnable        ``init_tau=2, V_th=1``
+``LIFNode``     Ternary Spike Eq 4/7, ``u = decay·u + x``          ``decay=0.25, V_th=0.5``
+``IFNode``      MT-SNN Eq 5, ``H = V + X``                         ``V_th=1``
+==============  ==============================================  =========================
+
+Options on every layer (keyword-only):
+
+- ``firing``: ``"binary"``, ``"mt"`` (with ``deltas``), ``"ternary"``, ``"ternary-mt"``, or a
+  :class:`~multispike.functional.FiringRule` object;
+- ``learn_amplitude``: emit ``a·b`` with one learnable ``a`` per layer (Ternary Eq 13-14);
+- ``surrogate`` / ``surrogate_width``: ``"rectangular"`` (MT-SNN Eq 9, default, width 1),
+  ``"clamp"``, ``"sigmoid"``, ``"atan"``, or a :class:`~multispike.functional.Surrogate`;
+- ``v_reset`` (default 0), ``detach_reset`` (default False);
+- ``check_input``: validate rank, dtype and finiteness of the input (default True).
+
+Example::
+
+    >>> node = PLIFNode(firing="mt", deltas=(-0.5, 0.5))
+    >>> x = torch.rand(4, 8, 16)        # [T, B, N]
+    >>> node(x).shape
+    torch.Size([4, 8, 16])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from multispike.errors import ConfigError, InputError
+from multispike.functional import (
+    FiringRule,
+    NeuronParams,
+    NeuronState,
+    Surrogate,
+    get_firing,
+    get_surrogate,
+    if_charge,
+    lif_charge,
+    multistep,
+    plif_charge,
+    plif_tau,
+)
+from multispike.functional import step as step_fn
+
+
+class Neuron(nn.Module):
+    """Base class of all spiking neuron layers.
+
+    Subclasses implement :meth:`charge` and :meth:`config`; the base owns firing, reset,
+    amplitude, the loop over T, input checks and the opt-in statistics hook.
+    """
+
+    #: registry key of the dynamics (``"plif"``, ``"lif"``, ``"if"``)
+    dynamics: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        v_threshold: float,
+        v_reset: float = 0.0,
+        firing: str | FiringRule = "binary",
+        deltas: Sequence[float] | None = None,
+        learn_amplitude: bool = False,
+        surrogate: str | Surrogate = "rectangular",
+        surrogate_width: float | None = None,
+        detach_reset: bool = False,
+        check_input: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_finite("v_threshold", v_threshold)
+        if v_threshold <= 0:
+            raise ConfigError(f"v_threshold must be > 0, got {v_threshold}; use e.g. 1.0")
+        _check_finite("v_reset", v_reset)
+        if v_reset >= v_threshold:
+            raise ConfigError(
+                f"v_reset={v_reset} is not below v_threshold={v_threshold}: the neuron would fire "
+                "forever; use v_reset=0"
+            )
+        self.v_threshold = float(v_threshold)
+        self.v_reset = float(v_reset)
+        self.rule = get_firing(firing, deltas)
+        self.rule.validate(self.v_threshold)
+        self.surrogate = get_surrogate(surrogate, surrogate_width)
+        self.detach_reset = bool(detach_reset)
+        self.check_input = bool(check_input)
+        self.amplitude: nn.Parameter | None
+        if learn_amplitude:
+            self.amplitude = nn.Parameter(torch.tensor(1.0))
+        else:
+            self.register_parameter("amplitude", None)
+        #: set by :func:`multispike.monitor.record_activity` while statistics are recorded
+        self.monitor: Any = None
+
+    # -- dynamics --------------------------------------------------------------------------
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        """``H = charge(V, X)``: the dynamics of this neuron (one time step)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def options(self) -> dict[str, Any]:
+        """Dynamics-specific constructor options (subclasses extend)."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """Plain options that rebuild this layer with :func:`build_neuron`."""
+        rule = self.rule
+        return {
+            "dynamics": self.dynamics,
+            **self.options(),
+            "v_threshold": self.v_threshold,
+            "v_reset": self.v_reset,
+            "firing": rule.name,
+            "deltas": list(rule.deltas) if getattr(rule, "deltas", None) else None,
+            "learn_amplitude": self.amplitude is not None,
+            "surrogate": self.surrogate.name,
+            "surrogate_width": self.surrogate.width,
+            "detach_reset": self.detach_reset,
+        }
+
+    def params(self, dtype: torch.dtype | None = None) -> NeuronParams:
+        """The :class:`~multispike.functional.NeuronParams` record of this layer."""
+        a = self.amplitude
+        if a is not None and dtype is not None:
+            a = a.to(dtype)
+        return NeuronParams(
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            rule=self.rule,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            amplitude=a,
+        )
+
+    # -- running ---------------------------------------------------------------------------
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, starting from ``V = 0``."""
+        if self.check_input:
+            check_sequence(x_seq, type(self).__name__)
+        monitor = self.monitor
+        observe = None if monitor is None else partial(monitor.observe, self)
+        out, _ = multistep(x_seq, self.charge, self.params(x_seq.dtype), observe=observe)
+        return out
+
+    def init_state(self, x: Tensor) -> NeuronState:
+        """The state at t = 0 for one step of input ``x`` ``[B, ...]``: ``V = 0``."""
+        return NeuronState(torch.zeros_like(x))
+
+    def step(self, x: Tensor, state: NeuronState | None = None) -> tuple[Tensor, NeuronState]:
+        """One time step for streaming: ``out, state = node.step(x, state)``.
+
+        ``x`` is ``[B, ...]`` (no time dimension); ``state=None`` starts from ``V = 0``.
+        Running T steps equals :meth:`forward` on the stacked input.
+        """
+        if self.check_input:
+            check_tensor(x, type(self).__name__)
+        if state is None:
+            state = self.init_state(x)
+        out, state, _ = step_fn(x, state, self.charge, self.params(x.dtype))
+        return out, state
+
+    def extra_repr(self) -> str:
+        cfg = self.config()
+        cfg.pop("dynamics")
+        return ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)
+
+
+class PLIFNode(Neuron):
+    """Parametric LIF of MT-SNN (Eq 7-8): ``H[t] = (1 − 1/τ)·V[t−1] + X[t]/τ``.
+
+    ``τ = 1 + exp(−w)`` with one learnable ``w`` per layer, initialised so that
+    ``τ = init_tau`` (``w = −log(init_tau − 1)``). Defaults follow MT-SNN: ``V_th = 1``,
+    ``V_reset = 0``, ``init_tau = 2``.
+    """
+
+    dynamics = "plif"
+
+    def __init__(self, *, init_tau: float = 2.0, v_threshold: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(v_threshold=v_threshold, **kwargs)
+        _check_finite("init_tau", init_tau)
+        if init_tau <= 1:
+            raise ConfigError(f"init_tau must be > 1 (τ = 1 + exp(-w) > 1), got {init_tau}")
+        self.init_tau = float(init_tau)
+        self.w = nn.Parameter(torch.tensor(-math.log(self.init_tau - 1.0)))
+
+    @property
+    def tau(self) -> Tensor:
+        """The current membrane time constant ``τ = 1 + exp(−w)`` (MT-SNN Eq 7)."""
+        return plif_tau(self.w)
+
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        return plif_charge(v, x, self.w.to(x.dtype), self.v_reset)
+
+    def options(self) -> dict[str, Any]:
+        return {"init_tau": self.init_tau}
+
+
+class LIFNode(Neuron):
+    """LIF of Ternary Spike (Eq 4/7): ``u[t] = decay·u[t−1]·(1 − |b[t−1]|) + x[t]``.
+
+    Defaults follow the Ternary Spike paper and code: ``decay = 0.25``, ``V_th = 0.5`` (the code
+    fires at ``|u| >= 0.5``), ``V_reset = 0``.
+    """
+
+    dynamics = "lif"
+
+    def __init__(self, *, decay: float = 0.25, v_threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(v_threshold=v_threshold, **kwargs)
+        _check_finite("decay", decay)
+        if not 0 <= decay <= 1:
+            raise ConfigError(f"decay must lie in [0, 1], got {decay}; the paper uses 0.25")
+        self.decay = float(decay)
+
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        return lif_charge(v, x, self.decay)
+
+    def options(self) -> dict[str, Any]:
+        return {"decay": self.decay}
+
+
+class IFNode(Neuron):
+    """Integrate-and-fire, no leak (MT-SNN Eq 5): ``H[t] = V[t−1] + X[t]``; ``V_th = 1``."""
+
+    dynamics = "if"
+
+    def __init__(self, *, v_threshold: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(v_threshold=v_threshold, **kwargs)
+
+    def charge(self, v: Tensor, x: Tensor) -> Tensor:
+        return if_charge(v, x)
+
+
+NEURONS: dict[str, type[Neuron]] = {cls.dynamics: cls for cls in (PLIFNode, LIFNode, IFNode)}
+
+
+def get_neuron_class(dynamics: str | type[Neuron]) -> type[Neuron]:
+    """Turn a dynamics name (``plif``, ``lif``, ``if``) into its class."""
+    if isinstance(dynamics, type) and issubclass(dynamics, Neuron):
+        return dynamics
+    cls = NEURONS.get(str(dynamics).lower())
+    if cls is None:
+        raise ConfigError(f"unknown neuron {dynamics!r}; choose one of {', '.join(NEURONS)}")
+    return cls
+
+
+def build_neuron(config: dict[str, Any]) -> Neuron:
+    """Rebuild a layer from :meth:`Neuron.config` (the inverse of ``config()``)."""
+    cfg = dict(config)
+    cls = get_neuron_class(cfg.pop("dynamics"))
+    return cls(**cfg)
+
+
+# -- input checks ------------------------------------------------------------------------------
+def check_tensor(x: Any, where: str) -> None:
+    """Raise :class:`InputError` unless ``x`` is a finite floating-point tensor."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(
+            f"{where} got an integer tensor ({x.dtype}); convert it with x.float()"
+        )
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        raise InputError(
+            f"{where} input contains NaN or inf; check the layer before it or the data"
+        )
+
+
+def check_sequence(x: Any, where: str) -> None:
+    """:func:`check_tensor` plus a time dimension: ``[T, B, ...]`` with ``T >= 1``."""
+    check_tensor(x, where)
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise InputError(
+            f"{where} expects time-first input [T, B, ...], got shape {tuple(x.shape)}; add the "
+            "time dimension with x.unsqueeze(0) or use .step() for one time step"
+        )
+
+
+def _check_finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")

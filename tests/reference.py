@@ -1,0 +1,85 @@
+"""Reference loops written directly from the papers' equations, element by element in spirit.
+
+They share no code with multispike: each loop spells its equation out so that the library's
+vectorised, composable version can be compared against it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def theta(x: Tensor) -> Tensor:
+    """MT-SNN Eq 4: 1 where x >= 0."""
+    return torch.where(x >= 0, torch.ones_like(x), torch.zeros_like(x))
+
+
+def plif_mt_reference(x: Tensor, tau: Tensor, v_th: float, deltas=()) -> Tensor:
+    """MT-SNN Eq 8, 2, 10, 11, 3 with V_reset = 0; deltas=() is the single-threshold PLIF."""
+    v = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        h = (1 - 1 / tau) * v + x[t] / tau  # Eq 8
+        s = theta(h - v_th)  # Eq 2
+        s_sum = s.clone()
+        for d in deltas:
+            s_sum = s_sum + theta(h - v_th - d)  # Eq 10, 11
+        v = torch.where(s == 1, torch.zeros_like(h), h)  # Eq 3, V_reset = 0
+        outs.append(s_sum)
+    return torch.stack(outs)
+
+
+def lif_ternary_reference(x: Tensor, decay: float, v_th: float, a: float = 1.0) -> Tensor:
+    """Ternary Spike Eq 7-8 (and 13-14 with amplitude a)."""
+    u_prev = torch.zeros_like(x[0])
+    b_prev = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        u = decay * u_prev * (1 - b_prev.abs()) + x[t]  # Eq 7 / 13
+        b = torch.zeros_like(u)
+        b[u >= v_th] = 1.0  # Eq 8
+        b[u <= -v_th] = -1.0
+        outs.append(a * b)  # Eq 14
+        u_prev, b_prev = u, b
+    return torch.stack(outs)
+
+
+def lif_binary_reference(x: Tensor, decay: float, v_th: float) -> Tensor:
+    """Ternary Spike Eq 4-5 (the vanilla binary LIF)."""
+    u_prev = torch.zeros_like(x[0])
+    o_prev = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        u = decay * u_prev * (1 - o_prev) + x[t]
+        o = theta(u - v_th)
+        outs.append(o)
+        u_prev, o_prev = u, o
+    return torch.stack(outs)
+
+
+def if_reference(x: Tensor, v_th: float) -> Tensor:
+    """MT-SNN Eq 5, 2, 3."""
+    v = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        h = v + x[t]
+        s = theta(h - v_th)
+        v = torch.where(s == 1, torch.zeros_like(h), h)
+        outs.append(s)
+    return torch.stack(outs)
+
+
+def ternary_mt_reference(x: Tensor, decay: float, v_th: float, deltas) -> Tensor:
+    """Ternary + multi-threshold: symmetric thresholds ±(V_th + Δi), reset by ±V_th."""
+    v = torch.zeros_like(x[0])
+    outs = []
+    for t in range(x.shape[0]):
+        h = decay * v + x[t]
+        b = torch.zeros_like(h)
+        for th in (v_th, *(v_th + d for d in deltas)):
+            b = b + theta(h - th) - theta(-h - th)
+        main = (h >= v_th) | (h <= -v_th)
+        v = torch.where(main, torch.zeros_like(h), h)
+        outs.append(b)
+    return torch.stack(outs)

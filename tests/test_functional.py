@@ -1,0 +1,188 @@
+"""Golden values and reference loops for the pure functions in multispike.functional."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from multispike.errors import ConfigError
+from multispike.functional import (
+    Binary,
+    MultiThreshold,
+    NeuronParams,
+    NeuronState,
+    Rectangular,
+    Ternary,
+    TernaryMultiThreshold,
+    get_firing,
+    hard_reset,
+    if_charge,
+    lif_charge,
+    multistep,
+    plif_charge,
+    plif_tau,
+    step,
+)
+
+from .reference import lif_ternary_reference, plif_mt_reference, ternary_mt_reference
+
+
+def test_heaviside_at_zero_fires():
+    """Θ(0) = 1 (MT-SNN Eq 4): a membrane exactly at threshold fires."""
+    b, s = Binary().fire(torch.tensor([0.999, 1.0, 1.001]), 1.0, Rectangular())
+    assert b.tolist() == [0.0, 1.0, 1.0]
+    assert s.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_mt_golden_values():
+    """MT-SNN Eq 10-11 at V_th = 1, deltas (-0.5, 0.5): thresholds 0.5, 1, 1.5."""
+    h = torch.tensor([0.2, 0.5, 0.9, 1.0, 1.49, 1.5, 3.0, -2.0])
+    b, s = MultiThreshold(deltas=(-0.5, 0.5)).fire(h, 1.0, Rectangular())
+    assert b.tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
+    assert s.tolist() == [0, 0, 0, 1, 1, 1, 1, 0]  # only the main spike resets
+
+
+def test_ternary_golden_values():
+    """Ternary Eq 8: +1 at u >= V_th, -1 at u <= -V_th; reset mask |b|."""
+    h = torch.tensor([-0.6, -0.5, -0.49, 0.0, 0.49, 0.5, 2.0])
+    b, s = Ternary().fire(h, 0.5, Rectangular())
+    assert b.tolist() == [-1, -1, 0, 0, 0, 1, 1]
+    assert s.tolist() == [1, 1, 0, 0, 0, 1, 1]
+
+
+def test_ternary_mt_golden_values():
+    h = torch.tensor([-1.0, -0.8, -0.5, 0.0, 0.5, 0.79, 0.8, 1.0])
+    b, s = TernaryMultiThreshold(deltas=(0.3,)).fire(h, 0.5, Rectangular())
+    assert b.tolist() == [-2, -2, -1, 0, 1, 1, 2, 2]
+    assert s.tolist() == [1, 1, 1, 0, 1, 1, 1, 1]
+
+
+def test_planes_sum_to_spike_value():
+    h = torch.randn(1000) * 2
+    for rule in (Binary(), MultiThreshold(), Ternary(), TernaryMultiThreshold(deltas=(-0.2, 0.4))):
+        b, _ = rule.fire(h, 0.5, Rectangular())
+        planes = rule.planes(h, 0.5)
+        assert planes.shape[0] == len(rule.plane_signs) == rule.n_planes(0.5)
+        signs = torch.tensor(rule.plane_signs, dtype=h.dtype)
+        assert torch.equal(torch.tensordot(signs, planes, dims=1), b)
+
+
+def test_default_deltas_follow_threshold():
+    """Default deltas are (-0.5, +0.5) x V_th: both signs, |delta| >= 0.3 at V_th = 1."""
+    assert MultiThreshold().thresholds(1.0) == (1.0, 0.5, 1.5)
+    assert MultiThreshold().thresholds(0.5) == (0.5, 0.25, 0.75)
+
+
+@pytest.mark.parametrize(
+    "deltas, match",
+    [
+        ((0.5, -0.5), "not sorted"),
+        ((0.3, 0.3), "duplicates"),
+        ((0.0, 0.5), "contain 0"),
+        ((), "empty"),
+        ((float("nan"),), "finite"),
+    ],
+)
+def test_bad_deltas(deltas, match):
+    with pytest.raises(ConfigError, match=match):
+        MultiThreshold(deltas=deltas)
+
+
+def test_delta_below_minus_threshold_rejected():
+    with pytest.raises(ConfigError, match="fire at rest"):
+        MultiThreshold(deltas=(-1.0,)).validate(1.0)
+
+
+def test_get_firing_names():
+    assert isinstance(get_firing("binary"), Binary)
+    assert isinstance(get_firing("ternary_mt", deltas=(0.3,)), TernaryMultiThreshold)
+    with pytest.raises(ConfigError, match="unknown firing rule 'quaternary'; choose one of"):
+        get_firing("quaternary")
+    with pytest.raises(ConfigError, match="deltas apply"):
+        get_firing("binary", deltas=(0.3,))
+
+
+def test_charge_equations():
+    v, x = torch.tensor([0.4]), torch.tensor([1.0])
+    assert if_charge(v, x).item() == pytest.approx(1.4)
+    assert lif_charge(v, x, 0.25).item() == pytest.approx(1.1)
+    w = torch.tensor(0.0)  # tau = 2
+    assert plif_tau(w).item() == 2.0
+    assert plif_charge(v, x, w).item() == pytest.approx(0.5 * 0.4 + 0.5)
+    # Eq 6 with V_reset = 0 equals Eq 8
+    assert plif_charge(v, x, w, v_reset=-0.0).item() == pytest.approx(0.7)
+    # Eq 6 with V_reset = -1: H = V + (X - (V - V_reset)) / tau
+    assert plif_charge(v, x, w, v_reset=-1.0).item() == pytest.approx(0.4 + (1.0 - 1.4) / 2)
+    assert hard_reset(torch.tensor([0.3, 1.2]), torch.tensor([0.0, 1.0]), -0.1).tolist() == [
+        pytest.approx(0.3),
+        pytest.approx(-0.1),
+    ]
+
+
+@pytest.mark.parametrize("deltas", [(), (-0.5, 0.5), (-0.3, 0.2, 0.6)])
+def test_multistep_plif_equals_reference(deltas):
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 33, dtype=torch.float64) * 1.5
+    w = torch.tensor(0.3, dtype=torch.float64)
+    rule = MultiThreshold(deltas=deltas) if deltas else Binary()
+    out, _ = multistep(x, partial(plif_charge, w=w), NeuronParams(v_threshold=1.0, rule=rule))
+    ref = plif_mt_reference(x, plif_tau(w), 1.0, deltas)
+    assert torch.equal(out, ref)
+
+
+def test_multistep_ternary_equals_reference():
+    torch.manual_seed(1)
+    x = torch.randn(5, 3, 40)
+    a = torch.tensor(0.7)
+    out, _ = multistep(
+        x, partial(lif_charge, decay=0.25), NeuronParams(0.5, rule=Ternary(), amplitude=a)
+    )
+    assert torch.equal(out, lif_ternary_reference(x, 0.25, 0.5, a=a))
+
+
+def test_multistep_ternary_mt_equals_reference():
+    torch.manual_seed(2)
+    x = torch.randn(5, 3, 40)
+    rule = TernaryMultiThreshold(deltas=(-0.2, 0.3))
+    out, _ = multistep(x, partial(lif_charge, decay=0.5), NeuronParams(0.5, rule=rule))
+    assert torch.equal(out, ternary_mt_reference(x, 0.5, 0.5, (-0.2, 0.3)))
+
+
+def test_step_state_carries_membrane():
+    """Streaming: steps threaded by hand equal multistep; the final state matches too."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 2, 7)
+    charge = partial(lif_charge, decay=0.25)
+    params = NeuronParams(0.5, rule=Ternary())
+    seq, last = multistep(x, charge, params)
+    state = NeuronState(torch.zeros(2, 7))
+    outs = []
+    for t in range(4):
+        out, state, _ = step(x[t], state, charge, params)
+        outs.append(out)
+    assert torch.equal(torch.stack(outs), seq)
+    assert torch.equal(state.v, last.v)
+
+
+def test_reset_uses_main_spike_not_amplitude():
+    """With amplitude a, the reset still uses b in {0,1} (Ternary Eq 13: (1 - |b|))."""
+    x = torch.tensor([[0.6], [0.0]])
+    params = NeuronParams(0.5, rule=Ternary(), amplitude=torch.tensor(3.0))
+    out, state = multistep(x, partial(lif_charge, decay=0.25), params)
+    assert out.flatten().tolist() == [3.0, 0.0]
+    assert state.v.item() == 0.0  # reset to 0 at t=0, decays to 0 + 0
+
+
+def test_detach_reset_cuts_reset_gradient():
+    """IF, V_th = 1, x = (1.2, 0.8): the spike at t=0 resets V; the rectangular window is
+    open at both steps. Through the reset dV0/dH0 = (1 - S0) - H0 * g(H0 - 1) = -1.2, so
+    dL/dx0 = g(H0 - 1) + g(H1 - 1) * (-1.2) = 1 - 1.2; detached, the second term vanishes."""
+    x = torch.tensor([[1.2], [0.8]], requires_grad=True)
+    grads = {}
+    for detach in (False, True):
+        x.grad = None
+        out, _ = multistep(x, if_charge, NeuronParams(1.0, detach_reset=detach))
+        out.sum().backward()
+        grads[detach] = x.grad.flatten().tolist()
+    assert grads[False] == [pytest.approx(-0.2), 1.0]
+    assert grads[True] == [1.0, 1.0]
