@@ -20,11 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/multispike demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
 	$(PY) -m pytest -q -n 2 tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
