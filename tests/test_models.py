@@ -2,7 +2,6 @@
 rebuild from ``model_args``, BN variants, MT on FC, output modes."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -12,9 +11,6 @@ from multispike.errors import ConfigError, InputError
 from multispike.layers import BatchNormPerStep, TDBatchNorm
 from multispike.models import SpikingModel, create, list_models
 from multispike.neurons import LIFNode, Neuron, PLIFNode
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)  # `pytest -n 2` on two cores: one thread per worker, not two each
 
 #: small but valid construction options and input side per model (keeps the suite fast)
 TINY = {
