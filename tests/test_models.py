@@ -323,3 +323,17 @@ def test_neuron_choice_and_options():
     assert model.model_args["neuron"] == "if"
     amp, _ = tiny("resnet20m", learn_amplitude=True)
     assert all(m.amplitude is not None for m in amp.modules() if isinstance(m, Neuron))
+
+
+def test_digits_net_hidden_fc_fires_so_binary_can_learn():
+    """Without BN on its hidden FC, digits_net's binary FC neurons never fire (no gradient)."""
+    from multispike.monitor import record_activity
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    for fc_norm, fires in ((True, True), (False, False)):
+        model = create("digits_net", firing="binary", fc_norm=fc_norm).train()
+        with record_activity(model) as mon:
+            model(x)
+        rate = {r["layer"]: r["rate"] for r in mon.summary()}["fc1_act"]
+        assert (rate > 0.01) == fires, (fc_norm, rate)

@@ -54,7 +54,8 @@ class VGGSpec:
 def vgg_defaults(**overrides: Any) -> dict[str, Any]:
     """MT-SNN defaults plus the VGG options: ``input_size`` 32, ``dropout`` 0.5 (PLIF paper),
     ``pool`` ``"max"`` (PLIF paper)."""
-    return {**MT_SNN_DEFAULTS, "input_size": 32, "dropout": 0.5, "pool": "max", **overrides}
+    return {**MT_SNN_DEFAULTS, "input_size": 32, "dropout": 0.5, "pool": "max",
+            "fc_norm": False, **overrides}
 
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -68,7 +69,10 @@ class VGG(SpikingModel):
 
     - ``input_size``: side of the square input the first FC is sized for;
     - ``dropout``: drop probability before each FC (mask shared over T);
-    - ``pool``: ``"max"`` or ``"avg"`` pooling between stages.
+    - ``pool``: ``"max"`` or ``"avg"`` pooling between stages;
+    - ``fc_norm``: BN between the hidden FC and its neuron (off in the papers' VGGs; on in
+      ``digits_net``, whose hidden FC sees only 512 sparse inputs and would otherwise stay
+      below threshold, outside the surrogate window, with no gradient to learn from).
 
     Remaining keyword arguments are neuron options (``deltas``, ``learn_amplitude``, ...).
     """
@@ -89,6 +93,7 @@ class VGG(SpikingModel):
         input_size: int | None = None,
         dropout: float | None = None,
         pool: str | None = None,
+        fc_norm: bool | None = None,
         **neuron_options: Any,
     ) -> None:
         options = {
@@ -104,6 +109,7 @@ class VGG(SpikingModel):
             "input_size": input_size,
             "dropout": dropout,
             "pool": pool,
+            "fc_norm": fc_norm,
         }
         super().__init__(spec.name, spec.defaults, options, neuron_options)
         o = self.options
@@ -137,6 +143,7 @@ class VGG(SpikingModel):
         side = size // 2**n_pools
         self.drop1 = TimeDropout(o["dropout"])
         self.fc1 = nn.Linear(cin * side * side, spec.hidden)
+        self.fc1_norm = norm_layer(spec.hidden) if o["fc_norm"] else nn.Identity()
         self.fc1_act = neurons.fc()
         self.drop2 = TimeDropout(o["dropout"])
         self.head = Head(
@@ -161,7 +168,7 @@ class VGG(SpikingModel):
         y = self.stem_act(self.stem_norm(y))  # [T, B, c1, H, W]
         y = self.features(y)  # [T, B, c, H/2^S, W/2^S]
         z = y.flatten(2)  # [T, B, c, h, w] -> [T, B, c*h*w]
-        z = self.fc1_act(self.fc1(self.drop1(z)))  # [T, B, hidden]
+        z = self.fc1_act(self.fc1_norm(self.fc1(self.drop1(z))))  # [T, B, hidden]
         return self.head(self.drop2(z))  # [T, B, K]
 
 
