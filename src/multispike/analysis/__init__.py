@@ -37,6 +37,15 @@ from multispike.analysis.energy import (
     get_cost_table,
     register_cost_table,
 )
+from multispike.analysis.figures import plot_accuracy_vs_timesteps, plot_delta_sweep
+from multispike.analysis.information import (
+    capacity_bits,
+    entropy_bits,
+    entropy_rows,
+    n_values,
+    plot_entropy,
+)
+from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
 from multispike.analysis.ops import (
     LayerOps,
     ModelOps,
@@ -46,7 +55,13 @@ from multispike.analysis.ops import (
     linear_macs,
     trace_ops,
 )
-from multispike.analysis.stats import MeasuredRates, collect_activity, measure_rates
+from multispike.analysis.stats import (
+    MeasuredRates,
+    collect_activity,
+    firing_rows,
+    measure_rates,
+    plot_firing_stats,
+)
 
 __all__ = [
     "CMOS45",
@@ -58,14 +73,26 @@ __all__ = [
     "MeasuredRates",
     "ModelOps",
     "NeuronLayerOps",
+    "capacity_bits",
     "collect_activity",
     "conv_macs",
     "count_ops",
+    "entropy_bits",
+    "entropy_rows",
     "estimate_energy",
+    "firing_rows",
     "format_report",
     "get_cost_table",
     "linear_macs",
     "measure_rates",
+    "membrane_histograms",
+    "n_values",
+    "neuron_thresholds",
+    "plot_accuracy_vs_timesteps",
+    "plot_delta_sweep",
+    "plot_entropy",
+    "plot_firing_stats",
+    "plot_membrane",
     "register_cost_table",
     "trace_ops",
 ]
