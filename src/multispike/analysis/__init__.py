@@ -62,6 +62,7 @@ from multispike.analysis.stats import (
     measure_rates,
     plot_firing_stats,
 )
+from multispike.analysis.sweeps import delta_sweep, placement_ablation
 
 __all__ = [
     "CMOS45",
@@ -77,6 +78,7 @@ __all__ = [
     "collect_activity",
     "conv_macs",
     "count_ops",
+    "delta_sweep",
     "entropy_bits",
     "entropy_rows",
     "estimate_energy",
@@ -88,6 +90,7 @@ __all__ = [
     "membrane_histograms",
     "n_values",
     "neuron_thresholds",
+    "placement_ablation",
     "plot_accuracy_vs_timesteps",
     "plot_delta_sweep",
     "plot_entropy",
