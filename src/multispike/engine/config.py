@@ -1,0 +1,145 @@
+"""Training configuration and recipes (one TOML file per row of the papers' result tables).
+
+A :class:`TrainConfig` holds every setting of a run. Recipes fill it from a TOML file; flags
+given on the command line override the recipe; the resolved configuration is written beside
+the checkpoints as ``config.json`` so that a run can be repeated exactly.
+
+Example::
+
+    >>> cfg = resolve_config(recipe="mt-vgg9-cifar10", overrides={"epochs": 1})
+    >>> cfg.model, cfg.firing, cfg.lr
+    ('vgg9', 'mt', 0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from multispike.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SCHEDULES = ("cosine", "step", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run. ``None`` means: the dataset's or model's default.
+
+    Units: ``lr`` per step of SGD; ``epochs`` full passes over the training set; ``milestones``
+    epochs at which a ``step`` schedule multiplies the learning rate by ``gamma``.
+    """
+
+    dataset: str = "digits"
+    model: str | None = None
+    timesteps: int = 2
+    firing: str | None = None
+    neuron: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    seed: int = 0
+    augment: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    out: str | None = None
+    resume: bool = False
+    amp: str = "auto"
+    device: str = "auto"
+    num_workers: int | None = None
+    sync_bn: bool = False
+    label_smoothing: float = 0.0
+    progress: bool = True
+    recipe: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` (one line) for settings no run can use."""
+        if not isinstance(self.timesteps, int) or self.timesteps < 1:
+            raise ConfigError(f"timesteps must be an integer >= 1, got {self.timesteps!r}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
+        if self.amp not in AMP_MODES:
+            raise ConfigError(
+                f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def recipe_dir() -> Path:
+    """The folder of the recipes shipped with multispike."""
+    return Path(str(resources.files("multispike") / "recipes"))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.toml"))
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """Read a recipe by name (``mt-vgg9-cifar10``) or by path to a ``.toml`` file."""
+    path = Path(name)
+    if not (path.suffix == ".toml" and path.is_file()):
+        path = recipe_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())} "
+            "or give a .toml path"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise ConfigError(f"recipe {path} has unknown key {unknown[0]!r}; known: {sorted(FIELDS)}")
+    data["recipe"] = name
+    return data
+
+
+def resolve_config(
+    recipe: str | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Recipe values, then ``overrides`` (flags given on the command line; None values skipped).
+
+    ``model_options`` merge key by key, so a flag can change one neuron option of a recipe.
+    """
+    values: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in FIELDS:
+            raise ConfigError(f"unknown training option {key!r}")
+        if key in ("model_options", "data_options"):
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    return TrainConfig(**values).validate()

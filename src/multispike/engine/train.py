@@ -1,0 +1,385 @@
+"""Training as a few plain functions: load data, build the model, train one epoch, evaluate, main.
+
+:func:`train_model` runs a :class:`~multispike.engine.config.TrainConfig`: SGD with momentum,
+no weight decay on 1-D parameters (BN, PLIF ``w``, amplitudes, biases), cross-entropy on the
+mean output over T, mixed precision where the device supports it, a progress bar, metrics in
+``metrics.csv``, ``last.pt`` every epoch and ``best.pt`` on improvement (atomic writes).
+
+Exact resume: every epoch starts by seeding all generators from ``(seed, epoch)`` and the
+shuffling order comes from the same pair, so an epoch depends only on the weights and
+optimizer state at its start. A run killed at any moment and resumed from ``last.pt`` (written
+at the end of each epoch) ends with the same weights, bit for bit on CPU, as one never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from multispike.engine import distributed as dist_utils
+from multispike.engine.checkpoint import (
+    build_model,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
+from multispike.engine.config import TrainConfig
+from multispike.errors import CheckpointError, ConfigError, MultispikeError
+
+
+class TrainingDiverged(MultispikeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class DataBundle:
+    """The datasets of one run and the per-batch transforms applied on the device."""
+
+    spec: Any
+    train: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+    train_transform: nn.Module | None
+    test_transform: nn.Module | None
+
+
+# -- set-up ----------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: a function of the run's seed and the epoch alone."""
+    return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype | None]:
+    """``(context factory, dtype)``: bf16 (or fp16) autocast on GPUs, full precision on CPU."""
+    mode = cfg.amp
+    if mode == "auto":
+        mode = "off" if device.type != "cuda" else (
+            "bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if mode == "off":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
+
+
+def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
+    """The train and test datasets of ``cfg.dataset`` and their device-side transforms."""
+    from multispike import data
+
+    common = dict(data_dir=cfg.data_dir, download=cfg.download, **cfg.data_options)
+    if spec.is_event:
+        common["timesteps"] = cfg.timesteps
+    train = data.build(cfg.dataset, train=True, augment=cfg.augment, **common)
+    test = data.build(cfg.dataset, train=False, **common)
+    return DataBundle(
+        spec,
+        train,
+        test,
+        data.batch_transform(cfg.dataset, train=True, augment=cfg.augment),
+        data.batch_transform(cfg.dataset, train=False),
+    )
+
+
+def model_args_for(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
+    """The :func:`multispike.models.create` arguments of a run (stored in its checkpoints)."""
+    args: dict[str, Any] = {
+        "name": cfg.model or spec.default_model,
+        "num_classes": spec.num_classes,
+        "timesteps": cfg.timesteps,
+    }
+    if cfg.firing is not None:
+        args["firing"] = cfg.firing
+    if cfg.neuron is not None:
+        args["neuron"] = cfg.neuron
+    for key, value in cfg.model_options.items():
+        args[key] = list(value) if isinstance(value, tuple) else value
+    return args
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; none on BN, PLIF ``w``, amplitudes, biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    """Per-epoch learning-rate schedule: cosine to 0, step (×gamma at milestones) or constant."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def to_model_input(x: Tensor, spec: Any) -> Tensor:
+    """Event batches come as ``[B, T, C, H, W]``; models take time first ``[T, B, C, H, W]``."""
+    return x.transpose(0, 1) if spec.is_event else x
+
+
+# -- one epoch -----------------------------------------------------------------------------------
+def train_one_epoch(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    spec: Any,
+    transform: nn.Module | None,
+    device: torch.device,
+    epoch: int,
+    autocast: Any,
+    scaler: torch.amp.GradScaler | None,
+    label_smoothing: float = 0.0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy and images per second."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    seen, correct, loss_sum = 0, 0, 0.0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress,
+               dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        with autocast():
+            out = model(to_model_input(x, spec))  # [T, B, classes]
+            logits = out.float().mean(0)  # [B, classes]: the prediction is the mean over T
+            loss = criterion(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
+                "checkpoint is kept: lower --lr or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = y.shape[0]
+        seen += n
+        loss_sum += loss.item() * n
+        correct += int((logits.argmax(1) == y).sum())
+        rate = seen / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                        img_s=f"{rate:.0f}")
+    elapsed = time.perf_counter() - start
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
+            "images_per_s": seen / max(elapsed, 1e-9)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    *,
+    spec: Any,
+    transform: nn.Module | None,
+    device: torch.device,
+    autocast: Any = contextlib.nullcontext,
+) -> dict[str, float]:
+    """Mean loss and top-1 accuracy of the mean output over T."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    seen, correct, loss_sum = 0, 0, 0.0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        with autocast():
+            logits = model(to_model_input(x, spec)).float().mean(0)
+        loss_sum += float(criterion(logits, y))
+        correct += int((logits.argmax(1) == y).sum())
+        seen += y.shape[0]
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+# -- main ----------------------------------------------------------------------------------------
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _tensorboard(out: Path | None):
+    if out is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: CSV only
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def train_model(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``.
+
+    With ``cfg.out`` set, writes ``last.pt``, ``best.pt``, ``metrics.csv`` and ``config.json``
+    there. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with DistributedDataParallel; rank 0
+    alone logs and writes.
+    """
+    from multispike import data
+
+    cfg.validate()
+    ctx = dist_utils.setup(cfg.device)
+    device = ctx.device if ctx.enabled else pick_device(cfg.device)
+    main = ctx.rank == 0
+    out = Path(cfg.out) if cfg.out else None
+    last_path = out / "last.pt" if out else None
+    if out and not cfg.resume and (last_path.exists() or (out / "best.pt").exists()):
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if cfg.resume and (last_path is None or not last_path.exists()):
+        raise CheckpointError(f"nothing to resume: {last_path or '--out'} does not exist")
+
+    spec = data.get_spec(cfg.dataset, **cfg.data_options)
+    model_args = model_args_for(cfg, spec)
+    seed_everything(cfg.seed)
+    model = build_model(model_args).to(device)  # an unknown model fails before data loads
+    bundle = load_data(cfg, spec)
+    if ctx.enabled and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                momentum=cfg.momentum)
+    scheduler = build_scheduler(cfg, optimizer)
+    autocast, amp_dtype = autocast_for(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    start_epoch, best, history = 0, -1.0, []
+    if cfg.resume:
+        ckpt = load_checkpoint(last_path)
+        if ckpt["model_args"] != model_args:
+            raise CheckpointError(
+                f"checkpoint {last_path} is of another model ({ckpt['model_args']['name']}, "
+                f"{ckpt['model_args']}); resume with the options it was trained with"
+            )
+        load_state(model, ckpt["model"], str(last_path))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best, history = ckpt["epoch"], ckpt["best_accuracy"], list(ckpt["history"])
+
+    net = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    workers = cfg.num_workers
+    pin = device.type == "cuda"
+    test_loader = data.make_loader(bundle.test, cfg.batch_size, shuffle=False,
+                                   num_workers=workers, pin_memory=pin)
+    if out and main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(
+            {**cfg.to_dict(), "model_args": model_args, "world_size": ctx.world_size}, indent=2))
+    writer = _tensorboard(out) if main else None
+
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        if ctx.enabled:
+            sampler = torch.utils.data.DistributedSampler(
+                bundle.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+            sampler = torch.utils.data.RandomSampler(bundle.train, generator=gen)
+        train_loader = data.make_loader(bundle.train, cfg.batch_size, shuffle=False,
+                                        sampler=sampler, num_workers=workers, pin_memory=pin,
+                                        drop_last=False)
+        stats = train_one_epoch(
+            net, train_loader, optimizer, spec=bundle.spec, transform=bundle.train_transform,
+            device=device, epoch=epoch, autocast=autocast, scaler=scaler,
+            label_smoothing=cfg.label_smoothing, progress=cfg.progress and main)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        test = evaluate(model, test_loader, spec=bundle.spec, transform=bundle.test_transform,
+                        device=device, autocast=autocast)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
+               "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
+               "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
+        history.append(row)
+        improved = test["accuracy"] > best
+        best = max(best, test["accuracy"])
+        if main:
+            if cfg.progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
+                      f"train {stats['accuracy']:.4f}  test {test['accuracy']:.4f}  "
+                      f"best {best:.4f}  {stats['images_per_s']:.0f} img/s", flush=True)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch + 1)
+            if out:
+                payload = {
+                    "model_args": model_args, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1, "best_accuracy": best, "history": history,
+                    "config": _plain(cfg.to_dict()),
+                }
+                if improved:
+                    save_checkpoint(out / "best.pt", payload)
+                save_checkpoint(last_path, payload)
+                _write_metrics(out / "metrics.csv", history)
+    if writer is not None:
+        writer.close()
+    dist_utils.cleanup(ctx)
+    final = history[-1]["test_accuracy"] if history else float("nan")
+    return {"model": model, "best_accuracy": best, "final_accuracy": final,
+            "history": history, "model_args": model_args, "out": str(out) if out else None}
+
+
+def _plain(value: Any) -> Any:
+    """Config values as containers ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

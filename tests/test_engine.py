@@ -1,0 +1,231 @@
+"""The main job: recipes, checkpoints, training, exact resume, eval, bad input, torchrun, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from multispike.cli import main
+from multispike.engine import (
+    TrainConfig,
+    TrainingDiverged,
+    evaluate_model,
+    list_recipes,
+    load_checkpoint,
+    load_model,
+    load_recipe,
+    resolve_config,
+    save_checkpoint,
+    train_model,
+)
+from multispike.errors import CheckpointError, ConfigError
+
+QUICK = dict(dataset="digits", epochs=1, batch_size=128, progress=False, num_workers=0)
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "multispike", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+# -- recipes -----------------------------------------------------------------------------------
+def test_every_recipe_resolves_and_names_a_known_model():
+    from multispike.data import names
+    from multispike.models import list_models
+
+    recipes = list_recipes()
+    assert "mt-vgg9-cifar10" in recipes and "ternary-resnet20m-cifar10" in recipes
+    assert "trainable-ternary-resnet34-imagenet" in recipes and "mt-vgg12-cifar10-dvs" in recipes
+    for name in recipes:
+        cfg = resolve_config(name)
+        assert cfg.model in list_models() and cfg.dataset in names(), name
+
+
+def test_recipe_hyperparameters_follow_the_papers():
+    mt = resolve_config("mt-vgg9-cifar10")
+    assert (mt.lr, mt.momentum, mt.schedule, mt.milestones, mt.gamma) == (0.1, 0.9, "step",
+                                                                          [100], 0.1)
+    assert mt.firing == "mt" and mt.neuron == "plif"
+    tern = load_recipe("trainable-ternary-resnet34-imagenet")
+    assert tern["schedule"] == "cosine" and tern["weight_decay"] == 1e-4
+    assert tern["model_options"]["learn_amplitude"] is True
+
+
+def test_flags_override_recipe_key_by_key():
+    cfg = resolve_config("mt-vgg9-cifar10",
+                         {"epochs": 3, "timesteps": 1, "model_options": {"mt_on_fc": True}})
+    assert cfg.epochs == 3 and cfg.timesteps == 1
+    assert cfg.model_options == {"deltas": [-0.5, 0.5], "mt_on_fc": True}
+
+
+@pytest.mark.parametrize("bad, match", [({"timesteps": 0}, "timesteps must be"),
+                                        ({"schedule": "linear"}, "unknown schedule")])
+def test_bad_config(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_config(None, bad)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def test_checkpoint_is_atomic_and_safe(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model_args": {"name": "digits_net"}, "model": {}})
+    assert load_checkpoint(path)["format"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt") as e:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "\n" not in str(e.value)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model_args": {}, "model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):  # weights_only refuses to run pickled code
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+# -- training ----------------------------------------------------------------------------------
+def test_train_writes_checkpoints_that_rebuild_the_model(tmp_path):
+    out = tmp_path / "run"
+    result = train_model(TrainConfig(**QUICK, epochs=2, firing="mt", out=str(out)))
+    assert {"last.pt", "best.pt", "metrics.csv", "config.json"} <= {p.name for p in out.iterdir()}
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((out / "config.json").read_text())["model_args"]["firing"] == "mt"
+    model, ckpt = load_model(out / "last.pt")
+    assert ckpt["epoch"] == 2
+    x = torch.rand(4, 1, 8, 8)
+    result["model"].eval()
+    model.eval()
+    assert torch.equal(model(x), result["model"](x))
+    assert result["best_accuracy"] > 0.3  # ten classes: far above chance after two epochs
+
+
+def test_no_weight_decay_on_bn_tau_and_amplitude():
+    from multispike.engine.train import param_groups
+    from multispike.models import create
+
+    model = create("digits_net", num_classes=10, firing="ternary", learn_amplitude=True)
+    decay, no_decay = param_groups(model, 5e-4)
+    assert all(p.ndim > 1 for p in decay["params"])
+    names = {n for n, p in model.named_parameters() if any(p is q for q in no_decay["params"])}
+    assert any("amplitude" in n for n in names) and any("bias" in n for n in names)
+
+
+def test_diverging_loss_stops_with_the_step_and_keeps_last_good(tmp_path):
+    out = tmp_path / "run"
+    train_model(TrainConfig(**QUICK, out=str(out)))
+    before = (out / "last.pt").read_bytes()
+    cfg = TrainConfig(**{**QUICK, "epochs": 2}, lr=1e30, out=str(out), resume=True)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step \d+") as e:
+        train_model(cfg)
+    assert "\n" not in str(e.value)
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    """A run killed with SIGKILL mid-training and resumed ends with the same weights."""
+    args = ["train", "--dataset", "digits", "--epochs", "4", "--batch-size", "64",
+            "--firing", "ternary", "--learn-amplitude", "--seed", "3", "--no-progress",
+            "--workers", "0"]
+    ref = tmp_path / "ref"
+    assert _cli(*args, "--out", str(ref)).returncode == 0
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "multispike", *args, "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once the second epoch's checkpoint is there
+        metrics = run / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(run / "last.pt")["epoch"] < 4  # really interrupted
+    r = _cli(*args, "--out", str(run), "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = load_checkpoint(ref / "last.pt"), load_checkpoint(run / "last.pt")
+    assert b["epoch"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def test_eval_at_several_timesteps(tmp_path):
+    out = tmp_path / "run"
+    result = train_model(TrainConfig(**QUICK, firing="ternary", out=str(out)))
+    rows = evaluate_model(result["model"], "digits", [1, 2, 4])
+    assert [r["timesteps"] for r in rows] == [1, 2, 4]
+    assert all(0 <= r["accuracy"] <= 1 and r["firing_rates"] for r in rows)
+    assert result["model"].timesteps == 2  # restored
+    r = _cli("eval", "--checkpoint", str(out / "best.pt"), "--timesteps", "1,2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["timesteps"] for row in rows] == [1, 2] and "mean_firing_rate" in rows[0]
+
+
+# -- bad input on the command line: one line, exit 2, nothing overwritten ----------------------
+def _fails(r: subprocess.CompletedProcess, text: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and text in r.stderr, r.stderr
+
+
+def test_cli_bad_input(tmp_path):
+    _fails(_cli("train", "--dataset", "digits", "--model", "vgg99"), "unknown model")
+    _fails(_cli("train", "--dataset", "mnist"), "unknown dataset")
+    _fails(_cli("train", "--recipe", "nope"), "unknown recipe")
+    _fails(_cli("train", "--dataset", "digits", "--timesteps", "0"), "timesteps must be")
+    _fails(_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none")),
+           str(tmp_path / "none"))
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x00" * 100)
+    _fails(_cli("eval", "--checkpoint", str(bad)), "corrupt")
+    _fails(_cli("eval", "--checkpoint", str(tmp_path / "missing.pt")), "does not exist")
+    _fails(_cli("eval", "--checkpoint", str(bad), "--timesteps", "0,1"), "timesteps")
+
+
+def test_cli_refuses_to_overwrite_and_other_architecture(tmp_path):
+    out = tmp_path / "run"
+    train_model(TrainConfig(**QUICK, out=str(out)))
+    before = (out / "last.pt").read_bytes()
+    _fails(_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(out)),
+           "already holds a run")
+    _fails(_cli("train", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--resume",
+                "--firing", "mt"), "another model")
+    assert (out / "last.pt").read_bytes() == before
+
+
+# -- distributed -------------------------------------------------------------------------------
+def test_torchrun_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", "29517", "-m", "multispike", "train",
+         "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
+         "--workers", "0", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
+# -- the demo ----------------------------------------------------------------------------------
+def test_demo_json_rows(tmp_path, capsys):
+    assert main(["demo", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    keys = {(r["firing"], r["timesteps"]) for r in rows}
+    assert keys == {("ann", 1)} | {(f, t) for f in ("binary", "mt", "ternary",
+                                                     "trainable-ternary") for t in (1, 2)}
+    assert all({"firing", "timesteps", "accuracy"} <= set(r) for r in rows)
+    assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000
