@@ -1,0 +1,267 @@
+"""The contract every model keeps: input checks, static/event input, ``timesteps``, ``model_args``.
+
+A model maps static images ``[B, C, H, W]`` or event frames ``[T, B, C, H, W]`` to per-time-step
+outputs ``[T, B, num_classes]``; the prediction is their mean over T (``out.mean(0)``).
+
+Static input (direct encoding): the first conv-BN-neuron block is the encoder and sees the
+analog image at every step. Its convolution runs **once** on ``[B, C, H, W]`` and its output is
+broadcast over T (a view) before BN; BN and everything after see exactly the tensor they would
+see had the image been repeated T times (BN statistics over ``B·T`` identical copies, per-step
+BN and tdBN included), so the output equals "repeat the image T times and run" while the
+encoder convolution costs 1/T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from multispike.errors import ConfigError, InputError
+from multispike.layers import (
+    FIRINGS,
+    NeuronFactory,
+    VotingLayer,
+    fold_time,
+    neuron_option_names,
+)
+from multispike.neurons import NEURONS, Neuron, get_neuron_class
+
+#: output modes of MT-SNN Sec 3.3
+OUTPUTS = ("membrane", "vote")
+
+#: options every model takes (keyword-only; ``None`` = the model's default)
+COMMON_OPTIONS = (
+    "num_classes",
+    "timesteps",
+    "firing",
+    "neuron",
+    "norm",
+    "output",
+    "mt_on_fc",
+    "in_channels",
+    "vote_group",
+)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so that ``model_args`` survives a JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _positive_int(name: str, value: Any, model: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{model}: {name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _neuron_name(neuron: Any) -> Any:
+    """A neuron class as its registry name where it has one (JSON-friendly)."""
+    if isinstance(neuron, str):
+        return neuron.lower()
+    cls = get_neuron_class(neuron)
+    return cls.dynamics if NEURONS.get(cls.dynamics) is cls else cls
+
+
+class Head(nn.Module):
+    """The output layer: ``[T, B, F] → [T, B, num_classes]``.
+
+    - ``output="membrane"`` (MT-SNN Sec 3.3 A): the last FC's analog output, no firing;
+    - ``output="vote"`` (B, PLIF paper): the FC feeds ``num_classes·group`` neurons whose spikes
+      a :class:`~multispike.layers.VotingLayer` averages per class.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        output: str,
+        vote_group: int,
+        neurons: NeuronFactory,
+    ) -> None:
+        super().__init__()
+        vote = output == "vote"
+        self.fc = nn.Linear(in_features, num_classes * (vote_group if vote else 1))
+        self.act = neurons.out() if vote else None
+        self.vote = VotingLayer(num_classes, vote_group) if vote else None
+
+    def forward(self, z: Tensor) -> Tensor:
+        y = self.fc(z)  # [T, B, F] -> [T, B, K] (membrane) or [T, B, K*G] (vote)
+        if self.vote is not None:
+            assert self.act is not None
+            y = self.vote(self.act(y))  # [T, B, K*G] -> spikes -> [T, B, K]
+        return y
+
+
+class SpikingModel(nn.Module):
+    """Base of every model in the zoo.
+
+    Subclasses build ``self.stem_conv`` (the encoder's convolution, the model's first layer)
+    and implement :meth:`forward_features`, which takes the stem convolution's output
+    ``[T, B, C', H', W']`` and returns ``[T, B, num_classes]``.
+
+    Attributes:
+        name: registry key.
+        model_args: the resolved :func:`~multispike.models.create` arguments as a plain dict;
+            ``create(**model.model_args)`` rebuilds the model (checkpoints store it).
+        num_classes, in_channels, firing, output: resolved options.
+        input_size: ``(H, W)`` the architecture was built for (the paper's input size).
+        timesteps: T; may be changed after construction (evaluate at T = 1, 2, 4, ...).
+    """
+
+    #: smallest H and W the architecture accepts (its total downsampling)
+    min_input_size: int = 1
+
+    def __init__(
+        self,
+        name: str,
+        defaults: Mapping[str, Any],
+        options: Mapping[str, Any],
+        neuron_options: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        unknown = sorted(k for k, v in options.items() if k not in defaults and v is not None)
+        if unknown:
+            raise ConfigError(
+                f"{name}: option(s) {', '.join(unknown)} do not apply to this model; "
+                f"its options: {', '.join(defaults)}"
+            )
+        opts = {k: (v if options.get(k) is None else options[k]) for k, v in defaults.items()}
+        firing = str(opts["firing"]).lower().replace("_", "-")
+        if firing not in FIRINGS:
+            raise ConfigError(
+                f"{name}: unknown firing {opts['firing']!r}; choose one of {', '.join(FIRINGS)}"
+            )
+        opts["firing"] = firing
+        if firing == "ann" and options.get("timesteps") is None:
+            opts["timesteps"] = 1  # the ANN twin has no dynamics: one step is enough
+        for key in ("num_classes", "timesteps", "in_channels", "vote_group"):
+            _positive_int(key, opts[key], name)
+        if opts["output"] not in OUTPUTS:
+            raise ConfigError(
+                f"{name}: unknown output {opts['output']!r}; choose one of {', '.join(OUTPUTS)}"
+            )
+        opts["mt_on_fc"] = bool(opts["mt_on_fc"])
+        opts["neuron"] = _neuron_name(opts["neuron"])
+        cls: type[Neuron] = get_neuron_class(opts["neuron"])
+        allowed = neuron_option_names(cls)
+        bad = sorted(set(neuron_options) - allowed)
+        if bad:
+            raise ConfigError(
+                f"{name}: unknown option(s) {', '.join(bad)}; model options: "
+                f"{', '.join(defaults)}; {cls.__name__} options: {', '.join(sorted(allowed))}"
+            )
+        self.name = name
+        self.neurons = NeuronFactory(
+            cls, firing, mt_on_fc=opts["mt_on_fc"], options=dict(neuron_options)
+        )
+        self.options: dict[str, Any] = opts
+        self.model_args: dict[str, Any] = {"name": name, **_plain(opts), **_plain(neuron_options)}
+        self.num_classes: int = opts["num_classes"]
+        self.in_channels: int = opts["in_channels"]
+        self.firing: str = firing
+        self.output: str = opts["output"]
+        self.input_size: tuple[int, int] = (0, 0)
+        self._timesteps: int = opts["timesteps"]
+        self.stem_conv: nn.Module
+
+    # -- time steps --------------------------------------------------------------------------
+    @property
+    def timesteps(self) -> int:
+        """T: the number of time steps a static image is repeated for (event input must match)."""
+        return self._timesteps
+
+    @timesteps.setter
+    def timesteps(self, value: int) -> None:
+        self._timesteps = _positive_int("timesteps", value, self.name)
+
+    # -- running -----------------------------------------------------------------------------
+    def check_input(self, x: Any) -> None:
+        """Raise a one-line :class:`InputError` unless ``x`` is input this model can run."""
+        c = self.in_channels
+        expected = f"static images [B, {c}, H, W] or event frames [T, B, {c}, H, W]"
+        if not isinstance(x, Tensor):
+            raise InputError(f"{self.name} expects a torch.Tensor ({expected}), got {type(x)}")
+        if not x.is_floating_point():
+            raise InputError(f"{self.name} got an integer tensor ({x.dtype}); use x.float()")
+        if x.dim() not in (4, 5):
+            raise InputError(
+                f"{self.name} expects {expected}, got rank {x.dim()} shape {tuple(x.shape)}"
+            )
+        if x.shape[-3] != c:
+            raise InputError(
+                f"{self.name} expects {c} input channels ({expected}), got {x.shape[-3]} "
+                f"in shape {tuple(x.shape)}"
+            )
+        if x.dim() == 5 and x.shape[0] != self.timesteps:
+            raise InputError(
+                f"{self.name}: event input has T={x.shape[0]} frames but model.timesteps="
+                f"{self.timesteps}; set model.timesteps = {x.shape[0]} or re-frame the events"
+            )
+        self.check_size(int(x.shape[-2]), int(x.shape[-1]))
+
+    def check_size(self, h: int, w: int) -> None:
+        """Spatial size check; VGG-style nets with a fixed FC input size override it."""
+        m = self.min_input_size
+        if h < m or w < m:
+            raise InputError(
+                f"{self.name} needs images of at least {m}x{m} (it downsamples {m}x), got {h}x{w}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` (static) or ``[T, B, C, H, W]`` (events) → ``[T, B, num_classes]``."""
+        self.check_input(x)
+        if x.dim() == 4:
+            y = self.stem_conv(x)  # [B, C, H, W] -> [B, C', H', W']: once for all T steps
+            y = y.unsqueeze(0).expand(self.timesteps, *y.shape)  # -> [T, B, C', H', W'] (view)
+        else:
+            y = fold_time(self.stem_conv, x)  # [T, B, C, H, W] -> [T, B, C', H', W']
+        return self.forward_features(y)
+
+    def forward_features(self, y: Tensor) -> Tensor:
+        """Everything after the stem convolution: ``[T, B, C', H', W'] → [T, B, K]``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The prediction: the mean over T of the per-step outputs, ``[B, num_classes]``."""
+        return self(x).mean(0)
+
+    def extra_repr(self) -> str:
+        o = self.options
+        return (
+            f"name={self.name}, timesteps={self.timesteps}, firing={self.firing}, "
+            f"neuron={o['neuron']}, norm={o['norm']}, output={self.output}"
+        )
+
+
+#: defaults of the MT-SNN models (Wang et al. 2023): PLIF neurons (Sec 3.1), MT firing with
+#: deltas (−0.5, +0.5)·V_th, MT on convolutions only, membrane output (A, used for every CIFAR
+#: result of Sec 5.2), BN over B·T, T = 4 (Fig 3 spans T = 1…5)
+MT_SNN_DEFAULTS: dict[str, Any] = {
+    "num_classes": 10,
+    "timesteps": 4,
+    "firing": "mt",
+    "neuron": "plif",
+    "norm": "fold",
+    "output": "membrane",
+    "mt_on_fc": False,
+    "in_channels": 3,
+    "vote_group": 10,
+}
+
+#: defaults of the Ternary Spike models (Guo et al. 2024): LIF with decay 0.25 and V_th 0.5,
+#: ternary firing, membrane output, BN over B·T (their code), T = 2 (CIFAR, Table 2)
+TERNARY_DEFAULTS: dict[str, Any] = {
+    **MT_SNN_DEFAULTS,
+    "timesteps": 2,
+    "firing": "ternary",
+    "neuron": "lif",
+}

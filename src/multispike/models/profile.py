@@ -1,0 +1,71 @@
+"""Parameter and MAC counts of a model, measured with forward hooks.
+
+MACs are counted per image and per time step on the convolution and linear layers (the
+synaptic operations; BN, pooling and neurons are not counted): a ``k×k`` convolution with
+``C_in`` inputs per group costs ``C_in·k²`` MACs per output element, a linear layer
+``in_features`` per output. For an SNN, the first (encoder) layer's MACs are real
+multiply-accumulates; after it, inputs are spikes and a MAC becomes an addition (a SOP) when
+its input spike fires.
+
+Example::
+
+    >>> model = create("resnet20m")
+    >>> macs = count_macs(model, (3, 32, 32), per_layer=True)
+    >>> macs["stem_conv"], sum(macs.values())
+    (1769472, 215684096)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _macs(module: nn.Module, out: Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return out.numel() * (module.in_channels // module.groups) * k
+    assert isinstance(module, nn.Linear)
+    return out.numel() * module.in_features
+
+
+@torch.no_grad()
+def count_macs(
+    model: nn.Module, input_shape: Sequence[int], *, per_layer: bool = False
+) -> int | dict[str, int]:
+    """MACs of one image ``input_shape = (C, H, W)`` for one time step.
+
+    Runs the model once at T = 1 on a zero image in eval mode (training mode, ``timesteps``
+    and the weights are restored). ``per_layer=True`` returns ``{layer name: MACs}``.
+    """
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+
+            def hook(mod: nn.Module, _inp: object, out: Tensor, name: str = name) -> None:
+                counts[name] = counts.get(name, 0) + _macs(mod, out)
+
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    steps = getattr(model, "timesteps", None)
+    try:
+        model.eval()
+        if steps is not None:
+            model.timesteps = 1  # type: ignore[assignment]
+        p = next(model.parameters())
+        model(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+        if steps is not None:
+            model.timesteps = steps  # type: ignore[assignment]
+    return counts if per_layer else sum(counts.values())

@@ -1,0 +1,279 @@
+"""Spiking ResNets of both papers.
+
+Two residual styles (blocks in :mod:`multispike.layers`):
+
+- membrane level (MS-ResNet, Hu et al. 2021; MT-SNN ref [31]): the residual stream carries
+  real-valued membrane inputs, ``x + BN(Conv(SN(BN(Conv(SN(x))))))``
+  (:class:`~multispike.layers.MembraneBlock`); a neuron before global pooling turns the stream
+  into spikes. Used by ``resnet20`` (MT-SNN Table 2).
+- spike level (tdBN, Zheng et al. 2021; the Ternary Spike code): the stream carries spikes,
+  ``SN(BN(Conv(SN(BN(Conv(s))))) + shortcut(s))`` (:class:`~multispike.layers.SpikeBlock`).
+  Used by ``resnet19``, ``resnet20m``, ``resnet18``, ``resnet34``.
+
+After the last stage: global average pooling over H, W, then the output layer (A: analog
+membrane, B: neurons + voting). Shapes: ``[B, C, H, W]`` or ``[T, B, C, H, W]`` in,
+``[T, B, K]`` out.
+
+=========  ================================================  =========  ========================
+key        stem → stages (blocks × width)                    params¹    source
+=========  ================================================  =========  ========================
+resnet20   3×3·64 → 3×64, 3×128, 3×256 (membrane residual)   4.66M      MT-SNN Table 2
+resnet19   3×3·128 → 3×128, 3×256, 2×512                     12.57M     tdBN; Ternary Tab 2, 4
+resnet20m  3 × 3×3·64, avgpool → 2×64, 2×128, 2×256, 2×512   11.25M     Sengupta 2019; Ternary
+resnet18   7×7·64/2, avgpool → 2×64, 2×128, 2×256, 2×512     11.69M     SEW / Ternary Tab 1, 3
+resnet34   7×7·64/2, avgpool → 3×64, 4×128, 6×256, 3×512     21.80M     SEW / Ternary Tab 1, 3
+=========  ================================================  =========  ========================
+
+¹ at the default number of classes (10; 1000 for resnet18/34); see docs/models.md.
+
+Example::
+
+    >>> model = create("resnet19", num_classes=100, learn_amplitude=True)   # trainable ternary
+    >>> model(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 2, 100])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from multispike.errors import ConfigError
+from multispike.layers import (
+    ConvUnit,
+    MembraneBlock,
+    SpikeBlock,
+    TimeFold,
+    build_norm,
+    conv3x3,
+)
+from multispike.models.base import MT_SNN_DEFAULTS, TERNARY_DEFAULTS, Head, SpikingModel
+from multispike.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One ResNet configuration.
+
+    ``stem``: ``"ms"`` (conv3x3-BN, no neuron: the stream starts as membrane input),
+    ``"cifar"`` (conv3x3-BN-neuron), ``"sengupta"`` (three conv3x3-BN-neuron at the stem
+    width, then 2×2 average pooling) or ``"imagenet"`` (conv7x7/2-BN-neuron, 3×3/2 average
+    pooling). ``block``: ``"membrane"`` or ``"spike"``. ``avg_down``: downsampling shortcuts
+    average-pool then 1×1-convolve (Sengupta) instead of a strided 1×1 convolution.
+    """
+
+    name: str
+    stem: str
+    stem_width: int
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    strides: tuple[int, ...]
+    block: str
+    avg_down: bool = False
+    input_size: int = 32
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+class ResNet(SpikingModel):
+    """Spiking ResNet of a :class:`ResNetSpec`.
+
+    Options (keyword-only, ``None`` = the spec's default) are those of
+    :func:`~multispike.models.create`; ``resnet20`` also takes ``shortcut_kernel`` (3, the
+    default, gives MT-SNN Table 2's 4.66M parameters; 1 gives 4.34M). Remaining keyword
+    arguments are neuron options.
+    """
+
+    def __init__(
+        self,
+        spec: ResNetSpec,
+        *,
+        num_classes: int | None = None,
+        timesteps: int | None = None,
+        firing: str | None = None,
+        neuron: Any = None,
+        norm: str | None = None,
+        output: str | None = None,
+        mt_on_fc: bool | None = None,
+        in_channels: int | None = None,
+        vote_group: int | None = None,
+        shortcut_kernel: int | None = None,
+        **neuron_options: Any,
+    ) -> None:
+        options = {
+            "num_classes": num_classes,
+            "timesteps": timesteps,
+            "firing": firing,
+            "neuron": neuron,
+            "norm": norm,
+            "output": output,
+            "mt_on_fc": mt_on_fc,
+            "in_channels": in_channels,
+            "vote_group": vote_group,
+            "shortcut_kernel": shortcut_kernel,
+        }
+        super().__init__(spec.name, spec.defaults, options, neuron_options)
+        o = self.options
+        neurons, steps = self.neurons, o["timesteps"]
+
+        def norm_layer(c: int) -> nn.Module:
+            return build_norm(o["norm"], c, timesteps=steps, v_threshold=neurons.v_threshold)
+
+        w = spec.stem_width
+        if spec.stem == "imagenet":
+            self.stem_conv = nn.Conv2d(self.in_channels, w, 7, stride=2, padding=3, bias=False)
+        else:
+            self.stem_conv = conv3x3(self.in_channels, w)
+        self.stem_norm = norm_layer(w)
+        self.stem_act = nn.Identity() if spec.stem == "ms" else neurons.conv()
+        rest: list[nn.Module] = []
+        if spec.stem == "sengupta":
+            rest += [ConvUnit(conv3x3(w, w), norm_layer(w), neurons.conv()) for _ in range(2)]
+            rest.append(TimeFold(nn.AvgPool2d(2)))
+        elif spec.stem == "imagenet":
+            rest.append(TimeFold(nn.AvgPool2d(3, 2, 1)))
+        self.stem_rest = nn.Sequential(*rest)
+
+        blocks: list[nn.Module] = []
+        cin = w
+        for width, n, stride in zip(spec.widths, spec.blocks, spec.strides, strict=True):
+            for i in range(n):
+                s = stride if i == 0 else 1
+                if spec.block == "membrane":
+                    k = o["shortcut_kernel"]
+                    if k not in (1, 3):
+                        raise ConfigError(f"{spec.name}: shortcut_kernel must be 1 or 3, got {k!r}")
+                    blk: nn.Module = MembraneBlock(
+                        cin,
+                        width,
+                        stride=s,
+                        neurons=neurons,
+                        norm=o["norm"],
+                        timesteps=steps,
+                        shortcut_kernel=k,
+                    )
+                else:
+                    blk = SpikeBlock(
+                        cin,
+                        width,
+                        stride=s,
+                        neurons=neurons,
+                        norm=o["norm"],
+                        timesteps=steps,
+                        avg_down=spec.avg_down,
+                    )
+                blocks.append(blk)
+                cin = width
+        self.stages = nn.Sequential(*blocks)
+        # membrane residual: one neuron turns the stream into spikes before pooling
+        self.final_act = neurons.conv() if spec.block == "membrane" else nn.Identity()
+        self.head = Head(
+            cin,
+            self.num_classes,
+            output=o["output"],
+            vote_group=o["vote_group"],
+            neurons=neurons,
+        )
+        down = math.prod(spec.strides) * {"imagenet": 4, "sengupta": 2}.get(spec.stem, 1)
+        self.min_input_size = down
+        self.input_size = (spec.input_size, spec.input_size)
+
+    def forward_features(self, y: Tensor) -> Tensor:
+        y = self.stem_rest(self.stem_act(self.stem_norm(y)))  # [T, B, w, H', W']
+        y = self.final_act(self.stages(y))  # [T, B, C, h, w]
+        z = y.mean((-2, -1))  # global average pooling: [T, B, C, h, w] -> [T, B, C]
+        return self.head(z)  # [T, B, K]
+
+
+RESNET20 = ResNetSpec(
+    "resnet20",
+    "ms",
+    64,
+    (64, 128, 256),
+    (3, 3, 3),
+    (1, 2, 2),
+    "membrane",
+    defaults={**MT_SNN_DEFAULTS, "shortcut_kernel": 3},
+)
+RESNET19 = ResNetSpec(
+    "resnet19",
+    "cifar",
+    128,
+    (128, 256, 512),
+    (3, 3, 2),
+    (1, 2, 2),
+    "spike",
+    defaults=dict(TERNARY_DEFAULTS),
+)
+RESNET20M = ResNetSpec(
+    "resnet20m",
+    "sengupta",
+    64,
+    (64, 128, 256, 512),
+    (2, 2, 2, 2),
+    (1, 2, 2, 2),
+    "spike",
+    avg_down=True,
+    defaults=dict(TERNARY_DEFAULTS),
+)
+_IMAGENET = {**TERNARY_DEFAULTS, "num_classes": 1000, "timesteps": 4}
+RESNET18 = ResNetSpec(
+    "resnet18",
+    "imagenet",
+    64,
+    (64, 128, 256, 512),
+    (2, 2, 2, 2),
+    (1, 2, 2, 2),
+    "spike",
+    input_size=224,
+    defaults=_IMAGENET,
+)
+RESNET34 = ResNetSpec(
+    "resnet34",
+    "imagenet",
+    64,
+    (64, 128, 256, 512),
+    (3, 4, 6, 3),
+    (1, 2, 2, 2),
+    "spike",
+    input_size=224,
+    defaults=_IMAGENET,
+)
+
+
+@register_model
+def resnet20(**options: Any) -> ResNet:
+    """ResNet-20 of MT-SNN Table 2: membrane-level residuals (MS-ResNet), 3 stages of 3 blocks
+    at 64, 128, 256 filters; 4.66M parameters with 3×3 downsampling shortcuts."""
+    return ResNet(RESNET20, **options)
+
+
+@register_model
+def resnet19(**options: Any) -> ResNet:
+    """ResNet-19 of tdBN (Zheng et al. 2021) as in the Ternary Spike code: stem 3→128, stages
+    of 3, 3, 2 basic blocks at 128, 256, 512, one FC (tdBN adds a hidden FC 256)."""
+    return ResNet(RESNET19, **options)
+
+
+@register_model
+def resnet20m(**options: Any) -> ResNet:
+    """ResNet-20 of Sengupta et al. 2019 used by Ternary Spike (CIFAR, DVS, Table 5 energy):
+    three 3×3 stem convs at 64, 2×2 average pooling, four stages of two blocks at 64, 128,
+    256, 512 with average-pool + 1×1 conv shortcuts. 1.77M + 214M MACs on 32×32."""
+    return ResNet(RESNET20M, **options)
+
+
+@register_model
+def resnet18(**options: Any) -> ResNet:
+    """Spiking ResNet-18 for ImageNet (Ternary Spike Tables 1, 3): 7×7/2 stem, 3×3/2 average
+    pooling, 2, 2, 2, 2 blocks at 64…512, spike-level residuals; T = 4."""
+    return ResNet(RESNET18, **options)
+
+
+@register_model
+def resnet34(**options: Any) -> ResNet:
+    """Spiking ResNet-34 for ImageNet (Ternary Spike Tables 1, 3): as resnet18 with 3, 4, 6, 3
+    blocks; T = 4."""
+    return ResNet(RESNET34, **options)

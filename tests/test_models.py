@@ -1,0 +1,329 @@
+"""The model zoo contract: registry, forward/backward, shapes, encoder broadcast, input errors,
+rebuild from ``model_args``, BN variants, MT on FC, output modes."""
+
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from multispike.errors import ConfigError, InputError
+from multispike.layers import BatchNormPerStep, TDBatchNorm
+from multispike.models import SpikingModel, create, list_models
+from multispike.neurons import LIFNode, Neuron, PLIFNode
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # `pytest -n 2` on two cores: one thread per worker, not two each
+
+#: small but valid construction options and input side per model (keeps the suite fast)
+TINY = {
+    "vgg8": ({"input_size": 16}, 16),
+    "vgg9": ({"input_size": 16}, 16),
+    "vgg12": ({"input_size": 32}, 32),
+    "digits_net": ({}, 8),
+    "resnet20": ({}, 8),
+    "resnet19": ({}, 8),
+    "resnet20m": ({}, 16),
+    "resnet18": ({}, 32),
+    "resnet34": ({}, 32),
+}
+FIRINGS = [
+    ("ann", {}),
+    ("binary", {}),
+    ("mt", {}),
+    ("ternary", {"learn_amplitude": True}),
+]
+
+
+def tiny(name, **kw):
+    opts, side = TINY[name]
+    model = create(name, **{**opts, **kw})
+    return model, side
+
+
+def image(model, side, batch=2, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, model.in_channels, side, side, generator=g, dtype=dtype)
+
+
+def test_registry_lists_every_model():
+    assert set(list_models()) == set(TINY)
+    assert list_models() == sorted(list_models())
+
+
+def test_dataset_default_models_exist():
+    for name in ("digits_net", "vgg9", "vgg12", "resnet18"):
+        assert name in list_models()
+
+
+def test_unknown_model_is_a_one_line_config_error():
+    with pytest.raises(ConfigError) as err:
+        create("vgg7")
+    msg = str(err.value)
+    assert "\n" not in msg and "vgg7" in msg and "vgg9" in msg and "resnet20m" in msg
+
+
+# -- forward and backward ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("firing,extra", FIRINGS, ids=[f for f, _ in FIRINGS])
+@pytest.mark.parametrize("timesteps", [1, 2])
+def test_forward_backward_every_parameter_gets_a_gradient(name, firing, extra, timesteps):
+    model, side = tiny(name, timesteps=timesteps, firing=firing, **extra)
+    batch = 2
+    out = model(image(model, side, batch))
+    assert out.shape == (timesteps, batch, model.num_classes)
+    assert torch.isfinite(out).all()
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    if firing == "ann":  # no surrogate windows: every gradient is non-zero
+        zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+        assert not zero, f"zero gradient: {zero}"
+
+
+def test_forward_at_paper_size_vgg9():
+    model = create("vgg9", num_classes=100, timesteps=1)
+    assert model.input_size == (32, 32)
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 1, 100)
+
+
+def test_defaults():
+    m = create("vgg9")
+    assert (m.timesteps, m.firing, m.output, m.num_classes) == (4, "mt", "membrane", 10)
+    assert isinstance(m.stem_act, PLIFNode) and m.stem_act.rule.name == "mt"
+    assert not m.stem_act.check_input
+    d = create("vgg12", input_size=32)
+    assert (d.in_channels, d.output, d.timesteps) == (2, "vote", 5)
+    r = create("resnet19")
+    assert (r.timesteps, r.firing) == (2, "ternary")
+    assert isinstance(r.stem_act, LIFNode) and r.stem_act.v_threshold == 0.5
+    i = create("resnet18")
+    assert (i.timesteps, i.num_classes, i.input_size) == (4, 1000, (224, 224))
+    assert create("digits_net").timesteps == 2
+
+
+def test_ann_twin_has_no_neurons_and_one_step():
+    model, side = tiny("vgg9", firing="ann")
+    assert model.timesteps == 1
+    assert not any(isinstance(m, Neuron) for m in model.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 8  # 7 convs + hidden FC
+    snn, _ = tiny("vgg9")
+    n_snn = sum(p.numel() for p in snn.parameters() if p.dim() > 0)
+    assert n_snn == sum(p.numel() for p in model.parameters())  # same architecture
+    assert create("vgg9", firing="ann", timesteps=3).timesteps == 3
+
+
+# -- time steps and the encoder broadcast ------------------------------------------------------
+def test_changing_timesteps_changes_t_of_the_output():
+    model, side = tiny("resnet20", timesteps=4)
+    x = image(model, side)
+    model.eval()
+    assert model(x).shape[0] == 4
+    for t in (1, 2, 6):
+        model.timesteps = t
+        assert model(x).shape == (t, 2, 10)
+    with pytest.raises(ConfigError):
+        model.timesteps = 0
+    assert model.predict(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("norm", ["fold", "per-step", "tdbn"])
+@pytest.mark.parametrize("name", ["vgg9", "resnet20", "resnet20m"])
+def test_broadcast_encoder_equals_repeating_the_image(name, norm):
+    """Static input (stem conv once, broadcast) == the image repeated T times as events."""
+    torch.manual_seed(0)
+    model, side = (
+        tiny(name, timesteps=3, norm=norm, dropout=0.0)
+        if name == "vgg9"
+        else tiny(name, timesteps=3, norm=norm)
+    )
+    model.double().train()
+    twin = create(**model.model_args).double().train()
+    twin.load_state_dict(model.state_dict())
+    x = image(model, side, dtype=torch.float64)
+    out_static = model(x)
+    out_events = twin(x.unsqueeze(0).expand(3, *x.shape))  # [T, B, C, H, W]
+    torch.testing.assert_close(out_static, out_events, atol=1e-6, rtol=0)
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0, msg=k)  # running BN statistics too
+    model.eval()
+    twin.eval()
+    torch.testing.assert_close(
+        model(x), twin(x.unsqueeze(0).expand(3, *x.shape)), atol=1e-6, rtol=0
+    )
+
+
+def test_event_input_path():
+    model, side = tiny("vgg12", timesteps=3)
+    g = torch.Generator().manual_seed(1)
+    frames = (torch.rand(3, 2, 2, side, side, generator=g) > 0.8).float()  # [T, B, 2, H, W]
+    out = model(frames)
+    assert out.shape == (3, 2, 10)
+    # voting over spikes: a class score is a fraction of a group that fired
+    assert ((out * 10).round() == out * 10).all() and (out >= 0).all() and (out <= 1).all()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def _one_line(excinfo, *words):
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_bad_input_is_a_one_line_input_error():
+    model, side = tiny("resnet20", timesteps=2)
+    with pytest.raises(InputError) as e:
+        model(torch.rand(2, 1, side, side))
+    _one_line(e, "3 input channels", "(2, 1, 8, 8)")
+    with pytest.raises(InputError) as e:
+        model(torch.rand(3, side, side))
+    _one_line(e, "rank 3", "[B, 3, H, W]")
+    with pytest.raises(InputError) as e:
+        model(torch.rand(1, 2, 2, 3, side, side))
+    _one_line(e, "rank 6")
+    with pytest.raises(InputError) as e:
+        model(torch.rand(5, 2, 3, side, side))
+    _one_line(e, "T=5", "model.timesteps=2")
+    with pytest.raises(InputError) as e:
+        model(torch.zeros(2, 3, side, side, dtype=torch.int64))
+    _one_line(e, "integer")
+    with pytest.raises(InputError) as e:
+        model([1, 2, 3])
+    _one_line(e, "torch.Tensor")
+    with pytest.raises(InputError) as e:
+        model(torch.rand(2, 3, 2, 2))
+    _one_line(e, "at least 4x4")
+
+
+def test_vgg_checks_its_input_size():
+    model, _ = tiny("vgg9")
+    with pytest.raises(InputError) as e:
+        model(torch.rand(2, 3, 32, 32))
+    _one_line(e, "16x16", "32x32", "input_size=32")
+    with pytest.raises(ConfigError):
+        create("vgg9", input_size=20)  # not a multiple of 8 (three poolings)
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown firing"):
+        create("vgg9", firing="quaternary")
+    with pytest.raises(ConfigError, match="unknown output"):
+        create("vgg9", output="rate")
+    with pytest.raises(ConfigError, match="unknown norm"):
+        create("vgg9", norm="group", input_size=16)
+    with pytest.raises(ConfigError, match="num_classes"):
+        create("vgg9", num_classes=0)
+    with pytest.raises(ConfigError, match="unknown option.*dropout"):
+        create("resnet19", dropout=0.2)
+    with pytest.raises(ConfigError, match="do not apply"):
+        create("resnet19", shortcut_kernel=3)
+    with pytest.raises(ConfigError, match="unknown option"):
+        create("resnet20", tau=3.0)
+    with pytest.raises(ConfigError, match="shortcut_kernel"):
+        create("resnet20", shortcut_kernel=2)
+    with pytest.raises(ConfigError, match="pool"):
+        create("vgg9", pool="min")
+
+
+# -- rebuild from model_args -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("vgg9", {"firing": "mt", "deltas": (-0.3, 0.4), "mt_on_fc": True, "norm": "per-step"}),
+        ("vgg12", {"firing": "ternary", "learn_amplitude": True, "neuron": LIFNode}),
+        ("resnet20", {"shortcut_kernel": 1, "norm": "tdbn", "surrogate": "atan"}),
+        ("resnet20m", {"firing": "ann"}),
+        ("digits_net", {"output": "vote", "vote_group": 4, "init_tau": 3.0}),
+    ],
+)
+def test_model_args_rebuild_an_identical_model(name, kw):
+    torch.manual_seed(0)
+    model, side = tiny(name, **kw)
+    args = json.loads(json.dumps(model.model_args))  # what a checkpoint stores
+    assert args["name"] == name
+    for k, v in kw.items():
+        if k != "neuron":
+            assert args[k] == (list(v) if isinstance(v, tuple) else v)
+    torch.manual_seed(1)
+    twin = create(**args)
+    assert type(twin) is type(model) and twin.model_args == model.model_args
+    twin.load_state_dict(model.state_dict(), strict=True)
+    model.eval()
+    twin.eval()
+    x = image(model, side)
+    torch.testing.assert_close(model(x), twin(x), atol=0, rtol=0)
+    assert isinstance(model, SpikingModel) and repr(model)
+
+
+def test_model_args_record_resolved_defaults():
+    args = create("resnet19").model_args
+    assert args == {
+        "name": "resnet19",
+        "num_classes": 10,
+        "timesteps": 2,
+        "firing": "ternary",
+        "neuron": "lif",
+        "norm": "fold",
+        "output": "membrane",
+        "mt_on_fc": False,
+        "in_channels": 3,
+        "vote_group": 10,
+    }
+
+
+# -- options -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm,cls", [("per-step", BatchNormPerStep), ("tdbn", TDBatchNorm)])
+def test_norm_variants_are_used(norm, cls):
+    model, side = tiny("resnet19", norm=norm)
+    norms = [m for m in model.modules() if isinstance(m, cls)]
+    assert len(norms) == 1 + 8 * 2 + 2  # stem, two per block, two downsampling shortcuts
+    assert model(image(model, side)).shape == (2, 2, 10)
+    if norm == "tdbn":
+        alphas = sorted({round(m.alpha, 4) for m in norms})
+        assert alphas == [0.7071, 1.0] and {m.v_threshold for m in norms} == {0.5}
+
+
+def test_per_step_bn_runs_beyond_the_trained_steps():
+    model, side = tiny("vgg9", norm="per-step", timesteps=2)
+    assert len(model.stem_norm.bns) == 2
+    x = image(model, side)
+    model.eval()
+    short = model(x)
+    model.timesteps = 5  # steps 2..4 reuse the last BN
+    long = model(x)
+    assert long.shape == (5, 2, 10)
+    torch.testing.assert_close(long[:2], short)  # the first steps are unchanged
+
+
+def test_mt_on_fc_switches_the_fc_neuron_rule():
+    conv_only, _ = tiny("vgg9")
+    assert conv_only.stem_act.rule.name == "mt" and conv_only.fc1_act.rule.name == "binary"
+    both, _ = tiny("vgg9", mt_on_fc=True)
+    assert both.fc1_act.rule.name == "mt"
+    tern, _ = tiny("vgg9", firing="ternary-mt")
+    assert tern.fc1_act.rule.name == "ternary"
+    vote, _ = tiny("vgg12", firing="mt", mt_on_fc=True)
+    assert vote.head.act.rule.name == "mt"
+
+
+def test_vote_output_path():
+    model, side = tiny("vgg9", output="vote", vote_group=5, num_classes=7)
+    assert model.head.fc.out_features == 35
+    out = model(image(model, side))
+    assert out.shape == (4, 2, 7)
+    membrane, _ = tiny("vgg9", num_classes=7)
+    assert membrane.head.fc.out_features == 7 and membrane.head.vote is None
+
+
+def test_neuron_choice_and_options():
+    model, _ = tiny("vgg9", neuron="lif", decay=0.5, v_threshold=0.8, surrogate="sigmoid")
+    node = model.stem_act
+    assert isinstance(node, LIFNode) and node.decay == 0.5 and node.v_threshold == 0.8
+    assert node.surrogate.name == "sigmoid"
+    model, _ = tiny("resnet20", neuron="if", firing="binary")
+    assert model.model_args["neuron"] == "if"
+    amp, _ = tiny("resnet20m", learn_amplitude=True)
+    assert all(m.amplitude is not None for m in amp.modules() if isinstance(m, Neuron))
