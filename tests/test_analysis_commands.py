@@ -110,13 +110,13 @@ def test_analyze_needs_something(tmp_path):
         _run(["analyze", "--out", str(tmp_path)])
 
 
-def test_analyze_sweep_without_engine_is_one_line(tmp_path):
-    try:
-        import multispike.engine  # noqa: F401
+def test_analyze_sweep_without_engine_is_one_line(tmp_path, monkeypatch):
+    import sys
 
-        pytest.skip("the engine is present: the sweep would train")
-    except ImportError:
-        pass
+    import multispike
+
+    monkeypatch.setitem(sys.modules, "multispike.engine", None)  # import fails
+    monkeypatch.delattr(multispike, "engine", raising=False)
     with pytest.raises(ConfigError, match="engine") as e:
         _run(["analyze", "--sweep", "deltas", "--out", str(tmp_path)])
     assert "\n" not in str(e.value)
@@ -132,3 +132,24 @@ def test_energy_table5_through_the_command(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["energy_uj"] == pytest.approx(50.14, rel=0.02)
     assert d["first_layer_flops"] == pytest.approx(3.54e6, rel=0.01)
+
+
+def test_sweep_options_parse():
+    assert commands._options(["v_threshold=0.5", "neuron=lif", "deltas=[-0.3, 0.3]"]) == {
+        "v_threshold": 0.5, "neuron": "lif", "deltas": [-0.3, 0.3]}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        commands._options(["v_threshold"])
+
+
+def test_digits_loader_feeds_a_model():
+    pytest.importorskip("multispike.data")
+    args = argparse.Namespace(data_dir=None, batch_size=16, timesteps=2)
+    spec = commands.dataset_spec("digits")
+    loader, transform = commands._loader(args, spec)
+    x, _ = next(iter(loader))
+    assert tuple(x.shape[1:]) == tuple(spec.input_shape) == (1, 8, 8)
+    model = TinySNN()
+    from multispike.analysis import measure_rates
+
+    rates = measure_rates(model, loader, batches=1, transform=transform)
+    assert set(rates.rates) == {"a", "b"} and rates.batches == 1

@@ -45,6 +45,39 @@ def test_placement_ablation(tmp_path):
     assert res["png"].is_file() and res["csv"].is_file() and res["json"].is_file()
 
 
+def test_delta_sweep_skips_impossible_neurons(tmp_path):
+    def check(settings):
+        if any(d <= -0.5 for d in settings.get("model_options", {}).get("deltas", [])):
+            raise ConfigError("mt threshold V_th + delta <= 0 would fire at rest")
+
+    train = FakeTrainer()
+    res = delta_sweep(magnitudes=(0.3, 0.6), modes=("neg", "pos"), out=tmp_path,
+                      train_fn=train, check_fn=check)
+    skipped = [r for r in res["rows"] if r["accuracy"] is None]
+    assert [(r["mode"], r["delta"]) for r in skipped] == [("neg", 0.6)]
+    assert "fire at rest" in skipped[0]["skipped"]
+    assert len(train.runs) == 3 + 1  # the impossible run is not trained
+    assert len(_csv_rows(res["csv"])) == 3 + 1  # three runs drawn and the baseline
+    with pytest.raises(ConfigError, match="no delta-sweep run"):
+        delta_sweep(magnitudes=(0.6,), modes=("neg",), out=tmp_path, train_fn=train,
+                    check_fn=check)
+
+
+def test_zoo_check_builds_the_model():
+    pytest.importorskip("multispike.models")
+    from multispike.analysis.sweeps import zoo_check
+
+    zoo_check({"dataset": "digits", "firing": "mt", "timesteps": 1,
+               "model_options": {"deltas": [-0.5]}})
+    with pytest.raises(ConfigError, match="fire at rest"):
+        zoo_check({"dataset": "digits", "firing": "mt", "timesteps": 1,
+                   "model_options": {"deltas": [-0.5], "v_threshold": 0.5}})
+
+
+def _csv_rows(path):
+    return path.read_text().strip().splitlines()[1:]
+
+
 def test_sweep_bad_input(tmp_path):
     train = FakeTrainer()
     with pytest.raises(ConfigError, match="delta mode"):

@@ -95,6 +95,8 @@ def _build_model(args: argparse.Namespace, spec: Any) -> Any:
     kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
     if getattr(args, "firing", None):
         kwargs["firing"] = args.firing
+        if str(args.firing).lower() == "ann":
+            kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
     if spec.input_shape[0] != 3:
         kwargs["in_channels"] = spec.input_shape[0]
     return _models().create(name, **kwargs)
@@ -135,6 +137,8 @@ def energy_report(args: argparse.Namespace) -> Any:
     _positive("--batches", args.batches)
     _positive("--batch-size", args.batch_size)
     model = _build_model(args, spec)
+    if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
+        t = 1  # the ANN twin sees the image once
     ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
     if args.checkpoint:
         loader, transform = _loader(args, spec)
@@ -194,6 +198,20 @@ def _ints(text: str, flag: str) -> list[int]:
         raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
+def _options(items: list[str]) -> dict[str, Any]:
+    """``["v_threshold=0.5", "neuron=lif"]`` → ``{"v_threshold": 0.5, "neuron": "lif"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--sweep-option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
     from multispike.analysis.figures import plot_accuracy_vs_timesteps
@@ -251,7 +269,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.sweep:
         common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
-                  "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe}
+                  "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
+                  "settings": {"model_options": _options(args.sweep_option or [])}}
         default_ts = "1" if args.sweep == "deltas" else "1,2,3"
         ts = _ints(args.sweep_timesteps or default_ts, "--sweep-timesteps")
         if args.sweep == "deltas":
@@ -297,8 +316,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset", default="cifar10",
                    help="dataset, for the input size and class count (default cifar10)")
     p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
-    p.add_argument("--firing", help="binary, mt, ternary, ternary-mt or ann (default: the "
-                   "model's)")
+    p.add_argument("--firing", default="binary",
+                   help="binary, mt, ternary, ternary-mt or ann (default binary; ignored with "
+                   "--checkpoint, whose model keeps its own)")
     p.add_argument("--firing-rate", type=float, default=None,
                    help="assumed mean rate s, spikes per neuron per step (0.1642 = 16.42%%; "
                    "MT counts every plane, so up to n+1)")
@@ -344,6 +364,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sweep-timesteps", default=None,
                    help="time steps of the sweep runs: one T for deltas (default 1), a list "
                    "for placement (default 1,2,3)")
+    p.add_argument("--sweep-option", action="append", metavar="KEY=VALUE",
+                   help="model/neuron option for every sweep run, e.g. v_threshold=0.5 "
+                   "(repeatable; values are JSON)")
     p.add_argument("--out", default="analysis", help="output folder (default ./analysis)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=cmd_analyze)

@@ -198,7 +198,9 @@ class EnergyReport:
         d = asdict(self)
         d["ann_ratio"] = self.ann_ratio
         meta = d.pop("meta")
-        return {**meta, **d}
+        table = meta.pop("cost_table_pj", None)
+        layers, neurons = d.pop("layers"), d.pop("neuron_layers")
+        return {**meta, **d, "cost_table_pj": table, "layers": layers, "neuron_layers": neurons}
 
 
 def _runs(layer_runs: int, traced_t: int, timesteps: int) -> int:

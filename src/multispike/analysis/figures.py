@@ -154,7 +154,7 @@ def plot_delta_sweep(
                 label=DELTA_MODES.get(mode, mode))
     if base is not None:
         ax.axhline(base, color="gray", ls="--", lw=1.2, label=f"single threshold ({base:.2f}%)")
-    ax.set_xlabel("|Δ| (membrane units, V_th = 1)")
+    ax.set_xlabel("|Δ| (membrane potential units)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -45,7 +45,7 @@ def entropy_bits(fractions: Mapping[Any, float] | Iterable[float]) -> float:
     if total <= 0:
         raise ConfigError("fractions sum to 0: no activity recorded")
     h = -sum((p / total) * math.log2(p / total) for p in ps if p > 0)
-    return max(h, 0.0)
+    return h if h > 0 else 0.0
 
 
 def capacity_bits(n_values: int) -> float:
@@ -120,8 +120,10 @@ def plot_entropy(
     ax.set_xticks(x)
     ax.set_xticklabels([r["layer"] or "<neuron>" for r in rows], rotation=70, ha="right",
                        fontsize=7)
+    top = max([TERNARY_BOUND] + [r["bound_bits"] for r in rows] + [r["entropy_bits"] for r in rows])
+    ax.set_ylim(0, top * 1.3)
     ax.set_ylabel("bits / neuron / step")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", fontsize=7, ncol=2)
     png = save_figure(fig, png)
     return {"png": png, "csv": csv_path}

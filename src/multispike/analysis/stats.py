@@ -205,6 +205,7 @@ def plot_firing_stats(
     ax1.bar(x, [r["rate"] for r in rows], color="tab:blue")
     mean = sum(r["spikes"] for r in rows) / max(sum(r["neuron_steps"] for r in rows), 1)
     ax1.axhline(mean, color="k", ls="--", lw=1, label=f"mean {mean:.3f}")
+    ax1.set_ylim(0, max([r["rate"] for r in rows] + [1e-3]) * 1.25)
     ax1.set_ylabel("spikes / neuron / step")
     ax1.set_title(title)
     ax1.legend(loc="upper right", fontsize=8)
@@ -226,7 +227,8 @@ def plot_firing_stats(
         xs = [i - 0.4 + width * (j + 0.5) for i in x]
         ax2.bar(xs, [r.get(c, 0.0) for r in rows], width=width, label=lab)
     if cols:
-        ax2.legend(loc="upper right", fontsize=8)
+        ax2.set_ylim(0, max([r.get(c, 0.0) for r in rows for c in cols] + [1e-3]) * 1.3)
+        ax2.legend(loc="upper right", fontsize=8, ncol=min(len(cols), 4))
     ax2.set_xticks(x)
     ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
     png = save_figure(fig, png)

@@ -13,8 +13,9 @@ training engine's recipes.
 
 Training goes through :func:`multispike.engine.train_model`; pass ``train_fn`` to use another
 trainer (it gets a dict of :class:`multispike.engine.TrainConfig` fields and returns a dict
-with ``best_accuracy``). Every sweep writes ``<name>.json`` (rows and settings), ``<name>.csv``
-and ``<name>.png`` into ``out``.
+with ``best_accuracy``). A run whose ``out`` folder already holds a ``last.pt`` is resumed, so a
+sweep that was stopped, or is run again, continues where it was. Every sweep writes
+``<name>.json`` (rows and settings), ``<name>.csv`` and ``<name>.png`` into ``out``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def engine_train_fn() -> TrainFn:
     def train(settings: dict[str, Any]) -> Mapping[str, Any]:
         settings = dict(settings)
         recipe = settings.pop("recipe", None)
+        if settings.get("out") and (Path(settings["out"]) / "last.pt").is_file():
+            settings["resume"] = True  # a re-run sweep continues (or reuses) finished runs
         fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
         settings = {k: v for k, v in settings.items() if k in fields}
         if recipe and hasattr(engine, "resolve_config"):
@@ -61,6 +64,27 @@ def engine_train_fn() -> TrainFn:
         return engine.train_model(cfg)
 
     return train
+
+
+def zoo_check(settings: Mapping[str, Any]) -> None:
+    """Build the model of a run without training it: a neuron that cannot exist (an MT
+    threshold ``V_th + Δ <= 0``) raises :class:`ConfigError` here, before any training.
+
+    Runs from a recipe are not checked (their model is only known to the engine).
+    """
+    if settings.get("recipe"):
+        return
+    try:
+        from multispike import data, models
+    except ImportError:  # pragma: no cover - the zoo and data ship together
+        return
+    spec = data.get_spec(str(settings["dataset"]))
+    kwargs: dict[str, Any] = dict(settings.get("model_options") or {})
+    for key in ("timesteps", "firing", "neuron"):
+        if settings.get(key) is not None:
+            kwargs[key] = settings[key]
+    models.create(settings.get("model") or spec.default_model, num_classes=spec.num_classes,
+                  **kwargs)
 
 
 def _accuracy(result: Mapping[str, Any]) -> float:
@@ -107,6 +131,7 @@ def delta_sweep(
     recipe: str | None = None,
     out: str | Path = "runs/delta-sweep",
     train_fn: TrainFn | None = None,
+    check_fn: Callable[[Mapping[str, Any]], None] | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MT-SNN Fig 5c: train MT models over delta sizes and modes; write JSON, CSV and PNG.
@@ -115,10 +140,15 @@ def delta_sweep(
         magnitudes: delta sizes ``d`` (membrane units; must stay below ``V_th`` = 1 for the
             negative deltas, so that every threshold stays positive).
         modes: any of ``neg`` (``(−d,)``), ``pos`` (``(+d,)``), ``both`` (``(−d, +d)``).
+            A run whose model ``check_fn`` cannot build (``V_th − d <= 0``) is not trained: it
+            stays a row with ``accuracy: None`` and the reason under ``skipped``, and is left
+            out of the figure.
         timesteps: T of every run (the paper: 1).
         baseline: also train the single-threshold model.
         recipe: an engine recipe for the papers' settings; the sweep's own values override it.
         settings: further ``TrainConfig`` fields for every run.
+        check_fn: builds a run's model before any training (default :func:`zoo_check` with
+            the engine trainer, none with a ``train_fn`` of your own).
 
     Returns:
         ``{"rows": [...], "baseline": acc or None, "png", "csv", "json"}``.
@@ -130,23 +160,38 @@ def delta_sweep(
     mags = [float(d) for d in magnitudes]
     if not mags or any(not d > 0 for d in mags):
         raise ConfigError(f"delta sizes must be > 0, got {list(magnitudes)}")
+    if check_fn is None and train_fn is None:
+        check_fn = zoo_check
     train = train_fn or engine_train_fn()
     out = Path(out)
     base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)
     base["timesteps"] = timesteps
-    rows = []
+    runs = []
     for mode in modes:
         for d in mags:
             deltas = {"neg": [-d], "pos": [d], "both": [-d, d]}[mode]
             s = dict(base, firing="mt", out=str(out / f"{mode}-{d:g}"),
                      model_options={**base.get("model_options", {}), "deltas": deltas})
-            rows.append({"mode": mode, "delta": d, "deltas": deltas, "timesteps": timesteps,
-                         "accuracy": _accuracy(train(s))})
+            row: dict[str, Any] = {"mode": mode, "delta": d, "deltas": deltas,
+                                   "timesteps": timesteps, "accuracy": None}
+            try:
+                if check_fn is not None:
+                    check_fn(s)
+            except ConfigError as e:  # e.g. V_th - d <= 0: this neuron cannot exist
+                row["skipped"] = str(e)
+            runs.append((row, s))
+    if all("skipped" in row for row, _ in runs):
+        raise ConfigError(f"no delta-sweep run can start: {runs[0][0]['skipped']}")
+    for row, s in runs:
+        if "skipped" not in row:
+            row["accuracy"] = _accuracy(train(s))
+    rows = [row for row, _ in runs]
+    done = [r for r in rows if r["accuracy"] is not None]
     base_acc = None
     if baseline:
         s = dict(base, firing="binary", out=str(out / "single-threshold"))
         base_acc = _accuracy(train(s))
-    paths = plot_delta_sweep(rows, out / "delta_sweep.png", baseline=base_acc,
+    paths = plot_delta_sweep(done, out / "delta_sweep.png", baseline=base_acc,
                              title=f"MT deltas on {dataset}, T = {timesteps} (MT-SNN Fig 5c)")
     json_path = write_json({"sweep": "deltas", "settings": base, "baseline": base_acc,
                             "rows": rows}, out / "delta_sweep.json")
