@@ -20,7 +20,8 @@ Example (Ternary Spike Table 5, binary row)::
 
     >>> from multispike import models
     >>> from multispike.analysis import trace_ops, estimate_energy
-    >>> ops = trace_ops(models.create("resnet20m", num_classes=10), (3, 32, 32), timesteps=2)
+    >>> model = models.create("resnet20m", num_classes=10, firing="binary")
+    >>> ops = trace_ops(model, (3, 32, 32), timesteps=2)
     >>> report = estimate_energy(ops, 0.1642, 2, "hu2021")
     >>> report.first_layer_flops, round(report.energy_uj, 1)
     (3538944, 50.0)

@@ -25,9 +25,9 @@ constant, which a deployment folds into the weights.
 
 Example::
 
-    >>> ops = trace_ops(model, (3, 32, 32), timesteps=2)
-    >>> [(l.name, l.macs, l.encoder) for l in ops.layers][:2]
-    [('stem_conv', 1769472, True), ('stem.0.conv', 37748736, False)]
+    >>> ops = trace_ops(create("resnet20m", num_classes=10), (3, 32, 32), timesteps=2)
+    >>> [(l.name, l.macs, l.encoder, l.sources) for l in ops.layers][:2]
+    [('stem_conv', 1769472, True, ()), ('stem_rest.0.conv', 37748736, False, ('stem_act',))]
 """
 
 from __future__ import annotations
