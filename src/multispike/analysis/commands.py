@@ -1,0 +1,372 @@
+"""Command-line glue of the analysis: the ``energy`` and ``analyze`` subcommands.
+
+``multispike.cli`` calls :func:`register` with its subparsers; each subcommand's ``func(args)``
+returns an exit code and raises :class:`~multispike.errors.MultispikeError` (one line) on bad
+input, which the command line turns into exit code 2.
+
+Examples::
+
+    multispike energy --model resnet20m --dataset cifar10 --timesteps 2 \\
+        --firing-rate 0.1642 --cost-table hu2021 --json
+    multispike energy --checkpoint runs/r20/best.pt --dataset cifar10 --data-dir data
+    multispike analyze --checkpoint runs/r20/best.pt --dataset cifar10 --out analysis/
+    multispike analyze --eval-json eval.json --out analysis/
+    multispike analyze --sweep deltas --out runs/deltas
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multispike.errors import ConfigError
+
+
+# -- datasets ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    is_event: bool
+    default_model: str
+
+
+#: used when multispike.data is not part of the build (op counts need only the input size)
+FALLBACK_SPECS = {
+    "digits": _Spec("digits", 10, (1, 8, 8), False, "digits_net"),
+    "cifar10": _Spec("cifar10", 10, (3, 32, 32), False, "vgg9"),
+    "cifar100": _Spec("cifar100", 100, (3, 32, 32), False, "vgg9"),
+    "cifar10-dvs": _Spec("cifar10-dvs", 10, (2, 128, 128), True, "vgg12"),
+    "imagenet": _Spec("imagenet", 1000, (3, 224, 224), False, "resnet18"),
+}
+
+
+def dataset_spec(name: str) -> Any:
+    """The dataset's spec (``num_classes``, ``input_shape``, ``is_event``, ``default_model``)."""
+    try:
+        from multispike.data import get_spec
+    except ImportError:
+        spec = FALLBACK_SPECS.get(str(name))
+        if spec is None:
+            raise ConfigError(
+                f"unknown dataset {name!r}; choose one of {', '.join(FALLBACK_SPECS)}"
+            ) from None
+        return spec
+    return get_spec(str(name))
+
+
+def _models() -> Any:
+    try:
+        from multispike import models
+    except ImportError as e:
+        raise ConfigError(f"multispike.models cannot be imported ({e})") from None
+    return models
+
+
+def _check_timesteps(t: Any) -> int:
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ConfigError(f"--timesteps must be an integer >= 1, got {t!r}")
+    return t
+
+
+def _load_checkpoint(path: str) -> Any:
+    try:
+        from multispike.engine.checkpoint import load_model
+    except ImportError as e:
+        raise ConfigError(
+            f"--checkpoint needs multispike.engine.checkpoint, which cannot be imported ({e})"
+        ) from None
+    out = load_model(path)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _build_model(args: argparse.Namespace, spec: Any) -> Any:
+    """The model of ``--checkpoint``, else ``--model`` (or the dataset default), untrained."""
+    if getattr(args, "checkpoint", None):
+        model = _load_checkpoint(args.checkpoint)
+        if hasattr(model, "timesteps"):
+            model.timesteps = args.timesteps
+        return model
+    name = args.model or spec.default_model
+    kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
+    if getattr(args, "firing", None):
+        kwargs["firing"] = args.firing
+        if str(args.firing).lower() == "ann":
+            kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
+    if spec.input_shape[0] != 3:
+        kwargs["in_channels"] = spec.input_shape[0]
+    return _models().create(name, **kwargs)
+
+
+def _loader(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
+    """Test-split loader and its evaluation transform (normalisation)."""
+    try:
+        from multispike import data
+    except ImportError as e:
+        raise ConfigError(f"measuring needs multispike.data, which cannot be imported ({e})") \
+            from None
+    kwargs: dict[str, Any] = {"data_dir": args.data_dir, "train": False}
+    if spec.is_event:
+        kwargs["timesteps"] = args.timesteps
+    ds = data.build(spec.name, **kwargs)
+    loader = data.make_loader(ds, args.batch_size, shuffle=False)
+    return loader, data.batch_transform(spec.name, train=False)
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+# -- energy --------------------------------------------------------------------------------------
+def energy_report(args: argparse.Namespace) -> Any:
+    """Build the model, count its operations, get the rates, estimate: an EnergyReport."""
+    from multispike.analysis.energy import estimate_energy, get_cost_table
+    from multispike.analysis.ops import trace_ops
+    from multispike.analysis.stats import measure_rates
+
+    t = _check_timesteps(args.timesteps)
+    table = get_cost_table(args.cost_table)
+    spec = dataset_spec(args.dataset)
+    if args.checkpoint and args.firing_rate is not None:
+        raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
+    _positive("--batches", args.batches)
+    _positive("--batch-size", args.batch_size)
+    model = _build_model(args, spec)
+    if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
+        t = 1  # the ANN twin sees the image once
+    ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
+    if args.checkpoint:
+        loader, transform = _loader(args, spec)
+        measured = measure_rates(model, loader, batches=args.batches, transform=transform)
+        rates: Any = measured.rates
+        source = f"measured on {measured.batches} batches of {spec.name}"
+    else:
+        if args.firing_rate is None:
+            if ops.neurons:
+                raise ConfigError(
+                    "give --firing-rate S (spikes per neuron per step, e.g. 0.1642) or "
+                    "--checkpoint with data to measure the rates"
+                )
+            rates, source = 0.0, "none (no spiking layer)"
+        else:
+            rates, source = args.firing_rate, "assumed"
+    report = estimate_energy(ops, rates, t, table, rate_source=source)
+    report.meta.update({
+        "model": getattr(model, "name", args.model or spec.default_model),
+        "dataset": spec.name,
+        "input_shape": list(spec.input_shape),
+    })
+    if getattr(model, "firing", None):
+        report.firing = str(model.firing)
+    return report
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    from multispike.analysis.energy import format_report
+
+    report = energy_report(args)
+    if args.json:
+        d = report.to_dict()
+        if not args.layers:
+            d.pop("layers")
+            d.pop("neuron_layers")
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"model {report.meta['model']} on {report.meta['dataset']} "
+              f"(input {tuple(report.meta['input_shape'])}), one sample")
+        print(format_report(report))
+    return 0
+
+
+# -- analyze -------------------------------------------------------------------------------------
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    """``["v_threshold=0.5", "neuron=lif"]`` → ``{"v_threshold": 0.5, "neuron": "lif"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--sweep-option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def analyze(args: argparse.Namespace) -> dict[str, Any]:
+    """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
+    from multispike.analysis.figures import plot_accuracy_vs_timesteps
+    from multispike.analysis.information import entropy_rows, plot_entropy
+    from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
+    from multispike.analysis.stats import collect_activity, plot_firing_stats
+    from multispike.analysis.sweeps import delta_sweep, placement_ablation
+
+    if not (args.checkpoint or args.model or args.eval_json or args.sweep):
+        raise ConfigError(
+            "nothing to analyze: give --checkpoint (or --model) with --dataset, --eval-json "
+            "FILE, or --sweep deltas|placement"
+        )
+    _check_timesteps(args.timesteps)
+    out = Path(args.out)
+    written: dict[str, str] = {}
+    result: dict[str, Any] = {"written": written}
+
+    if args.eval_json:
+        from multispike.analysis._io import read_rows
+
+        paths = plot_accuracy_vs_timesteps(read_rows(args.eval_json),
+                                           out / "accuracy_vs_timesteps.png")
+        written.update({f"accuracy_{k}": str(v) for k, v in paths.items()})
+
+    if args.checkpoint or args.model:
+        if not args.dataset:
+            raise ConfigError("--checkpoint/--model needs --dataset to feed the model")
+        _positive("--batches", args.batches)
+        _positive("--batch-size", args.batch_size)
+        if args.membrane_samples < 0:
+            raise ConfigError(f"--membrane-samples must be >= 0, got {args.membrane_samples}")
+        spec = dataset_spec(args.dataset)
+        model = _build_model(args, spec)
+        loader, transform = _loader(args, spec)
+        mon = collect_activity(model, loader, batches=args.batches, transform=transform,
+                               membrane_samples=args.membrane_samples)
+        summary = mon.summary()
+        for key, paths in (
+            ("firing", plot_firing_stats(summary, out / "firing_stats.png")),
+            ("entropy", plot_entropy(summary, out / "entropy.png")),
+        ):
+            written.update({f"{key}_{k}": str(v) for k, v in paths.items()})
+        if args.membrane_samples > 0:
+            hist = membrane_histograms(mon, thresholds=neuron_thresholds(model))
+            paths = plot_membrane(hist, out / "membrane.png", max_layers=args.max_layers or None)
+            written.update({f"membrane_{k}": str(v) for k, v in paths.items()})
+        spikes = sum(r["spikes"] for r in summary)
+        steps = sum(r["neuron_steps"] for r in summary)
+        result["mean_rate"] = spikes / steps if steps else 0.0
+        result["entropy"] = [
+            {k: r[k] for k in ("layer", "entropy_bits", "bound_bits")}
+            for r in entropy_rows(summary)
+        ]
+
+    if args.sweep:
+        common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
+                  "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
+                  "settings": {"model_options": _options(args.sweep_option or [])}}
+        default_ts = "1" if args.sweep == "deltas" else "1,2,3"
+        ts = _ints(args.sweep_timesteps or default_ts, "--sweep-timesteps")
+        if args.sweep == "deltas":
+            if len(ts) != 1:
+                raise ConfigError(f"--sweep deltas runs at one T, got --sweep-timesteps {ts}")
+            res = delta_sweep(magnitudes=_floats(args.deltas, "--deltas"), timesteps=ts[0],
+                              out=out / "delta_sweep", **common)
+        else:
+            res = placement_ablation(timesteps=ts, out=out / "placement", **common)
+        written.update({f"sweep_{k}": str(res[k]) for k in ("png", "csv", "json")})
+        result["sweep_rows"] = res["rows"]
+    return result
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    result = analyze(args)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    if "mean_rate" in result:
+        print(f"mean firing rate {result['mean_rate']:.4f} spikes per neuron per step")
+        for r in result["entropy"]:
+            print(f"  {r['layer'] or '<neuron>':<30} H = {r['entropy_bits']:.3f} bits "
+                  f"(bound {r['bound_bits']:.3f})")
+    for r in result.get("sweep_rows", []):
+        print("  " + ", ".join(f"{k}={v}" for k, v in r.items()))
+    for name, path in result["written"].items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+# -- registration --------------------------------------------------------------------------------
+def register(subparsers: Any) -> None:
+    """Add the ``energy`` and ``analyze`` subcommands to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "energy",
+        help="estimate the energy of one inference (Ternary Spike Table 5)",
+        description="Count the operations of a model (MACs, encoder FLOPs, SOPs = s x T x A, "
+        "sign operations) and price them with a cost table. Rates are assumed "
+        "(--firing-rate) or measured (--checkpoint with data).",
+    )
+    p.add_argument("--model", help="model name (default: the dataset's default model)")
+    p.add_argument("--dataset", default="cifar10",
+                   help="dataset, for the input size and class count (default cifar10)")
+    p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
+    p.add_argument("--firing", default="binary",
+                   help="binary, mt, ternary, ternary-mt or ann (default binary; ignored with "
+                   "--checkpoint, whose model keeps its own)")
+    p.add_argument("--firing-rate", type=float, default=None,
+                   help="assumed mean rate s, spikes per neuron per step (0.1642 = 16.42%%; "
+                   "MT counts every plane, so up to n+1)")
+    p.add_argument("--cost-table", default="hu2021",
+                   help="hu2021 (12.5 pJ/FLOP, 77 fJ/SOP, 3.7 pJ/spike), 45nm (4.6 pJ/MAC, "
+                   "0.9 pJ/AC), or a JSON file (default hu2021)")
+    p.add_argument("--checkpoint", help="trained model: measure the rates on --dataset")
+    p.add_argument("--data-dir", help="dataset folder (with --checkpoint)")
+    p.add_argument("--batches", type=int, default=8, help="test batches to measure (default 8)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
+    p.set_defaults(func=cmd_energy)
+
+    p = subparsers.add_parser(
+        "analyze",
+        help="firing statistics, entropy, membrane figures, accuracy plots, MT ablations",
+        description="Write figures (PNG) with their numbers (CSV/JSON) into --out.",
+    )
+    p.add_argument("--checkpoint", help="trained model to record activity from")
+    p.add_argument("--model", help="an untrained model instead of --checkpoint (smoke test)")
+    p.add_argument("--firing", help="firing rule of --model")
+    p.add_argument("--dataset", help="data to feed --checkpoint/--model")
+    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
+    p.add_argument("--batches", type=int, default=4, help="test batches to record (default 4)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--membrane-samples", type=int, default=2000,
+                   help="membrane samples per layer and step (0: no membrane figure)")
+    p.add_argument("--max-layers", type=int, default=0,
+                   help="layers shown in the membrane figure (default all; Fig 2 shows 4)")
+    p.add_argument("--eval-json", help="evaluation rows (firing, timesteps, accuracy): draw "
+                   "accuracy against T")
+    p.add_argument("--sweep", choices=("deltas", "placement"),
+                   help="train and draw an MT ablation (MT-SNN Fig 5c or 5a/b)")
+    p.add_argument("--sweep-dataset", default="digits", help="dataset of the sweep (digits)")
+    p.add_argument("--sweep-model", help="model of the sweep (default: the dataset's)")
+    p.add_argument("--recipe", help="engine recipe for the sweep runs (the papers' settings)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per sweep run (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sweep runs")
+    p.add_argument("--deltas", default="0.1,0.3,0.5,0.7",
+                   help="delta sizes of --sweep deltas (default 0.1,0.3,0.5,0.7)")
+    p.add_argument("--sweep-timesteps", default=None,
+                   help="time steps of the sweep runs: one T for deltas (default 1), a list "
+                   "for placement (default 1,2,3)")
+    p.add_argument("--sweep-option", action="append", metavar="KEY=VALUE",
+                   help="model/neuron option for every sweep run, e.g. v_threshold=0.5 "
+                   "(repeatable; values are JSON)")
+    p.add_argument("--out", default="analysis", help="output folder (default ./analysis)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=cmd_analyze)

@@ -1,0 +1,418 @@
+"""Energy estimates from operation counts, firing rates and a named cost table.
+
+An inference of one sample over T time steps costs (Ternary Spike, "Energy Estimation")::
+
+    E = FLOPs · e_flop  +  MACs_analog · e_mac  +  SOPs · e_sop  +  #Sign · e_spike
+
+- ``FLOPs = 2 × MACs`` of the encoding layer (a multiply and an add per MAC), counted once for
+  a static image (the encoder sees the same image at every step) and T times for event frames;
+- ``MACs_analog``: MACs of any other layer that reads analog values (none in a spiking model;
+  every layer of the ANN twin);
+- ``SOPs = s × T × A`` per layer: ``A`` its MACs per step, ``s`` the firing rate of the neuron
+  layer feeding it (every non-zero spike counts, −1 included; an MT neuron counts each plane
+  that fires, so ``s`` may exceed 1);
+- ``#Sign = Σ spikes × c``: the sign (spike-generation) operations, one per spike of a binary
+  or MT plane and two per ternary spike (the threshold test and the sign of ``±1``), billed at
+  the energy of a spike. Ternary Spike gives no formula for #Sign; this one reproduces its
+  Table 5 (0.105M vs 0.11M binary, 0.234M vs 0.23M ternary): see ``docs/analysis.md``.
+
+The ANN twin (same layers, ReLU instead of neurons, one step) costs ``MACs_total · e_mac``;
+:class:`EnergyReport` carries it alongside.
+
+Example::
+
+    >>> ops = trace_ops(create("resnet20m", firing="binary"), (3, 32, 32), timesteps=2)
+    >>> r = estimate_energy(ops, 0.1642, 2, "hu2021")
+    >>> round(r.energy_uj, 2)                     # Ternary Spike Table 5: 50.14
+    50.03
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multispike.analysis.ops import LayerOps, ModelOps, NeuronLayerOps
+from multispike.errors import ConfigError
+
+PJ_PER_UJ = 1e6
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Energy per operation, in picojoules.
+
+    Attributes:
+        name: registry key.
+        flop_pj: one floating-point operation (half a MAC) of the encoding layer.
+        mac_pj: one multiply-accumulate on analog values (the ANN twin's unit).
+        sop_pj: one synaptic operation (an accumulate triggered by a spike).
+        spike_pj: one sign (spike-generation) operation.
+        source: where the numbers come from.
+    """
+
+    name: str
+    flop_pj: float
+    mac_pj: float
+    sop_pj: float
+    spike_pj: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("flop_pj", "mac_pj", "sop_pj", "spike_pj"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ConfigError(
+                    f"cost table {self.name!r}: {key} must be a number >= 0, got {v!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Ternary Spike's table (after Hu, Tang and Pan 2021): 12.5 pJ per FLOP, 77 fJ per SOP,
+#: 3.7 pJ per spike; a MAC is two FLOPs.
+HU2021 = CostTable(
+    name="hu2021",
+    flop_pj=12.5,
+    mac_pj=25.0,
+    sop_pj=0.077,
+    spike_pj=3.7,
+    source="Ternary Spike (Guo et al., AAAI 2024), Energy Estimation, after Hu, Tang and Pan "
+    "2021: 12.5 pJ/FLOP, 77 fJ/SOP, 3.7 pJ/spike",
+)
+
+#: The 45 nm CMOS table (Horowitz, ISSCC 2014, 32-bit float) used by SpikingJelly-based and
+#: many other SNN papers: 4.6 pJ per MAC, 0.9 pJ per accumulate; spikes are not billed.
+CMOS45 = CostTable(
+    name="45nm",
+    flop_pj=2.3,
+    mac_pj=4.6,
+    sop_pj=0.9,
+    spike_pj=0.0,
+    source="Horowitz, ISSCC 2014, 45 nm 32-bit float: MAC 4.6 pJ (mult 3.7 + add 0.9), "
+    "accumulate 0.9 pJ",
+)
+
+COST_TABLES: dict[str, CostTable] = {t.name: t for t in (HU2021, CMOS45)}
+
+
+def register_cost_table(table: CostTable) -> CostTable:
+    """Add (or replace) a cost table in the registry under ``table.name``."""
+    if not isinstance(table, CostTable):
+        raise ConfigError(f"expected a CostTable, got {type(table).__name__}")
+    COST_TABLES[table.name] = table
+    return table
+
+
+def get_cost_table(spec: str | CostTable | Mapping[str, Any]) -> CostTable:
+    """A cost table from a registry name, a ``CostTable``, a dict, or a JSON file path.
+
+    A dict or JSON file holds ``flop_pj``, ``mac_pj``, ``sop_pj``, ``spike_pj`` (``flop_pj``
+    defaults to ``mac_pj / 2``, ``spike_pj`` to 0) and optionally ``name`` and ``source``.
+    """
+    if isinstance(spec, CostTable):
+        return spec
+    if isinstance(spec, Mapping):
+        return _table_from_dict(dict(spec), "custom")
+    key = str(spec)
+    if key.lower() in COST_TABLES:
+        return COST_TABLES[key.lower()]
+    path = Path(key).expanduser()
+    if key.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"cost table file {key!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cost table file {key!r} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"cost table file {key!r} must hold a JSON object")
+        return _table_from_dict(data, path.stem)
+    raise ConfigError(
+        f"unknown cost table {key!r}; choose one of {', '.join(COST_TABLES)} or give a JSON file"
+    )
+
+
+def _table_from_dict(data: dict[str, Any], default_name: str) -> CostTable:
+    allowed = {"name", "flop_pj", "mac_pj", "sop_pj", "spike_pj", "source"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"cost table: unknown key(s) {', '.join(unknown)}; use {sorted(allowed)}")
+    missing = [k for k in ("mac_pj", "sop_pj") if k not in data]
+    if missing:
+        raise ConfigError(f"cost table: missing {', '.join(missing)} (picojoules per operation)")
+    mac = data["mac_pj"]
+    return CostTable(
+        name=str(data.get("name", default_name)),
+        flop_pj=data.get("flop_pj", mac / 2 if isinstance(mac, (int, float)) else mac),
+        mac_pj=mac,
+        sop_pj=data["sop_pj"],
+        spike_pj=data.get("spike_pj", 0.0),
+        source=str(data.get("source", "user supplied")),
+    )
+
+
+# -- the estimate ------------------------------------------------------------------------------
+@dataclass
+class EnergyReport:
+    """The energy of one inference of one sample, with the counts behind it.
+
+    Counts are per sample for the whole inference (all T steps) unless named ``*_per_step``.
+    Energies are in microjoules.
+    """
+
+    cost_table: str
+    timesteps: int
+    firing: str
+    rate_source: str
+    mean_rate: float
+    first_layer_macs: int
+    first_layer_flops: int
+    analog_macs: int
+    spiking_macs_per_step: int
+    sops: float
+    neurons: int
+    spikes: float
+    signs: float
+    energy_uj: float
+    flops_uj: float
+    macs_uj: float
+    sops_uj: float
+    signs_uj: float
+    ann_macs: int
+    ann_energy_uj: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    neuron_layers: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ann_ratio(self) -> float:
+        """ANN-twin energy over SNN energy (how many times cheaper the SNN is)."""
+        return self.ann_energy_uj / self.energy_uj if self.energy_uj > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ann_ratio"] = self.ann_ratio
+        meta = d.pop("meta")
+        table = meta.pop("cost_table_pj", None)
+        layers, neurons = d.pop("layers"), d.pop("neuron_layers")
+        return {**meta, **d, "cost_table_pj": table, "layers": layers, "neuron_layers": neurons}
+
+
+def _runs(layer_runs: int, traced_t: int, timesteps: int) -> int:
+    return timesteps if layer_runs == traced_t else layer_runs
+
+
+def _check_rate(rate: Any, where: str, limit: int) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise ConfigError(f"{where}: firing rate must be a number, got {rate!r}")
+    r = float(rate)
+    if not 0.0 <= r <= limit:
+        raise ConfigError(
+            f"{where}: firing rate {r:g} is outside [0, {limit}] (spikes per neuron per step; "
+            f"a rate of 16.42% is 0.1642)"
+        )
+    return r
+
+
+def estimate_energy(
+    ops: ModelOps | Sequence[LayerOps],
+    rates: float | Mapping[str, float],
+    timesteps: int | None = None,
+    cost_table: str | CostTable | Mapping[str, Any] = "hu2021",
+    firing: str | None = None,
+    *,
+    neurons: Sequence[NeuronLayerOps] | None = None,
+    static_input: bool | None = None,
+    rate_source: str | None = None,
+) -> EnergyReport:
+    """Energy of one inference from operation counts and firing rates.
+
+    Args:
+        ops: :func:`~multispike.analysis.ops.trace_ops` output (or its ``layers``, then pass
+            ``neurons`` for the spike counts).
+        rates: one mean rate ``s`` for every neuron layer (assumed, e.g. Table 5's 0.1642), or
+            a mapping neuron-layer name → measured rate (:func:`~multispike.analysis.stats.
+            measure_rates`). A layer fed by several neuron layers uses their neuron-weighted
+            mean rate.
+        timesteps: T; default the T the ops were traced with.
+        cost_table: a registry name (``hu2021``, ``45nm``), a :class:`CostTable`, a dict or a
+            JSON file path.
+        firing: label for the report (default: the neuron layers' rules).
+        neurons: neuron layers, when ``ops`` is a plain list.
+        static_input: the encoder sees a static image (default from ``ops``, else True).
+        rate_source: label (``"assumed"`` or ``"measured"``; default from the type of rates).
+    """
+    table = get_cost_table(cost_table)
+    if isinstance(ops, ModelOps):
+        layers = list(ops.layers)
+        neuron_layers = list(ops.neurons if neurons is None else neurons)
+        traced_t = ops.timesteps
+        static = ops.static_input if static_input is None else static_input
+    else:
+        layers = list(ops)
+        neuron_layers = list(neurons or [])
+        traced_t = max((layer.runs for layer in layers), default=1)
+        static = True if static_input is None else static_input
+    t = traced_t if timesteps is None else timesteps
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ConfigError(f"timesteps must be an integer >= 1, got {t!r}")
+    by_name = {n.name: n for n in neuron_layers}
+    limit = max((n.max_spikes for n in neuron_layers), default=1)
+
+    per_layer_rate: dict[str, float]
+    if isinstance(rates, Mapping):
+        per_layer_rate = {}
+        for name, r in rates.items():
+            lim = by_name[name].max_spikes if name in by_name else limit
+            per_layer_rate[str(name)] = _check_rate(r, f"neuron layer {name!r}", lim)
+        missing = [n.name for n in neuron_layers if n.name not in per_layer_rate]
+        if missing:
+            raise ConfigError(f"no firing rate for neuron layer(s) {', '.join(missing[:5])}")
+        uniform = None
+        source = rate_source or "measured"
+    else:
+        uniform = _check_rate(rates, "energy estimate", limit)
+        per_layer_rate = {n.name: uniform for n in neuron_layers}
+        source = rate_source or "assumed"
+
+    def rate_of(names: Sequence[str]) -> float:
+        if uniform is not None:
+            return uniform
+        known = [n for n in names if n in per_layer_rate]
+        if not known:
+            raise ConfigError(f"no firing rate for neuron layer(s) {', '.join(names)}")
+        weights = [by_name[n].neurons if n in by_name else 1 for n in known]
+        return sum(per_layer_rate[n] * w for n, w in zip(known, weights, strict=True)) / sum(
+            weights
+        )
+
+    rows = []
+    flops = analog_macs = 0
+    sops = 0.0
+    first_macs = spiking_per_step = 0
+    for layer in layers:
+        runs = _runs(layer.runs, traced_t, t)
+        row: dict[str, Any] = {
+            "name": layer.name,
+            "kind": layer.kind,
+            "macs": layer.macs,
+            "role": "",
+            "sources": list(layer.sources),
+            "rate": None,
+            "flops": 0,
+            "analog_macs": 0,
+            "sops": 0.0,
+            "energy_uj": 0.0,
+        }
+        if layer.encoder:
+            n = 1 if static else runs
+            row["role"] = "encoder"
+            row["flops"] = 2 * layer.macs * n
+            first_macs += layer.macs * n
+            flops += row["flops"]
+            row["energy_uj"] = row["flops"] * table.flop_pj / PJ_PER_UJ
+        elif layer.spiking:
+            r = rate_of(layer.sources)
+            row["role"] = "spiking"
+            row["rate"] = r
+            row["sops"] = r * runs * layer.macs
+            sops += row["sops"]
+            spiking_per_step += layer.macs
+            row["energy_uj"] = row["sops"] * table.sop_pj / PJ_PER_UJ
+        else:
+            row["role"] = "analog"
+            row["analog_macs"] = layer.macs * runs
+            analog_macs += row["analog_macs"]
+            row["energy_uj"] = row["analog_macs"] * table.mac_pj / PJ_PER_UJ
+        rows.append(row)
+
+    neuron_rows = []
+    spikes = signs = 0.0
+    for n in neuron_layers:
+        r = per_layer_rate[n.name]
+        runs = _runs(n.runs, traced_t, t)
+        sp = r * runs * n.neurons
+        sg = sp * (2 if n.signed else 1)
+        spikes += sp
+        signs += sg
+        neuron_rows.append(
+            {
+                "name": n.name,
+                "firing": n.firing,
+                "neurons": n.neurons,
+                "rate": r,
+                "spikes": sp,
+                "signs": sg,
+                "energy_uj": sg * table.spike_pj / PJ_PER_UJ,
+            }
+        )
+    total_neurons = sum(n.neurons for n in neuron_layers)
+    neuron_steps = sum(n.neurons * _runs(n.runs, traced_t, t) for n in neuron_layers)
+    mean_rate = uniform if uniform is not None else (spikes / neuron_steps if neuron_steps else 0.0)
+
+    flops_uj = flops * table.flop_pj / PJ_PER_UJ
+    macs_uj = analog_macs * table.mac_pj / PJ_PER_UJ
+    sops_uj = sops * table.sop_pj / PJ_PER_UJ
+    signs_uj = signs * table.spike_pj / PJ_PER_UJ
+    ann_macs = sum(layer.macs for layer in layers)
+    if firing is None:
+        names = sorted({n.firing for n in neuron_layers})
+        firing = "+".join(names) if names else "ann"
+    return EnergyReport(
+        cost_table=table.name,
+        timesteps=t,
+        firing=firing,
+        rate_source=source,
+        mean_rate=float(mean_rate),
+        first_layer_macs=int(first_macs),
+        first_layer_flops=int(flops),
+        analog_macs=int(analog_macs),
+        spiking_macs_per_step=int(spiking_per_step),
+        sops=float(sops),
+        neurons=int(total_neurons),
+        spikes=float(spikes),
+        signs=float(signs),
+        energy_uj=flops_uj + macs_uj + sops_uj + signs_uj,
+        flops_uj=flops_uj,
+        macs_uj=macs_uj,
+        sops_uj=sops_uj,
+        signs_uj=signs_uj,
+        ann_macs=int(ann_macs),
+        ann_energy_uj=ann_macs * table.mac_pj / PJ_PER_UJ,
+        layers=rows,
+        neuron_layers=neuron_rows,
+        meta={"cost_table_pj": table.to_dict()},
+    )
+
+
+def format_report(report: EnergyReport) -> str:
+    """A per-layer table and the totals, for the terminal."""
+    lines = [
+        f"{'layer':<28}{'role':<9}{'MACs/step':>13}{'rate':>8}{'FLOPs':>12}{'SOPs':>13}"
+        f"{'µJ':>9}"
+    ]
+    for r in report.layers:
+        rate = "" if r["rate"] is None else f"{r['rate']:.4f}"
+        lines.append(
+            f"{r['name'][:27]:<28}{r['role']:<9}{r['macs']:>13,}{rate:>8}"
+            f"{r['flops']:>12,}{r['sops']:>13,.0f}{r['energy_uj']:>9.3f}"
+        )
+    m = 1e6
+    lines += [
+        "",
+        f"cost table {report.cost_table}, T = {report.timesteps}, firing {report.firing}, "
+        f"rate {report.mean_rate:.4f} ({report.rate_source})",
+        f"#FLOPs {report.first_layer_flops / m:.2f}M   #SOPs {report.sops / m:.2f}M   "
+        f"#Sign {report.signs / m:.3f}M   (spikes {report.spikes / m:.3f}M, "
+        f"neurons {report.neurons:,})",
+        f"energy {report.energy_uj:.2f} µJ = FLOPs {report.flops_uj:.2f} + MACs "
+        f"{report.macs_uj:.2f} + SOPs {report.sops_uj:.2f} + signs {report.signs_uj:.2f}",
+        f"ANN twin: {report.ann_macs / m:.2f}M MACs, {report.ann_energy_uj:.2f} µJ "
+        f"({report.ann_ratio:.1f}x the SNN)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,434 @@
+"""Operation counts per layer: MACs of every convolution and linear layer, and neuron counts.
+
+One traced forward pass of one sample finds, for every ``nn.Conv*d`` and ``nn.Linear``:
+
+- its MACs per time step for one sample: ``out_elems × (in_ch / groups) × k_h × k_w`` for a
+  convolution, ``out_features × in_features`` (per row) for a linear layer. Biases are not
+  counted: a bias is one addition per output element, under 1% of the MACs of any layer here,
+  and neither Ternary Spike Table 5 nor the 45 nm estimates count it;
+- how many time steps it ran for (``runs``): T, or 1 for an encoder that a static image passes
+  once (multispike models run their stem convolution once and broadcast it over T);
+- what feeds it: the network input (it is the **encoding layer**, whose analog input costs
+  FLOPs), the spikes of one or more :class:`~multispike.neurons.Neuron` layers (whose firing
+  rate turns its MACs into synaptic operations), or the analog output of another layer with no
+  neuron in between (the ANN twin's ReLU layers: plain MACs).
+
+The feeder is found exactly, not guessed from the layer order: during the trace every tensor
+carries the set of layers it was computed from (a ``TorchFunctionMode`` passes the set from
+the inputs of each torch operation to its outputs); a neuron's output starts a new set holding
+that neuron, a convolution's output one holding that convolution. So a residual shortcut reads
+the rate of the neuron whose spikes it really receives, however the model orders its calls.
+
+Pooling and flattening between a neuron and a layer keep the neuron as the source: average
+pooling of spikes followed by a convolution is the convolution of the spikes scaled by a
+constant, which a deployment folds into the weights.
+
+Example::
+
+    >>> ops = trace_ops(create("resnet20m", num_classes=10), (3, 32, 32), timesteps=2)
+    >>> [(l.name, l.macs, l.encoder, l.sources) for l in ops.layers][:2]
+    [('stem_conv', 1769472, True, ()), ('stem_rest.0.conv', 37748736, False, ('stem_act',))]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from multispike.errors import ConfigError
+from multispike.neurons import Neuron
+
+#: tag of the network input in a tensor's source set
+INPUT = "<input>"
+_ATTR = "_multispike_sources"
+
+
+@dataclass
+class LayerOps:
+    """Operation counts of one convolution or linear layer (one sample).
+
+    Attributes:
+        name: path in ``model.named_modules()``.
+        kind: ``"conv"`` or ``"linear"``.
+        macs: multiply-accumulates of one time step for one sample (no bias).
+        runs: time steps the layer ran for in one inference (T, or 1 for an encoder that sees a
+            static image once).
+        encoder: True for the encoding layer: it reads the network input (analog values).
+        sources: names of the neuron layers whose spikes it reads (empty for analog input).
+        analog_sources: names of layers feeding it analog values with no neuron in between
+            (``"<input>"`` for the network input).
+        in_shape, out_shape: shapes of one sample at one time step (batch and time removed).
+    """
+
+    name: str
+    kind: str
+    macs: int
+    runs: int
+    encoder: bool
+    sources: tuple[str, ...]
+    analog_sources: tuple[str, ...]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def spiking(self) -> bool:
+        """True when every input of the layer is spikes: its MACs become SOPs."""
+        return bool(self.sources) and not self.analog_sources
+
+    @property
+    def macs_per_inference(self) -> int:
+        """MACs of one inference: ``macs × runs``."""
+        return self.macs * self.runs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spiking"] = self.spiking
+        return d
+
+
+@dataclass
+class NeuronLayerOps:
+    """One neuron layer: how many neurons it has and how many spikes each can fire per step.
+
+    Attributes:
+        name: path in ``model.named_modules()``.
+        firing: the firing rule's name (``binary``, ``mt``, ``ternary``, ``ternary-mt``).
+        neurons: neurons per sample (the elements of one time step's output).
+        runs: time steps it ran for.
+        planes: binary planes of the rule (MT: n + 1; ternary: 2, one per sign).
+        max_spikes: most spikes one neuron can fire in one step (planes that can fire together:
+            1 binary and ternary, n + 1 MT and ternary-MT).
+        signed: True for ternary rules (spikes −1 count as firing).
+    """
+
+    name: str
+    firing: str
+    neurons: int
+    runs: int
+    planes: int
+    max_spikes: int
+    signed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelOps:
+    """The trace of one model: its layers, its neuron layers, the input it was traced with."""
+
+    layers: list[LayerOps]
+    neurons: list[NeuronLayerOps]
+    timesteps: int
+    input_shape: tuple[int, ...]
+    static_input: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def encoder(self) -> list[LayerOps]:
+        return [layer for layer in self.layers if layer.encoder]
+
+    @property
+    def total_macs(self) -> int:
+        """MACs of one time step of every layer (the ANN twin's MACs for one image)."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def spiking_macs(self) -> int:
+        """``A`` of Ternary Spike: MACs of one time step of every layer fed by spikes."""
+        return sum(layer.macs for layer in self.layers if layer.spiking)
+
+    @property
+    def total_neurons(self) -> int:
+        return sum(n.neurons for n in self.neurons)
+
+    @property
+    def max_spikes(self) -> int:
+        """The largest rate any neuron layer can reach (spikes per neuron per step)."""
+        return max((n.max_spikes for n in self.neurons), default=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timesteps": self.timesteps,
+            "input_shape": list(self.input_shape),
+            "static_input": self.static_input,
+            "total_macs": self.total_macs,
+            "spiking_macs": self.spiking_macs,
+            "total_neurons": self.total_neurons,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "neurons": [n.to_dict() for n in self.neurons],
+        }
+
+
+def conv_macs(module: nn.modules.conv._ConvNd, out_shape: Sequence[int]) -> int:
+    """MACs of one sample of a convolution: ``out_elems × (in_ch / groups) × prod(kernel)``.
+
+    ``out_shape`` is one sample's output ``(C_out, H', W')`` (any number of spatial dims).
+    """
+    per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    return int(math.prod(out_shape)) * per_output
+
+
+def linear_macs(module: nn.Linear, rows: int = 1) -> int:
+    """MACs of a linear layer over ``rows`` input rows: ``rows × out_features × in_features``."""
+    return int(rows) * module.out_features * module.in_features
+
+
+# -- source tracking ---------------------------------------------------------------------------
+def _get_sources(x: Any) -> frozenset:
+    return getattr(x, _ATTR, frozenset()) if isinstance(x, Tensor) else frozenset()
+
+
+def _iter_tensors(obj: Any) -> Iterator[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _iter_tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _iter_tensors(o)
+
+
+def _tag(obj: Any, sources: frozenset) -> None:
+    for t in _iter_tensors(obj):
+        if not isinstance(t, nn.Parameter):
+            setattr(t, _ATTR, sources)
+
+
+class _SourceMode(TorchFunctionMode):
+    """Pass the union of the input tensors' source sets to the outputs of every torch op."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        sources: frozenset = frozenset()
+        for t in _iter_tensors((args, kwargs)):
+            sources = sources | _get_sources(t)
+        if sources:
+            _tag(out, sources)
+        return out
+
+
+@dataclass
+class _Record:
+    kind: str
+    module: nn.Module
+    macs_total: int = 0
+    rows_total: int = 0
+    sources: frozenset = frozenset()
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    order: int = 0
+
+
+@contextmanager
+def _timesteps_set(model: nn.Module, timesteps: int) -> Iterator[None]:
+    has = hasattr(model, "timesteps")
+    old = getattr(model, "timesteps", None)
+    if has:
+        model.timesteps = timesteps
+    try:
+        yield
+    finally:
+        if has:
+            model.timesteps = old
+
+
+def _neuron_info(name: str, m: Neuron, neurons: int, runs: int) -> NeuronLayerOps:
+    rule = m.rule
+    thresholds = len(rule.thresholds(m.v_threshold))
+    return NeuronLayerOps(
+        name=name,
+        firing=rule.name,
+        neurons=int(neurons),
+        runs=int(runs),
+        planes=int(rule.n_planes(m.v_threshold)),
+        max_spikes=int(thresholds),
+        signed=bool(rule.signed),
+    )
+
+
+@torch.no_grad()
+def trace_ops(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    timesteps: int,
+    *,
+    event: bool | None = None,
+    time_first: bool | None = None,
+) -> ModelOps:
+    """Trace one sample through ``model`` and count the operations of every layer.
+
+    Args:
+        model: any module; multispike models (with a ``timesteps`` attribute) get ``timesteps``
+            set for the trace and restored afterwards.
+        input_shape: one sample without batch: ``(C, H, W)`` of a static image, or
+            ``(C, H, W)`` with ``event=True`` for event frames (T frames are fed), or
+            ``(T, C, H, W)``.
+        timesteps: T (>= 1).
+        event: the input is event frames (one different frame per step). Default: True when
+            ``input_shape`` has 4 entries.
+        time_first: feed ``[T, 1, ...]`` (True) or a static ``[1, ...]`` (False). Default:
+            static input for models with a ``timesteps`` attribute, time-first otherwise
+            (plain stacks of time-folded layers and neurons, which need ``[T, B, ...]``).
+
+    Returns:
+        :class:`ModelOps`. The model's train/eval mode is restored afterwards.
+    """
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise ConfigError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    shape = tuple(int(s) for s in input_shape)
+    if event is None:
+        event = len(shape) == 4
+    if len(shape) == 4:
+        if shape[0] != timesteps:
+            raise ConfigError(
+                f"input_shape {shape} has {shape[0]} frames but timesteps={timesteps}"
+            )
+        shape = shape[1:]
+    if any(s < 1 for s in shape) or not shape:
+        raise ConfigError(f"input_shape must be positive sizes like (3, 32, 32), got {shape}")
+    if time_first is None:
+        time_first = event or not hasattr(model, "timesteps")
+    gen = torch.Generator().manual_seed(0)
+    try:
+        p = next(model.parameters())
+        device, dtype = p.device, p.dtype if p.is_floating_point() else torch.float32
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    if time_first:
+        if event:
+            x = torch.rand((timesteps, 1, *shape), generator=gen)  # [T, 1, C, H, W]
+        else:
+            x = torch.rand((1, *shape), generator=gen).expand(timesteps, 1, *shape)
+    else:
+        x = torch.rand((1, *shape), generator=gen)  # [1, C, H, W]
+    x = x.to(device=device, dtype=dtype).contiguous()
+    setattr(x, _ATTR, frozenset({INPUT}))
+
+    records: dict[str, _Record] = {}
+    neuron_rows: dict[str, int] = {}
+    neuron_elems: dict[str, int] = {}
+    neuron_mods: dict[str, Neuron] = {}
+    handles = []
+    counter = [0]
+
+    def pre_hook(name: str, kind: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if name not in records:
+                counter[0] += 1
+                records[name] = _Record(kind, module, order=counter[0])
+            rec = records[name]
+            if args:
+                rec.sources = rec.sources | _get_sources(args[0])
+
+        return hook
+
+    def post_hook(name: str, kind: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            rec = records[name]
+            inp = args[0] if args else None
+            if isinstance(out, Tensor):
+                if kind == "conv":
+                    batched = out.dim() == module.weight.dim()
+                    rows = int(out.shape[0]) if batched else 1
+                    sample_out = tuple(out.shape[1:]) if batched else tuple(out.shape)
+                    rec.macs_total += conv_macs(module, sample_out) * rows
+                    rec.out_shape = sample_out
+                    if isinstance(inp, Tensor):
+                        rec.in_shape = tuple(inp.shape[1:]) if batched else tuple(inp.shape)
+                else:
+                    rows = out.numel() // max(module.out_features, 1)
+                    rec.macs_total += linear_macs(module, rows)
+                    rec.out_shape = (module.out_features,)
+                    rec.in_shape = (module.in_features,)
+                rec.rows_total += rows
+                _tag(out, frozenset({name}))
+
+        return hook
+
+    def neuron_hook(name: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            if isinstance(out, Tensor) and out.dim() >= 2:
+                # neurons take [T, B, ...]: one step of one sample is out.shape[2:]
+                neuron_rows[name] = neuron_rows.get(name, 0) + out.shape[0] * out.shape[1]
+                neuron_elems[name] = int(math.prod(out.shape[2:]))
+                neuron_mods[name] = module  # type: ignore[assignment]
+            _tag(out, frozenset({"neuron:" + name}))
+
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(
+            m, nn.modules.conv._ConvTransposeNd
+        ):
+            handles.append(m.register_forward_pre_hook(pre_hook(name, "conv")))
+            handles.append(m.register_forward_hook(post_hook(name, "conv")))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_pre_hook(pre_hook(name, "linear")))
+            handles.append(m.register_forward_hook(post_hook(name, "linear")))
+        elif isinstance(m, Neuron):
+            handles.append(m.register_forward_hook(neuron_hook(name)))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with _timesteps_set(model, timesteps), _SourceMode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    if not records:
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Conv*d or nn.Linear layer to count"
+        )
+    batch = 1
+    layers = []
+    for name, rec in sorted(records.items(), key=lambda kv: kv[1].order):
+        # rows per sample: T (folded or per-step calls), 1 (a static encoder run once), or
+        # more for a linear layer over several tokens per step (those stay in its macs)
+        runs = min(max(rec.rows_total // batch, 1), timesteps)
+        macs = rec.macs_total // runs
+        spikes = sorted(s[len("neuron:"):] for s in rec.sources if s.startswith("neuron:"))
+        analog = sorted(s for s in rec.sources if not s.startswith("neuron:"))
+        layers.append(
+            LayerOps(
+                name=name,
+                kind=rec.kind,
+                macs=int(macs),
+                runs=int(runs),
+                encoder=INPUT in rec.sources,
+                sources=tuple(spikes),
+                analog_sources=tuple(analog),
+                in_shape=rec.in_shape,
+                out_shape=rec.out_shape,
+            )
+        )
+    neurons = []
+    for name, mod in neuron_mods.items():
+        runs = min(max(neuron_rows[name] // batch, 1), timesteps)
+        neurons.append(_neuron_info(name, mod, neuron_elems[name], runs))
+    return ModelOps(
+        layers=layers,
+        neurons=neurons,
+        timesteps=timesteps,
+        input_shape=tuple(int(s) for s in input_shape),
+        static_input=not event,
+    )
+
+
+def count_ops(
+    model: nn.Module, input_shape: Sequence[int], timesteps: int, **kwargs: Any
+) -> list[LayerOps]:
+    """The per-layer counts of :func:`trace_ops` (convolutions and linear layers only)."""
+    return trace_ops(model, input_shape, timesteps, **kwargs).layers

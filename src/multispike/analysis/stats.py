@@ -1,0 +1,235 @@
+"""Firing statistics per neuron layer: measured rates, value fractions, plane rates, a figure.
+
+The counting rules are those of :mod:`multispike.monitor`: every non-zero spike counts, −1
+included, and a multi-threshold neuron counts each plane that fired, so the rate is spikes per
+neuron per time step and can exceed 1 for MT neurons.
+
+- :func:`collect_activity` runs a model over batches of a loader inside
+  :func:`~multispike.monitor.record_activity` and returns the monitor;
+- :func:`measure_rates` gives the per-layer rates the energy estimate needs;
+- :func:`firing_rows` flattens the monitor summary into one CSV row per layer;
+- :func:`plot_firing_stats` draws the rates and the −1/0/+1 fractions (ternary) or the plane
+  rates (MT) per layer as bar charts, and writes the CSV next to the PNG.
+
+Example::
+
+    >>> rates = measure_rates(model, loader, batches=4)
+    >>> rates.mean_rate, rates.rates["layer1.0.sn1"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from multispike.analysis._io import new_figure, save_figure, write_csv
+from multispike.errors import ConfigError
+from multispike.monitor import ActivityMonitor, record_activity
+
+Prepare = Callable[[Tensor], Tensor]
+
+
+def model_input(x: Tensor) -> Tensor:
+    """Loader batch to model input: event batches ``[B, T, C, H, W]`` become ``[T, B, C, H, W]``.
+
+    Static images ``[B, C, H, W]`` pass unchanged (multispike models repeat them over T).
+    """
+    return x.transpose(0, 1) if x.dim() == 5 else x
+
+
+def _batches(loader: Iterable, batches: int | None) -> Iterator[Any]:
+    if batches is not None and (isinstance(batches, bool) or batches < 1):
+        raise ConfigError(f"batches must be >= 1, got {batches!r}")
+    for i, batch in enumerate(loader):
+        if batches is not None and i >= batches:
+            break
+        yield batch
+
+
+@torch.no_grad()
+def collect_activity(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    batches: int | None = None,
+    membrane_samples: int = 0,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    prepare: Prepare | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> ActivityMonitor:
+    """Run ``model`` (eval mode) over up to ``batches`` batches and record its activity.
+
+    Args:
+        loader: yields ``(x, y)`` or ``x``.
+        transform: applied to each input batch first (e.g. ``data.batch_transform(...,
+            train=False)``: normalisation).
+        prepare: turns the batch into model input (default :func:`model_input`).
+        device: where to run (default: the model's device).
+    """
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    prepare = prepare or model_input
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        with record_activity(model, membrane_samples=membrane_samples, seed=seed) as mon:
+            for batch in _batches(loader, batches):
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                x = x.to(device)
+                if transform is not None:
+                    x = transform(x)
+                model(prepare(x))
+                seen += 1
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ConfigError("the loader gave no batch: nothing to measure")
+    if not mon.layers:
+        raise ConfigError(
+            f"{type(model).__name__} has no spiking neuron layer (an ANN twin?): no rates"
+        )
+    return mon
+
+
+@dataclass
+class MeasuredRates:
+    """Measured firing rates: per neuron layer and overall.
+
+    Attributes:
+        rates: neuron-layer name → spikes per neuron per step.
+        mean_rate: all spikes over all neuron-steps (Ternary Spike's "mean sparsity" s).
+        rows: the monitor summary (one dict per layer).
+        batches: batches measured.
+    """
+
+    rates: dict[str, float]
+    mean_rate: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    batches: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean_rate": self.mean_rate, "rates": dict(self.rates), "batches": self.batches}
+
+
+def rates_from_monitor(mon: ActivityMonitor, batches: int = 0) -> MeasuredRates:
+    rows = mon.summary()
+    spikes = sum(r["spikes"] for r in rows)
+    steps = sum(r["neuron_steps"] for r in rows)
+    return MeasuredRates(
+        rates={r["layer"]: float(r["rate"]) for r in rows},
+        mean_rate=spikes / steps if steps else 0.0,
+        rows=rows,
+        batches=batches,
+    )
+
+
+def measure_rates(
+    model: nn.Module, loader: Iterable, batches: int | None = 8, **kwargs: Any
+) -> MeasuredRates:
+    """Measured firing rates of every neuron layer over ``batches`` batches of ``loader``.
+
+    ``kwargs`` go to :func:`collect_activity` (``transform``, ``prepare``, ``device``).
+    Feed the result's ``rates`` to :func:`~multispike.analysis.energy.estimate_energy`.
+    """
+    n = [0]
+
+    def counting(it: Iterable) -> Iterator[Any]:
+        for b in it:
+            n[0] += 1
+            yield b
+
+    mon = collect_activity(model, counting(_batches(loader, batches)), **kwargs)
+    return rates_from_monitor(mon, n[0])
+
+
+# -- rows and figure ---------------------------------------------------------------------------
+def firing_rows(summary: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per layer: rate, value fractions ``value_<v>``, plane rates ``plane_<k>``."""
+    rows = []
+    for r in summary:
+        row: dict[str, Any] = {
+            "layer": r["layer"],
+            "firing": r["firing"],
+            "rate": float(r["rate"]),
+            "spikes": float(r["spikes"]),
+            "neuron_steps": int(r["neuron_steps"]),
+        }
+        for v, p in sorted(r.get("value_fractions", {}).items(), key=lambda kv: int(kv[0])):
+            row[f"value_{int(v)}"] = float(p)
+        for k, p in enumerate(r.get("plane_rates", [])):
+            row[f"plane_{k}"] = float(p)
+        for t, p in sorted(r.get("rate_per_t", {}).items(), key=lambda kv: int(kv[0])):
+            row[f"rate_t{int(t)}"] = float(p)
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            if k.startswith(prefix):
+                cols.setdefault(k, None)
+    return sorted(cols, key=lambda c: int(c[len(prefix):]))
+
+
+def plot_firing_stats(
+    summary: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "Firing statistics per layer",
+) -> dict[str, Path]:
+    """Bar charts of the firing statistics; writes ``path`` (PNG) and the CSV beside it.
+
+    Top: the rate per layer (spikes per neuron per step). Bottom: for signed (ternary) layers
+    the fractions of −1 and +1 outputs, for MT layers the rate of each plane (the main
+    threshold first), for binary layers the rate again.
+    """
+    if not summary:
+        raise ConfigError("no firing statistics to plot (no neuron layer recorded)")
+    rows = firing_rows(summary)
+    png = Path(path)
+    csv_path = write_csv(rows, png.with_suffix(".csv"))
+    names = [r["layer"] or "<neuron>" for r in rows]
+    x = list(range(len(rows)))
+    fig = new_figure(max(6.0, 0.35 * len(rows) + 2), 6.5)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    ax1.bar(x, [r["rate"] for r in rows], color="tab:blue")
+    mean = sum(r["spikes"] for r in rows) / max(sum(r["neuron_steps"] for r in rows), 1)
+    ax1.axhline(mean, color="k", ls="--", lw=1, label=f"mean {mean:.3f}")
+    ax1.set_ylim(0, max([r["rate"] for r in rows] + [1e-3]) * 1.25)
+    ax1.set_ylabel("spikes / neuron / step")
+    ax1.set_title(title)
+    ax1.legend(loc="upper right", fontsize=8)
+
+    value_cols = [c for c in _columns(rows, "value_") if c != "value_0"]
+    plane_cols = _columns(rows, "plane_")
+    signed = any("value_-1" in r for r in rows)
+    if signed:
+        cols = value_cols
+        labels = [f"b = {c[len('value_'):]}" for c in cols]
+        ax2.set_ylabel("fraction of neuron-steps")
+    else:
+        cols = plane_cols
+        labels = ["main threshold" if c == "plane_0" else f"auxiliary plane {c[6:]}"
+                  for c in cols]
+        ax2.set_ylabel("plane rate")
+    width = 0.8 / max(len(cols), 1)
+    for j, (c, lab) in enumerate(zip(cols, labels, strict=True)):
+        xs = [i - 0.4 + width * (j + 0.5) for i in x]
+        ax2.bar(xs, [r.get(c, 0.0) for r in rows], width=width, label=lab)
+    if cols:
+        ax2.set_ylim(0, max([r.get(c, 0.0) for r in rows for c in cols] + [1e-3]) * 1.3)
+        ax2.legend(loc="upper right", fontsize=8, ncol=min(len(cols), 4))
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    png = save_figure(fig, png)
+    return {"png": png, "csv": csv_path}

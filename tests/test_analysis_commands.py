@@ -1,0 +1,155 @@
+"""The energy and analyze subcommands: JSON keys, files written, one-line errors."""
+
+import argparse
+import json
+import types
+
+import pytest
+import torch
+
+from multispike.analysis import commands
+from multispike.errors import ConfigError, MultispikeError
+from tests.test_analysis_nets import TinySNN
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="multispike")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _run(argv):
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def fake_zoo(monkeypatch):
+    """A zoo with one model, 'tiny', so the glue is tested without the real model zoo."""
+
+    def create(name, *, num_classes=None, timesteps=None, firing=None, **options):
+        if name != "tiny":
+            raise ConfigError(f"unknown model {name!r}; choose one of tiny")
+        return TinySNN(firing=firing or "binary", timesteps=timesteps or 2)
+
+    monkeypatch.setattr(commands, "_models", lambda: types.SimpleNamespace(create=create))
+
+    def loader(args, spec):
+        gen = torch.Generator().manual_seed(0)
+        return [(torch.rand(4, 1, 8, 8, generator=gen), 0) for _ in range(2)], None
+
+    monkeypatch.setattr(commands, "_loader", loader)
+
+
+def test_energy_json_has_the_keys(fake_zoo, capsys):
+    argv = ["energy", "--model", "tiny", "--dataset", "digits", "--timesteps", "2",
+            "--firing-rate", "0.2", "--cost-table", "hu2021", "--json"]
+    assert _run(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("first_layer_flops", "sops", "spikes", "signs", "energy_uj", "ann_energy_uj"):
+        assert key in d
+    assert d["first_layer_flops"] == 2 * 4 * 64 * 9
+    assert d["sops"] == pytest.approx(0.2 * 2 * (6 * 16 * 4 * 9 + 96 * 10))
+    assert d["model"] == "tiny" and d["dataset"] == "digits" and d["rate_source"] == "assumed"
+
+
+def test_energy_table_and_ternary(fake_zoo, capsys):
+    argv = ["energy", "--model", "tiny", "--dataset", "digits", "--firing", "ternary",
+            "--firing-rate", "0.3", "--cost-table", "45nm"]
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    assert "stem_conv" in out and "encoder" in out and "ANN twin" in out
+
+
+def test_energy_measured_rates_from_model(fake_zoo, monkeypatch, capsys):
+    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: TinySNN(timesteps=2))
+    argv = ["energy", "--checkpoint", "x.pt", "--dataset", "digits", "--json", "--layers"]
+    assert _run(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["rate_source"].startswith("measured")
+    assert {r["name"] for r in d["neuron_layers"]} == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--model", "nope", "--firing-rate", "0.1"], "unknown model"),
+        (["--model", "tiny", "--firing-rate", "0.1", "--cost-table", "7nm"], "unknown cost"),
+        (["--model", "tiny", "--firing-rate", "1.5"], "outside"),
+        (["--model", "tiny", "--firing-rate", "-0.1"], "outside"),
+        (["--model", "tiny", "--firing-rate", "0.1", "--timesteps", "0"], "timesteps"),
+        (["--model", "tiny"], "--firing-rate"),
+        (["--model", "tiny", "--firing-rate", "0.1", "--dataset", "mnist"], "unknown dataset"),
+    ],
+)
+def test_energy_bad_input_is_one_line(fake_zoo, argv, match):
+    base = ["energy", "--dataset", "digits"]
+    with pytest.raises(MultispikeError, match=match) as e:
+        _run(base + argv)
+    assert "\n" not in str(e.value)
+
+
+def test_analyze_writes_figures(fake_zoo, tmp_path, capsys):
+    rows = [{"firing": "binary", "timesteps": t, "accuracy": 0.7 + 0.05 * t} for t in (1, 2)]
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps(rows))
+    argv = ["analyze", "--model", "tiny", "--firing", "ternary", "--dataset", "digits",
+            "--membrane-samples", "20", "--eval-json", str(ev), "--out", str(tmp_path / "a"),
+            "--json"]
+    assert _run(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = {p.split("/")[-1] for p in result["written"].values()}
+    assert names == {"accuracy_vs_timesteps.png", "accuracy_vs_timesteps.csv",
+                     "firing_stats.png", "firing_stats.csv", "entropy.png", "entropy.csv",
+                     "membrane.png", "membrane.json"}
+    assert 0 < result["mean_rate"] <= 1
+
+
+def test_analyze_needs_something(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to analyze"):
+        _run(["analyze", "--out", str(tmp_path)])
+
+
+def test_analyze_sweep_without_engine_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    import multispike
+
+    monkeypatch.setitem(sys.modules, "multispike.engine", None)  # import fails
+    monkeypatch.delattr(multispike, "engine", raising=False)
+    with pytest.raises(ConfigError, match="engine") as e:
+        _run(["analyze", "--sweep", "deltas", "--out", str(tmp_path)])
+    assert "\n" not in str(e.value)
+
+
+def test_energy_table5_through_the_command(capsys):
+    models = pytest.importorskip("multispike.models")
+    if "resnet20m" not in models.list_models():
+        pytest.skip("resnet20m not in the zoo yet")
+    argv = ["energy", "--model", "resnet20m", "--dataset", "cifar10", "--timesteps", "2",
+            "--firing-rate", "0.1642", "--cost-table", "hu2021", "--json"]
+    assert _run(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["energy_uj"] == pytest.approx(50.14, rel=0.02)
+    assert d["first_layer_flops"] == pytest.approx(3.54e6, rel=0.01)
+
+
+def test_sweep_options_parse():
+    assert commands._options(["v_threshold=0.5", "neuron=lif", "deltas=[-0.3, 0.3]"]) == {
+        "v_threshold": 0.5, "neuron": "lif", "deltas": [-0.3, 0.3]}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        commands._options(["v_threshold"])
+
+
+def test_digits_loader_feeds_a_model():
+    pytest.importorskip("multispike.data")
+    args = argparse.Namespace(data_dir=None, batch_size=16, timesteps=2)
+    spec = commands.dataset_spec("digits")
+    loader, transform = commands._loader(args, spec)
+    x, _ = next(iter(loader))
+    assert tuple(x.shape[1:]) == tuple(spec.input_shape) == (1, 8, 8)
+    model = TinySNN()
+    from multispike.analysis import measure_rates
+
+    rates = measure_rates(model, loader, batches=1, transform=transform)
+    assert set(rates.rates) == {"a", "b"} and rates.batches == 1

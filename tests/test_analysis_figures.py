@@ -1,0 +1,135 @@
+"""Firing statistics, entropy, membrane and accuracy figures: PNG + numbers files."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from multispike.analysis import (
+    capacity_bits,
+    collect_activity,
+    entropy_bits,
+    entropy_rows,
+    membrane_histograms,
+    n_values,
+    neuron_thresholds,
+    plot_accuracy_vs_timesteps,
+    plot_delta_sweep,
+    plot_entropy,
+    plot_firing_stats,
+    plot_membrane,
+)
+from multispike.errors import ConfigError
+from tests.test_analysis_nets import TinySNN
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        return f.read(4) == PNG_MAGIC
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def ternary_monitor():
+    model = TinySNN(firing="ternary", timesteps=2)
+    gen = torch.Generator().manual_seed(1)
+    loader = [(torch.randn(6, 1, 8, 8, generator=gen), 0) for _ in range(2)]
+    return model, collect_activity(model, loader, membrane_samples=50)
+
+
+def test_entropy_of_known_distributions():
+    assert entropy_bits([0.5, 0.5]) == pytest.approx(1.0)
+    assert entropy_bits({-1: 1, 0: 1, 1: 1}) == pytest.approx(math.log2(3))
+    assert entropy_bits([1.0, 0.0]) == 0.0
+    assert entropy_bits([3, 1]) == pytest.approx(entropy_bits([0.75, 0.25]))
+    p = 0.16
+    assert entropy_bits([p, 1 - p]) == pytest.approx(-p * math.log2(p) - (1 - p) * math.log2(1 - p))
+    with pytest.raises(ConfigError):
+        entropy_bits([0, 0])
+
+
+def test_capacity_bounds():
+    assert capacity_bits(n_values("binary")) == 1.0
+    assert capacity_bits(n_values("ternary")) == pytest.approx(1.585, abs=1e-3)
+    assert capacity_bits(n_values("mt", 2)) == 2.0  # {0, 1, 2, 3}
+    assert n_values("ternary-mt", 2) == 7
+    with pytest.raises(ConfigError):
+        n_values("quaternary")
+
+
+def test_entropy_rows_use_the_layer_bound():
+    summary = [
+        {"layer": "t", "firing": "ternary", "rate": 0.5, "plane_rates": [0.25, 0.25],
+         "value_fractions": {-1: 0.25, 0: 0.5, 1: 0.25}},
+        {"layer": "m", "firing": "mt", "rate": 1.5, "plane_rates": [0.5, 0.75, 0.25],
+         "value_fractions": {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}},
+    ]
+    t, m = entropy_rows(summary)
+    assert t["entropy_bits"] == pytest.approx(1.5) and t["bound_bits"] == pytest.approx(
+        math.log2(3))
+    assert m["entropy_bits"] == pytest.approx(2.0) and m["efficiency"] == pytest.approx(1.0)
+
+
+def test_firing_stats_and_entropy_figures(tmp_path, ternary_monitor):
+    _, mon = ternary_monitor
+    summary = mon.summary()
+    paths = plot_firing_stats(summary, tmp_path / "stats.png")
+    assert _is_png(paths["png"])
+    rows = _read_csv(paths["csv"])
+    assert [r["layer"] for r in rows] == ["a", "b"]
+    for r in rows:
+        total = sum(float(r[f"value_{v}"]) for v in (-1, 0, 1) if f"value_{v}" in r)
+        assert total == pytest.approx(1.0)
+        assert float(r["rate"]) == pytest.approx(float(r["plane_0"]) + float(r["plane_1"]))
+    paths = plot_entropy(summary, tmp_path / "entropy.png")
+    assert _is_png(paths["png"])
+    rows = _read_csv(paths["csv"])
+    assert all(0 <= float(r["entropy_bits"]) <= float(r["bound_bits"]) + 1e-9 for r in rows)
+
+
+def test_membrane_figure(tmp_path, ternary_monitor):
+    model, mon = ternary_monitor
+    th = neuron_thresholds(model)
+    assert th["a"] == [-0.5, 0.5]
+    hist = membrane_histograms(mon, bins=10, thresholds=th)
+    layer = hist["layers"][0]
+    assert [s["t"] for s in layer["steps"]] == [0, 1]
+    assert all(len(s["counts"]) == 10 and len(s["edges"]) == 11 for s in layer["steps"])
+    paths = plot_membrane(hist, tmp_path / "membrane.png", max_layers=1)
+    assert _is_png(paths["png"])
+    data = json.loads(paths["json"].read_text())
+    assert [entry["layer"] for entry in data["layers"]] == ["a", "b"]
+    with pytest.raises(ConfigError, match="no recorded neuron layer"):
+        membrane_histograms(mon, layers=["nope"])
+
+
+def test_accuracy_vs_timesteps(tmp_path):
+    rows = [{"firing": f, "timesteps": t, "accuracy": acc}
+            for f, base in (("binary", 0.80), ("mt", 0.85), ("ternary", 0.86))
+            for t, acc in ((1, base), (2, base + 0.03), (4, base + 0.05))]
+    rows.append({"firing": "ann", "timesteps": 1, "accuracy": 0.90})
+    paths = plot_accuracy_vs_timesteps(rows, tmp_path / "acc.png")
+    assert _is_png(paths["png"])
+    out = _read_csv(paths["csv"])
+    assert len(out) == 10
+    ann = [r for r in out if r["firing"] == "ann"]
+    assert ann[0]["timesteps"] == "" and float(ann[0]["accuracy_percent"]) == pytest.approx(90)
+    with pytest.raises(ConfigError, match="accuracy"):
+        plot_accuracy_vs_timesteps([{"firing": "mt", "timesteps": 1}], tmp_path / "x.png")
+
+
+def test_delta_sweep_figure(tmp_path):
+    rows = [{"mode": m, "delta": d, "accuracy": 90 + d + i}
+            for i, m in enumerate(("neg", "pos", "both")) for d in (0.1, 0.3)]
+    paths = plot_delta_sweep(rows, tmp_path / "deltas.png", baseline=88.0)
+    assert _is_png(paths["png"])
+    out = _read_csv(paths["csv"])
+    assert len(out) == 7 and out[-1]["mode"] == "single-threshold"

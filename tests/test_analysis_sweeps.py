@@ -1,0 +1,91 @@
+"""The MT ablation sweeps with a stand-in trainer (the engine trains them for real)."""
+
+import json
+
+import pytest
+
+from multispike.analysis import delta_sweep, placement_ablation
+from multispike.errors import ConfigError
+
+
+class FakeTrainer:
+    """Records the settings of each run and returns a made-up accuracy."""
+
+    def __init__(self):
+        self.runs = []
+
+    def __call__(self, settings):
+        self.runs.append(settings)
+        opts = settings.get("model_options", {})
+        acc = 0.8 + 0.01 * len(opts.get("deltas", [])) + 0.02 * bool(opts.get("mt_on_fc"))
+        return {"best_accuracy": acc + 0.001 * settings["timesteps"], "model": None}
+
+
+def test_delta_sweep(tmp_path):
+    train = FakeTrainer()
+    res = delta_sweep(magnitudes=(0.2, 0.4), epochs=1, out=tmp_path, train_fn=train)
+    assert len(train.runs) == 7  # 3 modes x 2 sizes + the single-threshold baseline
+    assert [r["model_options"]["deltas"] for r in train.runs[:6]] == [
+        [-0.2], [-0.4], [0.2], [0.4], [-0.2, 0.2], [-0.4, 0.4]]
+    assert all(r["timesteps"] == 1 and r["dataset"] == "digits" for r in train.runs)
+    assert train.runs[-1]["firing"] == "binary" and res["baseline"] == pytest.approx(0.801)
+    assert res["png"].is_file() and res["csv"].is_file()
+    data = json.loads(res["json"].read_text())
+    assert len(data["rows"]) == 6 and data["rows"][4]["mode"] == "both"
+
+
+def test_placement_ablation(tmp_path):
+    train = FakeTrainer()
+    res = placement_ablation(timesteps=(1, 2), epochs=1, out=tmp_path, train_fn=train)
+    assert [(r["timesteps"], r["firing"], r.get("model_options", {}).get("mt_on_fc"))
+            for r in train.runs] == [(1, "mt", False), (1, "mt", True), (1, "binary", None),
+                                     (2, "mt", False), (2, "mt", True), (2, "binary", None)]
+    labels = {r["label"] for r in res["rows"]}
+    assert labels == {"MT on conv", "MT on conv+fc", "single threshold"}
+    assert res["png"].is_file() and res["csv"].is_file() and res["json"].is_file()
+
+
+def test_delta_sweep_skips_impossible_neurons(tmp_path):
+    def check(settings):
+        if any(d <= -0.5 for d in settings.get("model_options", {}).get("deltas", [])):
+            raise ConfigError("mt threshold V_th + delta <= 0 would fire at rest")
+
+    train = FakeTrainer()
+    res = delta_sweep(magnitudes=(0.3, 0.6), modes=("neg", "pos"), out=tmp_path,
+                      train_fn=train, check_fn=check)
+    skipped = [r for r in res["rows"] if r["accuracy"] is None]
+    assert [(r["mode"], r["delta"]) for r in skipped] == [("neg", 0.6)]
+    assert "fire at rest" in skipped[0]["skipped"]
+    assert len(train.runs) == 3 + 1  # the impossible run is not trained
+    assert len(_csv_rows(res["csv"])) == 3 + 1  # three runs drawn and the baseline
+    with pytest.raises(ConfigError, match="no delta-sweep run"):
+        delta_sweep(magnitudes=(0.6,), modes=("neg",), out=tmp_path, train_fn=train,
+                    check_fn=check)
+
+
+def test_zoo_check_builds_the_model():
+    pytest.importorskip("multispike.models")
+    from multispike.analysis.sweeps import zoo_check
+
+    zoo_check({"dataset": "digits", "firing": "mt", "timesteps": 1,
+               "model_options": {"deltas": [-0.5]}})
+    with pytest.raises(ConfigError, match="fire at rest"):
+        zoo_check({"dataset": "digits", "firing": "mt", "timesteps": 1,
+                   "model_options": {"deltas": [-0.5], "v_threshold": 0.5}})
+
+
+def _csv_rows(path):
+    return path.read_text().strip().splitlines()[1:]
+
+
+def test_sweep_bad_input(tmp_path):
+    train = FakeTrainer()
+    with pytest.raises(ConfigError, match="delta mode"):
+        delta_sweep(modes=("up",), out=tmp_path, train_fn=train)
+    with pytest.raises(ConfigError, match="> 0"):
+        delta_sweep(magnitudes=(0.0,), out=tmp_path, train_fn=train)
+    with pytest.raises(ConfigError, match="epochs"):
+        placement_ablation(epochs=0, out=tmp_path, train_fn=train)
+    with pytest.raises(ConfigError, match="time steps"):
+        placement_ablation(timesteps=(0,), out=tmp_path, train_fn=train)
+    assert not train.runs
