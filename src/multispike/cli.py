@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -285,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the recipes (one per row of the papers' tables)")
     p.set_defaults(func=cmd_recipes)
 
+    from multispike.analysis.commands import register as register_analysis
+
+    register_analysis(sub)
+
     p = sub.add_parser("neurons", help="show binary, MT and ternary neurons on a fixed input")
     p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -313,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multispike: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `multispike energy --json | head`: the reader left early
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

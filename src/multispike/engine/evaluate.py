@@ -51,6 +51,7 @@ def evaluate_model(
     dev = pick_device(device)
     model = model.to(dev)
     original_t = model.timesteps
+    firing = getattr(model, "model_args", {}).get("firing")
     rows = []
     try:
         for t in timesteps_list:
@@ -60,7 +61,8 @@ def evaluate_model(
             loader = data.make_loader(ds, batch_size, shuffle=False)
             tf = data.batch_transform(dataset, train=False)
             result = evaluate(model, loader, spec=spec, transform=tf, device=dev)
-            row: dict[str, Any] = {"timesteps": t, **result}
+            row: dict[str, Any] = {"model": getattr(model, "name", type(model).__name__),
+                                   "firing": firing, "timesteps": t, **result}
             if rates:
                 row.update(_rates(model, loader, spec, tf, dev, max_batches_for_rates))
             rows.append(row)
