@@ -107,6 +107,10 @@ class Surrogate:
 
     #: short name used on the command line and in checkpoints
     name: str = ""
+    width: float
+
+    def __post_init__(self) -> None:  # run by each dataclass subclass
+        _check_positive("surrogate_width", self.width)
 
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,9 +138,6 @@ class Rectangular(Surrogate):
     width: float = 1.0
     name = "rectangular"
 
-    def __post_init__(self) -> None:
-        _check_positive("surrogate_width", self.width)
-
     def __call__(self, x: Tensor) -> Tensor:
         return _RectangularFn.apply(x, self.width)
 
@@ -155,9 +156,6 @@ class ClampSTE(Surrogate):
     width: float = 1.0
     name = "clamp"
 
-    def __post_init__(self) -> None:
-        _check_positive("surrogate_width", self.width)
-
     def __call__(self, x: Tensor) -> Tensor:
         return _ClampFn.apply(x, self.width)
 
@@ -172,9 +170,6 @@ class Sigmoid(Surrogate):
     width: float = 4.0
     name = "sigmoid"
 
-    def __post_init__(self) -> None:
-        _check_positive("surrogate_width", self.width)
-
     def __call__(self, x: Tensor) -> Tensor:
         return _SigmoidFn.apply(x, self.width)
 
@@ -188,9 +183,6 @@ class ATan(Surrogate):
 
     width: float = 2.0
     name = "atan"
-
-    def __post_init__(self) -> None:
-        _check_positive("surrogate_width", self.width)
 
     def __call__(self, x: Tensor) -> Tensor:
         return _ATanFn.apply(x, self.width)
