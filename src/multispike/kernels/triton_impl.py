@@ -1,0 +1,5 @@
+"""Placeholder, replaced below."""
+
+
+def available() -> bool:
+    return False
