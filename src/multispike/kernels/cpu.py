@@ -43,7 +43,7 @@ class Args(ctypes.Structure):
         ("T", ctypes.c_int64),
         ("N", ctypes.c_int64),
         ("dtype", ctypes.c_int32),
-        ("plif_vr", ctypes.c_int32),
+        ("form", ctypes.c_int32),
         ("n_thr", ctypes.c_int32),
         ("is_signed", ctypes.c_int32),
         ("save_mode", ctypes.c_int32),
@@ -53,7 +53,7 @@ class Args(ctypes.Structure):
         ("need_tau", ctypes.c_int32),
         ("need_amp", ctypes.c_int32),
         ("nthreads", ctypes.c_int32),
-        ("pad_", ctypes.c_int32),
+        ("stream", ctypes.c_int32),
         ("A", ctypes.c_double),
         ("D", ctypes.c_double),
         ("vr", ctypes.c_double),
@@ -148,7 +148,7 @@ def library() -> ctypes.CDLL | None:
             lib.ms_forward.restype = ctypes.c_int
             lib.ms_backward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
             lib.ms_backward.restype = ctypes.c_int
-            if lib.ms_abi_version() != 1:
+            if lib.ms_abi_version() != 3:
                 raise RuntimeError("stale kernel library (ABI version mismatch)")
             _lib = lib
         except Exception as e:  # noqa: BLE001 - any failure means: use the eager path
@@ -182,6 +182,7 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None]:
     elif args.save_mode == 2:
         saved = torch.empty(x.shape, dtype=torch.uint8)
     args.nthreads = _threads(x.numel())
+    args.stream = _stream(x)
     rc = lib.ms_forward(ctypes.byref(args), x.data_ptr(), out.data_ptr(), _ptr(saved))
     if rc != 0:
         raise RuntimeError(f"multispike CPU kernel forward failed (code {rc})")
@@ -195,11 +196,21 @@ def backward(grad: Tensor, saved: Tensor, args: Args) -> tuple[Tensor, float, fl
     gx = torch.empty_like(grad)
     sums = (ctypes.c_double * 2)()
     args.nthreads = _threads(grad.numel())
+    args.stream = _stream(grad)
     rc = lib.ms_backward(ctypes.byref(args), grad.data_ptr(), saved.data_ptr(), gx.data_ptr(),
                          sums)
     if rc != 0:
         raise RuntimeError(f"multispike CPU kernel backward failed (code {rc})")
     return gx, sums[0], sums[1]
+
+
+#: arrays at least this large are written with non-temporal stores (they overflow L2 anyway;
+#: measured faster from 1 MiB up on a 2-core EPYC, see docs/performance.md)
+STREAM_BYTES = 1 << 20
+
+
+def _stream(t: Tensor) -> int:
+    return int(t.numel() * t.element_size() >= STREAM_BYTES)
 
 
 def _threads(numel: int) -> int:

@@ -40,7 +40,8 @@ def _cast(value: float, dtype: torch.dtype) -> float:
 def _static_args(spec: KernelSpec, dtype: torch.dtype) -> cpu.Args:
     a = cpu.Args()
     a.dtype = cpu.DTYPES[dtype]
-    a.plif_vr = int(spec.dynamics == "plif" and spec.v_reset != 0)
+    # charge form of csrc/multistep.cpp: 0 A*v + x, 1 A*v + x/D, 2 PLIF with V_reset != 0
+    a.form = 0 if spec.dynamics != "plif" else (1 if spec.v_reset == 0 else 2)
     a.n_thr = len(spec.thresholds)
     for k, th in enumerate(spec.thresholds):
         a.thr[k] = _cast(th, dtype)

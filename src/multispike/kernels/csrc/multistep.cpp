@@ -6,7 +6,9 @@
 // Layout: the input is [T, N] (time-major, contiguous). Neurons are split into chunks of
 // BLK; each chunk keeps its membrane in a local array and loops over T, so every input element
 // is read once and every output written once. The backward runs the reverse loop over T per
-// chunk, carrying dL/dV. Chunks run in parallel (OpenMP).
+// chunk, carrying dL/dV. Chunks run in parallel (OpenMP). Each time step of a chunk is one
+// vectorised pass; its results go through small local buffers and are written with
+// non-temporal stores when the arrays are larger than the cache.
 //
 // Arithmetic matches the reference loop in multispike.functional operation by operation
 // (same order, same rounding: built with -ffp-contract=off, no -ffast-math), so forward
@@ -14,16 +16,16 @@
 // float and rounded to bfloat16, as PyTorch does for each eager op.
 //
 // Per step (MT-SNN Eq 3-11, Ternary Spike Eq 7-8):
-//   charge  h = A*v + x/D                 (IF: A = D = 1; LIF: A = decay, D = 1;
-//                                          PLIF, V_reset = 0: A = 1 - 1/tau, D = tau)
-//           h = v + (x - (v - vr))/tau    (PLIF with V_reset != 0, Eq 6)
+//   charge  h = A*v + x                   (IF: A = 1; LIF: A = decay)         form 0
+//           h = A*v + x/D                 (PLIF, V_reset = 0: A = 1 - 1/tau, D = tau)  form 1
+//           h = v + (x - (v - vr))/tau    (PLIF with V_reset != 0, MT-SNN Eq 6)        form 2
 //   fire    b = sum_k [h >= th_k] (- sum_k [h <= -th_k] for signed rules)
 //           s = [h >= th_0] (+ [h <= -th_0])         the main spike, resets the membrane
-//   out     b, or amp*b
+//   out     amp*b (amp = 1 without a learnable amplitude: exact)
 //   reset   v = h*(1 - s) + vr*s
 //
 // Backward (g = surrogate derivative):
-//   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout (* amp)
+//   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout * amp
 //      + dv * (1 - s)
 //      + dv * (vr - h) * (g(h - th_0) - g(-h - th_0))   unless detach_reset
 //   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
@@ -32,21 +34,32 @@
 // backward needs no membrane value (window surrogates, detach_reset, no learnable tau), one
 // byte per neuron and step: bits 0-2 the number of surrogate windows that contain h, bit 3
 // the main spike s, bits 4-7 the spike value b + 8.
+//
+// Specialisation: the common cases (float32 and bfloat16; 1 or 3 thresholds; charge forms 0
+// and 1) are template instances whose inner loop has no runtime branch; everything else runs
+// the same code with the options read at run time (template value -1).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
-constexpr int BLK = 256;
+#ifndef MS_BLK
+#define MS_BLK 128
+#endif
+constexpr int BLK = MS_BLK;
 constexpr int MAX_THR = 16;
+constexpr int RT = -1;  // template value: read the option at run time
 
 struct Args {
   int64_t T, N;
   int32_t dtype;      // 0 float32, 1 float64, 2 bfloat16
-  int32_t plif_vr;    // 1: PLIF charge in the V_reset != 0 form
+  int32_t form;       // charge form 0, 1, 2 (see above)
   int32_t n_thr;      // positive thresholds, main first
   int32_t is_signed;  // ternary rules: mirrored thresholds fire -1
   int32_t save_mode;  // 0 nothing, 1 h, 2 one-byte code
@@ -56,7 +69,7 @@ struct Args {
   int32_t need_tau;
   int32_t need_amp;
   int32_t nthreads;
-  int32_t pad_;
+  int32_t stream;     // 1: write outputs with non-temporal stores (arrays larger than the cache)
   double A, D, vr, tau, amp;
   double sg_width;   // rectangular/clamp: window width; sigmoid/atan: alpha
   double sg_half;    // window half-width (rectangular, clamp)
@@ -105,303 +118,243 @@ struct Tr<uint16_t> {
   static inline C rnd(C f) { return ld(st(f)); }
 };
 
-template <typename C>
-inline C surrogate(int kind, C d, C half, C width, C k, C c) {
-  switch (kind) {
-    case 0:
-      return std::fabs(d) <= half ? C(1) / width : C(0);
-    case 1:
-      return std::fabs(d) <= half ? C(1) : C(0);
-    case 2: {
-      const C sg = C(1) / (C(1) + std::exp(-width * d));
-      return width * sg * (C(1) - sg);
+// Copy a chunk's results from a local buffer to memory; with `stream`, through non-temporal
+// stores that skip the cache (no read-for-ownership of the destination lines).
+template <typename S>
+inline void put(S* __restrict dst, const S* __restrict src, int n, bool stream) {
+#if defined(__AVX__)
+  if (stream) {
+    int i = 0;
+    while (i < n && (reinterpret_cast<uintptr_t>(dst + i) & 31u) != 0) {
+      dst[i] = src[i];
+      ++i;
     }
-    default: {
-      const C z = k * d;
-      return c / (C(1) + z * z);
-    }
+    constexpr int W = 32 / static_cast<int>(sizeof(S));
+    for (; i + W <= n; i += W)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    for (; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+#endif
+  std::memcpy(dst, src, sizeof(S) * static_cast<size_t>(n));
+}
+
+inline void fence(bool stream) {
+#if defined(__AVX__)
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
+
+template <int F>
+inline int pick(int runtime) {
+  if constexpr (F >= 0) {
+    (void)runtime;
+    return F;
+  } else {
+    return runtime;
   }
 }
 
+// surrogate derivative of kind KIND (window kinds 0/1 give the indicator; the caller scales)
+template <int KIND, typename C>
+inline C sg(int kind, C d, C half, C alpha, C k, C c) {
+  const int kd = pick<KIND>(kind);
+  if (kd <= 1) return std::fabs(d) <= half ? C(1) : C(0);
+  if (kd == 2) {
+    const C e = C(1) / (C(1) + std::exp(-alpha * d));
+    return alpha * e * (C(1) - e);
+  }
+  const C z = k * d;
+  return c / (C(1) + z * z);
+}
+
 // ---- forward --------------------------------------------------------------------------------
-template <typename S, bool PLIFVR>
+template <typename S, int FORM, int KC, int SGN, int CODE>
 void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved) {
   using T = Tr<S>;
   using C = typename T::C;
-  const int64_t N = a.N, TT = a.T;
-  const int64_t nchunks = (N + BLK - 1) / BLK;
-  const C A = C(a.A), D = C(a.D), vr = C(a.vr), tau = C(a.tau), amp = C(a.amp);
-  const C half = C(a.sg_half);
-  const int K = a.n_thr;
-  const bool sgn = a.is_signed != 0;
-  C th[MAX_THR];
-  for (int k = 0; k < K; ++k) th[k] = C(a.thr[k]);
-  S* __restrict saved_h = static_cast<S*>(saved);
-  uint8_t* __restrict saved_code = static_cast<uint8_t*>(saved);
+  const int64_t nchunks = (a.N + BLK - 1) / BLK;
+  const bool stream = a.stream != 0;
 
-#pragma omp parallel for schedule(static) num_threads(a.nthreads)
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t i0 = c * BLK;
-    const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
-    alignas(64) C v[BLK];
-    alignas(64) C h[BLK];
-    alignas(64) C b[BLK];
-    alignas(64) C s[BLK];
-    alignas(64) C cnt[BLK];
-    for (int i = 0; i < n; ++i) v[i] = C(0);
-    for (int64_t t = 0; t < TT; ++t) {
-      const int64_t off = t * N + i0;
-      const S* __restrict xt = x + off;
-      if (PLIFVR) {
+#pragma omp parallel num_threads(a.nthreads)
+  {
+    // set up inside the parallel region: locals of the outlined function, so the template
+    // values stay compile-time constants in the loop below
+    const int64_t N = a.N, TT = a.T;
+    const C A = C(a.A), D = C(a.D), vr = C(a.vr), tau = C(a.tau);
+    const C amp = a.has_amp ? C(a.amp) : C(1);
+    const C half = C(a.sg_half);
+    const int form = pick<FORM>(a.form);
+    const int K = pick<KC>(a.n_thr);
+    const bool sgn = pick<SGN>(a.is_signed) != 0;
+    const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
+    C th[MAX_THR];
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    const C th0 = th[0];
+    S* __restrict saved_h = static_cast<S*>(saved);
+    uint8_t* __restrict saved_code = static_cast<uint8_t*>(saved);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t i0 = c * BLK;
+      const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
+      alignas(64) C v[BLK];
+      alignas(64) S obuf[BLK];
+      alignas(64) S hbuf[BLK];
+      alignas(64) uint8_t cbuf[BLK];
+      for (int i = 0; i < n; ++i) v[i] = C(0);
+      for (int64_t t = 0; t < TT; ++t) {
+        const int64_t off = t * N + i0;
+        const S* __restrict xt = x + off;
 #pragma omp simd
         for (int i = 0; i < n; ++i) {
           const C xv = T::ld(xt[i]);
-          h[i] = T::rnd(v[i] + T::rnd(T::rnd(xv - T::rnd(v[i] - vr)) / tau));
-        }
-      } else {
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C xv = T::ld(xt[i]);
-          h[i] = T::rnd(T::rnd(A * v[i]) + T::rnd(xv / D));
-        }
-      }
-      const C th0 = th[0];
-      if (sgn) {
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C p = h[i] >= th0 ? C(1) : C(0);
-          const C q = h[i] <= -th0 ? C(1) : C(0);
-          b[i] = p - q;
-          s[i] = p + q;
-        }
-      } else {
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C p = h[i] >= th0 ? C(1) : C(0);
-          b[i] = p;
-          s[i] = p;
-        }
-      }
-      for (int k = 1; k < K; ++k) {
-        const C tk = th[k];
-        if (sgn) {
-#pragma omp simd
-          for (int i = 0; i < n; ++i)
-            b[i] += (h[i] >= tk ? C(1) : C(0)) - (h[i] <= -tk ? C(1) : C(0));
-        } else {
-#pragma omp simd
-          for (int i = 0; i < n; ++i) b[i] += h[i] >= tk ? C(1) : C(0);
-        }
-      }
-      S* __restrict ot = out + off;
-      if (a.has_amp) {
-#pragma omp simd
-        for (int i = 0; i < n; ++i) ot[i] = T::st(T::rnd(amp * b[i]));
-      } else {
-#pragma omp simd
-        for (int i = 0; i < n; ++i) ot[i] = T::st(b[i]);
-      }
-      if (a.save_mode == 1) {
-        S* __restrict ht = saved_h + off;
-#pragma omp simd
-        for (int i = 0; i < n; ++i) ht[i] = T::st(h[i]);
-      } else if (a.save_mode == 2) {
-        for (int i = 0; i < n; ++i) cnt[i] = C(0);
-        for (int k = 0; k < K; ++k) {
-          const C tk = th[k];
-#pragma omp simd
-          for (int i = 0; i < n; ++i) {
-            cnt[i] += std::fabs(T::rnd(h[i] - tk)) <= half ? C(1) : C(0);
-            if (sgn) cnt[i] += std::fabs(T::rnd(-h[i] - tk)) <= half ? C(1) : C(0);
+          const C vi = v[i];
+          C h;
+          if (form == 0)
+            h = T::rnd(T::rnd(A * vi) + xv);
+          else if (form == 1)
+            h = T::rnd(T::rnd(A * vi) + T::rnd(xv / D));
+          else
+            h = T::rnd(vi + T::rnd(T::rnd(xv - T::rnd(vi - vr)) / tau));
+          const C p = h >= th0 ? C(1) : C(0);
+          const C q = sgn && h <= -th0 ? C(1) : C(0);
+          C b = p - q;
+          const C s = p + q;
+#pragma GCC unroll 16
+          for (int k = 1; k < K; ++k)
+            b += (h >= th[k] ? C(1) : C(0)) - (sgn && h <= -th[k] ? C(1) : C(0));
+          obuf[i] = T::st(T::rnd(amp * b));
+          if (save == 1) hbuf[i] = T::st(h);
+          if (save == 2) {
+            C cnt = C(0);
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+              cnt += std::fabs(T::rnd(h - th[k])) <= half ? C(1) : C(0);
+              if (sgn) cnt += std::fabs(T::rnd(-h - th[k])) <= half ? C(1) : C(0);
+            }
+            cbuf[i] = static_cast<uint8_t>(static_cast<int>(cnt) | (static_cast<int>(s) << 3) |
+                                           ((static_cast<int>(b) + 8) << 4));
           }
+          v[i] = T::rnd(T::rnd(h * (C(1) - s)) + T::rnd(vr * s));
         }
-        uint8_t* __restrict ct = saved_code + off;
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const int code = static_cast<int>(cnt[i]) | (static_cast<int>(s[i]) << 3) |
-                           ((static_cast<int>(b[i]) + 8) << 4);
-          ct[i] = static_cast<uint8_t>(code);
-        }
+        put(out + off, obuf, n, stream);
+        if (save == 1) put(saved_h + off, hbuf, n, stream);
+        if (save == 2) put(saved_code + off, cbuf, n, stream);
       }
-#pragma omp simd
-      for (int i = 0; i < n; ++i) v[i] = T::rnd(T::rnd(h[i] * (C(1) - s[i])) + T::rnd(vr * s[i]));
     }
+    fence(stream);
   }
 }
 
 // ---- backward -------------------------------------------------------------------------------
-template <typename S>
+template <typename S, int KC, int SGN, int KIND, int CODE>
 void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S* __restrict gx,
                    double* sums) {
   using T = Tr<S>;
   using C = typename T::C;
-  const int64_t N = a.N, TT = a.T;
-  const int64_t nchunks = (N + BLK - 1) / BLK;
-  const C A = C(a.A), D = C(a.D), vr = C(a.vr), amp = C(a.amp);
-  const C half = C(a.sg_half), width = C(a.sg_width), sk = C(a.sg_k), sc = C(a.sg_c);
-  const int K = a.n_thr, kind = a.sg_kind;
-  const bool sgn = a.is_signed != 0, detach = a.detach != 0;
-  const bool code_mode = a.save_mode == 2;
-  const bool need_tau = a.need_tau != 0, need_amp = a.need_amp != 0, has_amp = a.has_amp != 0;
-  C th[MAX_THR];
-  for (int k = 0; k < K; ++k) th[k] = C(a.thr[k]);
-  const S* __restrict saved_h = static_cast<const S*>(saved);
-  const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
+  const int64_t nchunks = (a.N + BLK - 1) / BLK;
   // one partial sum per chunk, added in chunk order: the result does not depend on threads
-  double* part_tau = nullptr;
-  double* part_amp = nullptr;
-  double* parts = nullptr;
-  if (need_tau || need_amp) {
-    parts = new double[2 * nchunks];
-    part_tau = parts;
-    part_amp = parts + nchunks;
-  }
+  double* parts = new double[2 * nchunks];
+  double* part_tau = parts;
+  double* part_amp = parts + nchunks;
+  const bool stream = a.stream != 0;
 
-#pragma omp parallel for schedule(static) num_threads(a.nthreads)
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t i0 = c * BLK;
-    const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
-    alignas(64) C dv[BLK];
-    alignas(64) C hc[BLK];
-    alignas(64) C hp[BLK];
-    alignas(64) C g[BLK];
-    alignas(64) C s[BLK];
-    alignas(64) C b[BLK];
-    alignas(64) C dh[BLK];
-    alignas(64) C acc_tau[BLK];
-    alignas(64) C acc_amp[BLK];
-    for (int i = 0; i < n; ++i) {
-      dv[i] = C(0);
-      acc_tau[i] = C(0);
-      acc_amp[i] = C(0);
-    }
-    if (!code_mode) {
-      const S* ht = saved_h + (TT - 1) * N + i0;
-      for (int i = 0; i < n; ++i) hc[i] = T::ld(ht[i]);
-    }
-    for (int64_t t = TT - 1; t >= 0; --t) {
-      const int64_t off = t * N + i0;
-      const S* __restrict go = gout + off;
-      if (code_mode) {
-        const uint8_t* __restrict ct = saved_code + off;
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const int code = ct[i];
-          g[i] = C(code & 7);
-          s[i] = C((code >> 3) & 1);
-          b[i] = C((code >> 4) - 8);
-        }
-        // g holds the number of windows; rectangular divides by the width, clamp does not
-        const C scale = kind == 0 ? width : C(1);
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C gov = T::ld(go[i]);
-          const C gb = has_amp ? gov * amp : gov;
-          if (need_amp) acc_amp[i] += gov * b[i];
-          dh[i] = gb * g[i] / scale + dv[i] * (C(1) - s[i]);
-        }
-      } else {
-        const C th0 = th[0];
-        // surrogate derivative summed over every threshold (and its mirror for signed rules)
-        for (int i = 0; i < n; ++i) g[i] = C(0);
-        if (kind <= 1) {
-          // windows: count them, scale once (rectangular divides by the width)
-          for (int k = 0; k < K; ++k) {
-            const C tk = th[k];
-#pragma omp simd
-            for (int i = 0; i < n; ++i) {
-              g[i] += std::fabs(T::rnd(hc[i] - tk)) <= half ? C(1) : C(0);
-              if (sgn) g[i] += std::fabs(T::rnd(-hc[i] - tk)) <= half ? C(1) : C(0);
-            }
-          }
-        } else {
-          for (int k = 0; k < K; ++k) {
-            const C tk = th[k];
-            for (int i = 0; i < n; ++i) {
-              g[i] += surrogate<C>(kind, T::rnd(hc[i] - tk), half, width, sk, sc);
-              if (sgn) g[i] += surrogate<C>(kind, T::rnd(-hc[i] - tk), half, width, sk, sc);
-            }
-          }
-        }
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C p = hc[i] >= th0 ? C(1) : C(0);
-          const C q = sgn && hc[i] <= -th0 ? C(1) : C(0);
-          s[i] = p + q;
-        }
-        if (need_amp) {
-#pragma omp simd
-          for (int i = 0; i < n; ++i) {
-            const C p = hc[i] >= th0 ? C(1) : C(0);
-            const C q = sgn && hc[i] <= -th0 ? C(1) : C(0);
-            b[i] = p - q;
-          }
-          for (int k = 1; k < K; ++k) {
-            const C tk = th[k];
-#pragma omp simd
-            for (int i = 0; i < n; ++i)
-              b[i] += (hc[i] >= tk ? C(1) : C(0)) - (sgn && hc[i] <= -tk ? C(1) : C(0));
-          }
-        }
-        const C scale = kind == 0 ? width : C(1);
-#pragma omp simd
-        for (int i = 0; i < n; ++i) {
-          const C gov = T::ld(go[i]);
-          const C gb = has_amp ? gov * amp : gov;
-          if (need_amp) acc_amp[i] += gov * b[i];
-          const C gsum = kind <= 1 ? g[i] / scale : g[i];
-          dh[i] = gb * gsum + dv[i] * (C(1) - s[i]);
-        }
-        if (!detach) {
-          if (kind <= 1) {
-#pragma omp simd
-            for (int i = 0; i < n; ++i) {
-              C gm = std::fabs(T::rnd(hc[i] - th0)) <= half ? C(1) : C(0);
-              if (sgn) gm -= std::fabs(T::rnd(-hc[i] - th0)) <= half ? C(1) : C(0);
-              dh[i] += dv[i] * (vr - hc[i]) * (gm / scale);
-            }
-          } else {
-            for (int i = 0; i < n; ++i) {
-              C gm = surrogate<C>(kind, T::rnd(hc[i] - th0), half, width, sk, sc);
-              if (sgn) gm -= surrogate<C>(kind, T::rnd(-hc[i] - th0), half, width, sk, sc);
-              dh[i] += dv[i] * (vr - hc[i]) * gm;
-            }
-          }
-        }
-      }
-      if (need_tau) {
-        // dh/dtau = -(h - v_prev)/tau; v_prev is the reset of h[t-1] (0 at t = 0)
-        if (t > 0) {
-          const S* hpt = saved_h + (t - 1) * N + i0;
-          const C th0 = th[0];
-#pragma omp simd
-          for (int i = 0; i < n; ++i) {
-            const C hv = T::ld(hpt[i]);
-            hp[i] = hv;
-            const C p = hv >= th0 ? C(1) : C(0);
-            const C q = sgn && hv <= -th0 ? C(1) : C(0);
-            const C sv = p + q;
-            const C vprev = T::rnd(T::rnd(hv * (C(1) - sv)) + T::rnd(vr * sv));
-            acc_tau[i] += dh[i] * (hc[i] - vprev);
-          }
-        } else {
-#pragma omp simd
-          for (int i = 0; i < n; ++i) acc_tau[i] += dh[i] * hc[i];
-        }
-      } else if (!code_mode && t > 0) {
-        const S* hpt = saved_h + (t - 1) * N + i0;
-#pragma omp simd
-        for (int i = 0; i < n; ++i) hp[i] = T::ld(hpt[i]);
-      }
-      S* __restrict gxt = gx + off;
-#pragma omp simd
+#pragma omp parallel num_threads(a.nthreads)
+  {
+    const int64_t N = a.N, TT = a.T;
+    const C A = C(a.A), D = C(a.D), vr = C(a.vr);
+    const C amp = a.has_amp ? C(a.amp) : C(1);
+    const C half = C(a.sg_half), alpha = C(a.sg_width), sk = C(a.sg_k), sc = C(a.sg_c);
+    const int K = pick<KC>(a.n_thr);
+    const bool sgn = pick<SGN>(a.is_signed) != 0;
+    const int kind = pick<KIND>(a.sg_kind);
+    const bool code_mode = pick<CODE>(a.save_mode == 2 ? 1 : 0) != 0;
+    // rectangular divides the window indicator by its width, clamp does not
+    const C scale = a.sg_kind == 0 ? C(a.sg_width) : C(1);
+    const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
+    const bool need_tau = a.need_tau != 0;
+    C th[MAX_THR];
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    const C th0 = th[0];
+    const S* __restrict saved_h = static_cast<const S*>(saved);
+    const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t i0 = c * BLK;
+      const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
+      alignas(64) C dv[BLK];
+      alignas(64) C acc_tau[BLK];
+      alignas(64) C acc_amp[BLK];
+      alignas(64) S zero[BLK];
+      alignas(64) S gbuf[BLK];
       for (int i = 0; i < n; ++i) {
-        gxt[i] = T::st(dh[i] / D);
-        dv[i] = dh[i] * A;
+        dv[i] = C(0);
+        acc_tau[i] = C(0);
+        acc_amp[i] = C(0);
+        zero[i] = T::st(C(0));
       }
-      if (!code_mode) std::memcpy(hc, hp, sizeof(C) * n);
-    }
-    if (parts != nullptr) {
+      for (int64_t t = TT - 1; t >= 0; --t) {
+        const int64_t off = t * N + i0;
+        const S* __restrict go = gout + off;
+        if (code_mode) {
+          const uint8_t* __restrict ct = saved_code + off;
+#pragma omp simd
+          for (int i = 0; i < n; ++i) {
+            const int code = ct[i];
+            const C cnt = C(code & 7);
+            const C s = C((code >> 3) & 1);
+            const C b = C((code >> 4) - 8);
+            const C gov = T::ld(go[i]);
+            acc_amp[i] += gov * b;
+            const C dh = gov * amp * cnt / scale + dv[i] * (C(1) - s);
+            gbuf[i] = T::st(dh / D);
+            dv[i] = dh * A;
+          }
+        } else {
+          const S* __restrict ht = saved_h + off;
+          // v_prev = reset(h[t-1]) for dL/dtau (h[t-1] is this chunk's next step: cached)
+          const S* __restrict hp = t > 0 ? saved_h + off - N : zero;
+#pragma omp simd
+          for (int i = 0; i < n; ++i) {
+            const C h = T::ld(ht[i]);
+            C gsum = C(0);
+            C b = C(0);
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+              gsum += sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
+              b += h >= th[k] ? C(1) : C(0);
+              if (sgn) {
+                gsum += sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
+                b -= h <= -th[k] ? C(1) : C(0);
+              }
+            }
+            const C s = (h >= th0 ? C(1) : C(0)) + (sgn && h <= -th0 ? C(1) : C(0));
+            C gm = sg<KIND, C>(kind, T::rnd(h - th0), half, alpha, sk, sc);
+            if (sgn) gm -= sg<KIND, C>(kind, T::rnd(-h - th0), half, alpha, sk, sc);
+            const C gov = T::ld(go[i]);
+            acc_amp[i] += gov * b;
+            const C gb = gov * amp;
+            const C dvi = dv[i];
+            C dh;
+            if (kind <= 1)
+              dh = gb * gsum / scale + dvi * (C(1) - s) + keep * (dvi * (vr - h) * (gm / scale));
+            else
+              dh = gb * gsum + dvi * (C(1) - s) + keep * (dvi * (vr - h) * gm);
+            if (need_tau) {
+              const C hv = T::ld(hp[i]);
+              const C sp = (hv >= th0 ? C(1) : C(0)) + (sgn && hv <= -th0 ? C(1) : C(0));
+              const C vprev =
+                  t > 0 ? T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp)) : C(0);
+              acc_tau[i] += dh * (h - vprev);
+            }
+            gbuf[i] = T::st(dh / D);
+            dv[i] = dh * A;
+          }
+        }
+        put(gx + off, gbuf, n, stream);
+      }
       double st = 0.0, sa = 0.0;
       for (int i = 0; i < n; ++i) {
         st += static_cast<double>(acc_tau[i]);
@@ -410,43 +363,82 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       part_tau[c] = st;
       part_amp[c] = sa;
     }
+    fence(stream);
   }
   double st = 0.0, sa = 0.0;
-  if (parts != nullptr) {
-    for (int64_t c = 0; c < nchunks; ++c) {
-      st += part_tau[c];
-      sa += part_amp[c];
-    }
-    delete[] parts;
+  for (int64_t c = 0; c < nchunks; ++c) {
+    st += part_tau[c];
+    sa += part_amp[c];
   }
+  delete[] parts;
   sums[0] = -st / a.tau;
   sums[1] = sa;
 }
 
+// ---- dispatch to the specialised instances ---------------------------------------------------
 template <typename S>
-int forward_dispatch(const Args& a, const void* x, void* out, void* saved) {
-  if (a.plif_vr)
-    forward_impl<S, true>(a, static_cast<const S*>(x), static_cast<S*>(out), saved);
-  else
-    forward_impl<S, false>(a, static_cast<const S*>(x), static_cast<S*>(out), saved);
-  return 0;
+void forward_fast(const Args& a, const void* x, void* out, void* saved) {
+  const S* xs = static_cast<const S*>(x);
+  S* os = static_cast<S*>(out);
+  const bool code = a.save_mode == 2;
+  const int key = (a.form << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  switch (key) {
+#define MS_F(FORM, K3, SG, CD)                                                   \
+  case ((FORM) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                         \
+    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD>(a, xs, os, saved);
+    MS_F(0, 0, 0, 0) MS_F(0, 0, 0, 1) MS_F(0, 0, 1, 0) MS_F(0, 0, 1, 1)
+    MS_F(0, 1, 0, 0) MS_F(0, 1, 0, 1) MS_F(0, 1, 1, 0) MS_F(0, 1, 1, 1)
+    MS_F(1, 0, 0, 0) MS_F(1, 0, 1, 0) MS_F(1, 1, 0, 0) MS_F(1, 1, 1, 0)
+#undef MS_F
+    default:
+      return forward_impl<S, RT, RT, RT, RT>(a, xs, os, saved);
+  }
 }
+
+template <typename S>
+void backward_fast(const Args& a, const void* g, const void* saved, void* gx, double* sums) {
+  const S* gs = static_cast<const S*>(g);
+  S* gxs = static_cast<S*>(gx);
+  const bool code = a.save_mode == 2;
+  const int kind = a.sg_kind <= 1 ? 0 : a.sg_kind;  // window kinds share one instance
+  const int key = (kind << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  switch (key) {
+#define MS_B(KD, K3, SG, CD)                                                         \
+  case ((KD) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                               \
+    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD>(a, gs, saved, gxs, sums);
+    MS_B(0, 0, 0, 0) MS_B(0, 0, 0, 1) MS_B(0, 0, 1, 0) MS_B(0, 0, 1, 1)
+    MS_B(0, 1, 0, 0) MS_B(0, 1, 0, 1) MS_B(0, 1, 1, 0) MS_B(0, 1, 1, 1)
+    MS_B(2, 0, 0, 0) MS_B(2, 0, 1, 0) MS_B(2, 1, 0, 0) MS_B(2, 1, 1, 0)
+    MS_B(3, 0, 0, 0) MS_B(3, 0, 1, 0) MS_B(3, 1, 0, 0) MS_B(3, 1, 1, 0)
+#undef MS_B
+    default:
+      return backward_impl<S, RT, RT, RT, RT>(a, gs, saved, gxs, sums);
+  }
+}
+
+bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1; }
 
 }  // namespace
 
 extern "C" {
 
-int ms_abi_version() { return 1; }
+int ms_abi_version() { return 3; }
 
 int ms_forward(const Args* a, const void* x, void* out, void* saved) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
+  const bool fast = fast_ok(*a) && !(a->form == 1 && a->save_mode == 2);
   switch (a->dtype) {
     case 0:
-      return forward_dispatch<float>(*a, x, out, saved);
+      if (fast) return forward_fast<float>(*a, x, out, saved), 0;
+      return forward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(x),
+                                                 static_cast<float*>(out), saved), 0;
     case 1:
-      return forward_dispatch<double>(*a, x, out, saved);
+      return forward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(x),
+                                                  static_cast<double*>(out), saved), 0;
     case 2:
-      return forward_dispatch<uint16_t>(*a, x, out, saved);
+      if (fast) return forward_fast<uint16_t>(*a, x, out, saved), 0;
+      return forward_impl<uint16_t, RT, RT, RT, RT>(*a, static_cast<const uint16_t*>(x),
+                                                    static_cast<uint16_t*>(out), saved), 0;
     default:
       return -2;
   }
@@ -454,19 +446,20 @@ int ms_forward(const Args* a, const void* x, void* out, void* saved) {
 
 int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, double* sums) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
+  const bool fast = fast_ok(*a) && !(a->save_mode == 2 && a->sg_kind > 1);
   switch (a->dtype) {
     case 0:
-      backward_impl<float>(*a, static_cast<const float*>(gout), saved, static_cast<float*>(gx),
-                           sums);
-      return 0;
+      if (fast) return backward_fast<float>(*a, gout, saved, gx, sums), 0;
+      return backward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(gout), saved,
+                                                  static_cast<float*>(gx), sums), 0;
     case 1:
-      backward_impl<double>(*a, static_cast<const double*>(gout), saved,
-                            static_cast<double*>(gx), sums);
-      return 0;
+      return backward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(gout), saved,
+                                                   static_cast<double*>(gx), sums), 0;
     case 2:
-      backward_impl<uint16_t>(*a, static_cast<const uint16_t*>(gout), saved,
-                              static_cast<uint16_t*>(gx), sums);
-      return 0;
+      if (fast) return backward_fast<uint16_t>(*a, gout, saved, gx, sums), 0;
+      return backward_impl<uint16_t, RT, RT, RT, RT>(
+                 *a, static_cast<const uint16_t*>(gout), saved, static_cast<uint16_t*>(gx), sums),
+             0;
     default:
       return -2;
   }
