@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +16,8 @@ import torch
 from multispike import kernels
 from multispike.errors import ConfigError
 from multispike.functional import plif_tau
-from multispike.kernels import cpu, fused_multistep, spec_of
+from multispike.kernels import _scalars, cpu, fused_multistep, spec_of
+from multispike.kernels.function import Plan, fused
 from multispike.monitor import record_activity
 from multispike.neurons import IFNode, LIFNode, PLIFNode
 
@@ -276,3 +283,63 @@ def test_kernel_module_surface():
     spec = spec_of(PLIFNode(firing="ternary-mt"))
     assert spec is not None and spec.native and spec.signed
     assert spec.thresholds == (1.0, 0.5, 1.5)
+
+
+# -- Triton: on CUDA when a device is present, else in Triton's CPU interpreter -----------------
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_check(device: str) -> None:
+    """Triton kernels against the reference on ``device`` (called in-process on CUDA, in a
+    subprocess with ``TRITON_INTERPRET=1`` on CPU)."""
+    dtypes = [torch.float64, torch.float32, torch.bfloat16]
+    for (dynamics, firing), dtype in itertools.product(
+        itertools.product(DYNAMICS, FIRINGS), dtypes
+    ):
+        for amplitude, detach, surrogate in ((True, False, "rectangular"),
+                                             (False, True, "sigmoid"), (True, True, "clamp")):
+            node = _node(dynamics, firing, amplitude, detach, dtype=dtype,
+                         surrogate=surrogate).to(device)
+            for T in (1, 5):
+                x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
+                weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+                ref_out, ref_grads = _run(node, x, weight)
+                spec = spec_of(node)
+                node.zero_grad(set_to_none=True)
+                xi = x.clone().requires_grad_(True)
+                tau, amp = _scalars(node, spec, dtype)
+                out = fused(xi, Plan(spec, "triton"), tau, amp)
+                (out * weight).sum().backward()
+                grads = [xi.grad] + [p.grad for p in node.parameters()]
+                assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T)
+                if dtype != torch.bfloat16:
+                    for g, r in zip(grads, ref_grads, strict=True):
+                        torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
+                elif amplitude:  # as accurate as the reference (see the bfloat16 test above)
+                    truth = _oracle(node, x, weight)
+                    for g, r, t in zip(grads, ref_grads, truth, strict=True):
+                        err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+                        assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, firing, T)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+def test_triton_kernels_equal_reference():
+    if torch.cuda.is_available():
+        triton_check("cuda")
+        return
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    code = "from tests.test_kernels import triton_check; triton_check('cpu')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_dispatch_uses_fused_path():
+    node = PLIFNode(firing="ternary-mt", learn_amplitude=True).cuda()
+    x = _x(4, 8, 300, dtype=torch.float32, scale=2.0).cuda()
+    out = node(x)
+    node.backend = "torch"
+    assert torch.equal(out, node(x))
