@@ -14,7 +14,6 @@ caller then uses the eager fused path.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import os
 import platform
@@ -67,6 +66,11 @@ class Args(ctypes.Structure):
     ]
 
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -110,7 +114,8 @@ def _build(cxx: str) -> Path:
     if lib.exists():
         return lib
     with open(out_dir / f"multistep-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (pytest -n, several processes)
+        if fcntl is not None:  # one build at a time (pytest -n, several processes)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():
             return lib
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
