@@ -23,7 +23,12 @@ Options on every layer (keyword-only):
 - ``surrogate`` / ``surrogate_width``: ``"rectangular"`` (MT-SNN Eq 9, default, width 1),
   ``"clamp"``, ``"sigmoid"``, ``"atan"``, or a :class:`~multispike.functional.Surrogate`;
 - ``v_reset`` (default 0), ``detach_reset`` (default False);
-- ``check_input``: validate rank, dtype and finiteness of the input (default True).
+- ``check_input``: validate rank, dtype and finiteness of the input (default True);
+- ``backend``: ``"auto"`` (default: a fused kernel, C++ on CPU or Triton on CUDA, when one
+  covers the layer and no monitor is recording; else the reference loop), ``"torch"`` (always
+  the reference loop of :func:`~multispike.functional.multistep`) or ``"fused"`` (a fused
+  kernel, else the eager fused path). All three give the same spikes; see
+  :mod:`multispike.kernels`.
 
 Example::
 
@@ -43,6 +48,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from multispike import kernels
 from multispike.errors import ConfigError, InputError
 from multispike.functional import (
     FiringRule,
@@ -82,8 +88,15 @@ class Neuron(nn.Module):
         surrogate_width: float | None = None,
         detach_reset: bool = False,
         check_input: bool = True,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in kernels.BACKENDS:
+            raise ConfigError(
+                f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}"
+            )
+        #: "auto", "torch" or "fused": how forward() runs the loop over T (see module docs)
+        self.backend = backend
         _check_finite("v_threshold", v_threshold)
         if v_threshold <= 0:
             raise ConfigError(f"v_threshold must be > 0, got {v_threshold}; use e.g. 1.0")
@@ -153,6 +166,10 @@ class Neuron(nn.Module):
         if self.check_input:
             check_sequence(x_seq, type(self).__name__)
         monitor = self.monitor
+        if monitor is None and self.backend != "torch":
+            out = kernels.dispatch(self, x_seq)
+            if out is not None:
+                return out
         observe = None if monitor is None else partial(monitor.observe, self)
         out, _ = multistep(x_seq, self.charge, self.params(x_seq.dtype), observe=observe)
         return out

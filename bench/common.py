@@ -1,0 +1,175 @@
+"""Shared helpers of the benchmarks: set-up, side-by-side timing, memory accounting, output.
+
+Timing: every competitor of a table runs once per round, in the same order, for several
+rounds after a warm-up; the figure is the median over rounds. Competitors are therefore
+measured side by side under the same machine load, and ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup() -> None:
+    """Make ``multispike`` importable from a checkout and use every core for PyTorch."""
+    try:
+        import multispike  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+    }
+    from multispike.kernels import cpu as cpu_kernel
+
+    info["cpu_kernel"] = "loaded" if cpu_kernel.library() is not None else cpu_kernel.failure()
+    for name in ("spikingjelly", "snntorch"):
+        try:
+            from importlib.metadata import version
+
+            info[name] = version(name)
+        except Exception:  # noqa: BLE001 - not installed
+            info[name] = None
+    return info
+
+
+def side_by_side(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, dict[str, float]]:
+    """Median (and min, max) milliseconds per call of each function, interleaved by round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {
+        k: {"ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "rounds": len(v)}
+        for k, v in times.items()
+    }
+
+
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd saves for the backward while ``fn()`` runs."""
+    import torch
+
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+class PeakMemory:
+    """Peak bytes of tensor storages alive at once while the ``with`` block runs.
+
+    A ``TorchDispatchMode`` sees every tensor an op returns (forward, backward and optimizer
+    ops alike); each new storage counts from its creation until it is freed. Storages that
+    existed before the block (parameters, optimizer state, inputs) are not counted, and
+    neither is scratch memory inside a kernel (oneDNN workspaces). CPU and CUDA alike.
+    """
+
+    def __init__(self) -> None:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        tracker = self
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        tracker._track(t)
+                return out
+
+        self._mode = _Mode()
+
+    def _track(self, t) -> None:
+        st = t.untyped_storage()
+        key, n = st.data_ptr(), st.nbytes()
+        if n == 0 or key in self._seen:
+            return
+        self._seen[key] = n
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(st, self._free, key, n)
+
+    def _free(self, key: int, n: int) -> None:
+        if self._seen.pop(key, None) is not None:
+            self.live -= n
+
+    def __enter__(self) -> PeakMemory:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def fmt_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A plain-text table; columns are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, f in columns:
+            v = r.get(key)
+            line.append("-" if v is None else (f.format(v) if f else str(v)))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    out = []
+    for j, c in enumerate(cells):
+        out.append("  ".join(s.rjust(w) if j and i else s.ljust(w)
+                             for i, (s, w) in enumerate(zip(c, widths, strict=True))))
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def dump(obj: object) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,241 @@
+"""Neuron layer alone: forward + backward of ``[T, B, C, H, W]``, side by side.
+
+Competitors (each once per round, median over rounds):
+
+- ``loop``: multispike's reference loop (``backend="torch"``, what ``multistep`` runs);
+- ``fused``: multispike's fused kernel (``backend="fused"``: C++ on CPU, Triton on CUDA);
+- ``sj``: SpikingJelly's multi-step ``LIFNode(step_mode="m")`` (its own CPU/CUDA dispatch);
+- ``snntorch``: snnTorch's ``Leaky`` looped over T;
+- ``bound``: PyTorch copying tensors of the sizes the fused forward and backward must read and
+  write (forward: x → out and x → saved; backward: grad → grad_x, plus reading saved), i.e.
+  ``clone()`` of those tensors, which allocates like the kernel does; ``bound_copy`` is the
+  same bytes copied into preallocated tensors (``copy_``), a stricter floor.
+
+All neurons are LIF with a hard reset to 0 at threshold 1 and τ = 2 (decay 0.5), the sigmoid
+surrogate (SpikingJelly's default) unless the row says otherwise. Table 2 runs every firing
+rule of multispike, fused against its loop. Memory: bytes autograd saves for the backward per
+neuron and time step (``saved_tensors_hooks``).
+
+Run: ``python bench/neuron_layer.py [--quick] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+
+def _competitors(shape, device):
+    import torch
+
+    from multispike.neurons import LIFNode
+
+    comps = {
+        "loop": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
+                        check_input=False),
+        "fused": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="fused",
+                         check_input=False),
+        "fused_rect": LIFNode(decay=0.5, v_threshold=1.0, backend="fused", check_input=False),
+    }
+    notes = {}
+    try:
+        from spikingjelly.activation_based import neuron as sj_neuron
+
+        sj = sj_neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, step_mode="m").to(device)
+
+        def run_sj(x, sj=sj):
+            sj.reset()
+            return sj(x)
+
+        comps["sj"] = run_sj
+    except Exception as e:  # noqa: BLE001 - optional extra
+        notes["sj"] = f"SpikingJelly unavailable: {type(e).__name__}: {e}"
+    try:
+        import snntorch as snn
+
+        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(device)
+
+        def run_snntorch(x, leaky=leaky):
+            mem = leaky.init_leaky()
+            outs = []
+            for t in range(x.shape[0]):
+                spk, mem = leaky(x[t], mem)
+                outs.append(spk)
+            return torch.stack(outs)
+
+        comps["snntorch"] = run_snntorch
+    except Exception as e:  # noqa: BLE001 - optional extra
+        notes["snntorch"] = f"snnTorch unavailable: {type(e).__name__}: {e}"
+    return comps, notes
+
+
+def _train_step(fn, x, g):
+    def step():
+        x.grad = None
+        fn(x).backward(g)
+
+    return step
+
+
+def _bound_fns(sizes, device):
+    """clone()/copy_() of uint8 tensors of the given byte sizes (one read + one write each)."""
+    import torch
+
+    srcs = [torch.ones(n, dtype=torch.uint8, device=device) for n in sizes]
+    dsts = [torch.empty_like(s) for s in srcs]
+
+    def clone():
+        return [s.clone() for s in srcs]
+
+    def copy():
+        for d, s in zip(dsts, srcs, strict=True):
+            d.copy_(s)
+
+    return clone, copy
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fns, rounds, device):
+    if device.type == "cuda":
+        wrapped = {}
+        for k, f in fns.items():
+            def w(f=f):
+                f()
+                _sync(device)
+            wrapped[k] = w
+        fns = wrapped
+    return common.side_by_side(fns, rounds=rounds)
+
+
+def kernel_bytes(numel: int, elem: int, saved_elem: int) -> list[int]:
+    """Bytes the fused forward + backward must move, as (read one, write one) pairs."""
+    # forward: read x, write out, write saved; backward: read grad and saved, write grad_x
+    return [numel * elem, numel * elem, numel * saved_elem]
+
+
+def run(quick: bool = False, device: str = "cpu") -> dict:
+    import torch
+
+    dev = torch.device(device)
+    B, C, H, W = (4, 32, 16, 16) if quick else (32, 128, 32, 32)
+    Ts = (1, 4) if quick else (1, 2, 4, 8)
+    rounds = 3 if quick else 7
+    comps, notes = _competitors((B, C, H, W), dev)
+    rows = []
+    for T in Ts:
+        x = torch.randn(T, B, C, H, W, device=dev, requires_grad=True)
+        g = torch.randn(T, B, C, H, W, device=dev)
+        numel = x.numel()
+        fns = {k: _train_step(f, x, g) for k, f in comps.items()}
+        fused_saved = common.saved_bytes(lambda x=x: comps["fused"](x)) / numel
+        clone, copy = _bound_fns(kernel_bytes(numel, 4, round(fused_saved)), dev)
+        fns["bound"] = clone
+        fns["bound_copy"] = copy
+        res = _timed(fns, rounds, dev)
+        row = {"T": T, "shape": [T, B, C, H, W]}
+        for k, r in res.items():
+            row[f"{k}_ms"] = r["ms"]
+        for k in comps:
+            row[f"{k}_saved_B"] = common.saved_bytes(lambda k=k, x=x: comps[k](x)) / numel
+        f = row["fused_ms"]
+        row["x_loop"] = row["loop_ms"] / f
+        row["x_sj"] = row["sj_ms"] / f if "sj_ms" in row else None
+        row["x_snntorch"] = row["snntorch_ms"] / f if "snntorch_ms" in row else None
+        row["bound_frac"] = row["bound_ms"] / f
+        row["bound_copy_frac"] = row["bound_copy_ms"] / f
+        rows.append(row)
+    rules = _rules(B, C, H, W, 4, rounds, dev)
+    return {"name": "neuron_layer", "quick": quick, "device": device, "rows": rows,
+            "rules": rules, "notes": notes}
+
+
+def _rules(B, C, H, W, T, rounds, dev):
+    """Every firing rule: fused against the loop at one T (rectangular surrogate)."""
+    import torch
+
+    from multispike.neurons import IFNode, LIFNode, PLIFNode
+
+    configs = [
+        ("plif binary", PLIFNode, {"firing": "binary"}),
+        ("plif mt", PLIFNode, {"firing": "mt"}),
+        ("lif ternary +a", LIFNode, {"firing": "ternary", "learn_amplitude": True}),
+        ("lif ternary detach", LIFNode, {"firing": "ternary", "detach_reset": True}),
+        ("lif mt detach", LIFNode, {"firing": "mt", "detach_reset": True}),
+        ("if ternary-mt", IFNode, {"firing": "ternary-mt"}),
+    ]
+    x = torch.randn(T, B, C, H, W, device=dev, requires_grad=True)
+    g = torch.randn(T, B, C, H, W, device=dev)
+    numel = x.numel()
+    rows = []
+    for name, cls, opts in configs:
+        loop = cls(backend="torch", check_input=False, **opts).to(dev)
+        fused = cls(backend="fused", check_input=False, **opts).to(dev)
+        saved = common.saved_bytes(lambda fused=fused: fused(x)) / numel
+        clone, _ = _bound_fns(kernel_bytes(numel, 4, round(saved)), dev)
+        res = _timed({"loop": _train_step(loop, x, g), "fused": _train_step(fused, x, g),
+                      "bound": clone}, rounds, dev)
+        rows.append({
+            "config": name, "T": T,
+            "loop_ms": res["loop"]["ms"], "fused_ms": res["fused"]["ms"],
+            "bound_ms": res["bound"]["ms"],
+            "x_loop": res["loop"]["ms"] / res["fused"]["ms"],
+            "bound_frac": res["bound"]["ms"] / res["fused"]["ms"],
+            "loop_saved_B": common.saved_bytes(lambda loop=loop: loop(x)) / numel,
+            "fused_saved_B": saved,
+        })
+    return rows
+
+
+def report(res: dict) -> str:
+    cols = [("T", "T", "{}"), ("loop_ms", "loop ms", "{:.1f}"), ("fused_ms", "fused ms", "{:.1f}"),
+            ("fused_rect_ms", "fused(rect) ms", "{:.1f}"), ("sj_ms", "SJ ms", "{:.1f}"),
+            ("snntorch_ms", "snnTorch ms", "{:.1f}"), ("bound_ms", "bound ms", "{:.1f}"),
+            ("x_loop", "vs loop", "{:.1f}x"), ("x_sj", "vs SJ", "{:.1f}x"),
+            ("x_snntorch", "vs snnTorch", "{:.1f}x"), ("bound_frac", "bound/fused", "{:.2f}"),
+            ("bound_copy_frac", "copy_/fused", "{:.2f}")]
+    shape = res["rows"][0]["shape"][1:] if res["rows"] else []
+    out = [f"Neuron layer, forward + backward, input [T, {', '.join(map(str, shape))}] "
+           f"({res['device']}), median ms per iteration", common.fmt_table(res["rows"], cols)]
+    mem = [("T", "T", "{}"), ("loop_saved_B", "loop", "{:.1f}"),
+           ("fused_saved_B", "fused", "{:.1f}"),
+           ("fused_rect_saved_B", "fused(rect)", "{:.1f}"), ("sj_saved_B", "SJ", "{:.1f}"),
+           ("snntorch_saved_B", "snnTorch", "{:.1f}")]
+    out += ["", "Bytes saved for the backward per neuron and time step",
+            common.fmt_table(res["rows"], mem)]
+    rcols = [("config", "config", "{}"), ("loop_ms", "loop ms", "{:.1f}"),
+             ("fused_ms", "fused ms", "{:.1f}"), ("x_loop", "vs loop", "{:.1f}x"),
+             ("bound_ms", "bound ms", "{:.1f}"), ("bound_frac", "bound/fused", "{:.2f}"),
+             ("loop_saved_B", "loop B/elem", "{:.1f}"), ("fused_saved_B", "fused B/elem", "{:.1f}")]
+    if res["rules"]:
+        out += ["", f"Firing rules at T = {res['rules'][0]['T']} (rectangular surrogate)",
+                common.fmt_table(res["rules"], rcols)]
+    for note in res["notes"].values():
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, few rounds")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    common.setup()
+    res = run(quick=args.quick, device=args.device)
+    res["machine"] = common.machine()
+    print(common.dump(res) if args.json else report(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Fused multi-step neurons: one kernel call per layer instead of a loop of small ops over T.
+
+The reference is :func:`multispike.functional.multistep` (the loop every neuron layer runs with
+``backend="torch"``); everything here computes the same spikes, operation by operation, and the
+same gradients up to the order of floating-point sums. Three implementations:
+
+- ``"cpu"``: a C++/OpenMP kernel (``csrc/multistep.cpp``) built with the system compiler on
+  first use and cached (see :mod:`multispike.kernels.cpu`); float32, float64, bfloat16;
+- ``"triton"``: Triton kernels on CUDA, one program per block of neurons looping over T, and a
+  reverse loop for the backward (see :mod:`multispike.kernels.triton_impl`);
+- ``"eager"``: the same forward/backward split in torch ops, for any device, dtype, firing rule
+  and surrogate; the fallback of the other two.
+
+Each forward saves one value per neuron and step for the backward: the membrane ``H[t]`` in the
+input's dtype, or a single byte (window count, main spike, spike value) when the backward needs
+no membrane value (rectangular or clamp surrogate with ``detach_reset`` and no learnable τ).
+
+Entry points::
+
+    >>> out = fused_multistep(x_seq, neuron)              # like neuron(x_seq) with backend="fused"
+    >>> node = PLIFNode(firing="mt", backend="auto")       # what the layers do by default
+
+:func:`dispatch` is the hook :meth:`multispike.neurons.Neuron.forward` calls.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multispike.errors import ConfigError
+from multispike.functional.dynamics import plif_tau
+from multispike.kernels import cpu
+from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
+from multispike.kernels.spec import KernelSpec, spec_of
+
+BACKENDS = ("auto", "torch", "fused")
+
+__all__ = [
+    "BACKENDS",
+    "FusedMultistep",
+    "IMPLS",
+    "KernelSpec",
+    "Plan",
+    "dispatch",
+    "fused_multistep",
+    "native_impl",
+    "spec_of",
+    "triton_available",
+]
+
+_TRITON_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_warned: set[str] = set()
+
+
+def triton_available() -> bool:
+    """True when CUDA and an importable Triton are both present."""
+    from multispike.kernels import triton_impl
+
+    return triton_impl.available()
+
+
+def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
+    """The compiled implementation for this layer and input (``"cpu"``, ``"triton"``), or None."""
+    if not spec.native:
+        return None
+    if x.device.type == "cpu" and x.dtype in cpu.DTYPES:
+        return "cpu" if cpu.library() is not None else None
+    if x.device.type == "cuda" and x.dtype in _TRITON_DTYPES and triton_available():
+        return "triton"
+    return None
+
+
+def _scalars(neuron: Any, spec: KernelSpec, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
+    tau = plif_tau(neuron.w.to(dtype)) if spec.dynamics == "plif" else None
+    amp = neuron.amplitude
+    if amp is not None:
+        amp = amp.to(dtype)
+    return tau, amp
+
+
+def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor:
+    """Spikes of ``neuron`` for ``x_seq`` ``[T, B, ...]`` through a fused kernel.
+
+    Same result as ``neuron(x_seq)`` with ``backend="torch"`` (from ``V = 0``, no monitor).
+
+    Args:
+        x_seq: input currents, time first.
+        neuron: a :class:`~multispike.neurons.PLIFNode`, ``LIFNode`` or ``IFNode`` (not a
+            subclass that overrides ``charge``).
+        impl: ``"auto"`` (compiled kernel if one covers the layer, else eager), ``"cpu"``,
+            ``"triton"`` or ``"eager"``.
+
+    Raises:
+        ConfigError: the layer's dynamics have no kernel, or ``impl`` cannot run it.
+    """
+    spec = spec_of(neuron)
+    if spec is None:
+        raise ConfigError(
+            f"no fused kernel for {type(neuron).__name__}: its charge() is not one of "
+            "PLIF, LIF, IF; use backend='torch'"
+        )
+    if impl == "auto":
+        impl = native_impl(spec, x_seq) or "eager"
+    elif impl not in IMPLS:
+        raise ConfigError(f"unknown kernel implementation {impl!r}; choose auto or {IMPLS}")
+    elif impl != "eager" and native_impl(spec, x_seq) != impl:
+        raise ConfigError(
+            f"kernel {impl!r} cannot run this layer on {x_seq.device.type}/{x_seq.dtype} "
+            f"(firing {spec.rule.name}, surrogate {type(spec.surrogate).__name__}); use "
+            "impl='eager' or 'auto'"
+        )
+    tau, amp = _scalars(neuron, spec, x_seq.dtype)
+    return fused(x_seq, Plan(spec, impl), tau, amp)
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
+    """The fused output of ``neuron`` for ``x_seq``, or ``None`` to run the reference loop.
+
+    The decision, by ``neuron.backend``:
+
+    - ``"torch"``: always ``None``;
+    - ``"auto"``: a compiled kernel (C++ on CPU, Triton on CUDA) when one covers the layer,
+      its dtype and device; else ``None``;
+    - ``"fused"``: the compiled kernel, else the eager fused path; ``None`` (with one warning)
+      only when the dynamics have no kernel at all.
+
+    Inside ``torch.compile`` tracing it returns ``None`` (inductor fuses the reference loop).
+    The caller handles the activity monitor (which needs every step's membrane).
+    """
+    backend = getattr(neuron, "backend", "auto")
+    if backend == "torch" or torch.compiler.is_compiling():
+        return None
+    spec = spec_of(neuron)
+    if spec is None:
+        if backend == "fused":
+            _warn_once(
+                type(neuron).__name__,
+                f"multispike: no fused kernel for {type(neuron).__name__} (custom charge); "
+                "running the reference loop",
+            )
+        return None
+    impl = native_impl(spec, x_seq)
+    if impl is None:
+        if backend != "fused":
+            return None
+        impl = "eager"
+    tau, amp = _scalars(neuron, spec, x_seq.dtype)
+    return fused(x_seq, Plan(spec, impl), tau, amp)

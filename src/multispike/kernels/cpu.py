@@ -1,0 +1,223 @@
+"""The CPU kernel: ``csrc/multistep.cpp`` compiled on first use and called through ctypes.
+
+The library has no PyTorch headers (it takes raw pointers), so it builds in a few seconds with
+the system C++ compiler (``$CXX``, else ``g++``, else ``c++``). It is built with
+``-O3 -march=native -fopenmp -ffp-contract=off`` and cached under
+``$MULTISPIKE_CACHE`` (default ``~/.cache/multispike``), keyed by the source, the compiler, the
+flags and the host CPU. It links the OpenMP runtime PyTorch has already loaded (same soname),
+so both share one thread pool; it uses ``torch.get_num_threads()`` threads.
+
+:func:`library` returns ``None`` (after one warning) when the build or the load fails; the
+caller then uses the eager fused path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("csrc") / "multistep.cpp"
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared",
+         "-std=c++17", "-fno-math-errno"]
+MAX_THR = 16
+
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+
+
+class Args(ctypes.Structure):
+    """Mirror of ``struct Args`` in csrc/multistep.cpp (field order and types must match)."""
+
+    _fields_ = [
+        ("T", ctypes.c_int64),
+        ("N", ctypes.c_int64),
+        ("dtype", ctypes.c_int32),
+        ("form", ctypes.c_int32),
+        ("n_thr", ctypes.c_int32),
+        ("is_signed", ctypes.c_int32),
+        ("save_mode", ctypes.c_int32),
+        ("has_amp", ctypes.c_int32),
+        ("sg_kind", ctypes.c_int32),
+        ("detach", ctypes.c_int32),
+        ("need_tau", ctypes.c_int32),
+        ("need_amp", ctypes.c_int32),
+        ("nthreads", ctypes.c_int32),
+        ("stream", ctypes.c_int32),
+        ("A", ctypes.c_double),
+        ("D", ctypes.c_double),
+        ("vr", ctypes.c_double),
+        ("tau", ctypes.c_double),
+        ("amp", ctypes.c_double),
+        ("sg_width", ctypes.c_double),
+        ("sg_half", ctypes.c_double),
+        ("sg_k", ctypes.c_double),
+        ("sg_c", ctypes.c_double),
+        ("thr", ctypes.c_double * MAX_THR),
+    ]
+
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_failed: str | None = None
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MULTISPIKE_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "multispike"
+
+
+def _build(cxx: str) -> Path:
+    src = SOURCE.read_bytes()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(
+        b"\0".join([src, version.encode(), " ".join(FLAGS).encode(), _cpu_id().encode()])
+    ).hexdigest()[:16]
+    out_dir = cache_dir() / "kernels"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / f"multistep-{key}.so"
+    if lib.exists():
+        return lib
+    with open(out_dir / f"multistep-{key}.lock", "w") as lock:
+        if fcntl is not None:  # one build at a time (pytest -n, several processes)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.exists():
+            return lib
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            proc = subprocess.run(
+                [cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1:] or ["compiler failed"])
+            os.replace(tmp, lib)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on first use; ``None`` if that is impossible."""
+    global _lib, _failed
+    if _lib is not None or _failed is not None:
+        return _lib
+    with _lock:
+        if _lib is not None or _failed is not None:
+            return _lib
+        if os.environ.get("MULTISPIKE_NO_CPU_KERNEL"):
+            _failed = "disabled by MULTISPIKE_NO_CPU_KERNEL"
+            return None
+        cxx = _compiler()
+        try:
+            if cxx is None:
+                raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+            lib = ctypes.CDLL(str(_build(cxx)))
+            lib.ms_forward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 3
+            lib.ms_forward.restype = ctypes.c_int
+            lib.ms_backward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
+            lib.ms_backward.restype = ctypes.c_int
+            if lib.ms_abi_version() != 3:
+                raise RuntimeError("stale kernel library (ABI version mismatch)")
+            _lib = lib
+        except Exception as e:  # noqa: BLE001 - any failure means: use the eager path
+            _failed = f"{type(e).__name__}: {e}"
+            warnings.warn(
+                f"multispike: the CPU neuron kernel is unavailable ({_failed}); fused neurons "
+                "fall back to the slower eager path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _lib
+
+
+def failure() -> str | None:
+    """Why :func:`library` returned ``None`` (``None`` if it loaded or was not tried)."""
+    return _failed
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None]:
+    """Run the forward over contiguous ``x`` ``[T, N]``; returns ``(out, saved)``."""
+    lib = library()
+    assert lib is not None
+    out = torch.empty_like(x)
+    saved = None
+    if args.save_mode == 1:
+        saved = torch.empty_like(x)
+    elif args.save_mode == 2:
+        saved = torch.empty(x.shape, dtype=torch.uint8)
+    args.nthreads = _threads(x.numel())
+    args.stream = _stream(x)
+    rc = lib.ms_forward(ctypes.byref(args), x.data_ptr(), out.data_ptr(), _ptr(saved))
+    if rc != 0:
+        raise RuntimeError(f"multispike CPU kernel forward failed (code {rc})")
+    return out, saved
+
+
+def backward(grad: Tensor, saved: Tensor, args: Args) -> tuple[Tensor, float, float]:
+    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (the sums are 0 if not asked)."""
+    lib = library()
+    assert lib is not None
+    gx = torch.empty_like(grad)
+    sums = (ctypes.c_double * 2)()
+    args.nthreads = _threads(grad.numel())
+    args.stream = _stream(grad)
+    rc = lib.ms_backward(ctypes.byref(args), grad.data_ptr(), saved.data_ptr(), gx.data_ptr(),
+                         sums)
+    if rc != 0:
+        raise RuntimeError(f"multispike CPU kernel backward failed (code {rc})")
+    return gx, sums[0], sums[1]
+
+
+#: arrays at least this large are written with non-temporal stores (they overflow L2 anyway;
+#: measured faster from 1 MiB up on a 2-core EPYC, see docs/performance.md)
+STREAM_BYTES = 1 << 20
+
+
+def _stream(t: Tensor) -> int:
+    return int(t.numel() * t.element_size() >= STREAM_BYTES)
+
+
+def _threads(numel: int) -> int:
+    # below ~64k elements a second thread costs more than it saves
+    return max(1, min(torch.get_num_threads(), numel // 65536 or 1))

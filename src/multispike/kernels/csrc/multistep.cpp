@@ -1,0 +1,491 @@
+// Fused multi-step spiking neuron, forward and backward, for the CPU.
+//
+// Built by multispike/kernels/cpu.py with the system C++ compiler into a small shared library
+// (no PyTorch headers: plain pointers, called through ctypes) and cached per machine.
+//
+// Layout: the input is [T, N] (time-major, contiguous). Neurons are split into chunks of
+// BLK; each chunk keeps its membrane in a local array and loops over T, so every input element
+// is read once and every output written once. The backward runs the reverse loop over T per
+// chunk, carrying dL/dV. Chunks run in parallel (OpenMP). Each time step of a chunk is one
+// vectorised pass; its results go through small local buffers and are written with
+// non-temporal stores when the arrays are larger than the cache.
+//
+// Arithmetic matches the reference loop in multispike.functional operation by operation
+// (same order, same rounding: built with -ffp-contract=off, no -ffast-math), so forward
+// spikes are bit-identical; for bfloat16 storage every forward operation is computed in
+// float and rounded to bfloat16, as PyTorch does for each eager op.
+//
+// Per step (MT-SNN Eq 3-11, Ternary Spike Eq 7-8):
+//   charge  h = A*v + x                   (IF: A = 1; LIF: A = decay)         form 0
+//           h = A*v + x/D                 (PLIF, V_reset = 0: A = 1 - 1/tau, D = tau)  form 1
+//           h = v + (x - (v - vr))/tau    (PLIF with V_reset != 0, MT-SNN Eq 6)        form 2
+//   fire    b = sum_k [h >= th_k] (- sum_k [h <= -th_k] for signed rules)
+//           s = [h >= th_0] (+ [h <= -th_0])         the main spike, resets the membrane
+//   out     amp*b (amp = 1 without a learnable amplitude: exact)
+//   reset   v = h*(1 - s) + vr*s
+//
+// Backward (g = surrogate derivative):
+//   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout * amp
+//      + dv * (1 - s)
+//      + dv * (vr - h) * (g(h - th_0) - g(-h - th_0))   unless detach_reset
+//   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
+//
+// Saved for the backward: either h (the membrane before firing, storage dtype) or, when the
+// backward needs no membrane value (window surrogates, detach_reset, no learnable tau), one
+// byte per neuron and step: bits 0-2 the number of surrogate windows that contain h, bit 3
+// the main spike s, bits 4-7 the spike value b + 8.
+//
+// Specialisation: the common cases (float32 and bfloat16; 1 or 3 thresholds; charge forms 0
+// and 1) are template instances whose inner loop has no runtime branch; everything else runs
+// the same code with the options read at run time (template value -1).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+#ifndef MS_BLK
+#define MS_BLK 128
+#endif
+constexpr int BLK = MS_BLK;
+constexpr int MAX_THR = 16;
+constexpr int RT = -1;  // template value: read the option at run time
+
+struct Args {
+  int64_t T, N;
+  int32_t dtype;      // 0 float32, 1 float64, 2 bfloat16
+  int32_t form;       // charge form 0, 1, 2 (see above)
+  int32_t n_thr;      // positive thresholds, main first
+  int32_t is_signed;  // ternary rules: mirrored thresholds fire -1
+  int32_t save_mode;  // 0 nothing, 1 h, 2 one-byte code
+  int32_t has_amp;
+  int32_t sg_kind;    // 0 rectangular, 1 clamp, 2 sigmoid, 3 atan
+  int32_t detach;
+  int32_t need_tau;
+  int32_t need_amp;
+  int32_t nthreads;
+  int32_t stream;     // 1: write outputs with non-temporal stores (arrays larger than the cache)
+  double A, D, vr, tau, amp;
+  double sg_width;   // rectangular/clamp: window width; sigmoid/atan: alpha
+  double sg_half;    // window half-width (rectangular, clamp)
+  double sg_k;       // atan: pi/2 * alpha
+  double sg_c;       // atan: alpha/2
+  double thr[MAX_THR];
+};
+
+// ---- storage types ------------------------------------------------------------------------
+template <typename S>
+struct Tr;
+
+template <>
+struct Tr<float> {
+  using C = float;
+  static inline C ld(float v) { return v; }
+  static inline float st(C v) { return v; }
+  static inline C rnd(C v) { return v; }
+};
+
+template <>
+struct Tr<double> {
+  using C = double;
+  static inline C ld(double v) { return v; }
+  static inline double st(C v) { return v; }
+  static inline C rnd(C v) { return v; }
+};
+
+// bfloat16 as raw bits; round to nearest even like PyTorch's c10::BFloat16
+template <>
+struct Tr<uint16_t> {
+  using C = float;
+  static inline C ld(uint16_t b) {
+    uint32_t u = static_cast<uint32_t>(b) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static inline uint16_t st(C f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(0x7fc0);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<uint16_t>(u >> 16);
+  }
+  static inline C rnd(C f) { return ld(st(f)); }
+};
+
+// Copy a chunk's results from a local buffer to memory; with `stream`, through non-temporal
+// stores that skip the cache (no read-for-ownership of the destination lines).
+template <typename S>
+inline void put(S* __restrict dst, const S* __restrict src, int n, bool stream) {
+#if defined(__AVX__)
+  if (stream) {
+    int i = 0;
+    while (i < n && (reinterpret_cast<uintptr_t>(dst + i) & 31u) != 0) {
+      dst[i] = src[i];
+      ++i;
+    }
+    constexpr int W = 32 / static_cast<int>(sizeof(S));
+    for (; i + W <= n; i += W)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    for (; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+#endif
+  std::memcpy(dst, src, sizeof(S) * static_cast<size_t>(n));
+}
+
+inline void fence(bool stream) {
+#if defined(__AVX__)
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
+
+template <int F>
+inline int pick(int runtime) {
+  if constexpr (F >= 0) {
+    (void)runtime;
+    return F;
+  } else {
+    return runtime;
+  }
+}
+
+// exp for the sigmoid surrogate: float gets a branch-free version the compiler vectorises
+// (Cody-Waite reduction and a degree-6 polynomial, within 2 ulp of expf on [-87, 88]); double
+// keeps std::exp.
+inline float vexp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // round to the nearest integer by the 1.5 * 2^23 trick (no libm call, vectorises)
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+inline double vexp(double x) { return std::exp(x); }
+
+// surrogate derivative of kind KIND (window kinds 0/1 give the indicator; the caller scales)
+template <int KIND, typename C>
+inline C sg(int kind, C d, C half, C alpha, C k, C c) {
+  const int kd = pick<KIND>(kind);
+  if (kd <= 1) return std::fabs(d) <= half ? C(1) : C(0);
+  if (kd == 2) {
+    const C e = C(1) / (C(1) + vexp(-alpha * d));
+    return alpha * e * (C(1) - e);
+  }
+  const C z = k * d;
+  return c / (C(1) + z * z);
+}
+
+// ---- forward --------------------------------------------------------------------------------
+template <typename S, int FORM, int KC, int SGN, int CODE>
+void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved) {
+  using T = Tr<S>;
+  using C = typename T::C;
+  const int64_t nchunks = (a.N + BLK - 1) / BLK;
+  const bool stream = a.stream != 0;
+
+#pragma omp parallel num_threads(a.nthreads)
+  {
+    // set up inside the parallel region: locals of the outlined function, so the template
+    // values stay compile-time constants in the loop below
+    const int64_t N = a.N, TT = a.T;
+    const C A = C(a.A), D = C(a.D), vr = C(a.vr), tau = C(a.tau);
+    const C amp = a.has_amp ? C(a.amp) : C(1);
+    const C half = C(a.sg_half);
+    const int form = pick<FORM>(a.form);
+    const int K = pick<KC>(a.n_thr);
+    const bool sgn = pick<SGN>(a.is_signed) != 0;
+    const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
+    C th[MAX_THR];
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    const C th0 = th[0];
+    S* __restrict saved_h = static_cast<S*>(saved);
+    uint8_t* __restrict saved_code = static_cast<uint8_t*>(saved);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t i0 = c * BLK;
+      const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
+      alignas(64) C v[BLK];
+      alignas(64) S obuf[BLK];
+      alignas(64) S hbuf[BLK];
+      alignas(64) uint8_t cbuf[BLK];
+      for (int i = 0; i < n; ++i) v[i] = C(0);
+      for (int64_t t = 0; t < TT; ++t) {
+        const int64_t off = t * N + i0;
+        const S* __restrict xt = x + off;
+#pragma omp simd
+        for (int i = 0; i < n; ++i) {
+          const C xv = T::ld(xt[i]);
+          const C vi = v[i];
+          C h;
+          if (form == 0)
+            h = T::rnd(T::rnd(A * vi) + xv);
+          else if (form == 1)
+            h = T::rnd(T::rnd(A * vi) + T::rnd(xv / D));
+          else
+            h = T::rnd(vi + T::rnd(T::rnd(xv - T::rnd(vi - vr)) / tau));
+          const C p = h >= th0 ? C(1) : C(0);
+          const C q = sgn && h <= -th0 ? C(1) : C(0);
+          C b = p - q;
+          const C s = p + q;
+#pragma GCC unroll 16
+          for (int k = 1; k < K; ++k)
+            b += (h >= th[k] ? C(1) : C(0)) - (sgn && h <= -th[k] ? C(1) : C(0));
+          obuf[i] = T::st(T::rnd(amp * b));
+          if (save == 1) hbuf[i] = T::st(h);
+          if (save == 2) {
+            C cnt = C(0);
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+              cnt += std::fabs(T::rnd(h - th[k])) <= half ? C(1) : C(0);
+              if (sgn) cnt += std::fabs(T::rnd(-h - th[k])) <= half ? C(1) : C(0);
+            }
+            cbuf[i] = static_cast<uint8_t>(static_cast<int>(cnt) | (static_cast<int>(s) << 3) |
+                                           ((static_cast<int>(b) + 8) << 4));
+          }
+          v[i] = T::rnd(T::rnd(h * (C(1) - s)) + T::rnd(vr * s));
+        }
+        put(out + off, obuf, n, stream);
+        if (save == 1) put(saved_h + off, hbuf, n, stream);
+        if (save == 2) put(saved_code + off, cbuf, n, stream);
+      }
+    }
+    fence(stream);
+  }
+}
+
+// ---- backward -------------------------------------------------------------------------------
+template <typename S, int KC, int SGN, int KIND, int CODE>
+void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S* __restrict gx,
+                   double* sums) {
+  using T = Tr<S>;
+  using C = typename T::C;
+  const int64_t nchunks = (a.N + BLK - 1) / BLK;
+  // one partial sum per chunk, added in chunk order: the result does not depend on threads
+  double* parts = new double[2 * nchunks];
+  double* part_tau = parts;
+  double* part_amp = parts + nchunks;
+  const bool stream = a.stream != 0;
+
+#pragma omp parallel num_threads(a.nthreads)
+  {
+    const int64_t N = a.N, TT = a.T;
+    const C A = C(a.A), D = C(a.D), vr = C(a.vr);
+    const C amp = a.has_amp ? C(a.amp) : C(1);
+    const C half = C(a.sg_half), alpha = C(a.sg_width), sk = C(a.sg_k), sc = C(a.sg_c);
+    const int K = pick<KC>(a.n_thr);
+    const bool sgn = pick<SGN>(a.is_signed) != 0;
+    const int kind = pick<KIND>(a.sg_kind);
+    const bool code_mode = pick<CODE>(a.save_mode == 2 ? 1 : 0) != 0;
+    // rectangular divides the window indicator by its width, clamp does not
+    const C scale = a.sg_kind == 0 ? C(a.sg_width) : C(1);
+    const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
+    const bool need_tau = a.need_tau != 0;
+    C th[MAX_THR];
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    const C th0 = th[0];
+    const S* __restrict saved_h = static_cast<const S*>(saved);
+    const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t i0 = c * BLK;
+      const int n = static_cast<int>(std::min<int64_t>(BLK, N - i0));
+      alignas(64) C dv[BLK];
+      alignas(64) C acc_tau[BLK];
+      alignas(64) C acc_amp[BLK];
+      alignas(64) S zero[BLK];
+      alignas(64) S gbuf[BLK];
+      for (int i = 0; i < n; ++i) {
+        dv[i] = C(0);
+        acc_tau[i] = C(0);
+        acc_amp[i] = C(0);
+        zero[i] = T::st(C(0));
+      }
+      for (int64_t t = TT - 1; t >= 0; --t) {
+        const int64_t off = t * N + i0;
+        const S* __restrict go = gout + off;
+        if (code_mode) {
+          const uint8_t* __restrict ct = saved_code + off;
+#pragma omp simd
+          for (int i = 0; i < n; ++i) {
+            const int code = ct[i];
+            const C cnt = C(code & 7);
+            const C s = C((code >> 3) & 1);
+            const C b = C((code >> 4) - 8);
+            const C gov = T::ld(go[i]);
+            acc_amp[i] += gov * b;
+            const C dh = gov * amp * cnt / scale + dv[i] * (C(1) - s);
+            gbuf[i] = T::st(dh / D);
+            dv[i] = dh * A;
+          }
+        } else {
+          const S* __restrict ht = saved_h + off;
+          // v_prev = reset(h[t-1]) for dL/dtau (h[t-1] is this chunk's next step: cached)
+          const S* __restrict hp = t > 0 ? saved_h + off - N : zero;
+#pragma omp simd
+          for (int i = 0; i < n; ++i) {
+            const C h = T::ld(ht[i]);
+            C gsum = C(0);
+            C b = C(0);
+#pragma GCC unroll 16
+            for (int k = 0; k < K; ++k) {
+              gsum += sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
+              b += h >= th[k] ? C(1) : C(0);
+              if (sgn) {
+                gsum += sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
+                b -= h <= -th[k] ? C(1) : C(0);
+              }
+            }
+            const C s = (h >= th0 ? C(1) : C(0)) + (sgn && h <= -th0 ? C(1) : C(0));
+            C gm = sg<KIND, C>(kind, T::rnd(h - th0), half, alpha, sk, sc);
+            if (sgn) gm -= sg<KIND, C>(kind, T::rnd(-h - th0), half, alpha, sk, sc);
+            const C gov = T::ld(go[i]);
+            acc_amp[i] += gov * b;
+            const C gb = gov * amp;
+            const C dvi = dv[i];
+            C dh;
+            if (kind <= 1)
+              dh = gb * gsum / scale + dvi * (C(1) - s) + keep * (dvi * (vr - h) * (gm / scale));
+            else
+              dh = gb * gsum + dvi * (C(1) - s) + keep * (dvi * (vr - h) * gm);
+            if (need_tau) {
+              const C hv = T::ld(hp[i]);
+              const C sp = (hv >= th0 ? C(1) : C(0)) + (sgn && hv <= -th0 ? C(1) : C(0));
+              const C vprev =
+                  t > 0 ? T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp)) : C(0);
+              acc_tau[i] += dh * (h - vprev);
+            }
+            gbuf[i] = T::st(dh / D);
+            dv[i] = dh * A;
+          }
+        }
+        put(gx + off, gbuf, n, stream);
+      }
+      double st = 0.0, sa = 0.0;
+      for (int i = 0; i < n; ++i) {
+        st += static_cast<double>(acc_tau[i]);
+        sa += static_cast<double>(acc_amp[i]);
+      }
+      part_tau[c] = st;
+      part_amp[c] = sa;
+    }
+    fence(stream);
+  }
+  double st = 0.0, sa = 0.0;
+  for (int64_t c = 0; c < nchunks; ++c) {
+    st += part_tau[c];
+    sa += part_amp[c];
+  }
+  delete[] parts;
+  sums[0] = -st / a.tau;
+  sums[1] = sa;
+}
+
+// ---- dispatch to the specialised instances ---------------------------------------------------
+template <typename S>
+void forward_fast(const Args& a, const void* x, void* out, void* saved) {
+  const S* xs = static_cast<const S*>(x);
+  S* os = static_cast<S*>(out);
+  const bool code = a.save_mode == 2;
+  const int key = (a.form << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  switch (key) {
+#define MS_F(FORM, K3, SG, CD)                                                   \
+  case ((FORM) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                         \
+    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD>(a, xs, os, saved);
+    MS_F(0, 0, 0, 0) MS_F(0, 0, 0, 1) MS_F(0, 0, 1, 0) MS_F(0, 0, 1, 1)
+    MS_F(0, 1, 0, 0) MS_F(0, 1, 0, 1) MS_F(0, 1, 1, 0) MS_F(0, 1, 1, 1)
+    MS_F(1, 0, 0, 0) MS_F(1, 0, 1, 0) MS_F(1, 1, 0, 0) MS_F(1, 1, 1, 0)
+#undef MS_F
+    default:
+      return forward_impl<S, RT, RT, RT, RT>(a, xs, os, saved);
+  }
+}
+
+template <typename S>
+void backward_fast(const Args& a, const void* g, const void* saved, void* gx, double* sums) {
+  const S* gs = static_cast<const S*>(g);
+  S* gxs = static_cast<S*>(gx);
+  const bool code = a.save_mode == 2;
+  const int kind = a.sg_kind <= 1 ? 0 : a.sg_kind;  // window kinds share one instance
+  const int key = (kind << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  switch (key) {
+#define MS_B(KD, K3, SG, CD)                                                         \
+  case ((KD) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                               \
+    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD>(a, gs, saved, gxs, sums);
+    MS_B(0, 0, 0, 0) MS_B(0, 0, 0, 1) MS_B(0, 0, 1, 0) MS_B(0, 0, 1, 1)
+    MS_B(0, 1, 0, 0) MS_B(0, 1, 0, 1) MS_B(0, 1, 1, 0) MS_B(0, 1, 1, 1)
+    MS_B(2, 0, 0, 0) MS_B(2, 0, 1, 0) MS_B(2, 1, 0, 0) MS_B(2, 1, 1, 0)
+    MS_B(3, 0, 0, 0) MS_B(3, 0, 1, 0) MS_B(3, 1, 0, 0) MS_B(3, 1, 1, 0)
+#undef MS_B
+    default:
+      return backward_impl<S, RT, RT, RT, RT>(a, gs, saved, gxs, sums);
+  }
+}
+
+bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1; }
+
+}  // namespace
+
+extern "C" {
+
+int ms_abi_version() { return 3; }
+
+int ms_forward(const Args* a, const void* x, void* out, void* saved) {
+  if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
+  const bool fast = fast_ok(*a) && !(a->form == 1 && a->save_mode == 2);
+  switch (a->dtype) {
+    case 0:
+      if (fast) return forward_fast<float>(*a, x, out, saved), 0;
+      return forward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(x),
+                                                 static_cast<float*>(out), saved), 0;
+    case 1:
+      return forward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(x),
+                                                  static_cast<double*>(out), saved), 0;
+    case 2:
+      if (fast) return forward_fast<uint16_t>(*a, x, out, saved), 0;
+      return forward_impl<uint16_t, RT, RT, RT, RT>(*a, static_cast<const uint16_t*>(x),
+                                                    static_cast<uint16_t*>(out), saved), 0;
+    default:
+      return -2;
+  }
+}
+
+int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, double* sums) {
+  if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
+  const bool fast = fast_ok(*a) && !(a->save_mode == 2 && a->sg_kind > 1);
+  switch (a->dtype) {
+    case 0:
+      if (fast) return backward_fast<float>(*a, gout, saved, gx, sums), 0;
+      return backward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(gout), saved,
+                                                  static_cast<float*>(gx), sums), 0;
+    case 1:
+      return backward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(gout), saved,
+                                                   static_cast<double*>(gx), sums), 0;
+    case 2:
+      if (fast) return backward_fast<uint16_t>(*a, gout, saved, gx, sums), 0;
+      return backward_impl<uint16_t, RT, RT, RT, RT>(
+                 *a, static_cast<const uint16_t*>(gout), saved, static_cast<uint16_t*>(gx), sums),
+             0;
+    default:
+      return -2;
+  }
+}
+
+}  // extern "C"

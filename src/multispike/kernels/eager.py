@@ -1,0 +1,103 @@
+"""The eager fused path: the same forward/backward split as the compiled kernels, in torch ops.
+
+It runs anywhere PyTorch runs (any device, any floating dtype, any firing rule and surrogate)
+and is the fallback of the compiled kernels. The forward calls the very functions of
+:mod:`multispike.functional` (charge, ``rule.fire``, :func:`hard_reset`), so its spikes are
+those of the reference loop; it saves only the membrane ``H[t]``. The backward walks T in
+reverse and recomputes each step's fire-and-reset from ``H[t]`` under autograd (so any
+surrogate works), then applies the charge's derivatives by hand:
+``dL/dX = dL/dH / D``, ``dL/dV[t-1] = A · dL/dH``, ``dL/dτ = −Σ dL/dH·(H − V[t−1])/τ``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from multispike.functional.dynamics import hard_reset, if_charge, lif_charge
+from multispike.kernels.spec import KernelSpec
+
+
+def charge_fn(spec: KernelSpec, tau: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``h = charge(v, x)`` with the arithmetic of the reference charge functions."""
+    if spec.dynamics == "plif":
+        assert tau is not None
+        if spec.v_reset == 0:
+            c1 = 1 - 1 / tau  # plif_charge, MT-SNN Eq 8
+            return lambda v, x: c1 * v + x / tau
+        vr = spec.v_reset
+        return lambda v, x: v + (x - (v - vr)) / tau  # MT-SNN Eq 6
+    if spec.dynamics == "lif":
+        decay = spec.decay
+        return lambda v, x: lif_charge(v, x, decay)
+    return if_charge
+
+
+def _fire_reset(spec: KernelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    b, s = spec.rule.fire(h, spec.v_threshold, spec.surrogate)
+    if spec.detach_reset:
+        s = s.detach()
+    return b, s, hard_reset(h, s, spec.v_reset)
+
+
+@torch.no_grad()
+def forward(
+    x: Tensor, spec: KernelSpec, tau: Tensor | None, amp: Tensor | None, save: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``x`` ``[T, N]`` → ``(out, H or None)``."""
+    charge = charge_fn(spec, tau)
+    out = torch.empty_like(x)
+    hs = torch.empty_like(x) if save else None
+    v = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        h = charge(v, x[t])
+        b, _, v = _fire_reset(spec, h)
+        out[t] = b if amp is None else amp * b
+        if hs is not None:
+            hs[t] = h
+    return out, hs
+
+
+def backward(
+    grad: Tensor,
+    hs: Tensor,
+    spec: KernelSpec,
+    tau: Tensor | None,
+    amp: Tensor | None,
+    need_tau: bool,
+    need_amp: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Reverse loop over the saved ``H``; returns ``(dL/dX, dL/dτ, dL/da)``."""
+    if spec.dynamics == "plif":
+        assert tau is not None
+        tau = tau.detach()
+        a_coef: Tensor | float = 1 - 1 / tau
+        d_coef: Tensor | float = tau
+    else:
+        a_coef = spec.decay if spec.dynamics == "lif" else 1.0
+        d_coef = 1.0
+    a_leaf = None if amp is None else amp.detach().requires_grad_(need_amp)
+    gx = torch.empty_like(grad)
+    dv = torch.zeros_like(grad[0])
+    dtau = torch.zeros((), dtype=grad.dtype, device=grad.device) if need_tau else None
+    damp = torch.zeros((), dtype=grad.dtype, device=grad.device) if need_amp else None
+    for t in range(grad.shape[0] - 1, -1, -1):
+        with torch.enable_grad():
+            h = hs[t].detach().requires_grad_(True)
+            b, _, v = _fire_reset(spec, h)
+            out = b if a_leaf is None else a_leaf * b
+            inputs = [h] + ([a_leaf] if need_amp else [])
+            grads = torch.autograd.grad([out, v], inputs, [grad[t], dv], allow_unused=True)
+        dh = grads[0] if grads[0] is not None else torch.zeros_like(h)
+        if need_amp and grads[1] is not None:
+            damp = damp + grads[1]
+        if need_tau:
+            with torch.no_grad():
+                v_prev = _fire_reset(spec, hs[t - 1])[2] if t > 0 else torch.zeros_like(h)
+                dtau = dtau - (dh * (hs[t] - v_prev)).sum() / tau
+        with torch.no_grad():
+            gx[t] = dh / d_coef
+            dv = dh * a_coef
+    return gx, dtau, damp

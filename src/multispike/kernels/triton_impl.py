@@ -1,0 +1,295 @@
+"""The CUDA kernels, in Triton: one program per block of neurons looping over T.
+
+Forward: each program loads ``BLOCK`` neurons' inputs step by step, keeps the membrane in
+registers, writes the spikes and what the backward needs (``H`` or the one-byte code, as on
+the CPU: see ``csrc/multistep.cpp`` for the maths). Backward: the reverse loop over T per
+block, carrying ``dL/dV``; the learnable scalars' gradients are summed per program and then
+over programs in a fixed order (deterministic).
+
+Exactness: the launch sets ``enable_fp_fusion=False`` (no FMA contraction, like PyTorch's
+separate eager kernels), divisions use ``div_rn`` (IEEE), and for bfloat16 every forward op
+is rounded to nearest even by bit arithmetic, as PyTorch rounds each eager op's result.
+
+Used only when CUDA and Triton are both present (:func:`available`). The same kernels run on
+CPU tensors in Triton's interpreter (``TRITON_INTERPRET=1``), which is how tests check them
+without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+from torch import Tensor
+
+from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
+
+try:  # pragma: no cover - depends on the machine
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except Exception:  # noqa: BLE001 - ImportError, or a broken install
+    triton = None
+    tl = None
+    HAVE_TRITON = False
+
+BLOCK = 1024
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Triton importable and a CUDA device present (or Triton's CPU interpreter switched on)."""
+    if not HAVE_TRITON:
+        return False
+    return torch.cuda.is_available() or interpreting()
+
+
+_ROUND = {torch.float32: 0, torch.float64: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _rnd(x, ROUND: tl.constexpr):
+        """Round float32 ``x`` to the storage dtype (nearest even) and back; identity if none."""
+        if ROUND == 1:
+            u = x.to(tl.uint32, bitcast=True)
+            u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+            r = u.to(tl.float32, bitcast=True)
+            return tl.where(x != x, x, r)
+        elif ROUND == 2:
+            return x.to(tl.float16).to(tl.float32)
+        else:
+            return x
+
+    @triton.jit
+    def _div(a, b, IS64: tl.constexpr):
+        """IEEE division (Triton's float32 ``/`` is approximate; float64 ``/`` is exact)."""
+        if IS64:
+            return a / b
+        else:
+            return tl.math.div_rn(a, b)
+
+    @triton.jit
+    def _sg(d, KIND: tl.constexpr, half, alpha, k, c):
+        if KIND <= 1:
+            return tl.where(tl.abs(d) <= half, 1.0, 0.0).to(d.dtype)
+        elif KIND == 2:
+            e = 1.0 / (1.0 + tl.exp(-alpha * d))
+            return alpha * e * (1.0 - e)
+        else:
+            z = k * d
+            return c / (1.0 + z * z)
+
+    @triton.jit
+    def _forward_kernel(
+        x_ptr, out_ptr, saved_ptr, coef_ptr, thr_ptr, N, T, vr, half,
+        FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
+        ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        A = tl.load(coef_ptr + 0)
+        D = tl.load(coef_ptr + 1)
+        tau = tl.load(coef_ptr + 2)
+        amp = tl.load(coef_ptr + 3)
+        th0 = tl.load(thr_ptr + 0)
+        v = tl.zeros([BLOCK], dtype=A.dtype)
+        for t in range(T):
+            base = tl.cast(t, tl.int64) * N
+            xv = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
+            if FORM == 0:
+                h = _rnd(_rnd(A * v, ROUND) + xv, ROUND)
+            elif FORM == 1:
+                h = _rnd(_rnd(A * v, ROUND) + _rnd(_div(xv, D, IS64), ROUND), ROUND)
+            else:
+                inner = _rnd(xv - _rnd(v - vr, ROUND), ROUND)
+                h = _rnd(v + _rnd(_div(inner, tau, IS64), ROUND), ROUND)
+            p = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
+            if SGN:
+                q = tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
+            else:
+                q = tl.zeros([BLOCK], dtype=A.dtype)
+            b = p - q
+            s = p + q
+            for kk in tl.static_range(1, K):
+                thk = tl.load(thr_ptr + kk)
+                b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                if SGN:
+                    b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+            o = _rnd(amp * b, ROUND)
+            tl.store(out_ptr + base + offs, o.to(out_ptr.dtype.element_ty), mask=mask)
+            if SAVE == 1:
+                tl.store(saved_ptr + base + offs, h.to(saved_ptr.dtype.element_ty), mask=mask)
+            if SAVE == 2:
+                cnt = tl.zeros([BLOCK], dtype=tl.int32)
+                for kk in tl.static_range(0, K):
+                    thk = tl.load(thr_ptr + kk)
+                    cnt += (tl.abs(_rnd(h - thk, ROUND)) <= half).to(tl.int32)
+                    if SGN:
+                        cnt += (tl.abs(_rnd(-h - thk, ROUND)) <= half).to(tl.int32)
+                code = cnt | (s.to(tl.int32) << 3) | ((b.to(tl.int32) + 8) << 4)
+                tl.store(saved_ptr + base + offs, code.to(tl.uint8), mask=mask)
+            v = _rnd(_rnd(h * (1.0 - s), ROUND) + _rnd(vr * s, ROUND), ROUND)
+
+    @triton.jit
+    def _backward_kernel(
+        g_ptr, saved_ptr, gx_ptr, coef_ptr, thr_ptr, part_ptr, N, T, vr, half, alpha, sk, sc,
+        scale, keep,
+        K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr, CODE: tl.constexpr,
+        NEED_TAU: tl.constexpr, ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        A = tl.load(coef_ptr + 0)
+        D = tl.load(coef_ptr + 1)
+        amp = tl.load(coef_ptr + 3)
+        th0 = tl.load(thr_ptr + 0)
+        dv = tl.zeros([BLOCK], dtype=A.dtype)
+        acc_tau = tl.zeros([BLOCK], dtype=A.dtype)
+        acc_amp = tl.zeros([BLOCK], dtype=A.dtype)
+        for i in range(T):
+            t = T - 1 - i
+            base = tl.cast(t, tl.int64) * N
+            go = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
+            if CODE:
+                code = tl.load(saved_ptr + base + offs, mask=mask, other=0).to(tl.int32)
+                cnt = (code & 7).to(A.dtype)
+                s = ((code >> 3) & 1).to(A.dtype)
+                b = ((code >> 4) - 8).to(A.dtype)
+                dh = go * amp * cnt / scale + dv * (1.0 - s)
+            else:
+                h = tl.load(saved_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
+                gsum = tl.zeros([BLOCK], dtype=A.dtype)
+                b = tl.zeros([BLOCK], dtype=A.dtype)
+                for kk in tl.static_range(0, K):
+                    thk = tl.load(thr_ptr + kk)
+                    gsum += _sg(_rnd(h - thk, ROUND), KIND, half, alpha, sk, sc)
+                    b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                    if SGN:
+                        gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
+                        b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+                s = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
+                gm = _sg(_rnd(h - th0, ROUND), KIND, half, alpha, sk, sc)
+                if SGN:
+                    s += tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
+                    gm -= _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk, sc)
+                if KIND <= 1:
+                    gsum = gsum / scale
+                    gm = gm / scale
+                dh = go * amp * gsum + dv * (1.0 - s) + keep * (dv * (vr - h) * gm)
+                if NEED_TAU:
+                    prev = tl.cast(tl.maximum(t - 1, 0), tl.int64) * N  # t = 0: unused
+                    hp = tl.load(saved_ptr + prev + offs, mask=mask, other=0.0).to(A.dtype)
+                    sp = tl.where(hp >= th0, 1.0, 0.0).to(A.dtype)
+                    if SGN:
+                        sp += tl.where(hp <= -th0, 1.0, 0.0).to(A.dtype)
+                    vprev = _rnd(_rnd(hp * (1.0 - sp), ROUND) + _rnd(vr * sp, ROUND), ROUND)
+                    vprev = tl.where(t > 0, vprev, 0.0)
+                    acc_tau += dh * (h - vprev)
+            acc_amp += go * b
+            gxv = _div(dh, D, IS64)
+            tl.store(gx_ptr + base + offs, gxv.to(gx_ptr.dtype.element_ty), mask=mask)
+            dv = dh * A
+        acc_tau = tl.where(mask, acc_tau, 0.0)
+        acc_amp = tl.where(mask, acc_amp, 0.0)
+        tl.store(part_ptr + pid * 2 + 0, tl.sum(acc_tau, axis=0))
+        tl.store(part_ptr + pid * 2 + 1, tl.sum(acc_amp, axis=0))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cast(value: float, dtype: torch.dtype) -> float:
+    return torch.tensor(value, dtype=dtype).item()
+
+
+@functools.lru_cache(maxsize=256)
+def _static(spec: KernelSpec, dtype: torch.dtype) -> dict:
+    width = spec.sg_width
+    return {
+        "form": 0 if spec.dynamics != "plif" else (1 if spec.v_reset == 0 else 2),
+        "thr": [_cast(t, dtype) for t in spec.thresholds],
+        "vr": _cast(spec.v_reset, dtype),
+        "half": _cast(width / 2, dtype),
+        "alpha": _cast(width, dtype),
+        "sk": _cast(math.pi / 2 * width, dtype),
+        "sc": _cast(width / 2, dtype),
+        "scale": _cast(width, dtype) if spec.sg_kind == 0 else 1.0,
+        "decay": _cast(spec.decay, dtype) if spec.decay is not None else 1.0,
+    }
+
+
+def _coef(spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> Tensor:
+    """``[A, D, tau, amp]`` on the device in the compute dtype, without a host sync."""
+    cd = _compute_dtype(x.dtype)
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    if tau is not None:
+        tau_d = tau.detach()
+        a_coef = 1 - 1 / tau_d  # the reference's (1 - 1/tau) in x's dtype
+        d_coef = tau_d
+    else:
+        a_coef = one * _static(spec, x.dtype)["decay"]
+        tau_d = d_coef = one
+    amp_d = amp.detach() if amp is not None else one
+    return torch.stack([a_coef, d_coef, tau_d, amp_d]).to(cd)
+
+
+def forward(
+    spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None, save_mode: int
+) -> tuple[Tensor, Tensor | None, dict]:
+    """``x`` ``[T, N]`` contiguous → ``(out, saved, ctx)``."""
+    T, N = x.shape
+    st = _static(spec, x.dtype)
+    cd = _compute_dtype(x.dtype)
+    coef = _coef(spec, x, tau, amp)
+    thr = torch.tensor(st["thr"], dtype=cd, device=x.device)
+    out = torch.empty_like(x)
+    if save_mode == SAVE_H:
+        saved = torch.empty_like(x)
+    elif save_mode == SAVE_CODE:
+        saved = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    else:
+        saved = None
+    grid = (triton.cdiv(N, BLOCK),)
+    _forward_kernel[grid](
+        x, out, saved if saved is not None else out, coef, thr, N, T, st["vr"], st["half"],
+        FORM=st["form"], K=len(st["thr"]), SGN=spec.signed,
+        SAVE=save_mode if save_mode != SAVE_NONE else 0, ROUND=_ROUND[x.dtype],
+        IS64=x.dtype == torch.float64, BLOCK=BLOCK,
+        enable_fp_fusion=False,
+    )
+    return out, saved, {"coef": coef, "thr": thr, "save_mode": save_mode}
+
+
+def backward(
+    spec: KernelSpec, grad: Tensor, saved: Tensor, ctx: dict, need_tau: bool, need_amp: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (0-dim tensors on the device)."""
+    T, N = grad.shape
+    st = _static(spec, grad.dtype)
+    coef = ctx["coef"]
+    gx = torch.empty_like(grad)
+    nprog = triton.cdiv(N, BLOCK)
+    parts = torch.empty((nprog, 2), dtype=coef.dtype, device=grad.device)
+    _backward_kernel[(nprog,)](
+        grad, saved, gx, coef, ctx["thr"], parts, N, T, st["vr"], st["half"], st["alpha"],
+        st["sk"], st["sc"], st["scale"], 0.0 if spec.detach_reset else 1.0,
+        K=len(st["thr"]), SGN=spec.signed, KIND=spec.sg_kind,
+        CODE=ctx["save_mode"] == SAVE_CODE, NEED_TAU=need_tau, ROUND=_ROUND[grad.dtype],
+        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, enable_fp_fusion=False,
+    )
+    sums = parts.sum(0)
+    g_tau = (-sums[0] / coef[2]).to(grad.dtype) if need_tau else None
+    g_amp = sums[1].to(grad.dtype) if need_amp else None
+    return gx, g_tau, g_amp

@@ -1,0 +1,345 @@
+"""Fused multi-step kernels against the reference loop: spikes, gradients, dtypes, memory."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from multispike import kernels
+from multispike.errors import ConfigError
+from multispike.functional import plif_tau
+from multispike.kernels import _scalars, cpu, fused_multistep, spec_of
+from multispike.kernels.function import Plan, fused
+from multispike.monitor import record_activity
+from multispike.neurons import IFNode, LIFNode, PLIFNode
+
+DYNAMICS = {"plif": PLIFNode, "lif": LIFNode, "if": IFNode}
+FIRINGS = ["binary", "mt", "ternary", "ternary-mt"]
+HAS_CPU_KERNEL = cpu.library() is not None
+IMPLS = ["eager"] + (["cpu"] if HAS_CPU_KERNEL else [])
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def _x(*shape, seed=0, scale=1.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def _node(dynamics, firing, amplitude=False, detach=False, dtype=torch.float64, **kw):
+    cls = DYNAMICS[dynamics]
+    node = cls(firing=firing, learn_amplitude=amplitude, detach_reset=detach, **kw).to(dtype)
+    with torch.no_grad():
+        if amplitude:
+            node.amplitude.fill_(0.7)
+        if dynamics == "plif":
+            node.w.fill_(0.4)
+    return node
+
+
+def _scale(node):
+    # inputs around the thresholds, so that every window and spike value occurs
+    return 1.2 * node.v_threshold if node.dynamics != "plif" else 2.4 * node.v_threshold
+
+
+def _run(node, x, weight, impl=None):
+    """Spikes and gradients (input, w, amplitude) of the reference (impl=None) or a kernel."""
+    node.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    if impl is None:
+        node.backend = "torch"
+        out = node(x)
+    else:
+        out = fused_multistep(x, node, impl=impl)
+    (out * weight).sum().backward()
+    grads = [x.grad] + [p.grad for p in node.parameters()]
+    return out.detach(), grads
+
+
+def _compare(node, x, impl, tol):
+    weight = _x(*x.shape, seed=7, dtype=x.dtype)
+    ref_out, ref_grads = _run(node, x, weight)
+    out, grads = _run(node, x, weight, impl)
+    assert out.dtype == ref_out.dtype
+    assert torch.equal(out, ref_out)
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g is not None and g.dtype == r.dtype
+        torch.testing.assert_close(g, r, rtol=tol, atol=tol)
+
+
+# -- every dynamics x rule x amplitude x detach_reset, float64, several T ------------------------
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("amplitude", [False, True])
+@pytest.mark.parametrize("firing", FIRINGS)
+@pytest.mark.parametrize("dynamics", list(DYNAMICS))
+def test_fused_equals_reference_float64(dynamics, firing, amplitude, detach, impl):
+    node = _node(dynamics, firing, amplitude, detach)
+    for T in (1, 3, 8):
+        x = _x(T, 3, 67, seed=T, scale=_scale(node))
+        _compare(node, x, impl, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("surrogate", ["rectangular", "clamp", "sigmoid", "atan"])
+@pytest.mark.parametrize("firing", ["mt", "ternary-mt"])
+def test_surrogates_and_widths(surrogate, firing, impl):
+    for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
+        node = _node(dynamics, firing, True, detach, surrogate=surrogate, surrogate_width=0.7)
+        _compare(node, _x(5, 2, 45, seed=3, scale=_scale(node)), impl, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nonzero_reset_and_deltas(impl):
+    cases = [
+        _node("plif", "mt", True, False, v_reset=-0.2, deltas=(-0.4, 0.3, 0.6)),
+        _node("lif", "ternary-mt", False, False, v_reset=0.1, deltas=(0.25,), decay=0.6),
+        _node("if", "ternary", True, True, v_reset=-0.3, v_threshold=0.8),
+        _node("plif", "binary", False, True, init_tau=3.0, v_reset=0.25),
+    ]
+    for node in cases:
+        _compare(node, _x(6, 2, 50, seed=5, scale=_scale(node)), impl, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("firing", FIRINGS)
+def test_float32(firing, impl):
+    for dynamics in DYNAMICS:
+        for detach in (False, True):
+            node = _node(dynamics, firing, True, detach, dtype=torch.float32)
+            x = _x(4, 4, 8, 9, seed=11, scale=_scale(node), dtype=torch.float32)
+            _compare(node, x, impl, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("firing", FIRINGS)
+def test_bfloat16_autocast(firing):
+    """Under CPU bf16 autocast the kernels see bfloat16: same spikes, close gradients."""
+    for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
+        lin = torch.nn.Linear(24, 24)
+        node = _node(dynamics, firing, True, detach, dtype=torch.float32)
+        x = _x(4, 6, 24, seed=13, scale=1.5, dtype=torch.float32)
+        results = []
+        for backend in ("torch", "fused"):
+            node.backend = backend
+            lin.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = node(lin(x))
+            assert y.dtype == torch.bfloat16
+            (y.float() * torch.linspace(-1, 1, 24)).sum().backward()
+            results.append((y, lin.weight.grad))
+        (ref, ref_grad), (out, grad) = results
+        assert torch.equal(out, ref)
+        assert (grad - ref_grad).norm() <= 0.05 * ref_grad.norm()
+
+
+def _oracle(node, x, weight):
+    """float64 gradients of the very bfloat16 trajectory (the membranes the bf16 run saw)."""
+    from multispike.kernels import eager
+
+    spec = spec_of(node)
+    tau = plif_tau(node.w.detach().to(x.dtype)) if node.dynamics == "plif" else None
+    amp = node.amplitude.detach().to(x.dtype)
+    _, hs = eager.forward(x.reshape(x.shape[0], -1), spec, tau, amp, save=True)
+    d = torch.float64
+    grads = eager.backward(
+        weight.double().reshape(x.shape[0], -1), hs.double(), spec,
+        None if tau is None else tau.double(), amp.double(), tau is not None, True,
+    )
+    gx, gtau, gamp = grads
+    out = [gx.view(x.shape)]
+    if tau is not None:  # dL/dw = dL/dtau * dtau/dw, tau = 1 + exp(-w)
+        out.append(gtau * -torch.exp(-node.w.detach().to(d)))
+    return out + [gamp]
+
+
+@pytest.mark.parametrize("firing", FIRINGS)
+def test_bfloat16_gradients_as_accurate_as_reference(firing):
+    """bfloat16 gradients are rounded by nature: the kernels must be no further from the exact
+    gradient of the same trajectory than the reference loop is."""
+    for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
+        node = _node(dynamics, firing, True, detach, dtype=torch.float32)
+        x = _x(4, 6, 40, seed=19, scale=_scale(node), dtype=torch.bfloat16)
+        weight = _x(*x.shape, seed=23, dtype=torch.bfloat16)
+        truth = _oracle(node, x, weight)
+        _, ref = _run(node, x, weight)
+        for impl in IMPLS:
+            _, got = _run(node, x, weight, impl)
+            for g, r, t in zip(got, ref, truth, strict=True):
+                err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+                assert err <= 1.5 * ref_err + 0.01 * t.norm(), (impl, err, ref_err)
+
+
+@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+def test_cpu_kernel_bfloat16_matches_eager():
+    """bfloat16 tensors: the C++ kernel rounds every forward op like eager PyTorch does."""
+    for dynamics in DYNAMICS:
+        node = _node(dynamics, "ternary-mt", True, False, dtype=torch.bfloat16)
+        x = _x(5, 3, 300, seed=17, scale=_scale(node), dtype=torch.bfloat16)
+        node.backend = "torch"
+        with torch.no_grad():
+            ref = node(x)
+            out = fused_multistep(x, node, impl="cpu")
+        assert torch.equal(out, ref)
+
+
+# -- dispatch ------------------------------------------------------------------------------------
+def test_backend_option_and_auto_dispatch():
+    node = PLIFNode(firing="mt")
+    assert node.backend == "auto" and "backend" not in node.config()
+    x = _x(3, 2, 20, dtype=torch.float32, scale=2.0)
+    ref = PLIFNode(firing="mt", backend="torch")(x)
+    assert torch.equal(node(x), ref)
+    assert torch.equal(PLIFNode(firing="mt", backend="fused")(x), ref)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        PLIFNode(backend="cuda")
+
+
+def test_monitor_uses_reference_path():
+    node = LIFNode(firing="ternary", backend="fused")
+    x = _x(4, 2, 30, dtype=torch.float32)
+    with record_activity(node) as mon:
+        out = node(x)
+    assert mon.summary()[0]["neuron_steps"] == x.numel()
+    node.backend = "torch"
+    assert torch.equal(out, node(x))
+
+
+def test_no_grad_inference_path():
+    node = PLIFNode(firing="ternary-mt", learn_amplitude=True)
+    x = _x(4, 3, 40, dtype=torch.float32, scale=2.0)
+    with torch.no_grad():
+        out = node(x)
+    node.backend = "torch"
+    assert torch.equal(out, node(x).detach())
+
+
+def test_custom_charge_falls_back():
+    class Doubled(IFNode):
+        def charge(self, v, x):
+            return v + 2 * x
+
+    node = Doubled(backend="fused")
+    assert spec_of(node) is None
+    x = _x(3, 2, 10, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = node(x)
+    node.backend = "torch"
+    assert torch.equal(out, node(x))
+    with pytest.raises(ConfigError, match="no fused kernel"):
+        fused_multistep(x, node)
+
+
+def test_non_contiguous_input_and_shapes():
+    node = LIFNode(firing="mt", learn_amplitude=True)
+    base = _x(2, 5, 4, 3, dtype=torch.float32, scale=1.0)
+    x = base.permute(1, 0, 2, 3)  # [T=5, B=2, 4, 3], not contiguous
+    for impl in IMPLS:
+        _compare(node, x, impl, TOL[torch.float32])
+
+
+# -- memory: what the backward keeps ---------------------------------------------------------------
+def _saved_bytes(fn) -> int:
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+@pytest.mark.parametrize(
+    "cls, options, per_element",
+    [
+        (PLIFNode, {"firing": "mt"}, 4),  # H in float32
+        (LIFNode, {"firing": "ternary", "learn_amplitude": True}, 4),
+        (LIFNode, {"firing": "ternary", "detach_reset": True}, 1),  # one byte per neuron-step
+        (IFNode, {"firing": "ternary-mt", "detach_reset": True}, 1),
+    ],
+)
+def test_fused_saves_fewer_bytes(cls, options, per_element):
+    x = _x(8, 4, 256, dtype=torch.float32).requires_grad_(True)
+    ref = _saved_bytes(lambda: cls(backend="torch", check_input=False, **options)(x))
+    fused = _saved_bytes(lambda: cls(backend="fused", check_input=False, **options)(x))
+    assert fused < ref
+    assert fused <= per_element * x.numel() + 64  # one value per neuron-step (+ 0-dim scalars)
+
+
+def test_kernel_module_surface():
+    assert set(kernels.BACKENDS) == {"auto", "torch", "fused"}
+    spec = spec_of(PLIFNode(firing="ternary-mt"))
+    assert spec is not None and spec.native and spec.signed
+    assert spec.thresholds == (1.0, 0.5, 1.5)
+
+
+# -- Triton: on CUDA when a device is present, else in Triton's CPU interpreter -----------------
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_check(device: str) -> None:
+    """Triton kernels against the reference on ``device`` (called in-process on CUDA, in a
+    subprocess with ``TRITON_INTERPRET=1`` on CPU)."""
+    dtypes = [torch.float64, torch.float32, torch.bfloat16]
+    for (dynamics, firing), dtype in itertools.product(
+        itertools.product(DYNAMICS, FIRINGS), dtypes
+    ):
+        for amplitude, detach, surrogate in ((True, False, "rectangular"),
+                                             (False, True, "sigmoid"), (True, True, "clamp")):
+            node = _node(dynamics, firing, amplitude, detach, dtype=dtype,
+                         surrogate=surrogate).to(device)
+            for T in (1, 5):
+                x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
+                weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+                ref_out, ref_grads = _run(node, x, weight)
+                spec = spec_of(node)
+                node.zero_grad(set_to_none=True)
+                xi = x.clone().requires_grad_(True)
+                tau, amp = _scalars(node, spec, dtype)
+                out = fused(xi, Plan(spec, "triton"), tau, amp)
+                (out * weight).sum().backward()
+                grads = [xi.grad] + [p.grad for p in node.parameters()]
+                assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T)
+                if dtype != torch.bfloat16:
+                    for g, r in zip(grads, ref_grads, strict=True):
+                        torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
+                elif amplitude:  # as accurate as the reference (see the bfloat16 test above)
+                    truth = _oracle(node, x, weight)
+                    for g, r, t in zip(grads, ref_grads, truth, strict=True):
+                        err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+                        assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, firing, T)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+def test_triton_kernels_equal_reference():
+    if torch.cuda.is_available():
+        triton_check("cuda")
+        return
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    code = "from tests.test_kernels import triton_check; triton_check('cpu')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_dispatch_uses_fused_path():
+    node = PLIFNode(firing="ternary-mt", learn_amplitude=True).cuda()
+    x = _x(4, 8, 300, dtype=torch.float32, scale=2.0).cuda()
+    out = node(x)
+    node.backend = "torch"
+    assert torch.equal(out, node(x))
