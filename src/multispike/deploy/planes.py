@@ -204,14 +204,16 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     model = _prepare(model, inplace)
     graph = trace(model)
+    split = False
     for node in graph.of_op("neuron"):
         neuron = node.module
         if isinstance(neuron, PlaneNeuron) or not is_multi_plane(neuron.rule):
             continue
         if neuron.amplitude is not None:
+            a = float(neuron.amplitude.detach())
             raise ConfigError(
-                f"neuron {node.name} still has an amplitude ({float(neuron.amplitude):g}); its "
-                "planes would not be binary: call fold_amplitudes(model) before split_planes"
+                f"neuron {node.name} still has an amplitude ({a:g}); its planes would not be "
+                "binary: call fold_amplitudes(model) before split_planes"
             )
         rule = neuron.rule
         signs = rule.plane_signs
@@ -236,7 +238,9 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                     "take spike planes"
                 )
         set_module(model, node.name, PlaneNeuron(neuron))
-    _record(model)["split_planes"] = True
+        split = True
+    rec = _record(model)
+    rec["split_planes"] = bool(rec.get("split_planes")) or split
     return model
 
 
