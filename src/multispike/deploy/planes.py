@@ -58,7 +58,7 @@ def _signed_sum(chunks: Sequence[Tensor], signs: Sequence[int]) -> Tensor:
 
 
 class PlaneNeuron(nn.Module):
-    """An MT / ternary-MT neuron that emits its binary planes (MT-SNN Eq 10).
+    """An MT / ternary-MT neuron that emits its binary planes (``rule.planes``).
 
     ``[T, B, C, ...] → [T, B, P·C, ...]``; the planes come from ``rule.planes(H, V_th)`` on
     the same membrane ``H`` the neuron fires from, and ``Σ sign_k · plane_k`` equals the
@@ -193,8 +193,8 @@ def is_multi_plane(rule: FiringRule) -> bool:
 
 
 def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """MT-SNN Eq 12: every MT / ternary-MT neuron emits its binary planes and every layer
-    that reads it computes one convolution (or matrix product) per plane.
+    """Every MT / ternary-MT neuron emits its binary planes and every layer that reads it
+    computes one convolution (or matrix product) per plane (:class:`PlaneConv`).
 
     Returns the model (a copy unless ``inplace``) in eval mode with equal outputs. Binary and
     ternary neurons are left alone (their spikes are already single planes). Raises
