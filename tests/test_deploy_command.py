@@ -15,6 +15,14 @@ from multispike.engine import TrainConfig, load_model, save_checkpoint, train_mo
 from multispike.models import create
 from tests.test_deploy import build
 
+try:
+    import nir  # noqa: F401
+    import nirtorch  # noqa: F401
+
+    HAS_NIR = True
+except ImportError:
+    HAS_NIR = False
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -47,7 +55,9 @@ def test_deploy_a_trained_ternary_checkpoint(trained, tmp_path, capsys):
     assert cli(["--checkpoint", str(trained), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "largest output difference" in text and ": ok" in text
-    assert "NIR: not written" in text and "'ternary'" in text  # the documented one-line note
+    assert "NIR: not written" in text
+    if HAS_NIR:  # the documented one-line reason; without nir: "not installed"
+        assert "'ternary'" in text and "reset on their own spike" in text
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert not (out / "model.nir").exists()
     config = json.loads((out / "config.json").read_text())
@@ -61,7 +71,9 @@ def test_deploy_a_trained_ternary_checkpoint(trained, tmp_path, capsys):
     assert all(getattr(m, "amplitude", None) is None for m in loaded.modules())
 
 
+@pytest.mark.skipif(not HAS_NIR, reason="needs nir and nirtorch")
 def test_deploy_writes_nir_and_runs_the_executor(tmp_path, capsys):
+    import nir
     ckpt = exercised_checkpoint(tmp_path / "bin.pt", firing="binary", neuron="lif",
                                 learn_amplitude=True)
     out = tmp_path / "deployed"
@@ -74,8 +86,6 @@ def test_deploy_writes_nir_and_runs_the_executor(tmp_path, capsys):
     assert summary["nir"]["written"] and summary["nir"]["max_abs_diff_float64"] <= 1e-10
     assert summary["executor"]["total_sops"] > 0
     assert summary["executor"]["max_abs_diff_float64"] <= 1e-10
-    import nir
-
     graph = nir.read(out / "model.nir")
     assert graph.nodes["fc1_act"].tau.shape == (64,)
 

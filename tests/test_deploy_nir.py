@@ -130,9 +130,10 @@ def test_spikingjelly_import_runs_the_network():
         graph = export_nir(model, input_shape=tuple(x.shape[1:]), dt=1e-4)
         net = sj.import_from_nir(graph, dt=1e-4, dtype=torch.float64)
         state, outs = None, []
-        for _ in range(model.timesteps):
-            out, state = net(x) if state is None else net(x, state)
-            outs.append(out)
+        with torch.no_grad():
+            for _ in range(model.timesteps):
+                out, state = net(x) if state is None else net(x, state)
+                outs.append(out)
         ref = model(x).detach()
         assert float((torch.stack(outs) - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
 
@@ -147,7 +148,7 @@ def test_snntorch_import_runs_the_network():
         model = model.float()
         x = torch.rand(1, 1, 8, 8)  # snnTorch's Flatten keeps no batch axis: one image
         graph = export_nir(model, input_shape=(1, 8, 8), dt=1e-4)
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints warnings to stdout
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # it prints to stdout
             net = import_from_nir(graph)
             reset(net)
             state, outs = None, []
