@@ -1,0 +1,69 @@
+"""Deployment of trained spiking models: inference without multiplications, and NIR.
+
+>>> from multispike.deploy import fold_amplitudes, split_planes, AdditionOnlyExecutor
+>>> deployed = fold_amplitudes(model)          # Ternary Spike Eq 15-17 (+ BN folded)
+>>> planes = split_planes(deployed)            # MT-SNN Eq 12: one convolution per spike plane
+>>> report = AdditionOnlyExecutor(deployed).run(images)   # exact SOP counts, no multiplications
+>>> graph = export_nir(deployed)               # binary PLIF/LIF/IF models; nir.write(path, graph)
+>>> save_deployed(deployed, "out/")            # model.safetensors + config.json
+
+==============================  ================================================================
+:func:`fold_batchnorm`          BN (``fold``/``tdbn``) folded into the convolution before it
+:func:`fold_amplitudes`         learnable amplitudes folded into consuming weights; identity
+                                shortcuts rescale their receiver; neurons emit {−1, 0, 1}/{0, 1}
+:func:`split_planes`            MT neurons emit binary planes, consumers sum one conv per plane
+:class:`AdditionOnlyExecutor`   event-driven accumulate-only execution with exact SOP counts
+:func:`export_nir`              ``nir.NIRGraph`` of a binary model (PLIF/LIF/IF)
+:func:`run_nir`                 run a NIR graph back through ``nirtorch`` (NIR semantics)
+:func:`save_deployed`           ``model.safetensors`` + ``config.json``; :func:`load_deployed`
+:func:`trace`                   the :class:`DeployGraph` every transform reads
+==============================  ================================================================
+
+See ``docs/deploy.md``. ``nir`` and ``nirtorch`` are needed by the NIR functions only
+(``pip install 'multispike[nir]'``).
+"""
+
+from multispike.deploy.executor import AdditionOnlyExecutor, ExecutionReport, run_addition_only
+from multispike.deploy.fold import (
+                                ScaledVotingLayer,
+                                fold_amplitudes,
+                                fold_batchnorm,
+                                is_deployed,
+)
+from multispike.deploy.graph import DeployGraph, Node, trace
+from multispike.deploy.io import load_deployed, save_deployed
+from multispike.deploy.nir_export import export_nir, nir_to_torch, run_nir
+from multispike.deploy.planes import (
+                                PlaneConv,
+                                PlaneLinear,
+                                PlaneMaxPool,
+                                PlaneMerge,
+                                PlaneNeuron,
+                                PlaneVote,
+                                split_planes,
+)
+
+__all__ = [
+                                "AdditionOnlyExecutor",
+                                "DeployGraph",
+                                "ExecutionReport",
+                                "Node",
+                                "PlaneConv",
+                                "PlaneLinear",
+                                "PlaneMaxPool",
+                                "PlaneMerge",
+                                "PlaneNeuron",
+                                "PlaneVote",
+                                "ScaledVotingLayer",
+                                "export_nir",
+                                "fold_amplitudes",
+                                "fold_batchnorm",
+                                "is_deployed",
+                                "load_deployed",
+                                "nir_to_torch",
+                                "run_addition_only",
+                                "run_nir",
+                                "save_deployed",
+                                "split_planes",
+                                "trace",
+]

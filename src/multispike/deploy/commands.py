@@ -1,0 +1,274 @@
+"""The ``multispike deploy`` command: checkpoint in, verified deployable model out.
+
+``register(subparsers)`` adds the subcommand to the command line's parser (``cli.py`` wires
+it); :func:`deploy_checkpoint` is the same work as a function. Steps:
+
+1. load the checkpoint (:func:`multispike.engine.checkpoint.load_model`), eval mode;
+2. fold BN and amplitudes (:func:`~multispike.deploy.fold_amplitudes`) and, for MT neurons,
+   split the spike planes (:func:`~multispike.deploy.split_planes`);
+3. verify: run the trained and the deployed model on ``--verify-batches`` batches of random
+   images of the model's input size, in float64 (exact arithmetic up to rounding; spikes are
+   discontinuous, so float32 rounding could flip one near a threshold) and in the checkpoint's
+   dtype, and report the largest output difference; optionally run the addition-only executor;
+4. write ``DIR/model.safetensors`` + ``DIR/config.json`` and, when NIR can express the model,
+   ``DIR/model.nir`` (checked by running the written graph through ``nirtorch``); otherwise a
+   one-line note says why not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multispike.errors import ConfigError, MultispikeError
+
+#: float64 outputs of the deployed model must match the trained model's to this (relative)
+TOLERANCE = 1e-6
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``deploy`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    p = subparsers.add_parser(
+        "deploy",
+        help="fold amplitudes and BN, split MT planes, verify, write safetensors and NIR",
+        description="Turn a training checkpoint into a deployable model: amplitudes and BN "
+        "folded into weights, MT spike planes split, outputs verified against the checkpoint, "
+        "written as safetensors + JSON and, where NIR can express it, as a .nir graph.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json, "
+                   "model.nir")
+    p.add_argument("--nir", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write model.nir where NIR can express the model (default: yes)")
+    p.add_argument("--dt", type=float, default=1.0,
+                   help="NIR time per model step (1; snnTorch/SpikingJelly assume 1e-4)")
+    p.add_argument("--split-planes", action=argparse.BooleanOptionalAction, default=True,
+                   help="MT neurons emit binary planes, consumers sum one conv per plane")
+    p.add_argument("--verify-batches", type=int, default=2,
+                   help="batches of random images to compare outputs on (default 2)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--executor", action="store_true",
+                   help="also run the addition-only executor on one image and count its SOPs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command: :func:`deploy_checkpoint` with the flags, then a short report."""
+    summary = deploy_checkpoint(
+        args.checkpoint, args.out, nir=args.nir, dt=args.dt, split=args.split_planes,
+        verify_batches=args.verify_batches, batch_size=args.batch_size,
+        executor=args.executor, seed=args.seed, force=args.force,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(report(summary))
+    return 0 if summary["verification"]["passed"] else 1
+
+
+def _check_args(verify_batches: int, batch_size: int, dt: float) -> None:
+    if verify_batches < 1:
+        raise ConfigError(f"--verify-batches must be >= 1, got {verify_batches}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if not dt > 0:
+        raise ConfigError(f"--dt must be > 0, got {dt}")
+
+
+def deploy_checkpoint(
+    checkpoint: str,
+    out: str,
+    *,
+    nir: bool = True,
+    dt: float = 1.0,
+    split: bool = True,
+    verify_batches: int = 2,
+    batch_size: int = 8,
+    executor: bool = False,
+    seed: int = 0,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Deploy one checkpoint into ``out``; returns the summary written into ``config.json``."""
+    from multispike.deploy import fold_amplitudes, split_planes
+    from multispike.deploy.io import CONFIG, WEIGHTS, save_deployed
+    from multispike.engine.checkpoint import load_model
+
+    _check_args(verify_batches, batch_size, dt)
+    out_dir = Path(out)
+    if not force and any((out_dir / f).exists() for f in (WEIGHTS, CONFIG, "model.nir")):
+        raise ConfigError(f"{out_dir} already holds a deployed model; pass --force to overwrite")
+    model, _ckpt = load_model(checkpoint)
+    model.eval()
+    if getattr(model, "firing", None) == "ann":
+        raise ConfigError("the checkpoint is the ANN twin (firing='ann'): no spikes to deploy")
+    deployed = fold_amplitudes(model)
+    if split:
+        split_planes(deployed, inplace=True)
+    rec = deployed.deployment
+    shape = (int(model.in_channels), *map(int, model.input_size))
+    verification = verify(model, deployed, shape, verify_batches, batch_size, seed, split)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": model.model_args["name"],
+        "firing": model.firing,
+        "timesteps": int(model.timesteps),
+        "folded_norms": len(rec["folded_norms"]),
+        "folded_amplitudes": sum(1 for m in model.modules() if getattr(m, "amplitude", None)
+                                 is not None),
+        "rescaled_neurons": len(rec["rescaled_neurons"]),
+        "split_planes": bool(rec["split_planes"]),
+        "verification": verification,
+    }
+    if executor:
+        summary["executor"] = _executor(deployed, shape, seed)
+    summary["nir"] = _nir(deployed, out_dir, dt, shape, seed) if nir else {"written": False,
+                                                                          "note": "--no-nir"}
+    paths = save_deployed(deployed, out_dir, extra={"summary": summary})
+    summary["files"] = {k: str(v) for k, v in paths.items()}
+    if summary["nir"].get("written"):
+        summary["files"]["nir"] = summary["nir"]["path"]
+    return summary
+
+
+def _images(shape: tuple[int, ...], batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch_size, *shape, generator=g, dtype=torch.float64)
+            for _ in range(batches)]
+
+
+@torch.no_grad()
+def verify(model: nn.Module, deployed: nn.Module, shape: tuple[int, ...], batches: int,
+           batch_size: int, seed: int, split: bool = True) -> dict[str, Any]:
+    """Largest output difference between ``model`` and its deployed form on random images.
+
+    - ``max_abs_diff_float64``: the same transforms applied to a float64 copy of ``model``,
+      against that copy: the exact-arithmetic check (it passes when the difference is at most
+      ``TOLERANCE`` times the output scale);
+    - ``max_abs_diff_<dtype>``: the deployed model as written (the checkpoint's dtype) against
+      the checkpoint, showing the rounding of the folded weights; a membrane within that
+      rounding of a threshold can flip one spike, which is reported, not hidden.
+    """
+    from multispike.deploy import fold_amplitudes, split_planes
+
+    dtype = next(model.parameters()).dtype
+    ref64 = copy.deepcopy(model).double()
+    dep64 = fold_amplitudes(ref64)
+    if split:
+        split_planes(dep64, inplace=True)
+    diff64 = diff = scale = 0.0
+    for x in _images(shape, batches, batch_size, seed):
+        a = ref64(x)
+        diff64 = max(diff64, float((a - dep64(x)).abs().max()))
+        scale = max(scale, float(a.abs().max()))
+        xd = x.to(dtype)
+        diff = max(diff, float((model(xd) - deployed(xd)).abs().max()))
+    return {
+        "batches": batches,
+        "batch_size": batch_size,
+        "input_shape": list(shape),
+        "max_abs_diff_float64": diff64,
+        f"max_abs_diff_{str(dtype).removeprefix('torch.')}": diff,
+        "output_scale": scale,
+        "passed": diff64 <= TOLERANCE * max(1.0, scale),
+    }
+
+
+def _executor(deployed: nn.Module, shape: tuple[int, ...], seed: int) -> dict[str, Any]:
+    from multispike.deploy.executor import AdditionOnlyExecutor
+
+    (x,) = _images(shape, 1, 1, seed + 1)
+    rep, diff = AdditionOnlyExecutor(copy.deepcopy(deployed).double()).verify(x)
+    return {"max_abs_diff_float64": diff, **rep.summary()}
+
+
+@torch.no_grad()
+def _nir(deployed: nn.Module, out_dir: Path, dt: float, shape: tuple[int, ...], seed: int
+         ) -> dict[str, Any]:
+    from multispike.deploy.nir_export import export_nir, run_nir
+
+    try:
+        import nir
+    except ImportError:
+        return {"written": False, "note": "the nir package is not installed: pip install "
+                "'multispike[nir]'"}
+    try:
+        graph = export_nir(deployed, input_shape=shape, dt=dt)
+    except ConfigError as e:
+        return {"written": False, "note": str(e)}
+    # check the graph's semantics in float64: export a float64 copy and run it through nirtorch
+    dep64 = copy.deepcopy(deployed).double()
+    (x,) = _images(shape, 1, 2, seed + 2)
+    ran = run_nir(export_nir(dep64, input_shape=shape, dt=dt), x, dep64.timesteps, dt=dt)
+    diff = float((ran - dep64(x)).abs().max())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.nir"
+    nir.write(path, graph)
+    back = nir.read(path)
+    return {"written": True, "path": str(path), "nodes": len(back.nodes),
+            "edges": len(back.edges), "dt": dt, "max_abs_diff_float64": diff}
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The human-readable lines the command prints."""
+    v = summary["verification"]
+    other = next((k for k in v if k.startswith("max_abs_diff_") and not k.endswith("float64")),
+                 None)
+    lines = [
+        f"deployed {summary['model']} ({summary['firing']}, T={summary['timesteps']}) from "
+        f"{summary['checkpoint']}",
+        f"  folded {summary['folded_norms']} BN layers into convolutions and "
+        f"{summary['folded_amplitudes']} amplitudes into weights"
+        + (f" ({summary['rescaled_neurons']} identity-shortcut receivers rescaled)"
+           if summary["rescaled_neurons"] else ""),
+        f"  MT spike planes split: {'yes' if summary['split_planes'] else 'no'}",
+        f"  verified on {v['batches']} x {v['batch_size']} random "
+        f"{'x'.join(map(str, v['input_shape']))} images: largest output difference "
+        f"{v['max_abs_diff_float64']:.3g} (float64)"
+        + (f", {v[other]:.3g} ({other.removeprefix('max_abs_diff_')})" if other else "")
+        + f" at output scale {v['output_scale']:.3g}: {'ok' if v['passed'] else 'FAILED'}",
+    ]
+    if "executor" in summary:
+        e = summary["executor"]
+        lines.append(
+            f"  addition-only executor: {e['total_sops']:,} additions (SOPs) for one image over "
+            f"T={e['timesteps']} ({e['total_dense_macs']:,} MACs dense), encoder "
+            f"{e['encoder_macs']:,} MACs; largest difference {e['max_abs_diff_float64']:.3g}"
+        )
+    n = summary["nir"]
+    if n.get("written"):
+        lines.append(f"  NIR: {n['path']} ({n['nodes']} nodes, {n['edges']} edges, dt={n['dt']:g});"
+                     f" run through nirtorch it differs by {n['max_abs_diff_float64']:.3g}")
+    else:
+        lines.append(f"  NIR: not written: {n['note']}")
+    files = summary.get("files", {})
+    lines.append(f"  wrote {', '.join(files[k] for k in ('weights', 'config') if k in files)}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m multispike.deploy.commands --checkpoint ... --out ...`` (the command alone,
+    with the command line's error handling: one line on stderr, exit code 2)."""
+    parser = argparse.ArgumentParser(prog="multispike")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["deploy", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except MultispikeError as e:
+        print(f"multispike: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

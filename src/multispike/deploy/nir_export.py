@@ -1,0 +1,426 @@
+"""NIR export: the Neuromorphic Intermediate Representation of a deployed model.
+
+`NIR <https://neuroir.org>`_ (the ``nir`` package) describes a spiking network as a graph of
+continuous-time primitives that Lava/Loihi, SpiNNaker2, Sinabs/Speck, snnTorch, Norse and
+SpikingJelly read. :func:`export_nir` writes a model after
+:func:`~multispike.deploy.fold_amplitudes` (BN folded into convolutions, amplitudes into
+weights); :func:`nir_to_torch` / :func:`run_nir` read a graph back through ``nirtorch`` with
+NIR's own semantics, so a written file can be checked against the model it came from.
+
+Mapping (one image ``(C, H, W)``, no batch or time axis in NIR shapes)::
+
+    input                      nir.Input([C, H, W])          the image, presented every step
+    conv (+ folded BN)         nir.Conv2d(weight, bias, stride, padding, dilation, groups)
+    linear                     nir.Affine(weight, bias)
+    average pooling            nir.AvgPool2d(kernel, stride, padding)
+    global average pooling     nir.AvgPool2d(kernel=stride=(h, w)) → nir.Flatten
+    flatten                    nir.Flatten(start_dim=0)
+    max pooling (binary)       nir.SumPool2d → nir.Threshold(0.5): max of {0,1} spikes = OR
+    voting                     nir.Linear with weight scale/G on each class's G outputs
+    residual sum               no node: every summand gets an edge (NIR sums a node's inputs)
+    output                     nir.Output([K]): the per-step output; the prediction is its mean
+
+Neurons. NIR's LIF is ``τ dv/dt = (v_leak − v) + R·I``, firing where ``v > v_th`` and then
+``v ← v_reset``; its IF is ``dv/dt = R·I``. One forward-Euler step of length ``dt`` gives
+``v ← (1 − dt/τ)·v + (dt/τ)·(v_leak + R·I)`` (IF: ``v ← v + dt·R·I``). Matching the discrete
+neurons of :mod:`multispike.neurons` step for step:
+
+=========================  =============================  ==================================
+neuron (discrete)          NIR node                       parameters
+=========================  =============================  ==================================
+PLIF: ``H = (1−1/τ)V + X/τ``  ``nir.LIF``                  ``tau = τ·dt``, ``r = 1``,
+(MT-SNN Eq 8; Eq 6 with                                   ``v_leak = V_reset``
+``V_reset``)
+LIF: ``u = decay·u + x``    ``nir.LIF`` (decay < 1)        ``tau = dt/(1 − decay)``,
+(Ternary Spike Eq 4)                                      ``r = 1/(1 − decay)``, ``v_leak = 0``
+LIF with decay = 1, IF      ``nir.IF``                     ``r = 1/dt``
+=========================  =============================  ==================================
+
+and ``v_threshold = V_th``, ``v_reset = V_reset`` (hard reset), every parameter an array of the
+layer's output shape. ``dt`` is the step the importer simulates with (default 1: one model step
+is one unit of NIR time; snnTorch and SpikingJelly assume ``dt = 1e-4`` s — export with that).
+NIR fires at ``v > V_th``, the model at ``v ≥ V_th``: they differ only for a membrane exactly on
+the threshold.
+
+Not exportable (one-line :class:`~multispike.errors.ConfigError` naming the node):
+
+- MT, ternary and ternary-MT neurons. NIR's spiking nodes emit binary spikes and reset on
+  their own spike. An MT neuron's planes share one membrane reset only by the main spike
+  (MT-SNN Eq 3, 10), and a ternary neuron's +1 and −1 share one reset (Ternary Spike Eq 7):
+  two (or n+1) NIR neurons fed the same current drift apart after the first reset of one of
+  them, and a hard reset of another node's membrane is a multiplicative gate no NIR primitive
+  (affine, scale, threshold, pooling) can express. Deploy them with the addition-only executor.
+- per-step BN (``norm="per-step"``): a scale that changes with the time step; NIR weights are
+  static.
+- max pooling of signed spikes, average pooling whose border windows are not full
+  (``count_include_pad=False`` with padding, or ``ceil_mode`` that adds partial windows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multispike.deploy.fold import fold_amplitudes, is_deployed
+from multispike.deploy.graph import Node, base_neuron, trace
+from multispike.errors import ConfigError
+from multispike.functional import Binary
+from multispike.layers import BatchNormPerStep
+from multispike.neurons import IFNode, LIFNode, Neuron, PLIFNode
+
+
+def _nir() -> Any:
+    try:
+        import nir
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            "NIR export needs the nir and nirtorch packages: pip install 'multispike[nir]'"
+        ) from None
+    return nir
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _full(shape: tuple[int, ...], value: float, dtype: np.dtype) -> np.ndarray:
+    return np.full(shape, value, dtype=dtype)
+
+
+def neuron_node(name: str, neuron: Neuron, shape: tuple[int, ...], dt: float,
+                dtype: np.dtype) -> Any:
+    """The NIR node of one binary neuron layer (see the module docstring for the formulas)."""
+    nir = _nir()
+    rule = neuron.rule
+    if not isinstance(rule, Binary):
+        raise ConfigError(
+            f"NIR export: neuron {name} fires {rule.name!r} spikes; NIR spiking nodes emit "
+            "binary spikes and reset on their own spike only, so there is no exact NIR "
+            "composition of it (see docs/deploy.md); run it with the addition-only executor"
+        )
+    if neuron.amplitude is not None:
+        raise ConfigError(f"NIR export: neuron {name} has an amplitude; fold it first")
+    vth = _full(shape, neuron.v_threshold, dtype)
+    vreset = _full(shape, neuron.v_reset, dtype)
+    if isinstance(neuron, PLIFNode):
+        tau = float(neuron.tau.detach())
+        return nir.LIF(tau=_full(shape, tau * dt, dtype), r=_full(shape, 1.0, dtype),
+                       v_leak=vreset.copy(), v_threshold=vth, v_reset=vreset)
+    if isinstance(neuron, LIFNode) and neuron.decay < 1:
+        if neuron.v_reset != 0:
+            raise ConfigError(
+                f"NIR export: LIF neuron {name} resets to {neuron.v_reset:g}; its leak is "
+                "towards 0, which NIR's LIF expresses only with v_reset = 0"
+            )
+        d = neuron.decay
+        return nir.LIF(tau=_full(shape, dt / (1 - d), dtype), r=_full(shape, 1 / (1 - d), dtype),
+                       v_leak=_full(shape, 0.0, dtype), v_threshold=vth, v_reset=vreset)
+    if isinstance(neuron, (IFNode, LIFNode)):  # IF, or LIF with decay 1 (no leak)
+        return nir.IF(r=_full(shape, 1 / dt, dtype), v_threshold=vth, v_reset=vreset)
+    raise ConfigError(f"NIR export: neuron {name} ({type(neuron).__name__}) has no NIR mapping")
+
+
+def export_nir(
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    dt: float = 1.0,
+) -> Any:
+    """The ``nir.NIRGraph`` of a binary spiking model.
+
+    Args:
+        model: a zoo model; folded first (:func:`~multispike.deploy.fold_amplitudes`, on a
+            copy) unless it already is.
+        input_shape: ``(C, H, W)`` of one input image (default: the model's
+            ``in_channels`` and ``input_size``).
+        dt: NIR time per model step (see the module docstring).
+
+    Node names are module paths (``"features.0.conv"``); composed nodes add a suffix
+    (``".sumpool"``, ``".threshold"``, ``".flatten"``). Raises a one-line
+    :class:`~multispike.errors.ConfigError` naming the first node NIR cannot express.
+    """
+    nir = _nir()
+    if not dt > 0:
+        raise ConfigError(f"NIR export: dt must be > 0, got {dt}")
+    if not is_deployed(model):
+        model = fold_amplitudes(model)
+    model.eval()
+    graph = trace(model)
+    if input_shape is None:
+        input_shape = (model.in_channels, *model.input_size)
+    shapes = graph.shapes(tuple(input_shape))
+    dtype = next(model.parameters()).detach().cpu().numpy().dtype
+    nodes: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    tail: dict[str, str] = {}  # graph node -> the NIR node carrying its output
+
+    def sources(name: str) -> list[str]:
+        node = graph[name]
+        if node.op == "sum":  # NIR sums the inputs of a node: forward the summands
+            return [s for src in node.inputs for s in sources(src)]
+        return [tail[name]]
+
+    def connect(node: Node, head: str) -> None:
+        for src in node.inputs:
+            edges.extend((s, head) for s in sources(src))
+
+    for node in graph:
+        if node.op == "sum":
+            continue
+        head, last = _nodes(node, shapes, dt, dtype, nodes)
+        if head != last:  # a composed node: its parts in a chain
+            edges.append((head, last))
+        if node.op != "input":
+            connect(node, head)
+        tail[node.name] = last
+    out = nir.NIRGraph(nodes=nodes, edges=edges, type_check=True)
+    out.metadata = {
+        "source": "multispike",
+        "model": str(getattr(model, "name", type(model).__name__)),
+        "timesteps": int(model.timesteps),
+        "dt": float(dt),
+        "encoding": "the static image is presented at every one of the timesteps",
+        "readout": "output per step; the prediction is its mean over the timesteps",
+    }
+    return out
+
+
+def _nodes(node: Node, shapes: dict[str, tuple[int, ...]], dt: float, dtype: np.dtype,
+           nodes: dict[str, Any]) -> tuple[str, str]:
+    """Add the NIR node(s) of one graph node; returns (first, last) NIR names."""
+    nir = _nir()
+    name, op, m = node.name, node.op, node.module
+    in_shape = shapes[node.inputs[0]] if node.inputs else shapes[name]
+    out_shape = shapes[name]
+    if op == "input":
+        nodes[name] = nir.Input(input_type=np.array(out_shape))
+    elif op == "output":
+        nodes[name] = nir.Output(output_type=np.array(out_shape))
+    elif op == "conv":
+        conv = getattr(m, "conv", m)
+        if isinstance(conv.padding, str):
+            raise ConfigError(f"NIR export: {name} uses padding {conv.padding!r}")
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        nodes[name] = nir.Conv2d(
+            input_shape=tuple(in_shape[1:]), weight=_np(conv.weight), stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=_np(bias.to(conv.weight.dtype)),
+        )
+    elif op == "linear":
+        lin = getattr(m, "linear", m)
+        bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
+        nodes[name] = nir.Affine(weight=_np(lin.weight), bias=_np(bias.to(lin.weight.dtype)))
+    elif op == "norm":
+        kind = "per-step BN" if isinstance(m, BatchNormPerStep) else "BN that is not folded"
+        raise ConfigError(
+            f"NIR export: {name} is a {kind}; its scale changes with the time step and NIR "
+            "weights are static: train with norm='fold' or 'tdbn' to export"
+        )
+    elif op == "neuron":
+        nodes[name] = neuron_node(name, base_neuron(m), out_shape, dt, dtype)
+    elif op == "maxpool":
+        pool = getattr(m, "pool", m)
+        k, s, p = (_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+        if p != (0, 0) or _pair(pool.dilation) != (1, 1) or pool.ceil_mode:
+            raise ConfigError(f"NIR export: max pooling {name} with padding/dilation/ceil_mode")
+        first, last = f"{name}.sumpool", f"{name}.threshold"
+        nodes[first] = nir.SumPool2d(kernel_size=np.array(k), stride=np.array(s),
+                                     padding=np.array(p))
+        nodes[last] = nir.Threshold(threshold=_full(out_shape, 0.5, dtype))
+        nodes[first].input_type = {"input": np.array(in_shape)}
+        nodes[first].output_type = {"output": np.array(out_shape)}
+        return first, last
+    elif op == "avgpool":
+        _check_avgpool(name, m, in_shape)
+        k, s, p = (_pair(v) for v in (m.kernel_size, m.stride, m.padding))
+        nodes[name] = nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s),
+                                    padding=np.array(p))
+        nodes[name].input_type = {"input": np.array(in_shape)}
+        nodes[name].output_type = {"output": np.array(out_shape)}
+    elif op == "gap":
+        c, h, w = in_shape
+        last = f"{name}.flatten"
+        nodes[name] = nir.AvgPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
+                                    padding=np.array([0, 0]))
+        nodes[name].input_type = {"input": np.array(in_shape)}
+        nodes[name].output_type = {"output": np.array([c, 1, 1])}
+        nodes[last] = nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0,
+                                  end_dim=-1)
+        return name, last
+    elif op == "flatten":
+        nodes[name] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
+                                  end_dim=-1)
+    elif op == "vote":
+        vote = getattr(m, "vote", m)
+        scale = float(getattr(vote, "scale", 1.0))
+        k, g = vote.num_classes, vote.group
+        weight = np.zeros((k, k * g), dtype=dtype)
+        for c in range(k):
+            weight[c, c * g:(c + 1) * g] = scale / g
+        nodes[name] = nir.Linear(weight=weight)
+    elif op == "merge":  # pragma: no cover - MT neurons are refused first
+        raise ConfigError(f"NIR export: {name} merges MT planes; MT is not exportable")
+    else:  # pragma: no cover
+        raise ConfigError(f"NIR export: {name} ({op}) has no NIR mapping")
+    return name, name
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))
+
+
+def _check_avgpool(name: str, pool: nn.AvgPool2d, in_shape: tuple[int, ...]) -> None:
+    k, s, p = (_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+    if pool.divisor_override is not None:
+        raise ConfigError(f"NIR export: average pooling {name} overrides its divisor")
+    if p != (0, 0) and not pool.count_include_pad:
+        raise ConfigError(
+            f"NIR export: average pooling {name} excludes padding from its divisor; NIR's "
+            "AvgPool2d divides by the full window"
+        )
+    if pool.ceil_mode:
+        for size, kk, ss, pp in zip(in_shape[1:], k, s, p, strict=True):
+            if (size + 2 * pp - kk) % ss:
+                raise ConfigError(
+                    f"NIR export: average pooling {name} (ceil_mode) has partial windows at "
+                    f"input size {tuple(in_shape[1:])}; use sizes its stride divides"
+                )
+
+
+# -- reading back ------------------------------------------------------------------------------
+class _LIF(nn.Module):
+    """NIR LIF, one forward-Euler step of ``dt``: returns ``(spikes, membrane)``."""
+
+    def __init__(self, node: Any, dt: float) -> None:
+        super().__init__()
+        for key in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            self.register_buffer(key, torch.as_tensor(np.asarray(getattr(node, key))))
+        self.dt = dt
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        v = torch.zeros_like(x) if state is None else state
+        v = v + (self.dt / self.tau) * (self.v_leak - v + self.r * x)
+        z = v > self.v_threshold
+        return z.to(x.dtype), torch.where(z, self.v_reset.to(x.dtype), v)
+
+
+class _IF(nn.Module):
+    """NIR IF, one Euler step: ``v ← v + dt·R·I``, spike where ``v > v_th``, reset."""
+
+    def __init__(self, node: Any, dt: float) -> None:
+        super().__init__()
+        for key in ("r", "v_threshold", "v_reset"):
+            self.register_buffer(key, torch.as_tensor(np.asarray(getattr(node, key))))
+        self.dt = dt
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        v = torch.zeros_like(x) if state is None else state
+        v = v + self.dt * self.r * x
+        z = v > self.v_threshold
+        return z.to(x.dtype), torch.where(z, self.v_reset.to(x.dtype), v)
+
+
+class _Threshold(nn.Module):
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(np.asarray(node.threshold)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+class _Pool(nn.Module):
+    """NIR AvgPool2d (divide by the full window) or SumPool2d (no division)."""
+
+    def __init__(self, node: Any, total: bool) -> None:
+        super().__init__()
+        self.k, self.s, self.p = (tuple(int(v) for v in np.atleast_1d(a)) for a in
+                                  (node.kernel_size, node.stride, node.padding))
+        self.total = total
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.k, self.s, self.p, count_include_pad=True,
+                            divisor_override=1 if self.total else None)
+
+
+class _Flatten(nn.Module):
+    """NIR Flatten: ``start_dim`` counts from the first non-batch axis."""
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.start = int(node.start_dim)
+        self.end = int(node.end_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        end = self.end + 1 if self.end >= 0 else self.end
+        return x.flatten(self.start + 1, end)
+
+
+def _affine(node: Any) -> nn.Module:
+    w = torch.as_tensor(np.asarray(node.weight))
+    bias = getattr(node, "bias", None)
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    lin.weight.data = w.clone()
+    if bias is not None:
+        lin.bias.data = torch.as_tensor(np.asarray(bias)).clone()
+    return lin
+
+
+def _conv(node: Any) -> nn.Module:
+    w = torch.as_tensor(np.asarray(node.weight))
+    conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
+                     stride=tuple(int(v) for v in np.atleast_1d(node.stride)),
+                     padding=tuple(int(v) for v in np.atleast_1d(node.padding)),
+                     dilation=tuple(int(v) for v in np.atleast_1d(node.dilation)),
+                     groups=int(node.groups))
+    conv.weight.data = w.clone()
+    conv.bias.data = torch.as_tensor(np.asarray(node.bias)).clone()
+    return conv
+
+
+def node_map(dt: float = 1.0) -> dict[Any, Any]:
+    """``nirtorch`` node map that runs NIR primitives with NIR's semantics (Euler step ``dt``)."""
+    nir = _nir()
+    return {
+        nir.Input: lambda n: nn.Identity(),
+        nir.Output: lambda n: nn.Identity(),
+        nir.Affine: _affine,
+        nir.Linear: _affine,
+        nir.Conv2d: _conv,
+        nir.AvgPool2d: lambda n: _Pool(n, total=False),
+        nir.SumPool2d: lambda n: _Pool(n, total=True),
+        nir.Flatten: _Flatten,
+        nir.Threshold: _Threshold,
+        nir.LIF: lambda n: _LIF(n, dt),
+        nir.IF: lambda n: _IF(n, dt),
+    }
+
+
+def nir_to_torch(graph: Any, *, dt: float = 1.0, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A NIR graph (or a ``.nir`` path) as a ``nirtorch`` module: ``out, state = m(x, state)``
+    runs one step of length ``dt``."""
+    import nirtorch
+
+    nir = _nir()
+    if not isinstance(graph, nir.NIRGraph):
+        graph = nir.read(graph)
+    return nirtorch.nir_to_torch(graph, node_map(dt), dtype=dtype)
+
+
+@torch.no_grad()
+def run_nir(graph: Any, x: Tensor, timesteps: int, *, dt: float = 1.0) -> Tensor:
+    """Run a NIR graph for ``timesteps`` steps: static ``[B, C, H, W]`` input repeated each step
+    (or frames ``[T, B, C, H, W]``); returns ``[T, B, K]`` like the model."""
+    module = nir_to_torch(graph, dt=dt, dtype=x.dtype)
+    state = None
+    outs = []
+    for t in range(timesteps):
+        out, state = module(x if x.dim() == 4 else x[t], state)
+        outs.append(out)
+    return torch.stack(outs)

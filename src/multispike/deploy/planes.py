@@ -1,0 +1,253 @@
+"""MT spike planes (MT-SNN Eq 10-12): binary planes out, one convolution per plane in.
+
+An MT neuron with thresholds ``V_th`` and ``V_th + Δi`` (i = 1…n) emits
+``S_sum = S + Σ S_Δi`` (Eq 11), an integer in {0, …, n+1}. Multiplying integers by weights
+is not addition-only, but the next layer is linear, so (Eq 12)::
+
+    Conv(S_sum) = Conv(S) + Σ_i Conv(S_Δi)
+
+:func:`split_planes` rewrites a model so that each MT neuron emits its ``P = n+1`` binary
+planes ``S, S_Δ1, …`` (each ``Θ(H − θ)``, MT-SNN Eq 10) and each consumer sums one
+convolution per plane. Ternary-MT neurons emit ``2P`` planes (``Θ(H − θ_k)`` and
+``Θ(−H − θ_k)``) with signs ``+1``/``−1``: ``b = Σ_k sign_k · plane_k``.
+
+Layout: planes are stacked on the channel axis, ``[T, B, C, ...] → [T, B, P·C, ...]`` (plane
+``k`` holds channels ``k·C … (k+1)·C − 1``), so time folding, average pooling, flattening and
+global pooling act on each plane unchanged. The wrappers:
+
+==================== =====================================================================
+:class:`PlaneNeuron` the MT neuron, emitting its planes
+:class:`PlaneConv`   ``Σ_k sign_k · Conv(S_k) + bias`` (Eq 12), bias once
+:class:`PlaneLinear` the same for a fully-connected layer
+:class:`PlaneMaxPool` max pooling of signed (ternary-MT) planes: pool the value, re-split
+                     (for unsigned MT planes per-plane max pooling is already exact, because
+                     the planes are nested: ``max_w Θ(H − θ) = Θ(max_w H − θ)``)
+:class:`PlaneMerge`  ``Σ_k sign_k · S_k``: an identity shortcut adds each plane spike as ±1
+:class:`PlaneVote`   the voting layer after MT output neurons
+==================== =====================================================================
+
+Run :func:`~multispike.deploy.fold_amplitudes` first: the planes must be binary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multispike.deploy.fold import _prepare, _record
+from multispike.deploy.graph import set_module, trace
+from multispike.errors import ConfigError
+from multispike.functional import FiringRule, MultiThreshold, TernaryMultiThreshold, multistep
+from multispike.layers import SpikeBlock, VotingLayer
+from multispike.neurons import Neuron
+
+
+def _signed_sum(chunks: Sequence[Tensor], signs: Sequence[int]) -> Tensor:
+    """``Σ_k sign_k · chunk_k`` with additions and subtractions only."""
+    total: Tensor | None = None
+    for s, c in zip(signs, chunks, strict=True):
+        if total is None:
+            total = c if s > 0 else -c
+        else:
+            total = total + c if s > 0 else total - c
+    assert total is not None
+    return total
+
+
+class PlaneNeuron(nn.Module):
+    """An MT / ternary-MT neuron that emits its binary planes (``rule.planes``).
+
+    ``[T, B, C, ...] → [T, B, P·C, ...]``; the planes come from ``rule.planes(H, V_th)`` on
+    the same membrane ``H`` the neuron fires from, and ``Σ sign_k · plane_k`` equals the
+    neuron's output. The wrapped neuron is ``.neuron``.
+    """
+
+    def __init__(self, neuron: Neuron) -> None:
+        super().__init__()
+        self.neuron = neuron
+
+    @property
+    def signs(self) -> tuple[int, ...]:
+        return self.neuron.rule.plane_signs
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        n = self.neuron
+        planes: list[Tensor] = []
+
+        def observe(_t: int, h: Tensor, _out: Tensor) -> None:
+            planes.append(n.rule.planes(h, n.v_threshold))  # [P, B, C, ...]
+
+        multistep(x_seq, n.charge, n.params(x_seq.dtype), observe=observe)
+        p = torch.stack(planes, 1)  # [P, T, B, C, ...]
+        return p.movedim(0, 2).flatten(2, 3)  # -> [T, B, P, C, ...] -> [T, B, P*C, ...]
+
+
+class PlaneConv(nn.Module):
+    """MT-SNN Eq 12: ``Σ_k sign_k · Conv(S_k) + bias`` over channel-stacked planes.
+
+    ``[N, P·C, H, W] → [N, C', H', W']``; the convolution is ``.conv``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, signs: Sequence[int]) -> None:
+        super().__init__()
+        self.conv = conv
+        self.signs = tuple(int(s) for s in signs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.conv
+        parts = [c._conv_forward(xk, c.weight, None) for xk in x.chunk(len(self.signs), 1)]
+        y = _signed_sum(parts, self.signs)
+        return y if c.bias is None else y + c.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"signs={self.signs}"
+
+
+class PlaneLinear(nn.Module):
+    """``Σ_k sign_k · W S_k + bias`` over planes stacked on the last axis; ``.linear``."""
+
+    def __init__(self, linear: nn.Linear, signs: Sequence[int]) -> None:
+        super().__init__()
+        self.linear = linear
+        self.signs = tuple(int(s) for s in signs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.linear.weight
+        parts = [F.linear(xk, w) for xk in x.chunk(len(self.signs), -1)]
+        y = _signed_sum(parts, self.signs)
+        return y if self.linear.bias is None else y + self.linear.bias
+
+    def extra_repr(self) -> str:
+        return f"signs={self.signs}"
+
+
+def plane_ranks(rule: FiringRule, v_threshold: float) -> tuple[int, ...]:
+    """For each plane, the rank of its threshold among the rule's thresholds (0 = lowest).
+
+    A neuron with spike value ``b > 0`` fires exactly the planes of the ``b`` lowest
+    thresholds (its value counts the thresholds its membrane reached).
+    """
+    th = rule.thresholds(v_threshold)
+    order = sorted(th)
+    ranks = tuple(order.index(t) for t in th)
+    return ranks * 2 if rule.signed else ranks
+
+
+class PlaneMaxPool(nn.Module):
+    """Max pooling of signed planes: value ``Σ sign·plane``, pool, split again into planes.
+
+    Comparisons only. Needed for ternary-MT, whose ``+`` and ``−`` planes cannot be pooled
+    apart (``max(b)`` of a window holding +2 and −2 is +2, not 0). ``.pool`` is the pooling.
+    """
+
+    def __init__(self, pool: nn.Module, signs: Sequence[int], ranks: Sequence[int]) -> None:
+        super().__init__()
+        self.pool = pool
+        self.signs = tuple(int(s) for s in signs)
+        self.ranks = tuple(int(r) for r in ranks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value = self.pool(_signed_sum(x.chunk(len(self.signs), 1), self.signs))
+        planes = [
+            (value >= r + 1) if s > 0 else (value <= -(r + 1))
+            for s, r in zip(self.signs, self.ranks, strict=True)
+        ]
+        return torch.cat(planes, 1).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"signs={self.signs}, ranks={self.ranks}"
+
+
+class PlaneMerge(nn.Module):
+    """``Σ_k sign_k · S_k`` along ``dim``: an identity shortcut adds each plane spike as ±1."""
+
+    def __init__(self, signs: Sequence[int], dim: int = 1) -> None:
+        super().__init__()
+        self.signs = tuple(int(s) for s in signs)
+        self.dim = int(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _signed_sum(x.chunk(len(self.signs), self.dim), self.signs)
+
+    def extra_repr(self) -> str:
+        return f"signs={self.signs}, dim={self.dim}"
+
+
+class PlaneVote(nn.Module):
+    """Voting over MT output neurons: merge the planes (last axis), then ``.vote``."""
+
+    def __init__(self, vote: VotingLayer, signs: Sequence[int]) -> None:
+        super().__init__()
+        self.vote = vote
+        self.merge = PlaneMerge(signs, dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.vote(self.merge(x))
+
+
+def is_multi_plane(rule: FiringRule) -> bool:
+    return isinstance(rule, (MultiThreshold, TernaryMultiThreshold))
+
+
+def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Every MT / ternary-MT neuron emits its binary planes and every layer that reads it
+    computes one convolution (or matrix product) per plane (:class:`PlaneConv`).
+
+    Returns the model (a copy unless ``inplace``) in eval mode with equal outputs. Binary and
+    ternary neurons are left alone (their spikes are already single planes). Raises
+    :class:`~multispike.errors.ConfigError` if an MT neuron still has an amplitude (run
+    :func:`~multispike.deploy.fold_amplitudes` first) or feeds a layer the planes cannot
+    reach.
+    """
+    model = _prepare(model, inplace)
+    graph = trace(model)
+    split = False
+    for node in graph.of_op("neuron"):
+        neuron = node.module
+        if isinstance(neuron, PlaneNeuron) or not is_multi_plane(neuron.rule):
+            continue
+        if neuron.amplitude is not None:
+            a = float(neuron.amplitude.detach())
+            raise ConfigError(
+                f"neuron {node.name} still has an amplitude ({a:g}); its planes would not be "
+                "binary: call fold_amplitudes(model) before split_planes"
+            )
+        rule = neuron.rule
+        signs = rule.plane_signs
+        for target, via in graph.spike_targets(node.name):
+            for v in via:
+                if v.op == "maxpool" and rule.signed and not isinstance(v.module, PlaneMaxPool):
+                    ranks = plane_ranks(rule, neuron.v_threshold)
+                    set_module(model, v.name, PlaneMaxPool(v.module, signs, ranks))
+            if target.op == "conv":
+                set_module(model, target.name, PlaneConv(target.module, signs))
+            elif target.op == "linear":
+                set_module(model, target.name, PlaneLinear(target.module, signs))
+            elif target.op == "vote":
+                set_module(model, target.name, PlaneVote(target.module, signs))
+            elif target.op == "neuron" and _identity_block(model, target.name) is not None:
+                block = _identity_block(model, target.name)
+                block.shortcut = PlaneMerge(signs, dim=1)  # [T*B, P*C, H, W] -> [T*B, C, H, W]
+                block.shortcut_bn = nn.Identity()
+            else:
+                raise ConfigError(
+                    f"MT neuron {node.name} feeds {target.name} ({target.op}), which cannot "
+                    "take spike planes"
+                )
+        set_module(model, node.name, PlaneNeuron(neuron))
+        split = True
+    rec = _record(model)
+    rec["split_planes"] = bool(rec.get("split_planes")) or split
+    return model
+
+
+def _identity_block(model: nn.Module, receiver: str) -> SpikeBlock | None:
+    """The spike-level block whose identity shortcut feeds neuron ``receiver``, if any."""
+    parent, _, attr = receiver.rpartition(".")
+    block = model.get_submodule(parent) if parent else None
+    if isinstance(block, SpikeBlock) and attr == "sn2" and block.shortcut is None:
+        return block
+    return None
