@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_analysis(sub)
 
+    from multispike.deploy.commands import register as register_deploy
+
+    register_deploy(sub)
+
     p = sub.add_parser("neurons", help="show binary, MT and ternary neurons on a fixed input")
     p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")

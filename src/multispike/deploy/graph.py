@@ -285,6 +285,8 @@ def _trace_vgg(model: VGG) -> DeployGraph:
     y = _sequence(g, "features", model.features, y)
     y = g.add("flatten", "flatten", (y,))
     y = g.chain("fc1", y)  # dropout: identity in eval mode
+    if not isinstance(model.fc1_norm, nn.Identity):  # fc_norm=True (digits_net)
+        y = g.chain("fc1_norm", y)
     y = g.chain("fc1_act", y)
     _head(g, model, y)
     return g
