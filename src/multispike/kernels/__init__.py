@@ -15,6 +15,9 @@ Each forward saves one value per neuron and step for the backward: the membrane 
 input's dtype, or a single byte (window count, main spike, spike value) when the backward needs
 no membrane value (rectangular or clamp surrogate with ``detach_reset`` and no learnable τ).
 
+Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
+their spike inputs as int8 (:mod:`multispike.kernels.compact`).
+
 Entry points::
 
     >>> out = fused_multistep(x_seq, neuron)              # like neuron(x_seq) with backend="fused"
@@ -34,6 +37,7 @@ from torch import Tensor
 from multispike.errors import ConfigError
 from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
+from multispike.kernels.compact import compact_spikes
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
 from multispike.kernels.spec import KernelSpec, spec_of
 
@@ -44,6 +48,7 @@ __all__ = [
     "FusedMultistep",
     "IMPLS",
     "KernelSpec",
+    "compact_spikes",
     "Plan",
     "dispatch",
     "fused_multistep",

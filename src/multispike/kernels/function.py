@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from multispike.kernels import cpu, eager
+from multispike.kernels.compact import tag
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
 
 IMPLS = ("cpu", "triton", "eager")
@@ -61,11 +62,8 @@ def _static_args(spec: KernelSpec, dtype: torch.dtype) -> cpu.Args:
 
 
 def _cpu_args(spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> cpu.Args:
-    a = cpu.Args()
-    ctypes_copy = _static_args(spec, x.dtype)
     # a fresh struct per call (the cached one stays read-only)
-    for name, _ in cpu.Args._fields_:
-        setattr(a, name, getattr(ctypes_copy, name))
+    a = cpu.Args.from_buffer_copy(_static_args(spec, x.dtype))
     a.T, a.N = x.shape[0], x.shape[1]
     if tau is not None:
         a.tau = tau.item()
@@ -122,6 +120,7 @@ class FusedMultistep(torch.autograd.Function):
         if plan.impl != "cpu":  # the CPU kernel took tau and amp as numbers already
             to_save += [t for t in (tau, amp) if t is not None]
         ctx.save_for_backward(*to_save)
+        tag(out, amp)  # spikes: compact_spikes() may store them as int8 where they are saved
         return out.view(shape)
 
     @staticmethod
