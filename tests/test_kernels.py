@@ -239,6 +239,24 @@ def test_custom_charge_falls_back():
         fused_multistep(x, node)
 
 
+def test_fake_tensors_take_the_reference_path():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    node = LIFNode(firing="ternary", backend="fused", check_input=False)
+    with FakeTensorMode():
+        out = node(torch.empty(3, 2, 8))  # no storage: a kernel call would fail
+    assert out.shape == (3, 2, 8)
+
+
+def test_empty_batch():
+    node = PLIFNode(firing="mt", backend="fused")
+    x = torch.zeros(3, 0, 5, requires_grad=True)
+    out = node(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_non_contiguous_input_and_shapes():
     node = LIFNode(firing="mt", learn_amplitude=True)
     base = _x(2, 5, 4, 3, dtype=torch.float32, scale=1.0)

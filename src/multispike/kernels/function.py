@@ -108,7 +108,7 @@ class FusedMultistep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq: Tensor, tau: Tensor | None, amp: Tensor | None, plan: Plan):
         shape = x_seq.shape
-        x = x_seq.reshape(shape[0], -1).contiguous()
+        x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
         need_tau = tau is not None and ctx.needs_input_grad[1]
         need_amp = amp is not None and ctx.needs_input_grad[2]
         mode = save_mode_for(plan, need_tau)
@@ -128,7 +128,7 @@ class FusedMultistep(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         plan: Plan = ctx.plan
         shape = ctx.shape
-        grad = grad_out.reshape(shape[0], -1).contiguous()
+        grad = grad_out.reshape(shape[0], math.prod(shape[1:])).contiguous()
         saved, *rest = ctx.saved_tensors
         g_tau = g_amp = None
         if plan.impl == "cpu":
@@ -159,12 +159,14 @@ def fused(
     x_seq: Tensor, plan: Plan, tau: Tensor | None, amp: Tensor | None
 ) -> Tensor:
     """Run a plan: through autograd when a gradient is wanted, else forward only."""
+    if x_seq.numel() == 0 and plan.impl != "eager":
+        plan = Plan(plan.spec, "eager")  # nothing to launch a kernel for
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x_seq, tau, amp)
     )
     if wants_grad:
         return FusedMultistep.apply(x_seq, tau, amp, plan)
     shape = x_seq.shape
-    x = x_seq.reshape(shape[0], -1).contiguous()
+    x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
     out, _, _ = run_forward(plan, x, tau, amp, SAVE_NONE)
     return out.view(shape)
