@@ -52,6 +52,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+        # other processes compete for the cores: the 1-minute load average when this was taken
+        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     from multispike.kernels import cpu as cpu_kernel
 

@@ -4,6 +4,8 @@ Competitors (each once per round, median over rounds):
 
 - ``loop``: multispike's reference loop (``backend="torch"``, what ``multistep`` runs);
 - ``fused``: multispike's fused kernel (``backend="fused"``: C++ on CPU, Triton on CUDA);
+- ``inductor``: the reference loop compiled by ``torch.compile`` (inductor's generated C++ or
+  Triton; compile time excluded), the other way to fuse it;
 - ``sj``: SpikingJelly's multi-step ``LIFNode(step_mode="m")`` (its own CPU/CUDA dispatch);
 - ``snntorch``: snnTorch's ``Leaky`` looped over T;
 - ``bound``: PyTorch copying tensors of the sizes the fused forward and backward must read and
@@ -43,6 +45,13 @@ def _competitors(shape, device):
         "fused_rect": LIFNode(decay=0.5, v_threshold=1.0, backend="fused", check_input=False),
     }
     notes = {}
+    try:
+        comps["inductor"] = torch.compile(
+            LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
+                    check_input=False)
+        )
+    except Exception as e:  # noqa: BLE001 - no compiler
+        notes["inductor"] = f"torch.compile unavailable: {type(e).__name__}: {e}"
     try:
         from spikingjelly.activation_based import neuron as sj_neuron
 
@@ -150,6 +159,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             row[f"{k}_saved_B"] = common.saved_bytes(lambda k=k, x=x: comps[k](x)) / numel
         f = row["fused_ms"]
         row["x_loop"] = row["loop_ms"] / f
+        row["x_inductor"] = row["inductor_ms"] / f if "inductor_ms" in row else None
         row["x_sj"] = row["sj_ms"] / f if "sj_ms" in row else None
         row["x_snntorch"] = row["snntorch_ms"] / f if "snntorch_ms" in row else None
         row["bound_frac"] = row["bound_ms"] / f
@@ -199,9 +209,11 @@ def _rules(B, C, H, W, T, rounds, dev):
 
 def report(res: dict) -> str:
     cols = [("T", "T", "{}"), ("loop_ms", "loop ms", "{:.1f}"), ("fused_ms", "fused ms", "{:.1f}"),
-            ("fused_rect_ms", "fused(rect) ms", "{:.1f}"), ("sj_ms", "SJ ms", "{:.1f}"),
+            ("fused_rect_ms", "fused(rect) ms", "{:.1f}"), ("inductor_ms", "inductor ms", "{:.1f}"),
+            ("sj_ms", "SJ ms", "{:.1f}"),
             ("snntorch_ms", "snnTorch ms", "{:.1f}"), ("bound_ms", "bound ms", "{:.1f}"),
-            ("x_loop", "vs loop", "{:.1f}x"), ("x_sj", "vs SJ", "{:.1f}x"),
+            ("x_loop", "vs loop", "{:.1f}x"), ("x_inductor", "vs inductor", "{:.1f}x"),
+            ("x_sj", "vs SJ", "{:.1f}x"),
             ("x_snntorch", "vs snnTorch", "{:.1f}x"), ("bound_frac", "bound/fused", "{:.2f}"),
             ("bound_copy_frac", "copy_/fused", "{:.2f}")]
     shape = res["rows"][0]["shape"][1:] if res["rows"] else []
@@ -209,7 +221,8 @@ def report(res: dict) -> str:
            f"({res['device']}), median ms per iteration", common.fmt_table(res["rows"], cols)]
     mem = [("T", "T", "{}"), ("loop_saved_B", "loop", "{:.1f}"),
            ("fused_saved_B", "fused", "{:.1f}"),
-           ("fused_rect_saved_B", "fused(rect)", "{:.1f}"), ("sj_saved_B", "SJ", "{:.1f}"),
+           ("fused_rect_saved_B", "fused(rect)", "{:.1f}"),
+           ("inductor_saved_B", "inductor", "{:.1f}"), ("sj_saved_B", "SJ", "{:.1f}"),
            ("snntorch_saved_B", "snnTorch", "{:.1f}")]
     out += ["", "Bytes saved for the backward per neuron and time step",
             common.fmt_table(res["rows"], mem)]

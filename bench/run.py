@@ -48,10 +48,12 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         res = mod.run(quick=args.quick, device=args.device)
         res["wall_s"] = time.perf_counter() - t0
+        res["loadavg_1min_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         results["suites"][name] = res
         if not args.json:
             print(mod.report(res))
-            print(f"[{name}: {res['wall_s']:.0f} s]\n", flush=True)
+            print(f"[{name}: {res['wall_s']:.0f} s, load average after "
+                  f"{res['loadavg_1min_after']}]\n", flush=True)
     if args.json:
         print(common.dump(results))
     else:
@@ -59,7 +61,7 @@ def main(argv=None) -> None:
         print(f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
               f"torch {m['torch']}, THP_MEM_ALLOC_ENABLE={m['THP_MEM_ALLOC_ENABLE'] or 'unset'}, "
               f"CPU kernel {m['cpu_kernel']}, spikingjelly {m['spikingjelly']}, "
-              f"snntorch {m['snntorch']}")
+              f"snntorch {m['snntorch']}, load average at start {m['loadavg_1min']}")
 
 
 if __name__ == "__main__":

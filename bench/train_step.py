@@ -3,8 +3,9 @@
 For each model, side by side (median ms per step: zero_grad, forward, cross-entropy on the
 time-averaged output, backward, SGD step):
 
-- ``snn``: the SNN at T with fused neurons (``backend="fused"``) and ``snn_loop`` with the
-  reference loop (``backend="torch"``), batch B;
+- ``snn``: the SNN at T with fused neurons (``backend="fused"``), ``snn_compact`` the same
+  inside ``multispike.kernels.compact_spikes()`` (saved spikes kept as int8), and
+  ``snn_loop`` with the reference loop (``backend="torch"``), batch B;
 - ``ann``: the ANN twin (``firing="ann"``: same architecture, ReLU) at batch B, and
   ``ann_bt`` at batch B × T.
 
@@ -60,17 +61,23 @@ def neuron_summary(model) -> str:
     return ", ".join(kinds)
 
 
-def make_step(model, x, y, lr=0.01):
+def make_step(model, x, y, lr=0.01, compact=False):
+    import contextlib
+
     import torch
     import torch.nn.functional as F
+
+    from multispike.kernels import compact_spikes
 
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        logits = out.mean(0) if out.dim() == 3 else out
-        F.cross_entropy(logits, y).backward()
+        with compact_spikes() if compact else contextlib.nullcontext():
+            out = model(x)
+            logits = out.mean(0) if out.dim() == 3 else out
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
         opt.step()
 
     return step
@@ -94,6 +101,7 @@ def run(quick: bool = False, device: str = "cpu", models=MODELS) -> dict:
     rounds = 2 if quick else 5
     rows = []
     for name in models:
+        print(f"[train_step: {name}, B={B}, T={T} ...]", file=sys.stderr, flush=True)
         torch.manual_seed(0)
         snn = create(name, num_classes=10, timesteps=T).to(dev)
         snn_loop = create(name, num_classes=10, timesteps=T).to(dev)
@@ -107,6 +115,7 @@ def run(quick: bool = False, device: str = "cpu", models=MODELS) -> dict:
         yb = torch.randint(0, 10, (B * T,), device=dev)
         steps = {
             "snn": make_step(snn, x, y),
+            "snn_compact": make_step(snn, x, y, compact=True),
             "snn_loop": make_step(snn_loop, x, y),
             "ann": make_step(ann, x, y),
             "ann_bt": make_step(ann, xb, yb),
@@ -117,11 +126,13 @@ def run(quick: bool = False, device: str = "cpu", models=MODELS) -> dict:
         for k, r in res.items():
             row[f"{k}_ms"] = r["ms"]
         row["snn_vs_Tann"] = row["snn_ms"] / (T * row["ann_ms"])
+        row["compact_vs_Tann"] = row["snn_compact_ms"] / (T * row["ann_ms"])
         row["loop_vs_Tann"] = row["snn_loop_ms"] / (T * row["ann_ms"])
         row["snn_vs_ann_bt"] = row["snn_ms"] / row["ann_bt_ms"]
-        for k in ("snn", "snn_loop", "ann_bt"):
+        for k in ("snn", "snn_compact", "snn_loop", "ann_bt"):
             row[f"{k}_peak_MB"] = peak_bytes(steps[k]) / 2**20
         row["mem_snn_vs_ann_bt"] = row["snn_peak_MB"] / row["ann_bt_peak_MB"]
+        row["mem_compact_vs_ann_bt"] = row["snn_compact_peak_MB"] / row["ann_bt_peak_MB"]
         row["mem_loop_vs_ann_bt"] = row["snn_loop_peak_MB"] / row["ann_bt_peak_MB"]
         rows.append(row)
     return {"name": "train_step", "quick": quick, "device": device, "rows": rows}
@@ -131,14 +142,19 @@ def report(res: dict) -> str:
     if res.get("skipped"):
         return f"train_step: skipped: {res['skipped']}"
     cols = [("model", "model", "{}"), ("B", "B", "{}"), ("T", "T", "{}"),
-            ("snn_ms", "SNN fused ms", "{:.0f}"), ("snn_loop_ms", "SNN loop ms", "{:.0f}"),
+            ("snn_ms", "SNN fused ms", "{:.0f}"), ("snn_compact_ms", "+compact ms", "{:.0f}"),
+            ("snn_loop_ms", "SNN loop ms", "{:.0f}"),
             ("ann_ms", "ANN(B) ms", "{:.0f}"), ("ann_bt_ms", "ANN(BxT) ms", "{:.0f}"),
-            ("snn_vs_Tann", "fused/(T*ANN)", "{:.2f}"), ("loop_vs_Tann", "loop/(T*ANN)", "{:.2f}"),
+            ("snn_vs_Tann", "fused/(T*ANN)", "{:.2f}"),
+            ("compact_vs_Tann", "compact/(T*ANN)", "{:.2f}"),
+            ("loop_vs_Tann", "loop/(T*ANN)", "{:.2f}"),
             ("snn_vs_ann_bt", "fused/ANN(BxT)", "{:.2f}")]
     mem = [("model", "model", "{}"), ("snn_peak_MB", "SNN fused MB", "{:.0f}"),
+           ("snn_compact_peak_MB", "+compact MB", "{:.0f}"),
            ("snn_loop_peak_MB", "SNN loop MB", "{:.0f}"),
            ("ann_bt_peak_MB", "ANN(BxT) MB", "{:.0f}"),
            ("mem_snn_vs_ann_bt", "fused/ANN", "{:.2f}"),
+           ("mem_compact_vs_ann_bt", "compact/ANN", "{:.2f}"),
            ("mem_loop_vs_ann_bt", "loop/ANN", "{:.2f}")]
     out = [f"Training step ({res['device']}), median ms per step",
            common.fmt_table(res["rows"], cols),

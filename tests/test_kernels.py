@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -16,7 +17,7 @@ import torch
 from multispike import kernels
 from multispike.errors import ConfigError
 from multispike.functional import plif_tau
-from multispike.kernels import _scalars, cpu, fused_multistep, spec_of
+from multispike.kernels import _scalars, compact_spikes, cpu, fused_multistep, spec_of
 from multispike.kernels.function import Plan, fused
 from multispike.monitor import record_activity
 from multispike.neurons import IFNode, LIFNode, PLIFNode
@@ -238,6 +239,24 @@ def test_custom_charge_falls_back():
         fused_multistep(x, node)
 
 
+def test_fake_tensors_take_the_reference_path():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    node = LIFNode(firing="ternary", backend="fused", check_input=False)
+    with FakeTensorMode():
+        out = node(torch.empty(3, 2, 8))  # no storage: a kernel call would fail
+    assert out.shape == (3, 2, 8)
+
+
+def test_empty_batch():
+    node = PLIFNode(firing="mt", backend="fused")
+    x = torch.zeros(3, 0, 5, requires_grad=True)
+    out = node(x)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_non_contiguous_input_and_shapes():
     node = LIFNode(firing="mt", learn_amplitude=True)
     base = _x(2, 5, 4, 3, dtype=torch.float32, scale=1.0)
@@ -276,6 +295,50 @@ def test_fused_saves_fewer_bytes(cls, options, per_element):
     fused = _saved_bytes(lambda: cls(backend="fused", check_input=False, **options)(x))
     assert fused < ref
     assert fused <= per_element * x.numel() + 64  # one value per neuron-step (+ 0-dim scalars)
+
+
+@pytest.mark.parametrize("amplitude", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compact_spikes_exact_and_smaller(amplitude, dtype):
+    """Spikes saved by the next layer as int8: identical gradients, a quarter of the bytes."""
+    torch.manual_seed(0)
+    node = LIFNode(firing="ternary-mt", learn_amplitude=amplitude, check_input=False).to(dtype)
+    if amplitude:
+        with torch.no_grad():
+            node.amplitude.fill_(0.37)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1).to(dtype)
+    x = _x(3, 2, 6, 8, 8, dtype=dtype, scale=1.5).requires_grad_(True)
+
+    def loss():
+        s = node(x)  # [T, B, C, H, W] spikes
+        return conv(s.flatten(0, 1)).square().sum()
+
+    results = []
+    for compact in (False, True):
+        for p in [x, *node.parameters(), *conv.parameters()]:
+            p.grad = None
+        with compact_spikes() if compact else contextlib.nullcontext():
+            loss_value = loss()
+        loss_value.backward()
+        results.append([x.grad, *[p.grad for p in node.parameters()], conv.weight.grad])
+    for g, r in zip(*results, strict=True):
+        assert torch.equal(g, r)
+    # bytes kept: count what compact_spikes' pack hook returns (hooks do not stack)
+    from multispike.kernels import compact
+
+    kept = {"plain": 0, "packed": 0}
+
+    def pack(t):
+        p = compact._pack(t)
+        q = p.q if isinstance(p, compact._Packed) else p
+        kept["packed"] += q.numel() * q.element_size()
+        kept["plain"] += t.numel() * t.element_size()
+        return p
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, compact._unpack):
+        loss()
+    spikes = x.numel() * x.element_size()
+    assert kept["plain"] - kept["packed"] == spikes - x.numel()  # float spikes -> one byte
 
 
 def test_kernel_module_surface():

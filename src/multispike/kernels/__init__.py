@@ -15,6 +15,9 @@ Each forward saves one value per neuron and step for the backward: the membrane 
 input's dtype, or a single byte (window count, main spike, spike value) when the backward needs
 no membrane value (rectangular or clamp surrogate with ``detach_reset`` and no learnable τ).
 
+Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
+their spike inputs as int8 (:mod:`multispike.kernels.compact`).
+
 Entry points::
 
     >>> out = fused_multistep(x_seq, neuron)              # like neuron(x_seq) with backend="fused"
@@ -34,6 +37,7 @@ from torch import Tensor
 from multispike.errors import ConfigError
 from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
+from multispike.kernels.compact import compact_spikes
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
 from multispike.kernels.spec import KernelSpec, spec_of
 
@@ -44,6 +48,7 @@ __all__ = [
     "FusedMultistep",
     "IMPLS",
     "KernelSpec",
+    "compact_spikes",
     "Plan",
     "dispatch",
     "fused_multistep",
@@ -123,6 +128,14 @@ def _warn_once(key: str, msg: str) -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
+def _plain(x: Tensor) -> bool:
+    """A plain tensor with real storage (not a FakeTensor, subclass or functorch wrapper)."""
+    if type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
+        return False
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return wrapped is None or not wrapped(x)
+
+
 def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     """The fused output of ``neuron`` for ``x_seq``, or ``None`` to run the reference loop.
 
@@ -134,11 +147,12 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     - ``"fused"``: the compiled kernel, else the eager fused path; ``None`` (with one warning)
       only when the dynamics have no kernel at all.
 
-    Inside ``torch.compile`` tracing it returns ``None`` (inductor fuses the reference loop).
+    Inside ``torch.compile`` tracing, and for tensor subclasses (FakeTensor, functorch
+    wrappers), it returns ``None``: the reference loop handles those.
     The caller handles the activity monitor (which needs every step's membrane).
     """
     backend = getattr(neuron, "backend", "auto")
-    if backend == "torch" or torch.compiler.is_compiling():
+    if backend == "torch" or torch.compiler.is_compiling() or not _plain(x_seq):
         return None
     spec = spec_of(neuron)
     if spec is None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from multispike.kernels import cpu, eager
+from multispike.kernels.compact import tag
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
 
 IMPLS = ("cpu", "triton", "eager")
@@ -61,11 +62,8 @@ def _static_args(spec: KernelSpec, dtype: torch.dtype) -> cpu.Args:
 
 
 def _cpu_args(spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> cpu.Args:
-    a = cpu.Args()
-    ctypes_copy = _static_args(spec, x.dtype)
     # a fresh struct per call (the cached one stays read-only)
-    for name, _ in cpu.Args._fields_:
-        setattr(a, name, getattr(ctypes_copy, name))
+    a = cpu.Args.from_buffer_copy(_static_args(spec, x.dtype))
     a.T, a.N = x.shape[0], x.shape[1]
     if tau is not None:
         a.tau = tau.item()
@@ -110,7 +108,7 @@ class FusedMultistep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq: Tensor, tau: Tensor | None, amp: Tensor | None, plan: Plan):
         shape = x_seq.shape
-        x = x_seq.reshape(shape[0], -1).contiguous()
+        x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
         need_tau = tau is not None and ctx.needs_input_grad[1]
         need_amp = amp is not None and ctx.needs_input_grad[2]
         mode = save_mode_for(plan, need_tau)
@@ -122,6 +120,7 @@ class FusedMultistep(torch.autograd.Function):
         if plan.impl != "cpu":  # the CPU kernel took tau and amp as numbers already
             to_save += [t for t in (tau, amp) if t is not None]
         ctx.save_for_backward(*to_save)
+        tag(out, amp)  # spikes: compact_spikes() may store them as int8 where they are saved
         return out.view(shape)
 
     @staticmethod
@@ -129,7 +128,7 @@ class FusedMultistep(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         plan: Plan = ctx.plan
         shape = ctx.shape
-        grad = grad_out.reshape(shape[0], -1).contiguous()
+        grad = grad_out.reshape(shape[0], math.prod(shape[1:])).contiguous()
         saved, *rest = ctx.saved_tensors
         g_tau = g_amp = None
         if plan.impl == "cpu":
@@ -160,12 +159,14 @@ def fused(
     x_seq: Tensor, plan: Plan, tau: Tensor | None, amp: Tensor | None
 ) -> Tensor:
     """Run a plan: through autograd when a gradient is wanted, else forward only."""
+    if x_seq.numel() == 0 and plan.impl != "eager":
+        plan = Plan(plan.spec, "eager")  # nothing to launch a kernel for
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x_seq, tau, amp)
     )
     if wants_grad:
         return FusedMultistep.apply(x_seq, tau, amp, plan)
     shape = x_seq.shape
-    x = x_seq.reshape(shape[0], -1).contiguous()
+    x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
     out, _, _ = run_forward(plan, x, tau, amp, SAVE_NONE)
     return out.view(shape)
