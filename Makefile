@@ -26,7 +26,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
 
+# The peers are benchmark-only; spikingjelly's declared deps would replace the CPU torch with a
+# CUDA build, so it goes in with --no-deps (loguru is what it needs at import).
 bench: $(STAMP)
+	$(PY) -m pip install -q "$(TORCH)" snntorch==1.0.0 loguru
+	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
 	$(PY) bench/run.py
 
 clean:

@@ -36,6 +36,7 @@ from multispike.engine.checkpoint import (
 )
 from multispike.engine.config import TrainConfig
 from multispike.errors import CheckpointError, ConfigError, MultispikeError
+from multispike.kernels import compact_spikes
 
 
 class TrainingDiverged(MultispikeError):
@@ -178,7 +179,9 @@ def train_one_epoch(
         y = y.to(device, non_blocking=True)
         if transform is not None:
             x = transform(x)
-        with autocast():
+        # compact_spikes: layers after fused neurons save their spike input as int8 for the
+        # backward (bit-identical gradients, a quarter of that memory)
+        with autocast(), compact_spikes():
             out = model(to_model_input(x, spec))  # [T, B, classes]
             logits = out.float().mean(0)  # [B, classes]: the prediction is the mean over T
             loss = criterion(logits, y)
