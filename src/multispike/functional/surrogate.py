@@ -34,14 +34,19 @@ def heaviside(x: Tensor) -> Tensor:
     return (x >= 0).to(x.dtype)
 
 
-class _RectangularFn(torch.autograd.Function):
-    """Θ forward; MT-SNN Eq 9 backward: ``dS/dH = (1/a)·1(|x| <= a/2)``."""
+class _HeavisideFn(torch.autograd.Function):
+    """Θ forward, shared by every surrogate; subclasses define the backward from ``x = H − θ``
+    (saved) and ``ctx.width`` (the surrogate's width or sharpness)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, width: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.width = width
         return heaviside(x)
+
+
+class _RectangularFn(_HeavisideFn):
+    """Θ forward; MT-SNN Eq 9 backward: ``dS/dH = (1/a)·1(|x| <= a/2)``."""
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -50,7 +55,7 @@ class _RectangularFn(torch.autograd.Function):
         return grad * (x.abs() <= a / 2).to(grad.dtype) / a, None
 
 
-class _ClampFn(torch.autograd.Function):
+class _ClampFn(_HeavisideFn):
     """Θ forward; unit-height window backward: ``dS/dH = 1(|x| <= w/2)``.
 
     This is the straight-through estimator of the Ternary Spike code, which backpropagates
@@ -59,46 +64,28 @@ class _ClampFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, width: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.width = width
-        return heaviside(x)
-
-    @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
         return grad * (x.abs() <= ctx.width / 2).to(grad.dtype), None
 
 
-class _SigmoidFn(torch.autograd.Function):
+class _SigmoidFn(_HeavisideFn):
     """Θ forward; ``dS/dH = α·σ(αx)·(1 − σ(αx))`` backward (SpikingJelly / snnTorch style)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return heaviside(x)
-
-    @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(ctx.alpha * x)
-        return grad * ctx.alpha * s * (1 - s), None
+        s = torch.sigmoid(ctx.width * x)
+        return grad * ctx.width * s * (1 - s), None
 
 
-class _ATanFn(torch.autograd.Function):
+class _ATanFn(_HeavisideFn):
     """Θ forward; ``dS/dH = (α/2) / (1 + (π/2·α·x)²)`` backward (SpikingJelly's ATan)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return heaviside(x)
-
-    @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        a = ctx.alpha
+        a = ctx.width
         return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
 
 
