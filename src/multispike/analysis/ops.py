@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from multispike.errors import ConfigError
+from multispike.models.profile import conv_macs, linear_macs
 from multispike.neurons import Neuron
 
 #: tag of the network input in a tensor's source set
@@ -165,20 +166,6 @@ class ModelOps:
             "layers": [layer.to_dict() for layer in self.layers],
             "neurons": [n.to_dict() for n in self.neurons],
         }
-
-
-def conv_macs(module: nn.modules.conv._ConvNd, out_shape: Sequence[int]) -> int:
-    """MACs of one sample of a convolution: ``out_elems × (in_ch / groups) × prod(kernel)``.
-
-    ``out_shape`` is one sample's output ``(C_out, H', W')`` (any number of spatial dims).
-    """
-    per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    return int(math.prod(out_shape)) * per_output
-
-
-def linear_macs(module: nn.Linear, rows: int = 1) -> int:
-    """MACs of a linear layer over ``rows`` input rows: ``rows × out_features × in_features``."""
-    return int(rows) * module.out_features * module.in_features
 
 
 # -- source tracking ---------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from multispike.deploy.fold import per_step_affine
 from multispike.deploy.graph import Node, base_neuron, trace
 from multispike.errors import ConfigError
 from multispike.layers import BatchNormPerStep, fold_time
+from multispike.models.profile import conv_macs, linear_macs
 
 #: largest number of floats a gathered block of weight columns may hold (memory bound)
 CHUNK = 1 << 22
@@ -285,10 +286,10 @@ class AdditionOnlyExecutor:
         steps = self.model.timesteps
         if x.dim() == 4:  # static image: once for all steps, broadcast (as the model does)
             y = layer(x)
-            rep.encoder_macs += _conv_macs(layer, y)
+            rep.encoder_macs += conv_macs(layer, y.shape)
             return y.unsqueeze(0).expand(steps, *y.shape)
         y = fold_time(layer, x)
-        rep.encoder_macs += _conv_macs(layer, y.flatten(0, 1))
+        rep.encoder_macs += conv_macs(layer, y.shape)
         return y
 
     # -- events ----------------------------------------------------------------------------
@@ -324,7 +325,8 @@ class AdditionOnlyExecutor:
             out, sops = self._scatter_linear(node.name, layer, ev, steps * batch, batch, per_step)
         rep.sops[node.name] = sops
         rep.dense_macs[node.name] = (
-            _conv_macs(layer, out) if node.op == "conv" else out.numel() * layer.in_features
+            conv_macs(layer, out.shape) if node.op == "conv"
+            else linear_macs(layer, out.numel() // layer.out_features)
         )
         bias = self._bias(layer, per_step, out, batch)
         if bias is not None:
@@ -515,11 +517,6 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
     return int(value[0]), int(value[1])
-
-
-def _conv_macs(conv: nn.Conv2d, out: Tensor) -> int:
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    return out.numel() * (conv.in_channels // conv.groups) * k
 
 
 def run_addition_only(model: nn.Module, x: Tensor) -> tuple[ExecutionReport, float]:

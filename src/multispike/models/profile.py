@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,12 +29,26 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def conv_macs(module: nn.modules.conv._ConvNd, out_shape: Sequence[int]) -> int:
+    """MACs of a convolution: ``out_elems × (in_ch / groups) × prod(kernel)``.
+
+    ``out_shape`` is the output's shape: one sample's ``(C_out, H', W')`` gives the MACs of one
+    sample, a batch's ``(B, C_out, H', W')`` those of the batch (no bias).
+    """
+    per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    return int(math.prod(out_shape)) * per_output
+
+
+def linear_macs(module: nn.Linear, rows: int = 1) -> int:
+    """MACs of a linear layer over ``rows`` input rows: ``rows × out_features × in_features``."""
+    return int(rows) * module.out_features * module.in_features
+
+
 def _macs(module: nn.Module, out: Tensor) -> int:
     if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return out.numel() * (module.in_channels // module.groups) * k
+        return conv_macs(module, out.shape)
     assert isinstance(module, nn.Linear)
-    return out.numel() * module.in_features
+    return linear_macs(module, out.numel() // module.out_features)
 
 
 @torch.no_grad()
