@@ -30,3 +30,12 @@ def test_python_dash_m():
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def test_recipes_lists_every_recipe(capsys):
+    from multispike.engine import list_recipes
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == list_recipes()
+    assert any(ln.startswith("mt-vgg9-cifar10 ") and "vgg9" in ln and "T=2" in ln for ln in lines)
