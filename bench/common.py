@@ -2,7 +2,9 @@
 
 Timing: every competitor of a table runs once per round, in the same order, for several
 rounds after a warm-up; the figure is the median over rounds. Competitors are therefore
-measured side by side under the same machine load, and ratios are taken within one run.
+measured side by side under the same machine load, and ratios are taken within one run: a
+ratio is the median over rounds of the per-round ratio (:func:`ratio`), so that a burst of
+load from other processes, which slows one round for every competitor, cancels out.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def machine() -> dict:
 def side_by_side(
     fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
 ) -> dict[str, dict[str, float]]:
-    """Median (and min, max) milliseconds per call of each function, interleaved by round."""
+    """Median (and min, max, every round's) milliseconds per call, interleaved by round."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -82,9 +84,21 @@ def side_by_side(
             fn()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {
-        k: {"ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "rounds": len(v)}
+        k: {"ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "rounds": len(v),
+            "all_ms": v}
         for k, v in times.items()
     }
+
+
+def ratio(res: dict[str, dict], num: str, den: str, scale: float = 1.0) -> float:
+    """Median over rounds of ``num / (scale * den)``, both timed in the same round.
+
+    ``res`` is what :func:`side_by_side` returned. Example: ``ratio(res, "sj", "fused")`` is
+    how many times faster ``fused`` ran than ``sj``; ``ratio(res, "snn", "ann", scale=4)`` is
+    the SNN step against four ANN steps.
+    """
+    pairs = zip(res[num]["all_ms"], res[den]["all_ms"], strict=True)
+    return statistics.median(a / (scale * b) for a, b in pairs)
 
 
 def saved_bytes(fn: Callable[[], object]) -> int:

@@ -41,7 +41,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
     res = neuron_layer._timed({k: fwd(f) for k, f in comps.items()}, rounds, dev)
     n = x.numel()
     layer = [{"impl": k, "ms": r["ms"], "Mneuron_steps_per_s": n / r["ms"] / 1e3,
-              "x_fused": r["ms"] / res["fused"]["ms"]} for k, r in res.items()]
+              "x_fused": common.ratio(res, k, "fused")} for k, r in res.items()]
     out = {"name": "inference", "quick": quick, "device": device, "shape": [T, B, C, H, W],
            "layer": layer, "models": [], "notes": notes}
 
@@ -65,8 +65,9 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         row = {"model": name, "B": Bm, "T": T}
         for k, v in r.items():
             row[f"{k}_img_s"] = Bm / v["ms"] * 1e3
-        row["snn_vs_loop"] = row["snn_img_s"] / row["snn_loop_img_s"]
-        row["snn_vs_ann"] = row["snn_img_s"] / row["ann_img_s"]
+        # throughput ratios = inverse time ratios, per round
+        row["snn_vs_loop"] = common.ratio(r, "snn_loop", "snn")
+        row["snn_vs_ann"] = common.ratio(r, "ann", "snn")
         out["models"].append(row)
     return out
 

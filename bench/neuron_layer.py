@@ -1,6 +1,7 @@
 """Neuron layer alone: forward + backward of ``[T, B, C, H, W]``, side by side.
 
-Competitors (each once per round, median over rounds):
+Competitors (each once per round; times are medians over rounds, ratios medians of the
+per-round ratios):
 
 - ``loop``: multispike's reference loop (``backend="torch"``, what ``multistep`` runs);
 - ``fused``: multispike's fused kernel (``backend="fused"``: C++ on CPU, Triton on CUDA);
@@ -157,13 +158,10 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             row[f"{k}_ms"] = r["ms"]
         for k in comps:
             row[f"{k}_saved_B"] = common.saved_bytes(lambda k=k, x=x: comps[k](x)) / numel
-        f = row["fused_ms"]
-        row["x_loop"] = row["loop_ms"] / f
-        row["x_inductor"] = row["inductor_ms"] / f if "inductor_ms" in row else None
-        row["x_sj"] = row["sj_ms"] / f if "sj_ms" in row else None
-        row["x_snntorch"] = row["snntorch_ms"] / f if "snntorch_ms" in row else None
-        row["bound_frac"] = row["bound_ms"] / f
-        row["bound_copy_frac"] = row["bound_copy_ms"] / f
+        for k in ("loop", "inductor", "sj", "snntorch"):
+            row[f"x_{k}"] = common.ratio(res, k, "fused") if k in res else None
+        row["bound_frac"] = common.ratio(res, "bound", "fused")
+        row["bound_copy_frac"] = common.ratio(res, "bound_copy", "fused")
         rows.append(row)
     rules = _rules(B, C, H, W, 4, rounds, dev)
     return {"name": "neuron_layer", "quick": quick, "device": device, "rows": rows,
@@ -199,8 +197,8 @@ def _rules(B, C, H, W, T, rounds, dev):
             "config": name, "T": T,
             "loop_ms": res["loop"]["ms"], "fused_ms": res["fused"]["ms"],
             "bound_ms": res["bound"]["ms"],
-            "x_loop": res["loop"]["ms"] / res["fused"]["ms"],
-            "bound_frac": res["bound"]["ms"] / res["fused"]["ms"],
+            "x_loop": common.ratio(res, "loop", "fused"),
+            "bound_frac": common.ratio(res, "bound", "fused"),
             "loop_saved_B": common.saved_bytes(lambda loop=loop: loop(x)) / numel,
             "fused_saved_B": saved,
         })
