@@ -22,15 +22,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def setup() -> None:
-    """Make ``multispike`` importable from a checkout and use every core for PyTorch."""
+_MALLOC_TUNED = False
+
+
+def setup(malloc_tuning: bool = True) -> None:
+    """Make ``multispike`` importable from a checkout, use every core for PyTorch and (by
+    default) the CPU allocator setting of ``multispike train``, for every competitor alike."""
+    global _MALLOC_TUNED
     try:
         import multispike  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(ROOT / "src"))
     import torch
 
+    from multispike.kernels.allocator import tune_cpu_allocator
+
     torch.set_num_threads(os.cpu_count() or 1)
+    if malloc_tuning:
+        _MALLOC_TUNED = tune_cpu_allocator()
 
 
 def machine() -> dict:
@@ -53,6 +62,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "malloc_tuning": "on" if _MALLOC_TUNED else "off",
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
         # other processes compete for the cores: the 1-minute load average when this was taken
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -14,6 +14,7 @@ from torch import nn
 
 from multispike.engine.train import evaluate, pick_device
 from multispike.errors import ConfigError
+from multispike.kernels.allocator import tune_cpu_allocator
 from multispike.monitor import record_activity
 
 
@@ -49,6 +50,8 @@ def evaluate_model(
 
     spec = data.get_spec(dataset)
     dev = pick_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # freed activations are reused, not page-faulted per batch
     model = model.to(dev)
     original_t = model.timesteps
     firing = getattr(model, "model_args", {}).get("firing")

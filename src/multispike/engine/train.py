@@ -37,6 +37,7 @@ from multispike.engine.checkpoint import (
 from multispike.engine.config import TrainConfig
 from multispike.errors import CheckpointError, ConfigError, MultispikeError
 from multispike.kernels import compact_spikes
+from multispike.kernels.allocator import tune_cpu_allocator
 
 
 class TrainingDiverged(MultispikeError):
@@ -271,6 +272,8 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
     device = ctx.device if ctx.enabled else pick_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # freed activations are reused, not page-faulted in every step
     main = ctx.rank == 0
     out = Path(cfg.out) if cfg.out else None
     last_path = out / "last.pt" if out else None
