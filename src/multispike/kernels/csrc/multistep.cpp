@@ -298,6 +298,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const C scale = a.sg_kind == 0 ? C(a.sg_width) : C(1);
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
     const bool need_tau = a.need_tau != 0;
+    const bool need_sums = need_tau || a.need_amp != 0;
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
     const C th0 = th[0];
@@ -378,10 +379,14 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
         }
         put(gx + off, gbuf, n, stream);
       }
+      // the chunk's partial sums: an in-order scalar loop, as long as a time step's vector
+      // loop at T = 1, so it runs only when a scalar gradient is wanted
       double st = 0.0, sa = 0.0;
-      for (int i = 0; i < n; ++i) {
-        st += static_cast<double>(acc_tau[i]);
-        sa += static_cast<double>(acc_amp[i]);
+      if (need_sums) {
+        for (int i = 0; i < n; ++i) {
+          st += static_cast<double>(acc_tau[i]);
+          sa += static_cast<double>(acc_amp[i]);
+        }
       }
       part_tau[c] = st;
       part_amp[c] = sa;
