@@ -191,6 +191,29 @@ def test_cpu_kernel_bfloat16_matches_eager():
         assert torch.equal(out, ref)
 
 
+@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+def test_cpu_kernel_gradients_do_not_depend_on_threads():
+    """dL/dτ and dL/da are summed per chunk of neurons, then over chunks in order: the same
+    bits with 1 thread as with several (float32, many chunks, a ragged last chunk)."""
+    node = _node("plif", "ternary-mt", amplitude=True, dtype=torch.float32)
+    x = _x(4, 8, 3001, seed=5, scale=_scale(node), dtype=torch.float32)
+    weight = _x(*x.shape, seed=6, dtype=torch.float32)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append(_run(node, x, weight, impl="cpu"))
+    finally:
+        torch.set_num_threads(before)
+    (out1, grads1), *others = runs
+    assert all(g is not None for g in grads1) and len(grads1) == 3  # x, w (τ), amplitude
+    for out, grads in others:
+        assert torch.equal(out, out1)
+        for g, g1 in zip(grads, grads1, strict=True):
+            assert torch.equal(g, g1)
+
+
 # -- dispatch ------------------------------------------------------------------------------------
 def test_backend_option_and_auto_dispatch():
     node = PLIFNode(firing="mt")
