@@ -28,7 +28,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
     dev = torch.device(device)
     B, C, H, W = (4, 32, 16, 16) if quick else (32, 128, 32, 32)
     T = 4
-    rounds = 3 if quick else 7
+    rounds = 3 if quick else 15
     comps, notes = neuron_layer._competitors((B, C, H, W), dev)
     x = torch.randn(T, B, C, H, W, device=dev)
 

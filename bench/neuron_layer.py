@@ -140,7 +140,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
     dev = torch.device(device)
     B, C, H, W = (4, 32, 16, 16) if quick else (32, 128, 32, 32)
     Ts = (1, 4) if quick else (1, 2, 4, 8)
-    rounds = 3 if quick else 7
+    rounds = 3 if quick else 15
     comps, notes = _competitors((B, C, H, W), dev)
     rows = []
     for T in Ts:
