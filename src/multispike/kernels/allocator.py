@@ -4,15 +4,15 @@ glibc's ``malloc`` serves every block of 32 MiB or more (the most its dynamic th
 reaches) with a fresh ``mmap`` and hands it back with ``munmap`` when it is freed. A training
 step at batch ``B·T`` allocates and frees many such tensors (a VGG layer's activations at
 ``B·T = 128`` are 32 MiB), so every step the kernel zero-fills them again page by page: on
-the 2-core machine of docs/performance.md that was 1.1 million page faults and 2-3 s of
-system time in a 6 s VGG-9 step, and it hits the SNN at ``B·T`` while sparing an ANN at
+the 2-core machine of docs/performance.md that was 1.1 million page faults and 2.7-3.7 s of
+system time in a 6-8 s VGG-9 step, and it hits the SNN at ``B·T`` while sparing an ANN at
 batch ``B``, whose tensors are small enough to be reused.
 
 :func:`tune_cpu_allocator` raises glibc's mmap threshold to 2 GiB and its trim threshold to
 the same, through ``mallopt``: large blocks then come from the heap and are reused after
-they are freed, with no system call and no page fault. The price is that freed memory stays
-with the process (its resident size stays at its peak) — what a training or evaluation run
-wants anyway. ``multispike train``/``eval`` call it when they run on the CPU; set
+they are freed, with no system call and no page fault. The price is resident memory: freed
+blocks stay with the process, and same-size blocks fragment the heap a little (no growth on
+the VGG-9 step; 1.5× glibc's default on the synthetic loop of tests/test_allocator.py). ``multispike train``/``eval`` call it when they run on the CPU; set
 ``MULTISPIKE_NO_MALLOC_TUNING=1`` to leave the allocator alone. Elsewhere than glibc (macOS,
 musl) it does nothing and returns ``False``.
 
