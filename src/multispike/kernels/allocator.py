@@ -12,7 +12,8 @@ batch ``B``, whose tensors are small enough to be reused.
 the same, through ``mallopt``: large blocks then come from the heap and are reused after
 they are freed, with no system call and no page fault. The price is resident memory: freed
 blocks stay with the process, and same-size blocks fragment the heap a little (no growth on
-the VGG-9 step; 1.5× glibc's default on the synthetic loop of tests/test_allocator.py). ``multispike train``/``eval`` call it when they run on the CPU; set
+the VGG-9 step; 1.5× glibc's default on the synthetic loop of tests/test_allocator.py).
+``multispike train``/``eval`` call it when they run on the CPU; set
 ``MULTISPIKE_NO_MALLOC_TUNING=1`` to leave the allocator alone. Elsewhere than glibc (macOS,
 musl) it does nothing and returns ``False``.
 
