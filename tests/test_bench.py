@@ -10,14 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import common  # bench/common.py: conftest.py puts bench/ on the path
+import neuron_layer
 import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import common  # noqa: E402
-import neuron_layer  # noqa: E402
 
 
 def test_ratio_is_the_median_of_per_round_ratios():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import saved_bytes  # bench/common.py (conftest.py puts bench/ on the path)
 
 from multispike import kernels
 from multispike.errors import ConfigError
@@ -289,19 +290,6 @@ def test_non_contiguous_input_and_shapes():
 
 
 # -- memory: what the backward keeps ---------------------------------------------------------------
-def _saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 @pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
 @pytest.mark.parametrize(
     "cls, options, per_element",
@@ -314,8 +302,8 @@ def _saved_bytes(fn) -> int:
 )
 def test_fused_saves_fewer_bytes(cls, options, per_element):
     x = _x(8, 4, 256, dtype=torch.float32).requires_grad_(True)
-    ref = _saved_bytes(lambda: cls(backend="torch", check_input=False, **options)(x))
-    fused = _saved_bytes(lambda: cls(backend="fused", check_input=False, **options)(x))
+    ref = saved_bytes(lambda: cls(backend="torch", check_input=False, **options)(x))
+    fused = saved_bytes(lambda: cls(backend="fused", check_input=False, **options)(x))
     assert fused < ref
     assert fused <= per_element * x.numel() + 64  # one value per neuron-step (+ 0-dim scalars)
 
