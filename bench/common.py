@@ -178,6 +178,30 @@ class PeakMemory:
         self._mode.__exit__(*exc)
 
 
+def suite_main(
+    doc: str,
+    run: Callable[..., dict],
+    report: Callable[[dict], str],
+    argv: list[str] | None = None,
+    quick_help: str = "small sizes, few rounds",
+    extra: dict[str, dict] | None = None,
+) -> None:
+    """The command line of one suite script: ``--quick``, ``--json``, ``--device`` and the
+    suite's own options (``extra``: flag → ``add_argument`` keywords, passed on to ``run``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    ap.add_argument("--device", default="cpu")
+    dests = [ap.add_argument(flag, **options).dest for flag, options in (extra or {}).items()]
+    args = ap.parse_args(argv)
+    setup()
+    res = run(quick=args.quick, device=args.device, **{d: getattr(args, d) for d in dests})
+    res["machine"] = machine()
+    print(dump(res) if args.json else report(res))
+
+
 def fmt_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """A plain-text table; columns are (key, header, format)."""
     cells = [[h for _, h, _ in columns]]

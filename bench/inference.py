@@ -11,7 +11,6 @@ Run: ``python bench/inference.py [--quick] [--json]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -105,16 +104,7 @@ def report(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
-    common.setup()
-    res = run(quick=args.quick, device=args.device)
-    res["machine"] = common.machine()
-    print(common.dump(res) if args.json else report(res))
-
+    common.suite_main(__doc__, run, report, argv)
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ Run: ``python bench/train_step.py [--quick] [--json]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -178,17 +177,8 @@ def report(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small batch, T = 2, few rounds")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
-    args = ap.parse_args(argv)
-    common.setup()
-    res = run(quick=args.quick, device=args.device, models=args.models)
-    res["machine"] = common.machine()
-    print(common.dump(res) if args.json else report(res))
-
+    common.suite_main(__doc__, run, report, argv, quick_help="small batch, T = 2, few rounds",
+                      extra={"--models": {"nargs": "+", "default": list(MODELS)}})
 
 if __name__ == "__main__":
     main()
