@@ -6,6 +6,7 @@ behind the "peak training memory" goal, and the command's handling of a bad save
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,23 @@ def test_report_of_a_bad_file_exits_2(tmp_path):
     assert p.returncode == 2
     assert "not a `run.py --json` output" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_report_reprints_the_tables_of_a_saved_run(tmp_path):
+    machine = {"cpu": "test cpu", "cores": 2, "torch_threads": 2, "torch": "2.x",
+               "malloc_tuning": "on", "THP_MEM_ALLOC_ENABLE": "", "cpu_kernel": "loaded",
+               "spikingjelly": None, "snntorch": None, "loadavg_1min": 0.5}
+    layer = [{"impl": "fused", "ms": 2.0, "Mneuron_steps_per_s": 500.0, "x_fused": 1.0},
+             {"impl": "loop", "ms": 12.5, "Mneuron_steps_per_s": 80.0, "x_fused": 6.25}]
+    suite = {"name": "inference", "device": "cpu", "shape": [4, 2, 8, 4, 4], "layer": layer,
+             "models": [], "notes": {}, "wall_s": 3.0, "loadavg_1min_after": 0.7}
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"machine": machine, "suites": {"inference": suite}}))
+    p = subprocess.run([sys.executable, str(BENCH / "run.py"), "--report", str(saved)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Neuron layer forward, no gradient, [T=4, 2, 8, 4, 4] (cpu)" in p.stdout
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines() if line.strip()}
+    assert rows["loop"][1:] == ["12.5", "80", "6.2x"]
+    assert "[inference: 3 s, load average after 0.7]" in p.stdout
+    assert "machine: test cpu, 2 cores" in p.stdout and "malloc tuning on" in p.stdout
