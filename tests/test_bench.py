@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import common  # bench/common.py: conftest.py puts bench/ on the path
+import common  # bench/common.py: tests/__init__.py puts bench/ on the path
 import neuron_layer
 import pytest
 import torch

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import saved_bytes  # bench/common.py (conftest.py puts bench/ on the path)
+from common import saved_bytes  # bench/common.py (tests/__init__.py puts bench/ on the path)
 
 from multispike import kernels
 from multispike.errors import ConfigError
