@@ -120,6 +120,10 @@ class Neuron(nn.Module):
             self.register_parameter("amplitude", None)
         #: set by :func:`multispike.monitor.record_activity` while statistics are recorded
         self.monitor: Any = None
+        #: 1 once a CUDA kernel saw NaN/inf input (checked without a host sync; read and
+        #: cleared by :func:`multispike.kernels.raise_on_nonfinite`); not part of the state dict
+        self.nonfinite: Tensor
+        self.register_buffer("nonfinite", torch.zeros((), dtype=torch.int32), persistent=False)
 
     # -- dynamics --------------------------------------------------------------------------
     def charge(self, v: Tensor, x: Tensor) -> Tensor:
@@ -162,14 +166,22 @@ class Neuron(nn.Module):
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x_seq: Tensor) -> Tensor:
-        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, starting from ``V = 0``."""
+        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, starting from ``V = 0``.
+
+        With ``check_input``, rank and dtype are checked on the host (free); finiteness is
+        checked inside the fused kernel's own pass over the input when one runs (on CUDA the
+        error surfaces at :func:`multispike.kernels.raise_on_nonfinite`, once per step), else
+        by a separate pass.
+        """
         if self.check_input:
-            check_sequence(x_seq, type(self).__name__)
+            check_sequence(x_seq, type(self).__name__, finite=False)
         monitor = self.monitor
         if monitor is None and self.backend != "torch":
             out = kernels.dispatch(self, x_seq)
             if out is not None:
                 return out
+        if self.check_input:
+            kernels.check_finite(x_seq, type(self).__name__)
         observe = None if monitor is None else partial(monitor.observe, self)
         out, _ = multistep(x_seq, self.charge, self.params(x_seq.dtype), observe=observe)
         return out
@@ -283,23 +295,21 @@ def build_neuron(config: dict[str, Any]) -> Neuron:
 
 
 # -- input checks ------------------------------------------------------------------------------
-def check_tensor(x: Any, where: str) -> None:
-    """Raise :class:`InputError` unless ``x`` is a finite floating-point tensor."""
+def check_tensor(x: Any, where: str, *, finite: bool = True) -> None:
+    """Raise :class:`InputError` unless ``x`` is a (finite) floating-point tensor."""
     if not isinstance(x, Tensor):
         raise InputError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise InputError(
             f"{where} got an integer tensor ({x.dtype}); convert it with x.float()"
         )
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-        raise InputError(
-            f"{where} input contains NaN or inf; check the layer before it or the data"
-        )
+    if finite:
+        kernels.check_finite(x, where)
 
 
-def check_sequence(x: Any, where: str) -> None:
+def check_sequence(x: Any, where: str, *, finite: bool = True) -> None:
     """:func:`check_tensor` plus a time dimension: ``[T, B, ...]`` with ``T >= 1``."""
-    check_tensor(x, where)
+    check_tensor(x, where, finite=finite)
     if x.dim() < 2 or x.shape[0] < 1:
         raise InputError(
             f"{where} expects time-first input [T, B, ...], got shape {tuple(x.shape)}; add the "

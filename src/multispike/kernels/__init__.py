@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multispike.errors import ConfigError
+from multispike.errors import ConfigError, InputError
 from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes
@@ -52,7 +52,9 @@ __all__ = [
     "Plan",
     "dispatch",
     "fused_multistep",
+    "check_finite",
     "native_impl",
+    "raise_on_nonfinite",
     "spec_of",
     "triton_available",
 ]
@@ -122,6 +124,7 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
     return fused(x_seq, Plan(spec, impl), tau, amp)
 
 
+
 def _warn_once(key: str, msg: str) -> None:
     if key not in _warned:
         _warned.add(key)
@@ -147,12 +150,21 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     - ``"fused"``: the compiled kernel, else the eager fused path; ``None`` (with one warning)
       only when the dynamics have no kernel at all.
 
-    Inside ``torch.compile`` tracing, and for tensor subclasses (FakeTensor, functorch
-    wrappers), it returns ``None``: the reference loop handles those.
-    The caller handles the activity monitor (which needs every step's membrane).
+    Inside ``torch.compile`` the compiled kernels enter the graph as the custom ops of
+    :mod:`multispike.kernels.ops`; the eager fused path does not (the reference loop is
+    traced instead). Tensor subclasses outside compilation (functorch wrappers) take the
+    reference loop. The caller handles the activity monitor (which needs every step's
+    membrane).
+
+    With ``neuron.check_input``, the input's finiteness is checked by the compiled kernel in
+    its own pass (C++: raises at once; Triton: sets ``neuron.nonfinite``, read by
+    :func:`raise_on_nonfinite`), or by a separate pass before the eager path.
     """
     backend = getattr(neuron, "backend", "auto")
-    if backend == "torch" or torch.compiler.is_compiling() or not _plain(x_seq):
+    if backend == "torch":
+        return None
+    compiling = torch.compiler.is_compiling()
+    if not compiling and not _plain(x_seq):
         return None
     spec = spec_of(neuron)
     if spec is None:
@@ -164,9 +176,53 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
             )
         return None
     impl = native_impl(spec, x_seq)
+    check = bool(getattr(neuron, "check_input", False))
+    where = type(neuron).__name__
     if impl is None:
-        if backend != "fused":
+        if backend != "fused" or compiling:
             return None
         impl = "eager"
+        if check:
+            check_finite(x_seq, where)
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
-    return fused(x_seq, Plan(spec, impl), tau, amp)
+    flag = getattr(neuron, "nonfinite", None) if check and impl == "triton" else None
+    return fused(x_seq, Plan(spec, impl), tau, amp, flag=flag, check=check, where=where)
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise :class:`InputError` if ``x`` holds a NaN or an infinity (a host sync on GPUs)."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        raise InputError(
+            f"{where} input contains NaN or inf; check the layer before it or the data"
+        )
+
+
+def raise_on_nonfinite(model: torch.nn.Module) -> None:
+    """Raise :class:`InputError` if a neuron layer of ``model`` was given NaN or inf on CUDA.
+
+    The Triton kernels check their input in the same pass that reads it and set the layer's
+    ``nonfinite`` flag on the device, so that no call waits for the answer. This function reads
+    all the flags at once (one synchronisation: call it once per training step, where the loop
+    waits for the loss anyway; ``multispike train`` and ``eval`` do), clears them, and names
+    the layers. On CPU the kernel raises at once instead, so the flags stay 0.
+    """
+    named = [(name, m.nonfinite) for name, m in model.named_modules()
+             if isinstance(getattr(m, "nonfinite", None), Tensor)]
+    if not named:
+        return
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, flag) in enumerate(named):
+        by_device.setdefault(flag.device, []).append(i)
+    bad: list[str] = []
+    for idxs in by_device.values():
+        flags = torch.stack([named[i][1] for i in idxs])
+        if bool(flags.any()):
+            bad += [named[i][0] or "the neuron" for i, f in zip(idxs, flags.tolist(), strict=True)
+                    if f]
+            for i in idxs:
+                named[i][1].zero_()
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise InputError(
+            f"NaN or inf reached neuron layer {shown}; check the layer before it or the data"
+        )

@@ -14,7 +14,9 @@ caller then uses the eager fused path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -26,6 +28,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from multispike.kernels import pool
+from multispike.kernels.spec import Static
 
 SOURCE = Path(__file__).with_name("csrc") / "multistep.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared",
@@ -53,6 +58,7 @@ class Args(ctypes.Structure):
         ("need_amp", ctypes.c_int32),
         ("nthreads", ctypes.c_int32),
         ("stream", ctypes.c_int32),
+        ("check", ctypes.c_int32),
         ("A", ctypes.c_double),
         ("D", ctypes.c_double),
         ("vr", ctypes.c_double),
@@ -149,11 +155,11 @@ def library() -> ctypes.CDLL | None:
             if cxx is None:
                 raise RuntimeError("no C++ compiler found (set CXX or install g++)")
             lib = ctypes.CDLL(str(_build(cxx)))
-            lib.ms_forward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 3
+            lib.ms_forward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
             lib.ms_forward.restype = ctypes.c_int
             lib.ms_backward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
             lib.ms_backward.restype = ctypes.c_int
-            if lib.ms_abi_version() != 3:
+            if lib.ms_abi_version() != 4:
                 raise RuntimeError("stale kernel library (ABI version mismatch)")
             _lib = lib
         except Exception as e:  # noqa: BLE001 - any failure means: use the eager path
@@ -176,29 +182,35 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None]:
-    """Run the forward over contiguous ``x`` ``[T, N]``; returns ``(out, saved)``."""
+def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
+    """Run the forward over contiguous ``x`` ``[T, N]``; returns ``(out, saved, nonfinite)``.
+
+    ``nonfinite`` is True when ``args.check`` is set and ``x`` holds a NaN or an infinity.
+    Large outputs come from :mod:`multispike.kernels.pool` (no page faults on reuse).
+    """
     lib = library()
     assert lib is not None
-    out = torch.empty_like(x)
+    out = pool.empty(tuple(x.shape), x.dtype)
     saved = None
     if args.save_mode == 1:
-        saved = torch.empty_like(x)
+        saved = pool.empty(tuple(x.shape), x.dtype)
     elif args.save_mode == 2:
-        saved = torch.empty(x.shape, dtype=torch.uint8)
+        saved = pool.empty(tuple(x.shape), torch.uint8)
     args.nthreads = _threads(x.numel())
     args.stream = _stream(x)
-    rc = lib.ms_forward(ctypes.byref(args), x.data_ptr(), out.data_ptr(), _ptr(saved))
+    flag = ctypes.c_int32(0)
+    rc = lib.ms_forward(ctypes.byref(args), x.data_ptr(), out.data_ptr(), _ptr(saved),
+                        ctypes.addressof(flag))
     if rc != 0:
         raise RuntimeError(f"multispike CPU kernel forward failed (code {rc})")
-    return out, saved
+    return out, saved, bool(flag.value)
 
 
 def backward(grad: Tensor, saved: Tensor, args: Args) -> tuple[Tensor, float, float]:
     """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (the sums are 0 if not asked)."""
     lib = library()
     assert lib is not None
-    gx = torch.empty_like(grad)
+    gx = pool.empty(tuple(grad.shape), grad.dtype)
     sums = (ctypes.c_double * 2)()
     args.nthreads = _threads(grad.numel())
     args.stream = _stream(grad)
@@ -221,3 +233,46 @@ def _stream(t: Tensor) -> int:
 def _threads(numel: int) -> int:
     # below ~64k elements a second thread costs more than it saves
     return max(1, min(torch.get_num_threads(), numel // 65536 or 1))
+
+
+def _cast(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype``, as PyTorch rounds a Python scalar meeting a tensor."""
+    return torch.tensor(value, dtype=dtype).item()
+
+
+@functools.lru_cache(maxsize=256)
+def _static_args(st: Static, dtype: torch.dtype) -> Args:
+    a = Args()
+    a.dtype = DTYPES[dtype]
+    a.form = st.form
+    a.n_thr = len(st.thresholds)
+    for k, th in enumerate(st.thresholds):
+        a.thr[k] = _cast(th, dtype)
+    a.is_signed = int(st.signed)
+    a.sg_kind = st.sg_kind
+    a.detach = int(st.detach)
+    a.vr = _cast(st.v_reset, dtype)
+    width = st.sg_width
+    a.sg_width = _cast(width, dtype)
+    a.sg_half = _cast(width / 2, dtype)
+    a.sg_k = _cast(math.pi / 2 * width, dtype)
+    a.sg_c = _cast(width / 2, dtype)
+    a.A, a.D, a.tau, a.amp = 1.0, 1.0, 1.0, 1.0
+    if st.form == 0:
+        a.A = _cast(st.decay, dtype)
+    return a
+
+
+def make_args(st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> Args:
+    """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading τ and ``a`` is free)."""
+    a = Args.from_buffer_copy(_static_args(st, x.dtype))  # the cached struct stays read-only
+    a.T, a.N = x.shape[0], x.shape[1]
+    if tau is not None:
+        tau = tau.detach()
+        a.tau = tau.item()
+        a.A = (1 - 1 / tau).item()  # the reference's (1 - 1/tau), rounded in x's dtype
+        a.D = a.tau
+    if amp is not None:
+        a.has_amp = 1
+        a.amp = amp.item()
+    return a

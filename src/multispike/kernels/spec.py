@@ -30,6 +30,29 @@ SAVE_NONE, SAVE_H, SAVE_CODE = 0, 1, 2
 
 
 @dataclass(frozen=True)
+class Static:
+    """What the compiled kernels need of a layer, in plain numbers (custom-op arguments).
+
+    ``form`` is the charge of ``csrc/multistep.cpp``: 0 ``H = A·V + X`` (IF: ``A = 1``,
+    LIF: ``A = decay``), 1 PLIF with ``V_reset = 0``, 2 PLIF with ``V_reset ≠ 0`` (MT-SNN Eq 6).
+    """
+
+    form: int
+    decay: float
+    thresholds: tuple[float, ...]
+    signed: bool
+    sg_kind: int
+    sg_width: float
+    v_reset: float
+    detach: bool
+
+    def args(self) -> tuple:
+        """The custom ops' static arguments, in their order."""
+        return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
+                self.sg_width, self.v_reset, self.detach)
+
+
+@dataclass(frozen=True)
 class KernelSpec:
     """Static description of one neuron layer for the fused kernels.
 
@@ -42,6 +65,7 @@ class KernelSpec:
         rule, surrogate: the layer's records (the eager path calls them).
         sg_kind: surrogate kind of the compiled kernels, ``None`` for another surrogate.
         native: the compiled kernels cover this rule and surrogate.
+        static: the same in plain numbers (:class:`Static`), as the compiled kernels take it.
     """
 
     dynamics: str
@@ -55,6 +79,7 @@ class KernelSpec:
     surrogate: Any
     sg_kind: int | None
     native: bool
+    static: Static | None = None
 
     @property
     def sg_width(self) -> float:
@@ -103,11 +128,25 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         and 1 <= len(thresholds) <= MAX_THRESHOLDS
         and all(math.isfinite(t) and t > 0 for t in thresholds)
     )
+    decay = float(neuron.decay) if dynamics == "lif" else None
+    v_reset = float(neuron.v_reset)
+    static = None
+    if native:
+        static = Static(
+            form=0 if dynamics != "plif" else (1 if v_reset == 0 else 2),
+            decay=decay if decay is not None else 1.0,
+            thresholds=thresholds,
+            signed=bool(rule.signed),
+            sg_kind=int(sg_kind),
+            sg_width=float(surrogate.width),
+            v_reset=v_reset,
+            detach=bool(neuron.detach_reset),
+        )
     return KernelSpec(
         dynamics=dynamics,
-        decay=float(neuron.decay) if dynamics == "lif" else None,
+        decay=decay,
         v_threshold=v_th,
-        v_reset=float(neuron.v_reset),
+        v_reset=v_reset,
         detach_reset=bool(neuron.detach_reset),
         thresholds=thresholds,
         signed=bool(rule.signed),
@@ -115,4 +154,5 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         surrogate=surrogate,
         sg_kind=sg_kind,
         native=native,
+        static=static,
     )

@@ -24,7 +24,7 @@ import os
 import torch
 from torch import Tensor
 
-from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
+from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
 
 try:  # pragma: no cover - depends on the machine
     import triton
@@ -89,23 +89,48 @@ if HAVE_TRITON:
             return c / (1.0 + z * z)
 
     @triton.jit
+    def _coefs(tau_ptr, amp_ptr, const_ptr, FORM: tl.constexpr, HAS_AMP: tl.constexpr,
+               ROUND: tl.constexpr, IS64: tl.constexpr):
+        """``(A, D, tau, amp)`` of the charge, read on the device (no host round trip).
+
+        PLIF: ``A = 1 − 1/τ`` rounded as the reference rounds it in the input's dtype,
+        ``D = τ``; IF/LIF: ``A`` = the decay (``const[0]``), ``D = 1``.
+        """
+        decay = tl.load(const_ptr + 0)
+        one = decay * 0.0 + 1.0
+        if FORM == 0:
+            A = decay
+            tau = one
+        else:
+            tau = tl.load(tau_ptr).to(decay.dtype)
+            A = _rnd(1.0 - _rnd(_div(one, tau, IS64), ROUND), ROUND)
+        if HAS_AMP:
+            amp = tl.load(amp_ptr).to(decay.dtype)
+        else:
+            amp = one
+        D = one if FORM == 0 else tau  # dH/dX = 1/τ in both PLIF forms
+        return A, D, tau, amp
+
+    @triton.jit
     def _forward_kernel(
-        x_ptr, out_ptr, saved_ptr, coef_ptr, thr_ptr, N, T, vr, half,
+        x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, vr, half,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
+        HAS_AMP: tl.constexpr, CHECK: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        A = tl.load(coef_ptr + 0)
-        D = tl.load(coef_ptr + 1)
-        tau = tl.load(coef_ptr + 2)
-        amp = tl.load(coef_ptr + 3)
+        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
+        thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
         v = tl.zeros([BLOCK], dtype=A.dtype)
+        bad = tl.zeros([BLOCK], dtype=tl.int32)
         for t in range(T):
             base = tl.cast(t, tl.int64) * N
             xv = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
+            if CHECK:  # x − x is 0 for every finite x, NaN for NaN and ±inf
+                bad = bad | ((xv - xv) != 0.0).to(tl.int32)
             if FORM == 0:
                 h = _rnd(_rnd(A * v, ROUND) + xv, ROUND)
             elif FORM == 1:
@@ -139,20 +164,23 @@ if HAVE_TRITON:
                 code = cnt | (s.to(tl.int32) << 3) | ((b.to(tl.int32) + 8) << 4)
                 tl.store(saved_ptr + base + offs, code.to(tl.uint8), mask=mask)
             v = _rnd(_rnd(h * (1.0 - s), ROUND) + _rnd(vr * s, ROUND), ROUND)
+        if CHECK:
+            nbad = tl.max(tl.where(mask, bad, 0), axis=0)
+            tl.atomic_max(flag_ptr, nbad)
 
     @triton.jit
     def _backward_kernel(
-        g_ptr, saved_ptr, gx_ptr, coef_ptr, thr_ptr, part_ptr, N, T, vr, half, alpha, sk, sc,
-        scale, keep,
-        K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr, CODE: tl.constexpr,
-        NEED_TAU: tl.constexpr, ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+        g_ptr, saved_ptr, gx_ptr, tau_ptr, amp_ptr, const_ptr, part_ptr, N, T, vr, half,
+        alpha, sk, sc, scale, keep,
+        FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr,
+        CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
+        ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        A = tl.load(coef_ptr + 0)
-        D = tl.load(coef_ptr + 1)
-        amp = tl.load(coef_ptr + 3)
+        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
+        thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
         dv = tl.zeros([BLOCK], dtype=A.dtype)
         acc_tau = tl.zeros([BLOCK], dtype=A.dtype)
@@ -215,45 +243,43 @@ def _cast(value: float, dtype: torch.dtype) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _static(spec: KernelSpec, dtype: torch.dtype) -> dict:
-    width = spec.sg_width
+def _static(st: Static, dtype: torch.dtype) -> dict:
+    """Scalars of a layer rounded to ``dtype`` (host numbers, computed once per layer kind)."""
+    width = st.sg_width
     return {
-        "form": 0 if spec.dynamics != "plif" else (1 if spec.v_reset == 0 else 2),
-        "thr": [_cast(t, dtype) for t in spec.thresholds],
-        "vr": _cast(spec.v_reset, dtype),
+        "consts": [_cast(st.decay, dtype)] + [_cast(t, dtype) for t in st.thresholds],
+        "vr": _cast(st.v_reset, dtype),
         "half": _cast(width / 2, dtype),
         "alpha": _cast(width, dtype),
         "sk": _cast(math.pi / 2 * width, dtype),
         "sc": _cast(width / 2, dtype),
-        "scale": _cast(width, dtype) if spec.sg_kind == 0 else 1.0,
-        "decay": _cast(spec.decay, dtype) if spec.decay is not None else 1.0,
+        "scale": _cast(width, dtype) if st.sg_kind == 0 else 1.0,
     }
 
 
-def _coef(spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> Tensor:
-    """``[A, D, tau, amp]`` on the device in the compute dtype, without a host sync."""
-    cd = _compute_dtype(x.dtype)
-    one = torch.ones((), dtype=x.dtype, device=x.device)
-    if tau is not None:
-        tau_d = tau.detach()
-        a_coef = 1 - 1 / tau_d  # the reference's (1 - 1/tau) in x's dtype
-        d_coef = tau_d
-    else:
-        a_coef = one * _static(spec, x.dtype)["decay"]
-        tau_d = d_coef = one
-    amp_d = amp.detach() if amp is not None else one
-    return torch.stack([a_coef, d_coef, tau_d, amp_d]).to(cd)
+_consts: dict[tuple, Tensor] = {}
+
+
+def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[decay, thresholds...]`` on ``device`` in the compute dtype, cached: built (one
+    host→device copy) the first time a layer kind meets a device, reused after."""
+    key = (st, dtype, device)
+    t = _consts.get(key)
+    if t is None:
+        t = torch.tensor(_static(st, dtype)["consts"], dtype=_compute_dtype(dtype), device=device)
+        _consts[key] = t
+    return t
 
 
 def forward(
-    spec: KernelSpec, x: Tensor, tau: Tensor | None, amp: Tensor | None, save_mode: int
-) -> tuple[Tensor, Tensor | None, dict]:
-    """``x`` ``[T, N]`` contiguous → ``(out, saved, ctx)``."""
+    st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None, save_mode: int,
+    flag: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """``x`` ``[T, N]`` contiguous → ``(out, saved)``; with ``flag`` (int32, one element), sets
+    it to 1 when ``x`` holds a NaN or an infinity (no host sync)."""
     T, N = x.shape
-    st = _static(spec, x.dtype)
-    cd = _compute_dtype(x.dtype)
-    coef = _coef(spec, x, tau, amp)
-    thr = torch.tensor(st["thr"], dtype=cd, device=x.device)
+    sc = _static(st, x.dtype)
+    c = consts(st, x.dtype, x.device)
     out = torch.empty_like(x)
     if save_mode == SAVE_H:
         saved = torch.empty_like(x)
@@ -263,33 +289,39 @@ def forward(
         saved = None
     grid = (triton.cdiv(N, BLOCK),)
     _forward_kernel[grid](
-        x, out, saved if saved is not None else out, coef, thr, N, T, st["vr"], st["half"],
-        FORM=st["form"], K=len(st["thr"]), SGN=spec.signed,
-        SAVE=save_mode if save_mode != SAVE_NONE else 0, ROUND=_ROUND[x.dtype],
+        x, out, saved if saved is not None else out, tau if tau is not None else c,
+        amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["vr"],
+        sc["half"],
+        FORM=st.form, K=len(st.thresholds), SGN=st.signed,
+        SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
+        CHECK=flag is not None, ROUND=_ROUND[x.dtype],
         IS64=x.dtype == torch.float64, BLOCK=BLOCK,
         enable_fp_fusion=False,
     )
-    return out, saved, {"coef": coef, "thr": thr, "save_mode": save_mode}
+    return out, saved
 
 
 def backward(
-    spec: KernelSpec, grad: Tensor, saved: Tensor, ctx: dict, need_tau: bool, need_amp: bool
+    st: Static, grad: Tensor, saved: Tensor, save_mode: int, tau: Tensor | None,
+    amp: Tensor | None, need_tau: bool, need_amp: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (0-dim tensors on the device)."""
     T, N = grad.shape
-    st = _static(spec, grad.dtype)
-    coef = ctx["coef"]
+    sc = _static(st, grad.dtype)
+    c = consts(st, grad.dtype, grad.device)
     gx = torch.empty_like(grad)
     nprog = triton.cdiv(N, BLOCK)
-    parts = torch.empty((nprog, 2), dtype=coef.dtype, device=grad.device)
+    parts = torch.empty((nprog, 2), dtype=c.dtype, device=grad.device)
     _backward_kernel[(nprog,)](
-        grad, saved, gx, coef, ctx["thr"], parts, N, T, st["vr"], st["half"], st["alpha"],
-        st["sk"], st["sc"], st["scale"], 0.0 if spec.detach_reset else 1.0,
-        K=len(st["thr"]), SGN=spec.signed, KIND=spec.sg_kind,
-        CODE=ctx["save_mode"] == SAVE_CODE, NEED_TAU=need_tau, ROUND=_ROUND[grad.dtype],
-        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, enable_fp_fusion=False,
+        grad, saved, gx, tau if tau is not None else c, amp if amp is not None else c, c, parts,
+        N, T, sc["vr"], sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
+        0.0 if st.detach else 1.0,
+        FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind,
+        CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
+        ROUND=_ROUND[grad.dtype], IS64=grad.dtype == torch.float64, BLOCK=BLOCK,
+        enable_fp_fusion=False,
     )
     sums = parts.sum(0)
-    g_tau = (-sums[0] / coef[2]).to(grad.dtype) if need_tau else None
+    g_tau = (-sums[0] / tau.to(c.dtype)).to(grad.dtype) if need_tau else None
     g_amp = sums[1].to(grad.dtype) if need_amp else None
     return gx, g_tau, g_amp

@@ -43,6 +43,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -70,6 +71,7 @@ struct Args {
   int32_t need_amp;
   int32_t nthreads;
   int32_t stream;     // 1: write outputs with non-temporal stores (arrays larger than the cache)
+  int32_t check;      // 1: count non-finite inputs (the layer's input check, in the same pass)
   double A, D, vr, tau, amp;
   double sg_width;   // rectangular/clamp: window width; sigmoid/atan: alpha
   double sg_half;    // window half-width (rectangular, clamp)
@@ -195,7 +197,8 @@ inline C sg(int kind, C d, C half, C alpha, C k, C c) {
 
 // ---- forward --------------------------------------------------------------------------------
 template <typename S, int FORM, int KC, int SGN, int CODE>
-void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved) {
+void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved,
+                  int32_t* nonfinite) {
   using T = Tr<S>;
   using C = typename T::C;
   const int64_t nchunks = (a.N + BLK - 1) / BLK;
@@ -213,6 +216,8 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     const int K = pick<KC>(a.n_thr);
     const bool sgn = pick<SGN>(a.is_signed) != 0;
     const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
+    const bool check = a.check != 0;
+    const C big = std::numeric_limits<C>::max();
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
     const C th0 = th[0];
@@ -226,13 +231,19 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
       alignas(64) S obuf[BLK];
       alignas(64) S hbuf[BLK];
       alignas(64) uint8_t cbuf[BLK];
-      for (int i = 0; i < n; ++i) v[i] = C(0);
+      alignas(64) C bad[BLK];  // per lane: non-finite inputs seen (only with check)
+      for (int i = 0; i < n; ++i) {
+        v[i] = C(0);
+        bad[i] = C(0);
+      }
       for (int64_t t = 0; t < TT; ++t) {
         const int64_t off = t * N + i0;
         const S* __restrict xt = x + off;
 #pragma omp simd
         for (int i = 0; i < n; ++i) {
           const C xv = T::ld(xt[i]);
+          // NaN fails every comparison; inf exceeds the largest finite value
+          if (check) bad[i] += std::fabs(xv) <= big ? C(0) : C(1);
           const C vi = v[i];
           C h;
           if (form == 0)
@@ -265,6 +276,14 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
         put(out + off, obuf, n, stream);
         if (save == 1) put(saved_h + off, hbuf, n, stream);
         if (save == 2) put(saved_code + off, cbuf, n, stream);
+      }
+      if (check) {
+        C any = C(0);
+        for (int i = 0; i < n; ++i) any += bad[i];
+        if (any != C(0)) {
+#pragma omp atomic write
+          *nonfinite = 1;
+        }
       }
     }
     fence(stream);
@@ -407,7 +426,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
 
 // ---- dispatch to the specialised instances ---------------------------------------------------
 template <typename S>
-void forward_fast(const Args& a, const void* x, void* out, void* saved) {
+void forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t* nf) {
   const S* xs = static_cast<const S*>(x);
   S* os = static_cast<S*>(out);
   const bool code = a.save_mode == 2;
@@ -415,13 +434,13 @@ void forward_fast(const Args& a, const void* x, void* out, void* saved) {
   switch (key) {
 #define MS_F(FORM, K3, SG, CD)                                                   \
   case ((FORM) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                         \
-    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD>(a, xs, os, saved);
+    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD>(a, xs, os, saved, nf);
     MS_F(0, 0, 0, 0) MS_F(0, 0, 0, 1) MS_F(0, 0, 1, 0) MS_F(0, 0, 1, 1)
     MS_F(0, 1, 0, 0) MS_F(0, 1, 0, 1) MS_F(0, 1, 1, 0) MS_F(0, 1, 1, 1)
     MS_F(1, 0, 0, 0) MS_F(1, 0, 1, 0) MS_F(1, 1, 0, 0) MS_F(1, 1, 1, 0)
 #undef MS_F
     default:
-      return forward_impl<S, RT, RT, RT, RT>(a, xs, os, saved);
+      return forward_impl<S, RT, RT, RT, RT>(a, xs, os, saved, nf);
   }
 }
 
@@ -452,23 +471,26 @@ bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <=
 
 extern "C" {
 
-int ms_abi_version() { return 3; }
+int ms_abi_version() { return 4; }
 
-int ms_forward(const Args* a, const void* x, void* out, void* saved) {
+// nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
+int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
   const bool fast = fast_ok(*a) && !(a->form == 1 && a->save_mode == 2);
   switch (a->dtype) {
     case 0:
-      if (fast) return forward_fast<float>(*a, x, out, saved), 0;
+      if (fast) return forward_fast<float>(*a, x, out, saved, nonfinite), 0;
       return forward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(x),
-                                                 static_cast<float*>(out), saved), 0;
+                                                 static_cast<float*>(out), saved, nonfinite), 0;
     case 1:
       return forward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(x),
-                                                  static_cast<double*>(out), saved), 0;
+                                                  static_cast<double*>(out), saved, nonfinite),
+             0;
     case 2:
-      if (fast) return forward_fast<uint16_t>(*a, x, out, saved), 0;
+      if (fast) return forward_fast<uint16_t>(*a, x, out, saved, nonfinite), 0;
       return forward_impl<uint16_t, RT, RT, RT, RT>(*a, static_cast<const uint16_t*>(x),
-                                                    static_cast<uint16_t*>(out), saved), 0;
+                                                    static_cast<uint16_t*>(out), saved,
+                                                    nonfinite), 0;
     default:
       return -2;
   }

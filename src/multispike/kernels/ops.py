@@ -1,0 +1,177 @@
+"""The compiled kernels as ``torch.library`` custom ops: ``multispike::neuron_forward`` and
+``multispike::neuron_backward``.
+
+As custom ops with fake (meta) implementations and a registered autograd formula, a fused
+neuron layer is one opaque call for autograd, for ``torch.compile`` (``fullgraph=True`` keeps
+it as a single node; inductor does not trace the reference loop) and for CUDA graphs
+(``mode="reduce-overhead"``). Every argument is a tensor or a plain number: the layer's
+:class:`~multispike.kernels.spec.Static` record, unpacked.
+
+- ``neuron_forward(x, tau, amp, *static, save_mode, impl, check, where) -> (out, saved, bad)``:
+  ``x`` ``[T, N]`` contiguous; ``tau`` (PLIF) and ``amp`` 0-dim tensors in ``x``'s dtype or
+  None; ``saved`` is what the backward needs (``H``, the one-byte code, or an empty tensor).
+  With ``check``, inputs are checked for NaN/inf in the same pass: the C++ kernel raises
+  :class:`~multispike.errors.InputError` at once (host memory, no cost); the Triton kernel
+  returns ``bad`` (one int32 on the device, 1 if it saw one) and nothing waits for it: the
+  layer ORs it into its ``nonfinite`` flag (see :func:`multispike.kernels.raise_on_nonfinite`).
+- ``neuron_backward(grad, saved, tau, amp, *static, save_mode, impl, need_tau, need_amp)
+  -> (grad_x, grad_tau, grad_amp)``; the scalar gradients are 0-dim, or empty when not asked.
+
+Nothing in either op reads a device value on the host: τ and the amplitude stay on the device
+(the Triton kernels load them), constants are cached per device.
+"""
+
+from __future__ import annotations
+
+from typing import Optional  # noqa: UP035 - torch.library parses the annotations
+
+import torch
+from torch import Tensor
+
+from multispike.errors import InputError
+from multispike.kernels import cpu
+from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
+
+_NO_FLAG = "flag"
+
+
+def _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach) -> Static:
+    return Static(int(form), float(decay), tuple(float(t) for t in thresholds), bool(signed),
+                  int(sg_kind), float(sg_width), float(v_reset), bool(detach))
+
+
+def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
+    if save_mode == SAVE_H:
+        return torch.empty_like(x)
+    if save_mode == SAVE_CODE:
+        return torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    return x.new_empty(0)
+
+
+@torch.library.custom_op("multispike::neuron_forward", mutates_args=())
+def neuron_forward(
+    x: Tensor,
+    tau: Optional[Tensor],  # noqa: UP045
+    amp: Optional[Tensor],  # noqa: UP045
+    form: int,
+    decay: float,
+    thresholds: list[float],
+    signed: bool,
+    sg_kind: int,
+    sg_width: float,
+    v_reset: float,
+    detach: bool,
+    save_mode: int,
+    impl: str,
+    check: bool,
+    where: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach)
+    if impl == "cpu":
+        args = cpu.make_args(st, x, tau, amp)
+        args.save_mode = save_mode
+        args.check = int(check)
+        out, saved, nonfinite = cpu.forward(x, args)
+        if nonfinite:
+            raise InputError(
+                f"{where} input contains NaN or inf; check the layer before it or the data")
+        bad = x.new_empty(0, dtype=torch.int32)
+    else:
+        from multispike.kernels import triton_impl
+
+        bad = torch.zeros(1 if check else 0, dtype=torch.int32, device=x.device)
+        out, saved = triton_impl.forward(st, x, tau, amp, save_mode, bad if check else None)
+    return out, saved if saved is not None else x.new_empty(0), bad
+
+
+@neuron_forward.register_fake
+def _(x, tau, amp, form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
+      save_mode, impl, check, where):
+    n = 1 if check and impl != "cpu" else 0
+    return torch.empty_like(x), _empty_saved(x, save_mode), x.new_empty(n, dtype=torch.int32)
+
+
+@torch.library.custom_op("multispike::neuron_backward", mutates_args=())
+def neuron_backward(
+    grad: Tensor,
+    saved: Tensor,
+    tau: Optional[Tensor],  # noqa: UP045
+    amp: Optional[Tensor],  # noqa: UP045
+    form: int,
+    decay: float,
+    thresholds: list[float],
+    signed: bool,
+    sg_kind: int,
+    sg_width: float,
+    v_reset: float,
+    detach: bool,
+    save_mode: int,
+    impl: str,
+    need_tau: bool,
+    need_amp: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach)
+    if impl == "cpu":
+        args = cpu.make_args(st, grad, tau, amp)
+        args.save_mode = save_mode
+        args.need_tau, args.need_amp = int(need_tau), int(need_amp)
+        gx, s_tau, s_amp = cpu.backward(grad, saved, args)
+        g_tau = torch.tensor(s_tau, dtype=grad.dtype) if need_tau else grad.new_empty(0)
+        g_amp = torch.tensor(s_amp, dtype=grad.dtype) if need_amp else grad.new_empty(0)
+        return gx, g_tau, g_amp
+    from multispike.kernels import triton_impl
+
+    gx, g_tau, g_amp = triton_impl.backward(st, grad, saved, save_mode, tau, amp, need_tau,
+                                            need_amp)
+    return (gx, g_tau if g_tau is not None else grad.new_empty(0),
+            g_amp if g_amp is not None else grad.new_empty(0))
+
+
+@neuron_backward.register_fake
+def _(grad, saved, tau, amp, form, decay, thresholds, signed, sg_kind, sg_width, v_reset,
+      detach, save_mode, impl, need_tau, need_amp):
+    g_tau = grad.new_empty(()) if need_tau else grad.new_empty(0)
+    g_amp = grad.new_empty(()) if need_amp else grad.new_empty(0)
+    return torch.empty_like(grad), g_tau, g_amp
+
+
+_N_STATIC = 8  # form ... detach
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, tau, amp = inputs[:3]
+    ctx.static = inputs[3:3 + _N_STATIC]
+    ctx.save_mode, ctx.impl = inputs[3 + _N_STATIC], inputs[4 + _N_STATIC]
+    ctx.has_tau, ctx.has_amp = tau is not None, amp is not None
+    saved = output[1]
+    ctx.save_for_backward(saved, tau, amp)
+
+
+def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
+    saved, tau, amp = ctx.saved_tensors
+    need_tau = ctx.has_tau and ctx.needs_input_grad[1]
+    need_amp = ctx.has_amp and ctx.needs_input_grad[2]
+    gx, g_tau, g_amp = neuron_backward(
+        grad_out.contiguous(), saved, tau, amp, *ctx.static, ctx.save_mode, ctx.impl,
+        need_tau, need_amp)
+    rest = [None] * (_N_STATIC + 4)  # the static record, save_mode, impl, check, where
+    return (gx, g_tau if need_tau else None, g_amp if need_amp else None, *rest)
+
+
+neuron_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def forward(
+    x: Tensor, st: Static, tau: Tensor | None, amp: Tensor | None, *, save_mode: int,
+    impl: str, flag: Tensor | None = None, check: bool = False, where: str = "neuron",
+) -> Tensor:
+    """``out`` of :func:`neuron_forward` for ``x`` ``[T, N]`` contiguous; with ``check`` on
+    the Triton path, ORs the kernel's NaN/inf finding into ``flag`` (on the device)."""
+    out, _, bad = torch.ops.multispike.neuron_forward(
+        x, tau, amp, *st.args(), save_mode, impl, check, where)
+    if flag is not None and bad.numel():
+        flag.bitwise_or_(bad.view(()))
+    return out
+
+
+__all__ = ["SAVE_NONE", "forward", "neuron_backward", "neuron_forward"]
