@@ -1,12 +1,32 @@
-"""Keep spikes as int8 wherever autograd saves them: ``with compact_spikes(): loss = ...``.
+"""Keep spikes bit-packed wherever autograd saves them: ``with compact_spikes(): loss = ...``.
 
 The layer after a spiking neuron (a convolution, a linear layer) saves its input, the spikes,
 for its own backward: in float32 that is 4 bytes per neuron and time step, as much as the
 membrane the neuron itself keeps. Spikes are small integers ``b`` (times the layer's
 amplitude ``a``), so inside this context every saved tensor that is the output of a fused
-neuron (or a view of it) is stored as ``int8`` ``b`` and rebuilt as ``a·b`` in the same dtype
-when the backward needs it: bit for bit the tensor that was saved, a quarter of the memory.
-Other saved tensors pass through untouched.
+neuron (or a view of it) is stored as the codes ``b - lo`` packed into as few bits as the
+rule needs, and rebuilt as ``a·b`` in the same dtype when the backward needs it: bit for bit
+the tensor that was saved. Other saved tensors pass through untouched.
+
+Bits per spike, from the range ``lo..hi`` the neuron declares with :func:`tag` (the smallest
+of 1, 2, 4, 8 that holds ``hi - lo + 1`` values, so a byte holds 8, 4, 2 or 1 spikes):
+
+======================================  =====  ====  =============
+rule                                    ``b``  bits  bytes / spike
+======================================  =====  ====  =============
+binary                                  0, 1   1     1/8
+ternary                                 -1..1  2     1/4
+multi-threshold, K = 2 or 3 thresholds  0..K   2     1/4
+multi-threshold, K = 4..7               0..K   4     1/2
+ternary multi-threshold, K = 2..7       -K..K  4     1/2
+no range declared (``tag(out, a)``)     any    8     1 (int8)
+======================================  =====  ====  =============
+
+against 4 bytes for float32 (2 for bfloat16): ``n`` spikes take ``ceil(n·bits/8)`` bytes.
+The codes are laid out in planes (byte ``i`` of ``m`` holds codes ``i, m + i, 2m + i, ...``
+from the low bits up, the last plane padded with zeros), so packing and unpacking are a few
+tensor ops on contiguous uint8 (shifts, masks, ORs), with no host synchronisation, on any
+device.
 
 It uses :func:`torch.autograd.graph.saved_tensors_hooks`, so it applies to whatever layers
 follow the neurons. PyTorch applies only the innermost such hooks: inside another
@@ -16,9 +36,15 @@ loop's are not.
 
 Example::
 
+    >>> import torch
+    >>> from multispike.neurons import LIFNode
+    >>> node, fc = LIFNode(firing="binary"), torch.nn.Linear(16, 10)
+    >>> x = torch.randn(4, 2, 16, requires_grad=True)
     >>> with compact_spikes():
-    ...     loss = criterion(model(images), labels)
+    ...     loss = fc(node(x)).square().sum()
     >>> loss.backward()
+    >>> x.grad.shape
+    torch.Size([4, 2, 16])
 """
 
 from __future__ import annotations
@@ -29,26 +55,98 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+#: the widths a spike code may take: 8 // bits codes share a byte
+WIDTHS = (1, 2, 4, 8)
+
+
+def bits_for(lo: int, hi: int) -> int:
+    """The fewest bits of :data:`WIDTHS` that hold the codes ``0 .. hi - lo``."""
+    if hi < lo:
+        raise ValueError(f"spike range lo={lo} > hi={hi}")
+    for bits in WIDTHS:
+        if hi - lo < 1 << bits:
+            return bits
+    raise ValueError(f"spike range {lo}..{hi} needs more than 8 bits")
+
 
 class SpikeTag:
-    """Attached to a fused neuron's output: the amplitude its spikes carry (None: 1)."""
+    """Attached to a fused neuron's output: the amplitude its spikes carry (None: 1) and the
+    range ``lo..hi`` of the integers ``b`` (None: not declared, stored as int8)."""
 
-    __slots__ = ("amp",)
+    __slots__ = ("amp", "lo", "hi", "bits")
 
-    def __init__(self, amp: Tensor | None) -> None:
-        self.amp = amp
+    def __init__(
+        self, amp: Tensor | None, lo: int | None = None, hi: int | None = None
+    ) -> None:
+        self.amp, self.lo, self.hi = amp, lo, hi
+        self.bits = None if lo is None else bits_for(lo, hi)
 
 
 class _Packed:
-    __slots__ = ("q", "amp", "dtype")
+    """A saved spike tensor: ``q`` is what is kept (uint8 codes packed ``8 // bits`` to a
+    byte, or int8 ``b`` when ``bits`` is None); the rest is metadata."""
 
-    def __init__(self, q: Tensor, amp: Tensor | None, dtype: torch.dtype) -> None:
+    __slots__ = ("q", "amp", "dtype", "bits", "lo", "shape", "stride", "hi")
+
+    def __init__(
+        self,
+        q: Tensor,
+        amp: Tensor | None,
+        dtype: torch.dtype,
+        bits: int | None = None,
+        lo: int = 0,
+        shape: torch.Size | None = None,
+        stride: tuple[int, ...] | None = None,
+        hi: int = 0,
+    ) -> None:
         self.q, self.amp, self.dtype = q, amp, dtype
+        self.bits, self.lo, self.hi, self.shape, self.stride = bits, lo, hi, shape, stride
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept tensor."""
+        return self.q.numel() * self.q.element_size()
 
 
-def tag(out: Tensor, amp: Tensor | None) -> None:
-    """Mark ``out`` (a fused neuron's output, not a view) as spikes ``amp · b``."""
-    out._ms_spike = SpikeTag(None if amp is None else amp.detach().clone())
+def tag(out: Tensor, amp: Tensor | None, lo: int | None = None, hi: int | None = None) -> None:
+    """Mark ``out`` (a fused neuron's output, not a view) as spikes ``amp · b``.
+
+    ``lo`` and ``hi``: the smallest and largest ``b`` the rule emits (binary 0, 1; ternary
+    -1, 1; ``K`` thresholds 0, K; ternary with ``K`` thresholds -K, K). With them the saved
+    spikes are bit-packed; without them they are kept as int8.
+    """
+    if (lo is None) != (hi is None):
+        raise ValueError("give both lo and hi, or neither")
+    if lo is not None:
+        lo, hi = int(lo), int(hi)
+    out._ms_spike = SpikeTag(None if amp is None else amp.detach().clone(), lo, hi)
+
+
+def _dense_order(t: Tensor) -> list[int]:
+    """Dimensions of ``t`` from the largest stride to the smallest: ``t.permute`` of it is
+    contiguous when ``t`` is non-overlapping and dense."""
+    return sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.size(d)))
+
+
+def _small_int(lo: int, hi: int) -> torch.dtype | None:
+    """uint8 or int8 when it holds every ``b`` of ``lo..hi`` (then ``b - lo`` is ``b`` minus
+    ``lo`` modulo 256 in place), else None."""
+    if 0 <= lo and hi <= 255:
+        return torch.uint8
+    if -128 <= lo and hi <= 127:
+        return torch.int8
+    return None
+
+
+def _codes(t: Tensor, b: Tensor, lo: int, hi: int) -> Tensor:
+    """uint8 ``b - lo`` laid out like ``t`` (t's strides when t is dense, else dense)."""
+    dtype = _small_int(lo, hi)
+    if dtype is None:
+        return torch.empty_like(t, dtype=torch.uint8).copy_(b - lo)
+    code = torch.empty_like(t, dtype=dtype).copy_(b).view(torch.uint8)
+    if lo:
+        code.add_(-lo & 0xFF)
+    return code
 
 
 def _pack(t: Tensor):
@@ -57,24 +155,65 @@ def _pack(t: Tensor):
     if tag_ is None or not t.is_floating_point():
         return t
     with torch.no_grad():
-        if tag_.amp is None:
-            q = t.to(torch.int8)
+        # a·b was rounded once in t's dtype: dividing and rounding gives b back exactly
+        # (|b| <= 16); with a = 0 every spike is 0 and so is any a·q
+        b = t if tag_.amp is None else torch.round(t / tag_.amp)
+        if tag_.bits is None:
+            return _Packed(b.to(torch.int8), tag_.amp, t.dtype)
+        bits, lo = tag_.bits, tag_.lo
+        code = _codes(t, b, lo, tag_.hi)
+        perm = _dense_order(code)
+        if not code.permute(perm).is_contiguous():  # not expected: empty_like is dense
+            code = code.contiguous()
+            perm = list(range(code.dim()))
+        flat = code.permute(perm).reshape(-1)  # the codes in memory order: a view
+        if bits == 8:
+            q = flat
         else:
-            # a·b was rounded once in t's dtype: dividing and rounding gives b back exactly
-            # (|b| <= 16); with a = 0 every spike is 0 and so is any a·q
-            q = torch.round(t / tag_.amp).to(torch.int8)
-    return _Packed(q, tag_.amp, t.dtype)
+            flat.bitwise_and_((1 << bits) - 1)  # out-of-range codes (a = 0) never spill over
+            per = 8 // bits
+            pad = -flat.numel() % per
+            if pad:
+                flat = torch.nn.functional.pad(flat, (0, pad))
+            # planes: byte i holds codes i, m + i, 2m + i, ... (code j·m + i in bits
+            # [bits·j, bits·(j + 1))), so every step reads and writes contiguous memory
+            v = flat.view(per, -1)
+            q = v[0] | (v[1] << bits)
+            for j in range(2, per):
+                q |= v[j] << (bits * j)
+    return _Packed(q, tag_.amp, t.dtype, bits, lo, code.shape, code.stride(), tag_.hi)
 
 
 def _unpack(p):
     if not isinstance(p, _Packed):
         return p
-    b = p.q.to(p.dtype)
-    return b if p.amp is None else p.amp.to(p.dtype) * b
+    if p.bits is None:
+        b = p.q.to(p.dtype)
+        return b if p.amp is None else p.amp.to(p.dtype) * b
+    lo, hi, bits = p.lo, p.hi, p.bits
+    if bits == 8:
+        codes = p.q.clone() if lo else p.q  # the hook may run more than once: keep q intact
+    else:
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=p.q.device)
+        codes = p.q >> shifts.unsqueeze(1)  # [8 // bits, bytes]: plane j in row j
+        codes.bitwise_and_((1 << bits) - 1)
+        codes = codes.view(-1)
+    dtype = _small_int(lo, hi)
+    if dtype is None:
+        b = codes.to(p.dtype) + lo  # code + lo = b, an integer the saved dtype holds exactly
+    else:
+        if lo:
+            codes.add_(lo & 0xFF)  # b = code + lo modulo 256, read as uint8 or int8
+        b = codes.view(dtype).to(p.dtype)
+    if p.amp is not None:
+        b = p.amp.to(p.dtype) * b
+    # b holds the codes in the saved tensor's memory order (and a padded tail): lay it out
+    # with the saved strides
+    return b.as_strided(p.shape, p.stride)
 
 
 @contextlib.contextmanager
 def compact_spikes() -> Iterator[None]:
-    """Store saved spike tensors as int8 inside the block (see the module docs)."""
+    """Store saved spike tensors bit-packed inside the block (see the module docs)."""
     with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
         yield
