@@ -125,6 +125,28 @@ class Neuron(nn.Module):
         self.nonfinite: Tensor
         self.register_buffer("nonfinite", torch.zeros((), dtype=torch.int32), persistent=False)
 
+    #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec`
+    _SPEC_FIELDS = frozenset(
+        {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "decay", "backend"}
+    )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in Neuron._SPEC_FIELDS:
+            self._refresh_kernel_spec()
+
+    def _refresh_kernel_spec(self) -> None:
+        try:
+            spec = kernels.spec_of(self)
+        except AttributeError:  # still being built: an attribute spec_of reads is not set yet
+            spec = None
+        self.__dict__["kernel_spec"] = spec
+
+    #: what the fused kernels know of this layer (:class:`~multispike.kernels.KernelSpec`),
+    #: worked out when the layer is built or its options change, not on every call (so that
+    #: ``torch.compile`` reads it as a constant); ``None`` when no kernel implements it
+    kernel_spec: kernels.KernelSpec | None = None
+
     # -- dynamics --------------------------------------------------------------------------
     def charge(self, v: Tensor, x: Tensor) -> Tensor:
         """``H = charge(V, X)``: the dynamics of this neuron (one time step)."""

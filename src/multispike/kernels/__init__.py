@@ -63,6 +63,7 @@ _TRITON_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _warned: set[str] = set()
 
 
+@torch.compiler.assume_constant_result
 def triton_available() -> bool:
     """True when CUDA and an importable Triton are both present."""
     from multispike.kernels import triton_impl
@@ -70,12 +71,18 @@ def triton_available() -> bool:
     return triton_impl.available()
 
 
+@torch.compiler.assume_constant_result
+def cpu_kernel_available() -> bool:
+    """True when the C++ kernel is built and loaded (building it on first use)."""
+    return cpu.library() is not None
+
+
 def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
     """The compiled implementation for this layer and input (``"cpu"``, ``"triton"``), or None."""
     if not spec.native:
         return None
     if x.device.type == "cpu" and x.dtype in cpu.DTYPES:
-        return "cpu" if cpu.library() is not None else None
+        return "cpu" if cpu_kernel_available() else None
     if x.device.type == "cuda" and x.dtype in _TRITON_DTYPES and triton_available():
         return "triton"
     return None
@@ -166,7 +173,9 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     compiling = torch.compiler.is_compiling()
     if not compiling and not _plain(x_seq):
         return None
-    spec = spec_of(neuron)
+    spec = getattr(neuron, "kernel_spec", None)
+    if spec is None and not hasattr(neuron, "kernel_spec"):
+        spec = spec_of(neuron)  # a duck-typed layer without the cached record
     if spec is None:
         if backend == "fused":
             _warn_once(
