@@ -62,6 +62,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_runtime": torch.version.cuda,
         "malloc_tuning": "on" if _MALLOC_TUNED else "off",
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
         # other processes compete for the cores: the 1-minute load average when this was taken
@@ -70,7 +71,7 @@ def machine() -> dict:
     from multispike.kernels import cpu as cpu_kernel
 
     info["cpu_kernel"] = "loaded" if cpu_kernel.library() is not None else cpu_kernel.failure()
-    for name in ("spikingjelly", "snntorch"):
+    for name in ("spikingjelly", "snntorch", "triton"):
         try:
             from importlib.metadata import version
 
@@ -98,6 +99,73 @@ def side_by_side(
             "all_ms": v}
         for k, v in times.items()
     }
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    import torch
+
+    if getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    fns: dict[str, Callable[[], object]], rounds: int, device, inner: int = 1, warmup: int = 1
+) -> dict[str, dict[str, float]]:
+    """:func:`side_by_side` with each round running ``fn`` ``inner`` times, then waiting for
+    the device (CUDA launches are asynchronous); every time is per call (round time / inner)."""
+
+    def wrap(f):
+        def run():
+            for _ in range(inner):
+                f()
+            sync(device)
+
+        return run
+
+    res = side_by_side({k: wrap(f) for k, f in fns.items()}, rounds=rounds, warmup=warmup)
+    for r in res.values():
+        r["all_ms"] = [t / inner for t in r["all_ms"]]
+        for k in ("ms", "min_ms", "max_ms"):
+            r[k] /= inner
+        r["inner"] = inner
+    return res
+
+
+def bandwidth(traffic_bytes: float, kernel_ms: float, copy_ms: float) -> dict[str, float]:
+    """Achieved bytes/s of a kernel that moves ``traffic_bytes`` (reads plus writes) in
+    ``kernel_ms``, against the device's copy bound: ``copy_()`` of the same bytes (half read,
+    half written) in ``copy_ms``. ``fraction`` = achieved / bound = ``copy_ms / kernel_ms``."""
+    achieved = traffic_bytes / (kernel_ms * 1e-3)
+    bound = traffic_bytes / (copy_ms * 1e-3)
+    return {"traffic_MB": traffic_bytes / 1e6, "achieved_GBps": achieved / 1e9,
+            "bound_GBps": bound / 1e9, "fraction": achieved / bound}
+
+
+DEADLINE_ENV = "BENCH_DEADLINE"
+
+
+def out_of_time() -> bool:
+    """True once the Unix time in ``$BENCH_DEADLINE`` has passed: a time-limited run
+    (bench/gpu_check.sh) skips the parts it would not finish and still prints its figures."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    try:
+        return deadline is not None and time.time() > float(deadline)
+    except ValueError:
+        return False
+
+
+def cuda_required(device: str) -> None:
+    """Exit with status 2 and one line when ``device`` is CUDA and no CUDA GPU is visible."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"no CUDA GPU visible; --device {device} needs one (torch {torch.__version__}, "
+              f"CUDA build {torch.version.cuda or 'none'}); run the CPU benchmarks with "
+              "--device cpu", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def ratio(res: dict[str, dict], num: str, den: str, scale: float = 1.0) -> float:
@@ -185,18 +253,22 @@ def suite_main(
     argv: list[str] | None = None,
     quick_help: str = "small sizes, few rounds",
     extra: dict[str, dict] | None = None,
+    device: str = "cpu",
 ) -> None:
-    """The command line of one suite script: ``--quick``, ``--json``, ``--device`` and the
-    suite's own options (``extra``: flag → ``add_argument`` keywords, passed on to ``run``)."""
+    """The command line of one suite script: ``--quick``, ``--json``, ``--device`` (default
+    ``device``) and the suite's own options (``extra``: flag → ``add_argument`` keywords,
+    passed on to ``run``). A CUDA device without a visible GPU exits 2 (:func:`cuda_required`)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=device)
     dests = [ap.add_argument(flag, **options).dest for flag, options in (extra or {}).items()]
     args = ap.parse_args(argv)
-    setup()
+    cuda_required(args.device)
+    # the allocator setting of `multispike train`, which sets it on the CPU only
+    setup(malloc_tuning=args.device == "cpu")
     res = run(quick=args.quick, device=args.device, **{d: getattr(args, d) for d in dests})
     res["machine"] = machine()
     print(dump(res) if args.json else report(res))

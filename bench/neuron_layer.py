@@ -15,9 +15,13 @@ per-round ratios):
   same bytes copied into preallocated tensors (``copy_``), a stricter floor.
 
 All neurons are LIF with a hard reset to 0 at threshold 1 and τ = 2 (decay 0.5), the sigmoid
-surrogate (SpikingJelly's default) unless the row says otherwise. Table 2 runs every firing
-rule of multispike, fused against its loop. Memory: bytes autograd saves for the backward per
-neuron and time step (``saved_tensors_hooks``).
+surrogate (SpikingJelly's default) unless the row says otherwise. These competitors are the
+kernels themselves (``check_input=False``, in this process's allocator setting). The report's
+first table (:mod:`default_path`) is what a user gets instead: ``LIFNode`` with its default
+``check_input=True`` in a fresh process with glibc's default allocator, beside the layer as
+``multispike train`` runs it, each against SpikingJelly and snnTorch. The last table runs
+every firing rule of multispike, fused against its loop. Memory: bytes autograd saves for the
+backward per neuron and time step (``saved_tensors_hooks``).
 
 Run: ``python bench/neuron_layer.py [--quick] [--json]``.
 """
@@ -30,28 +34,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+import default_path  # noqa: E402
 
 
-def _competitors(shape, device):
+def peer_neurons(device):
+    """SpikingJelly's multi-step ``LIFNode`` (``sj``) and snnTorch's ``Leaky`` looped over T
+    (``snntorch``), each the same LIF as multispike's rows (τ = 2, i.e. decay 0.5, threshold
+    1, hard reset to 0), with each library's default surrogate (SpikingJelly: sigmoid, as
+    multispike's rows; snnTorch: arctangent), as ``x -> spikes`` callables. Competitors that
+    do not import are left out with a note."""
     import torch
 
-    from multispike.neurons import LIFNode
-
-    comps = {
-        "loop": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
-                        check_input=False),
-        "fused": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="fused",
-                         check_input=False),
-        "fused_rect": LIFNode(decay=0.5, v_threshold=1.0, backend="fused", check_input=False),
-    }
-    notes = {}
-    try:
-        comps["inductor"] = torch.compile(
-            LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
-                    check_input=False)
-        )
-    except Exception as e:  # noqa: BLE001 - no compiler
-        notes["inductor"] = f"torch.compile unavailable: {type(e).__name__}: {e}"
+    comps, notes = {}, {}
     try:
         from spikingjelly.activation_based import neuron as sj_neuron
 
@@ -80,6 +74,32 @@ def _competitors(shape, device):
         comps["snntorch"] = run_snntorch
     except Exception as e:  # noqa: BLE001 - optional extra
         notes["snntorch"] = f"snnTorch unavailable: {type(e).__name__}: {e}"
+    return comps, notes
+
+
+def _competitors(shape, device):
+    import torch
+
+    from multispike.neurons import LIFNode
+
+    comps = {
+        "loop": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
+                        check_input=False),
+        "fused": LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="fused",
+                         check_input=False),
+        "fused_rect": LIFNode(decay=0.5, v_threshold=1.0, backend="fused", check_input=False),
+    }
+    notes = {}
+    try:
+        comps["inductor"] = torch.compile(
+            LIFNode(decay=0.5, v_threshold=1.0, surrogate="sigmoid", backend="torch",
+                    check_input=False)
+        )
+    except Exception as e:  # noqa: BLE001 - no compiler
+        notes["inductor"] = f"torch.compile unavailable: {type(e).__name__}: {e}"
+    peers, peer_notes = peer_neurons(device)
+    comps.update(peers)
+    notes.update(peer_notes)
     return comps, notes
 
 
@@ -163,8 +183,11 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         row["bound_copy_frac"] = common.ratio(res, "bound_copy", "fused")
         rows.append(row)
     rules = _rules(B, C, H, W, 4, rounds, dev)
+    # what a user gets (default LIFNode, untuned allocator) and what `multispike train` runs,
+    # each in a fresh interpreter (bench/default_path.py)
+    paths = default_path.run(quick=quick, device=device)
     return {"name": "neuron_layer", "quick": quick, "device": device, "rows": rows,
-            "rules": rules, "notes": notes}
+            "rules": rules, "notes": notes, "paths": paths}
 
 
 def _rules(B, C, H, W, T, rounds, dev):
@@ -214,7 +237,8 @@ def report(res: dict) -> str:
             ("x_snntorch", "vs snnTorch", "{:.1f}x"), ("bound_frac", "bound/fused", "{:.2f}"),
             ("bound_copy_frac", "copy_/fused", "{:.2f}")]
     shape = res["rows"][0]["shape"][1:] if res["rows"] else []
-    out = [f"Neuron layer, forward + backward, input [T, {', '.join(map(str, shape))}] "
+    out = [default_path.report(res["paths"]), ""] if res.get("paths") else []
+    out += [f"Neuron layer, forward + backward, input [T, {', '.join(map(str, shape))}] "
            f"({res['device']}), median ms per iteration", common.fmt_table(res["rows"], cols)]
     mem = [("T", "T", "{}"), ("loop_saved_B", "loop", "{:.1f}"),
            ("fused_saved_B", "fused", "{:.1f}"),

@@ -60,7 +60,9 @@ def neuron_summary(model) -> str:
     return ", ".join(kinds)
 
 
-def make_step(model, x, y, lr=0.01, compact=False):
+def make_step(model, x, y, lr=0.01, compact=False, amp_dtype=None):
+    """One SGD training step as a closure (``step.opt`` is its optimizer); ``amp_dtype``: run
+    the forward under ``torch.autocast`` in that dtype, as ``multispike train`` does on GPUs."""
     import contextlib
 
     import torch
@@ -70,15 +72,21 @@ def make_step(model, x, y, lr=0.01, compact=False):
 
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=amp_dtype)
+
     def step():
         opt.zero_grad(set_to_none=True)
-        with compact_spikes() if compact else contextlib.nullcontext():
+        with autocast(), compact_spikes() if compact else contextlib.nullcontext():
             out = model(x)
             logits = out.mean(0) if out.dim() == 3 else out
             loss = F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
 
+    step.opt = opt
     return step
 
 
