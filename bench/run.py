@@ -6,12 +6,21 @@
     python bench/run.py --only neuron_layer inference
     python bench/run.py --report bench.json   # the tables of a saved --json run
 
-Every figure is a ratio measured side by side in the same run (see bench/common.py). Every
-competitor runs with the CPU allocator setting ``multispike train`` uses
+    python bench/run.py --device cuda   # the GPU suites (exits 2 when no GPU is visible)
+
+Every figure is a ratio measured side by side in the same run (see bench/common.py). On the
+CPU every competitor runs with the allocator setting ``multispike train`` uses
 (:func:`multispike.kernels.allocator.tune_cpu_allocator`: glibc keeps freed large blocks for
 reuse instead of page-faulting them in again); ``--no-malloc-tuning`` measures with glibc's
-default. ``THP_MEM_ALLOC_ENABLE`` (PyTorch's transparent-huge-page allocation) is left as
-the environment sets it.
+default. The exception is the neuron-layer table's "default" row (bench/default_path.py): it
+is measured in a fresh interpreter that never tunes the allocator, as a user's own script
+runs, and its "as `multispike train` runs it" row in another fresh interpreter that does.
+``THP_MEM_ALLOC_ENABLE`` (PyTorch's transparent-huge-page allocation) is left as the
+environment sets it.
+
+Suites: on the CPU ``neuron_layer``, ``train_step``, ``inference``; with ``--device cuda``
+``gpu`` and ``gpu_compile`` (bench/gpu.py, bench/gpu_compile.py). ``--only`` picks any of
+them on either device.
 """
 
 from __future__ import annotations
@@ -24,14 +33,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = ("neuron_layer", "train_step", "inference")
+CPU_SUITES = ("neuron_layer", "train_step", "inference")
+CUDA_SUITES = ("gpu", "gpu_compile")
+SUITES = CPU_SUITES + CUDA_SUITES
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="multispike benchmarks")
     ap.add_argument("--quick", action="store_true", help="small sizes, few rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
-    ap.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
+    ap.add_argument("--only", nargs="+", choices=SUITES, default=None,
+                    help=f"default: {' '.join(CPU_SUITES)} on the CPU, {' '.join(CUDA_SUITES)} "
+                         "with --device cuda")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator at its default (freed large tensors go back "
@@ -44,38 +57,57 @@ def main(argv=None) -> None:
         return
     import common
 
-    common.setup(malloc_tuning=not args.no_malloc_tuning)
+    common.cuda_required(args.device)  # exits 2 with one line when no GPU is visible
+    cuda = args.device.startswith("cuda")
+    suites = args.only or (CUDA_SUITES if cuda else CPU_SUITES)
+    # `multispike train` tunes the allocator on the CPU only
+    common.setup(malloc_tuning=not args.no_malloc_tuning and not cuda)
     import importlib
+    import traceback
 
     results = {"machine": common.machine(), "suites": {}}
-    for name in args.only:
+    for name in suites:
         mod = importlib.import_module(name)
         t0 = time.perf_counter()
-        res = mod.run(quick=args.quick, device=args.device)
+        try:
+            res = mod.run(quick=args.quick, device=args.device)
+        except Exception as e:  # noqa: BLE001 - keep the other suites' figures
+            traceback.print_exc()
+            res = {"name": name, "error": f"{type(e).__name__}: {e}"}
         res["wall_s"] = time.perf_counter() - t0
         res["loadavg_1min_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         results["suites"][name] = res
         if not args.json:
-            print(mod.report(res))
-            print(f"[{name}: {res['wall_s']:.0f} s, load average after "
-                  f"{res['loadavg_1min_after']}]\n", flush=True)
+            print(suite_report(name, res))
+            print(flush=True)
     if args.json:
         print(common.dump(results))
     else:
         print(machine_line(results["machine"]))
 
 
+def suite_report(name: str, res: dict) -> str:
+    """A suite's tables (or its error) and the line with its wall time."""
+    import importlib
+
+    text = (f"{name}: failed: {res['error']}" if "error" in res
+            else importlib.import_module(name).report(res))
+    return (f"{text}\n[{name}: {res['wall_s']:.0f} s, load average after "
+            f"{res['loadavg_1min_after']}]")
+
+
 def machine_line(m: dict) -> str:
-    return (f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+    gpu = f"GPU {m['cuda']} (CUDA {m.get('cuda_runtime')}), " if m.get("cuda") else ""
+    return (f"machine: {gpu}{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
             f"torch {m['torch']}, malloc tuning {m.get('malloc_tuning', 'off')}, "
             f"THP_MEM_ALLOC_ENABLE={m['THP_MEM_ALLOC_ENABLE'] or 'unset'}, "
             f"CPU kernel {m['cpu_kernel']}, spikingjelly {m['spikingjelly']}, "
-            f"snntorch {m['snntorch']}, load average at start {m['loadavg_1min']}")
+            f"snntorch {m['snntorch']}, triton {m.get('triton')}, "
+            f"load average at start {m['loadavg_1min']}")
 
 
 def report_file(path: str) -> str:
     """The text tables of a JSON document written by ``run.py --json``."""
-    import importlib
     import json
 
     try:
@@ -87,9 +119,7 @@ def report_file(path: str) -> str:
         raise SystemExit(2) from None
     out = []
     for name, res in suites.items():
-        out.append(importlib.import_module(name).report(res))
-        out.append(f"[{name}: {res['wall_s']:.0f} s, load average after "
-                   f"{res['loadavg_1min_after']}]\n")
+        out.append(suite_report(name, res) + "\n")
     out.append(machine_line(results["machine"]))
     return "\n".join(out)
 

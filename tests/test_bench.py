@@ -1,17 +1,21 @@
 """The benchmark helpers the figures in docs/performance.md rest on (bench/common.py).
 
-Nothing here times anything: these check the arithmetic of the ratios, the memory accounting
-behind the "peak training memory" goal, and the command's handling of a bad saved report.
+Nothing here times anything: these check the arithmetic of the ratios and of the bandwidth
+fraction, the memory accounting behind the "peak training memory" goal, what the "default"
+row builds, and the command's handling of a bad saved report and of a missing GPU.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import common  # bench/common.py: tests/__init__.py puts bench/ on the path
+import default_path
+import gpu
 import neuron_layer
 import pytest
 import torch
@@ -100,3 +104,84 @@ def test_report_reprints_the_tables_of_a_saved_run(tmp_path):
     assert rows["loop"][1:] == ["12.5", "80", "6.2x"]
     assert "[inference: 3 s, load average after 0.7]" in p.stdout
     assert "machine: test cpu, 2 cores" in p.stdout and "malloc tuning on" in p.stdout
+
+
+def test_timed_runs_inner_calls_per_round_and_reports_per_call():
+    calls = []
+    res = common.timed({"a": lambda: calls.append(1)}, rounds=2, device="cpu", inner=5)
+    assert len(calls) == (1 + 2) * 5  # one warm-up round, two timed, five calls each
+    r = res["a"]
+    assert r["inner"] == 5 and len(r["all_ms"]) == 2
+    assert r["min_ms"] <= r["ms"] <= r["max_ms"]
+
+
+def test_bandwidth_fraction_arithmetic():
+    # 2 GB moved in 2 ms is 1000 GB/s; copy_() of the same bytes in 1 ms is 2000 GB/s
+    bw = common.bandwidth(2e9, kernel_ms=2.0, copy_ms=1.0)
+    assert bw["achieved_GBps"] == pytest.approx(1000.0)
+    assert bw["bound_GBps"] == pytest.approx(2000.0)
+    assert bw["fraction"] == pytest.approx(0.5)
+    assert bw["traffic_MB"] == pytest.approx(2000.0)
+    # the fused forward + backward: read x, write out and the saved value; read the gradient
+    # and the saved value, write the input gradient: twice the bytes of kernel_bytes
+    assert gpu.traffic_bytes(neuron_layer.kernel_bytes(10, 4, 1)) == 2 * (40 + 40 + 10)
+
+
+def test_default_row_builds_lifnode_with_its_defaults(monkeypatch):
+    import multispike.neurons as neurons
+
+    seen = []
+
+    class Recording(neurons.LIFNode):
+        def __init__(self, **kwargs):
+            seen.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(neurons, "LIFNode", Recording)
+    node = default_path.default_neuron()
+    # only the neuron's constants (those of SpikingJelly's LIFNode()) are passed: everything
+    # that decides how the layer runs is LIFNode's own default
+    assert seen == [{"decay": 0.5, "v_threshold": 1.0, "surrogate": "sigmoid"}]
+    assert node.check_input is True and node.backend == "auto"
+    assert node.config() == neurons.LIFNode(decay=0.5, v_threshold=1.0,
+                                            surrogate="sigmoid").config()
+    train = default_path.train_neuron()
+    assert seen[-1] == {**seen[0], "check_input": False}
+    assert train.check_input is False and train.backend == "auto"
+
+
+def test_default_row_runs_in_an_untuned_process(monkeypatch):
+    # the parent asks for a fresh interpreter with the tuning switched off, the tuned row not
+    runs = []
+
+    def fake_run(cmd, env, **kwargs):
+        runs.append((cmd, env))
+        return subprocess.CompletedProcess(cmd, 1, "", "boom\n")
+
+    monkeypatch.setattr(default_path.subprocess, "run", fake_run)
+    assert default_path.spawn("cpu", (1, 1), 1, ["default"], tuned=False) == {
+        "error": "exit 1: boom"}
+    default_path.spawn("cpu", (1, 1), 1, ["train"], tuned=True)
+    (cmd0, env0), (cmd1, env1) = runs
+    assert env0["MULTISPIKE_NO_MALLOC_TUNING"] == "1" and "--tuned" not in cmd0
+    assert "MULTISPIKE_NO_MALLOC_TUNING" not in env1 and "--tuned" in cmd1
+
+
+def test_out_of_time(monkeypatch):
+    monkeypatch.delenv(common.DEADLINE_ENV, raising=False)
+    assert not common.out_of_time()
+    monkeypatch.setenv(common.DEADLINE_ENV, "1")
+    assert common.out_of_time()
+    monkeypatch.setenv(common.DEADLINE_ENV, "99999999999")
+    assert not common.out_of_time()
+
+
+@pytest.mark.parametrize("script", ["run.py", "gpu.py"])
+def test_device_cuda_without_a_gpu_exits_2_with_one_line(script):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no GPU visible, even on a GPU machine
+    p = subprocess.run([sys.executable, str(BENCH / script), "--device", "cuda"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("no CUDA GPU visible; "), p.stderr
