@@ -11,6 +11,12 @@ model reports each step's membrane ``H`` to the monitor, which counts
   plane fires;
 - optionally ``membrane_samples`` random samples of ``H`` per layer and time step.
 
+The model may live on any device: the counting runs where ``H`` lives (the plane signs are
+made there once per device and dtype and cached), and one small transfer per layer and step
+brings the counts to the host. Membrane samples are kept on the CPU; their positions come from
+a CPU generator seeded with ``seed``, so the same model and input give the same samples on
+every device.
+
 Example::
 
     >>> with record_activity(model, membrane_samples=1000) as mon:
@@ -56,7 +62,7 @@ class LayerActivity:
     def membrane_samples(self, t: int) -> Tensor:
         """All recorded samples of ``H`` at time step ``t`` (1-D, float32)."""
         parts = self.membrane.get(t, [])
-        return torch.cat(parts) if parts else torch.empty(0)
+        return torch.cat(parts) if parts else torch.empty(0, device="cpu")
 
 
 class ActivityMonitor:
@@ -66,7 +72,18 @@ class ActivityMonitor:
         self.names = names
         self.membrane_samples = int(membrane_samples)
         self.layers: dict[str, LayerActivity] = {}
-        self._gen = torch.Generator().manual_seed(seed)
+        # on the CPU whatever the model's device: the same samples everywhere
+        self._gen = torch.Generator(device="cpu").manual_seed(seed)
+        self._signs: dict[tuple[tuple[int, ...], torch.device, torch.dtype], Tensor] = {}
+
+    def _signs_like(self, signs: tuple[int, ...], like: Tensor) -> Tensor:
+        """The plane signs as a tensor on ``like``'s device and dtype (made once, cached)."""
+        key = (signs, like.device, like.dtype)
+        t = self._signs.get(key)
+        if t is None:
+            t = torch.tensor(signs, dtype=like.dtype, device=like.device)
+            self._signs[key] = t
+        return t
 
     @torch.no_grad()
     def observe(self, neuron: Neuron, t: int, h: Tensor, out: Tensor) -> None:
@@ -78,27 +95,34 @@ class ActivityMonitor:
             layer = LayerActivity(name, rule.name, tuple(rule.plane_signs))
             layer.plane_counts = [0.0] * len(layer.plane_signs)
             self.layers[name] = layer
-        planes = rule.planes(h.float(), neuron.v_threshold)  # [P, B, ...]
-        per_plane = planes.flatten(1).sum(1).tolist()
-        fired = float(sum(per_plane))
+        planes = rule.planes(h.float(), neuron.v_threshold)  # [P, B, ...] on h's device
+        signs = self._signs_like(layer.plane_signs, planes)
+        b = torch.tensordot(signs, planes, dims=1)  # [B, ...]: the spike value before amplitude
+        # every count on the device (exact integers), then one transfer to the host
+        low = -sum(1 for s in layer.plane_signs if s < 0)
+        high = sum(1 for s in layer.plane_signs if s > 0)
+        per_plane = torch.count_nonzero(planes.flatten(1), dim=1)  # [P]
+        per_value = torch.stack([torch.count_nonzero(b == v) for v in range(low, high + 1)])
+        counts = torch.cat([per_plane, per_value]).tolist()
+        n_planes = len(layer.plane_signs)
+        fired = float(sum(counts[:n_planes]))
         n = h.numel()
         layer.spikes += fired
         layer.neuron_steps += n
         layer.spikes_per_t[t] += fired
         layer.steps_per_t[t] += n
-        for k, c in enumerate(per_plane):
+        for k, c in enumerate(counts[:n_planes]):
             layer.plane_counts[k] += c
-        signs = torch.tensor(layer.plane_signs, dtype=planes.dtype)
-        b = torch.tensordot(signs, planes, dims=1)  # [B, ...]: the spike value before amplitude
-        values, counts = torch.unique(b, return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            layer.value_counts[int(v)] += c
+        for v, c in zip(range(low, high + 1), counts[n_planes:], strict=True):
+            if c:
+                layer.value_counts[v] += c
         if self.membrane_samples > 0:
-            flat = h.detach().reshape(-1).float().cpu()
+            flat = h.detach().reshape(-1)
             if flat.numel() > self.membrane_samples:
-                idx = torch.randint(flat.numel(), (self.membrane_samples,), generator=self._gen)
-                flat = flat[idx]
-            layer.membrane[t].append(flat)
+                idx = torch.randint(flat.numel(), (self.membrane_samples,), generator=self._gen,
+                                    device="cpu")
+                flat = flat[idx.to(flat.device)]  # gather where H lives, move the samples only
+            layer.membrane[t].append(flat.float().cpu())
 
     def summary(self) -> list[dict[str, Any]]:
         """One plain dict per layer: name, firing, rate, spikes, neuron_steps, fractions."""
