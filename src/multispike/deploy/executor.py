@@ -41,10 +41,14 @@ synapse, and the voting readout is a per-class mean; neither is counted as SOPs.
 It is slow (an index computation per event and kernel tap) and exists to prove the
 multiplication-free claim on real networks and to measure exact operation counts; its outputs
 equal the dense model's up to summation order (checked in float64 by :meth:`verify`).
+
+It runs where the model lives: with the model and the input on a GPU, the events, index
+arithmetic and accumulations stay there (the input must be on the model's device).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +187,12 @@ class AdditionOnlyExecutor:
         """Run on ``x`` (``[B, C, H, W]`` or ``[T, B, C, H, W]``) and count every operation."""
         model = self.model
         model.check_input(x)
+        p = next(model.parameters(), None)
+        if p is not None and x.device != p.device:
+            raise ConfigError(
+                f"the input is on {x.device} but the model on {p.device}; move one of them "
+                f"(x.to({str(p.device)!r}))"
+            )
         steps = model.timesteps
         batch = x.shape[0] if x.dim() == 4 else x.shape[1]
         rep = ExecutionReport(output=x, timesteps=steps, batch=batch)
@@ -305,7 +315,7 @@ class AdditionOnlyExecutor:
             n=idx[:, 0] * batch + idx[:, 1],
             pos=idx[:, 2:],
             positive=positive,
-            coef=torch.ones(len(idx), dtype=torch.float64),
+            coef=torch.ones(len(idx), dtype=torch.float64, device=idx.device),
             shape=tuple(values.shape[2:]),
         )
         for node in v.chain:
@@ -361,7 +371,7 @@ class AdditionOnlyExecutor:
         ``weight`` is laid out input-major (``[C_in, kh, kw, C_out]`` or ``[F_in, F_out]``):
         one event gathers one row and adds it. Built once per (layer, weight, sign, step).
         """
-        key = key + (coef, positive)
+        key = key + (coef, positive, weight.device, weight.dtype)
         table = self._tables.get(key)
         if table is None:
             w = weight.double()
@@ -401,7 +411,7 @@ class AdditionOnlyExecutor:
         wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         cout = conv.out_channels
         weight = conv.weight.permute(1, 2, 3, 0)  # [C_in, kh, kw, C_out]
-        out = torch.zeros(rows * ho * wo, cout, dtype=conv.weight.dtype)
+        out = conv.weight.new_zeros(rows * ho * wo, cout)
         sops = 0
         for mask, coef, positive, t in self._groups(ev, batch, per_step):
             scale = None if t is None else per_step[t][0]
@@ -424,7 +434,7 @@ class AdditionOnlyExecutor:
     def _scatter_linear(self, name: str, linear: nn.Linear, ev: _Events, rows: int, batch: int,
                         per_step: list | None) -> tuple[Tensor, int]:
         weight = linear.weight.t()  # [F_in, F_out]
-        out = torch.zeros(rows, linear.out_features, dtype=linear.weight.dtype)
+        out = linear.weight.new_zeros(rows, linear.out_features)
         sops = 0
         for mask, coef, positive, t in self._groups(ev, batch, per_step):
             scale = None if t is None else per_step[t][0]
@@ -436,8 +446,8 @@ class AdditionOnlyExecutor:
         """Identity shortcut: every event adds ±(pooling weight) to one current."""
         ev = self._events(v)
         flat = total.view(-1)
-        per_sample = int(torch.tensor(ev.shape).prod())
-        strides = torch.tensor(_strides(ev.shape), dtype=torch.long)
+        per_sample = math.prod(ev.shape)
+        strides = ev.pos.new_tensor(_strides(ev.shape))
         index = ev.n * per_sample + (ev.pos * strides).sum(1)
         # ±coef are constants of the network (1, or 1/n after average pooling)
         amount = torch.where(ev.positive, ev.coef, -ev.coef).to(total.dtype)
@@ -459,9 +469,9 @@ def _index_add(out: Tensor, rows: Tensor, table: Tensor, src: Tensor) -> int:
 def _pass(node: Node, ev: _Events) -> _Events:
     """Push events through average pooling, global average pooling or flattening."""
     if node.op == "flatten":
-        strides = torch.tensor(_strides(ev.shape), dtype=torch.long)
+        strides = ev.pos.new_tensor(_strides(ev.shape))
         f = (ev.pos * strides).sum(1, keepdim=True)
-        return _Events(ev.n, f, ev.positive, ev.coef, (int(torch.tensor(ev.shape).prod()),))
+        return _Events(ev.n, f, ev.positive, ev.coef, (math.prod(ev.shape),))
     c, h, w = ev.shape
     if node.op == "gap":
         return _Events(ev.n, ev.pos[:, :1], ev.positive, ev.coef / (h * w), (c,))
@@ -470,7 +480,7 @@ def _pass(node: Node, ev: _Events) -> _Events:
     (kh, kw), (sh, sw), (ph, pw) = (_pair(a, node.name) for a in
                                     (pool.kernel_size, pool.stride or pool.kernel_size,
                                      pool.padding))
-    ones = torch.ones(1, 1, h, w, dtype=torch.float64)
+    ones = torch.ones(1, 1, h, w, dtype=torch.float64, device=ev.coef.device)
     avg = pool(ones)[0, 0]
     total = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), pool.ceil_mode, True, 1)[0, 0]
     weight = avg / total  # 1/n of each pooled cell: avg of ones = count/n, sum of ones = count
@@ -491,9 +501,8 @@ def _pass(node: Node, ev: _Events) -> _Events:
             parts.append(_Events(ev.n[ok], pos, ev.positive[ok],
                                  ev.coef[ok] * weight[qi[ok], qj[ok]], (c, ho, wo)))
     if not parts:
-        empty = torch.zeros(0, dtype=torch.long)
-        return _Events(empty, torch.zeros(0, 3, dtype=torch.long), empty.bool(),
-                       empty.double(), (c, ho, wo))
+        return _Events(ev.n[:0], ev.pos.new_zeros(0, 3), ev.positive[:0], ev.coef[:0],
+                       (c, ho, wo))
     return _Events(
         torch.cat([p.n for p in parts]),
         torch.cat([p.pos for p in parts]),

@@ -216,6 +216,12 @@ def rescale_neuron(neuron: Neuron, factor: float) -> None:
     neuron.rule.validate(neuron.v_threshold)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the model's weights live (new modules are put there too)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def amplitude_of(neuron: Neuron) -> float | None:
     a = neuron.amplitude
     return None if a is None else float(a.detach())
@@ -261,8 +267,8 @@ def fold_amplitudes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
             elif target.op == "vote":
                 vote = target.module
                 old = float(getattr(vote, "scale", 1.0))
-                set_module(model, target.name,
-                           ScaledVotingLayer(vote.num_classes, vote.group, old * a))
+                scaled = ScaledVotingLayer(vote.num_classes, vote.group, old * a)
+                set_module(model, target.name, scaled.to(_device_of(model)))
                 rec["scaled_votes"].append(target.name)
             elif target.op == "neuron":
                 # the receiver is rescaled once every stream is known (below)

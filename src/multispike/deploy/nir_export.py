@@ -134,7 +134,8 @@ def export_nir(
 
     Args:
         model: a zoo model; folded first (:func:`~multispike.deploy.fold_amplitudes`, on a
-            copy) unless it already is.
+            copy) unless it already is. It may live on any device: shapes are traced there
+            and the parameters copied to the host (NIR holds numpy arrays).
         input_shape: ``(C, H, W)`` of one input image (default: the model's
             ``in_channels`` and ``input_size``).
         dt: NIR time per model step (see the module docstring).
@@ -153,7 +154,7 @@ def export_nir(
     if input_shape is None:
         input_shape = (model.in_channels, *model.input_size)
     shapes = graph.shapes(tuple(input_shape))
-    dtype = next(model.parameters()).detach().cpu().numpy().dtype
+    dtype = torch.empty(0, dtype=next(model.parameters()).dtype, device="cpu").numpy().dtype
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
     tail: dict[str, str] = {}  # graph node -> the NIR node carrying its output
@@ -204,7 +205,7 @@ def _nodes(node: Node, shapes: dict[str, tuple[int, ...]], dt: float, dtype: np.
         conv = getattr(m, "conv", m)
         if isinstance(conv.padding, str):
             raise ConfigError(f"NIR export: {name} uses padding {conv.padding!r}")
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
         nodes[name] = nir.Conv2d(
             input_shape=tuple(in_shape[1:]), weight=_np(conv.weight), stride=conv.stride,
             padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
@@ -212,7 +213,7 @@ def _nodes(node: Node, shapes: dict[str, tuple[int, ...]], dt: float, dtype: np.
         )
     elif op == "linear":
         lin = getattr(m, "linear", m)
-        bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features)
+        bias = lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
         nodes[name] = nir.Affine(weight=_np(lin.weight), bias=_np(bias.to(lin.weight.dtype)))
     elif op == "norm":
         kind = "per-step BN" if isinstance(m, BatchNormPerStep) else "BN that is not folded"
@@ -294,13 +295,18 @@ def _check_avgpool(name: str, pool: nn.AvgPool2d, in_shape: tuple[int, ...]) -> 
 
 
 # -- reading back ------------------------------------------------------------------------------
+def _cpu(value: Any) -> Tensor:
+    """A NIR parameter (numpy array) as a CPU tensor: graphs read back run on the CPU."""
+    return torch.as_tensor(np.asarray(value), device="cpu")
+
+
 class _LIF(nn.Module):
     """NIR LIF, one forward-Euler step of ``dt``: returns ``(spikes, membrane)``."""
 
     def __init__(self, node: Any, dt: float) -> None:
         super().__init__()
         for key in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
-            self.register_buffer(key, torch.as_tensor(np.asarray(getattr(node, key))))
+            self.register_buffer(key, _cpu(getattr(node, key)))
         self.dt = dt
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -316,7 +322,7 @@ class _IF(nn.Module):
     def __init__(self, node: Any, dt: float) -> None:
         super().__init__()
         for key in ("r", "v_threshold", "v_reset"):
-            self.register_buffer(key, torch.as_tensor(np.asarray(getattr(node, key))))
+            self.register_buffer(key, _cpu(getattr(node, key)))
         self.dt = dt
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -329,7 +335,7 @@ class _IF(nn.Module):
 class _Threshold(nn.Module):
     def __init__(self, node: Any) -> None:
         super().__init__()
-        self.register_buffer("threshold", torch.as_tensor(np.asarray(node.threshold)))
+        self.register_buffer("threshold", _cpu(node.threshold))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x > self.threshold).to(x.dtype)
@@ -363,24 +369,24 @@ class _Flatten(nn.Module):
 
 
 def _affine(node: Any) -> nn.Module:
-    w = torch.as_tensor(np.asarray(node.weight))
+    w = _cpu(node.weight)
     bias = getattr(node, "bias", None)
     lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
     lin.weight.data = w.clone()
     if bias is not None:
-        lin.bias.data = torch.as_tensor(np.asarray(bias)).clone()
+        lin.bias.data = _cpu(bias).clone()
     return lin
 
 
 def _conv(node: Any) -> nn.Module:
-    w = torch.as_tensor(np.asarray(node.weight))
+    w = _cpu(node.weight)
     conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
                      stride=tuple(int(v) for v in np.atleast_1d(node.stride)),
                      padding=tuple(int(v) for v in np.atleast_1d(node.padding)),
                      dilation=tuple(int(v) for v in np.atleast_1d(node.dilation)),
                      groups=int(node.groups))
     conv.weight.data = w.clone()
-    conv.bias.data = torch.as_tensor(np.asarray(node.bias)).clone()
+    conv.bias.data = _cpu(node.bias).clone()
     return conv
 
 
@@ -416,11 +422,15 @@ def nir_to_torch(graph: Any, *, dt: float = 1.0, dtype: torch.dtype = torch.floa
 @torch.no_grad()
 def run_nir(graph: Any, x: Tensor, timesteps: int, *, dt: float = 1.0) -> Tensor:
     """Run a NIR graph for ``timesteps`` steps: static ``[B, C, H, W]`` input repeated each step
-    (or frames ``[T, B, C, H, W]``); returns ``[T, B, K]`` like the model."""
+    (or frames ``[T, B, C, H, W]``); returns ``[T, B, K]`` like the model.
+
+    The graph runs on the CPU (its parameters are numpy arrays); ``x`` may be on any device
+    and the output is returned on ``x``'s device."""
     module = nir_to_torch(graph, dt=dt, dtype=x.dtype)
+    xc = x.detach().cpu()
     state = None
     outs = []
     for t in range(timesteps):
-        out, state = module(x if x.dim() == 4 else x[t], state)
+        out, state = module(xc if xc.dim() == 4 else xc[t], state)
         outs.append(out)
-    return torch.stack(outs)
+    return torch.stack(outs).to(x.device)

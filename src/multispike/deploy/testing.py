@@ -50,12 +50,15 @@ def exercise(
       neurons are set so that every channel's current has a random mean and spread of the
       order of the threshold (means around 0 for ternary neurons).
 
-    In place; returns ``model`` in eval mode. Deterministic for a given ``seed``.
+    In place; returns ``model`` in eval mode. Deterministic for a given ``seed``; ``x`` must
+    be on the model's device (any device: the random numbers are drawn on the CPU).
     """
-    g = torch.Generator().manual_seed(seed)
+    # drawn on the CPU and moved: the same model on every device
+    g = torch.Generator(device="cpu").manual_seed(seed)
 
     def uniform(shape: tuple[int, ...], lo: float, hi: float, like: Tensor) -> Tensor:
-        return (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)).to(like)
+        u = torch.rand(shape, generator=g, dtype=torch.float64, device="cpu")
+        return (lo + (hi - lo) * u).to(like)
 
     lo, hi = amplitudes
     for m in model.modules():
