@@ -13,6 +13,11 @@ it); :func:`deploy_checkpoint` is the same work as a function. Steps:
 4. write ``DIR/model.safetensors`` + ``DIR/config.json`` and, when NIR can express the model,
    ``DIR/model.nir`` (checked by running the written graph through ``nirtorch``); otherwise a
    one-line note says why not.
+
+``--device`` (default ``cpu``; ``auto``, ``cuda``, ``cuda:N``) is where steps 2 and 3 run. The
+random images are drawn on the CPU from ``--seed`` and moved there, the NIR graph is checked on
+the CPU, and the written files hold CPU tensors, so the output does not depend on the device
+beyond floating-point rounding.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--executor", action="store_true",
                    help="also run the addition-only executor on one image and count its SOPs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    p.add_argument("--device", default="cpu",
+                   help="where to fold and verify: cpu (default), auto, cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, nir=args.nir, dt=args.dt, split=args.split_planes,
         verify_batches=args.verify_batches, batch_size=args.batch_size,
         executor=args.executor, seed=args.seed, force=args.force,
+        device=getattr(args, "device", "cpu"),
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -99,18 +107,25 @@ def deploy_checkpoint(
     executor: bool = False,
     seed: int = 0,
     force: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Deploy one checkpoint into ``out``; returns the summary written into ``config.json``."""
+    """Deploy one checkpoint into ``out``; returns the summary written into ``config.json``.
+
+    ``device``: where the model is folded, split and verified (``cpu``, ``auto``, ``cuda``,
+    ``cuda:N`` or a ``torch.device``).
+    """
     from multispike.deploy import fold_amplitudes, split_planes
     from multispike.deploy.io import CONFIG, WEIGHTS, save_deployed
     from multispike.engine.checkpoint import load_model
+    from multispike.engine.train import pick_device
 
     _check_args(verify_batches, batch_size, dt)
     out_dir = Path(out)
     if not force and any((out_dir / f).exists() for f in (WEIGHTS, CONFIG, "model.nir")):
         raise ConfigError(f"{out_dir} already holds a deployed model; pass --force to overwrite")
+    dev = pick_device(str(device))
     model, _ckpt = load_model(checkpoint)
-    model.eval()
+    model.to(dev).eval()
     if getattr(model, "firing", None) == "ann":
         raise ConfigError("the checkpoint is the ANN twin (firing='ann'): no spikes to deploy")
     deployed = fold_amplitudes(model)
@@ -142,10 +157,17 @@ def deploy_checkpoint(
     return summary
 
 
-def _images(shape: tuple[int, ...], batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(batch_size, *shape, generator=g, dtype=torch.float64)
-            for _ in range(batches)]
+def _images(shape: tuple[int, ...], batches: int, batch_size: int, seed: int,
+            device: torch.device | None = None) -> list[torch.Tensor]:
+    """Random float64 images, drawn on the CPU (the same on every device), then on ``device``."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.rand(batch_size, *shape, generator=g, dtype=torch.float64, device="cpu")
+            .to(device) for _ in range(batches)]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -168,7 +190,7 @@ def verify(model: nn.Module, deployed: nn.Module, shape: tuple[int, ...], batche
     if split:
         split_planes(dep64, inplace=True)
     diff64 = diff = scale = 0.0
-    for x in _images(shape, batches, batch_size, seed):
+    for x in _images(shape, batches, batch_size, seed, _device_of(model)):
         a = ref64(x)
         diff64 = max(diff64, float((a - dep64(x)).abs().max()))
         scale = max(scale, float(a.abs().max()))
@@ -188,7 +210,7 @@ def verify(model: nn.Module, deployed: nn.Module, shape: tuple[int, ...], batche
 def _executor(deployed: nn.Module, shape: tuple[int, ...], seed: int) -> dict[str, Any]:
     from multispike.deploy.executor import AdditionOnlyExecutor
 
-    (x,) = _images(shape, 1, 1, seed + 1)
+    (x,) = _images(shape, 1, 1, seed + 1, _device_of(deployed))
     rep, diff = AdditionOnlyExecutor(copy.deepcopy(deployed).double()).verify(x)
     return {"max_abs_diff_float64": diff, **rep.summary()}
 
@@ -209,7 +231,7 @@ def _nir(deployed: nn.Module, out_dir: Path, dt: float, shape: tuple[int, ...], 
         return {"written": False, "note": str(e)}
     # check the graph's semantics in float64: export a float64 copy and run it through nirtorch
     dep64 = copy.deepcopy(deployed).double()
-    (x,) = _images(shape, 1, 2, seed + 2)
+    (x,) = _images(shape, 1, 2, seed + 2, _device_of(dep64))
     ran = run_nir(export_nir(dep64, input_shape=shape, dt=dt), x, dep64.timesteps, dt=dt)
     diff = float((ran - dep64(x)).abs().max())
     out_dir.mkdir(parents=True, exist_ok=True)
