@@ -12,6 +12,10 @@ Examples::
     multispike analyze --checkpoint runs/r20/best.pt --dataset cifar10 --out analysis/
     multispike analyze --eval-json eval.json --out analysis/
     multispike analyze --sweep deltas --out runs/deltas
+
+Measuring (``energy --checkpoint``, ``analyze --checkpoint/--model``) runs on ``--device``:
+``auto`` (default: the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``,
+as ``multispike eval`` does. Operation counts need no device and are traced on the CPU.
 """
 
 from __future__ import annotations
@@ -117,6 +121,17 @@ def _loader(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
     return loader, data.batch_transform(spec.name, train=False)
 
 
+def _device(name: Any) -> Any:
+    """The ``torch.device`` of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    try:
+        from multispike.engine.train import pick_device
+    except ImportError as e:
+        raise ConfigError(
+            f"measuring needs multispike.engine, which cannot be imported ({e})"
+        ) from None
+    return pick_device(str(name or "auto"))
+
+
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -141,6 +156,7 @@ def energy_report(args: argparse.Namespace) -> Any:
         t = 1  # the ANN twin sees the image once
     ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
     if args.checkpoint:
+        model.to(_device(getattr(args, "device", None)))
         loader, transform = _loader(args, spec)
         measured = measure_rates(model, loader, batches=args.batches, transform=transform)
         rates: Any = measured.rates
@@ -245,7 +261,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         if args.membrane_samples < 0:
             raise ConfigError(f"--membrane-samples must be >= 0, got {args.membrane_samples}")
         spec = dataset_spec(args.dataset)
-        model = _build_model(args, spec)
+        model = _build_model(args, spec).to(_device(getattr(args, "device", None)))
         loader, transform = _loader(args, spec)
         mon = collect_activity(model, loader, batches=args.batches, transform=transform,
                                membrane_samples=args.membrane_samples)
@@ -329,6 +345,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-dir", help="dataset folder (with --checkpoint)")
     p.add_argument("--batches", type=int, default=8, help="test batches to measure (default 8)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--device", default="auto",
+                   help="where to measure with --checkpoint: auto (default: a GPU if any), cpu, "
+                   "cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
     p.set_defaults(func=cmd_energy)
@@ -346,6 +365,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
     p.add_argument("--batches", type=int, default=4, help="test batches to record (default 4)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--device", default="auto",
+                   help="where to run --checkpoint/--model: auto (default: a GPU if any), cpu, "
+                   "cuda or cuda:N")
     p.add_argument("--membrane-samples", type=int, default=2000,
                    help="membrane samples per layer and step (0: no membrane figure)")
     p.add_argument("--max-layers", type=int, default=0,

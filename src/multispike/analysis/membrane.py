@@ -86,8 +86,8 @@ def membrane_histograms(
         for t in steps:
             s = samples[t]
             counts = torch.histc(s, bins=bins, min=lo, max=hi) if s.numel() else \
-                torch.zeros(bins)
-            edges = torch.linspace(lo, hi, bins + 1)
+                torch.zeros(bins, device=s.device)
+            edges = torch.linspace(lo, hi, bins + 1, device=s.device)
             step_rows.append(
                 {
                     "t": int(t),

@@ -285,7 +285,8 @@ def trace_ops(
         raise ConfigError(f"input_shape must be positive sizes like (3, 32, 32), got {shape}")
     if time_first is None:
         time_first = event or not hasattr(model, "timesteps")
-    gen = torch.Generator().manual_seed(0)
+    # the probe is drawn on the CPU (the same on every device), then moved to the model
+    gen = torch.Generator(device="cpu").manual_seed(0)
     try:
         p = next(model.parameters())
         device, dtype = p.device, p.dtype if p.is_floating_point() else torch.float32
@@ -293,11 +294,11 @@ def trace_ops(
         device, dtype = torch.device("cpu"), torch.float32
     if time_first:
         if event:
-            x = torch.rand((timesteps, 1, *shape), generator=gen)  # [T, 1, C, H, W]
+            x = torch.rand((timesteps, 1, *shape), generator=gen, device="cpu")  # [T, 1, C, H, W]
         else:
-            x = torch.rand((1, *shape), generator=gen).expand(timesteps, 1, *shape)
+            x = torch.rand((1, *shape), generator=gen, device="cpu").expand(timesteps, 1, *shape)
     else:
-        x = torch.rand((1, *shape), generator=gen)  # [1, C, H, W]
+        x = torch.rand((1, *shape), generator=gen, device="cpu")  # [1, C, H, W]
     x = x.to(device=device, dtype=dtype).contiguous()
     setattr(x, _ATTR, frozenset({INPUT}))
 

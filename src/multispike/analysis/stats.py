@@ -70,7 +70,8 @@ def collect_activity(
         transform: applied to each input batch first (e.g. ``data.batch_transform(...,
             train=False)``: normalisation).
         prepare: turns the batch into model input (default :func:`model_input`).
-        device: where to run (default: the model's device).
+        device: where the batches go (default: the model's device, CPU or GPU; the model
+            must live there).
     """
     if device is None:
         p = next(model.parameters(), None)
