@@ -2,6 +2,11 @@
 
 ``torchrun --nproc_per_node N -m multispike train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`setup` reads them. Without them (a plain run) nothing is initialised.
+
+The device decides the backend: ``--device cpu`` runs every process on the CPU with gloo, even
+on a machine with GPUs; ``cuda`` (or ``cuda:N``: under torchrun each process takes the GPU of
+its ``LOCAL_RANK`` whatever ``N`` says) runs process ``LOCAL_RANK`` on that GPU with NCCL;
+``auto`` means ``cuda`` when a GPU is visible, else ``cpu``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from multispike.errors import ConfigError
 
 
 @dataclass
@@ -22,15 +29,41 @@ class DistContext:
     device: torch.device = torch.device("cpu")
 
 
-def setup(device: str = "auto") -> DistContext:
-    """Initialise the process group when launched by torchrun; a no-op context otherwise."""
+def device_type(device: str | torch.device | None) -> str:
+    """``"cuda"`` or ``"cpu"``: the kind of device ``--device`` asks for under torchrun."""
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not supported under torchrun; use cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    return kind
+
+
+def setup(device: str | torch.device | None = "auto") -> DistContext:
+    """Initialise the process group when launched by torchrun; a no-op context otherwise.
+
+    ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see the module docstring). CPU
+    processes use gloo, GPU processes NCCL on the GPU of their ``LOCAL_RANK``.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    use_cuda = device_type(device) == "cuda"
     if use_cuda:
+        count = torch.cuda.device_count()
+        if local >= count:
+            raise ConfigError(
+                f"LOCAL_RANK {local} has no GPU of its own ({count} visible); start at most "
+                f"{count} processes per node, or pass --device cpu"
+            )
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:
