@@ -216,18 +216,21 @@ def test_cli_refuses_to_overwrite_and_other_architecture(tmp_path):
 
 # -- distributed -------------------------------------------------------------------------------
 def test_torchrun_two_cpu_processes(tmp_path):
+    # --device cpu: two gloo processes on the CPU even where a GPU is visible (without it, both
+    # ranks of a one-GPU machine would ask NCCL for a GPU of their own)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", "29517", "-m", "multispike", "train",
          "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
-         "--workers", "0", "--out", str(out)],
+         "--workers", "0", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 1
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2 and config["device"] == "cpu"
 
 
 # -- the demo ----------------------------------------------------------------------------------
