@@ -1,0 +1,141 @@
+"""No host round trips in the neuron hot path.
+
+A neuron layer's forward and backward on the Triton path must not read a device value on the
+host (``.item()``, ``bool(t)``, ``.tolist()``: a synchronisation on a GPU) nor build tensors
+from Python data per call (a host→device copy). On CUDA this is checked with
+``torch.cuda.set_sync_debug_mode("error")`` around a full training step of every registered
+model. Without a GPU (CI), the same Triton kernels run on CPU tensors in Triton's interpreter
+under a dispatch mode that records scalar reads, tensors made from Python data and copies
+between devices.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tests.test_models import TINY, image, tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class HostTrafficRecorder(TorchDispatchMode):
+    """Records ops that read device values on the host or copy host data to a device."""
+
+    SCALAR_READS = {"aten._local_scalar_dense.default", "aten.item.default"}
+    FROM_PYTHON = {"aten.lift_fresh.default", "aten.lift_fresh_copy.default"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func)
+        if name in self.SCALAR_READS or name in self.FROM_PYTHON:
+            self.events.append(name)
+        out = func(*args, **kwargs)
+        if name in ("aten._to_copy.default", "aten.copy_.default"):
+            src = args[1] if name == "aten.copy_.default" else args[0]
+            dst = args[0] if name == "aten.copy_.default" else out
+            if isinstance(src, torch.Tensor) and src.device != dst.device:
+                self.events.append(f"{name} {src.device}->{dst.device}")
+        return out
+
+
+def _train_step(model, x, opt):
+    opt.zero_grad(set_to_none=True)
+    out = model(x)
+    loss = out.float().mean(0).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+
+
+#: the interpreter runs each Triton program in Python: the small models of each family
+INTERPRETED = ("digits_net", "resnet19", "resnet20", "vgg9")
+
+
+def triton_host_traffic(device: str = "cpu", names=None) -> dict[str, list[str]]:
+    """Host traffic of one training step (after a warm-up step) of the models ``names`` and
+    of a default ``LIFNode``, with every neuron forced onto the Triton kernels."""
+    from multispike import kernels
+    from multispike.neurons import LIFNode
+
+    native = kernels.native_impl
+    kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+    found = {}
+    try:
+        cases = {name: tiny(name, timesteps=2) for name in (names or sorted(TINY))}
+        for name, (model, side) in cases.items():
+            model = model.to(device).train()
+            x = image(model, side, batch=2).to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            _train_step(model, x, opt)  # warm-up: constants cached per device, kernels built
+            with HostTrafficRecorder() as rec:
+                _train_step(model, x, opt)
+            found[name] = rec.events
+        node = LIFNode().to(device)  # what a library user gets: check_input=True
+        x = torch.randn(4, 2, 16, 8, 8, device=device, requires_grad=True)
+        node(x).sum().backward()
+        with HostTrafficRecorder() as rec:
+            node(x).sum().backward()
+        found["LIFNode()"] = rec.events
+    finally:
+        kernels.native_impl = native
+    return found
+
+
+def test_recorder_sees_what_it_must():
+    """The recorder itself: a scalar read, a tensor from a list and a device copy are seen."""
+    t = torch.ones(3)
+    with HostTrafficRecorder() as rec:
+        t.sum().item()
+        torch.tensor([1.0, 2.0])
+        t.to("meta")
+    assert any("_local_scalar_dense" in e for e in rec.events)
+    assert any("lift_fresh" in e for e in rec.events)
+    assert any("cpu->meta" in e for e in rec.events)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_path_has_no_host_round_trips_in_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    code = ("import json; from tests.test_host_sync import INTERPRETED, triton_host_traffic; "
+            "print(json.dumps(triton_host_traffic('cpu', INTERPRETED)))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(found) == set(INTERPRETED) | {"LIFNode()"}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_cuda_training_step_does_not_synchronise(name):
+    from multispike.neurons import LIFNode
+
+    model, side = tiny(name, timesteps=2)
+    model = model.cuda().train()
+    x = image(model, side, batch=2).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    _train_step(model, x, opt)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _train_step(model, x, opt)
+        node = LIFNode().cuda()
+        xn = torch.randn(4, 2, 16, 8, 8, device="cuda", requires_grad=True)
+        node(xn).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
