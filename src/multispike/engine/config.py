@@ -29,6 +29,17 @@ else:  # pragma: no cover - Python 3.10
 
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: ``off`` runs the model eagerly; the others are ``torch.compile`` modes
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+def check_compile_mode(mode: object) -> str:
+    """``mode`` if it is one of :data:`COMPILE_MODES`, else :class:`ConfigError` (one line)."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}"
+        )
+    return str(mode)
 
 
 @dataclass
@@ -37,6 +48,8 @@ class TrainConfig:
 
     Units: ``lr`` per step of SGD; ``epochs`` full passes over the training set; ``milestones``
     epochs at which a ``step`` schedule multiplies the learning rate by ``gamma``.
+    ``compile``: ``off`` (eager) or the ``torch.compile`` mode the trained model runs with;
+    checkpoints hold the same uncompiled weights either way.
     """
 
     dataset: str = "digits"
@@ -59,6 +72,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     amp: str = "auto"
+    compile: str = "off"
     device: str = "auto"
     num_workers: int | None = None
     sync_bn: bool = False
@@ -86,6 +100,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}"
             )
+        check_compile_mode(self.compile)
         return self
 
     def to_dict(self) -> dict[str, Any]:
