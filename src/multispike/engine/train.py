@@ -9,6 +9,9 @@ Exact resume: every epoch starts by seeding all generators from ``(seed, epoch)`
 shuffling order comes from the same pair, so an epoch depends only on the weights and
 optimizer state at its start. A run killed at any moment and resumed from ``last.pt`` (written
 at the end of each epoch) ends with the same weights, bit for bit on CPU, as one never stopped.
+
+``cfg.compile`` runs the forward and backward through ``torch.compile``; the plain module
+stays the one whose ``state_dict`` goes into the checkpoints, so they do not change.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from multispike import kernels
 from multispike.engine import distributed as dist_utils
 from multispike.engine.checkpoint import (
     build_model,
@@ -34,7 +39,7 @@ from multispike.engine.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from multispike.engine.config import TrainConfig
+from multispike.engine.config import TrainConfig, check_compile_mode
 from multispike.errors import CheckpointError, ConfigError, MultispikeError
 from multispike.kernels import compact_spikes
 from multispike.kernels.allocator import tune_cpu_allocator
@@ -89,6 +94,46 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.dty
         return contextlib.nullcontext, None
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
     return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
+
+
+_warned_cuda_graphs = False
+
+
+def compile_model(module: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """``module`` itself for ``mode="off"``, else ``torch.compile(module, mode=mode)``.
+
+    The compiled wrapper shares the parameters and buffers of ``module``; keep ``module`` for
+    ``state_dict`` and checkpoints. ``reduce-overhead`` adds CUDA graphs to ``default``, so on
+    another device it warns (once per process) and compiles with ``default``. Compiling is lazy:
+    the first call of each input shape, ``timesteps`` and train/eval mode pays for it.
+    """
+    global _warned_cuda_graphs
+    mode = check_compile_mode(mode)
+    if mode == "off":
+        return module
+    if mode == "reduce-overhead" and device.type != "cuda":
+        if not _warned_cuda_graphs:
+            _warned_cuda_graphs = True
+            warnings.warn(
+                f"compile mode reduce-overhead uses CUDA graphs, which do nothing on "
+                f"{device.type}; compiling with mode default", RuntimeWarning, stacklevel=2)
+        mode = "default"
+    return torch.compile(module, mode=mode)
+
+
+def _plain_module(model: nn.Module) -> nn.Module:
+    """The module inside the ``torch.compile`` and DDP wrappers (whose layer names it has)."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _raise_on_nonfinite(model: nn.Module) -> None:
+    """:class:`~multispike.errors.InputError` if a fused neuron layer of ``model`` saw NaN or
+    inf input since the last call (the kernels keep that flag on the device; this is its sync).
+    """
+    # remove the hasattr guard once kernels.raise_on_nonfinite lands
+    if hasattr(kernels, "raise_on_nonfinite"):
+        kernels.raise_on_nonfinite(_plain_module(model))
 
 
 def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
@@ -191,6 +236,7 @@ def train_one_epoch(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
                 "checkpoint is kept: lower --lr or check the data"
             )
+        _raise_on_nonfinite(model)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -233,6 +279,7 @@ def evaluate(
         with autocast():
             logits = model(to_model_input(x, spec)).float().mean(0)
         loss_sum += float(criterion(logits, y))
+        _raise_on_nonfinite(model)
         correct += int((logits.argmax(1) == y).sum())
         seen += y.shape[0]
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
@@ -314,6 +361,11 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    # compile the DDP module, as PyTorch advises (its DDPOptimizer splits the graph at the
+    # gradient buckets so that communication still overlaps the backward); evaluation runs the
+    # plain module, compiled on its own under DDP. `model` stays uncompiled for checkpoints.
+    net = compile_model(net, cfg.compile, device)
+    eval_net = compile_model(model, cfg.compile, device) if ctx.enabled else net
 
     workers = cfg.num_workers
     pin = device.type == "cuda"
@@ -344,7 +396,7 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
             label_smoothing=cfg.label_smoothing, progress=cfg.progress and main)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        test = evaluate(model, test_loader, spec=bundle.spec, transform=bundle.test_transform,
+        test = evaluate(eval_net, test_loader, spec=bundle.spec, transform=bundle.test_transform,
                         device=device, autocast=autocast)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
                "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
