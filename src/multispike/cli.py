@@ -1,7 +1,8 @@
 """The ``multispike`` command: the only place where strings from the user become objects.
 
 Each subcommand is a small function ``cmd_NAME(args) -> int``. Every
-:class:`~multispike.errors.MultispikeError` becomes one line on stderr and exit code 2.
+:class:`~multispike.errors.MultispikeError` becomes one line on stderr and exit code 2; a
+warning becomes one line ``multispike: warning: ...``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from multispike.errors import MultispikeError
@@ -121,7 +123,8 @@ def train_overrides(args: argparse.Namespace) -> dict:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
         "augment": args.augment, "out": args.out, "resume": args.resume or None,
-        "device": args.device, "amp": args.amp, "num_workers": args.workers,
+        "device": args.device, "amp": args.amp, "compile": args.compile,
+        "num_workers": args.workers,
         "sync_bn": args.sync_bn or None, "download": args.download or None,
         "progress": False if args.no_progress else None,
         "model_options": model_options or None,
@@ -156,13 +159,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from multispike.engine import evaluate_model, load_model, parse_timesteps
+    from multispike.engine.config import check_compile_mode
 
     timesteps = parse_timesteps(args.timesteps)
+    compile_mode = check_compile_mode(args.compile or "off")
     model, ckpt = load_model(args.checkpoint)
     dataset = args.dataset or ckpt.get("config", {}).get("dataset") or "digits"
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir")
     rows = evaluate_model(model, dataset, timesteps, data_dir=data_dir,
-                          batch_size=args.batch_size, device=args.device)
+                          batch_size=args.batch_size, device=args.device,
+                          compile=compile_mode)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -225,6 +231,13 @@ def demo_reading(rows: list[dict]) -> str:
 
 
 # -- entry point ---------------------------------------------------------------------------------
+def _add_compile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   help="run the model through torch.compile: default (MODE left out), "
+                        "reduce-overhead (CUDA graphs) or max-autotune; off (default) runs it "
+                        "eagerly")
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="a recipe name (see --list-recipes) or a .toml path")
     p.add_argument("--dataset", help="digits, cifar10, cifar100, cifar10-dvs, imagenet")
@@ -250,6 +263,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", help="mixed precision: auto, off, bf16, fp16")
+    _add_compile_flag(p)
     p.add_argument("--workers", type=int, help="data loader worker processes")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -280,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    _add_compile_flag(p)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -311,9 +326,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"multispike: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return int(args.func(args) or 0)
     except MultispikeError as e:
@@ -325,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `multispike energy --json | head`: the reader left early
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover
