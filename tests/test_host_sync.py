@@ -91,6 +91,34 @@ def triton_host_traffic(device: str = "cpu", names=None) -> dict[str, list[str]]
     return found
 
 
+def triton_nonfinite_report() -> list[str]:
+    """What :func:`raise_on_nonfinite` says after a NaN reached one of two layers on the Triton
+    path (kernels forced onto Triton), and after the flags were cleared."""
+    from multispike import kernels
+    from multispike.errors import InputError
+    from multispike.neurons import LIFNode, PLIFNode
+
+    native = kernels.native_impl
+    kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+    said = []
+    try:
+        net = torch.nn.Sequential(PLIFNode(firing="mt"), LIFNode(firing="ternary"))
+        x = torch.randn(3, 2, 40)
+        net(x)  # finite: nothing raised, nothing flagged
+        kernels.raise_on_nonfinite(net)
+        x[1, 0, 5] = float("nan")
+        net[0](x)  # the layer runs on: nothing waits for the flag
+        for _ in range(2):
+            try:
+                kernels.raise_on_nonfinite(net)
+                said.append("ok")
+            except InputError as e:
+                said.append(str(e))
+    finally:
+        kernels.native_impl = native
+    return said
+
+
 def test_recorder_sees_what_it_must():
     """The recorder itself: a scalar read, a tensor from a list and a device copy are seen."""
     t = torch.ones(3)
@@ -108,16 +136,20 @@ def test_recorder_sees_what_it_must():
 def test_triton_path_has_no_host_round_trips_in_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    code = ("import json; from tests.test_host_sync import INTERPRETED, triton_host_traffic; "
-            "print(json.dumps(triton_host_traffic('cpu', INTERPRETED)))")
+    code = ("import json; from tests.test_host_sync import INTERPRETED, triton_host_traffic, "
+            "triton_nonfinite_report as nf; "
+            "print(json.dumps([triton_host_traffic('cpu', INTERPRETED), nf()]))")
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found, nonfinite = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(found) == set(INTERPRETED) | {"LIFNode()"}
     assert {k: v for k, v in found.items() if v} == {}
+    # the in-kernel input check: the flagged layer is named once, then the flags are clear
+    assert nonfinite == ["NaN or inf reached neuron layer 0; check the layer before it or the "
+                         "data", "ok"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
