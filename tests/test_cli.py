@@ -39,3 +39,17 @@ def test_recipes_lists_every_recipe(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == list_recipes()
     assert any(ln.startswith("mt-vgg9-cifar10 ") and "vgg9" in ln and "T=2" in ln for ln in lines)
+
+
+def test_compile_flag(capsys):
+    from multispike.cli import build_parser, train_overrides
+
+    parser = build_parser()
+    assert train_overrides(parser.parse_args(["train"]))["compile"] is None  # the recipe's
+    assert train_overrides(parser.parse_args(["train", "--compile"]))["compile"] == "default"
+    args = parser.parse_args(["train", "--compile", "max-autotune", "--epochs", "1"])
+    assert train_overrides(args)["compile"] == "max-autotune"
+    assert parser.parse_args(["eval", "--checkpoint", "x.pt", "--compile"]).compile == "default"
+    assert main(["train", "--dataset", "digits", "--compile", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown compile mode 'fast'" in err

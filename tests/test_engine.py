@@ -67,10 +67,20 @@ def test_flags_override_recipe_key_by_key():
 
 
 @pytest.mark.parametrize("bad, match", [({"timesteps": 0}, "timesteps must be"),
-                                        ({"schedule": "linear"}, "unknown schedule")])
+                                        ({"schedule": "linear"}, "unknown schedule"),
+                                        ({"compile": "fast"}, "unknown compile mode"),
+                                        ({"compile": True}, "unknown compile mode")])
 def test_bad_config(bad, match):
     with pytest.raises(ConfigError, match=match):
         resolve_config(None, bad)
+
+
+def test_recipe_may_set_compile_and_a_flag_overrides_it(tmp_path):
+    recipe = tmp_path / "fast.toml"
+    recipe.write_text('dataset = "digits"\ncompile = "max-autotune"\n')
+    assert TrainConfig().compile == "off"
+    assert resolve_config(str(recipe)).compile == "max-autotune"
+    assert resolve_config(str(recipe), {"compile": "off"}).compile == "off"
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -141,6 +151,25 @@ def test_diverging_loss_stops_with_the_step_and_keeps_last_good(tmp_path, monkey
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # the last good checkpoint stays
 
 
+def test_kernel_input_flags_are_read_once_per_step_and_test_batch(monkeypatch):
+    """``kernels.raise_on_nonfinite`` (NaN/inf seen by a fused layer) runs after every step's
+    loss check and after every test batch; what it raises stops the run."""
+    from multispike import kernels
+    from multispike.errors import InputError
+
+    seen = []
+
+    def flags(model):
+        seen.append(type(model).__name__)
+        if len(seen) == 15:  # 12 steps of 128 of the 1437 images, then 3 test batches of 360
+            raise InputError("NaN or inf reached neuron layer fc1_act")
+
+    monkeypatch.setattr(kernels, "raise_on_nonfinite", flags, raising=False)
+    with pytest.raises(InputError, match="fc1_act"):
+        train_model(TrainConfig(**QUICK))
+    assert seen == ["VGG"] * 15
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """A run killed with SIGKILL mid-training and resumed ends with the same weights."""
     args = ["train", "--dataset", "digits", "--epochs", "4", "--batch-size", "64",
@@ -182,6 +211,95 @@ def test_eval_at_several_timesteps(tmp_path):
     assert [row["timesteps"] for row in rows] == [1, 2] and "mean_firing_rate" in rows[0]
 
 
+# -- torch.compile -----------------------------------------------------------------------------
+@pytest.fixture
+def fresh_dynamo():
+    """No compiled graphs from other tests in this process (nor left for them)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_train_and_eval_compiled_match_eager(tmp_path, capsys, monkeypatch, fresh_dynamo):
+    """``train --compile`` writes the checkpoint an eager run would (plain keys, config with
+    ``compile``); ``eval --compile`` gives the accuracy of eager eval and eager firing rates.
+
+    Training compiles with the ``aot_eager`` backend (dynamo's capture and AOT autograd's
+    forward/backward graphs, no generated C++): inductor's C++ build of a training graph takes
+    about a minute on two cores. Evaluation compiles with inductor itself.
+    """
+    compiled: list[tuple[str, str | None]] = []
+    real_compile = torch.compile
+
+    def spy(model, *, mode=None, **kwargs):
+        compiled.append((type(model).__name__, mode))
+        return real_compile(model, mode=mode, **kwargs)
+
+    def spy_aot_eager(model, *, mode=None, **kwargs):
+        compiled.append((type(model).__name__, mode))
+        return real_compile(model, backend="aot_eager", **kwargs)
+
+    from multispike import kernels
+
+    checked = []  # the flags are read from the plain model, not through the wrapper
+    monkeypatch.setattr(kernels, "raise_on_nonfinite", lambda m: checked.append(type(m).__name__),
+                        raising=False)
+    monkeypatch.setattr(torch, "compile", spy_aot_eager)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "128",
+                 "--no-progress", "--workers", "0", "--compile", "--out", str(out)]) == 0
+    assert compiled == [("VGG", "default")]
+    assert checked == ["VGG"] * 15  # 12 training steps, 3 test batches
+    assert json.loads((out / "config.json").read_text())["compile"] == "default"
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["compile"] == "default"
+    assert not any("_orig_mod" in key for key in ckpt["model"])  # the plain model's state
+    assert ckpt["history"][-1]["test_accuracy"] > 0.2  # it learned (ten classes)
+
+    torch._dynamo.reset()  # evaluation compiles anew, with inductor
+    monkeypatch.setattr(torch, "compile", spy)
+
+    def eval_rows(*flags: str) -> list[dict]:
+        capsys.readouterr()
+        assert main(["eval", "--checkpoint", str(out / "last.pt"), "--timesteps", "2",
+                     "--batch-size", "360", "--device", "cpu", "--json", *flags]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    (fast,), (eager,) = eval_rows("--compile"), eval_rows()
+    assert compiled == [("VGG", "default")] * 2
+    assert abs(fast["accuracy"] - eager["accuracy"]) <= 1e-6
+    assert abs(fast["loss"] - eager["loss"]) <= 1e-5
+    assert abs(fast["accuracy"] - ckpt["history"][-1]["test_accuracy"]) <= 1e-6
+    assert fast["firing_rates"] == eager["firing_rates"]  # the eager model records them
+
+
+def test_reduce_overhead_off_cuda_warns_once_in_one_line(tmp_path, monkeypatch):
+    """No CUDA graphs on the CPU: one line of warning, then ``default`` (compiled lazily, so
+    nothing is compiled here)."""
+    from multispike.engine import train as train_mod
+    from multispike.models import create
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: modes.append(kw["mode"]) or model)
+    monkeypatch.setattr(train_mod, "_warned_cuda_graphs", False)
+    model = create("digits_net", num_classes=10)
+    cpu = torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match="reduce-overhead uses CUDA graphs") as record:
+        train_mod.compile_model(model, "reduce-overhead", cpu)
+        train_mod.compile_model(model, "reduce-overhead", cpu)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert train_mod.compile_model(model, "off", cpu) is model
+    train_mod.compile_model(model, "max-autotune", cpu)
+    assert modes == ["default", "default", "max-autotune"]
+
+    from multispike.cli import _warning_line
+
+    line = _warning_line(record[0].message, RuntimeWarning, "train.py", 1)
+    assert line.startswith("multispike: warning: ") and line.count("\n") == 1
+
+
 # -- bad input on the command line: one line, exit 2, nothing overwritten ----------------------
 def _fails(r: subprocess.CompletedProcess, text: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -201,6 +319,8 @@ def test_cli_bad_input(tmp_path):
     _fails(_cli("eval", "--checkpoint", str(bad)), "corrupt")
     _fails(_cli("eval", "--checkpoint", str(tmp_path / "missing.pt")), "does not exist")
     _fails(_cli("eval", "--checkpoint", str(bad), "--timesteps", "0,1"), "timesteps")
+    _fails(_cli("train", "--dataset", "digits", "--compile", "fast"), "unknown compile mode")
+    _fails(_cli("eval", "--checkpoint", str(bad), "--compile", "fast"), "unknown compile mode")
 
 
 def test_cli_refuses_to_overwrite_and_other_architecture(tmp_path):
