@@ -12,7 +12,7 @@ what a training loop asks for step after step.
 - Only requests of at least :data:`MIN_BYTES` come from the pool; smaller ones use
   ``torch.empty`` (glibc reuses those well).
 - Free blocks are kept up to ``MULTISPIKE_CPU_POOL_MB`` MiB in all (default 1024; 0 turns the
-  pool off); beyond that a freed block is unmapped at once.
+  pool off); beyond that a freed block is unmapped at once. :func:`clear` unmaps them all.
 - New blocks are advised to use transparent huge pages, so even their first use faults
   512 times less often.
 - A pooled tensor cannot be resized in place (``resize_``), like any tensor over an external
@@ -66,8 +66,7 @@ def _release(block: mmap.mmap, nbytes: int) -> None:
         if _held + nbytes <= limit_bytes():
             _free[nbytes].append(block)
             _held += nbytes
-            return
-    block.close()
+    # otherwise the block is unmapped when its last reference (the dying view's) goes
 
 
 def _block(nbytes: int) -> mmap.mmap:
