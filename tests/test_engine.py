@@ -164,7 +164,7 @@ def test_kernel_input_flags_are_read_once_per_step_and_test_batch(monkeypatch):
         if len(seen) == 15:  # 12 steps of 128 of the 1437 images, then 3 test batches of 360
             raise InputError("NaN or inf reached neuron layer fc1_act")
 
-    monkeypatch.setattr(kernels, "raise_on_nonfinite", flags, raising=False)
+    monkeypatch.setattr(kernels, "raise_on_nonfinite", flags)
     with pytest.raises(InputError, match="fc1_act"):
         train_model(TrainConfig(**QUICK))
     assert seen == ["VGG"] * 15
@@ -244,8 +244,7 @@ def test_train_and_eval_compiled_match_eager(tmp_path, capsys, monkeypatch, fres
     from multispike import kernels
 
     checked = []  # the flags are read from the plain model, not through the wrapper
-    monkeypatch.setattr(kernels, "raise_on_nonfinite", lambda m: checked.append(type(m).__name__),
-                        raising=False)
+    monkeypatch.setattr(kernels, "raise_on_nonfinite", lambda m: checked.append(type(m).__name__))
     monkeypatch.setattr(torch, "compile", spy_aot_eager)
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "128",

@@ -131,9 +131,7 @@ def _raise_on_nonfinite(model: nn.Module) -> None:
     """:class:`~multispike.errors.InputError` if a fused neuron layer of ``model`` saw NaN or
     inf input since the last call (the kernels keep that flag on the device; this is its sync).
     """
-    # remove the hasattr guard once kernels.raise_on_nonfinite lands
-    if hasattr(kernels, "raise_on_nonfinite"):
-        kernels.raise_on_nonfinite(_plain_module(model))
+    kernels.raise_on_nonfinite(_plain_module(model))
 
 
 def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
