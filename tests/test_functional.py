@@ -21,6 +21,7 @@ from multispike.functional import (
     multistep,
     plif_charge,
     plif_tau,
+    reset_spike,
     step,
 )
 
@@ -186,3 +187,35 @@ def test_detach_reset_cuts_reset_gradient():
         grads[detach] = x.grad.flatten().tolist()
     assert grads[False] == [pytest.approx(-0.2), 1.0]
     assert grads[True] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("rule", [Binary(), Ternary(), TernaryMultiThreshold(deltas=(0.25,))])
+def test_reset_grad_spike_is_zero_where_nothing_fired(rule):
+    """reset_grad="spike": S = |b_main|, same values as s; dS/dH = sign(b_main)·db_main/dH,
+    zero where no main spike fired. "surrogate": dS/dH = g(H − θ) − g(−H − θ) everywhere."""
+    h = torch.tensor([-1.3, -0.9, -0.4, 0.0, 0.3, 0.7, 1.1, 1.6], requires_grad=True)
+    sg = Rectangular(width=1.0)
+    g = sg.derivative
+    _, s = rule.fire(h, 1.0, sg)
+    fired = s.detach()
+    for reset_grad in ("surrogate", "spike"):
+        params = NeuronParams(1.0, rule=rule, surrogate=sg, reset_grad=reset_grad)
+        _, s = rule.fire(h, 1.0, sg)
+        S = reset_spike(h, s, params)
+        assert torch.equal(S.detach(), fired)
+        (dS,) = torch.autograd.grad(S.sum(), h)
+        hd = h.detach()
+        if rule.signed:
+            if reset_grad == "surrogate":
+                expect = g(hd - 1.0) - g(-hd - 1.0)
+            else:
+                sign = (hd >= 1.0).double() - (hd <= -1.0).double()
+                expect = sign.to(hd.dtype) * (g(hd - 1.0) + g(-hd - 1.0))
+        else:
+            expect = g(hd - 1.0) * (1.0 if reset_grad == "surrogate" else fired)
+        assert torch.equal(dS, expect), reset_grad
+        if reset_grad == "spike":
+            assert torch.all(dS[fired == 0] == 0)
+    detached = reset_spike(h, s, NeuronParams(1.0, rule=rule, detach_reset=True,
+                                              reset_grad="spike"))
+    assert not detached.requires_grad

@@ -92,6 +92,18 @@ def test_fused_equals_reference_float64(dynamics, firing, amplitude, detach, imp
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("surrogate", ["rectangular", "clamp", "sigmoid", "atan"])
+@pytest.mark.parametrize("firing", FIRINGS)
+@pytest.mark.parametrize("dynamics", list(DYNAMICS))
+def test_spike_reset_grad_equals_reference(dynamics, firing, surrogate, impl):
+    """reset_grad="spike" (the reset's gradient through |b| of the main spike)."""
+    node = _node(dynamics, firing, True, False, surrogate=surrogate, reset_grad="spike")
+    for T in (1, 4):
+        x = _x(T, 2, 53, seed=T, scale=_scale(node))
+        _compare(node, x, impl, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("surrogate", ["rectangular", "clamp", "sigmoid", "atan"])
 @pytest.mark.parametrize("firing", ["mt", "ternary-mt"])
 def test_surrogates_and_widths(surrogate, firing, impl):
     for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
@@ -106,6 +118,8 @@ def test_nonzero_reset_and_deltas(impl):
         _node("lif", "ternary-mt", False, False, v_reset=0.1, deltas=(0.25,), decay=0.6),
         _node("if", "ternary", True, True, v_reset=-0.3, v_threshold=0.8),
         _node("plif", "binary", False, True, init_tau=3.0, v_reset=0.25),
+        _node("plif", "ternary-mt", True, False, v_reset=-0.2, reset_grad="spike"),
+        _node("if", "mt", False, False, v_reset=0.3, reset_grad="spike"),
     ]
     for node in cases:
         _compare(node, _x(6, 2, 50, seed=5, scale=_scale(node)), impl, TOL[torch.float64])
@@ -115,8 +129,9 @@ def test_nonzero_reset_and_deltas(impl):
 @pytest.mark.parametrize("firing", FIRINGS)
 def test_float32(firing, impl):
     for dynamics in DYNAMICS:
-        for detach in (False, True):
-            node = _node(dynamics, firing, True, detach, dtype=torch.float32)
+        for detach, reset_grad in ((False, "surrogate"), (True, "surrogate"), (False, "spike")):
+            node = _node(dynamics, firing, True, detach, dtype=torch.float32,
+                         reset_grad=reset_grad)
             x = _x(4, 4, 8, 9, seed=11, scale=_scale(node), dtype=torch.float32)
             _compare(node, x, impl, TOL[torch.float32])
 
@@ -371,10 +386,12 @@ def triton_check(device: str) -> None:
     for (dynamics, firing), dtype in itertools.product(
         itertools.product(DYNAMICS, FIRINGS), dtypes
     ):
-        for amplitude, detach, surrogate in ((True, False, "rectangular"),
-                                             (False, True, "sigmoid"), (True, True, "clamp")):
+        for amplitude, detach, surrogate, reset_grad in (
+            (True, False, "rectangular", "surrogate"), (False, True, "sigmoid", "surrogate"),
+            (True, True, "clamp", "surrogate"), (True, False, "atan", "spike"),
+        ):
             node = _node(dynamics, firing, amplitude, detach, dtype=dtype,
-                         surrogate=surrogate).to(device)
+                         surrogate=surrogate, reset_grad=reset_grad).to(device)
             for T in (1, 5):
                 x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
                 weight = _x(*x.shape, seed=7, dtype=dtype).to(device)

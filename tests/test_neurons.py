@@ -102,7 +102,9 @@ def test_no_state_between_calls_and_streaming(cls):
 
 def test_config_rebuilds_layer():
     node = LIFNode(decay=0.5, firing="ternary-mt", deltas=(0.2,), learn_amplitude=True,
-                   surrogate="atan", surrogate_width=3.0, detach_reset=True)
+                   surrogate="atan", surrogate_width=3.0, detach_reset=True,
+                   reset_grad="spike")
+    assert node.config()["reset_grad"] == "spike"
     again = build_neuron(node.config())
     assert again.config() == node.config()
     x = _x(3, 2, 10)
@@ -215,6 +217,7 @@ def test_bad_input(x, match):
         (lambda: LIFNode(decay=1.5), "decay must lie in"),
         (lambda: IFNode(v_threshold=float("nan")), "finite number"),
         (lambda: IFNode(v_reset=2.0), "fire forever"),
+        (lambda: LIFNode(reset_grad="abs"), "unknown reset_grad"),
     ],
 )
 def test_bad_options(make, match):

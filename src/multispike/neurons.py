@@ -23,6 +23,10 @@ Options on every layer (keyword-only):
 - ``surrogate`` / ``surrogate_width``: ``"rectangular"`` (MT-SNN Eq 9, default, width 1),
   ``"clamp"``, ``"sigmoid"``, ``"atan"``, or a :class:`~multispike.functional.Surrogate`;
 - ``v_reset`` (default 0), ``detach_reset`` (default False);
+- ``reset_grad``: the gradient of the reset, ``"surrogate"`` (default: through the main
+  spike's surrogate at its thresholds) or ``"spike"`` (the Ternary Spike code: through ``|b|``
+  of the main spike, zero where none fired); same spikes either way, see
+  :func:`~multispike.functional.reset_spike`;
 - ``check_input``: validate rank, dtype and finiteness of the input (default True);
 - ``backend``: ``"auto"`` (default: a fused kernel, C++ on CPU or Triton on CUDA, when one
   covers the layer and no monitor is recording; else the reference loop), ``"torch"`` (always
@@ -51,6 +55,7 @@ from torch import Tensor, nn
 from multispike import kernels
 from multispike.errors import ConfigError, InputError
 from multispike.functional import (
+    RESET_GRADS,
     FiringRule,
     NeuronParams,
     NeuronState,
@@ -87,6 +92,7 @@ class Neuron(nn.Module):
         surrogate: str | Surrogate = "rectangular",
         surrogate_width: float | None = None,
         detach_reset: bool = False,
+        reset_grad: str = "surrogate",
         check_input: bool = True,
         backend: str = "auto",
     ) -> None:
@@ -112,6 +118,11 @@ class Neuron(nn.Module):
         self.rule.validate(self.v_threshold)
         self.surrogate = get_surrogate(surrogate, surrogate_width)
         self.detach_reset = bool(detach_reset)
+        if reset_grad not in RESET_GRADS:
+            raise ConfigError(
+                f"unknown reset_grad {reset_grad!r}; choose one of {', '.join(RESET_GRADS)}"
+            )
+        self.reset_grad = str(reset_grad)
         self.check_input = bool(check_input)
         self.amplitude: nn.Parameter | None
         if learn_amplitude:
@@ -127,7 +138,8 @@ class Neuron(nn.Module):
 
     #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec`
     _SPEC_FIELDS = frozenset(
-        {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "decay", "backend"}
+        {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "reset_grad", "decay",
+         "backend"}
     )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -170,6 +182,7 @@ class Neuron(nn.Module):
             "surrogate": self.surrogate.name,
             "surrogate_width": self.surrogate.width,
             "detach_reset": self.detach_reset,
+            "reset_grad": self.reset_grad,
         }
 
     def params(self, dtype: torch.dtype | None = None) -> NeuronParams:
@@ -184,6 +197,7 @@ class Neuron(nn.Module):
             surrogate=self.surrogate,
             detach_reset=self.detach_reset,
             amplitude=a,
+            reset_grad=self.reset_grad,
         )
 
     # -- running ---------------------------------------------------------------------------

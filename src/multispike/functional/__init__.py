@@ -4,6 +4,7 @@ No ``nn.Module`` and no state between calls: see :mod:`multispike.neurons` for t
 """
 
 from multispike.functional.dynamics import (
+    RESET_GRADS,
     Charge,
     NeuronParams,
     NeuronState,
@@ -13,6 +14,7 @@ from multispike.functional.dynamics import (
     multistep,
     plif_charge,
     plif_tau,
+    reset_spike,
     step,
 )
 from multispike.functional.firing import (
@@ -47,6 +49,7 @@ __all__ = [
     "MultiThreshold",
     "NeuronParams",
     "NeuronState",
+    "RESET_GRADS",
     "Rectangular",
     "SURROGATES",
     "Sigmoid",
@@ -62,5 +65,6 @@ __all__ = [
     "multistep",
     "plif_charge",
     "plif_tau",
+    "reset_spike",
     "step",
 ]

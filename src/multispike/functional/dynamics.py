@@ -6,7 +6,7 @@ input current, ``H[t]`` the membrane after charging (before firing).
 - charge: :func:`if_charge` (MT-SNN Eq 5), :func:`lif_charge` (Ternary Spike Eq 4/7),
   :func:`plif_charge` (MT-SNN Eq 6-8);
 - fire: a :class:`~multispike.functional.firing.FiringRule`;
-- reset: :func:`hard_reset` (MT-SNN Eq 3);
+- reset: :func:`hard_reset` (MT-SNN Eq 3), its multiplier from :func:`reset_spike`;
 - :func:`step` = charge → fire → amplitude → reset, with explicit state;
 - :func:`multistep` loops :func:`step` over the time-first input ``[T, B, ...]``.
 
@@ -33,6 +33,9 @@ from torch import Tensor
 from multispike.functional.firing import Binary, FiringRule
 from multispike.functional.surrogate import Rectangular, Surrogate
 
+#: values of ``NeuronParams.reset_grad`` (see :func:`reset_spike`)
+RESET_GRADS = ("surrogate", "spike")
+
 Charge = Callable[[Tensor, Tensor], Tensor]
 """``h = charge(v, x)``: membrane after charging, from membrane ``v`` and input ``x``."""
 
@@ -53,6 +56,9 @@ class NeuronParams(NamedTuple):
         surrogate: surrogate gradient of each Heaviside.
         detach_reset: cut the gradient through the reset (``S`` treated as a constant there).
         amplitude: the learnable layer-wise amplitude ``a`` of Ternary Spike Eq 13-14, or None.
+        reset_grad: the gradient of the reset multiplier ``S`` (same values either way), see
+            :func:`reset_spike`: ``"surrogate"`` (default) or ``"spike"`` (the Ternary Spike
+            code's ``|b|``). Ignored with ``detach_reset``.
     """
 
     v_threshold: float = 1.0
@@ -61,6 +67,7 @@ class NeuronParams(NamedTuple):
     surrogate: Surrogate = Rectangular()
     detach_reset: bool = False
     amplitude: Tensor | None = None
+    reset_grad: str = "surrogate"
 
 
 def if_charge(v: Tensor, x: Tensor) -> Tensor:
@@ -99,6 +106,29 @@ def hard_reset(h: Tensor, s: Tensor, v_reset: float = 0.0) -> Tensor:
     return h * (1 - s) + v_reset * s
 
 
+def reset_spike(h: Tensor, s: Tensor, params: NeuronParams) -> Tensor:
+    """The multiplier ``S`` of :func:`hard_reset`: the main spike ``s`` of ``rule.fire``, its
+    values unchanged, with the gradient ``params`` ask for.
+
+    - ``detach_reset``: no gradient (``s`` detached);
+    - ``reset_grad="surrogate"``: ``s`` itself, ``dS/dH = g(H − V_th)`` (``− g(−H − V_th)``
+      for signed rules), nonzero wherever ``H`` is near a main threshold, fired or not;
+    - ``reset_grad="spike"``: ``S = |b_main|`` with ``b_main`` the signed main spike
+      (:meth:`~multispike.functional.firing.FiringRule.main_spike`), so
+      ``dS/dH = sign(b_main)·db_main/dH``: ``sign(b_main)·(g(H − V_th) + g(−H − V_th))`` for
+      signed rules, ``s·g(H − V_th)`` for unsigned ones; zero where no main spike fired. This is
+      the reset of the Ternary Spike code, ``u·(1 − |s|)`` through its straight-through spike.
+
+    ``params`` may be any record with the attributes of :class:`NeuronParams` used here
+    (``rule``, ``v_threshold``, ``surrogate``, ``detach_reset``, ``reset_grad``).
+    """
+    if params.detach_reset:
+        return s.detach()
+    if params.reset_grad == "spike" and h.requires_grad:  # same values: no gradient, no work
+        return params.rule.main_spike(h, params.v_threshold, params.surrogate).abs()
+    return s
+
+
 def step(
     x: Tensor, state: NeuronState, charge: Charge, params: NeuronParams
 ) -> tuple[Tensor, NeuronState, Tensor]:
@@ -116,9 +146,7 @@ def step(
     """
     h = charge(state.v, x)
     b, s = params.rule.fire(h, params.v_threshold, params.surrogate)
-    if params.detach_reset:
-        s = s.detach()
-    v = hard_reset(h, s, params.v_reset)
+    v = hard_reset(h, reset_spike(h, s, params), params.v_reset)
     out = b if params.amplitude is None else params.amplitude * b
     return out, NeuronState(v), h
 

@@ -60,6 +60,17 @@ class FiringRule:
         """Sign of each plane in :meth:`planes`; ``b = Σ sign_k · plane_k``."""
         return (1,)
 
+    def main_spike(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> Tensor:
+        """The signed main spike ``b_main``: ``Θ(H − V_th)`` (``− Θ(−H − V_th)`` for signed
+        rules), each Heaviside through ``surrogate``. Its values satisfy ``|b_main| = s``; the
+        reset of ``reset_grad="spike"`` differentiates ``|b_main|`` (zero where none fired).
+        """
+        th = self.thresholds(v_threshold)[0]
+        pos = surrogate(h - th)
+        if not self.signed:
+            return pos
+        return pos - surrogate(-h - th)
+
     def planes(self, h: Tensor, v_threshold: float) -> Tensor:
         """Binary planes ``[P, *h.shape]`` (no gradient): one per threshold, and per sign."""
         with torch.no_grad():

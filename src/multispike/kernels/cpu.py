@@ -36,6 +36,8 @@ SOURCE = Path(__file__).with_name("csrc") / "multistep.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared",
          "-std=c++17", "-fno-math-errno"]
 MAX_THR = 16
+#: ``ms_abi_version()`` of csrc/multistep.cpp this module's :class:`Args` mirrors
+ABI_VERSION = 5
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -59,6 +61,7 @@ class Args(ctypes.Structure):
         ("nthreads", ctypes.c_int32),
         ("stream", ctypes.c_int32),
         ("check", ctypes.c_int32),
+        ("reset_grad", ctypes.c_int32),
         ("A", ctypes.c_double),
         ("D", ctypes.c_double),
         ("vr", ctypes.c_double),
@@ -159,7 +162,7 @@ def library() -> ctypes.CDLL | None:
             lib.ms_forward.restype = ctypes.c_int
             lib.ms_backward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
             lib.ms_backward.restype = ctypes.c_int
-            if lib.ms_abi_version() != 4:
+            if lib.ms_abi_version() != ABI_VERSION:
                 raise RuntimeError("stale kernel library (ABI version mismatch)")
             _lib = lib
         except Exception as e:  # noqa: BLE001 - any failure means: use the eager path
@@ -251,6 +254,7 @@ def _static_args(st: Static, dtype: torch.dtype) -> Args:
     a.is_signed = int(st.signed)
     a.sg_kind = st.sg_kind
     a.detach = int(st.detach)
+    a.reset_grad = int(st.reset_grad)
     a.vr = _cast(st.v_reset, dtype)
     width = st.sg_width
     a.sg_width = _cast(width, dtype)

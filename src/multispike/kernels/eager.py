@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from multispike.functional.dynamics import hard_reset, if_charge, lif_charge
+from multispike.functional.dynamics import hard_reset, if_charge, lif_charge, reset_spike
 from multispike.kernels.spec import KernelSpec
 
 
@@ -37,8 +37,7 @@ def charge_fn(spec: KernelSpec, tau: Tensor | None) -> Callable[[Tensor, Tensor]
 
 def _fire_reset(spec: KernelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     b, s = spec.rule.fire(h, spec.v_threshold, spec.surrogate)
-    if spec.detach_reset:
-        s = s.detach()
+    s = reset_spike(h, s, spec)  # detach_reset, reset_grad: as the reference loop
     return b, s, hard_reset(h, s, spec.v_reset)
 
 

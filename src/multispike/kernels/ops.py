@@ -35,9 +35,10 @@ from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
 _NO_FLAG = "flag"
 
 
-def _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach) -> Static:
+def _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
+            reset_grad) -> Static:
     return Static(int(form), float(decay), tuple(float(t) for t in thresholds), bool(signed),
-                  int(sg_kind), float(sg_width), float(v_reset), bool(detach))
+                  int(sg_kind), float(sg_width), float(v_reset), bool(detach), int(reset_grad))
 
 
 def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
@@ -61,12 +62,14 @@ def neuron_forward(
     sg_width: float,
     v_reset: float,
     detach: bool,
+    reset_grad: int,
     save_mode: int,
     impl: str,
     check: bool,
     where: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach)
+    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
+                 reset_grad)
     if impl == "cpu":
         args = cpu.make_args(st, x, tau, amp)
         args.save_mode = save_mode
@@ -86,7 +89,7 @@ def neuron_forward(
 
 @neuron_forward.register_fake
 def _(x, tau, amp, form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
-      save_mode, impl, check, where):
+      reset_grad, save_mode, impl, check, where):
     n = 1 if check and impl != "cpu" else 0
     return torch.empty_like(x), _empty_saved(x, save_mode), x.new_empty(n, dtype=torch.int32)
 
@@ -105,12 +108,14 @@ def neuron_backward(
     sg_width: float,
     v_reset: float,
     detach: bool,
+    reset_grad: int,
     save_mode: int,
     impl: str,
     need_tau: bool,
     need_amp: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach)
+    st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
+                 reset_grad)
     if impl == "cpu":
         args = cpu.make_args(st, grad, tau, amp)
         args.save_mode = save_mode
@@ -129,13 +134,13 @@ def neuron_backward(
 
 @neuron_backward.register_fake
 def _(grad, saved, tau, amp, form, decay, thresholds, signed, sg_kind, sg_width, v_reset,
-      detach, save_mode, impl, need_tau, need_amp):
+      detach, reset_grad, save_mode, impl, need_tau, need_amp):
     g_tau = grad.new_empty(()) if need_tau else grad.new_empty(0)
     g_amp = grad.new_empty(()) if need_amp else grad.new_empty(0)
     return torch.empty_like(grad), g_tau, g_amp
 
 
-_N_STATIC = 8  # form ... detach
+_N_STATIC = 9  # form ... detach, reset_grad
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -35,6 +35,8 @@ class Static:
 
     ``form`` is the charge of ``csrc/multistep.cpp``: 0 ``H = A·V + X`` (IF: ``A = 1``,
     LIF: ``A = decay``), 1 PLIF with ``V_reset = 0``, 2 PLIF with ``V_reset ≠ 0`` (MT-SNN Eq 6).
+    ``reset_grad`` is 0 for ``"surrogate"``, 1 for ``"spike"`` (the reset's gradient through
+    ``|b|`` of the main spike; see :func:`multispike.functional.reset_spike`).
     """
 
     form: int
@@ -45,11 +47,12 @@ class Static:
     sg_width: float
     v_reset: float
     detach: bool
+    reset_grad: int = 0
 
     def args(self) -> tuple:
         """The custom ops' static arguments, in their order."""
         return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
-                self.sg_width, self.v_reset, self.detach)
+                self.sg_width, self.v_reset, self.detach, self.reset_grad)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class KernelSpec:
     Attributes:
         dynamics: ``"plif"``, ``"lif"`` or ``"if"``.
         decay: LIF decay (``None`` otherwise).
-        v_threshold, v_reset, detach_reset: as on the layer.
+        v_threshold, v_reset, detach_reset, reset_grad: as on the layer.
         thresholds: the rule's positive thresholds, main first (signed rules mirror them).
         signed: the rule fires negative spikes (ternary rules).
         rule, surrogate: the layer's records (the eager path calls them).
@@ -80,6 +83,7 @@ class KernelSpec:
     sg_kind: int | None
     native: bool
     static: Static | None = None
+    reset_grad: str = "surrogate"
 
     @property
     def sg_width(self) -> float:
@@ -130,6 +134,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
     )
     decay = float(neuron.decay) if dynamics == "lif" else None
     v_reset = float(neuron.v_reset)
+    reset_grad = str(getattr(neuron, "reset_grad", "surrogate"))
     static = None
     if native:
         static = Static(
@@ -141,6 +146,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
             sg_width=float(surrogate.width),
             v_reset=v_reset,
             detach=bool(neuron.detach_reset),
+            reset_grad=int(reset_grad == "spike"),
         )
     return KernelSpec(
         dynamics=dynamics,
@@ -155,4 +161,5 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         sg_kind=sg_kind,
         native=native,
         static=static,
+        reset_grad=reset_grad,
     )

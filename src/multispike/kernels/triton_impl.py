@@ -174,7 +174,8 @@ if HAVE_TRITON:
         alpha, sk, sc, scale, keep,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr,
         CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
-        ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+        SPIKE_RESET: tl.constexpr, ROUND: tl.constexpr, IS64: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -206,11 +207,19 @@ if HAVE_TRITON:
                     if SGN:
                         gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
                         b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
-                s = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
+                p0 = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
                 gm = _sg(_rnd(h - th0, ROUND), KIND, half, alpha, sk, sc)
+                s = p0
                 if SGN:
-                    s += tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
-                    gm -= _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk, sc)
+                    q0 = tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
+                    s += q0
+                    if SPIKE_RESET:  # d|b0|/dH = sign(b0)·(g(h − th0) + g(−h − th0))
+                        gm = (p0 - q0) * (gm + _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk,
+                                                   sc))
+                    else:
+                        gm -= _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk, sc)
+                elif SPIKE_RESET:  # d|s|/dH = s·g(h − th0)
+                    gm = p0 * gm
                 if KIND <= 1:
                     gsum = gsum / scale
                     gm = gm / scale
@@ -318,7 +327,8 @@ def backward(
         0.0 if st.detach else 1.0,
         FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind,
         CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
-        ROUND=_ROUND[grad.dtype], IS64=grad.dtype == torch.float64, BLOCK=BLOCK,
+        SPIKE_RESET=bool(st.reset_grad) and not st.detach, ROUND=_ROUND[grad.dtype],
+        IS64=grad.dtype == torch.float64, BLOCK=BLOCK,
         enable_fp_fusion=False,
     )
     sums = parts.sum(0)

@@ -27,7 +27,10 @@
 // Backward (g = surrogate derivative):
 //   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout * amp
 //      + dv * (1 - s)
-//      + dv * (vr - h) * (g(h - th_0) - g(-h - th_0))   unless detach_reset
+//      + dv * (vr - h) * gm                             unless detach_reset
+//   gm = dS/dH = g(h - th_0) - g(-h - th_0)            reset_grad 0 ("surrogate")
+//   gm = d|b0|/dH = sign(b0) * (g(h - th_0) + g(-h - th_0))   reset_grad 1 ("spike"),
+//        b0 = p - q the main spike (unsigned rules: s * g(h - th_0)); 0 where none fired
 //   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
 //
 // Saved for the backward: either h (the membrane before firing, storage dtype) or, when the
@@ -72,6 +75,7 @@ struct Args {
   int32_t nthreads;
   int32_t stream;     // 1: write outputs with non-temporal stores (arrays larger than the cache)
   int32_t check;      // 1: count non-finite inputs (the layer's input check, in the same pass)
+  int32_t reset_grad; // 0: reset gradient through the surrogate of s; 1: through |b0| (see top)
   double A, D, vr, tau, amp;
   double sg_width;   // rectangular/clamp: window width; sigmoid/atan: alpha
   double sg_half;    // window half-width (rectangular, clamp)
@@ -316,6 +320,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     // rectangular divides the window indicator by its width, clamp does not
     const C scale = a.sg_kind == 0 ? C(a.sg_width) : C(1);
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
+    const bool spike_reset = a.reset_grad != 0;
     const bool need_tau = a.need_tau != 0;
     const bool need_sums = need_tau || a.need_amp != 0;
     C th[MAX_THR];
@@ -373,9 +378,13 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
                 b -= h <= -th[k] ? C(1) : C(0);
               }
             }
-            const C s = (h >= th0 ? C(1) : C(0)) + (sgn && h <= -th0 ? C(1) : C(0));
-            C gm = sg<KIND, C>(kind, T::rnd(h - th0), half, alpha, sk, sc);
-            if (sgn) gm -= sg<KIND, C>(kind, T::rnd(-h - th0), half, alpha, sk, sc);
+            const C p0 = h >= th0 ? C(1) : C(0);
+            const C q0 = sgn && h <= -th0 ? C(1) : C(0);
+            const C s = p0 + q0;
+            const C gp = sg<KIND, C>(kind, T::rnd(h - th0), half, alpha, sk, sc);
+            const C gq = sgn ? sg<KIND, C>(kind, T::rnd(-h - th0), half, alpha, sk, sc) : C(0);
+            // dS/dH, or d|b0|/dH = sign(b0) * db0/dH with b0 = p0 - q0 ("spike")
+            const C gm = spike_reset ? (p0 - q0) * (gp + gq) : gp - gq;
             const C gov = T::ld(go[i]);
             acc_amp[i] += gov * b;
             const C gb = gov * amp;
@@ -471,7 +480,7 @@ bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <=
 
 extern "C" {
 
-int ms_abi_version() { return 4; }
+int ms_abi_version() { return 5; }
 
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
