@@ -19,9 +19,12 @@ the inputs of each torch operation to its outputs); a neuron's output starts a n
 that neuron, a convolution's output one holding that convolution. So a residual shortcut reads
 the rate of the neuron whose spikes it really receives, however the model orders its calls.
 
-Pooling and flattening between a neuron and a layer keep the neuron as the source: average
-pooling of spikes followed by a convolution is the convolution of the spikes scaled by a
-constant, which a deployment folds into the weights.
+Pooling and flattening between a neuron and a layer keep the neuron as the source (the
+layer's ``sources``), but they change what the layer reads: max pooling passes fewer spikes
+(the pooled map), and average pooling followed by a convolution costs one addition per input
+event, pooled cell it falls in and output current it reaches. Rates of the neuron therefore do
+not give a pooled layer's synaptic operations; :func:`count_events` counts them exactly from
+recorded spikes (the ``events`` convention of :mod:`multispike.analysis.energy`).
 
 Example::
 
@@ -39,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -420,3 +424,152 @@ def count_ops(
 ) -> list[LayerOps]:
     """The per-layer counts of :func:`trace_ops` (convolutions and linear layers only)."""
     return trace_ops(model, input_shape, timesteps, **kwargs).layers
+
+
+# -- exact synaptic operations from recorded spikes ----------------------------------------------
+@dataclass
+class EventCounts:
+    """Synaptic operations counted from spikes, the way the addition-only executor adds them.
+
+    Attributes:
+        sops: layer name → additions of one weight into one current, summed over every
+            sample and step seen: Σ unit events × fan-out, where an event reaching a layer
+            through average pooling counts once per pooled cell it falls in and the fan-out is
+            the output currents it reaches (``C_out / groups`` × kernel taps that land on the
+            output grid; ``out_features``; one for an identity shortcut ``<neuron>.identity``).
+        events: layer name → unit events entering the layer (after max pooling, before
+            average pooling).
+        dense: layer name → dense multiply-accumulates (identity shortcuts: receiving
+            currents) over the same samples and steps.
+        rows: sample-steps seen (``T × B`` summed over batches).
+        samples: samples seen.
+    """
+
+    sops: dict[str, float] = field(default_factory=dict)
+    events: dict[str, float] = field(default_factory=dict)
+    dense: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+    samples: int = 0
+
+    def add(self, other: EventCounts) -> EventCounts:
+        for mine, theirs in ((self.sops, other.sops), (self.events, other.events),
+                             (self.dense, other.dense)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0.0) + v
+        self.rows += other.rows
+        self.samples += other.samples
+        return self
+
+    @property
+    def timesteps(self) -> float:
+        return self.rows / self.samples if self.samples else 0.0
+
+    def per_step(self) -> dict[str, float]:
+        """Layer name → SOPs of one sample at one step (what ``estimate_energy`` bills)."""
+        return {k: v / self.rows for k, v in self.sops.items()} if self.rows else {}
+
+    def rates(self) -> dict[str, float]:
+        """Layer name → SOPs per dense MAC: the rate of what the layer actually reads."""
+        return {k: v / self.dense[k] if self.dense.get(k) else 0.0 for k, v in self.sops.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sops_per_step": self.per_step(), "rates": self.rates(), "rows": self.rows,
+                "samples": self.samples}
+
+
+def event_model(model: nn.Module) -> tuple[nn.Module, Any]:
+    """The deployed copy of a zoo model (amplitudes and BN folded) and its deployment graph.
+
+    Its neurons emit integers (a value ``k`` is ``k`` unit events) and its spike patterns are
+    the model's. Raises :class:`~multispike.errors.ConfigError` for models outside the zoo's
+    VGG and ResNet families (no deployment graph) or that cannot be folded.
+    """
+    from multispike.deploy import fold_amplitudes, trace
+
+    deployed = fold_amplitudes(model)
+    return deployed, trace(deployed)
+
+
+def _ones_conv(counts: Tensor, layer: nn.Module) -> float:
+    """Σ over events of the output currents each reaches: a convolution of the event counts
+    (summed over channels) with an all-ones kernel, times the output channels per group."""
+    per_pos = counts.sum(1, keepdim=True)
+    dims = per_pos.dim() - 2
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+    ones = per_pos.new_ones(1, 1, *layer.kernel_size)
+    reach = conv(per_pos, ones, None, layer.stride, layer.padding, layer.dilation)
+    return float(reach.sum()) * (layer.out_channels // layer.groups)
+
+
+def _base_layer(node: Any) -> nn.Module:
+    m = node.module
+    for attr in ("conv", "linear"):
+        inner = getattr(m, attr, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return m
+
+
+@torch.no_grad()
+def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
+    """Exact synaptic operations of one batch ``x`` through a deployed model (see
+    :func:`event_model`), layer by layer, equal to
+    :class:`~multispike.deploy.AdditionOnlyExecutor`'s ``sops`` but computed densely.
+
+    Spikes are read from the dense run of the graph; max pooling keeps its pooled spikes;
+    average pooling becomes sum pooling of the event counts (one event per pooled cell whose
+    window holds it); global average pooling sums the map; flattening renames. Layers that
+    read currents (the encoder, membrane-level sums) are left out.
+    """
+    values = graph.run(x, keep=True)
+    t, b = values["input"].shape[:2]
+    out = EventCounts(rows=int(t * b), samples=int(b))
+
+    def counts_of(src: str) -> tuple[Tensor | None, float]:
+        origin, via = graph.producer_chain(src)
+        if origin.op != "neuron":
+            return None, 0.0
+        y = values[origin.name].flatten(0, 1)
+        for v in via:
+            if v.op == "maxpool":  # comparisons: the pooled map is still spikes
+                y = values[v.name].flatten(0, 1)
+        y = y.abs()
+        events = float(y.sum())
+        for v in via:
+            if v.op == "avgpool":  # each event reaches every pooled cell whose window holds it
+                p = v.module
+                y = F.avg_pool2d(y, p.kernel_size, p.stride, p.padding, p.ceil_mode, True, 1)
+            elif v.op == "gap":
+                y = y.sum((-2, -1))
+            elif v.op == "flatten":
+                y = y.flatten(1)
+            elif v.op == "merge":
+                y = sum(y.chunk(len(v.module.signs), 1))
+        return y, events
+
+    for node in graph:
+        if node.op in ("conv", "linear") and node.inputs != ("input",):
+            y, events = counts_of(node.inputs[0])
+            if y is None:
+                continue
+            layer = _base_layer(node)
+            if node.op == "conv":
+                sops = _ones_conv(y, layer)
+                dense = float(values[node.name].flatten(0, 1)[0].numel()) * (
+                    layer.in_channels // layer.groups) * math.prod(layer.kernel_size) * t * b
+            else:
+                sops = float(y.sum()) * layer.out_features
+                dense = float(values[node.name].numel()) * layer.in_features
+            out.sops[node.name] = out.sops.get(node.name, 0.0) + sops
+            out.events[node.name] = out.events.get(node.name, 0.0) + events
+            out.dense[node.name] = out.dense.get(node.name, 0.0) + dense
+        elif node.op in ("neuron", "sum"):
+            for src in node.inputs:
+                y, events = counts_of(src)
+                if y is None:
+                    continue
+                key = f"{node.name}.identity"
+                out.sops[key] = out.sops.get(key, 0.0) + float(y.sum())
+                out.events[key] = out.events.get(key, 0.0) + events
+                out.dense[key] = out.dense.get(key, 0.0) + float(values[src].numel())
+    return out

@@ -6,7 +6,9 @@ neuron per time step and can exceed 1 for MT neurons.
 
 - :func:`collect_activity` runs a model over batches of a loader inside
   :func:`~multispike.monitor.record_activity` and returns the monitor;
-- :func:`measure_rates` gives the per-layer rates the energy estimate needs;
+- :func:`measure_rates` gives the per-layer rates the energy estimate needs, and for zoo models
+  the exact synaptic operations of every layer from the same spikes
+  (:func:`~multispike.analysis.ops.count_events`: what each layer reads after pooling);
 - :func:`firing_rows` flattens the monitor summary into one CSV row per layer;
 - :func:`plot_firing_stats` draws the rates and the −1/0/+1 fractions (ternary) or the plane
   rates (MT) per layer as bar charts, and writes the CSV next to the PNG.
@@ -28,8 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from multispike.analysis._io import new_figure, save_figure, write_csv
+from multispike.analysis.ops import EventCounts, count_events, event_model
 from multispike.errors import ConfigError
 from multispike.monitor import ActivityMonitor, record_activity
+from multispike.neurons import Neuron
 
 Prepare = Callable[[Tensor], Tensor]
 
@@ -62,6 +66,7 @@ def collect_activity(
     prepare: Prepare | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
+    observe: Callable[[Tensor], None] | None = None,
 ) -> ActivityMonitor:
     """Run ``model`` (eval mode) over up to ``batches`` batches and record its activity.
 
@@ -72,6 +77,7 @@ def collect_activity(
         prepare: turns the batch into model input (default :func:`model_input`).
         device: where the batches go (default: the model's device, CPU or GPU; the model
             must live there).
+        observe: called with each model input after the model ran on it.
     """
     if device is None:
         p = next(model.parameters(), None)
@@ -87,7 +93,10 @@ def collect_activity(
                 x = x.to(device)
                 if transform is not None:
                     x = transform(x)
-                model(prepare(x))
+                x = prepare(x)
+                model(x)
+                if observe is not None:
+                    observe(x)
                 seen += 1
     finally:
         model.train(was_training)
@@ -109,15 +118,24 @@ class MeasuredRates:
         mean_rate: all spikes over all neuron-steps (Ternary Spike's "mean sparsity" s).
         rows: the monitor summary (one dict per layer).
         batches: batches measured.
+        events: exact synaptic operations per consuming layer from the same spikes
+            (:class:`~multispike.analysis.ops.EventCounts`), or None when not counted.
+        events_error: why they were not counted (a model outside the zoo), or ``""``.
     """
 
     rates: dict[str, float]
     mean_rate: float
     rows: list[dict[str, Any]] = field(default_factory=list)
     batches: int = 0
+    events: EventCounts | None = None
+    events_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean_rate": self.mean_rate, "rates": dict(self.rates), "batches": self.batches}
+        d: dict[str, Any] = {"mean_rate": self.mean_rate, "rates": dict(self.rates),
+                             "batches": self.batches}
+        if self.events is not None:
+            d["events"] = self.events.to_dict()
+        return d
 
 
 def rates_from_monitor(mon: ActivityMonitor, batches: int = 0) -> MeasuredRates:
@@ -133,13 +151,40 @@ def rates_from_monitor(mon: ActivityMonitor, batches: int = 0) -> MeasuredRates:
 
 
 def measure_rates(
-    model: nn.Module, loader: Iterable, batches: int | None = 8, **kwargs: Any
+    model: nn.Module,
+    loader: Iterable,
+    batches: int | None = 8,
+    *,
+    events: bool = True,
+    **kwargs: Any,
 ) -> MeasuredRates:
     """Measured firing rates of every neuron layer over ``batches`` batches of ``loader``.
 
+    With ``events`` (default), a zoo model's spikes are also counted into exact synaptic
+    operations per layer (:func:`~multispike.analysis.ops.count_events`, on a deployed copy:
+    the dense model runs a second time per batch); a model without a deployment graph gets
+    ``events=None`` and the reason in ``events_error``.
+
     ``kwargs`` go to :func:`collect_activity` (``transform``, ``prepare``, ``device``).
-    Feed the result's ``rates`` to :func:`~multispike.analysis.energy.estimate_energy`.
+    Feed the result to :func:`~multispike.analysis.energy.estimate_energy` (the whole object:
+    per-layer event counts, ``convention="events"``; its ``rates``: the neuron's rates,
+    ``convention="paper"``).
     """
+    counted: EventCounts | None = None
+    error = ""
+    observe = None
+    if events and any(isinstance(m, Neuron) for m in model.modules()):
+        try:
+            deployed, graph = event_model(model)  # copied before the monitor hooks the model
+        except ConfigError as e:
+            error = str(e)
+        else:
+            counted = EventCounts()
+
+            def observe(x: Tensor) -> None:
+                assert counted is not None
+                counted.add(count_events(deployed, graph, x))
+
     n = [0]
 
     def counting(it: Iterable) -> Iterator[Any]:
@@ -147,8 +192,10 @@ def measure_rates(
             n[0] += 1
             yield b
 
-    mon = collect_activity(model, counting(_batches(loader, batches)), **kwargs)
-    return rates_from_monitor(mon, n[0])
+    mon = collect_activity(model, counting(_batches(loader, batches)), observe=observe, **kwargs)
+    measured = rates_from_monitor(mon, n[0])
+    measured.events, measured.events_error = counted, error
+    return measured
 
 
 # -- rows and figure ---------------------------------------------------------------------------
