@@ -149,6 +149,13 @@ def energy_report(args: argparse.Namespace) -> Any:
     spec = dataset_spec(args.dataset)
     if args.checkpoint and args.firing_rate is not None:
         raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
+    convention = getattr(args, "convention", None)
+    note = ""
+    if convention == "events" and not args.checkpoint:
+        raise ConfigError(
+            "--convention events bills each layer from recorded spikes: give --checkpoint with "
+            "data; an assumed --firing-rate is billed by --convention paper (the default then)"
+        )
     _positive("--batches", args.batches)
     _positive("--batch-size", args.batch_size)
     model = _build_model(args, spec)
@@ -158,8 +165,16 @@ def energy_report(args: argparse.Namespace) -> Any:
     if args.checkpoint:
         model.to(_device(getattr(args, "device", None)))
         loader, transform = _loader(args, spec)
-        measured = measure_rates(model, loader, batches=args.batches, transform=transform)
-        rates: Any = measured.rates
+        measured = measure_rates(model, loader, batches=args.batches, transform=transform,
+                                 events=convention != "paper")
+        if convention != "paper" and measured.events is None:
+            if convention == "events":
+                raise ConfigError(
+                    f"cannot count the events of {type(model).__name__} "
+                    f"({measured.events_error}); use --convention paper"
+                )
+            note = f"events not counted ({measured.events_error}): paper convention"
+        rates: Any = measured if measured.events is not None else measured.rates
         source = f"measured on {measured.batches} batches of {spec.name}"
     else:
         if args.firing_rate is None:
@@ -171,7 +186,9 @@ def energy_report(args: argparse.Namespace) -> Any:
             rates, source = 0.0, "none (no spiking layer)"
         else:
             rates, source = args.firing_rate, "assumed"
-    report = estimate_energy(ops, rates, t, table, rate_source=source)
+    report = estimate_energy(ops, rates, t, table, rate_source=source, convention=convention)
+    if note:
+        report.meta["convention_note"] = note
     report.meta.update({
         "model": getattr(model, "name", args.model or spec.default_model),
         "dataset": spec.name,
@@ -196,6 +213,8 @@ def cmd_energy(args: argparse.Namespace) -> int:
         print(f"model {report.meta['model']} on {report.meta['dataset']} "
               f"(input {tuple(report.meta['input_shape'])}), one sample")
         print(format_report(report))
+        if report.meta.get("convention_note"):
+            print(report.meta["convention_note"])
     return 0
 
 
@@ -342,6 +361,11 @@ def register(subparsers: Any) -> None:
                    help="hu2021 (12.5 pJ/FLOP, 77 fJ/SOP, 3.7 pJ/spike), 45nm (4.6 pJ/MAC, "
                    "0.9 pJ/AC), or a JSON file (default hu2021)")
     p.add_argument("--checkpoint", help="trained model: measure the rates on --dataset")
+    p.add_argument("--convention", choices=("events", "paper"), default=None,
+                   help="how a spiking layer's SOPs are billed: events (what it reads after "
+                   "pooling, counted from recorded spikes; the default with --checkpoint) or "
+                   "paper (the rate of the neuron feeding it, Ternary Spike Table 5; the only "
+                   "choice, and the default, with --firing-rate)")
     p.add_argument("--data-dir", help="dataset folder (with --checkpoint)")
     p.add_argument("--batches", type=int, default=8, help="test batches to measure (default 8)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")

@@ -8,9 +8,21 @@ An inference of one sample over T time steps costs (Ternary Spike, "Energy Estim
   a static image (the encoder sees the same image at every step) and T times for event frames;
 - ``MACs_analog``: MACs of any other layer that reads analog values (none in a spiking model;
   every layer of the ANN twin);
-- ``SOPs = s × T × A`` per layer: ``A`` its MACs per step, ``s`` the firing rate of the neuron
-  layer feeding it (every non-zero spike counts, −1 included; an MT neuron counts each plane
-  that fires, so ``s`` may exceed 1);
+- ``SOPs`` per layer, under one of two conventions (``convention=``):
+
+  - ``"events"`` (the default whenever spikes were recorded): the layer is billed for what it
+    actually reads, counted exactly from recorded spikes
+    (:func:`~multispike.analysis.ops.count_events`): Σ unit events × fan-out, with max pooling
+    passing its pooled spikes and an event that reaches the layer through average pooling
+    counted once per pooled cell it falls in. This equals the addition-only executor's count
+    (:class:`~multispike.deploy.AdditionOnlyExecutor`) layer by layer, identity shortcuts
+    included (rows ``<neuron>.identity``); the row's ``rate`` is SOPs per MAC;
+  - ``"paper"`` (Ternary Spike Table 5): ``s × T × A``, ``A`` the layer's MACs per step and
+    ``s`` the firing rate of the neuron layer feeding it, before any pooling (every non-zero
+    spike counts, −1 included; an MT neuron counts each plane that fires, so ``s`` may exceed
+    1). An assumed scalar rate or a mapping of neuron rates can only be billed this way. It
+    underbills layers behind average pooling (a 2×2 pool gathers four neurons' spikes into
+    each input of the next layer) and misbills those behind max pooling;
 - ``#Sign = Σ spikes × c``: the sign (spike-generation) operations, one per spike of a binary
   or MT plane and two per ternary spike (the threshold test and the sign of ``±1``), billed at
   the energy of a spike. Ternary Spike gives no formula for #Sign; this one reproduces its
@@ -22,9 +34,12 @@ The ANN twin (same layers, ReLU instead of neurons, one step) costs ``MACs_total
 Example::
 
     >>> ops = trace_ops(create("resnet20m", firing="binary"), (3, 32, 32), timesteps=2)
-    >>> r = estimate_energy(ops, 0.1642, 2, "hu2021")
+    >>> r = estimate_energy(ops, 0.1642, 2, "hu2021")   # an assumed rate: paper convention
     >>> round(r.energy_uj, 2)                     # Ternary Spike Table 5: 50.14
     50.03
+    >>> measured = measure_rates(model, loader)   # rates and exact event counts
+    >>> estimate_energy(ops, measured, 2, "hu2021").convention
+    'events'
 """
 
 from __future__ import annotations
@@ -35,10 +50,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multispike.analysis.ops import LayerOps, ModelOps, NeuronLayerOps
+from multispike.analysis.ops import EventCounts, LayerOps, ModelOps, NeuronLayerOps
 from multispike.errors import ConfigError
 
 PJ_PER_UJ = 1e6
+
+#: how a spiking layer's SOPs are billed (see the module docstring)
+CONVENTIONS = ("events", "paper")
 
 
 @dataclass(frozen=True)
@@ -185,6 +203,7 @@ class EnergyReport:
     signs_uj: float
     ann_macs: int
     ann_energy_uj: float
+    convention: str = "paper"
     layers: list[dict[str, Any]] = field(default_factory=list)
     neuron_layers: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -229,16 +248,20 @@ def estimate_energy(
     neurons: Sequence[NeuronLayerOps] | None = None,
     static_input: bool | None = None,
     rate_source: str | None = None,
+    convention: str | None = None,
+    events: EventCounts | Mapping[str, float] | None = None,
 ) -> EnergyReport:
     """Energy of one inference from operation counts and firing rates.
 
     Args:
         ops: :func:`~multispike.analysis.ops.trace_ops` output (or its ``layers``, then pass
             ``neurons`` for the spike counts).
-        rates: one mean rate ``s`` for every neuron layer (assumed, e.g. Table 5's 0.1642), or
-            a mapping neuron-layer name → measured rate (:func:`~multispike.analysis.stats.
-            measure_rates`). A layer fed by several neuron layers uses their neuron-weighted
-            mean rate.
+        rates: one mean rate ``s`` for every neuron layer (assumed, e.g. Table 5's 0.1642), a
+            mapping neuron-layer name → measured rate, or the whole
+            :class:`~multispike.analysis.stats.MeasuredRates` of
+            :func:`~multispike.analysis.stats.measure_rates` (its rates, and its event counts
+            for the ``events`` convention). A layer fed by several neuron layers uses their
+            neuron-weighted mean rate (``paper`` convention).
         timesteps: T; default the T the ops were traced with.
         cost_table: a registry name (``hu2021``, ``45nm``), a :class:`CostTable`, a dict or a
             JSON file path.
@@ -246,7 +269,43 @@ def estimate_energy(
         neurons: neuron layers, when ``ops`` is a plain list.
         static_input: the encoder sees a static image (default from ``ops``, else True).
         rate_source: label (``"assumed"`` or ``"measured"``; default from the type of rates).
+        convention: ``"events"``: bill each spiking layer from the exact event counts
+            (``events``, or those of a ``MeasuredRates``); ``"paper"``: at the rate of the
+            neuron feeding it (Ternary Spike Table 5). Default: ``events`` when event counts
+            are given, else ``paper`` (an assumed rate has no events to count).
+        events: :class:`~multispike.analysis.ops.EventCounts`, or a mapping layer name →
+            SOPs of one sample at one time step.
+
+    Raises :class:`~multispike.errors.ConfigError` for ``convention="events"`` without event
+    counts, or event counts that miss a spiking layer.
     """
+    if events is None and isinstance(getattr(rates, "events", None), EventCounts):
+        events = rates.events  # type: ignore[union-attr]
+    if not isinstance(rates, (int, float, Mapping)) and isinstance(
+        getattr(rates, "rates", None), Mapping
+    ):
+        rates = rates.rates  # type: ignore[union-attr]
+    if convention is None:
+        convention = "events" if events is not None else "paper"
+    if convention not in CONVENTIONS:
+        raise ConfigError(
+            f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
+        )
+    per_step: dict[str, float] = {}
+    dense_per_step: dict[str, float] = {}
+    if convention == "events":
+        if events is None:
+            raise ConfigError(
+                "convention 'events' bills each layer from recorded spikes: measure them "
+                "(measure_rates on a zoo model, or --checkpoint with data); an assumed rate "
+                "can only be billed with convention 'paper'"
+            )
+        if isinstance(events, EventCounts):
+            per_step = events.per_step()
+            if events.rows:
+                dense_per_step = {k: v / events.rows for k, v in events.dense.items()}
+        else:
+            per_step = {str(k): float(v) for k, v in events.items()}
     table = get_cost_table(cost_table)
     if isinstance(ops, ModelOps):
         layers = list(ops.layers)
@@ -319,8 +378,18 @@ def estimate_energy(
         elif layer.spiking:
             r = rate_of(layer.sources)
             row["role"] = "spiking"
+            row["source_rate"] = r
+            if convention == "events":
+                if layer.name not in per_step:
+                    raise ConfigError(
+                        f"no event count for spiking layer {layer.name!r}; count the events "
+                        "of the same model (or use convention 'paper')"
+                    )
+                row["sops"] = per_step[layer.name] * runs
+                r = per_step[layer.name] / layer.macs if layer.macs else 0.0
+            else:
+                row["sops"] = r * runs * layer.macs
             row["rate"] = r
-            row["sops"] = r * runs * layer.macs
             sops += row["sops"]
             spiking_per_step += layer.macs
             row["energy_uj"] = row["sops"] * table.sop_pj / PJ_PER_UJ
@@ -329,6 +398,26 @@ def estimate_energy(
             row["analog_macs"] = layer.macs * runs
             analog_macs += row["analog_macs"]
             row["energy_uj"] = row["analog_macs"] * table.mac_pj / PJ_PER_UJ
+        rows.append(row)
+    # identity shortcuts: one addition per event (and pooled cell) into a receiving current
+    known = {layer.name for layer in layers}
+    for name, sops_step in per_step.items():
+        if name in known or not name.endswith(".identity"):
+            continue
+        dense = dense_per_step.get(name, 0.0)
+        row = {
+            "name": name,
+            "kind": "identity",
+            "macs": int(round(dense)),
+            "role": "spiking",
+            "sources": [],
+            "rate": sops_step / dense if dense else None,
+            "flops": 0,
+            "analog_macs": 0,
+            "sops": sops_step * t,
+            "energy_uj": sops_step * t * table.sop_pj / PJ_PER_UJ,
+        }
+        sops += row["sops"]
         rows.append(row)
 
     neuron_rows = []
@@ -384,6 +473,7 @@ def estimate_energy(
         signs_uj=signs_uj,
         ann_macs=int(ann_macs),
         ann_energy_uj=ann_macs * table.mac_pj / PJ_PER_UJ,
+        convention=convention,
         layers=rows,
         neuron_layers=neuron_rows,
         meta={"cost_table_pj": table.to_dict()},
@@ -406,7 +496,8 @@ def format_report(report: EnergyReport) -> str:
     lines += [
         "",
         f"cost table {report.cost_table}, T = {report.timesteps}, firing {report.firing}, "
-        f"rate {report.mean_rate:.4f} ({report.rate_source})",
+        f"rate {report.mean_rate:.4f} ({report.rate_source}), SOPs billed by the "
+        f"{report.convention} convention",
         f"#FLOPs {report.first_layer_flops / m:.2f}M   #SOPs {report.sops / m:.2f}M   "
         f"#Sign {report.signs / m:.3f}M   (spikes {report.spikes / m:.3f}M, "
         f"neurons {report.neurons:,})",
