@@ -4,6 +4,8 @@
   ``|u| >= 0.5``, straight-through ``clamp(u, -1, 1)``, reset ``u·(1 − |s|)`` through the
   straight-through spike. ``LIFNode(firing="ternary", surrogate="clamp", reset_grad="spike")``
   must give its spikes and its input gradients, on every backend.
+- SpikingJelly's ``ParametricLIFNode`` with ``v_reset != 0``: the membrane starts at
+  ``V_reset`` there and here (spikes, input and tau gradients).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multispike.functional import NeuronState, multistep
 from multispike.kernels import cpu, fused_multistep
-from multispike.neurons import LIFNode, build_neuron
+from multispike.neurons import LIFNode, PLIFNode, build_neuron
 
 IMPLS = ["eager"] + (["cpu"] if cpu.library() is not None else [])
 
@@ -95,3 +98,47 @@ def test_reset_grad_in_config_and_spec():
     node.reset_grad = "surrogate"  # options changed after construction refresh the spec
     assert node.kernel_spec.static.reset_grad == 0
     assert LIFNode().config()["reset_grad"] == "surrogate"
+
+
+# -- start state: SpikingJelly's PLIF with v_reset != 0 ------------------------------------------
+def _sj_plif(x, weight):
+    sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    sj_surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    node = sj_neuron.ParametricLIFNode(
+        init_tau=2.0, v_reset=0.2, decay_input=True, detach_reset=False, step_mode="m",
+        surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
+    ).to(x.dtype)
+    x = x.detach().clone().requires_grad_(True)
+    out = node(x)
+    (out * weight).sum().backward()
+    # SpikingJelly: 1/tau = sigmoid(w); multispike: tau = 1 + exp(-w): the same w
+    return out.detach(), x.grad, node.w.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_plif_with_v_reset_matches_spikingjelly(dtype):
+    """Both start the membrane at V_reset (and charge by MT-SNN Eq 6): same spikes, same
+    input and tau gradients, on every backend."""
+    x = _x(6, 4, 300, seed=0, scale=1.5).to(dtype)
+    weight = _x(*x.shape, seed=1).to(dtype)
+    ref_out, ref_gx, ref_gw = _sj_plif(x, weight)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for backend, impl in [("torch", None)] + [("fused", i) for i in IMPLS]:
+        node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_width=4.0,
+                        backend=backend).to(dtype)
+        xm = x.clone().requires_grad_(True)
+        out = node(xm) if impl is None else fused_multistep(xm, node, impl=impl)
+        (out * weight).sum().backward()
+        assert torch.equal(out.detach(), ref_out), (backend, impl)
+        torch.testing.assert_close(xm.grad, ref_gx, rtol=tol, atol=tol)
+        torch.testing.assert_close(node.w.grad, ref_gw, rtol=tol, atol=tol)
+
+
+def test_start_state_matters_for_spikingjelly():
+    """Starting from 0 instead of V_reset gives other spikes: the convention is tested."""
+    x = _x(6, 4, 300, seed=0, scale=1.5)
+    ref_out, _, _ = _sj_plif(x, torch.ones_like(x))
+    node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_width=4.0)
+    out, _ = multistep(x, node.charge, node.params(x.dtype),
+                       state=NeuronState(torch.zeros_like(x[0])))
+    assert not torch.equal(out.detach(), ref_out)

@@ -219,3 +219,14 @@ def test_reset_grad_spike_is_zero_where_nothing_fired(rule):
     detached = reset_spike(h, s, NeuronParams(1.0, rule=rule, detach_reset=True,
                                               reset_grad="spike"))
     assert not detached.requires_grad
+
+
+def test_multistep_starts_at_v_reset():
+    """IF, V_th = 1, V_reset = 0.5: x = 0.6 fires at t = 0 (0.5 + 0.6 >= 1); from 0 it would not."""
+    x = torch.tensor([[0.6], [0.3], [0.3]])
+    out, state = multistep(x, if_charge, NeuronParams(1.0, v_reset=0.5))
+    assert out.flatten().tolist() == [1.0, 0.0, 1.0]
+    assert state.v.item() == pytest.approx(0.5)
+    from_zero, _ = multistep(x, if_charge, NeuronParams(1.0, v_reset=0.5),
+                             state=NeuronState(torch.zeros(1)))
+    assert from_zero.flatten().tolist() == [0.0, 0.0, 1.0]

@@ -386,12 +386,13 @@ def triton_check(device: str) -> None:
     for (dynamics, firing), dtype in itertools.product(
         itertools.product(DYNAMICS, FIRINGS), dtypes
     ):
-        for amplitude, detach, surrogate, reset_grad in (
-            (True, False, "rectangular", "surrogate"), (False, True, "sigmoid", "surrogate"),
-            (True, True, "clamp", "surrogate"), (True, False, "atan", "spike"),
+        for amplitude, detach, surrogate, reset_grad, v_reset in (
+            (True, False, "rectangular", "surrogate", 0.0),
+            (False, True, "sigmoid", "surrogate", 0.0), (True, True, "clamp", "surrogate", 0.0),
+            (True, False, "atan", "spike", 0.2), (False, False, "sigmoid", "surrogate", -0.3),
         ):
             node = _node(dynamics, firing, amplitude, detach, dtype=dtype,
-                         surrogate=surrogate, reset_grad=reset_grad).to(device)
+                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset).to(device)
             for T in (1, 5):
                 x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
                 weight = _x(*x.shape, seed=7, dtype=dtype).to(device)

@@ -87,10 +87,11 @@ def test_module_equals_functional(firing):
     assert torch.equal(lif(x), ref)
 
 
+@pytest.mark.parametrize("v_reset", [0.0, 0.2])
 @pytest.mark.parametrize("cls", [PLIFNode, LIFNode, IFNode])
-def test_no_state_between_calls_and_streaming(cls):
+def test_no_state_between_calls_and_streaming(cls, v_reset):
     x = _x(5, 3, 16)
-    node = cls(firing="mt")
+    node = cls(firing="mt", v_reset=v_reset)
     first, second = node(x), node(x)
     assert torch.equal(first, second)
     state, outs = None, []
@@ -109,6 +110,22 @@ def test_config_rebuilds_layer():
     assert again.config() == node.config()
     x = _x(3, 2, 10)
     assert torch.equal(again(x), node(x))
+
+
+@pytest.mark.parametrize("cls", [PLIFNode, LIFNode, IFNode])
+def test_membrane_starts_at_v_reset(cls):
+    """The start state is V_reset (SpikingJelly's and Norse's convention), on every path."""
+    node = cls(v_reset=0.3, firing="ternary")
+    x = torch.zeros(1, 2, 5)
+    assert torch.equal(node.init_state(x[0]).v, torch.full((2, 5), 0.3))
+    # the first H is the charge of V = 0.3 with no input; it stays below threshold
+    expect = node.charge(torch.full((2, 5), 0.3), x[0])
+    for backend in ("torch", "fused"):
+        node.backend = backend
+        assert torch.equal(node(x), torch.zeros_like(x))
+    _, state = node.step(x[0])
+    assert torch.equal(state.v, expect.detach())
+    assert not torch.equal(expect, torch.zeros_like(expect))
 
 
 # -- gradients -----------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ class Neuron(nn.Module):
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x_seq: Tensor) -> Tensor:
-        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, starting from ``V = 0``.
+        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, from ``V = V_reset``.
 
         With ``check_input``, rank and dtype are checked on the host (free); finiteness is
         checked inside the fused kernel's own pass over the input when one runs (on CUDA the
@@ -223,13 +223,14 @@ class Neuron(nn.Module):
         return out
 
     def init_state(self, x: Tensor) -> NeuronState:
-        """The state at t = 0 for one step of input ``x`` ``[B, ...]``: ``V = 0``."""
-        return NeuronState(torch.zeros_like(x))
+        """The state at t = 0 for one step of input ``x`` ``[B, ...]``: ``V = V_reset``
+        (0 by default; SpikingJelly and Norse also start at ``V_reset``)."""
+        return NeuronState(torch.full_like(x, self.v_reset))
 
     def step(self, x: Tensor, state: NeuronState | None = None) -> tuple[Tensor, NeuronState]:
         """One time step for streaming: ``out, state = node.step(x, state)``.
 
-        ``x`` is ``[B, ...]`` (no time dimension); ``state=None`` starts from ``V = 0``.
+        ``x`` is ``[B, ...]`` (no time dimension); ``state=None`` starts from ``V = V_reset``.
         Running T steps equals :meth:`forward` on the stacked input.
         """
         if self.check_input:

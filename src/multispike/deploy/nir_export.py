@@ -186,6 +186,7 @@ def export_nir(
         "dt": float(dt),
         "encoding": "the static image is presented at every one of the timesteps",
         "readout": "output per step; the prediction is its mean over the timesteps",
+        "initial_state": "every membrane starts at its v_reset",
     }
     return out
 

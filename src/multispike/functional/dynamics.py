@@ -10,7 +10,8 @@ input current, ``H[t]`` the membrane after charging (before firing).
 - :func:`step` = charge → fire → amplitude → reset, with explicit state;
 - :func:`multistep` loops :func:`step` over the time-first input ``[T, B, ...]``.
 
-Nothing here holds state between calls: the state goes in and comes out.
+Nothing here holds state between calls: the state goes in and comes out. The membrane starts
+at ``V[−1] = V_reset`` (0 by default), as in SpikingJelly and Norse.
 
 Example::
 
@@ -136,7 +137,7 @@ def step(
 
     Args:
         x: input current ``X[t]``, any shape ``[B, ...]``.
-        state: :class:`NeuronState` with ``v`` of the same shape (zeros at t = 0).
+        state: :class:`NeuronState` with ``v`` of the same shape (``V_reset`` at t = 0).
         charge: ``h = charge(v, x)``, e.g. ``partial(plif_charge, w=w)``.
         params: :class:`NeuronParams`.
 
@@ -167,14 +168,15 @@ def multistep(
     Args:
         x_seq: ``[T, B, ...]`` input currents.
         charge, params: as in :func:`step`.
-        state: initial state; ``None`` starts from ``v = 0`` (MT-SNN and Ternary Spike both do).
+        state: initial state; ``None`` starts from ``v = V_reset`` (0 by default, where MT-SNN
+            and Ternary Spike start; SpikingJelly and Norse start at ``V_reset`` too).
         observe: optional ``observe(t, h, out)`` callback (statistics); ``None`` costs nothing.
 
     Returns:
         ``(out_seq, state)`` with ``out_seq`` ``[T, B, ...]`` and the state after step T.
     """
     if state is None:
-        state = NeuronState(torch.zeros_like(x_seq[0]))
+        state = NeuronState(torch.full_like(x_seq[0], params.v_reset))
     outs = []
     for t in range(x_seq.shape[0]):
         out, state, h = step(x_seq[t], state, charge, params)

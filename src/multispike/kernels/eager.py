@@ -49,7 +49,7 @@ def forward(
     charge = charge_fn(spec, tau)
     out = torch.empty_like(x)
     hs = torch.empty_like(x) if save else None
-    v = torch.zeros_like(x[0])
+    v = torch.full_like(x[0], spec.v_reset)  # the start state, as the reference loop
     for t in range(x.shape[0]):
         h = charge(v, x[t])
         b, _, v = _fire_reset(spec, h)
@@ -94,7 +94,10 @@ def backward(
             damp = damp + grads[1]
         if need_tau:
             with torch.no_grad():
-                v_prev = _fire_reset(spec, hs[t - 1])[2] if t > 0 else torch.zeros_like(h)
+                if t > 0:
+                    v_prev = _fire_reset(spec, hs[t - 1])[2]
+                else:
+                    v_prev = torch.full_like(h, spec.v_reset)
                 dtau = dtau - (dh * (hs[t] - v_prev)).sum() / tau
         with torch.no_grad():
             gx[t] = dh / d_coef

@@ -113,7 +113,7 @@ if HAVE_TRITON:
 
     @triton.jit
     def _forward_kernel(
-        x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, vr, half,
+        x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, half,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
         HAS_AMP: tl.constexpr, CHECK: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
@@ -124,7 +124,8 @@ if HAVE_TRITON:
         A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
         thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
-        v = tl.zeros([BLOCK], dtype=A.dtype)
+        vr = tl.load(thr_ptr + K)  # V_reset in the compute dtype (a float argument is fp32)
+        v = tl.zeros([BLOCK], dtype=A.dtype) + vr  # the membrane starts at V_reset
         bad = tl.zeros([BLOCK], dtype=tl.int32)
         for t in range(T):
             base = tl.cast(t, tl.int64) * N
@@ -170,7 +171,7 @@ if HAVE_TRITON:
 
     @triton.jit
     def _backward_kernel(
-        g_ptr, saved_ptr, gx_ptr, tau_ptr, amp_ptr, const_ptr, part_ptr, N, T, vr, half,
+        g_ptr, saved_ptr, gx_ptr, tau_ptr, amp_ptr, const_ptr, part_ptr, N, T, half,
         alpha, sk, sc, scale, keep,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr,
         CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
@@ -183,6 +184,7 @@ if HAVE_TRITON:
         A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
         thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
+        vr = tl.load(thr_ptr + K)
         dv = tl.zeros([BLOCK], dtype=A.dtype)
         acc_tau = tl.zeros([BLOCK], dtype=A.dtype)
         acc_amp = tl.zeros([BLOCK], dtype=A.dtype)
@@ -231,7 +233,7 @@ if HAVE_TRITON:
                     if SGN:
                         sp += tl.where(hp <= -th0, 1.0, 0.0).to(A.dtype)
                     vprev = _rnd(_rnd(hp * (1.0 - sp), ROUND) + _rnd(vr * sp, ROUND), ROUND)
-                    vprev = tl.where(t > 0, vprev, 0.0)
+                    vprev = tl.where(t > 0, vprev, vr)  # t = 0: the start state V_reset
                     acc_tau += dh * (h - vprev)
             acc_amp += go * b
             gxv = _div(dh, D, IS64)
@@ -256,8 +258,8 @@ def _static(st: Static, dtype: torch.dtype) -> dict:
     """Scalars of a layer rounded to ``dtype`` (host numbers, computed once per layer kind)."""
     width = st.sg_width
     return {
-        "consts": [_cast(st.decay, dtype)] + [_cast(t, dtype) for t in st.thresholds],
-        "vr": _cast(st.v_reset, dtype),
+        "consts": [_cast(st.decay, dtype)] + [_cast(t, dtype) for t in st.thresholds]
+        + [_cast(st.v_reset, dtype)],
         "half": _cast(width / 2, dtype),
         "alpha": _cast(width, dtype),
         "sk": _cast(math.pi / 2 * width, dtype),
@@ -270,7 +272,7 @@ _consts: dict[tuple, Tensor] = {}
 
 
 def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[decay, thresholds...]`` on ``device`` in the compute dtype, cached: built (one
+    """``[decay, thresholds..., v_reset]`` on ``device`` in the compute dtype, cached: built (one
     host→device copy) the first time a layer kind meets a device, reused after."""
     key = (st, dtype, device)
     t = _consts.get(key)
@@ -299,8 +301,7 @@ def forward(
     grid = (triton.cdiv(N, BLOCK),)
     _forward_kernel[grid](
         x, out, saved if saved is not None else out, tau if tau is not None else c,
-        amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["vr"],
-        sc["half"],
+        amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["half"],
         FORM=st.form, K=len(st.thresholds), SGN=st.signed,
         SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
         CHECK=flag is not None, ROUND=_ROUND[x.dtype],
@@ -323,7 +324,7 @@ def backward(
     parts = torch.empty((nprog, 2), dtype=c.dtype, device=grad.device)
     _backward_kernel[(nprog,)](
         grad, saved, gx, tau if tau is not None else c, amp if amp is not None else c, c, parts,
-        N, T, sc["vr"], sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
+        N, T, sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
         0.0 if st.detach else 1.0,
         FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind,
         CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,

@@ -23,6 +23,7 @@
 //           s = [h >= th_0] (+ [h <= -th_0])         the main spike, resets the membrane
 //   out     amp*b (amp = 1 without a learnable amplitude: exact)
 //   reset   v = h*(1 - s) + vr*s
+//   start   v = vr before the first step (V_reset, as SpikingJelly and Norse)
 //
 // Backward (g = surrogate derivative):
 //   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout * amp
@@ -32,6 +33,7 @@
 //   gm = d|b0|/dH = sign(b0) * (g(h - th_0) + g(-h - th_0))   reset_grad 1 ("spike"),
 //        b0 = p - q the main spike (unsigned rules: s * g(h - th_0)); 0 where none fired
 //   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
+//   (v_prev = vr at t = 0)
 //
 // Saved for the backward: either h (the membrane before firing, storage dtype) or, when the
 // backward needs no membrane value (window surrogates, detach_reset, no learnable tau), one
@@ -237,7 +239,7 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
       alignas(64) uint8_t cbuf[BLK];
       alignas(64) C bad[BLK];  // per lane: non-finite inputs seen (only with check)
       for (int i = 0; i < n; ++i) {
-        v[i] = C(0);
+        v[i] = vr;  // the membrane starts at V_reset (as the reference loop)
         bad[i] = C(0);
       }
       for (int64_t t = 0; t < TT; ++t) {
@@ -398,7 +400,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
               const C hv = T::ld(hp[i]);
               const C sp = (hv >= th0 ? C(1) : C(0)) + (sgn && hv <= -th0 ? C(1) : C(0));
               const C vprev =
-                  t > 0 ? T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp)) : C(0);
+                  t > 0 ? T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp)) : vr;
               acc_tau[i] += dh * (h - vprev);
             }
             gbuf[i] = T::st(dh / D);
