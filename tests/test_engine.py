@@ -329,8 +329,84 @@ def test_cli_refuses_to_overwrite_and_other_architecture(tmp_path):
     _fails(_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(out)),
            "already holds a run")
     _fails(_cli("train", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--resume",
-                "--firing", "mt"), "another model")
+                "--firing", "binary"), "--firing 'binary' (the run has 'mt')")
     assert (out / "last.pt").read_bytes() == before
+
+
+# -- one run per folder, resume from --out alone, extending a run ----------------------------------
+def test_run_lock_refuses_a_second_run_and_takes_over_a_killed_ones(tmp_path):
+    out = tmp_path / "run"
+    code = ("import sys, time; from multispike.engine import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = _cli("train", "--dataset", "digits", "--epochs", "1", "--no-progress", "--out",
+                 str(out))
+        _fails(r, f"in use by another training run (process {holder.pid} on")
+        assert not (out / "last.pt").exists() and not (out / "config.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock: the lock goes with it
+        holder.wait()
+    train_model(TrainConfig(**QUICK, out=str(out)))  # the stale lock is taken over
+    assert (out / "last.pt").exists()
+
+
+def test_resume_needs_only_out_and_extends_a_constant_schedule_exactly(tmp_path, capsys):
+    base = ["train", "--dataset", "digits", "--batch-size", "128", "--schedule", "constant",
+            "--lr", "0.05", "--firing", "ternary", "--no-progress", "--workers", "0"]
+    assert main([*base, "--epochs", "2", "--out", str(tmp_path / "ref")]) == 0
+    assert main([*base, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "extending the run" in said and "from 1 to 2 epochs" in said
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(
+        tmp_path / "run" / "last.pt")
+    assert b["epoch"] == 2 and [r["lr"] for r in b["history"]] == [0.05, 0.05]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["firing"] == "ternary" and saved["resume"] is True
+
+
+def test_resume_refuses_what_would_change_the_run(tmp_path):
+    out = tmp_path / "run"
+    train_model(TrainConfig(**{**QUICK, "epochs": 2}, out=str(out)))  # cosine, 2 epochs
+    before = (out / "last.pt").read_bytes()
+    _fails(_cli("train", "--out", str(out), "--resume", "--epochs", "3"),
+           "planned for 2 epochs with a cosine schedule")
+    _fails(_cli("train", "--out", str(out), "--resume", "--epochs", "1"),
+           "already trained 2 epochs")
+    _fails(_cli("train", "--out", str(out), "--resume", "--seed", "5"),
+           "--seed 5 (the run has 0)")
+    _fails(_cli("train", "--out", str(out), "--resume", "--option", "dropout=0.3"),
+           "--option dropout=0.3")
+    _fails(_cli("train", "--out", str(tmp_path / "none"), "--resume"), "nothing to resume")
+    assert (out / "last.pt").read_bytes() == before
+    # the engine refuses too, for callers that build the config themselves (the sweeps)
+    with pytest.raises(ConfigError, match="--lr 0.2"):
+        train_model(TrainConfig(**{**QUICK, "epochs": 2, "lr": 0.2}, out=str(out), resume=True))
+    # and with nothing changed, a finished run resumes to the same result without training
+    again = train_model(TrainConfig(**{**QUICK, "epochs": 2}, out=str(out), resume=True))
+    assert (out / "last.pt").read_bytes() == before and again["best_accuracy"] >= 0
+
+
+def test_config_json_is_the_resolved_configuration(tmp_path):
+    out = tmp_path / "run"
+    train_model(TrainConfig(**QUICK, out=str(out)))
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["model"], saved["neuron"], saved["firing"], saved["augment"]) == (
+        "digits_net", "plif", "mt", "none")
+    assert load_checkpoint(out / "last.pt")["config"]["model"] == "digits_net"
+
+
+def test_out_pointing_at_a_file_is_one_line(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    _fails(_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(f)), "is a file")
+    assert f.read_text() == "keep me"
 
 
 # -- distributed -------------------------------------------------------------------------------

@@ -135,11 +135,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     import statistics
     from pathlib import Path
 
-    from multispike.engine import resolve_config, train_model
+    from multispike.engine import resolve_config, resume_config, train_model
 
     overrides = train_overrides(args)
+
+    def config(run: dict):
+        # --resume needs only --out: the run's config.json holds the rest
+        if args.resume and run.get("out"):
+            return resume_config(run["out"], args.recipe, run)
+        return resolve_config(args.recipe, run)
+
     if args.seeds is None:
-        result = train_model(resolve_config(args.recipe, overrides))
+        result = train_model(config(overrides))
         print(f"best test accuracy {result['best_accuracy']:.4f}"
               + (f"; checkpoints in {result['out']}" if result["out"] else ""))
         return 0
@@ -149,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = dict(overrides, seed=seed)
         if overrides["out"]:
             run["out"] = str(Path(overrides["out"]) / f"seed{seed}")
-        result = train_model(resolve_config(args.recipe, run))
+        result = train_model(config(run))
         accs.append(result["best_accuracy"])
         print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0

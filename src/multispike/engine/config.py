@@ -14,13 +14,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from multispike.errors import ConfigError
+from multispike.errors import CheckpointError, ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -158,3 +159,84 @@ def resolve_config(
         else:
             values[key] = value
     return TrainConfig(**values).validate()
+
+
+#: settings a resumed run may change: where and how it runs, not what it computes (``epochs``
+#: may grow too, where the schedule allows it: see :func:`check_resumable`)
+RESUME_SAFE = frozenset(
+    {"out", "resume", "device", "num_workers", "progress", "data_dir", "download", "compile",
+     "recipe"}
+)
+#: command-line spelling of the settings whose flag is not ``--`` + the name
+FLAGS = {"num_workers": "--workers", "model_options": "--option", "data_options": "--option"}
+
+
+def flag_of(key: str) -> str:
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def differing_settings(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """Settings of ``asked`` that differ from ``saved`` and that a resumed run may not change,
+    as ``"--flag VALUE (the run has SAVED)"`` (``None`` values and ``epochs`` are skipped)."""
+    out = []
+    for key, value in asked.items():
+        if value is None or key in RESUME_SAFE or key == "epochs" or key not in FIELDS:
+            continue
+        if key in ("model_options", "data_options"):
+            old = saved.get(key) or {}
+            for k, v in (value or {}).items():
+                if not _same(v, old.get(k)):
+                    out.append(f"{flag_of(key)} {k}={v!r} (the run has {old.get(k)!r})")
+            continue
+        if key in saved and saved[key] is not None and not _same(value, saved[key]):
+            out.append(f"{flag_of(key)} {value!r} (the run has {saved[key]!r})")
+    return out
+
+
+def resume_config(
+    out: str | Path, recipe: str | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The configuration of the run in ``out``, from its ``config.json``, for ``--resume``.
+
+    ``--out`` alone is enough. A recipe or flag given as well must agree with the saved run,
+    except the settings in :data:`RESUME_SAFE` and ``epochs``, which apply; any other
+    difference is a one-line :class:`ConfigError` naming the flag.
+    """
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"nothing to resume: {path} does not exist; start the run without --resume")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}); the run's "
+                              "configuration is lost: start a new run") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} is not a run configuration; start a new run")
+    values = {k: v for k, v in saved.items() if k in FIELDS}
+    asked: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    for key, value in (overrides or {}).items():
+        if value is not None and key not in FIELDS:
+            raise ConfigError(f"unknown training option {key!r}")
+        if value is not None:
+            asked[key] = value
+    bad = differing_settings(values, asked)
+    if bad:
+        raise ConfigError(
+            f"a resumed run keeps its settings, but {bad[0]}; drop the flag, or start a new "
+            "run in another --out"
+        )
+    for key, value in asked.items():
+        if key in ("model_options", "data_options"):
+            values[key] = {**(values.get(key) or {}), **value}
+        elif key in FIELDS:
+            values[key] = value
+    values["out"], values["resume"] = str(out), True
+    try:
+        return TrainConfig(**values).validate()
+    except TypeError as e:
+        raise CheckpointError(f"{path} is not a run configuration ({e})") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -39,7 +40,8 @@ from multispike.engine.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from multispike.engine.config import TrainConfig, check_compile_mode
+from multispike.engine.config import TrainConfig, check_compile_mode, differing_settings
+from multispike.engine.runlock import run_lock
 from multispike.errors import CheckpointError, ConfigError, MultispikeError
 from multispike.kernels import compact_spikes
 from multispike.kernels.allocator import tune_cpu_allocator
@@ -312,15 +314,67 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     there. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with DistributedDataParallel; rank 0
     alone logs and writes.
     """
-    from multispike import data
-
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
     device = ctx.device if ctx.enabled else pick_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()  # freed activations are reused, not page-faulted in every step
-    main = ctx.rank == 0
     out = Path(cfg.out) if cfg.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose a folder for the run")
+    # one training per folder: a second one fails at once, naming the process that holds it
+    lock = run_lock(out) if out is not None and ctx.rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, ctx, device, out)
+
+
+def resolved(cfg: TrainConfig, model: nn.Module, spec: Any) -> TrainConfig:
+    """``cfg`` with the defaults it left to the dataset and model filled in (what the run
+    really used: this is what ``config.json`` and the checkpoints record)."""
+    args = getattr(model, "model_args", {})
+    return dataclasses.replace(
+        cfg,
+        model=cfg.model or args.get("name"),
+        neuron=cfg.neuron or args.get("neuron"),
+        firing=cfg.firing or args.get("firing"),
+        augment=cfg.augment or getattr(spec, "default_augment", None),
+    )
+
+
+def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None:
+    """Refuse (one line) to resume ``ckpt`` with settings that would change what it computes.
+
+    ``epochs`` may differ: fewer than already trained is refused; more extends a ``step`` or
+    ``constant`` schedule (which go on at their last rate) but not a ``cosine`` one, whose rate
+    has reached 0 at the planned end.
+    """
+    saved = ckpt.get("config") or {}
+    bad = differing_settings(saved, {k: v for k, v in cfg.to_dict().items()})
+    if bad:
+        raise ConfigError(
+            f"a resumed run keeps its settings, but {bad[0]}; drop the flag, or start a new "
+            f"run in another --out than {where}"
+        )
+    planned, done = saved.get("epochs"), int(ckpt.get("epoch", 0))
+    if planned is None or cfg.epochs == planned:
+        return
+    if cfg.epochs < done:
+        raise ConfigError(
+            f"the run in {where} has already trained {done} epochs; --epochs {cfg.epochs} is "
+            "fewer: give at least that many"
+        )
+    if cfg.epochs > planned and cfg.schedule == "cosine":
+        raise ConfigError(
+            f"the run in {where} was planned for {planned} epochs with a cosine schedule, whose "
+            f"learning rate reaches 0 at epoch {planned}; it cannot be extended to "
+            f"{cfg.epochs}: start a new run (another --out) with --epochs {cfg.epochs}"
+        )
+
+
+def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -> dict:
+    from multispike import data
+
+    main = ctx.rank == 0
     last_path = out / "last.pt" if out else None
     if out and not cfg.resume and (last_path.exists() or (out / "best.pt").exists()):
         raise ConfigError(
@@ -333,6 +387,7 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     model_args = model_args_for(cfg, spec)
     seed_everything(cfg.seed)
     model = build_model(model_args).to(device)  # an unknown model fails before data loads
+    cfg = resolved(cfg, model, spec)
     bundle = load_data(cfg, spec)
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -345,11 +400,17 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     start_epoch, best, history = 0, -1.0, []
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
-        if ckpt["model_args"] != model_args:
+        saved_args = ckpt["model_args"]
+        if saved_args != model_args and build_model(saved_args).model_args != model.model_args:
             raise CheckpointError(
-                f"checkpoint {last_path} is of another model ({ckpt['model_args']['name']}, "
-                f"{ckpt['model_args']}); resume with the options it was trained with"
+                f"checkpoint {last_path} is of another model ({saved_args['name']}, "
+                f"{saved_args}); resume with the options it was trained with"
             )
+        check_resumable(cfg, ckpt, out)
+        if cfg.epochs != ckpt["config"].get("epochs", cfg.epochs) and main:
+            print(f"extending the run in {out} from {ckpt['config']['epochs']} to {cfg.epochs} "
+                  f"epochs: the {cfg.schedule} schedule goes on from epoch {ckpt['epoch']} "
+                  f"at learning rate {ckpt['optimizer']['param_groups'][0]['lr']:g}", flush=True)
         load_state(model, ckpt["model"], str(last_path))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

@@ -1,0 +1,73 @@
+"""One run per folder: an exclusive lock on ``--out`` for as long as a training writes there.
+
+Two trainings into one folder would interleave their checkpoints and metrics (``best.pt`` of
+one, ``last.pt`` of the other). :func:`run_lock` takes an exclusive ``flock`` on
+``<folder>/.lock`` and writes the holder's process id and host into it. A second run fails at
+once with one line naming that process. The operating system drops the lock when its process
+ends, however it ends, so the lock of a killed run is stale at once and the next run takes it
+over without any clean-up.
+
+Example::
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d, run_lock(d):
+    ...     pass
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from multispike.errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+class RunLocked(ConfigError):
+    """Another process is training into the same folder."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    return text or "unknown"
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold the run lock of ``folder`` (created if needed) inside the ``with`` block.
+
+    Raises:
+        RunLocked: another live process holds it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLocked(
+                    f"{folder} is in use by another training run ({_holder(path)}); wait for it "
+                    "to finish or choose another --out"
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing drops the lock
