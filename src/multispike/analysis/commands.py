@@ -343,9 +343,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "energy",
         help="estimate the energy of one inference (Ternary Spike Table 5)",
-        description="Count the operations of a model (MACs, encoder FLOPs, SOPs = s x T x A, "
-        "sign operations) and price them with a cost table. Rates are assumed "
-        "(--firing-rate) or measured (--checkpoint with data).",
+        description="Count the operations of a model (MACs, encoder FLOPs, SOPs, sign "
+        "operations) and price them with a cost table. Rates are assumed (--firing-rate: "
+        "SOPs = s x T x A, the paper convention) or measured (--checkpoint with data: each "
+        "layer's SOPs counted from the spikes it reads after pooling, the events convention).",
     )
     p.add_argument("--model", help="model name (default: the dataset's default model)")
     p.add_argument("--dataset", default="cifar10",

@@ -180,7 +180,8 @@ class EnergyReport:
     """The energy of one inference of one sample, with the counts behind it.
 
     Counts are per sample for the whole inference (all T steps) unless named ``*_per_step``.
-    Energies are in microjoules.
+    Energies are in microjoules. ``convention`` says how the SOPs were billed (``events`` or
+    ``paper``, see the module docstring).
     """
 
     cost_table: str
