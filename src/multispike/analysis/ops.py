@@ -521,8 +521,23 @@ def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
     window holds it); global average pooling sums the map; flattening renames. Layers that
     read currents (the encoder, membrane-level sums) are left out.
     """
-    values = graph.run(x, keep=True)
-    t, b = values["input"].shape[:2]
+    from multispike.deploy.graph import evaluate
+
+    deployed.check_input(x)
+    steps = deployed.timesteps
+    nodes = list(graph)
+    counted = ("conv", "linear", "neuron", "sum")
+    # a value is kept until the last node that reads it, directly or through pooling
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for src in node.inputs:
+            last[src] = i
+            if node.op in counted:
+                origin, via = graph.producer_chain(src)
+                for n in (origin, *via):
+                    last[n.name] = max(last.get(n.name, i), i)
+    values: dict[str, Tensor] = {}
+    t, b = (x.shape[0], x.shape[1]) if x.dim() == 5 else (steps, x.shape[0])
     out = EventCounts(rows=int(t * b), samples=int(b))
 
     def counts_of(src: str) -> tuple[Tensor | None, float]:
@@ -547,29 +562,37 @@ def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
                 y = sum(y.chunk(len(v.module.signs), 1))
         return y, events
 
-    for node in graph:
-        if node.op in ("conv", "linear") and node.inputs != ("input",):
-            y, events = counts_of(node.inputs[0])
-            if y is None:
-                continue
+    for i, node in enumerate(nodes):
+        values[node.name] = evaluate(node, values, x, steps)
+        _count(node, values, counts_of, out)
+        for name in [k for k in values if last.get(k, -1) <= i]:
+            del values[name]  # the dense run keeps only what is still to be read
+    return out
+
+
+def _count(node: Any, values: dict[str, Tensor], counts_of: Any, out: EventCounts) -> None:
+    """Add the synaptic operations of ``node`` (a consumer of spikes) to ``out``."""
+    rows = out.rows
+    if node.op in ("conv", "linear") and node.inputs != ("input",):
+        y, events = counts_of(node.inputs[0])
+        if y is not None:
             layer = _base_layer(node)
             if node.op == "conv":
                 sops = _ones_conv(y, layer)
                 dense = float(values[node.name].flatten(0, 1)[0].numel()) * (
-                    layer.in_channels // layer.groups) * math.prod(layer.kernel_size) * t * b
+                    layer.in_channels // layer.groups) * math.prod(layer.kernel_size) * rows
             else:
                 sops = float(y.sum()) * layer.out_features
                 dense = float(values[node.name].numel()) * layer.in_features
             out.sops[node.name] = out.sops.get(node.name, 0.0) + sops
             out.events[node.name] = out.events.get(node.name, 0.0) + events
             out.dense[node.name] = out.dense.get(node.name, 0.0) + dense
-        elif node.op in ("neuron", "sum"):
-            for src in node.inputs:
-                y, events = counts_of(src)
-                if y is None:
-                    continue
-                key = f"{node.name}.identity"
-                out.sops[key] = out.sops.get(key, 0.0) + float(y.sum())
-                out.events[key] = out.events.get(key, 0.0) + events
-                out.dense[key] = out.dense.get(key, 0.0) + float(values[src].numel())
-    return out
+    elif node.op in ("neuron", "sum"):
+        for src in node.inputs:
+            y, events = counts_of(src)
+            if y is None:
+                continue
+            key = f"{node.name}.identity"
+            out.sops[key] = out.sops.get(key, 0.0) + float(y.sum())
+            out.events[key] = out.events.get(key, 0.0) + events
+            out.dense[key] = out.dense.get(key, 0.0) + float(values[src].numel())
