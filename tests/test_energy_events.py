@@ -100,6 +100,17 @@ def test_event_counts_accumulate_over_batches():
     assert measured.events.per_step() == pytest.approx(whole.per_step())
 
 
+def test_event_frames_are_counted_like_the_executor():
+    model, _ = build("digits_net", firing="ternary")
+    frames = torch.rand(model.timesteps, 3, 1, 8, 8, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64) * 2
+    deployed, graph = event_model(model)
+    counted = count_events(deployed, graph, frames)
+    exact = AdditionOnlyExecutor(deployed).run(frames)
+    assert counted.sops == pytest.approx({k: float(v) for k, v in exact.sops.items()})
+    assert (counted.rows, counted.samples) == (3 * model.timesteps, 3)
+
+
 # -- the paper convention and Table 5 --------------------------------------------------------------
 def test_assumed_rate_is_billed_by_the_paper_convention():
     from multispike.models import create
