@@ -88,6 +88,17 @@ def test_neuron_mapping_formulas():
         assert float((run_nir(graph, x, model.timesteps, dt=dt) - ref).abs().max()) < 1e-10
 
 
+@pytest.mark.parametrize("neuron", ["plif", "if"])
+def test_read_back_starts_every_membrane_at_v_reset(neuron):
+    """multispike (like SpikingJelly and Norse) starts the membrane at v_reset, and so does the
+    graph read back from NIR; the metadata says so."""
+    model, x = build("digits_net", firing="binary", neuron=neuron, v_reset=0.2)
+    graph = export_nir(model, input_shape=tuple(x.shape[1:]))
+    assert "v_reset" in graph.metadata["initial_state"]
+    ref = model(x).detach()
+    assert float((run_nir(graph, x, model.timesteps) - ref).abs().max()) < 1e-10
+
+
 @pytest.mark.parametrize("firing", ["mt", "ternary", "ternary-mt"])
 def test_multi_bit_neurons_fail_with_a_one_line_message(firing):
     model, _ = build("digits_net", firing=firing)

@@ -311,7 +311,7 @@ class _LIF(nn.Module):
         self.dt = dt
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        v = torch.zeros_like(x) if state is None else state
+        v = torch.zeros_like(x) + self.v_reset.to(x.dtype) if state is None else state
         v = v + (self.dt / self.tau) * (self.v_leak - v + self.r * x)
         z = v > self.v_threshold
         return z.to(x.dtype), torch.where(z, self.v_reset.to(x.dtype), v)
@@ -327,7 +327,7 @@ class _IF(nn.Module):
         self.dt = dt
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        v = torch.zeros_like(x) if state is None else state
+        v = torch.zeros_like(x) + self.v_reset.to(x.dtype) if state is None else state
         v = v + self.dt * self.r * x
         z = v > self.v_threshold
         return z.to(x.dtype), torch.where(z, self.v_reset.to(x.dtype), v)
