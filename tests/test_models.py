@@ -267,6 +267,8 @@ def test_model_args_record_resolved_defaults():
         "mt_on_fc": False,
         "in_channels": 3,
         "vote_group": 10,
+        "stem_norm": None,
+        "init": "default",
     }
 
 

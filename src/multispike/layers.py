@@ -12,6 +12,9 @@ layer                        what it does
 :class:`BatchNormFold`       BN with statistics over ``B·T`` (the Ternary Spike code's way;
                              default, ``norm="fold"``)
 :class:`BatchNormPerStep`    one BN per time step (``norm="per-step"``)
+:class:`BatchNormStepStats`  one BN, batch statistics taken at each time step apart (the
+                             Ternary Spike code's ``SpikeConv`` around ``BatchNorm2d``;
+                             ``norm="step-stats"``)
 :class:`TDBatchNorm`         tdBN of Zheng et al. 2021: statistics over ``(T, B, H, W)``,
                              normalised value scaled by ``α·V_th`` (``norm="tdbn"``)
 :class:`TimeDropout`         dropout whose mask is shared by all time steps (PLIF paper)
@@ -48,6 +51,7 @@ __all__ = [
     "NORMS",
     "BatchNormFold",
     "BatchNormPerStep",
+    "BatchNormStepStats",
     "ConvUnit",
     "MembraneBlock",
     "NeuronFactory",
@@ -140,6 +144,25 @@ class BatchNormFold(nn.Module):
         return y.unflatten(0, (t, b))  # [T*B, C, ...] -> [T, B, C, ...]
 
 
+class BatchNormStepStats(BatchNormFold):
+    """One BN whose training statistics are taken at each time step apart.
+
+    The Ternary Spike code wraps its stem's ``Conv2d`` + ``BatchNorm2d`` in ``SpikeConv``,
+    which calls them once per time step: the affine parameters and running averages are
+    shared, but each step is normalised with its own batch mean and variance (the running
+    averages take T updates per batch). For static images every step is the same, so this
+    equals :class:`BatchNormFold`; for event frames it does not. In eval mode it is exactly a
+    :class:`BatchNormFold` (the running averages serve every step), which is how deployment
+    folds it.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        outs = [_from_4d(self.bn(_as_4d(x[t])), x.dim() - 1) for t in range(x.shape[0])]
+        return torch.stack(outs)  # T x [B, C, ...] -> [T, B, C, ...]
+
+
 class BatchNormPerStep(nn.Module):
     """One BN per time step: step ``t`` uses its own statistics and affine parameters.
 
@@ -207,6 +230,7 @@ NORMS: dict[str, type[nn.Module]] = {
     "fold": BatchNormFold,
     "per-step": BatchNormPerStep,
     "tdbn": TDBatchNorm,
+    "step-stats": BatchNormStepStats,
 }
 
 
@@ -218,7 +242,8 @@ def _norm_key(name: str) -> str:
 
 
 def get_norm(name: str) -> type[nn.Module]:
-    """The BN class of a name: ``"fold"`` (default), ``"per-step"`` or ``"tdbn"``."""
+    """The BN class of a name: ``"fold"`` (default), ``"per-step"``, ``"tdbn"`` or
+    ``"step-stats"``."""
     return NORMS[_norm_key(name)]
 
 
@@ -239,6 +264,8 @@ def build_norm(
         return BatchNormPerStep(num_features, timesteps)
     if key == "tdbn":
         return TDBatchNorm(num_features, v_threshold=v_threshold, alpha=alpha)
+    if key == "step-stats":
+        return BatchNormStepStats(num_features)
     return BatchNormFold(num_features)
 
 

@@ -100,6 +100,8 @@ class ResNet(SpikingModel):
         in_channels: int | None = None,
         vote_group: int | None = None,
         shortcut_kernel: int | None = None,
+        stem_norm: str | None = None,
+        init: str | None = None,
         **neuron_options: Any,
     ) -> None:
         options = {
@@ -113,8 +115,10 @@ class ResNet(SpikingModel):
             "in_channels": in_channels,
             "vote_group": vote_group,
             "shortcut_kernel": shortcut_kernel,
+            "stem_norm": stem_norm,
+            "init": init,
         }
-        super().__init__(spec.name, spec.defaults, options, neuron_options)
+        super().__init__(spec.name, {**RESNET_OPTIONS, **spec.defaults}, options, neuron_options)
         o = self.options
         neurons, steps = self.neurons, o["timesteps"]
 
@@ -126,7 +130,9 @@ class ResNet(SpikingModel):
             self.stem_conv = nn.Conv2d(self.in_channels, w, 7, stride=2, padding=3, bias=False)
         else:
             self.stem_conv = conv3x3(self.in_channels, w)
-        self.stem_norm = norm_layer(w)
+        stem_norm = o["stem_norm"] or o["norm"]
+        self.stem_norm = build_norm(stem_norm, w, timesteps=steps,
+                                    v_threshold=neurons.v_threshold)
         self.stem_act = nn.Identity() if spec.stem == "ms" else neurons.conv()
         rest: list[nn.Module] = []
         if spec.stem == "sengupta":
@@ -178,6 +184,7 @@ class ResNet(SpikingModel):
         )
         down = math.prod(spec.strides) * {"imagenet": 4, "sengupta": 2}.get(spec.stem, 1)
         self.min_input_size = down
+        init_weights(self, o["init"], spec.name)
         self.input_size = (spec.input_size, spec.input_size)
 
     def forward_features(self, y: Tensor) -> Tensor:
@@ -185,6 +192,24 @@ class ResNet(SpikingModel):
         y = self.final_act(self.stages(y))  # [T, B, C, h, w]
         z = y.mean((-2, -1))  # global average pooling: [T, B, C, h, w] -> [T, B, C]
         return self.head(z)  # [T, B, K]
+
+
+#: options of every ResNet besides the common ones: ``stem_norm`` (None: as ``norm``; the
+#: Ternary Spike code normalises its stem per time step, ``"step-stats"``) and ``init``
+#: (``"default"``: PyTorch's; ``"kaiming-fan-out"``: He normal, fan-out, as the Ternary Spike
+#: code initialises its convolutions)
+RESNET_OPTIONS: dict[str, Any] = {"stem_norm": None, "init": "default"}
+INITS = ("default", "kaiming-fan-out")
+
+
+def init_weights(model: nn.Module, init: str, name: str) -> None:
+    """Initialise ``model``'s convolutions by the scheme ``init`` (see :data:`RESNET_OPTIONS`)."""
+    if init not in INITS:
+        raise ConfigError(f"{name}: unknown init {init!r}; choose one of {', '.join(INITS)}")
+    if init == "kaiming-fan-out":
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
 RESNET20 = ResNetSpec(
