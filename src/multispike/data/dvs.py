@@ -30,7 +30,8 @@ Split: the dataset ships none; within each class the recordings are sorted by th
 their name and the first 90 % (``9 * n // 10``, 900 of 1,000) are training, the rest test.
 
 Transforms: an optional resize (e.g. 48 x 48, done once into the cache) and the random
-horizontal flip + roll of up to 5 pixels of the Ternary Spike DVS pipeline, the latter batched
+horizontal flip + roll of up to 5 pixels (the common DVS pipeline the Ternary Spike recipes
+choose), the latter batched
 on the training device (:class:`multispike.data.transforms.DVSFlipRoll`).
 """
 
@@ -562,7 +563,7 @@ class CIFAR10DVS(Dataset):
         data_dir: folder of the 10 class folders of ``.aedat`` files.
         train: the first 90 % of each class (else the last 10 %).
         timesteps: T frames per recording.
-        resize: None (128 x 128) or 48 / (48, 48) for the Ternary Spike pipeline.
+        resize: None (128 x 128) or 48 / (48, 48) as the Ternary Spike DVS recipes choose.
         resize_mode: ``"area"`` (default) or ``"bilinear"``.
         cache_dir: where the frame cache goes (default ``data_dir``).
         convert_workers: processes for the one-off conversion (None: one per CPU).

@@ -80,7 +80,7 @@ class MTSNNAugment(nn.Module):
 
 
 class CifarCropFlip(nn.Module):
-    """The usual CIFAR augmentation (Ternary Spike): zero-pad by ``padding`` pixels, take a
+    """The usual CIFAR augmentation: zero-pad by ``padding`` pixels, take a
     random crop of the original size, flip horizontally with probability 1/2.
 
     Example:
@@ -154,7 +154,8 @@ class Cutout(nn.Module):
 
 
 class DVSFlipRoll(nn.Module):
-    """The Ternary Spike DVS augmentation on event frames ``[B, T, C, H, W]``: per sample, a
+    """The common DVS augmentation (chosen for the Ternary Spike DVS recipes; the authors'
+    public code has only an ImageNet script) on event frames ``[B, T, C, H, W]``: per sample, a
     horizontal flip with probability ``p_flip`` and a circular roll by a random integer shift in
     ``[-max_shift, max_shift]`` along y and along x, the same for all T frames of that sample.
 
