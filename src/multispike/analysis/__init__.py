@@ -48,10 +48,12 @@ from multispike.analysis.information import (
 )
 from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
 from multispike.analysis.ops import (
+    EventCounts,
     LayerOps,
     ModelOps,
     NeuronLayerOps,
     conv_macs,
+    count_events,
     count_ops,
     linear_macs,
     trace_ops,
@@ -71,6 +73,7 @@ __all__ = [
     "HU2021",
     "CostTable",
     "EnergyReport",
+    "EventCounts",
     "LayerOps",
     "MeasuredRates",
     "ModelOps",
@@ -78,6 +81,7 @@ __all__ = [
     "capacity_bits",
     "collect_activity",
     "conv_macs",
+    "count_events",
     "count_ops",
     "delta_sweep",
     "entropy_bits",
