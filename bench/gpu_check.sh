@@ -21,9 +21,9 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
-PYTEST_S="${PYTEST_S:-150}"
-BENCH_S="${BENCH_S:-210}"
-COMPILE_S="${COMPILE_S:-150}"
+PYTEST_S="${PYTEST_S:-170}"
+BENCH_S="${BENCH_S:-200}"
+COMPILE_S="${COMPILE_S:-110}"
 PY="${PYTHON:-python3}"
 
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -69,7 +69,7 @@ part() {
 }
 : > "$OUT/summary.txt"
 
-part pytest "$PYTEST_S" bash -c "$PY -m pytest -q -x -p no:cacheprovider tests \
+part pytest "$PYTEST_S" bash -c "$PY -m pytest -q -x -p no:cacheprovider --durations=15 tests \
     -k 'cuda or kernels or compile or devices or bench' > '$OUT/pytest.txt' 2>&1"
 tail -n 15 "$OUT/pytest.txt"
 
