@@ -187,8 +187,8 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
 
 def _row(kind: str, path: str, child: dict, peers: dict) -> dict:
     row = {"path": LABELS[kind][path], "config": path}
-    if "error" in child:
-        row["error"] = child["error"]
+    if "error" in child or "ms" not in child:
+        row["error"] = child.get("error", "no measuring process finished")
         return row
     row["allocator"] = "tuned" if child.get("allocator_tuned") else "untuned"
     row["ms"] = child["ms"].get(path)

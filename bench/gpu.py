@@ -18,7 +18,8 @@
    (``torch.cuda.max_memory_allocated`` during one step, less what was allocated before it:
    parameters and optimizer state) against the ANN twin at batch B × T. Eager here, with the
    forward inside ``compact_spikes()`` as ``multispike train`` runs it (``snn``) and without
-   (``snn_plain``); :mod:`gpu_compile` runs the same steps ``torch.compile``d.
+   (``snn_plain``); :mod:`gpu_compile` runs the ``snn`` step and the ANN twin's
+   ``torch.compile``d, as ``multispike train --compile`` does.
 
 Everything runs on the CPU too (``--device cpu``, memory then from :class:`common.PeakMemory`),
 which is how it is smoke-tested; the figures are meant for CUDA.
@@ -98,7 +99,7 @@ def bandwidth_rows(dev, quick: bool = False) -> list[dict]:
         saved = common.saved_bytes(lambda x=x, n=nodes["train"]: n(x)) / numel
         sizes = neuron_layer.kernel_bytes(numel, x.element_size(), round(saved))
         traffic = traffic_bytes(sizes)
-        _, copy = neuron_layer._bound_fns(sizes, dev)
+        copy = neuron_layer._bound_fns(sizes, dev)[1]
         fns = {c: neuron_layer._train_step(n, x, g) for c, n in nodes.items()}
         fns["copy"] = copy
         inner = 1 if numel >= 1 << 26 or dev.type != "cuda" else 10
@@ -177,11 +178,13 @@ def _train_row(create, dev, name, firing, T, B, rounds, amp, compiled) -> dict:
     yb = torch.randint(0, 10, (B * T,), device=dev)
     mk = train_step.make_step
     if compiled:
-        # under tracing the neurons take the reference loop and inductor fuses it; the
-        # fused outputs compact_spikes() recognises do not exist there, so it is left out
+        # as `multispike train --compile` runs it: the compiled model (whose graph keeps the
+        # fused kernels as custom ops) with the forward inside compact_spikes(); static
+        # shapes, so that the ANN compiles one graph per batch size
         snn_m = torch.compile(snn, dynamic=False)
         ann_m = torch.compile(ann, dynamic=False)
-        steps = {"snn": mk(snn_m, x, y, amp_dtype=amp), "ann": mk(ann_m, x, y, amp_dtype=amp),
+        steps = {"snn": mk(snn_m, x, y, compact=True, amp_dtype=amp),
+                 "ann": mk(ann_m, x, y, amp_dtype=amp),
                  "ann_bt": mk(ann_m, xb, yb, amp_dtype=amp)}
     else:
         steps = {"snn": mk(snn, x, y, compact=True, amp_dtype=amp),
@@ -288,9 +291,7 @@ def train_report(train: dict, device: str) -> list[str]:
     first = [("model", "model", "{}")] + [(f"{k}_first_s", f"{k} first call s", "{:.1f}")
                                           for k in [*snns, "ann", "ann_bt"]]
     out = [f"Training steps ({device}, {mode}), bf16 autocast, SGD; median ms per step; "
-           "snn = forward inside compact_spikes() (multispike train's path)"
-           if mode == "eager" else
-           f"Training steps ({device}, {mode}), bf16 autocast, SGD; median ms per step",
+           "snn = forward inside compact_spikes() (multispike train's path)",
            common.fmt_table(train["rows"], cols),
            "", "Peak memory of one step above parameters and optimizer state "
            "(torch.cuda.max_memory_allocated; PeakMemory on the CPU)",

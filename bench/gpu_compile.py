@@ -1,10 +1,10 @@
 """The GPU training steps of :mod:`gpu` with the SNN and its ANN twin ``torch.compile``d.
 
 vgg9 MT at T = 2, resnet19 ternary at T = 2, resnet20m ternary at T = 4; batch 128, bf16
-autocast, SGD; ``torch.compile(model, dynamic=False)`` (inductor). Under tracing the neuron
-layers run the reference loop, which inductor fuses; ``compact_spikes()`` is left out (it
-recognises the fused kernels' outputs only). Ratios: the compiled SNN step against T × the
-compiled ANN step at batch B, and peak memory against the compiled ANN at batch B × T.
+autocast, SGD; ``torch.compile(model, dynamic=False)`` (inductor; the fused neuron kernels
+stay custom ops in the graph), the SNN's forward inside ``compact_spikes()``, as ``multispike
+train --compile`` runs it. Ratios: the compiled SNN step against T × the compiled ANN step
+at batch B, and peak memory against the compiled ANN at batch B × T.
 Compile time is excluded from the step times and reported as each step's first call.
 
 A suite of its own so that a time-limited GPU run can bound the compiling separately
