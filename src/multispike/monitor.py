@@ -46,6 +46,9 @@ class LayerActivity:
     name: str
     firing: str
     plane_signs: tuple[int, ...]
+    #: the rule's positive thresholds, main first (plane k fires at the k-th; signed rules
+    #: mirror them at −θ)
+    thresholds: tuple[float, ...] = ()
     spikes: float = 0.0
     neuron_steps: int = 0
     spikes_per_t: dict[int, float] = field(default_factory=lambda: defaultdict(float))
@@ -92,7 +95,8 @@ class ActivityMonitor:
         rule = neuron.rule
         layer = self.layers.get(name)
         if layer is None:
-            layer = LayerActivity(name, rule.name, tuple(rule.plane_signs))
+            layer = LayerActivity(name, rule.name, tuple(rule.plane_signs),
+                                  tuple(float(t) for t in rule.thresholds(neuron.v_threshold)))
             layer.plane_counts = [0.0] * len(layer.plane_signs)
             self.layers[name] = layer
         planes = rule.planes(h.float(), neuron.v_threshold)  # [P, B, ...] on h's device
@@ -125,7 +129,8 @@ class ActivityMonitor:
             layer.membrane[t].append(flat.float().cpu())
 
     def summary(self) -> list[dict[str, Any]]:
-        """One plain dict per layer: name, firing, rate, spikes, neuron_steps, fractions."""
+        """One plain dict per layer: name, firing, rate, spikes, neuron_steps, fractions,
+        thresholds."""
         rows = []
         for layer in self.layers.values():
             total = max(layer.neuron_steps, 1)
@@ -144,6 +149,7 @@ class ActivityMonitor:
                         v: c / total for v, c in sorted(layer.value_counts.items())
                     },
                     "plane_rates": [c / total for c in layer.plane_counts],
+                    "thresholds": list(layer.thresholds),
                 }
             )
         return rows

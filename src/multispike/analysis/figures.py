@@ -12,10 +12,16 @@ Rows are plain dicts, e.g. from the engine's ``evaluate_model`` or a JSON file::
 
 ``accuracy`` may be a fraction or a percentage (values above 1 are read as percent). The ANN
 twin has no time steps: its rows (``firing: "ann"``) are drawn as a horizontal line.
+
+Several rows of one group at one T (one per seed) are drawn as their mean with error bars of
+the standard deviation over the rows, and the figure says so. The accuracy axis spans at
+least :data:`MIN_SPAN` percentage points, so that one image of a small test set does not
+look like a peak.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,18 +39,49 @@ FIRING_LABELS = {
 }
 
 
+#: least span of the accuracy axis, in percentage points
+MIN_SPAN = 5.0
+
+
 def _num(row: Mapping[str, Any], key: str, where: str) -> float:
     try:
-        return float(row[key])
+        value = float(row[key])
     except KeyError:
         raise ConfigError(f"{where}: a row has no {key!r}: {dict(row)}") from None
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {key!r} must be a number, got {row[key]!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {key!r} must be a finite number, got {row[key]!r}")
+    return value
 
 
-def _percent(values: Sequence[float]) -> list[float]:
-    """Fractions to percent; values already in percent pass unchanged."""
+def _percent(values: Sequence[float], where: str = "accuracy") -> list[float]:
+    """Fractions to percent; values already in percent pass unchanged; outside [0, 100] is an
+    error."""
+    bad = [v for v in values if not 0.0 <= v <= 100.0]
+    if bad:
+        raise ConfigError(f"{where}: accuracy {bad[0]!r} is outside [0, 1] (or [0, 100] %); "
+                          "check the rows")
     return [v * 100 if all(abs(u) <= 1.0 for u in values) else v for v in values]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _span_ylim(ax: Any, values: Sequence[float]) -> None:
+    """At least :data:`MIN_SPAN` points around the data, inside [0, 100]."""
+    lo, hi = min(values), max(values)
+    pad = max(MIN_SPAN - (hi - lo), 0.0) / 2 + 0.5
+    lo, hi = lo - pad, hi + pad
+    if lo < 0:
+        lo, hi = 0.0, hi - lo
+    if hi > 100:
+        lo, hi = max(0.0, lo - (hi - 100)), 100.0
+    ax.set_ylim(lo, hi)
 
 
 def _group_key(row: Mapping[str, Any], by: str | None) -> str:
@@ -92,18 +129,34 @@ def plot_accuracy_vs_timesteps(
     fig = new_figure(6.0, 4.2)
     ax = fig.subplots()
     all_t = sorted({t for pts in groups.values() for t, _ in pts if t is not None})
+    shown: list[float] = []
+    most = 1
     for key, pts in groups.items():
-        timed = sorted((t, a) for t, a in pts if t is not None)
+        by_t: dict[float, list[float]] = {}
+        for t, a in pts:
+            if t is not None:
+                by_t.setdefault(t, []).append(a)
         flat = [a for t, a in pts if t is None]
-        if timed:
-            ax.plot([t for t, _ in timed], [a for _, a in timed], marker="o", label=key)
+        if by_t:
+            ts = sorted(by_t)
+            stats = [_mean_std(by_t[t]) for t in ts]
+            most = max(most, *(len(by_t[t]) for t in ts))
+            ax.errorbar(ts, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o",
+                        capsize=3, label=key)
+            shown += [m + sd for m, sd in stats] + [m - sd for m, sd in stats]
         if flat:
-            ax.axhline(max(flat), ls="--", color="black" if "ANN" in key else "gray",
-                       lw=1.2, label=f"{key} ({max(flat):.2f}%)")
+            m, _ = _mean_std(flat)
+            ax.axhline(m, ls="--", color="black" if "ANN" in key else "gray",
+                       lw=1.2, label=f"{key} ({m:.2f}%)")
+            shown.append(m)
     if all_t:
         ax.set_xticks(all_t)
+    if shown:
+        _span_ylim(ax, shown)
     ax.set_xlabel("time steps T")
     ax.set_ylabel("accuracy (%)")
+    if most > 1:
+        title = f"{title}\nmean of up to {most} seeds; error bars: standard deviation over seeds"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

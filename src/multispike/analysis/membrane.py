@@ -145,8 +145,10 @@ def plot_membrane(
             if i == 0:
                 ax.set_title(layer["layer"] or "<neuron>", fontsize=8)
             if j == 0:
-                ax.set_ylabel(f"t = {st['t'] + 1}", fontsize=8)
+                ax.set_ylabel(f"t = {st['t'] + 1}\nneuron count", fontsize=8)
+            if i == n_t - 1:
+                ax.set_xlabel("membrane potential H", fontsize=8)
             ax.tick_params(labelsize=6)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{title}\nred dashed lines: the thresholds", fontsize=10)
     png = save_figure(fig, png)
     return {"png": png, "json": json_path}

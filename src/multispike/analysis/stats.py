@@ -229,6 +229,30 @@ def _columns(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[str]:
     return sorted(cols, key=lambda c: int(c[len(prefix):]))
 
 
+def _plane_labels(summary: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> list[str]:
+    """Legend entries of the MT planes with their thresholds: ``V_th`` and ``V_th + Δ``.
+
+    Where the layers' thresholds differ, the entries say so rather than show one layer's Δ.
+    """
+    sets = {tuple(r.get("thresholds") or ()) for r in summary if len(r.get("thresholds") or ()) > 1}
+    labels = []
+    for c in cols:
+        k = int(c[len("plane_"):])
+        if len(sets) == 1:
+            th = next(iter(sets))
+            if k == 0:
+                labels.append(f"main: H ≥ V_th = {th[0]:g}")
+            elif k < len(th):
+                labels.append(f"plane {k}: H ≥ V_th + Δ, Δ = {th[k] - th[0]:+g}")
+            else:
+                labels.append(f"plane {k}")
+        else:
+            labels.append("main threshold" if k == 0 else
+                          f"auxiliary plane {k} (Δ differs by layer)" if sets else
+                          f"auxiliary plane {k}")
+    return labels
+
+
 def plot_firing_stats(
     summary: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -267,8 +291,7 @@ def plot_firing_stats(
         ax2.set_ylabel("fraction of neuron-steps")
     else:
         cols = plane_cols
-        labels = ["main threshold" if c == "plane_0" else f"auxiliary plane {c[6:]}"
-                  for c in cols]
+        labels = _plane_labels(summary, cols)
         ax2.set_ylabel("plane rate")
     width = 0.8 / max(len(cols), 1)
     for j, (c, lab) in enumerate(zip(cols, labels, strict=True)):
