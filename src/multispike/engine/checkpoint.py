@@ -7,37 +7,90 @@ A checkpoint is one ``torch.save`` file of plain containers and tensors, read ba
 - ``model``: the state dict;
 - ``optimizer``, ``scheduler``, ``epoch``, ``best_accuracy``, ``config``: what ``--resume``
   needs to continue exactly;
+- ``digest``: ``"sha256:<hex>"`` of the weights (:func:`weights_digest`), written at save time;
 - ``format``: the checkpoint format version.
 
 Writes go to a temporary file in the same folder, then ``os.replace`` renames it over the
 target, so a run killed mid-write leaves the previous checkpoint intact.
+
+Integrity: :func:`load_checkpoint` refuses (one-line :class:`CheckpointError`) a file that is
+not a checkpoint, a checkpoint whose entries have the wrong types, weights that no longer match
+the digest stored at save time (``torch.load`` does not check the zip CRCs, so overwritten
+bytes would otherwise load silently) and non-finite weights. Checkpoints written before the
+digest existed load without the digest check; the finiteness check applies to them too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
-import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from multispike.errors import CheckpointError
+from multispike.errors import CheckpointError, MultispikeError
 
 FORMAT = 1
+DIGEST_PREFIX = "sha256:"
+#: entries a training checkpoint (as ``multispike train`` writes it) holds besides the model
+#: and their types; a checkpoint with any of them must hold all of them.
+TRAINING_ENTRIES: dict[str, tuple[type, ...]] = {
+    "optimizer": (dict,), "scheduler": (dict,), "epoch": (int,),
+    "best_accuracy": (int, float), "history": (list,), "config": (dict,),
+}
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """``"sha256:<hex>"`` over every tensor's name, dtype, shape and bytes, in sorted key order.
+
+    Computed on CPU copies, so the same weights give the same digest on any device.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.to("cpu").contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        head = f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0{t.nbytes}\0"
+        h.update(head.encode())
+        h.update(memoryview(raw))
+    return DIGEST_PREFIX + h.hexdigest()
+
+
+def first_nonfinite(state: Mapping[str, torch.Tensor]) -> tuple[str, int, int] | None:
+    """``(name, bad values, values)`` of the first tensor holding NaN or inf, else ``None``."""
+    for name, t in state.items():
+        if (t.is_floating_point() or t.is_complex()) and t.numel():
+            finite = torch.isfinite(t.detach())
+            if not bool(finite.all()):
+                return name, int((~finite).sum()), t.numel()
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (write a temporary file, then rename)."""
+    """Write ``payload`` to ``path`` atomically (write a temporary file, then rename).
+
+    A ``model`` state dict gets its :func:`weights_digest` stored beside it as ``digest``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, **payload}
+    record.pop("digest", None)
+    state = payload.get("model")
+    if isinstance(state, Mapping) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        record["digest"] = weights_digest(state)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            torch.save(record, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,24 +100,116 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     return path
 
 
+def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is corrupt or not a multispike checkpoint ({reason}); "
+        "use another file, e.g. best.pt beside it"
+    )
+
+
+def _load_reason(path: Path, e: Exception) -> str:
+    """A short reason for a file ``torch.load`` could not read."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:  # weights_only refused what the pickle holds
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        detail = rest[0].strip() if rest else ""
+        if not zipfile.is_zipfile(path):
+            return "not a torch.save file"
+        return f"it holds objects other than tensors and plain containers: {detail[:100]}"
+    first = text.strip().splitlines()[0][:120] if text.strip() else type(e).__name__
+    return first
+
+
+def _checked(path: Path, ckpt: Any) -> dict[str, Any]:
+    """``ckpt`` if it has the entries and types of a multispike checkpoint, else raise."""
+    where = f"checkpoint {path}"
+    fix = "it was not written by multispike train; use best.pt or last.pt of a training run"
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{where} holds a {type(ckpt).__name__}, not a multispike checkpoint (a dict); {fix}")
+    missing = [k for k in ("model_args", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{where} lacks {' and '.join(missing)}; {fix}")
+    args = ckpt["model_args"]
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise CheckpointError(
+            f"{where} has model_args of type {type(args).__name__}, not a dict of "
+            f"multispike.models.create arguments; {fix}")
+    if not isinstance(args.get("name"), str):
+        got = "no name" if "name" not in args else f"name {args['name']!r}"
+        raise CheckpointError(f"{where} has model_args with {got}, not a model name; {fix}")
+    state = ckpt["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{where} has model (the weights) of type {type(state).__name__}, not a state dict; "
+            f"{fix}")
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(
+                f"{where} has a state-dict entry {k!r} of type {type(v).__name__}, not a tensor; "
+                f"{fix}")
+    present = [k for k in TRAINING_ENTRIES if k in ckpt]
+    if present:
+        absent = [k for k in TRAINING_ENTRIES if k not in ckpt]
+        if absent:
+            raise CheckpointError(
+                f"{where} has {present[0]} but lacks {', '.join(absent)}; {fix}")
+        for k, types in TRAINING_ENTRIES.items():
+            v = ckpt[k]
+            if isinstance(v, bool) or not isinstance(v, types):
+                names = " or ".join(t.__name__ for t in types)
+                raise CheckpointError(
+                    f"{where} has {k} of type {type(v).__name__}, not {names}; {fix}")
+        if not math.isfinite(ckpt["best_accuracy"]):
+            raise CheckpointError(
+                f"{where} has best_accuracy {ckpt['best_accuracy']!r}, not a number; {fix}")
+    digest = ckpt.get("digest")
+    if digest is not None and not (isinstance(digest, str) and digest.startswith(DIGEST_PREFIX)):
+        raise CheckpointError(
+            f"{where} has a digest {str(digest)[:40]!r} that is not '{DIGEST_PREFIX}<hex>'; {fix}")
+    return ckpt
+
+
+def check_weights(state: Mapping[str, torch.Tensor], digest: str | None, source: str,
+                  fix: str = "use best.pt or re-train") -> None:
+    """Refuse (one line) weights that do not match ``digest`` (if given) or are not finite."""
+    if digest is not None and weights_digest(state) != digest:
+        raise CheckpointError(
+            f"{source} is corrupt: its weights do not match the digest stored at save time; "
+            f"{fix}")
+    bad = first_nonfinite(state)
+    if bad is not None:
+        name, n, total = bad
+        raise CheckpointError(
+            f"{source} holds non-finite weights ({n} of {total} values of {name!r} are NaN or "
+            f"inf); they cannot be evaluated or deployed: {fix}")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint safely; :class:`CheckpointError` (one line) if missing or corrupt."""
+    """Read a checkpoint safely and check it; :class:`CheckpointError` (one line) if missing,
+    not a checkpoint, corrupt (weights that do not match their digest) or non-finite."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a directory, not a checkpoint file; give a file such as {path}/best.pt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    if path.suffix.lower() == ".safetensors":
+        raise CheckpointError(
+            f"{path} is not a multispike checkpoint (a .safetensors file; checkpoints are the "
+            ".pt files of multispike train, and a deployed folder loads with "
+            "multispike.deploy.load_deployed)")
     try:
+        if path.stat().st_size == 0:
+            raise _not_a_checkpoint(path, "an empty file")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as e:
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a multispike checkpoint ({reason}); "
-            "use another file, e.g. best.pt beside it"
-        ) from None
-    if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(
-            f"checkpoint {path} lacks model_args/model; it was not written by multispike train"
-        )
+    except CheckpointError:
+        raise
+    except Exception as e:  # any failure to read the file is the same problem to the user
+        raise _not_a_checkpoint(path, _load_reason(path, e)) from None
+    ckpt = _checked(path, ckpt)
+    check_weights(ckpt["model"], ckpt.get("digest"), f"checkpoint {path}",
+                  "use best.pt beside it or re-train")
     return ckpt
 
 
@@ -91,6 +236,13 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint and load its weights: ``(model, checkpoint)``."""
     ckpt = load_checkpoint(path)
-    model = build_model(ckpt["model_args"])
+    try:
+        model = build_model(ckpt["model_args"])
+    except (MultispikeError, TypeError, ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} has model_args that build no model ({reason}); it was written "
+            "by another multispike version or edited: re-train"
+        ) from None
     load_state(model, ckpt["model"], str(path))
     return model, ckpt
