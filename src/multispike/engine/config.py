@@ -134,6 +134,7 @@ def load_recipe(name: str) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
+    data.pop("paper", None)  # the paper's claim (multispike.reproduce reads it), not a setting
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise ConfigError(f"recipe {path} has unknown key {unknown[0]!r}; known: {sorted(FIELDS)}")
