@@ -7,10 +7,14 @@ what rebuilds the structure around them:
 - ``timesteps``, ``dtype``, ``input_shape``;
 - ``deployment``: the BN layers folded away, every neuron's configuration after folding
   (thresholds of rescaled identity-shortcut receivers differ from the trained ones), the voting
-  layers that carry a folded amplitude, and whether MT planes are split.
+  layers that carry a folded amplitude, and whether MT planes are split;
+- ``weights_digest``: ``"sha256:<hex>"`` of the weights
+  (:func:`multispike.engine.checkpoint.weights_digest`), also in the safetensors metadata.
 
 :func:`load_deployed` rebuilds the model, applies the same structural changes and loads the
-weights with ``strict=True``, so a file that does not fit is refused.
+weights with ``strict=True``, so a file that does not fit is refused; so are weights that do
+not match the stored digest (bytes changed after saving) and non-finite weights (also in
+folders written before the digest existed).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import nn
 from multispike.deploy.fold import ScaledVotingLayer, fold_batchnorm
 from multispike.deploy.graph import base_neuron, set_module, trace
 from multispike.deploy.planes import split_planes
-from multispike.errors import CheckpointError
+from multispike.errors import CheckpointError, MultispikeError
 from multispike.layers import VotingLayer
 from multispike.neurons import build_neuron
 
@@ -70,6 +74,8 @@ def save_deployed(model: nn.Module, out: str | os.PathLike[str],
     """
     from safetensors.torch import save_file
 
+    from multispike.engine.checkpoint import weights_digest
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = deployment_config(model)
@@ -77,8 +83,9 @@ def save_deployed(model: nn.Module, out: str | os.PathLike[str],
         raise CheckpointError("only zoo models (with model_args) can be saved as deployed models")
     config.update(extra or {})
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config["weights_digest"] = digest = weights_digest(state)
     weights, cfg = out / WEIGHTS, out / CONFIG
-    save_file(state, str(weights), metadata={"format": FORMAT})
+    save_file(state, str(weights), metadata={"format": FORMAT, "digest": digest})
     cfg.write_text(json.dumps(config, indent=2) + "\n")
     return {"weights": weights, "config": cfg}
 
@@ -89,9 +96,9 @@ def load_deployed(path: str | os.PathLike[str]) -> nn.Module:
     Raises :class:`~multispike.errors.CheckpointError` (one line) for a missing, corrupt or
     mismatched folder.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
+    from multispike.engine.checkpoint import check_weights
     from multispike.models import create
 
     path = Path(path)
@@ -107,6 +114,37 @@ def load_deployed(path: str | os.PathLike[str]) -> nn.Module:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e}); rewrite it") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path} is not a {FORMAT} config")
+    try:
+        model, dep = _rebuild(config, create)
+    except (MultispikeError, KeyError, TypeError, ValueError, AttributeError,
+            AssertionError) as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{cfg_path} does not describe a deployed model ({type(e).__name__}: {reason}); "
+            "write the folder again with multispike deploy"
+        ) from None
+    try:
+        with safe_open(str(weights), "pt") as f:
+            stored = (f.metadata() or {}).get("digest")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}); write it again") from None
+    digest = config.get("weights_digest", stored)
+    if digest is not None and not isinstance(digest, str):
+        raise CheckpointError(f"{cfg_path} has a weights_digest that is not a string; "
+                              "write the folder again with multispike deploy")
+    check_weights(state, digest, str(weights), "write the folder again with multispike deploy")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise CheckpointError(f"{weights} does not fit {cfg_path} ({first[:160]})") from None
+    model.deployment = {k: v for k, v in dep.items() if k != "neurons"}
+    return model.eval()
+
+
+def _rebuild(config: dict[str, Any], create: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a deployment config describes, without its weights, and its ``deployment``."""
     args = dict(config["model_args"])
     model = create(args.pop("name"), **args)
     model.timesteps = int(config["timesteps"])
@@ -121,14 +159,4 @@ def load_deployed(path: str | os.PathLike[str]) -> nn.Module:
         set_module(model, name, ScaledVotingLayer(vote.num_classes, vote.group))
     if dep["split_planes"]:
         split_planes(model, inplace=True)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights} cannot be read ({e}); write it again") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise CheckpointError(f"{weights} does not fit {cfg_path} ({first[:160]})") from None
-    model.deployment = {k: v for k, v in dep.items() if k != "neurons"}
-    return model.eval()
+    return model, dep
