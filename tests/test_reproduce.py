@@ -1,0 +1,146 @@
+"""``multispike reproduce``: every recipe carries the paper's claim (checked against the
+papers' tables, transcribed once into tests/fixtures/paper_tables.json), and a real run on the
+digits writes a report whose numbers are those of train / eval / energy, and continues after an
+interruption without training finished seeds again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from multispike import reproduce as rp
+from multispike.cli import main
+from multispike.engine import list_recipes, load_checkpoint
+from multispike.errors import ConfigError
+
+FIXTURE = Path(__file__).with_name("fixtures") / "paper_tables.json"
+TABLES = {k: v for k, v in json.loads(FIXTURE.read_text()).items() if not k.startswith("_")}
+
+
+def _rows(source: str) -> list[list]:
+    return TABLES.get(source, [])
+
+
+def _row(source, method, arch, dataset, t):
+    hits = [r for r in _rows(source) if r[:4] == [method, arch, dataset, t]]
+    assert len(hits) == 1, (source, method, arch, dataset, t)
+    return hits[0]
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_carries_the_papers_claim(name):
+    claim = rp.paper_claim(name)
+    for key in ("source", "method", "architecture", "dataset", "timesteps"):
+        assert key in claim, (name, key)
+    from multispike.engine import resolve_config
+
+    cfg = resolve_config(name)
+    assert claim["dataset"] == cfg.dataset and claim["timesteps"] == cfg.timesteps
+    if claim["source"].startswith("multispike demo"):  # the digits rows: the demo's numbers
+        assert claim["accuracy"] > 90
+        return
+    if "accuracy" not in claim:  # a figure without printed numbers: the claim is words
+        assert claim["source"].endswith(("Fig 3", "Fig 4")) and claim["claim"]
+        return
+    row = _row(claim["source"], claim["method"], claim["architecture"], claim["dataset"],
+               claim["timesteps"])
+    assert claim["accuracy"] == pytest.approx(row[4], abs=1e-9)
+    assert claim.get("std") == row[5]
+    for t, acc in zip(claim.get("sweep_timesteps", []), claim.get("sweep_accuracy", []),
+                      strict=True):
+        assert acc == pytest.approx(_row(claim["source"], claim["method"],
+                                         claim["architecture"], claim["dataset"], t)[4])
+    comp = claim.get("comparison")
+    if comp and comp.get("accuracy") is not None:
+        other = _row(comp["source"], comp["against"], claim["architecture"], claim["dataset"],
+                     comp["timesteps"])
+        assert comp["accuracy"] == pytest.approx(other[4])
+
+
+def test_the_fixture_holds_what_the_papers_print():
+    """Spot checks of the transcription against the papers' text."""
+    papers = Path(__file__).resolve().parents[2] / "shared" / "papers"
+    if not papers.is_dir():
+        pytest.skip(f"the papers are not beside this checkout ({papers})")
+    mt = (papers / "mt-snn-multiple-thresholds.md").read_text()
+    tern = (papers / "ternary-spike.md").read_text()
+    assert "VGG-9 model can reach 94.71% and 74.79% accuracy when step is 2" in mt
+    assert _row("MT-SNN Table 3", "MT", "MT-VGG-9", "cifar10", 2)[4] == 94.71
+    assert "MT-ResNet-20 can achieve 94.71% accuracy at  $time\\_step = 4$" in mt
+    assert _row("MT-SNN Table 3", "MT", "MT-ResNet-20", "cifar10", 4)[4] == 94.71
+    for _, _, _, _, acc, _ in _rows("Ternary Spike Table 1"):
+        assert f"{acc:.2f}%" in tern
+    for _, _, _, _, acc, std in _rows("Ternary Spike Table 4"):
+        assert f"{acc:.2f}" in tern and f"{std:.2f}" in tern
+
+
+def test_a_recipe_without_a_claim_is_one_line(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('dataset = "digits"\ntimesteps = 1\n')
+    with pytest.raises(ConfigError, match="no \\[paper\\] table"):
+        rp.paper_claim(str(p))
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro") / "mt-digits"
+    rp.reproduce("mt-digits", seeds=[0, 1], epochs=1, out=out, device="cpu", progress=False)
+    return out
+
+
+def test_report_numbers_are_those_of_train_eval_and_energy(report_dir, capsys):
+    rep = json.loads((report_dir / "report.json").read_text())
+    assert (report_dir / "report.md").read_text().startswith("# Reproduction of `mt-digits`")
+    assert (report_dir / "accuracy_vs_T.png").stat().st_size > 1000
+    assert rep["claim"]["accuracy"] == 99.72 and rep["accuracy"]["timesteps"] == 2
+    for seed in ("0", "1"):
+        ckpt = report_dir / f"seed{seed}" / "best.pt"
+        s = rep["seeds"][seed]
+        assert s["best_accuracy"] == load_checkpoint(ckpt)["best_accuracy"]  # what train says
+        capsys.readouterr()
+        assert main(["eval", "--checkpoint", str(ckpt), "--timesteps", "1,2", "--device", "cpu",
+                     "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        for row in rows:
+            assert s["accuracy"][str(row["timesteps"])] == pytest.approx(100 * row["accuracy"])
+        # what the report's accuracy at the paper's T is: train's best epoch, as eval measures it
+        assert s["accuracy"]["2"] == pytest.approx(100 * s["best_accuracy"])
+        assert main(["energy", "--checkpoint", str(ckpt), "--dataset", "digits",
+                     "--timesteps", "2", "--device", "cpu", "--json"]) == 0
+        energy = json.loads(capsys.readouterr().out)
+        assert s["energy"]["energy_uj"] == pytest.approx(energy["energy_uj"])
+        assert s["deploy"]["ok"]
+    accs = [rep["seeds"][s]["accuracy"]["2"] for s in ("0", "1")]
+    assert rep["accuracy"]["ours_mean"] == pytest.approx(sum(accs) / 2)
+    env = rep["environment"]
+    assert env["torch"] and env["gpu"] is False and env["wall_s"] > 0
+
+
+def test_an_interrupted_run_continues_without_retraining_finished_seeds(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    from multispike.engine import train as train_mod
+
+    real = train_mod.train_model
+    calls = []
+
+    def interrupted(cfg):
+        calls.append(cfg.seed)
+        if cfg.seed == 1 and calls.count(1) == 1:
+            raise KeyboardInterrupt  # killed while training the second seed
+        return real(cfg)
+
+    monkeypatch.setattr("multispike.engine.train_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rp.reproduce("ternary-digits", seeds=[0, 1], epochs=1, out=out, device="cpu",
+                     progress=False)
+    first = (out / "seed0" / "last.pt").read_bytes()
+    assert not (out / "report.json").exists()
+    rep = rp.reproduce("ternary-digits", seeds=[0, 1], epochs=1, out=out, device="cpu",
+                       progress=False)
+    assert (out / "seed0" / "last.pt").read_bytes() == first  # seed 0 was not trained again
+    assert rep["seeds"]["0"]["epochs"] == 1 and rep["seeds"]["1"]["epochs"] == 1
+    assert (out / "report.json").exists()
+    cached = json.loads((out / "seed0" / "reproduce.json").read_text())
+    assert cached["checkpoint_sha256"] == rep["seeds"]["0"]["checkpoint_sha256"]
