@@ -77,3 +77,12 @@ def cleanup(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def all_reduce_min(value: int, device: torch.device) -> int:
+    """The smallest ``value`` of all ranks (``value`` itself without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())

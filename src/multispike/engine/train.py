@@ -12,6 +12,11 @@ at the end of each epoch) ends with the same weights, bit for bit on CPU, as one
 
 ``cfg.compile`` runs the forward and backward through ``torch.compile``; the plain module
 stays the one whose ``state_dict`` goes into the checkpoints, so they do not change.
+
+A CPU run chooses its thread count at the start for the cores other processes leave free
+(:mod:`multispike.engine.threads`; ``MULTISPIKE_THREADS`` or ``OMP_NUM_THREADS`` fix it), records
+it in the checkpoints, and a resumed run takes the recorded count, so that it stays bit for bit
+the run never stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 
 from multispike import kernels
 from multispike.engine import distributed as dist_utils
+from multispike.engine import threads
 from multispike.engine.checkpoint import (
     build_model,
     load_checkpoint,
@@ -308,11 +315,13 @@ def _tensorboard(out: Path | None):
 
 
 def train_model(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``.
+    """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``
+    and ``threads``.
 
     With ``cfg.out`` set, writes ``last.pt``, ``best.pt``, ``metrics.csv`` and ``config.json``
     there. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with DistributedDataParallel; rank 0
-    alone logs and writes.
+    alone logs and writes. ``threads``: PyTorch's
+    thread count during a CPU run (``None`` on a GPU); the count before the run is restored.
     """
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
@@ -324,7 +333,7 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"--out {out} is a file, not a folder; choose a folder for the run")
     # one training per folder: a second one fails at once, naming the process that holds it
     lock = run_lock(out) if out is not None and ctx.rank == 0 else contextlib.nullcontext()
-    with lock:
+    with lock, threads.restored():
         return _train(cfg, ctx, device, out)
 
 
@@ -415,6 +424,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best, history = ckpt["epoch"], ckpt["best_accuracy"], list(ckpt["history"])
+    n_threads = _configure_threads(cfg, ctx, device, ckpt.get("threads") if cfg.resume else None)
 
     net = model
     if ctx.enabled:
@@ -433,7 +443,8 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
     if out and main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
-            {**cfg.to_dict(), "model_args": model_args, "world_size": ctx.world_size}, indent=2))
+            {**cfg.to_dict(), "model_args": model_args, "world_size": ctx.world_size,
+             "threads": n_threads}, indent=2))
     writer = _tensorboard(out) if main else None
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -477,7 +488,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
                     "model_args": model_args, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch + 1, "best_accuracy": best, "history": history,
-                    "config": _plain(cfg.to_dict()),
+                    "config": _plain(cfg.to_dict()), "threads": n_threads,
                 }
                 if improved:
                     save_checkpoint(out / "best.pt", payload)
@@ -488,7 +499,26 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
     dist_utils.cleanup(ctx)
     final = history[-1]["test_accuracy"] if history else float("nan")
     return {"model": model, "best_accuracy": best, "final_accuracy": final,
-            "history": history, "model_args": model_args, "out": str(out) if out else None}
+            "history": history, "model_args": model_args, "out": str(out) if out else None,
+            "threads": n_threads}
+
+
+def _configure_threads(cfg: TrainConfig, ctx: Any, device: torch.device,
+                       recorded: int | None) -> int | None:
+    """Set PyTorch's thread count for a CPU run (see :mod:`multispike.engine.threads`): an
+    override, else ``recorded`` (a resumed run's), else the free cores now, shared by this
+    machine's ranks; every rank takes the smallest count. ``None`` on a GPU (left alone)."""
+    if device.type != "cpu":
+        return None
+    choice = threads.choose_for_run(threads.local_processes() if ctx.enabled else 1,
+                                    recorded=recorded)
+    n = dist_utils.all_reduce_min(choice.threads, device) if ctx.enabled else choice.threads
+    threads.apply(dataclasses.replace(choice, threads=n))
+    if ctx.rank == 0 and cfg.progress and choice.source == "policy" and n < choice.cores:
+        print(f"multispike: other processes keep {choice.busy:.1f} of {choice.cores} cores busy; "
+              f"training with {n} thread{'s' if n > 1 else ''} (MULTISPIKE_THREADS=N sets the "
+              "count)", file=sys.stderr, flush=True)
+    return n
 
 
 def _plain(value: Any) -> Any:

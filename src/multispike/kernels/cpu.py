@@ -5,7 +5,8 @@ the system C++ compiler (``$CXX``, else ``g++``, else ``c++``). It is built with
 ``-O3 -march=native -fopenmp -ffp-contract=off`` and cached under
 ``$MULTISPIKE_CACHE`` (default ``~/.cache/multispike``), keyed by the source, the compiler, the
 flags and the host CPU. It links the OpenMP runtime PyTorch has already loaded (same soname),
-so both share one thread pool; it uses ``torch.get_num_threads()`` threads.
+so both share one thread pool; it uses ``torch.get_num_threads()`` threads, fewer while other
+processes keep cores busy (:func:`_threads`).
 
 :func:`library` returns ``None`` (after one warning) when the build or the load fails; the
 caller then uses the eager fused path.
@@ -233,9 +234,23 @@ def _stream(t: Tensor) -> int:
     return int(t.numel() * t.element_size() >= STREAM_BYTES)
 
 
+_monitor = None
+
+
 def _threads(numel: int) -> int:
-    # below ~64k elements a second thread costs more than it saves
-    return max(1, min(torch.get_num_threads(), numel // 65536 or 1))
+    """PyTorch's thread count, lowered to the cores other processes leave free (unless the
+    user fixed the count: see multispike.engine.threads), and to one thread per 64k elements
+    (below that a second thread costs more than it saves). The kernel's results do not depend
+    on it."""
+    global _monitor
+    limit = min(torch.get_num_threads(), numel // 65536 or 1)
+    if limit <= 1:
+        return 1
+    if _monitor is None:
+        from multispike.engine.threads import kernel_monitor
+
+        _monitor = kernel_monitor
+    return _monitor.threads(limit)
 
 
 def _cast(value: float, dtype: torch.dtype) -> float:
