@@ -428,6 +428,37 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert config["world_size"] == 2 and config["device"] == "cpu"
 
 
+def test_torchrun_evaluation_is_sharded_and_matches_one_process(tmp_path):
+    """Two gloo ranks each evaluate half of the test set (no image twice) and all-reduce the
+    sums: the test accuracy in the checkpoint equals a one-process evaluation of its weights,
+    and both ranks report the same best accuracy."""
+    from multispike import data
+    from multispike.engine.distributed import ShardSampler
+    from multispike.engine.train import evaluate
+
+    shards = [list(ShardSampler(7, 3, rank)) for rank in range(3)]
+    assert sorted(sum(shards, [])) == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", "29518", "-m", "multispike", "train",
+         "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
+         "--workers", "0", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if "best test accuracy" in line]
+    assert lines and len(set(lines)) == 1, lines  # the ranks agree
+    model, ckpt = load_model(out / "last.pt")
+    sharded = ckpt["history"][-1]
+    test = data.build("digits", train=False)
+    whole = evaluate(model, data.make_loader(test, 64, shuffle=False, num_workers=0),
+                     spec=data.get_spec("digits"), transform=data.batch_transform(
+                         "digits", train=False), device=torch.device("cpu"))
+    assert sharded["test_accuracy"] == whole["accuracy"]
+    assert sharded["test_loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
 # -- the demo ----------------------------------------------------------------------------------
 def test_demo_json_rows(tmp_path, capsys):
     assert main(["demo", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path), "--json"]) == 0

@@ -115,7 +115,7 @@ def test_train_model_applies_the_policy_and_restores(plain_env, monkeypatch):
     monkeypatch.setattr(threads, "measure_busy", lambda interval=threads.SAMPLE_S: 2.6)
     before = torch.get_num_threads()
     result = train_model(TrainConfig(**QUICK))
-    assert seen == [1] and result["threads"] == 1
+    assert seen == [1] and result["threads"] == 1 and result["rank"] == 0
     assert torch.get_num_threads() == before  # the caller's count is back
 
 

@@ -7,11 +7,17 @@ The device decides the backend: ``--device cpu`` runs every process on the CPU w
 on a machine with GPUs; ``cuda`` (or ``cuda:N``: under torchrun each process takes the GPU of
 its ``LOCAL_RANK`` whatever ``N`` says) runs process ``LOCAL_RANK`` on that GPU with NCCL;
 ``auto`` means ``cuda`` when a GPU is visible, else ``cpu``.
+
+Evaluation is sharded as in the torchvision references (each rank evaluates its part of the
+test set, then the correct/seen/loss sums are all-reduced), but without padding:
+:class:`ShardSampler` gives rank ``r`` the images ``r, r + W, r + 2W, ...`` (``W`` ranks), so
+every image counts exactly once and the accuracy equals a one-process evaluation's.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +85,35 @@ def cleanup(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of a dataset of ``length`` items, in order.
+
+    The shards of all ranks together hold every index exactly once: no padding (a
+    ``DistributedSampler`` repeats images to even out the shards) and none dropped. Ranks may
+    get one item more than others, which evaluation (no collective per batch) allows.
+    """
+
+    def __init__(self, length: int, world_size: int, rank: int):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.length, self.world_size, self.rank = int(length), int(world_size), int(rank)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def all_reduce_sums(values: Sequence[float], device: torch.device) -> list[float]:
+    """``values`` summed over the ranks (float64; unchanged without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def all_reduce_min(value: int, device: torch.device) -> int:
     """The smallest ``value`` of all ranks (``value`` itself without a process group)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -86,3 +121,16 @@ def all_reduce_min(value: int, device: torch.device) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
+
+
+def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank, so that all ranks evaluate the
+    model rank 0 checkpoints (each rank's last training steps updated its own copy). Only the
+    buffers a checkpoint holds: non-persistent ones (a neuron layer's non-finite-input flag)
+    stay each rank's own."""
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    for sub in module.modules():
+        for name, buf in sub._buffers.items():
+            if buf is not None and name not in sub._non_persistent_buffers_set:
+                dist.broadcast(buf.data, src=0)

@@ -16,7 +16,8 @@ stays the one whose ``state_dict`` goes into the checkpoints, so they do not cha
 A CPU run chooses its thread count at the start for the cores other processes leave free
 (:mod:`multispike.engine.threads`; ``MULTISPIKE_THREADS`` or ``OMP_NUM_THREADS`` fix it), records
 it in the checkpoints, and a resumed run takes the recorded count, so that it stays bit for bit
-the run never stopped.
+the run never stopped. Under torchrun the test set is sharded across the ranks without padding
+and the sums are all-reduced: every rank gets the accuracy of the whole test set.
 """
 
 from __future__ import annotations
@@ -273,8 +274,14 @@ def evaluate(
     transform: nn.Module | None,
     device: torch.device,
     autocast: Any = contextlib.nullcontext,
+    all_reduce: bool = False,
 ) -> dict[str, float]:
-    """Mean loss and top-1 accuracy of the mean output over T."""
+    """Mean loss and top-1 accuracy of the mean output over T.
+
+    ``all_reduce``: under torchrun, each rank's ``loader`` holds its shard of the test set
+    (:class:`~multispike.engine.distributed.ShardSampler`); the sums of correct predictions,
+    images and loss are added over the ranks, so every rank returns the whole set's figures.
+    """
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     seen, correct, loss_sum = 0, 0, 0.0
@@ -289,6 +296,8 @@ def evaluate(
         _raise_on_nonfinite(model)
         correct += int((logits.argmax(1) == y).sum())
         seen += y.shape[0]
+    if all_reduce:
+        correct, seen, loss_sum = dist_utils.all_reduce_sums([correct, seen, loss_sum], device)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
@@ -315,12 +324,13 @@ def _tensorboard(out: Path | None):
 
 
 def train_model(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``
-    and ``threads``.
+    """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``,
+    ``rank`` and ``threads``.
 
     With ``cfg.out`` set, writes ``last.pt``, ``best.pt``, ``metrics.csv`` and ``config.json``
     there. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with DistributedDataParallel; rank 0
-    alone logs and writes. ``threads``: PyTorch's
+    alone logs and writes, and the test accuracies (all-reduced) are the same on every rank:
+    ``rank`` says which process returns (print only where it is 0). ``threads``: PyTorch's
     thread count during a CPU run (``None`` on a GPU); the count before the run is restored.
     """
     cfg.validate()
@@ -438,8 +448,11 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
 
     workers = cfg.num_workers
     pin = device.type == "cuda"
+    # under torchrun each rank evaluates its shard (no image twice, none left out)
+    test_sampler = (dist_utils.ShardSampler(len(bundle.test), ctx.world_size, ctx.rank)
+                    if ctx.enabled else None)
     test_loader = data.make_loader(bundle.test, cfg.batch_size, shuffle=False,
-                                   num_workers=workers, pin_memory=pin)
+                                   sampler=test_sampler, num_workers=workers, pin_memory=pin)
     if out and main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
@@ -466,8 +479,9 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
             label_smoothing=cfg.label_smoothing, progress=cfg.progress and main)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        dist_utils.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's checkpoint
         test = evaluate(eval_net, test_loader, spec=bundle.spec, transform=bundle.test_transform,
-                        device=device, autocast=autocast)
+                        device=device, autocast=autocast, all_reduce=ctx.enabled)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
                "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
                "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
@@ -500,7 +514,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
     final = history[-1]["test_accuracy"] if history else float("nan")
     return {"model": model, "best_accuracy": best, "final_accuracy": final,
             "history": history, "model_args": model_args, "out": str(out) if out else None,
-            "threads": n_threads}
+            "rank": ctx.rank, "threads": n_threads}
 
 
 def _configure_threads(cfg: TrainConfig, ctx: Any, device: torch.device,
