@@ -112,3 +112,22 @@ def test_cuda_graph_training_step_equals_eager():
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
     for key, g in grads.items():
         torch.testing.assert_close(g, ref_grads[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("firing, amplitude", [("mt", False), ("ternary", True)])
+def test_custom_ops_pass_opcheck(firing, amplitude):
+    """torch.library.opcheck: schema, fake implementation, registered autograd, and the
+    op as seen by the dispatcher and by AOT autograd."""
+    from multispike.kernels.spec import SAVE_H
+    from multispike.neurons import PLIFNode
+
+    node = PLIFNode(firing=firing, learn_amplitude=amplitude).double()
+    st = node.kernel_spec.static
+    x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
+    tau = node.tau.detach().clone().requires_grad_(True)
+    amp = node.amplitude.detach().clone().requires_grad_(True) if amplitude else None
+    args = (x, tau, amp, *st.args(), SAVE_H, "cpu", False, "PLIFNode")
+    torch.library.opcheck(torch.ops.multispike.neuron_forward.default, args)
+    out, saved, _ = torch.ops.multispike.neuron_forward(*args)
+    ref = node(x.detach())
+    assert torch.equal(out, ref)

@@ -27,12 +27,11 @@ from typing import Optional  # noqa: UP035 - torch.library parses the annotation
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from multispike.errors import InputError
 from multispike.kernels import cpu
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
-
-_NO_FLAG = "flag"
 
 
 def _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
@@ -70,6 +69,13 @@ def neuron_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
                  reset_grad)
+    return forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+
+
+def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, st: Static,
+                 save_mode: int, impl: str, check: bool, where: str
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The body of :func:`neuron_forward`: ``(out, saved, bad)``."""
     if impl == "cpu":
         args = cpu.make_args(st, x, tau, amp)
         args.save_mode = save_mode
@@ -116,20 +122,27 @@ def neuron_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_width, v_reset, detach,
                  reset_grad)
+    gx, g_tau, g_amp = backward_impl(grad, saved, tau, amp, st, save_mode, impl, need_tau,
+                                     need_amp)
+    return (gx, g_tau if g_tau is not None else grad.new_empty(0),
+            g_amp if g_amp is not None else grad.new_empty(0))
+
+
+def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor | None,
+                  st: Static, save_mode: int, impl: str, need_tau: bool, need_amp: bool
+                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The body of :func:`neuron_backward`; scalar gradients not asked for are ``None``."""
     if impl == "cpu":
         args = cpu.make_args(st, grad, tau, amp)
         args.save_mode = save_mode
         args.need_tau, args.need_amp = int(need_tau), int(need_amp)
         gx, s_tau, s_amp = cpu.backward(grad, saved, args)
-        g_tau = torch.tensor(s_tau, dtype=grad.dtype) if need_tau else grad.new_empty(0)
-        g_amp = torch.tensor(s_amp, dtype=grad.dtype) if need_amp else grad.new_empty(0)
+        g_tau = torch.tensor(s_tau, dtype=grad.dtype) if need_tau else None
+        g_amp = torch.tensor(s_amp, dtype=grad.dtype) if need_amp else None
         return gx, g_tau, g_amp
     from multispike.kernels import triton_impl
 
-    gx, g_tau, g_amp = triton_impl.backward(st, grad, saved, save_mode, tau, amp, need_tau,
-                                            need_amp)
-    return (gx, g_tau if g_tau is not None else grad.new_empty(0),
-            g_amp if g_amp is not None else grad.new_empty(0))
+    return triton_impl.backward(st, grad, saved, save_mode, tau, amp, need_tau, need_amp)
 
 
 @neuron_backward.register_fake
@@ -166,14 +179,48 @@ def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _Eager(torch.autograd.Function):
+    """Outside ``torch.compile``: the same implementations through a plain autograd Function,
+    without the custom-op dispatcher's per-call cost (argument defaults, schema checks)."""
+
+    @staticmethod
+    def forward(ctx, x, tau, amp, st, save_mode, impl, check, where):
+        out, saved, bad = forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+        ctx.st, ctx.save_mode, ctx.impl = st, save_mode, impl
+        ctx.has_tau, ctx.has_amp = tau is not None, amp is not None
+        ctx.save_for_backward(saved, tau, amp)
+        ctx.mark_non_differentiable(bad)
+        return out, bad
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, _grad_bad):
+        saved, tau, amp = ctx.saved_tensors
+        need_tau = ctx.has_tau and ctx.needs_input_grad[1]
+        need_amp = ctx.has_amp and ctx.needs_input_grad[2]
+        gx, g_tau, g_amp = backward_impl(grad_out.contiguous(), saved, tau, amp, ctx.st,
+                                         ctx.save_mode, ctx.impl, need_tau, need_amp)
+        return gx, g_tau, g_amp, None, None, None, None, None
+
+
 def forward(
     x: Tensor, st: Static, tau: Tensor | None, amp: Tensor | None, *, save_mode: int,
     impl: str, flag: Tensor | None = None, check: bool = False, where: str = "neuron",
 ) -> Tensor:
-    """``out`` of :func:`neuron_forward` for ``x`` ``[T, N]`` contiguous; with ``check`` on
-    the Triton path, ORs the kernel's NaN/inf finding into ``flag`` (on the device)."""
-    out, _, bad = torch.ops.multispike.neuron_forward(
-        x, tau, amp, *st.args(), save_mode, impl, check, where)
+    """Spikes of the compiled kernel ``impl`` for ``x`` ``[T, N]`` contiguous.
+
+    Inside ``torch.compile`` this is the custom op :func:`neuron_forward` (one node in the
+    graph); in eager mode the same implementation runs through a lighter autograd Function.
+    With ``check`` on the Triton path, the kernel's NaN/inf finding is ORed into ``flag`` (on
+    the device, no sync).
+    """
+    if torch.compiler.is_compiling():
+        out, _, bad = torch.ops.multispike.neuron_forward(
+            x, tau, amp, *st.args(), save_mode, impl, check, where)
+    elif save_mode == SAVE_NONE:  # no gradient wanted: no autograd node at all
+        out, _, bad = forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+    else:
+        out, bad = _Eager.apply(x, tau, amp, st, save_mode, impl, check, where)
     if flag is not None and bad.numel():
         flag.bitwise_or_(bad.view(()))
     return out
