@@ -36,9 +36,57 @@ def test_recipes_lists_every_recipe(capsys):
     from multispike.engine import list_recipes
 
     assert main(["recipes"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    header, *lines = capsys.readouterr().out.strip().split("\n\n")[0].splitlines()
+    assert header.split() == ["name", "dataset", "model", "firing", "T", "epochs", "lr"]
     assert [ln.split()[0] for ln in lines] == list_recipes()
-    assert any(ln.startswith("mt-vgg9-cifar10 ") and "vgg9" in ln and "T=2" in ln for ln in lines)
+    assert any(ln.split() == ["mt-vgg9-cifar10", "cifar10", "vgg9", "mt", "2", "500", "0.1"]
+               for ln in lines)
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list_recipes()
+    assert set(rows[0]) == {"name", "dataset", "model", "firing", "timesteps", "epochs", "lr"}
+
+
+def test_one_recipe_in_full(capsys):
+    assert main(["recipes", "mt-vgg9-cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert "milestones" in out and "[100]" in out and "mt_on_fc" in out
+    assert main(["recipes", "mt-vgg9-cifar10", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["recipe"]["lr"] == 0.1 and d["config"]["seed"] == 0 and "paper" not in d["recipe"]
+    assert main(["recipes", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown recipe 'nope'" in err
+
+
+def test_models_datasets_and_version(capsys):
+    from multispike.models import list_models
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(list_models())
+    assert rows["vgg9"]["family"] == "vgg" and rows["vgg9"]["firing"] == "mt"
+    assert rows["resnet19"]["timesteps"] == 2 and rows["resnet19"]["neuron"] == "lif"
+    assert main(["models"]) == 0
+    assert "digits_net" in capsys.readouterr().out
+    assert main(["datasets", "--json"]) == 0
+    ds = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert ds["cifar10-dvs"]["kind"] == "event" and ds["digits"]["input_shape"] == [1, 8, 8]
+    assert ds["imagenet"]["num_classes"] == 1000 and ds["cifar10"]["default_model"] == "vgg9"
+    assert main(["datasets"]) == 0
+    assert "cifar100" in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "multispike", "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.startswith("multispike 0.")
+
+
+def test_train_help_points_to_the_recipes_command(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--list-recipes" not in out and "multispike recipes" in out
 
 
 def test_compile_flag(capsys):

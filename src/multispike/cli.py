@@ -8,13 +8,15 @@ warning becomes one line ``multispike: warning: ...``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from multispike.errors import MultispikeError
+from multispike.errors import ConfigError, MultispikeError
 
 
 # -- neurons: the firing rules at work on a fixed input -------------------------------------------
@@ -89,7 +91,27 @@ def _seeds(text: str) -> list[int]:
         raise MultispikeError(f"--seeds takes integers like 0,1,2; got {text!r}") from None
     if not seeds:
         raise MultispikeError("--seeds is empty; give e.g. --seeds 0,1,2")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise MultispikeError(f"--seeds names seed {twice[0]} twice ({text}); give each seed "
+                              "once, e.g. --seeds 0,1,2")
     return seeds
+
+
+def check_out_folder(out: str | None, flag: str = "--out") -> None:
+    """Refuse (one line) an output folder that is an existing file, before anything runs."""
+    if out is None:
+        return
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is a file, not a folder; choose a folder (the file is "
+                          "left as it is)")
+    for parent in p.parents:  # --out file.txt/run: a file on the way
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {p} lies under {parent}, which is a file; choose a "
+                                  "folder elsewhere")
+            break
 
 
 def _options(pairs: list[str]) -> dict:
@@ -121,7 +143,8 @@ def train_overrides(args: argparse.Namespace) -> dict:
         "dataset": args.dataset, "model": args.model, "data_dir": args.data_dir,
         "timesteps": args.timesteps, "firing": args.firing, "neuron": args.neuron,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "weight_decay": args.weight_decay, "schedule": args.schedule, "seed": args.seed,
+        "weight_decay": args.weight_decay, "momentum": args.momentum,
+        "schedule": args.schedule, "seed": args.seed,
         "augment": args.augment, "out": args.out, "resume": args.resume or None,
         "device": args.device, "amp": args.amp, "compile": args.compile,
         "num_workers": args.workers,
@@ -131,51 +154,110 @@ def train_overrides(args: argparse.Namespace) -> dict:
     }
 
 
+def _check_train_memory(cfg) -> None:
+    """Refuse (one line) a run whose one batch cannot fit in the device's memory."""
+    from multispike.engine.evaluate import check_memory
+
+    if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
+        return
+    from multispike import data
+    from multispike.engine.checkpoint import build_model
+    from multispike.engine.train import model_args_for, pick_device
+
+    spec = data.get_spec(cfg.dataset, **cfg.data_options)
+    model = build_model(model_args_for(cfg, spec))
+    check_memory(model, spec.input_shape, cfg.timesteps, cfg.batch_size,
+                 pick_device(cfg.device), training=True)
+
+
+def _check_resumable_file(out: str) -> None:
+    """``--resume`` continues from last.pt only: say so if that file cannot be read."""
+    from multispike.engine.evaluate import open_checkpoint
+
+    last = Path(out) / "last.pt"
+    if last.exists():
+        open_checkpoint(last, fix=f"--resume continues only from last.pt, so the run in {out} "
+                        "cannot be resumed: start a new run in another --out (its best.pt, "
+                        "if readable, still serves eval and deploy)")
+
+
+def _no_space(e: OSError, out: str | None) -> MultispikeError:
+    where = out or (Path(e.filename).parent if e.filename else "the output folder")
+    return MultispikeError(
+        f"no space left on the device of {where} while writing a checkpoint; the previous "
+        "last.pt is intact: free space, then continue with --resume")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import statistics
-    from pathlib import Path
 
     from multispike.engine import resolve_config, resume_config, train_model
 
+    check_out_folder(args.out)
     overrides = train_overrides(args)
+    seeds = None if args.seeds is None else _seeds(args.seeds)
 
     def config(run: dict):
         # --resume needs only --out: the run's config.json holds the rest
         if args.resume and run.get("out"):
-            return resume_config(run["out"], args.recipe, run)
-        return resolve_config(args.recipe, run)
+            _check_resumable_file(run["out"])
+            cfg = resume_config(run["out"], args.recipe, run)
+        else:
+            cfg = resolve_config(args.recipe, run)
+        _check_train_memory(cfg)
+        return cfg
 
-    if args.seeds is None:
-        result = train_model(config(overrides))
+    def train(run: dict) -> dict:
+        cfg = config(run)
+        try:
+            return train_model(cfg)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _no_space(e, run.get("out")) from None
+            raise
+
+    if seeds is None:
+        result = train(overrides)
         print(f"best test accuracy {result['best_accuracy']:.4f}"
               + (f"; checkpoints in {result['out']}" if result["out"] else ""))
-        return 0
-    seeds = _seeds(args.seeds)
-    accs = []
-    for seed in seeds:
-        run = dict(overrides, seed=seed)
-        if overrides["out"]:
-            run["out"] = str(Path(overrides["out"]) / f"seed{seed}")
-        result = train_model(config(run))
-        accs.append(result["best_accuracy"])
-        print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
-    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"{len(seeds)} seeds: {100 * statistics.fmean(accs):.2f} ± {100 * std:.2f} %")
+    else:
+        accs = []
+        for seed in seeds:
+            run = dict(overrides, seed=seed)
+            if overrides["out"]:
+                run["out"] = str(Path(overrides["out"]) / f"seed{seed}")
+            result = train(run)
+            accs.append(result["best_accuracy"])
+            print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{len(seeds)} seeds: {100 * statistics.fmean(accs):.2f} ± {100 * std:.2f} %")
+    if not args.out:
+        print("no --out given: no checkpoints were kept (give --out DIR to keep last.pt and "
+              "best.pt)")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from multispike.engine import evaluate_model, load_model, parse_timesteps
+    from multispike import data
+    from multispike.engine import evaluate_model, parse_timesteps
     from multispike.engine.config import check_compile_mode
+    from multispike.engine.evaluate import check_memory, open_checkpoint
+    from multispike.engine.train import pick_device
 
     timesteps = parse_timesteps(args.timesteps)
     compile_mode = check_compile_mode(args.compile or "off")
-    model, ckpt = load_model(args.checkpoint)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    device = pick_device(args.device)
+    model, ckpt = open_checkpoint(args.checkpoint)
     dataset = args.dataset or ckpt.get("config", {}).get("dataset") or "digits"
     data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir")
+    spec = data.get_spec(dataset)
+    check_memory(model, spec.input_shape, max(timesteps), args.batch_size, device,
+                 training=False)
     rows = evaluate_model(model, dataset, timesteps, data_dir=data_dir,
                           batch_size=args.batch_size, device=args.device,
-                          compile=compile_mode)
+                          compile=compile_mode, progress=not args.no_progress)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -191,12 +273,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from multispike.engine.demo import plot_demo, run_demo
+    from multispike.engine.train import pick_device
 
+    check_out_folder(args.out)  # before anything is trained
     seeds = _seeds(args.seeds)
-    rows = run_demo(seeds=seeds, epochs=args.epochs, progress=not args.json)
+    if isinstance(args.epochs, bool) or args.epochs < 1:
+        raise ConfigError(f"--epochs must be an integer >= 1, got {args.epochs}")
+    pick_device(args.device)
+    rows = run_demo(seeds=seeds, epochs=args.epochs, device=args.device,
+                    progress=not (args.json or args.no_progress))
     plot = plot_demo(rows, Path(args.out) / "accuracy_vs_T.png")
     (Path(args.out) / "demo.json").write_text(json.dumps(rows, indent=2))
     if args.json:
@@ -246,7 +332,8 @@ def _add_compile_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="a recipe name (see --list-recipes) or a .toml path")
+    p.add_argument("--recipe", help="a recipe name (`multispike recipes` lists them) or a "
+                   ".toml path")
     p.add_argument("--dataset", help="digits, cifar10, cifar100, cifar10-dvs, imagenet")
     p.add_argument("--model", help="registry key (default: the dataset's default model)")
     p.add_argument("--data-dir", help="folder holding the dataset files")
@@ -262,6 +349,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default 0.9)")
     p.add_argument("--schedule", help="cosine, step or constant")
     p.add_argument("--augment", help="augmentation name of the dataset")
     p.add_argument("--seed", type=int)
@@ -281,12 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multispike",
         description="Spiking neural networks whose spikes carry more than one bit.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"multispike {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="compare neuron designs at T = 1, 2 on the digits")
     p.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
     p.add_argument("--epochs", type=int, default=12, help="epochs per run (default 12)")
     p.add_argument("--out", default="runs/demo", help="folder for the plot and JSON")
+    p.add_argument("--device", default="auto",
+                   help="where to train: auto (default: a GPU if any), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_demo)
 
@@ -302,11 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     _add_compile_flag(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("recipes", help="list the recipes (one per row of the papers' tables)")
+    p = sub.add_parser("recipes", help="list the recipes (one per row of the papers' tables), "
+                       "or show one in full")
+    p.add_argument("name", nargs="?", help="a recipe to show in full, with every setting")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("models", help="list the registered models and their defaults")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list the datasets: classes, input shape, default model")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_datasets)
 
     from multispike.analysis.commands import register as register_analysis
 
@@ -323,13 +428,119 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_recipes(args: argparse.Namespace) -> int:
-    from multispike.engine import list_recipes, load_recipe
+def package_version() -> str:
+    """The installed package's version (``multispike.__version__`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version("multispike")
+    except PackageNotFoundError:
+        import multispike
+
+        return str(getattr(multispike, "__version__", "unknown"))
+
+
+def recipe_rows() -> list[dict]:
+    """One row per shipped recipe: name, dataset, model, firing, T, epochs, lr (resolved)."""
+    from multispike.engine import list_recipes, resolve_config
+
+    rows = []
     for name in list_recipes():
-        r = load_recipe(name)
-        print(f"{name:<42}{r.get('model', ''):<11}{r.get('dataset', ''):<13}"
-              f"T={r.get('timesteps', '')}")
+        cfg = resolve_config(name)
+        rows.append({"name": name, "dataset": cfg.dataset, "model": cfg.model,
+                     "firing": cfg.firing, "timesteps": cfg.timesteps, "epochs": cfg.epochs,
+                     "lr": cfg.lr})
+    return rows
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from multispike.engine import load_recipe, resolve_config
+
+    if args.name:
+        raw = {k: v for k, v in load_recipe(args.name).items() if k != "recipe"}
+        resolved = resolve_config(args.name).to_dict()
+        if args.json:
+            print(json.dumps({"name": args.name, "recipe": raw, "config": resolved}, indent=2))
+            return 0
+        print(f"recipe {args.name}: every setting of the run it makes (recipe: set by the "
+              "recipe file; default: TrainConfig's, or the dataset's/model's where None)")
+        for key, value in resolved.items():
+            if key == "recipe":
+                continue
+            print(f"  {key:<16}{json.dumps(value):<40} {'recipe' if key in raw else 'default'}")
+        print(f"train it: multispike train --recipe {args.name} --out runs/{Path(args.name).stem}")
+        return 0
+    rows = recipe_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<42}{'dataset':<13}{'model':<11}{'firing':<11}{'T':>3}{'epochs':>8}"
+          f"{'lr':>8}")
+    for r in rows:
+        print(f"{r['name']:<42}{r['dataset']:<13}{r['model'] or '-':<11}"
+              f"{r['firing'] or '-':<11}{r['timesteps']:>3}{r['epochs']:>8}{r['lr']:>8g}")
+    print("\nshow one in full: multispike recipes NAME; train one: multispike train --recipe NAME")
+    return 0
+
+
+def model_rows() -> list[dict]:
+    """One row per registered model: family, defaults (T, firing, neuron, classes, input)."""
+    import torch
+
+    from multispike.models import create, get_builder, list_models
+
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):  # the defaults only: no memory for the weights
+            model = create(name)
+        args = model.model_args
+        doc = (get_builder(name).__doc__ or "").strip().splitlines()
+        rows.append({
+            "name": name, "family": type(model).__name__.lower(),
+            "timesteps": args.get("timesteps"), "firing": args.get("firing"),
+            "neuron": args.get("neuron"), "num_classes": args.get("num_classes"),
+            "in_channels": args.get("in_channels"),
+            "input_size": list(getattr(model, "input_size", []) or []),
+            "description": doc[0] if doc else "",
+        })
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = model_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<12}{'family':<8}{'T':>3}  {'firing':<9}{'neuron':<8}{'classes':>8}  input")
+    for r in rows:
+        size = "x".join(map(str, [r["in_channels"], *r["input_size"]]))
+        print(f"{r['name']:<12}{r['family']:<8}{r['timesteps']:>3}  {r['firing']:<9}"
+              f"{r['neuron']:<8}{r['num_classes']:>8}  {size}")
+    print("\nthe defaults of `multispike train --model NAME`; flags such as --timesteps and "
+          "--firing override them")
+    return 0
+
+
+def dataset_rows() -> list[dict]:
+    """One row per dataset: classes, input shape, event or static, default model."""
+    from multispike.data import DATASETS
+
+    return [{"name": s.name, "num_classes": s.num_classes, "input_shape": list(s.input_shape),
+             "kind": "event" if s.is_event else "static", "default_model": s.default_model,
+             "augments": list(s.augments), "default_augment": s.default_augment}
+            for s in DATASETS.values()]
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    rows = dataset_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<13}{'classes':>8}  {'input':<11}{'kind':<8}default model")
+    for r in rows:
+        print(f"{r['name']:<13}{r['num_classes']:>8}  {'x'.join(map(str, r['input_shape'])):<11}"
+              f"{r['kind']:<8}{r['default_model']}")
+    print("\ninput: channels x height x width of one image (event data: of one frame per step)")
     return 0
 
 
@@ -346,12 +557,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MultispikeError as e:
         print(f"multispike: error: {e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        from multispike.engine.evaluate import allocation_failure
+
+        if not allocation_failure(e):
+            raise
+        print(f"multispike: error: {args.command} ran out of memory: lower --batch-size or "
+              "--timesteps (or use a device with more memory)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("multispike: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `multispike energy --json | head`: the reader left early
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = Path(e.filename).parent if e.filename else "the output folder"
+        print(f"multispike: error: no space left on the device of {where}; free space and "
+              "run again", file=sys.stderr)
+        return 2
     finally:
         warnings.formatwarning = formatwarning
 

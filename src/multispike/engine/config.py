@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -87,12 +88,22 @@ class TrainConfig:
         """Raise :class:`ConfigError` (one line) for settings no run can use."""
         if not isinstance(self.timesteps, int) or self.timesteps < 1:
             raise ConfigError(f"timesteps must be an integer >= 1, got {self.timesteps!r}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        _int_at_least("--epochs", self.epochs, 1)
+        _int_at_least("--batch-size", self.batch_size, 1)
+        if self.num_workers is not None:
+            _int_at_least("--workers", self.num_workers, 0, "0 loads data in the main process")
+        if not _finite(self.lr) or not self.lr > 0:
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr!r}; e.g. --lr 0.1")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got "
+                              f"{self.weight_decay!r}; e.g. --weight-decay 5e-4 (0: none)")
+        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}; "
+                              "e.g. --momentum 0.9")
+        if not _finite(self.gamma) or not self.gamma > 0:
+            raise ConfigError(f"gamma must be a finite number > 0, got {self.gamma!r}")
+        if not _finite(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
@@ -106,6 +117,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _finite(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int_at_least(flag: str, value: Any, low: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}"
+                          + (f" ({hint})" if hint else ""))
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -34,8 +34,11 @@ def run_demo(
     batch_size: int = 64,
     lr: float = 0.1,
     progress: bool = True,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train every design at every T for every seed; one row per (design, T).
+
+    ``device``: where every run trains (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
 
     The ANN twin has no time steps: it is trained once per seed and reported at T = 1.
     """
@@ -53,7 +56,8 @@ def run_demo(
         for seed in seeds:
             cfg = TrainConfig(dataset="digits", firing=firing, timesteps=t, epochs=epochs,
                               batch_size=batch_size, lr=lr, seed=seed, progress=False,
-                              model_options=dict(options), num_workers=0)
+                              model_options=dict(options), num_workers=0,
+                              device=device)
             accs.append(train_model(cfg)["best_accuracy"])
             bar.update(1)
             bar.set_postfix(design=label, T=t, acc=f"{accs[-1]:.3f}")

@@ -9,6 +9,7 @@ layers the activity monitor records.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from multispike.engine.config import check_compile_mode
 from multispike.engine.train import compile_model, evaluate, pick_device
-from multispike.errors import ConfigError
+from multispike.errors import CheckpointError, ConfigError
 from multispike.kernels.allocator import tune_cpu_allocator
 from multispike.monitor import record_activity
 
@@ -44,13 +45,15 @@ def evaluate_model(
     rates: bool = True,
     max_batches_for_rates: int = 4,
     compile: str = "off",
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Accuracy (and per-layer firing rates) of ``model`` on the test split at each T.
 
     Returns one row per T: ``timesteps``, ``accuracy``, ``loss``, ``firing_rates`` (layer →
     spikes per neuron per step, −1 and every MT plane counted) and ``mean_firing_rate``.
     ``compile``: ``off`` or a ``torch.compile`` mode for the accuracy pass (compiled on first
-    use at each T); the firing-rate pass runs eagerly.
+    use at each T); the firing-rate pass runs eagerly. ``progress``: show the batches of each
+    accuracy pass on stderr (see :class:`Progress`).
     """
     from multispike import data
 
@@ -71,7 +74,8 @@ def evaluate_model(
                             **({"timesteps": t} if spec.is_event else {}))
             loader = data.make_loader(ds, batch_size, shuffle=False)
             tf = data.batch_transform(dataset, train=False)
-            result = evaluate(net, loader, spec=spec, transform=tf, device=dev)
+            result = evaluate(net, Progress(loader, f"eval T={t}", enabled=progress),
+                              spec=spec, transform=tf, device=dev)
             row: dict[str, Any] = {"model": getattr(model, "name", type(model).__name__),
                                    "firing": firing, "timesteps": t, **result}
             if rates:  # eager: statistics recording needs every layer's hooks and steps
@@ -100,3 +104,238 @@ def _rates(model, loader, spec, transform, device, max_batches) -> dict[str, Any
     spikes = sum(r["spikes"] for r in summary)
     steps = sum(r["neuron_steps"] for r in summary)
     return {"firing_rates": per_layer, "mean_firing_rate": spikes / max(steps, 1)}
+
+
+# -- reading a checkpoint for a command ------------------------------------------------------------
+#: what the first bytes of a file say it is, when it is not a ``torch.save`` file
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x93NUMPY", "a NumPy array file"),
+)
+
+
+def _not_a_checkpoint(path: Path, why: str, fix: str = "") -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a multispike checkpoint ({why}); "
+        + (fix or "give the last.pt or best.pt that `multispike train --out DIR` wrote")
+    )
+
+
+def _sniff(head: bytes) -> str | None:
+    """What ``head`` (a file's first bytes) says the file is; None for a possible checkpoint."""
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / legacy pickle
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27:
+        return "it is a safetensors file, such as the model.safetensors that deploy writes"
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "it is JSON text"
+    if text[:1] == b"<":
+        return "it is XML or HTML text"
+    text_ = head.decode("utf-8", "ignore")  # a character cut at the end is dropped
+    if len(text_) >= len(head) // 2 and all(c.isprintable() or c in "\r\n\t" for c in text_):
+        return "it is a text file"
+    return "corrupt, or another format: not a torch.save file"
+
+
+def open_checkpoint(path: str | Path, fix: str = "") -> tuple[nn.Module, dict[str, Any]]:
+    """The model stored in the checkpoint file ``path`` and the checkpoint: ``(model, ckpt)``.
+
+    Every way a path can fail to be a checkpoint (missing, a directory, empty, another format,
+    corrupt, a model that cannot be rebuilt) is one :class:`CheckpointError` line naming the
+    file and what to give instead (``fix``, when given, replaces that advice).
+    """
+    from multispike.engine.checkpoint import build_model, load_checkpoint, load_state
+
+    p = Path(path)
+    if p.is_dir():
+        inside = next((p / n for n in ("best.pt", "last.pt") if (p / n).is_file()), None)
+        raise CheckpointError(
+            f"{p} is a directory, not a checkpoint file; give a file"
+            + (f", e.g. {inside}" if inside else ", e.g. the best.pt of a train --out folder"))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    if not p.is_file():
+        raise _not_a_checkpoint(p, "not a regular file", fix)
+    try:
+        with p.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {p} ({e.strerror or type(e).__name__}); "
+                              "check its permissions") from None
+    if not head:
+        raise _not_a_checkpoint(p, "the file is empty", fix)
+    kind = _sniff(head)
+    if kind is not None:
+        raise _not_a_checkpoint(p, kind, fix)
+    try:
+        ckpt = load_checkpoint(p)
+    except CheckpointError as e:
+        why = ("a torch.save file without model_args and model: not written by multispike train"
+               if "lacks model_args" in str(e) else
+               "corrupt or truncated: torch.load cannot read it")
+        raise _not_a_checkpoint(p, why, fix) from None
+    except MemoryError:
+        raise _not_a_checkpoint(p, "corrupt: reading it asks for more memory than exists",
+                                fix) \
+            from None
+    except Exception as e:  # whatever torch or safetensors raise on bytes they cannot parse
+        raise _not_a_checkpoint(p, f"corrupt: torch.load failed with {type(e).__name__}",
+                                fix) \
+            from None
+    args = ckpt.get("model_args")
+    if not isinstance(args, dict) or "name" not in args or not isinstance(ckpt["model"], dict):
+        raise _not_a_checkpoint(p, "its model_args do not name a model", fix)
+    try:
+        model = build_model(args)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {p} holds a model this multispike cannot build ({first}); use the "
+            "multispike version that wrote it") from None
+    load_state(model, ckpt["model"], str(p))
+    return model, ckpt
+
+
+def checkpoint_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says about its run: dataset, data_dir, timesteps, firing, model."""
+    cfg = ckpt.get("config") or {}
+    args = ckpt.get("model_args") or {}
+    return {
+        "dataset": cfg.get("dataset"),
+        "data_dir": cfg.get("data_dir"),
+        "timesteps": args.get("timesteps") or cfg.get("timesteps"),
+        "firing": args.get("firing") or cfg.get("firing"),
+        "model": args.get("name") or cfg.get("model"),
+    }
+
+
+# -- memory -------------------------------------------------------------------------------------
+def machine_memory(device: torch.device) -> int:
+    """Bytes of memory on ``device``: the GPU's total memory, else the machine's RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 62
+
+
+@torch.no_grad()
+def activation_elements(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """``(sum, largest)`` of the output elements of the model's layers for one sample at one
+    time step, from one forward pass at T = 1 on the CPU (the model is left as it was)."""
+    import copy
+
+    probe = copy.deepcopy(model).cpu().float().eval()
+    if hasattr(probe, "timesteps"):
+        probe.timesteps = 1
+    sizes: list[int] = []
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    handles = [m.register_forward_hook(hook) for m in probe.modules()
+               if not list(m.children())]
+    try:
+        probe(torch.zeros(1, *[int(s) for s in input_shape]))
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(sizes), max(sizes, default=0)
+
+
+#: bytes per activation element kept for the backward pass (every layer's output and, for
+#: neurons, the membrane, in float32: a rough estimate)
+TRAIN_BYTES = 8
+#: without gradients only a few layers are alive at once: input, output and membrane in float32
+EVAL_BYTES = 12
+
+
+def check_memory(model: nn.Module, input_shape: Sequence[int], timesteps: int, batch_size: int,
+                 device: torch.device, *, training: bool, flag: str = "--timesteps") -> None:
+    """Refuse (one :class:`ConfigError` line) a run whose one batch cannot fit in memory.
+
+    Estimate: T × batch × the model's activations per sample and step (all layers' outputs
+    when training, the largest layer's when evaluating) × bytes per element; compared with
+    the device's total memory. Cheap runs (T × batch < 4096) are not traced.
+    """
+    if timesteps * batch_size < 4096:
+        return
+    total, largest = activation_elements(model, input_shape)
+    need = timesteps * batch_size * (total * TRAIN_BYTES if training else largest * EVAL_BYTES)
+    have = machine_memory(device)
+    if need > have:
+        raise ConfigError(
+            f"one batch at T = {timesteps} and batch size {batch_size} needs about "
+            f"{_gib(need)} of activations, more than the {_gib(have)} of {device.type} "
+            f"memory; lower {flag} or --batch-size"
+        )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.0f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def allocation_failure(e: BaseException) -> bool:
+    """``e`` is a failed memory allocation (CPU or GPU)."""
+    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(s in text for s in (
+        "out of memory", "can't allocate memory", "not enough memory", "Failed to allocate",
+        "DefaultCPUAllocator"))
+
+
+# -- progress --------------------------------------------------------------------------------------
+class Progress:
+    """``iterable`` with progress on stderr: a tqdm bar on a terminal, a plain line about every
+    tenth of the way (and at the end) elsewhere (no carriage returns in logs), nothing when
+    ``enabled`` is False. ``total``: items expected (default ``len(iterable)``)."""
+
+    def __init__(self, iterable: Any, desc: str, total: int | None = None,
+                 enabled: bool = True) -> None:
+        self.iterable, self.desc, self.enabled = iterable, desc, enabled
+        if total is None:
+            try:
+                total = len(iterable)
+            except TypeError:
+                total = None
+        self.total = total
+
+    def __len__(self) -> int:
+        return len(self.iterable)
+
+    def __iter__(self):
+        import sys
+        import time
+
+        if not self.enabled:
+            yield from self.iterable
+            return
+        stream = sys.stderr
+        if stream.isatty():
+            from tqdm.auto import tqdm
+
+            yield from tqdm(self.iterable, desc=self.desc, total=self.total, leave=False,
+                            dynamic_ncols=True, file=stream)
+            return
+        start, n = time.monotonic(), 0
+        every = max(1, (self.total or 100) // 10)
+        for item in self.iterable:
+            yield item
+            n += 1
+            if n % every == 0 or n == self.total:
+                print(f"{self.desc}: {n}/{self.total or '?'} batches, "
+                      f"{time.monotonic() - start:.1f} s", file=stream, flush=True)
