@@ -19,10 +19,20 @@ every device.
 
 Example::
 
+    >>> import torch
+    >>> from multispike.models import create
+    >>> from multispike.monitor import record_activity
+    >>> model = create("digits_net", firing="ternary")
+    >>> x = torch.rand(4, 1, 8, 8)
     >>> with record_activity(model, membrane_samples=1000) as mon:
-    ...     model(x)
-    >>> for row in mon.summary():
-    ...     print(row["layer"], row["rate"])
+    ...     out = model(x)
+    >>> for row in mon.summary():        # also "spikes", "rate_per_t", "value_fractions", ...
+    ...     print(row["layer"], row["firing"], row["neuron_steps"], 0 <= row["rate"] <= 1)
+    stem_act ternary 8192 True
+    features.0.act ternary 16384 True
+    fc1_act ternary 512 True
+    >>> mon.layers["stem_act"].membrane_samples(0).shape     # H samples of step t = 0
+    torch.Size([1000])
 """
 
 from __future__ import annotations

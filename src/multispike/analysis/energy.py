@@ -31,13 +31,22 @@ An inference of one sample over T time steps costs (Ternary Spike, "Energy Estim
 The ANN twin (same layers, ReLU instead of neurons, one step) costs ``MACs_total · e_mac``;
 :class:`EnergyReport` carries it alongside.
 
-Example::
+Example (binary ``resnet20m`` on 3×32×32 at T = 2 and the assumed rate 0.1642 gives 50.03 µJ,
+Ternary Spike Table 5: 50.14; ``tests/test_analysis_energy.py`` checks it)::
 
-    >>> ops = trace_ops(create("resnet20m", firing="binary"), (3, 32, 32), timesteps=2)
+    >>> import torch
+    >>> from multispike.analysis.energy import estimate_energy
+    >>> from multispike.analysis.ops import trace_ops
+    >>> from multispike.analysis.stats import measure_rates
+    >>> from multispike.deploy.testing import exercise
+    >>> from multispike.models import create
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> model = exercise(create("digits_net", firing="binary"), x)   # random weights that fire
+    >>> ops = trace_ops(model, (1, 8, 8), timesteps=2)
     >>> r = estimate_energy(ops, 0.1642, 2, "hu2021")   # an assumed rate: paper convention
-    >>> round(r.energy_uj, 2)                     # Ternary Spike Table 5: 50.14
-    50.03
-    >>> measured = measure_rates(model, loader)   # rates and exact event counts
+    >>> r.convention, round(r.energy_uj, 4), round(r.flops_uj, 4)   # the encoder dominates
+    ('paper', 0.2425, 0.2304)
+    >>> measured = measure_rates(model, [x])      # rates and exact event counts, batches of x
     >>> estimate_energy(ops, measured, 2, "hu2021").convention
     'events'
 """

@@ -28,9 +28,17 @@ recorded spikes (the ``events`` convention of :mod:`multispike.analysis.energy`)
 
 Example::
 
-    >>> ops = trace_ops(create("resnet20m", num_classes=10), (3, 32, 32), timesteps=2)
-    >>> [(l.name, l.macs, l.encoder, l.sources) for l in ops.layers][:2]
-    [('stem_conv', 1769472, True, ()), ('stem_rest.0.conv', 37748736, False, ('stem_act',))]
+    >>> from multispike.analysis.ops import trace_ops
+    >>> from multispike.models import create
+    >>> ops = trace_ops(create("digits_net"), (1, 8, 8), timesteps=2)
+    >>> for l in ops.layers:
+    ...     print(l.name, l.macs, l.runs, l.encoder, l.sources)
+    stem_conv 9216 1 True ()
+    features.0.conv 294912 2 False ('stem_act',)
+    fc1 32768 2 False ('features.0.act',)
+    head.fc 640 2 False ('fc1_act',)
+    >>> ops.total_macs, ops.total_neurons
+    (337536, 3136)
 """
 
 from __future__ import annotations

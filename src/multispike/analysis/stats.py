@@ -15,8 +15,18 @@ neuron per time step and can exceed 1 for MT neurons.
 
 Example::
 
-    >>> rates = measure_rates(model, loader, batches=4)
-    >>> rates.mean_rate, rates.rates["layer1.0.sn1"]
+    >>> import torch
+    >>> from multispike.analysis.stats import measure_rates
+    >>> from multispike.deploy.testing import exercise
+    >>> from multispike.models import create
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> model = exercise(create("digits_net", firing="mt"), x)   # random weights that fire
+    >>> loader = [(x, torch.zeros(4, dtype=torch.long))] * 3    # (images, labels) batches
+    >>> rates = measure_rates(model, loader, batches=2)
+    >>> rates.batches, list(rates.rates), rates.mean_rate > 0
+    (2, ['stem_act', 'features.0.act', 'fc1_act'], True)
+    >>> sorted(rates.events.sops), rates.events.samples     # exact SOPs per consuming layer
+    (['fc1', 'features.0.conv', 'head.fc'], 8)
 """
 
 from __future__ import annotations

@@ -177,9 +177,14 @@ def locate(key: str, data_dir: str | os.PathLike[str] | None = None, *,
     Returns:
         The extracted folder, or the tarball path (checksum verified).
 
-    Example:
-        >>> locate("cifar10", "data")  # doctest: +SKIP
-        PosixPath('data/cifar-10-python.tar.gz')
+    Example (a tiny stand-in for the extracted tarball, in the official layout; the real
+    tarball's checksum is verified, so a stand-in tarball would be refused):
+        >>> import tempfile
+        >>> from multispike.data.testing import write_cifar
+        >>> with tempfile.TemporaryDirectory() as data:
+        ...     folder, _ = write_cifar(data, "cifar10", tarball=False)
+        ...     locate("cifar10", data) == folder, folder.name
+        (True, 'cifar-10-batches-py')
     """
     fmt = _format(key)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_root()
@@ -223,10 +228,15 @@ def load_arrays(key: str, data_dir: str | os.PathLike[str] | None = None, *, tra
     Returns:
         ``(images, labels, class_names)``: uint8 [N, 3, 32, 32] RGB, int64 [N], list of names.
 
-    Example:
-        >>> x, y, names = load_arrays("cifar10", "data", train=False)  # doctest: +SKIP
-        >>> x.shape, names[0]  # doctest: +SKIP
-        ((10000, 3, 32, 32), 'airplane')
+    Example (a tiny stand-in with 2 images per batch file; the real test split gives
+    ``(10000, 3, 32, 32)``):
+        >>> import tempfile
+        >>> from multispike.data.testing import write_cifar
+        >>> with tempfile.TemporaryDirectory() as data:
+        ...     _ = write_cifar(data, "cifar10", per_batch=2, tarball=False)
+        ...     x, y, names = load_arrays("cifar10", data, train=False)
+        >>> x.shape, x.dtype, y.dtype, names[0]
+        ((2, 3, 32, 32), dtype('uint8'), dtype('int64'), 'airplane')
     """
     fmt = _format(key)
     if coarse and key != "cifar100":
@@ -273,10 +283,14 @@ class CIFAR(Dataset):
     Images are not augmented or normalised here: apply
     ``multispike.data.batch_transform(key, train=...)`` to each batch on the device.
 
-    Example:
-        >>> ds = CIFAR("cifar10", "data", train=True)  # doctest: +SKIP
-        >>> x, y = ds[0]; x.shape  # doctest: +SKIP
-        torch.Size([3, 32, 32])
+    Example (a tiny stand-in: 5 training batch files of 2 images):
+        >>> import tempfile
+        >>> from multispike.data.testing import write_cifar
+        >>> with tempfile.TemporaryDirectory() as data:
+        ...     _ = write_cifar(data, "cifar10", per_batch=2, tarball=False)
+        ...     ds = CIFAR("cifar10", data, train=True)
+        >>> x, y = ds[0]; x.shape, len(ds)
+        (torch.Size([3, 32, 32]), 10)
     """
 
     #: Suggested loader workers: items are slices of an in-memory tensor, cheap to fetch.

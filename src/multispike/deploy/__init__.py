@@ -1,11 +1,25 @@
 """Deployment of trained spiking models: inference without multiplications, and NIR.
 
->>> from multispike.deploy import fold_amplitudes, split_planes, AdditionOnlyExecutor
+>>> import tempfile, torch
+>>> from multispike.deploy import (AdditionOnlyExecutor, export_nir, fold_amplitudes,
+...                                load_deployed, save_deployed, split_planes)
+>>> from multispike.deploy.testing import exercise
+>>> from multispike.models import create
+>>> images = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+>>> model = exercise(create("digits_net", firing="mt").double(), images)   # a model that fires
 >>> deployed = fold_amplitudes(model)          # Ternary Spike Eq 15-17 (+ BN folded)
 >>> planes = split_planes(deployed)            # MT-SNN Eq 12: one convolution per spike plane
->>> report = AdditionOnlyExecutor(deployed).run(images)   # exact SOP counts, no multiplications
->>> graph = export_nir(deployed)               # binary PLIF/LIF/IF models; nir.write(path, graph)
->>> save_deployed(deployed, "out/")            # model.safetensors + config.json
+>>> report = AdditionOnlyExecutor(planes).run(images)   # exact SOP counts, no multiplications
+>>> torch.allclose(report.output, model(images)), report.total_sops > 0
+(True, True)
+>>> binary = fold_amplitudes(exercise(create("digits_net", firing="binary").double(), images))
+>>> graph = export_nir(binary)                 # binary PLIF/LIF/IF models; nir.write(path, graph)
+>>> type(graph.nodes["features.0.conv"]).__name__, type(graph.nodes["features.0.act"]).__name__
+('Conv2d', 'LIF')
+>>> with tempfile.TemporaryDirectory() as out:
+...     paths = save_deployed(deployed, out)   # model.safetensors + config.json
+...     torch.equal(load_deployed(out)(images), deployed(images))
+True
 
 ==============================  ================================================================
 :func:`fold_batchnorm`          BN (``fold``/``tdbn``) folded into the convolution before it

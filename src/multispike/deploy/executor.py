@@ -149,9 +149,20 @@ class AdditionOnlyExecutor:
 
     Example::
 
+        >>> import torch
+        >>> from multispike.deploy import AdditionOnlyExecutor, fold_amplitudes
+        >>> from multispike.deploy.testing import exercise
+        >>> from multispike.models import create
+        >>> images = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+        >>> model = exercise(create("digits_net", firing="ternary").double(), images)
         >>> ex = AdditionOnlyExecutor(fold_amplitudes(model))
-        >>> report = ex.run(images)            # report.output == model(images) (up to rounding)
-        >>> report.total_sops, report.sops["features.0.conv"]
+        >>> report = ex.run(images)
+        >>> torch.allclose(report.output, model(images))   # the model's output, up to rounding
+        True
+        >>> sorted(report.sops), report.total_sops == sum(report.sops.values())
+        (['fc1', 'features.0.conv', 'head.fc'], True)
+        >>> 0 < report.sops["features.0.conv"] < report.dense_macs["features.0.conv"]
+        True
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -8,10 +8,13 @@ threshold: every layer fires, with both signs for ternary neurons, and deep laye
 
 Example::
 
-    >>> model = create("resnet19", learn_amplitude=True, timesteps=2).double()
-    >>> x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    >>> exercise(model, x, seed=0)                     # in place; returns the model (eval)
-    >>> min(firing_rates(model, x).values()) > 0
+    >>> import torch
+    >>> from multispike.deploy.testing import exercise, firing_rates
+    >>> from multispike.models import create
+    >>> model = create("digits_net", firing="ternary", learn_amplitude=True).double()
+    >>> x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    >>> model = exercise(model, x, seed=0)             # in place; returns the model (eval)
+    >>> min(firing_rates(model, x).values()) > 0       # every neuron layer fires
     True
 """
 

@@ -16,10 +16,12 @@ at ``V[−1] = V_reset`` (0 by default), as in SpikingJelly and Norse.
 Example::
 
     >>> from functools import partial
+    >>> import torch
+    >>> from multispike.functional import NeuronParams, Ternary, lif_charge, multistep
     >>> params = NeuronParams(v_threshold=0.5, rule=Ternary())
-    >>> x = torch.tensor([[0.6], [-0.2], [-0.4]])           # [T=3, B=1]
+    >>> x = torch.tensor([[0.6], [-0.2], [-0.5]])           # [T=3, B=1]
     >>> out, state = multistep(x, partial(lif_charge, decay=0.25), params)
-    >>> out.flatten()
+    >>> out.flatten()                  # u = 0.6 fires, resets; −0.2; 0.25·(−0.2) − 0.5 = −0.55
     tensor([ 1.,  0., -1.])
 """
 

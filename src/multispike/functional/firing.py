@@ -17,6 +17,8 @@ Shapes: ``h`` is any shape; ``b`` and ``s`` have its shape; ``planes`` returns
 
 Example::
 
+    >>> import torch
+    >>> from multispike.functional import MultiThreshold, Rectangular
     >>> rule = MultiThreshold(deltas=(-0.5, 0.5))
     >>> h = torch.tensor([0.4, 0.6, 1.2, 1.7])
     >>> b, s = rule.fire(h, 1.0, Rectangular())

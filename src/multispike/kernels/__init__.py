@@ -20,8 +20,17 @@ their spike inputs as int8 (:mod:`multispike.kernels.compact`).
 
 Entry points::
 
+    >>> import torch
+    >>> from multispike.kernels import fused_multistep
+    >>> from multispike.neurons import PLIFNode
+    >>> neuron = PLIFNode(firing="mt", backend="torch")    # the reference loop over T
+    >>> x_seq = 2 * torch.rand(4, 2, 16)                   # [T, B, ...] input currents
     >>> out = fused_multistep(x_seq, neuron)              # like neuron(x_seq) with backend="fused"
+    >>> torch.equal(out, neuron(x_seq)), out.shape
+    (True, torch.Size([4, 2, 16]))
     >>> node = PLIFNode(firing="mt", backend="auto")       # what the layers do by default
+    >>> torch.equal(node(x_seq), out)
+    True
 
 :func:`dispatch` is the hook :meth:`multispike.neurons.Neuron.forward` calls.
 """

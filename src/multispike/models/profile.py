@@ -9,6 +9,7 @@ its input spike fires.
 
 Example::
 
+    >>> from multispike.models import count_macs, create
     >>> model = create("resnet20m")
     >>> macs = count_macs(model, (3, 32, 32), per_layer=True)
     >>> macs["stem_conv"], sum(macs.values())

@@ -28,8 +28,10 @@ resnet34   7×7·64/2, avgpool → 3×64, 4×128, 6×256, 3×512     21.80M     
 
 Example::
 
+    >>> import torch
+    >>> from multispike.models import create
     >>> model = create("resnet19", num_classes=100, learn_amplitude=True)   # trainable ternary
-    >>> model(torch.rand(2, 3, 32, 32)).shape
+    >>> model(torch.rand(2, 3, 16, 16)).shape      # [B, C, H, W] -> [T, B, K]; CIFAR is 32×32
     torch.Size([2, 2, 100])
 """
 

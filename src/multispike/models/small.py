@@ -13,6 +13,8 @@ and, outside the surrogate window, passes no gradient (binary neurons then never
 
 Example::
 
+    >>> import torch
+    >>> from multispike.models import create
     >>> model = create("digits_net")
     >>> model(torch.rand(4, 1, 8, 8)).shape
     torch.Size([2, 4, 10])

@@ -23,9 +23,11 @@ vgg12      2×128×128        2,2,3,3,3 (128 each)   512     2.88M²     MT-SNN 
 
 Example::
 
+    >>> import torch
+    >>> from multispike.models import create
     >>> model = create("vgg9", num_classes=100, timesteps=2)
-    >>> model(torch.rand(8, 3, 32, 32)).shape          # [T, B, K]
-    torch.Size([2, 8, 100])
+    >>> model(torch.rand(2, 3, 32, 32)).shape          # [T, B, K]
+    torch.Size([2, 2, 100])
 """
 
 from __future__ import annotations
