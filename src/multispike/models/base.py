@@ -184,13 +184,32 @@ class SpikingModel(nn.Module):
 
     # -- running -----------------------------------------------------------------------------
     def check_input(self, x: Any) -> None:
-        """Raise a one-line :class:`InputError` unless ``x`` is input this model can run."""
+        """Raise a one-line :class:`InputError` unless ``x`` is input this model can run.
+
+        Besides rank, channels, T and size: the dtype must be the weights' (any floating dtype
+        under ``torch.autocast`` for the input's device), and in eval mode every value must be
+        finite (one ``torch.isfinite(x).all()`` per batch, skipped while ``torch.compile``
+        traces). Training mode skips the finiteness check, so that a training step never waits
+        on the device; ``multispike train`` stops on the non-finite loss instead.
+        """
         c = self.in_channels
         expected = f"static images [B, {c}, H, W] or event frames [T, B, {c}, H, W]"
         if not isinstance(x, Tensor):
             raise InputError(f"{self.name} expects a torch.Tensor ({expected}), got {type(x)}")
+        if x.is_complex():
+            raise InputError(f"{self.name} got a complex tensor ({x.dtype}); pass real images, "
+                             "e.g. x.real or x.abs()")
         if not x.is_floating_point():
             raise InputError(f"{self.name} got an integer tensor ({x.dtype}); use x.float()")
+        weight = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        if x.dtype != weight and not torch.is_autocast_enabled(x.device.type):
+            to = {torch.float32: "float()", torch.float64: "double()", torch.float16: "half()",
+                  torch.bfloat16: "bfloat16()"}
+            raise InputError(
+                f"{self.name} got a {x.dtype} input but its weights are {weight}; convert the "
+                f"input with x.{to.get(weight, f'to({weight})')} or the model with "
+                f"model.{to.get(x.dtype, f'to({x.dtype})')}, or run under torch.autocast"
+            )
         if x.dim() not in (4, 5):
             raise InputError(
                 f"{self.name} expects {expected}, got rank {x.dim()} shape {tuple(x.shape)}"
@@ -206,6 +225,13 @@ class SpikingModel(nn.Module):
                 f"{self.timesteps}; set model.timesteps = {x.shape[0]} or re-frame the events"
             )
         self.check_size(int(x.shape[-2]), int(x.shape[-1]))
+        if not self.training and x.device.type != "meta" and not torch.compiler.is_compiling() \
+                and not bool(torch.isfinite(x).all()):  # meta tensors hold no values
+            n = int((~torch.isfinite(x)).sum())
+            raise InputError(
+                f"{self.name} got input with NaN or inf ({n} of {x.numel()} values); its "
+                "predictions would mean nothing: check the data and the transform before it"
+            )
 
     def check_size(self, h: int, w: int) -> None:
         """Spatial size check; VGG-style nets with a fixed FC input size override it."""
