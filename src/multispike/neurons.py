@@ -237,6 +237,14 @@ class Neuron(nn.Module):
             check_tensor(x, type(self).__name__)
         if state is None:
             state = self.init_state(x)
+        elif not isinstance(getattr(state, "v", None), Tensor):
+            raise InputError(f"{type(self).__name__}.step expects state=None or the NeuronState "
+                             f"a previous .step() returned, got {type(state).__name__}")
+        elif state.v.shape != x.shape:  # broadcasting would mix neurons silently
+            raise InputError(
+                f"{type(self).__name__}.step got input of shape {tuple(x.shape)} but a state of "
+                f"shape {tuple(state.v.shape)}; pass the state the previous step of this input "
+                "returned, or state=None to start again")
         out, state, _ = step_fn(x, state, self.charge, self.params(x.dtype))
         return out, state
 
@@ -336,6 +344,8 @@ def check_tensor(x: Any, where: str, *, finite: bool = True) -> None:
     """Raise :class:`InputError` unless ``x`` is a (finite) floating-point tensor."""
     if not isinstance(x, Tensor):
         raise InputError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex():
+        raise InputError(f"{where} got a complex tensor ({x.dtype}); pass a real one, e.g. x.real")
     if not x.is_floating_point():
         raise InputError(
             f"{where} got an integer tensor ({x.dtype}); convert it with x.float()"
