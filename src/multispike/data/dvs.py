@@ -88,8 +88,9 @@ def read_aedat(path: str | os.PathLike[str]) -> np.ndarray:
         past 2**32), ``x`` and ``y`` (0..127) and ``p`` (0 or 1).
 
     Raises:
-        DataError: unreadable file, a header line that never ends, or an event section whose
-            length is not a whole number of records (a truncated download).
+        DataError: unreadable file, an empty file, no ``#`` header (not a recording), a header
+            line that never ends, or an event section whose length is not a whole number of
+            records (a truncated download).
 
     Example:
         >>> ev = read_aedat("cifar10-dvs/cat/cifar10_cat_0.aedat")  # doctest: +SKIP
@@ -102,6 +103,12 @@ def read_aedat(path: str | os.PathLike[str]) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"cannot read {path} ({one_line(exc.strerror or exc)}): check that the "
                         "recording exists and is readable") from None
+    fix = "download this recording again, or remove it from the dataset folder"
+    if not data:
+        raise DataError(f"{path} is empty (0 bytes), not a recording: {fix}")
+    if not data.startswith(b"#"):
+        raise DataError(f"{path} is not a DVS128 recording: it has no AER-DAT header (its first "
+                        f"byte is {data[:1]!r}, not '#'): {fix}")
     pos, record = 0, 8
     while data.startswith(b"#", pos):
         end = data.find(b"\n", pos)
