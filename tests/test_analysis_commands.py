@@ -110,22 +110,7 @@ def test_analyze_needs_something(tmp_path):
         _run(["analyze", "--out", str(tmp_path)])
 
 
-def test_analyze_sweep_without_engine_is_one_line(tmp_path, monkeypatch):
-    import sys
-
-    import multispike
-
-    monkeypatch.setitem(sys.modules, "multispike.engine", None)  # import fails
-    monkeypatch.delattr(multispike, "engine", raising=False)
-    with pytest.raises(ConfigError, match="engine") as e:
-        _run(["analyze", "--sweep", "deltas", "--out", str(tmp_path)])
-    assert "\n" not in str(e.value)
-
-
 def test_energy_table5_through_the_command(capsys):
-    models = pytest.importorskip("multispike.models")
-    if "resnet20m" not in models.list_models():
-        pytest.skip("resnet20m not in the zoo yet")
     argv = ["energy", "--model", "resnet20m", "--dataset", "cifar10", "--timesteps", "2",
             "--firing-rate", "0.1642", "--cost-table", "hu2021", "--json"]
     assert _run(argv) == 0
@@ -142,7 +127,6 @@ def test_sweep_options_parse():
 
 
 def test_digits_loader_feeds_a_model():
-    pytest.importorskip("multispike.data")
     args = argparse.Namespace(data_dir=None, batch_size=16, timesteps=2)
     spec = commands.dataset_spec("digits")
     loader, transform = commands._loader(args, spec)
@@ -153,3 +137,58 @@ def test_digits_loader_feeds_a_model():
 
     rates = measure_rates(model, loader, batches=1, transform=transform)
     assert set(rates.rates) == {"a", "b"} and rates.batches == 1
+
+
+SAVED = {"dataset": "digits", "timesteps": 4, "firing": "ternary", "model": "tiny",
+         "data_dir": None}
+
+
+def test_energy_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, capsys):
+    monkeypatch.setattr(commands, "_load_checkpoint",
+                        lambda path: (TinySNN(firing="ternary", timesteps=4), dict(SAVED)))
+    argv = ["energy", "--checkpoint", "x.pt", "--json", "--no-progress"]
+    assert _run(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["dataset"] == "digits" and d["timesteps"] == 4 and d["firing"] == "ternary"
+    assert "notes" not in d
+    assert _run(argv[:-2] + ["--timesteps", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "note: --timesteps 2 overrides the checkpoint's T = 4"
+    with pytest.raises(ConfigError, match="drop --firing"):
+        _run(argv + ["--firing", "binary"])
+    with pytest.raises(ConfigError, match="drop --model"):
+        _run(argv + ["--model", "vgg9"])
+
+
+def test_analyze_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, tmp_path,
+                                                         capsys):
+    seen = {}
+
+    def load(path):
+        model = TinySNN(timesteps=4)
+        seen["model"] = model
+        return model, dict(SAVED, firing="binary")
+
+    monkeypatch.setattr(commands, "_load_checkpoint", load)
+    argv = ["analyze", "--checkpoint", "x.pt", "--out", str(tmp_path / "a"),
+            "--membrane-samples", "0", "--no-progress"]
+    assert _run(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert seen["model"].timesteps == 4 and "notes" not in result and result["mean_rate"] > 0
+    assert _run(argv + ["--timesteps", "1", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "note: --timesteps 1 overrides the checkpoint's T = 4" in out
+    assert seen["model"].timesteps == 1
+
+
+def test_analyze_refuses_eval_rows_out_of_range(tmp_path):
+    for bad in (150, "nan", float("inf"), None, True):
+        ev = tmp_path / "eval.json"
+        ev.write_text(json.dumps([{"firing": "mt", "timesteps": 1, "accuracy": bad}]))
+        with pytest.raises(ConfigError, match="row 0 has accuracy") as e:
+            _run(["analyze", "--eval-json", str(ev), "--out", str(tmp_path / "a")])
+        assert "\n" not in str(e.value)
+    ev.write_text(json.dumps([{"firing": "mt", "timesteps": 0, "accuracy": 0.5}]))
+    with pytest.raises(ConfigError, match="row 0 has timesteps 0"):
+        _run(["analyze", "--eval-json", str(ev), "--out", str(tmp_path / "a")])
+    assert not (tmp_path / "a").exists()

@@ -77,29 +77,124 @@ def _check_timesteps(t: Any) -> int:
     return t
 
 
-def _load_checkpoint(path: str) -> Any:
+def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
+    """The model of a checkpoint file and what the checkpoint says of its run (dataset,
+    data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
     try:
-        from multispike.engine.checkpoint import load_model
+        from multispike.engine.evaluate import checkpoint_settings, open_checkpoint
     except ImportError as e:
         raise ConfigError(
-            f"--checkpoint needs multispike.engine.checkpoint, which cannot be imported ({e})"
+            f"--checkpoint needs multispike.engine, which cannot be imported ({e})"
         ) from None
-    out = load_model(path)
-    return out[0] if isinstance(out, tuple) else out
+    model, ckpt = open_checkpoint(path)
+    return model, checkpoint_settings(ckpt)
 
 
-def _build_model(args: argparse.Namespace, spec: Any) -> Any:
-    """The model of ``--checkpoint``, else ``--model`` (or the dataset default), untrained."""
+#: what energy and analyze assume without a checkpoint
+DEFAULTS = {"timesteps": 2, "firing": "binary"}
+
+
+def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | None = None
+                            ) -> tuple[Any, list[str]]:
+    """Fill ``args.dataset``, ``args.timesteps`` and ``args.data_dir`` from ``--checkpoint``
+    (flags given win, each with a note), else from the defaults; returns ``(model, notes)``:
+    the checkpoint's model (None without one) and ``note: ...`` lines for the output.
+
+    A ``--model`` or ``--firing`` other than the checkpoint's is refused (one line): a trained
+    model keeps its architecture and firing rule.
+    """
+    notes: list[str] = []
+    if not getattr(args, "checkpoint", None):
+        if args.timesteps is None:
+            args.timesteps = DEFAULTS["timesteps"]
+        if args.dataset is None:
+            args.dataset = default_dataset
+        return None, notes
+    loaded = _load_checkpoint(args.checkpoint)
+    model, saved = loaded if isinstance(loaded, tuple) else (loaded, {})
+    name = saved.get("model") or getattr(model, "name", None)
+    if args.model and name and args.model != name:
+        raise ConfigError(f"--model {args.model} differs from the checkpoint's model {name}; "
+                          "drop --model (a checkpoint rebuilds its own model)")
+    firing = getattr(model, "firing", None) or saved.get("firing")
+    if getattr(args, "firing", None) and firing and str(args.firing) != str(firing):
+        raise ConfigError(f"--firing {args.firing} differs from the checkpoint's firing "
+                          f"{firing}; drop --firing (a trained model keeps its firing rule)")
+    saved_t = saved.get("timesteps") or getattr(model, "timesteps", None)
+    if args.timesteps is None:
+        args.timesteps = saved_t or DEFAULTS["timesteps"]
+    elif saved_t and args.timesteps != saved_t:
+        notes.append(f"note: --timesteps {args.timesteps} overrides the checkpoint's "
+                     f"T = {saved_t}")
+    if args.dataset is None:
+        args.dataset = saved.get("dataset")
+        if args.dataset is None:
+            raise ConfigError(f"checkpoint {args.checkpoint} does not record its dataset; "
+                              "give --dataset")
+    elif saved.get("dataset") and args.dataset != saved["dataset"]:
+        notes.append(f"note: --dataset {args.dataset} overrides the checkpoint's dataset "
+                     f"{saved['dataset']}")
+    if getattr(args, "data_dir", None) is None and args.dataset == saved.get("dataset"):
+        args.data_dir = saved.get("data_dir")
+    return model, notes
+
+
+def _check_fits(model: Any, spec: Any, args: argparse.Namespace) -> None:
+    """A checkpoint's model must take the input of ``--dataset`` (one line otherwise)."""
+    want = [getattr(model, "in_channels", None), *(getattr(model, "input_size", None) or ())]
+    have = list(spec.input_shape)
+    if want[0] is None or len(want) != len(have):
+        return
+    if [int(w) for w in want] != [int(h) for h in have]:
+        raise ConfigError(
+            f"the checkpoint's model takes {'x'.join(map(str, want))} input but --dataset "
+            f"{spec.name} gives {'x'.join(map(str, have))}; drop --dataset to use the one it "
+            "was trained on")
+
+
+def _check_memory(model: Any, spec: Any, t: int, batch_size: int, device: Any) -> None:
+    try:
+        from multispike.engine.evaluate import check_memory
+    except ImportError:  # pragma: no cover - engine not part of the build
+        return
+    check_memory(model, spec.input_shape, t, batch_size, device, training=False)
+
+
+def _progress(loader: Any, desc: str, batches: int, args: argparse.Namespace) -> Any:
+    """``loader`` with a progress display of ``batches`` batches (off with --no-progress)."""
+    try:
+        from multispike.engine.evaluate import Progress
+    except ImportError:  # pragma: no cover - engine not part of the build
+        return loader
+    try:
+        total = min(len(loader), batches)
+    except TypeError:
+        total = batches
+    return Progress(loader, desc, total=total, enabled=not getattr(args, "no_progress", False))
+
+
+def _check_out(out: str) -> None:
+    from multispike.cli import check_out_folder
+
+    check_out_folder(out)
+
+
+def _build_model(args: argparse.Namespace, spec: Any, model: Any = None) -> Any:
+    """The model of ``--checkpoint`` (``model``, already loaded), else ``--model`` (or the
+    dataset default), untrained."""
     if getattr(args, "checkpoint", None):
-        model = _load_checkpoint(args.checkpoint)
+        if model is None:
+            loaded = _load_checkpoint(args.checkpoint)
+            model = loaded[0] if isinstance(loaded, tuple) else loaded
         if hasattr(model, "timesteps"):
             model.timesteps = args.timesteps
         return model
     name = args.model or spec.default_model
     kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
-    if getattr(args, "firing", None):
-        kwargs["firing"] = args.firing
-        if str(args.firing).lower() == "ann":
+    firing = getattr(args, "firing", None)
+    if firing:
+        kwargs["firing"] = firing
+        if str(firing).lower() == "ann":
             kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
     if spec.input_shape[0] != 3:
         kwargs["in_channels"] = spec.input_shape[0]
@@ -144,11 +239,9 @@ def energy_report(args: argparse.Namespace) -> Any:
     from multispike.analysis.ops import trace_ops
     from multispike.analysis.stats import measure_rates
 
-    t = _check_timesteps(args.timesteps)
-    table = get_cost_table(args.cost_table)
-    spec = dataset_spec(args.dataset)
     if args.checkpoint and args.firing_rate is not None:
         raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
+    table = get_cost_table(args.cost_table)
     convention = getattr(args, "convention", None)
     note = ""
     if convention == "events" and not args.checkpoint:
@@ -158,13 +251,25 @@ def energy_report(args: argparse.Namespace) -> Any:
         )
     _positive("--batches", args.batches)
     _positive("--batch-size", args.batch_size)
-    model = _build_model(args, spec)
+    if args.timesteps is not None:
+        _check_timesteps(args.timesteps)
+    loaded, notes = resolve_checkpoint_args(args, default_dataset="cifar10")
+    if not args.checkpoint and args.firing is None:
+        args.firing = DEFAULTS["firing"]
+    t = _check_timesteps(args.timesteps)
+    spec = dataset_spec(args.dataset)
+    model = _build_model(args, spec, loaded)
+    if loaded is not None:
+        _check_fits(model, spec, args)
     if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
         t = 1  # the ANN twin sees the image once
+    device = _device(getattr(args, "device", None) if args.checkpoint else "cpu")
+    _check_memory(model, spec, t, args.batch_size if args.checkpoint else 1, device)
     ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
     if args.checkpoint:
-        model.to(_device(getattr(args, "device", None)))
+        model.to(device)
         loader, transform = _loader(args, spec)
+        loader = _progress(loader, f"measure {spec.name} T={t}", args.batches, args)
         measured = measure_rates(model, loader, batches=args.batches, transform=transform,
                                  events=convention != "paper")
         if convention != "paper" and measured.events is None:
@@ -189,6 +294,8 @@ def energy_report(args: argparse.Namespace) -> Any:
     report = estimate_energy(ops, rates, t, table, rate_source=source, convention=convention)
     if note:
         report.meta["convention_note"] = note
+    if notes:
+        report.meta["notes"] = notes
     report.meta.update({
         "model": getattr(model, "name", args.model or spec.default_model),
         "dataset": spec.name,
@@ -210,6 +317,8 @@ def cmd_energy(args: argparse.Namespace) -> int:
             d.pop("neuron_layers")
         print(json.dumps(d, indent=2))
     else:
+        for line in report.meta.get("notes", []):
+            print(line)
         print(f"model {report.meta['model']} on {report.meta['dataset']} "
               f"(input {tuple(report.meta['input_shape'])}), one sample")
         print(format_report(report))
@@ -247,6 +356,40 @@ def _options(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _eval_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of ``--eval-json``, each with a finite accuracy in [0, 100] and a T >= 1
+    (ANN rows may leave T out); anything else is one line naming the row."""
+    import math
+
+    from multispike.analysis._io import read_rows
+
+    rows = read_rows(path)
+    if not rows:
+        raise ConfigError(f"--eval-json {path} holds no rows; give the output of "
+                          "`multispike eval --json`")
+    for i, r in enumerate(rows):
+        acc = r.get("accuracy")
+        try:
+            value = float(acc)
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(acc, bool) or not math.isfinite(value) or not 0 <= value <= 100:
+            raise ConfigError(
+                f"--eval-json {path}: row {i} has accuracy {acc!r}, not a number in [0, 1] "
+                "(fraction) or [0, 100] (percent); fix or drop the row")
+        t = r.get("timesteps")
+        if t in (None, "") or str(r.get("firing", "")).lower() == "ann":
+            continue
+        try:
+            ok = float(t) == int(float(t)) and int(float(t)) >= 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"--eval-json {path}: row {i} has timesteps {t!r}, not an integer "
+                              ">= 1; fix or drop the row")
+    return rows
+
+
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
     from multispike.analysis.figures import plot_accuracy_vs_timesteps
@@ -260,28 +403,38 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
             "nothing to analyze: give --checkpoint (or --model) with --dataset, --eval-json "
             "FILE, or --sweep deltas|placement"
         )
-    _check_timesteps(args.timesteps)
-    out = Path(args.out)
-    written: dict[str, str] = {}
-    result: dict[str, Any] = {"written": written}
-
-    if args.eval_json:
-        from multispike.analysis._io import read_rows
-
-        paths = plot_accuracy_vs_timesteps(read_rows(args.eval_json),
-                                           out / "accuracy_vs_timesteps.png")
-        written.update({f"accuracy_{k}": str(v) for k, v in paths.items()})
-
+    if args.timesteps is not None:
+        _check_timesteps(args.timesteps)
+    _check_out(args.out)
     if args.checkpoint or args.model:
-        if not args.dataset:
-            raise ConfigError("--checkpoint/--model needs --dataset to feed the model")
         _positive("--batches", args.batches)
         _positive("--batch-size", args.batch_size)
         if args.membrane_samples < 0:
             raise ConfigError(f"--membrane-samples must be >= 0, got {args.membrane_samples}")
+    eval_rows = _eval_rows(args.eval_json) if args.eval_json else None
+    loaded, notes = resolve_checkpoint_args(args)
+    out = Path(args.out)
+    written: dict[str, str] = {}
+    result: dict[str, Any] = {"written": written}
+    if notes:
+        result["notes"] = notes
+
+    if eval_rows is not None:
+        paths = plot_accuracy_vs_timesteps(eval_rows, out / "accuracy_vs_timesteps.png")
+        written.update({f"accuracy_{k}": str(v) for k, v in paths.items()})
+
+    if args.checkpoint or args.model:
+        if not args.dataset:
+            raise ConfigError("--model needs --dataset to feed the model")
         spec = dataset_spec(args.dataset)
-        model = _build_model(args, spec).to(_device(getattr(args, "device", None)))
+        model = _build_model(args, spec, loaded)
+        if loaded is not None:
+            _check_fits(model, spec, args)
+        device = _device(getattr(args, "device", None))
+        _check_memory(model, spec, args.timesteps, args.batch_size, device)
+        model = model.to(device)
         loader, transform = _loader(args, spec)
+        loader = _progress(loader, f"record {spec.name} T={args.timesteps}", args.batches, args)
         mon = collect_activity(model, loader, batches=args.batches, transform=transform,
                                membrane_samples=args.membrane_samples)
         summary = mon.summary()
@@ -325,6 +478,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
+    for line in result.get("notes", []):
+        print(line)
     if "mean_rate" in result:
         print(f"mean firing rate {result['mean_rate']:.4f} spikes per neuron per step")
         for r in result["entropy"]:
@@ -349,12 +504,15 @@ def register(subparsers: Any) -> None:
         "layer's SOPs counted from the spikes it reads after pooling, the events convention).",
     )
     p.add_argument("--model", help="model name (default: the dataset's default model)")
-    p.add_argument("--dataset", default="cifar10",
-                   help="dataset, for the input size and class count (default cifar10)")
-    p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
-    p.add_argument("--firing", default="binary",
-                   help="binary, mt, ternary, ternary-mt or ann (default binary; ignored with "
-                   "--checkpoint, whose model keeps its own)")
+    p.add_argument("--dataset",
+                   help="dataset, for the input size and class count (default: the "
+                   "checkpoint's, else cifar10)")
+    p.add_argument("--timesteps", type=int,
+                   help="time steps T (default: the checkpoint's, else 2; a T other than the "
+                   "checkpoint's is noted in the output)")
+    p.add_argument("--firing",
+                   help="binary, mt, ternary, ternary-mt or ann (default binary; with "
+                   "--checkpoint the model keeps its own)")
     p.add_argument("--firing-rate", type=float, default=None,
                    help="assumed mean rate s, spikes per neuron per step (0.1642 = 16.42%%; "
                    "MT counts every plane, so up to n+1)")
@@ -375,6 +533,8 @@ def register(subparsers: Any) -> None:
                    "cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display while measuring")
     p.set_defaults(func=cmd_energy)
 
     p = subparsers.add_parser(
@@ -385,9 +545,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", help="trained model to record activity from")
     p.add_argument("--model", help="an untrained model instead of --checkpoint (smoke test)")
     p.add_argument("--firing", help="firing rule of --model")
-    p.add_argument("--dataset", help="data to feed --checkpoint/--model")
+    p.add_argument("--dataset", help="data to feed --checkpoint/--model (default with "
+                   "--checkpoint: the dataset it was trained on)")
     p.add_argument("--data-dir", help="dataset folder")
-    p.add_argument("--timesteps", type=int, default=2, help="time steps T (default 2)")
+    p.add_argument("--timesteps", type=int,
+                   help="time steps T (default: the checkpoint's, else 2)")
     p.add_argument("--batches", type=int, default=4, help="test batches to record (default 4)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--device", default="auto",
@@ -415,5 +577,7 @@ def register(subparsers: Any) -> None:
                    help="model/neuron option for every sweep run, e.g. v_threshold=0.5 "
                    "(repeatable; values are JSON)")
     p.add_argument("--out", default="analysis", help="output folder (default ./analysis)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display while recording")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=cmd_analyze)

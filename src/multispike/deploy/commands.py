@@ -114,17 +114,19 @@ def deploy_checkpoint(
     ``device``: where the model is folded, split and verified (``cpu``, ``auto``, ``cuda``,
     ``cuda:N`` or a ``torch.device``).
     """
+    from multispike.cli import check_out_folder
     from multispike.deploy import fold_amplitudes, split_planes
     from multispike.deploy.io import CONFIG, WEIGHTS, save_deployed
-    from multispike.engine.checkpoint import load_model
+    from multispike.engine.evaluate import open_checkpoint
     from multispike.engine.train import pick_device
 
     _check_args(verify_batches, batch_size, dt)
+    check_out_folder(str(out))
     out_dir = Path(out)
     if not force and any((out_dir / f).exists() for f in (WEIGHTS, CONFIG, "model.nir")):
         raise ConfigError(f"{out_dir} already holds a deployed model; pass --force to overwrite")
     dev = pick_device(str(device))
-    model, _ckpt = load_model(checkpoint)
+    model, _ckpt = open_checkpoint(checkpoint)
     model.to(dev).eval()
     if getattr(model, "firing", None) == "ann":
         raise ConfigError("the checkpoint is the ANN twin (firing='ann'): no spikes to deploy")

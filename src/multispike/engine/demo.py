@@ -42,15 +42,18 @@ def run_demo(
 
     The ANN twin has no time steps: it is trained once per seed and reported at T = 1.
     """
+    import sys
+
     from tqdm.auto import tqdm
 
     jobs = []
     for label, firing, options in DESIGNS:
         for t in timesteps if firing != "ann" else (1,):
             jobs.append((label, firing, options, t))
-    rows = []
-    bar = tqdm(total=len(jobs) * len(seeds), desc="demo", disable=not progress,
-               dynamic_ncols=True)
+    rows, done = [], 0
+    total = len(jobs) * len(seeds)
+    tty = sys.stderr.isatty()  # elsewhere (a log, a pipe): one plain line per run, no \r
+    bar = tqdm(total=total, desc="demo", disable=not (progress and tty), dynamic_ncols=True)
     for label, firing, options, t in jobs:
         accs = []
         for seed in seeds:
@@ -60,7 +63,11 @@ def run_demo(
                               device=device)
             accs.append(train_model(cfg)["best_accuracy"])
             bar.update(1)
+            done += 1
             bar.set_postfix(design=label, T=t, acc=f"{accs[-1]:.3f}")
+            if progress and not tty:
+                print(f"demo: run {done}/{total}: {label}, T={t}, seed {seed}: best test "
+                      f"accuracy {accs[-1]:.3f}", file=sys.stderr, flush=True)
         rows.append({
             "firing": label,
             "timesteps": t,

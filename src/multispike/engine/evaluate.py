@@ -179,10 +179,13 @@ def open_checkpoint(path: str | Path, fix: str = "") -> tuple[nn.Module, dict[st
     try:
         ckpt = load_checkpoint(p)
     except CheckpointError as e:
-        why = ("a torch.save file without model_args and model: not written by multispike train"
-               if "lacks model_args" in str(e) else
-               "corrupt or truncated: torch.load cannot read it")
-        raise _not_a_checkpoint(p, why, fix) from None
+        text = str(e)
+        if "corrupt or not a multispike checkpoint (" in text:  # torch.load's own words
+            raise _not_a_checkpoint(p, "corrupt or truncated: torch.load cannot read it",
+                                    fix) from None
+        if fix and "; " in text:  # the file's problem, with the advice of this command
+            raise CheckpointError(f"{text.rsplit('; ', 1)[0]}; {fix}") from None
+        raise
     except MemoryError:
         raise _not_a_checkpoint(p, "corrupt: reading it asks for more memory than exists",
                                 fix) \
