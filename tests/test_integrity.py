@@ -297,3 +297,22 @@ def test_empty_or_headerless_recording_is_refused(tmp_path, blob, why):
     # a header and no events is a (short) recording, not a broken file
     ev = np.zeros(0, dtype=dvs.EVENT_DTYPE)
     assert dvs.read_aedat(dvs.write_aedat(tmp_path / "e.aedat", ev)).size == 0
+
+
+def test_frames_cached_from_an_empty_recording_are_not_reused(tmp_path, monkeypatch):
+    from multispike.data.testing import write_cifar10_dvs
+
+    root = tmp_path / "cifar10-dvs"
+    write_cifar10_dvs(root, per_class=2, events=(5, 20), seed=1)
+    empty = root / "cat" / "cifar10_cat_1.aedat"
+    empty.write_bytes(b"")
+    real = dvs.read_aedat
+    # the frames an earlier version cached for it (it read a 0-byte file as no events)
+    monkeypatch.setattr(dvs, "read_aedat", lambda path: real(path) if Path(path) != empty
+                        else np.zeros(0, dtype=dvs.EVENT_DTYPE))
+    dvs.convert_recordings(root, 2, num_workers=0, progress=False)
+    monkeypatch.setattr(dvs, "read_aedat", real)
+    with pytest.raises(DataError) as exc:
+        dvs.convert_recordings(root, 2, num_workers=0, progress=False)
+    msg = one_line(exc)
+    assert str(empty) in msg and "empty (0 bytes)" in msg

@@ -524,7 +524,9 @@ def convert_recordings(data_dir: str | os.PathLike[str] | None, timesteps: int, 
         stamp = _stamp(rec.path)
         sources[rel] = stamp
         dst = _cache_path(folder, rec)
-        if known.get(rel) != stamp or not dst.is_file():
+        # a 0-byte source is converted again (and refused): frames cached from it before
+        # read_aedat refused empty files are not a recording
+        if known.get(rel) != stamp or not dst.is_file() or stamp[0] == 0:
             todo.append((rel, str(rec.path), str(dst), settings))
     if todo:
         workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
