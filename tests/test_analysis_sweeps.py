@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from multispike import engine
 from multispike.analysis import delta_sweep, placement_ablation
+from multispike.analysis.sweeps import engine_train_fn, zoo_check
 from multispike.errors import ConfigError
 
 
@@ -64,9 +66,6 @@ def test_delta_sweep_skips_impossible_neurons(tmp_path):
 
 
 def test_zoo_check_builds_the_model():
-    pytest.importorskip("multispike.models")
-    from multispike.analysis.sweeps import zoo_check
-
     zoo_check({"dataset": "digits", "firing": "mt", "timesteps": 1,
                "model_options": {"deltas": [-0.5]}})
     with pytest.raises(ConfigError, match="fire at rest"):
@@ -89,3 +88,48 @@ def test_sweep_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="time steps"):
         placement_ablation(timesteps=(0,), out=tmp_path, train_fn=train)
     assert not train.runs
+
+
+def _engine_configs(monkeypatch):
+    """engine.train_model replaced by one that records the TrainConfig it is given."""
+    seen = []
+
+    def train_model(cfg):
+        seen.append(cfg)
+        return {"best_accuracy": 0.5}
+
+    monkeypatch.setattr(engine, "train_model", train_model)
+    return seen
+
+
+def test_engine_trainer_builds_the_train_config(tmp_path, monkeypatch):
+    seen = _engine_configs(monkeypatch)
+    res = delta_sweep(magnitudes=(0.3,), modes=("both",), epochs=2, out=tmp_path,
+                      settings={"model_options": {"v_threshold": 0.8}})
+    assert [r["accuracy"] for r in res["rows"]] == [0.5] and res["baseline"] == 0.5
+    mt, single = seen
+    assert isinstance(mt, engine.TrainConfig)
+    assert (mt.dataset, mt.firing, mt.timesteps, mt.epochs, mt.progress) == (
+        "digits", "mt", 1, 2, False)
+    assert mt.model_options == {"v_threshold": 0.8, "deltas": [-0.3, 0.3]}
+    assert mt.out == str(tmp_path / "both-0.3") and not mt.resume
+    assert single.firing == "binary" and single.out == str(tmp_path / "single-threshold")
+
+
+def test_engine_trainer_resumes_and_reads_the_recipe(tmp_path, monkeypatch):
+    seen = _engine_configs(monkeypatch)
+    (tmp_path / "st-T1").mkdir()
+    (tmp_path / "st-T1" / "last.pt").write_bytes(b"")  # a finished (or stopped) run
+    placement_ablation(timesteps=(1,), epochs=1, out=tmp_path, recipe="mt-vgg9-cifar10")
+    assert [c.resume for c in seen] == [False, False, True]
+    assert all(c.model == "vgg9" and c.recipe == "mt-vgg9-cifar10" for c in seen)
+    assert all(c.dataset == "digits" and c.epochs == 1 for c in seen)  # the sweep overrides
+
+
+def test_engine_trainer_names_an_unknown_setting(tmp_path, monkeypatch):
+    seen = _engine_configs(monkeypatch)
+    with pytest.raises(ConfigError, match="unknown training setting 'warmup'") as e:
+        placement_ablation(timesteps=(1,), out=tmp_path, settings={"warmup": 5})
+    assert "\n" not in str(e.value) and not seen
+    with pytest.raises(ConfigError, match="'nope'"):
+        engine_train_fn()({"dataset": "digits", "nope": None})

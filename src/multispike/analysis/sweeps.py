@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from multispike import data, engine, models
 from multispike.analysis._io import write_json
 from multispike.analysis.figures import plot_accuracy_vs_timesteps, plot_delta_sweep
 from multispike.errors import ConfigError
@@ -36,32 +37,26 @@ MODES = ("neg", "pos", "both")
 
 
 def engine_train_fn() -> TrainFn:
-    """The default trainer: :func:`multispike.engine.train_model` on a ``TrainConfig``.
+    """The default trainer: :func:`multispike.engine.train_model` on the configuration that
+    :func:`multispike.engine.resolve_config` builds (the run's ``recipe``, then its settings).
 
-    Raises :class:`ConfigError` (one line) when the engine is not part of this build.
+    A setting that is no :class:`~multispike.engine.TrainConfig` field is not dropped: the run
+    raises :class:`ConfigError` (one line, naming it) before it trains.
     """
-    try:
-        from multispike import engine
-    except ImportError as e:
-        raise ConfigError(
-            f"the sweeps train models, but multispike.engine cannot be imported ({e})"
-        ) from None
-    if not hasattr(engine, "train_model") or not hasattr(engine, "TrainConfig"):
-        raise ConfigError("the sweeps need multispike.engine.train_model and TrainConfig, "
-                          "which this build lacks")
+    fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
 
     def train(settings: dict[str, Any]) -> Mapping[str, Any]:
         settings = dict(settings)
+        unknown = sorted(set(settings) - fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting {unknown[0]!r} for the sweep runs; known: "
+                f"{', '.join(sorted(fields))}"
+            )
         recipe = settings.pop("recipe", None)
         if settings.get("out") and (Path(settings["out"]) / "last.pt").is_file():
             settings["resume"] = True  # a re-run sweep continues (or reuses) finished runs
-        fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
-        settings = {k: v for k, v in settings.items() if k in fields}
-        if recipe and hasattr(engine, "resolve_config"):
-            cfg = engine.resolve_config(recipe=recipe, overrides=settings)
-        else:
-            cfg = engine.TrainConfig(**settings)
-        return engine.train_model(cfg)
+        return engine.train_model(engine.resolve_config(recipe=recipe, overrides=settings))
 
     return train
 
@@ -73,10 +68,6 @@ def zoo_check(settings: Mapping[str, Any]) -> None:
     Runs from a recipe are not checked (their model is only known to the engine).
     """
     if settings.get("recipe"):
-        return
-    try:
-        from multispike import data, models
-    except ImportError:  # pragma: no cover - the zoo and data ship together
         return
     spec = data.get_spec(str(settings["dataset"]))
     kwargs: dict[str, Any] = dict(settings.get("model_options") or {})
