@@ -17,6 +17,7 @@ from multispike.analysis import (
     trace_ops,
 )
 from multispike.errors import ConfigError
+from multispike.models import create
 from tests.test_analysis_nets import TinySNN
 
 
@@ -117,18 +118,11 @@ TABLE5 = {  # firing: (rate, #Flops, #Sops, #Sign, energy µJ)
 }
 
 
-def _resnet20m(firing):
-    models = pytest.importorskip("multispike.models")
-    try:
-        return models.create("resnet20m", num_classes=10, firing=firing, timesteps=2)
-    except Exception as e:  # the zoo without resnet20m yet
-        pytest.skip(f"resnet20m not available: {e}")
-
-
 @pytest.mark.parametrize("firing", ["binary", "ternary"])
 def test_table5_reproduction(firing):
     rate, flops, sops, signs, energy = TABLE5[firing]
-    ops = trace_ops(_resnet20m(firing), (3, 32, 32), timesteps=2)
+    model = create("resnet20m", num_classes=10, firing=firing, timesteps=2)
+    ops = trace_ops(model, (3, 32, 32), timesteps=2)
     assert ops.encoder[0].macs == 1_769_472  # 64 x 32 x 32 x 27
     r = estimate_energy(ops, rate, 2, "hu2021")
     assert r.first_layer_flops == pytest.approx(flops, rel=0.01)

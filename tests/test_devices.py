@@ -131,7 +131,6 @@ def test_collect_activity_and_membrane_histograms_on_the_device(device):
 
 
 def test_energy_from_a_checkpoint_on_the_device(device, tmp_path):
-    pytest.importorskip("multispike.data")
     from multispike.engine import save_checkpoint
 
     model, _ = build("digits_net", firing="ternary")
