@@ -26,7 +26,10 @@ from multispike.neurons import IFNode, LIFNode, PLIFNode
 DYNAMICS = {"plif": PLIFNode, "lif": LIFNode, "if": IFNode}
 FIRINGS = ["binary", "mt", "ternary", "ternary-mt"]
 HAS_CPU_KERNEL = cpu.library() is not None
-IMPLS = ["eager"] + (["cpu"] if HAS_CPU_KERNEL else [])
+#: every test of the C++ kernel is collected, and skipped (saying why) where it cannot be built
+needs_cpu_kernel = pytest.mark.skipif(not HAS_CPU_KERNEL,
+                                      reason=f"C++ kernel unavailable: {cpu.failure()}")
+IMPLS = ["eager", pytest.param("cpu", marks=needs_cpu_kernel)]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
@@ -177,8 +180,9 @@ def _oracle(node, x, weight):
     return out + [gamp]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("firing", FIRINGS)
-def test_bfloat16_gradients_as_accurate_as_reference(firing):
+def test_bfloat16_gradients_as_accurate_as_reference(firing, impl):
     """bfloat16 gradients are rounded by nature: the kernels must be no further from the exact
     gradient of the same trajectory than the reference loop is."""
     for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
@@ -187,14 +191,13 @@ def test_bfloat16_gradients_as_accurate_as_reference(firing):
         weight = _x(*x.shape, seed=23, dtype=torch.bfloat16)
         truth = _oracle(node, x, weight)
         _, ref = _run(node, x, weight)
-        for impl in IMPLS:
-            _, got = _run(node, x, weight, impl)
-            for g, r, t in zip(got, ref, truth, strict=True):
-                err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
-                assert err <= 1.5 * ref_err + 0.01 * t.norm(), (impl, err, ref_err)
+        _, got = _run(node, x, weight, impl)
+        for g, r, t in zip(got, ref, truth, strict=True):
+            err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+            assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, err, ref_err)
 
 
-@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+@needs_cpu_kernel
 def test_cpu_kernel_bfloat16_matches_eager():
     """bfloat16 tensors: the C++ kernel rounds every forward op like eager PyTorch does."""
     for dynamics in DYNAMICS:
@@ -207,7 +210,7 @@ def test_cpu_kernel_bfloat16_matches_eager():
         assert torch.equal(out, ref)
 
 
-@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+@needs_cpu_kernel
 def test_cpu_kernel_gradients_do_not_depend_on_threads():
     """dL/dτ and dL/da are summed per chunk of neurons, then over chunks in order: the same
     bits with 1 thread as with several (float32, many chunks, a ragged last chunk)."""
@@ -296,16 +299,16 @@ def test_empty_batch():
     assert x.grad.shape == x.shape
 
 
-def test_non_contiguous_input_and_shapes():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_non_contiguous_input_and_shapes(impl):
     node = LIFNode(firing="mt", learn_amplitude=True)
     base = _x(2, 5, 4, 3, dtype=torch.float32, scale=1.0)
     x = base.permute(1, 0, 2, 3)  # [T=5, B=2, 4, 3], not contiguous
-    for impl in IMPLS:
-        _compare(node, x, impl, TOL[torch.float32])
+    _compare(node, x, impl, TOL[torch.float32])
 
 
 # -- memory: what the backward keeps ---------------------------------------------------------------
-@pytest.mark.skipif(not HAS_CPU_KERNEL, reason="no C++ compiler")
+@needs_cpu_kernel
 @pytest.mark.parametrize(
     "cls, options, per_element",
     [
@@ -328,7 +331,9 @@ def test_fused_saves_fewer_bytes(cls, options, per_element):
 def test_compact_spikes_exact_and_smaller(amplitude, dtype):
     """Spikes saved by the next layer as int8: identical gradients, a quarter of the bytes."""
     torch.manual_seed(0)
-    node = LIFNode(firing="ternary-mt", learn_amplitude=amplitude, check_input=False).to(dtype)
+    # the fused path: the C++ kernel, or the eager one where it cannot be built
+    node = LIFNode(firing="ternary-mt", learn_amplitude=amplitude, check_input=False,
+                   backend="fused").to(dtype)
     if amplitude:
         with torch.no_grad():
             node.amplitude.fill_(0.37)
