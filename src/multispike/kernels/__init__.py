@@ -16,7 +16,7 @@ input's dtype, or a single byte (window count, main spike, spike value) when the
 no membrane value (rectangular or clamp surrogate with ``detach_reset`` and no learnable τ).
 
 Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
-their spike inputs as int8 (:mod:`multispike.kernels.compact`).
+their spike inputs bit-packed, 1 to 8 bits per spike (:mod:`multispike.kernels.compact`).
 
 Entry points::
 
