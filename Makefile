@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/multispike demo
 
+# the tests and every docstring example of the package, in one run
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 tests src/multispike --doctest-modules
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
