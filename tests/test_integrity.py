@@ -165,6 +165,8 @@ CRAFTED = {
     "config None": (lambda c: _edit(c, "config", None), "config"),
     "no optimizer": (lambda c: c.pop("optimizer"), "optimizer"),
     "epoch a string": (lambda c: _edit(c, "epoch", "1"), "epoch"),
+    "optimizer without param_groups": (lambda c: c["optimizer"].pop("param_groups"),
+                                       "optimizer"),
     "name a number": (lambda c: c["model_args"].__setitem__("name", 3), "name"),
     "unknown model": (lambda c: c["model_args"].__setitem__("name", "nope"), "nope"),
     "timesteps a string": (lambda c: c["model_args"].__setitem__("timesteps", "x"),

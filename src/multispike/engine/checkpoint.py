@@ -160,6 +160,14 @@ def _checked(path: Path, ckpt: Any) -> dict[str, Any]:
                 names = " or ".join(t.__name__ for t in types)
                 raise CheckpointError(
                     f"{where} has {k} of type {type(v).__name__}, not {names}; {fix}")
+        opt = ckpt["optimizer"]
+        groups = opt.get("param_groups")
+        if not isinstance(opt.get("state"), dict) or not isinstance(groups, list) or not groups \
+                or not all(isinstance(g, dict) and isinstance(g.get("lr"), (int, float))
+                           for g in groups):
+            raise CheckpointError(
+                f"{where} has an optimizer entry that is not an optimizer state dict (state and "
+                f"param_groups with lr); {fix}")
         if not math.isfinite(ckpt["best_accuracy"]):
             raise CheckpointError(
                 f"{where} has best_accuracy {ckpt['best_accuracy']!r}, not a number; {fix}")
