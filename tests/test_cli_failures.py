@@ -133,6 +133,50 @@ def test_analyze_and_energy_refuse_another_datasets_input(run, tmp_path, capsys)
     _fails(capsys, ["energy", "--checkpoint", ckpt, "--model", "vgg9"], "drop --model")
 
 
+# -- other files a command reads: a recipe, evaluation rows ---------------------------------------
+@pytest.mark.parametrize("kind, name, text", [
+    ("missing", "nope.toml", "does not exist"),
+    ("random", "broken.toml", "not UTF-8 text"),
+    ("directory", "folder.toml", "is a directory"),
+    ("png", "figure.png", "not a .toml file"),
+    ("bad-toml", "bad.toml", "not valid TOML"),
+])
+def test_train_with_a_bad_recipe_file(kind, name, text, tmp_path, capsys):
+    p = tmp_path / name
+    if kind == "random":
+        p.write_bytes(b"\xff\xfe" + random.Random(1).randbytes(300))
+    elif kind == "directory":
+        p.mkdir()
+    elif kind == "png":
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    elif kind == "bad-toml":
+        p.write_text("epochs = = 3\n")
+    _fails(capsys, ["train", "--recipe", str(p), "--out", str(tmp_path / "run")], text)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind, name, text", [
+    ("missing", "eval.json", "no such file"),
+    ("empty", "eval.json", "not valid JSON"),
+    ("random", "eval.csv", "not UTF-8 text"),
+    ("directory", "evals", "is a directory"),
+    ("png", "eval.png", "not valid JSON"),
+])
+def test_analyze_with_a_bad_eval_json(kind, name, text, tmp_path, capsys):
+    p = tmp_path / name
+    if kind == "empty":
+        p.write_text("")
+    elif kind == "random":
+        p.write_bytes(b"\xff\xfe" + random.Random(2).randbytes(300))
+    elif kind == "directory":
+        p.mkdir()
+    elif kind == "png":
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    out = tmp_path / "a"
+    _fails(capsys, ["analyze", "--eval-json", str(p), "--out", str(out)], text)
+    assert not out.exists()
+
+
 # -- --out an existing file ------------------------------------------------------------------------
 WRITERS = {
     "train": lambda run, out: ["train", "--dataset", "digits", "--epochs", "1", "--out", out],

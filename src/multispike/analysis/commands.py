@@ -359,11 +359,22 @@ def _options(items: list[str]) -> dict[str, Any]:
 def _eval_rows(path: str) -> list[dict[str, Any]]:
     """The rows of ``--eval-json``, each with a finite accuracy in [0, 100] and a T >= 1
     (ANN rows may leave T out); anything else is one line naming the row."""
+    import csv
     import math
 
     from multispike.analysis._io import read_rows
 
-    rows = read_rows(path)
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--eval-json {path} is a directory; give the JSON (or CSV) file "
+                          "that `multispike eval --json` wrote")
+    try:
+        rows = read_rows(path)
+    except (UnicodeDecodeError, OSError, csv.Error) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else \
+            (getattr(e, "strerror", None) or type(e).__name__)
+        raise ConfigError(f"--eval-json {path} cannot be read ({why}); give the JSON (or CSV) "
+                          "file that `multispike eval --json` wrote") from None
     if not rows:
         raise ConfigError(f"--eval-json {path} holds no rows; give the output of "
                           "`multispike eval --json`")

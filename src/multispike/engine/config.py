@@ -145,17 +145,33 @@ def list_recipes() -> list[str]:
 def load_recipe(name: str) -> dict[str, Any]:
     """Read a recipe by name (``mt-vgg9-cifar10``) or by path to a ``.toml`` file."""
     path = Path(name)
+    shipped = recipe_dir() / f"{name}.toml"
+    if not shipped.is_file() and (path.suffix or len(path.parts) > 1) and path.exists():
+        if path.is_dir():
+            raise ConfigError(f"recipe {path} is a directory; give a .toml file or a recipe "
+                              "name (`multispike recipes` lists them)")
+        if path.suffix != ".toml":
+            raise ConfigError(f"recipe {path} is not a .toml file; give a .toml file or a "
+                              "recipe name (`multispike recipes` lists them)")
     if not (path.suffix == ".toml" and path.is_file()):
-        path = recipe_dir() / f"{name}.toml"
+        if path.suffix == ".toml" and not shipped.is_file():
+            raise ConfigError(f"recipe file {path} does not exist; check the path, or give a "
+                              "recipe name (`multispike recipes` lists them)")
+        path = shipped
     if not path.is_file():
         raise ConfigError(
             f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())} "
             "or give a .toml path"
         )
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
+    except (UnicodeDecodeError, OSError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else \
+            (e.strerror or type(e).__name__)
+        raise ConfigError(f"recipe {path} cannot be read as TOML ({why}); give a .toml text "
+                          "file or a recipe name") from None
     data.pop("paper", None)  # the paper's claim (multispike.reproduce reads it), not a setting
     unknown = sorted(set(data) - FIELDS)
     if unknown:
