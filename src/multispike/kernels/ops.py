@@ -137,8 +137,8 @@ def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor |
         args.save_mode = save_mode
         args.need_tau, args.need_amp = int(need_tau), int(need_amp)
         gx, s_tau, s_amp = cpu.backward(grad, saved, args)
-        g_tau = torch.tensor(s_tau, dtype=grad.dtype) if need_tau else None
-        g_amp = torch.tensor(s_amp, dtype=grad.dtype) if need_amp else None
+        g_tau = torch.tensor(s_tau, dtype=grad.dtype, device=grad.device) if need_tau else None
+        g_amp = torch.tensor(s_amp, dtype=grad.dtype, device=grad.device) if need_amp else None
         return gx, g_tau, g_amp
     from multispike.kernels import triton_impl
 

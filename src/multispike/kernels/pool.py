@@ -93,7 +93,7 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         numel *= n
     nbytes = numel * dtype.itemsize
     if nbytes < MIN_BYTES or limit_bytes() == 0:
-        return torch.empty(shape, dtype=dtype)
+        return torch.empty(shape, dtype=dtype, device="cpu")  # the CPU kernel's outputs
     block = _block(nbytes)
     kind = _types.get(nbytes)
     if kind is None:
