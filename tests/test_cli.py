@@ -25,6 +25,12 @@ def test_bad_timesteps_exit_code_2(capsys):
     assert err.count("\n") == 1 and "--timesteps must be >= 1" in err
 
 
+def test_neurons_refuse_a_timesteps_beyond_memory(capsys):
+    assert main(["neurons", "--timesteps", "100000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GiB" in err
+
+
 def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "multispike", "neurons", "--timesteps", "0"],
                        capture_output=True, text=True)

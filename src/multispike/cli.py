@@ -59,6 +59,14 @@ def neuron_table(timesteps: int = 8) -> list[dict]:
 def cmd_neurons(args: argparse.Namespace) -> int:
     if args.timesteps < 1:
         raise MultispikeError(f"--timesteps must be >= 1, got {args.timesteps}")
+    import torch
+
+    from multispike.engine.evaluate import machine_memory
+
+    need = 41 * args.timesteps * 4 * 16  # input, membrane, spikes, records of 41 neurons
+    if need > machine_memory(torch.device("cpu")):
+        raise MultispikeError(f"--timesteps {args.timesteps} needs about {need / 2**30:,.0f} "
+                              "GiB for 41 neurons, more than this machine has; lower it")
     rows = neuron_table(args.timesteps)
     if args.json:
         print(json.dumps(rows, indent=2))
