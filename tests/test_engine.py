@@ -438,11 +438,16 @@ def test_torchrun_evaluation_is_sharded_and_matches_one_process(tmp_path):
 
     shards = [list(ShardSampler(7, 3, rank)) for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
+    import socket
+
+    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", "29518", "-m", "multispike", "train",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "multispike", "train",
          "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
          "--workers", "0", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
