@@ -75,7 +75,27 @@ def measure(epochs: int, batch_size: int, busy: bool, threads: int | None) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, threads: int | None = None, rounds: int | None = None) -> dict:
+def run(quick: bool = False, device: str = "cpu", threads: int | None = None,
+        rounds: int | None = None, compare: bool = True) -> dict:
+    """The suite of ``bench/run.py``: with ``compare`` (and no fixed ``threads``), the policy's
+    thread count and PyTorch's default (one per core), side by side in one run."""
+    res = measure_rounds(quick, threads, rounds)
+    if compare and threads is None:
+        res["torch_default"] = measure_rounds(quick, res["cores"], rounds)
+    return res
+
+
+def report(res: dict) -> str:
+    lines = [table(res)]
+    if "torch_default" in res:
+        lines += ["", "the same with PyTorch's default (one thread per core):",
+                  table(res["torch_default"])]
+    lines += [f"goal: one busy core costs at most 2x (here {res['slowdown']:.2f}x with "
+              "multispike's thread choice)"]
+    return "\n".join(lines)
+
+
+def measure_rounds(quick: bool, threads: int | None, rounds: int | None) -> dict:
     rounds = rounds or (1 if quick else 3)
     epochs = 2 if quick else 4
     batch_size = 64
@@ -130,8 +150,8 @@ def main(argv=None) -> None:
     if args.child:
         child(args.epochs, args.batch_size)
         return
-    res = run(args.quick, args.threads, args.rounds)
-    print(json.dumps(res) if args.json else table(res))
+    res = run(args.quick, threads=args.threads, rounds=args.rounds)
+    print(json.dumps(res) if args.json else report(res))
 
 
 if __name__ == "__main__":

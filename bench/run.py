@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CPU_SUITES = ("neuron_layer", "train_step", "inference")
+CPU_SUITES = ("neuron_layer", "train_step", "inference", "cpu_load")
 CUDA_SUITES = ("gpu", "gpu_compile")
 SUITES = CPU_SUITES + CUDA_SUITES
 

@@ -8,3 +8,6 @@ import torch
 # oversubscribes the CPU several times over. One thread per worker is fastest here.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    # and the runs the tests start choose one thread too, whatever the load: two fresh runs
+    # compared bit for bit must not pick different thread counts (engine/threads.py)
+    os.environ.setdefault("MULTISPIKE_THREADS", "1")

@@ -185,3 +185,16 @@ def test_device_cuda_without_a_gpu_exits_2_with_one_line(script):
     assert p.stdout == ""
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("no CUDA GPU visible; "), p.stderr
+
+
+def test_cpu_load_report_puts_the_policy_beside_torchs_default():
+    import cpu_load
+
+    def res(slow, threads):
+        return {"threads_fixed": threads, "cores": 2, "batch_size": 64, "rounds": 1,
+                "loadavg_1min": 1.0, "idle_images_per_s": 4000.0, "busy_images_per_s":
+                4000.0 / slow, "idle_threads": [2], "busy_threads": [1], "slowdown": slow}
+
+    text = cpu_load.report({**res(1.2, None), "torch_default": res(14.0, 2)})
+    assert "chosen by multispike" in text and "2 (fixed)" in text
+    assert "14.00x" in text and "goal: one busy core costs at most 2x (here 1.20x" in text
