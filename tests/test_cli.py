@@ -43,14 +43,17 @@ def test_recipes_lists_every_recipe(capsys):
 
     assert main(["recipes"]) == 0
     header, *lines = capsys.readouterr().out.strip().split("\n\n")[0].splitlines()
-    assert header.split() == ["name", "dataset", "model", "firing", "T", "epochs", "lr"]
+    assert header.split() == ["name", "dataset", "model", "firing", "T", "epochs", "lr",
+                              "paper"]
     assert [ln.split()[0] for ln in lines] == list_recipes()
-    assert any(ln.split() == ["mt-vgg9-cifar10", "cifar10", "vgg9", "mt", "2", "500", "0.1"]
-               for ln in lines)
+    assert any(ln.split() == ["mt-vgg9-cifar10", "cifar10", "vgg9", "mt", "2", "500", "0.1",
+                              "94.71%", "(MT-SNN", "Table", "3)"] for ln in lines)
     assert main(["recipes", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == list_recipes()
-    assert set(rows[0]) == {"name", "dataset", "model", "firing", "timesteps", "epochs", "lr"}
+    assert set(rows[0]) == {"name", "dataset", "model", "firing", "timesteps", "epochs", "lr",
+                            "paper"}
+    assert rows[0]["paper"]["source"]
 
 
 def test_one_recipe_in_full(capsys):

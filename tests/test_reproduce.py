@@ -144,3 +144,23 @@ def test_an_interrupted_run_continues_without_retraining_finished_seeds(tmp_path
     assert (out / "report.json").exists()
     cached = json.loads((out / "seed0" / "reproduce.json").read_text())
     assert cached["checkpoint_sha256"] == rep["seeds"]["0"]["checkpoint_sha256"]
+
+
+def test_the_command_reuses_the_finished_run_and_prints_one_line(report_dir, capsys):
+    before = (report_dir / "seed0" / "last.pt").read_bytes()
+    assert main(["reproduce", "mt-digits", "--seeds", "0,1", "--epochs", "1", "--out",
+                 str(report_dir), "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("mt-digits: ours ") and "paper 99.72" in out[-1]
+    assert (report_dir / "seed0" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["reproduce", "no-such-recipe"], "unknown recipe"),
+    (["reproduce", "mt-digits", "--seeds", "0,0"], "distinct integers"),
+    (["reproduce", "mt-digits", "--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_input_is_one_line(argv, text, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and text in err and "Traceback" not in err

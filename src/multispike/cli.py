@@ -226,6 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if seeds is None:
         result = train(overrides)
+        if result.get("rank", 0) != 0:  # under torchrun only rank 0 speaks
+            return 0
         print(f"best test accuracy {result['best_accuracy']:.4f}"
               + (f"; checkpoints in {result['out']}" if result["out"] else ""))
     else:
@@ -236,7 +238,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run["out"] = str(Path(overrides["out"]) / f"seed{seed}")
             result = train(run)
             accs.append(result["best_accuracy"])
-            print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
+            if result.get("rank", 0) == 0:
+                print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
+        if result.get("rank", 0) != 0:
+            return 0
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         print(f"{len(seeds)} seeds: {100 * statistics.fmean(accs):.2f} ± {100 * std:.2f} %")
     if not args.out:
@@ -429,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_deploy(sub)
 
+    from multispike.reproduce import register as register_reproduce
+
+    register_reproduce(sub)
+
     p = sub.add_parser("neurons", help="show binary, MT and ternary neurons on a fixed input")
     p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -449,26 +458,40 @@ def package_version() -> str:
 
 
 def recipe_rows() -> list[dict]:
-    """One row per shipped recipe: name, dataset, model, firing, T, epochs, lr (resolved)."""
+    """One row per shipped recipe: name, dataset, model, firing, T, epochs, lr (resolved) and
+    the paper's claim (its ``[paper]`` table)."""
     from multispike.engine import list_recipes, resolve_config
+    from multispike.reproduce import paper_claim
 
     rows = []
     for name in list_recipes():
         cfg = resolve_config(name)
         rows.append({"name": name, "dataset": cfg.dataset, "model": cfg.model,
                      "firing": cfg.firing, "timesteps": cfg.timesteps, "epochs": cfg.epochs,
-                     "lr": cfg.lr})
+                     "lr": cfg.lr, "paper": paper_claim(name)})
     return rows
+
+
+def claim_text(claim: dict) -> str:
+    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one."""
+    if claim.get("accuracy") is None:
+        return f"{claim.get('claim', '-')} ({claim['source']})"
+    pm = f" ± {claim['std']:.2f}" if claim.get("std") is not None else ""
+    return f"{claim['accuracy']:.2f}%{pm} ({claim['source']})"
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from multispike.engine import load_recipe, resolve_config
 
     if args.name:
+        from multispike.reproduce import paper_claim
+
         raw = {k: v for k, v in load_recipe(args.name).items() if k != "recipe"}
         resolved = resolve_config(args.name).to_dict()
+        claim = paper_claim(args.name)
         if args.json:
-            print(json.dumps({"name": args.name, "recipe": raw, "config": resolved}, indent=2))
+            print(json.dumps({"name": args.name, "recipe": raw, "config": resolved,
+                              "paper": claim}, indent=2))
             return 0
         print(f"recipe {args.name}: every setting of the run it makes (recipe: set by the "
               "recipe file; default: TrainConfig's, or the dataset's/model's where None)")
@@ -476,17 +499,24 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             if key == "recipe":
                 continue
             print(f"  {key:<16}{json.dumps(value):<40} {'recipe' if key in raw else 'default'}")
+        print(f"the paper: {claim_text(claim)} at T = {claim['timesteps']}"
+              + (f"; compared with {claim['comparison']['against']}"
+                 if claim.get("comparison") else ""))
         print(f"train it: multispike train --recipe {args.name} --out runs/{Path(args.name).stem}")
+        print(f"reproduce it (train, evaluate, energy, deploy, report): multispike reproduce "
+              f"{args.name} --data-dir DATA")
         return 0
     rows = recipe_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<42}{'dataset':<13}{'model':<11}{'firing':<11}{'T':>3}{'epochs':>8}"
-          f"{'lr':>8}")
+    w = max(len(r["name"]) for r in rows) + 2
+    print(f"{'name':<{w}}{'dataset':<12}{'model':<11}{'firing':<9}{'T':>3}{'epochs':>7}"
+          f"{'lr':>6}  paper")
     for r in rows:
-        print(f"{r['name']:<42}{r['dataset']:<13}{r['model'] or '-':<11}"
-              f"{r['firing'] or '-':<11}{r['timesteps']:>3}{r['epochs']:>8}{r['lr']:>8g}")
+        print(f"{r['name']:<{w}}{r['dataset']:<12}{r['model'] or '-':<11}"
+              f"{r['firing'] or '-':<9}{r['timesteps']:>3}{r['epochs']:>7}{r['lr']:>6g}  "
+              f"{claim_text(r['paper'])}")
     print("\nshow one in full: multispike recipes NAME; train one: multispike train --recipe NAME")
     return 0
 

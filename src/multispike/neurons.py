@@ -348,7 +348,8 @@ def check_tensor(x: Any, where: str, *, finite: bool = True) -> None:
         raise InputError(f"{where} got a complex tensor ({x.dtype}); pass a real one, e.g. x.real")
     if not x.is_floating_point():
         raise InputError(
-            f"{where} got an integer tensor ({x.dtype}); convert it with x.float()"
+            f"{where} got {'a boolean' if x.dtype == torch.bool else 'an integer'} tensor "
+            f"({x.dtype}); convert it with x.float()"
         )
     if finite:
         kernels.check_finite(x, where)

@@ -116,7 +116,9 @@ def _load_reason(path: Path, e: Exception) -> str:
         if not zipfile.is_zipfile(path):
             return "not a torch.save file"
         return f"it holds objects other than tensors and plain containers: {detail[:100]}"
-    first = text.strip().splitlines()[0][:120] if text.strip() else type(e).__name__
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if not first or len(first) > 120:  # torch's own text, cut mid-word, would mislead
+        return f"torch.load failed with {type(e).__name__}"
     return first
 
 

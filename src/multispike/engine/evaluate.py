@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from multispike.engine import threads
 from multispike.engine.config import check_compile_mode
 from multispike.engine.train import compile_model, evaluate, pick_device
 from multispike.errors import CheckpointError, ConfigError
@@ -60,8 +61,10 @@ def evaluate_model(
     mode = check_compile_mode(compile)
     spec = data.get_spec(dataset)
     dev = pick_device(device)
+    before = torch.get_num_threads()
     if dev.type == "cpu":
         tune_cpu_allocator()  # freed activations are reused, not page-faulted per batch
+        threads.configure()  # the cores other processes leave free (engine/threads.py)
     model = model.to(dev)
     net = compile_model(model, mode, dev)  # shares its weights with `model`
     original_t = model.timesteps
@@ -83,6 +86,8 @@ def evaluate_model(
             rows.append(row)
     finally:
         model.timesteps = original_t
+        if torch.get_num_threads() != before:  # a library caller keeps its own count
+            torch.set_num_threads(before)
     return rows
 
 

@@ -226,7 +226,8 @@ def train_one_epoch(
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress,
+    # off a terminal tqdm turns itself off (no \r updates in logs); the epoch lines remain
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None if progress else True,
                dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
@@ -418,7 +419,12 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
 
     start_epoch, best, history = 0, -1.0, []
     if cfg.resume:
-        ckpt = load_checkpoint(last_path)
+        try:
+            ckpt = load_checkpoint(last_path)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{str(e).rsplit('; ', 1)[0]}; --resume continues only from last.pt, so the "
+                f"run in {out} cannot be resumed: start a new run in another --out") from None
         saved_args = ckpt["model_args"]
         if saved_args != model_args and build_model(saved_args).model_args != model.model_args:
             raise CheckpointError(

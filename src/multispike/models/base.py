@@ -200,7 +200,8 @@ class SpikingModel(nn.Module):
             raise InputError(f"{self.name} got a complex tensor ({x.dtype}); pass real images, "
                              "e.g. x.real or x.abs()")
         if not x.is_floating_point():
-            raise InputError(f"{self.name} got an integer tensor ({x.dtype}); use x.float()")
+            kind = "a boolean" if x.dtype == torch.bool else "an integer"
+            raise InputError(f"{self.name} got {kind} tensor ({x.dtype}); use x.float()")
         weight = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
         if x.dtype != weight and not torch.is_autocast_enabled(x.device.type):
             to = {torch.float32: "float()", torch.float64: "double()", torch.float16: "half()",
