@@ -94,7 +94,7 @@ def test_report_numbers_are_those_of_train_eval_and_energy(report_dir, capsys):
     rep = json.loads((report_dir / "report.json").read_text())
     assert (report_dir / "report.md").read_text().startswith("# Reproduction of `mt-digits`")
     assert (report_dir / "accuracy_vs_T.png").stat().st_size > 1000
-    assert rep["claim"]["accuracy"] == 99.72 and rep["accuracy"]["timesteps"] == 2
+    assert rep["claim"]["accuracy"] == 99.81 and rep["accuracy"]["timesteps"] == 2
     for seed in ("0", "1"):
         ckpt = report_dir / f"seed{seed}" / "best.pt"
         s = rep["seeds"][seed]
@@ -151,7 +151,7 @@ def test_the_command_reuses_the_finished_run_and_prints_one_line(report_dir, cap
     assert main(["reproduce", "mt-digits", "--seeds", "0,1", "--epochs", "1", "--out",
                  str(report_dir), "--device", "cpu", "--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("mt-digits: ours ") and "paper 99.72" in out[-1]
+    assert out[-1].startswith("mt-digits: ours ") and "paper 99.81" in out[-1]
     assert (report_dir / "seed0" / "last.pt").read_bytes() == before
 
 

@@ -301,8 +301,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    threads = {str(r.get("threads")) for r in rows}
     print(f"\nscikit-learn digits (1,437 train / 360 test 8x8 images), {args.epochs} epochs, "
-          f"seeds {','.join(map(str, seeds))}: best test accuracy, mean ± std\n")
+          f"seeds {','.join(map(str, seeds))}: best test accuracy over the epochs (the papers' "
+          "convention: the best epoch is chosen on the test set), mean ± std; CPU threads "
+          f"{', '.join(sorted(threads))} (results depend on the thread count; the demo pins "
+          "one unless MULTISPIKE_THREADS says otherwise)\n")
     print(f"{'firing':<20}{'T':>3}{'accuracy (%)':>18}")
     for r in rows:
         print(f"{r['firing']:<20}{r['timesteps']:>3}"

@@ -41,9 +41,26 @@ def run_demo(
     ``device``: where every run trains (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
 
     The ANN twin has no time steps: it is trained once per seed and reported at T = 1.
+
+    On the CPU the demo trains with one thread unless ``MULTISPIKE_THREADS`` or
+    ``OMP_NUM_THREADS`` says otherwise: floating-point sums depend on the thread count, and
+    one thread makes the table the same on every machine (the tiny digits model gains little
+    from more). Each row records the thread count in ``threads``.
     """
+    import os
     import sys
 
+    pinned = not (os.environ.get("MULTISPIKE_THREADS") or os.environ.get("OMP_NUM_THREADS"))
+    if pinned:
+        os.environ["MULTISPIKE_THREADS"] = "1"
+    try:
+        return _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys)
+    finally:
+        if pinned:
+            os.environ.pop("MULTISPIKE_THREADS", None)
+
+
+def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> list[dict]:
     from tqdm.auto import tqdm
 
     jobs = []
@@ -55,13 +72,15 @@ def run_demo(
     tty = sys.stderr.isatty()  # elsewhere (a log, a pipe): one plain line per run, no \r
     bar = tqdm(total=total, desc="demo", disable=not (progress and tty), dynamic_ncols=True)
     for label, firing, options, t in jobs:
-        accs = []
+        accs, used = [], set()
         for seed in seeds:
             cfg = TrainConfig(dataset="digits", firing=firing, timesteps=t, epochs=epochs,
                               batch_size=batch_size, lr=lr, seed=seed, progress=False,
                               model_options=dict(options), num_workers=0,
                               device=device)
-            accs.append(train_model(cfg)["best_accuracy"])
+            result = train_model(cfg)
+            accs.append(result["best_accuracy"])
+            used.add(result.get("threads"))
             bar.update(1)
             done += 1
             bar.set_postfix(design=label, T=t, acc=f"{accs[-1]:.3f}")
@@ -75,6 +94,7 @@ def run_demo(
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "seeds": list(seeds),
             "accuracies": accs,
+            "threads": sorted(used, key=str)[0] if len(used) == 1 else sorted(used, key=str),
         })
     bar.close()
     return rows
