@@ -473,3 +473,24 @@ def test_demo_json_rows(tmp_path, capsys):
                                                      "trainable-ternary") for t in (1, 2)}
     assert all({"firing", "timesteps", "accuracy"} <= set(r) for r in rows)
     assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000
+
+
+def test_val_split_chooses_the_best_epoch_on_held_out_training_images(tmp_path, capsys):
+    out = tmp_path / "run"
+    result = train_model(TrainConfig(**{**QUICK, "epochs": 3}, out=str(out), val_split=0.2))
+    history = result["history"]
+    assert all(0 <= r["val_accuracy"] <= 1 for r in history)
+    vals = [r["val_accuracy"] for r in history]
+    chosen = vals.index(max(vals))  # the first epoch with the best held-out accuracy
+    best = load_checkpoint(out / "best.pt")
+    assert best["epoch"] == chosen + 1
+    assert result["best_accuracy"] == history[chosen]["test_accuracy"] == best["best_accuracy"]
+    assert "val_accuracy" in (out / "metrics.csv").read_text().splitlines()[0]
+    from multispike import data
+    from multispike.engine.train import load_data
+
+    bundle = load_data(TrainConfig(dataset="digits", val_split=0.2), data.get_spec("digits"))
+    assert len(bundle.val) == round(1437 * 0.2) and len(bundle.train) + len(bundle.val) == 1437
+    assert not set(bundle.val.indices) & set(bundle.train.indices)
+    assert main(["train", "--dataset", "digits", "--val-split", "1.5"]) == 2
+    assert "--val-split must be a fraction" in capsys.readouterr().err

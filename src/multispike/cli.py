@@ -155,7 +155,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
         "schedule": args.schedule, "seed": args.seed,
         "augment": args.augment, "out": args.out, "resume": args.resume or None,
         "device": args.device, "amp": args.amp, "compile": args.compile,
-        "num_workers": args.workers,
+        "num_workers": args.workers, "val_split": args.val_split,
         "sync_bn": args.sync_bn or None, "download": args.download or None,
         "progress": False if args.no_progress else None,
         "model_options": model_options or None,
@@ -378,6 +378,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     _add_compile_flag(p)
     p.add_argument("--workers", type=int, help="data loader worker processes")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("--val-split", type=float, metavar="FRACTION",
+                   help="hold out this fraction of the training set and choose the best "
+                   "epoch on it (default 0: the papers' convention, the best epoch on the "
+                   "test set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

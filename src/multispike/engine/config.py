@@ -79,6 +79,9 @@ class TrainConfig:
     num_workers: int | None = None
     sync_bn: bool = False
     label_smoothing: float = 0.0
+    #: fraction of the training set held out to choose the best epoch (0: the papers'
+    #: convention, the best epoch on the test set)
+    val_split: float = 0.0
     progress: bool = True
     recipe: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +107,9 @@ class TrainConfig:
             raise ConfigError(f"gamma must be a finite number > 0, got {self.gamma!r}")
         if not _finite(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not _finite(self.val_split) or not 0 <= self.val_split < 1:
+            raise ConfigError(f"--val-split must be a fraction in [0, 1), got {self.val_split!r}; "
+                              "e.g. 0.1 holds out a tenth of the training set")
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"

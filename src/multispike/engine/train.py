@@ -68,6 +68,8 @@ class DataBundle:
     test: torch.utils.data.Dataset
     train_transform: nn.Module | None
     test_transform: nn.Module | None
+    #: held-out part of the training set (``--val-split``), without augmentation; else None
+    val: torch.utils.data.Dataset | None = None
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -153,12 +155,24 @@ def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
         common["timesteps"] = cfg.timesteps
     train = data.build(cfg.dataset, train=True, augment=cfg.augment, **common)
     test = data.build(cfg.dataset, train=False, **common)
+    val = None
+    if cfg.val_split > 0:
+        # a fixed draw per seed; the held-out images are read without augmentation
+        n = len(train)
+        k = max(1, round(n * cfg.val_split))
+        if k >= n:
+            raise ConfigError(f"--val-split {cfg.val_split} leaves no training image of {n}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
+        plain = data.build(cfg.dataset, train=True, augment="none", **common)
+        val = torch.utils.data.Subset(plain, sorted(order[:k]))
+        train = torch.utils.data.Subset(train, sorted(order[k:]))
     return DataBundle(
         spec,
         train,
         test,
         data.batch_transform(cfg.dataset, train=True, augment=cfg.augment),
         data.batch_transform(cfg.dataset, train=False),
+        val,
     )
 
 
@@ -418,6 +432,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     start_epoch, best, history = 0, -1.0, []
+    best_val = -1.0  # with --val-split: the best held-out accuracy so far
     if cfg.resume:
         try:
             ckpt = load_checkpoint(last_path)
@@ -440,6 +455,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best, history = ckpt["epoch"], ckpt["best_accuracy"], list(ckpt["history"])
+        best_val = ckpt.get("best_val_accuracy", -1.0)
     n_threads = _configure_threads(cfg, ctx, device, ckpt.get("threads") if cfg.resume else None)
 
     net = model
@@ -459,6 +475,12 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
                     if ctx.enabled else None)
     test_loader = data.make_loader(bundle.test, cfg.batch_size, shuffle=False,
                                    sampler=test_sampler, num_workers=workers, pin_memory=pin)
+    val_loader = None
+    if bundle.val is not None:
+        val_sampler = (dist_utils.ShardSampler(len(bundle.val), ctx.world_size, ctx.rank)
+                       if ctx.enabled else None)
+        val_loader = data.make_loader(bundle.val, cfg.batch_size, shuffle=False,
+                                      sampler=val_sampler, num_workers=workers, pin_memory=pin)
     if out and main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
@@ -491,13 +513,25 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
                "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
                "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
+        if val_loader is not None:
+            # the best epoch is chosen on held-out training images; `best` is then the test
+            # accuracy of that epoch, not the best test accuracy
+            val = evaluate(eval_net, val_loader, spec=bundle.spec,
+                           transform=bundle.test_transform, device=device, autocast=autocast,
+                           all_reduce=ctx.enabled)
+            row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
+            improved = val["accuracy"] > best_val
+            if improved:
+                best_val, best = val["accuracy"], test["accuracy"]
+        else:
+            improved = test["accuracy"] > best
+            best = max(best, test["accuracy"])
         history.append(row)
-        improved = test["accuracy"] > best
-        best = max(best, test["accuracy"])
         if main:
             if cfg.progress:
+                held = f"val {row['val_accuracy']:.4f}  " if "val_accuracy" in row else ""
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
-                      f"train {stats['accuracy']:.4f}  test {test['accuracy']:.4f}  "
+                      f"train {stats['accuracy']:.4f}  {held}test {test['accuracy']:.4f}  "
                       f"best {best:.4f}  {stats['images_per_s']:.0f} img/s", flush=True)
             if writer is not None:
                 for key, value in row.items():
@@ -509,6 +543,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch + 1, "best_accuracy": best, "history": history,
                     "config": _plain(cfg.to_dict()), "threads": n_threads,
+                    "best_val_accuracy": best_val,
                 }
                 if improved:
                     save_checkpoint(out / "best.pt", payload)
