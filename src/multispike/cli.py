@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from multispike.engine.runlock import check_out_folder
 from multispike.errors import ConfigError, MultispikeError
 
 
@@ -104,22 +105,6 @@ def _seeds(text: str) -> list[int]:
         raise MultispikeError(f"--seeds names seed {twice[0]} twice ({text}); give each seed "
                               "once, e.g. --seeds 0,1,2")
     return seeds
-
-
-def check_out_folder(out: str | None, flag: str = "--out") -> None:
-    """Refuse (one line) an output folder that is an existing file, before anything runs."""
-    if out is None:
-        return
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag} {p} is a file, not a folder; choose a folder (the file is "
-                          "left as it is)")
-    for parent in p.parents:  # --out file.txt/run: a file on the way
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{flag} {p} lies under {parent}, which is a file; choose a "
-                                  "folder elsewhere")
-            break
 
 
 def _options(pairs: list[str]) -> dict:

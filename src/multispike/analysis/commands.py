@@ -174,7 +174,7 @@ def _progress(loader: Any, desc: str, batches: int, args: argparse.Namespace) ->
 
 
 def _check_out(out: str) -> None:
-    from multispike.cli import check_out_folder
+    from multispike.engine.runlock import check_out_folder
 
     check_out_folder(out)
 

@@ -114,10 +114,10 @@ def deploy_checkpoint(
     ``device``: where the model is folded, split and verified (``cpu``, ``auto``, ``cuda``,
     ``cuda:N`` or a ``torch.device``).
     """
-    from multispike.cli import check_out_folder
     from multispike.deploy import fold_amplitudes, split_planes
     from multispike.deploy.io import CONFIG, WEIGHTS, save_deployed
     from multispike.engine.evaluate import open_checkpoint
+    from multispike.engine.runlock import check_out_folder
     from multispike.engine.train import pick_device
 
     _check_args(verify_batches, batch_size, dt)

@@ -71,3 +71,19 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         yield path
     finally:
         handle.close()  # closing drops the lock
+
+
+def check_out_folder(out: str | None, flag: str = "--out") -> None:
+    """Refuse (one line) an output folder that is an existing file, before anything runs."""
+    if out is None:
+        return
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is a file, not a folder; choose a folder (the file is "
+                          "left as it is)")
+    for parent in p.parents:  # --out file.txt/run: a file on the way
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {p} lies under {parent}, which is a file; choose a "
+                                  "folder elsewhere")
+            break
