@@ -413,11 +413,16 @@ def test_out_pointing_at_a_file_is_one_line(tmp_path):
 def test_torchrun_two_cpu_processes(tmp_path):
     # --device cpu: two gloo processes on the CPU even where a GPU is visible (without it, both
     # ranks of a one-GPU machine would ask NCCL for a GPU of their own)
+    import socket
+
+    with socket.socket() as s:  # a free port: a fixed one may be held by another run
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", "29517", "-m", "multispike", "train",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "multispike", "train",
          "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
          "--workers", "0", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
