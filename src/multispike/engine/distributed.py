@@ -17,6 +17,7 @@ every image counts exactly once and the accuracy equals a one-process evaluation
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -80,8 +81,16 @@ def setup(device: str | torch.device | None = "auto") -> DistContext:
 
 
 def cleanup(ctx: DistContext) -> None:
+    """Wait for every rank, then end the process group.
+
+    After the barrier, gloo's worker thread still frees the barrier's work, which needs the
+    GIL; if the group is destroyed meanwhile (here, or when the DDP wrapper that holds it is
+    freed), its destructor waits for that thread while holding the GIL, and both wait for ever.
+    A short sleep releases the GIL so that the worker finishes first.
+    """
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
+        time.sleep(0.2)
         dist.destroy_process_group()
 
 
