@@ -499,3 +499,15 @@ def test_val_split_chooses_the_best_epoch_on_held_out_training_images(tmp_path, 
     assert not set(bundle.val.indices) & set(bundle.train.indices)
     assert main(["train", "--dataset", "digits", "--val-split", "1.5"]) == 2
     assert "--val-split must be a fraction" in capsys.readouterr().err
+
+
+def test_demo_reports_each_epoch_of_each_run_off_a_terminal(capsys):
+    from multispike.engine.demo import run_demo
+
+    rows = run_demo(timesteps=(1,), seeds=(0,), epochs=2, progress=True, device="cpu")
+    err = capsys.readouterr().err.splitlines()
+    epochs = [ln for ln in err if ": epoch " in ln]
+    assert len(epochs) == 2 * len(rows)  # every epoch of every run, one plain line each
+    assert "demo: binary, T=1, seed 0: epoch 2/2 test accuracy" in "\n".join(epochs)
+    assert not any("\r" in ln for ln in err)
+    assert {r["threads"] for r in rows} == {1}  # the demo pins one thread

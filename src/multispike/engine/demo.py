@@ -78,7 +78,16 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
                               batch_size=batch_size, lr=lr, seed=seed, progress=False,
                               model_options=dict(options), num_workers=0,
                               device=device)
-            result = train_model(cfg)
+            def epoch_done(row, label=label, t=t, seed=seed):  # progress inside each run
+                bar.set_postfix(design=label, T=t, seed=seed,
+                                epoch=f"{row['epoch']}/{epochs}",
+                                test=f"{row['test_accuracy']:.3f}")
+                if progress and not tty:
+                    print(f"demo: {label}, T={t}, seed {seed}: epoch {row['epoch']}/{epochs} "
+                          f"test accuracy {row['test_accuracy']:.3f}", file=sys.stderr,
+                          flush=True)
+
+            result = train_model(cfg, on_epoch=epoch_done)
             accs.append(result["best_accuracy"])
             used.add(result.get("threads"))
             bar.update(1)

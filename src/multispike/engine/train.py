@@ -338,7 +338,7 @@ def _tensorboard(out: Path | None):
     return SummaryWriter(str(out / "tb"))
 
 
-def train_model(cfg: TrainConfig) -> dict[str, Any]:
+def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
     """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``,
     ``rank`` and ``threads``.
 
@@ -347,6 +347,7 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     alone logs and writes, and the test accuracies (all-reduced) are the same on every rank:
     ``rank`` says which process returns (print only where it is 0). ``threads``: PyTorch's
     thread count during a CPU run (``None`` on a GPU); the count before the run is restored.
+    ``on_epoch``: called on rank 0 with each epoch's metrics row (progress for callers).
     """
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
@@ -359,7 +360,7 @@ def train_model(cfg: TrainConfig) -> dict[str, Any]:
     # one training per folder: a second one fails at once, naming the process that holds it
     lock = run_lock(out) if out is not None and ctx.rank == 0 else contextlib.nullcontext()
     with lock, threads.restored():
-        return _train(cfg, ctx, device, out)
+        return _train(cfg, ctx, device, out, on_epoch)
 
 
 def resolved(cfg: TrainConfig, model: nn.Module, spec: Any) -> TrainConfig:
@@ -405,7 +406,8 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None
         )
 
 
-def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -> dict:
+def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
+           on_epoch: Any = None) -> dict:
     from multispike import data
 
     main = ctx.rank == 0
@@ -527,6 +529,8 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None) -
             improved = test["accuracy"] > best
             best = max(best, test["accuracy"])
         history.append(row)
+        if on_epoch is not None and main:
+            on_epoch(row)
         if main:
             if cfg.progress:
                 held = f"val {row['val_accuracy']:.4f}  " if "val_accuracy" in row else ""
