@@ -27,6 +27,7 @@ from multispike.engine import (
     train_model,
 )
 from multispike.errors import CheckpointError, ConfigError
+from tests.torchrun import torchrun
 
 QUICK = dict(dataset="digits", epochs=1, batch_size=128, progress=False, num_workers=0)
 
@@ -413,19 +414,9 @@ def test_out_pointing_at_a_file_is_one_line(tmp_path):
 def test_torchrun_two_cpu_processes(tmp_path):
     # --device cpu: two gloo processes on the CPU even where a GPU is visible (without it, both
     # ranks of a one-GPU machine would ask NCCL for a GPU of their own)
-    import socket
-
-    with socket.socket() as s:  # a free port: a fixed one may be held by another run
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "multispike", "train",
-         "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
-         "--workers", "0", "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300)
+    r = torchrun("train", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+                 "--no-progress", "--workers", "0", "--device", "cpu", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["epoch"] == 1
@@ -443,19 +434,9 @@ def test_torchrun_evaluation_is_sharded_and_matches_one_process(tmp_path):
 
     shards = [list(ShardSampler(7, 3, rank)) for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
-    import socket
-
-    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "multispike", "train",
-         "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
-         "--workers", "0", "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300)
+    r = torchrun("train", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
+                 "--no-progress", "--workers", "0", "--device", "cpu", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [line for line in r.stdout.splitlines() if "best test accuracy" in line]
     assert lines and len(set(lines)) == 1, lines  # the ranks agree

@@ -169,22 +169,11 @@ def test_bad_input_is_one_line(argv, text, capsys):
 def test_reproduce_under_torchrun_trains_on_every_process_and_reports_once(tmp_path):
     """Two gloo processes train each seed together (DistributedDataParallel); rank 0 alone
     evaluates and writes the report, and prints the one summary line."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from tests.torchrun import torchrun
 
-    with socket.socket() as s:  # a free port: other torchrun tests may hold the default one
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "r"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "multispike",
-         "reproduce", "ternary-digits", "--seeds", "0", "--epochs", "1", "--device", "cpu",
-         "--no-progress", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300)
+    r = torchrun("reproduce", "ternary-digits", "--seeds", "0", "--epochs", "1", "--device",
+                 "cpu", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("ternary-digits: ours ") == 1
     config = json.loads((out / "seed0" / "config.json").read_text())
