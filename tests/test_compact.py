@@ -373,3 +373,19 @@ def test_cuda_round_trip_and_gradients_without_sync(rule, lo, hi, bits):
         return conv(_Fire.apply(x, a, lo, hi).flatten(0, 1)).square().sum()
 
     _assert_same_grads(loss, [x, a, *conv.parameters()])
+
+
+def test_large_kernel_outputs_from_the_pool_are_packed_too():
+    """The CPU kernel's large outputs are views of a pooled buffer: compact_spikes must still
+    recognise them (a 16 MiB spike tensor kept as 1 bit per spike, not 4 bytes)."""
+    from multispike.kernels import compact, pool
+    from multispike.neurons import LIFNode
+
+    node = LIFNode(firing="binary", check_input=False)
+    x = torch.randn(4, 1 << 20, requires_grad=True)  # 16 MiB: from the pool
+    assert 4 * x.numel() >= pool.MIN_BYTES
+    out = node(x)
+    packed = compact._pack(out.view(4, 1024, 1024))
+    assert isinstance(packed, compact._Packed)
+    assert packed.nbytes <= x.numel() // 8 + 64
+    assert torch.equal(compact._unpack(packed), out.view(4, 1024, 1024))

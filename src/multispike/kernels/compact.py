@@ -119,7 +119,13 @@ def tag(out: Tensor, amp: Tensor | None, lo: int | None = None, hi: int | None =
         raise ValueError("give both lo and hi, or neither")
     if lo is not None:
         lo, hi = int(lo), int(hi)
-    out._ms_spike = SpikeTag(None if amp is None else amp.detach().clone(), lo, hi)
+    # a kernel output may itself be a view of its buffer (the CPU kernel's pooled outputs are
+    # views of a torch.frombuffer tensor): tag that buffer, which every view of it reports as
+    # its _base, when it holds exactly these spikes
+    target = out
+    if out._base is not None and out._base.numel() == out.numel():
+        target = out._base
+    target._ms_spike = SpikeTag(None if amp is None else amp.detach().clone(), lo, hi)
 
 
 def _dense_order(t: Tensor) -> list[int]:
