@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from multispike.engine.config import parse_seeds
 from multispike.engine.runlock import check_out_folder
 from multispike.errors import ConfigError, MultispikeError
 
@@ -93,20 +94,6 @@ def cmd_neurons(args: argparse.Namespace) -> int:
 
 
 # -- train -----------------------------------------------------------------------------------------
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise MultispikeError(f"--seeds takes integers like 0,1,2; got {text!r}") from None
-    if not seeds:
-        raise MultispikeError("--seeds is empty; give e.g. --seeds 0,1,2")
-    twice = sorted({s for s in seeds if seeds.count(s) > 1})
-    if twice:
-        raise MultispikeError(f"--seeds names seed {twice[0]} twice ({text}); give each seed "
-                              "once, e.g. --seeds 0,1,2")
-    return seeds
-
-
 def _options(pairs: list[str]) -> dict:
     """``key=value`` pairs of ``--option``; values parsed as JSON where they parse."""
     out = {}
@@ -188,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_out_folder(args.out)
     overrides = train_overrides(args)
-    seeds = None if args.seeds is None else _seeds(args.seeds)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
 
     def config(run: dict):
         # --resume needs only --out: the run's config.json holds the rest
@@ -275,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from multispike.engine.train import pick_device
 
     check_out_folder(args.out)  # before anything is trained
-    seeds = _seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     if isinstance(args.epochs, bool) or args.epochs < 1:
         raise ConfigError(f"--epochs must be an integer >= 1, got {args.epochs}")
     pick_device(args.device)

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from multispike.analysis.figures import mean_std
 from multispike.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -191,11 +192,6 @@ def evaluate_seed(run_dir: Path, dataset: str, data_dir: str | None, claim: dict
 
 
 # -- the report -------------------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def environment(wall_s: float) -> dict[str, Any]:
     from importlib import metadata
 
@@ -229,7 +225,7 @@ def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any
     """The report: paper vs ours (mean ± std over seeds), accuracy against T, energy."""
     t = str(int(claim["timesteps"]))
     ours = [s["accuracy"][t] for s in seeds.values()]
-    mean, std = _mean_std(ours)
+    mean, std = mean_std(ours)
     paper = claim.get("accuracy")
     row: dict[str, Any] = {"timesteps": int(t), "paper": paper, "paper_std": claim.get("std"),
                            "ours_mean": mean, "ours_std": std, "ours": ours}
@@ -239,13 +235,13 @@ def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any
     sweep = {}
     for tt in sweep_timesteps(claim):
         vals = [s["accuracy"][str(tt)] for s in seeds.values()]
-        m, sd = _mean_std(vals)
+        m, sd = mean_std(vals)
         sweep[str(tt)] = {"ours_mean": m, "ours_std": sd}
     for tt, acc in zip(claim.get("sweep_timesteps", []), claim.get("sweep_accuracy", []),
                        strict=False):
         sweep.setdefault(str(tt), {})["paper"] = acc
     energies = [s["energy"]["energy_uj"] for s in seeds.values()]
-    em, es = _mean_std(energies)
+    em, es = mean_std(energies)
     return {
         "recipe": recipe,
         "claim": claim,
@@ -324,6 +320,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
 
 def plot_report(rep: dict[str, Any], path: Path) -> Path:
     from multispike.analysis._io import new_figure, save_figure
+    from multispike.analysis.figures import span_ylim
 
     fig = new_figure(6.0, 4.2)
     ax = fig.subplots()
@@ -338,10 +335,7 @@ def plot_report(rep: dict[str, Any], path: Path) -> Path:
     if paper:
         ax.plot([t for t, _ in paper], [a for _, a in paper], "s--", color="black",
                 label=f"paper ({rep['claim']['source']})")
-    values = [v["ours_mean"] for _, v in ours] + [a for _, a in paper]
-    lo, hi = min(values), max(values)
-    pad = max(5.0 - (hi - lo), 0.0) / 2 + 0.5
-    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    span_ylim(ax, [v["ours_mean"] for _, v in ours] + [a for _, a in paper])
     ax.set_xticks(sorted({t for t, _ in ours} | {t for t, _ in paper}))
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")
@@ -420,19 +414,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_reproduce)
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds takes integers like 0,1,2; got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds takes distinct integers like 0,1,2; got {text!r}")
-    return seeds
-
-
 def cmd_reproduce(args: Any) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    from multispike.engine.config import parse_seeds
+
     rep = reproduce(args.recipe, seeds=parse_seeds(args.seeds), out=args.out,
                     data_dir=args.data_dir, epochs=args.epochs, device=args.device,
                     progress=not args.no_progress)

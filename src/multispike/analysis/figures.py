@@ -65,14 +65,15 @@ def _percent(values: Sequence[float], where: str = "accuracy") -> list[float]:
     return [v * 100 if all(abs(u) <= 1.0 for u in values) else v for v in values]
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _span_ylim(ax: Any, values: Sequence[float]) -> None:
+def span_ylim(ax: Any, values: Sequence[float]) -> None:
     """At least :data:`MIN_SPAN` points around the data, inside [0, 100]."""
     lo, hi = min(values), max(values)
     pad = max(MIN_SPAN - (hi - lo), 0.0) / 2 + 0.5
@@ -139,20 +140,20 @@ def plot_accuracy_vs_timesteps(
         flat = [a for t, a in pts if t is None]
         if by_t:
             ts = sorted(by_t)
-            stats = [_mean_std(by_t[t]) for t in ts]
+            stats = [mean_std(by_t[t]) for t in ts]
             most = max(most, *(len(by_t[t]) for t in ts))
             ax.errorbar(ts, [m for m, _ in stats], yerr=[sd for _, sd in stats], marker="o",
                         capsize=3, label=key)
             shown += [m + sd for m, sd in stats] + [m - sd for m, sd in stats]
         if flat:
-            m, _ = _mean_std(flat)
+            m, _ = mean_std(flat)
             ax.axhline(m, ls="--", color="black" if "ANN" in key else "gray",
                        lw=1.2, label=f"{key} ({m:.2f}%)")
             shown.append(m)
     if all_t:
         ax.set_xticks(all_t)
     if shown:
-        _span_ylim(ax, shown)
+        span_ylim(ax, shown)
     ax.set_xlabel("time steps T")
     ax.set_ylabel("accuracy (%)")
     if most > 1:

@@ -35,6 +35,21 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``: integers, at least one, each once (one-line errors)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes integers like 0,1,2; got {text!r}") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty; give e.g. --seeds 0,1,2")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--seeds names seed {twice[0]} twice ({text}); give each seed once: "
+                          "distinct integers like 0,1,2")
+    return seeds
+
+
 def check_compile_mode(mode: object) -> str:
     """``mode`` if it is one of :data:`COMPILE_MODES`, else :class:`ConfigError` (one line)."""
     if mode not in COMPILE_MODES:

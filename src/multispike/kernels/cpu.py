@@ -32,6 +32,7 @@ from torch import Tensor
 
 from multispike.kernels import pool
 from multispike.kernels.spec import Static
+from multispike.kernels.spec import cast_scalar as _cast
 
 SOURCE = Path(__file__).with_name("csrc") / "multistep.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared",
@@ -251,11 +252,6 @@ def _threads(numel: int) -> int:
 
         _monitor = kernel_monitor
     return _monitor.threads(limit)
-
-
-def _cast(value: float, dtype: torch.dtype) -> float:
-    """``value`` rounded to ``dtype``, as PyTorch rounds a Python scalar meeting a tensor."""
-    return torch.tensor(value, dtype=dtype).item()
 
 
 @functools.lru_cache(maxsize=256)

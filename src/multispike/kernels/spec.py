@@ -29,6 +29,14 @@ MAX_THRESHOLDS = 16
 SAVE_NONE, SAVE_H, SAVE_CODE = 0, 1, 2
 
 
+def cast_scalar(value: float, dtype: Any) -> float:
+    """``value`` rounded to ``dtype``, as PyTorch rounds a Python scalar meeting a tensor (the
+    kernels' constants; computed once per layer kind, never in the hot path)."""
+    import torch
+
+    return torch.tensor(value, dtype=dtype).item()
+
+
 @dataclass(frozen=True)
 class Static:
     """What the compiled kernels need of a layer, in plain numbers (custom-op arguments).

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
+from multispike.kernels.spec import cast_scalar as _cast
 
 try:  # pragma: no cover - depends on the machine
     import triton
@@ -247,10 +248,6 @@ if HAVE_TRITON:
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _cast(value: float, dtype: torch.dtype) -> float:
-    return torch.tensor(value, dtype=dtype).item()
 
 
 @functools.lru_cache(maxsize=256)
