@@ -1,0 +1,72 @@
+"""The few checks and conversions every layer of multispike shares, in one place.
+
+Each check raises a one-line :class:`~multispike.errors.ConfigError` that names the option and
+what it got; the command line prints it without a traceback. ``where`` prefixes the message
+(a model name, a command) when the option alone does not say where it came from.
+
+Example::
+
+    >>> positive_int("timesteps", 4)
+    4
+    >>> positive_int("--batches", 0)
+    Traceback (most recent call last):
+    ...
+    multispike.errors.ConfigError: --batches must be an integer >= 1, got 0
+    >>> plain({"deltas": (-0.5, 0.5), "lr": float("nan")})
+    {'deltas': [-0.5, 0.5], 'lr': None}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from multispike.errors import ConfigError
+
+
+def _prefix(where: str | None) -> str:
+    return f"{where}: " if where else ""
+
+
+def positive_int(name: str, value: Any, where: str | None = None) -> int:
+    """``value`` if it is an ``int >= 1`` (not a bool), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{_prefix(where)}{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def finite_number(name: str, value: Any, where: str | None = None) -> float:
+    """``float(value)`` if it is a finite real number (not a bool), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{_prefix(where)}{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def positive_number(name: str, value: Any, where: str | None = None) -> float:
+    """``float(value)`` if it is a finite number > 0, else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(f"{_prefix(where)}{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain containers that JSON and ``torch.load(weights_only=True)`` accept.
+
+    Tuples become lists, mapping keys strings, NaN and ±inf ``None``, numpy/torch scalars
+    Python numbers; everything else passes through unchanged.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if not isinstance(value, (str, bytes, int)) and callable(getattr(value, "item", None)):
+        try:  # numpy / torch scalars
+            return plain(value.item())
+        except (TypeError, ValueError):
+            return str(value)
+    return value
