@@ -35,7 +35,7 @@ def setup(malloc_tuning: bool = True) -> None:
         sys.path.insert(0, str(ROOT / "src"))
     import torch
 
-    from multispike.kernels.allocator import tune_cpu_allocator
+    from multispike.engine.allocator import tune_cpu_allocator
 
     torch.set_num_threads(os.cpu_count() or 1)
     if malloc_tuning:

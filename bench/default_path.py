@@ -7,7 +7,7 @@ sigmoid surrogate), with every argument that decides *how* it runs left at its d
 that times its multispike layer side by side with the peers (ratios within one process):
 
 - ``default (check_input=True, untuned allocator)``: that layer, in a process where
-  :func:`multispike.kernels.allocator.tune_cpu_allocator` was never called (and
+  :func:`multispike.engine.allocator.tune_cpu_allocator` was never called (and
   ``MULTISPIKE_NO_MALLOC_TUNING=1`` is set, so nothing can call it): a user's own script;
 - ``as `multispike train` runs it (check_input=False, tuned)``: the same layer with
   ``check_input=False`` (the model builders pass it: the model checks its input once), after
@@ -76,7 +76,7 @@ def measure(device: str, shape, rounds: int, configs, inner: int = 1) -> dict:
     import neuron_layer
     import torch
 
-    from multispike.kernels import allocator
+    from multispike.engine import allocator
 
     dev = torch.device(device)
     x = torch.randn(*shape, device=dev, requires_grad=True)

@@ -10,7 +10,7 @@
 
 Every figure is a ratio measured side by side in the same run (see bench/common.py). On the
 CPU every competitor runs with the allocator setting ``multispike train`` uses
-(:func:`multispike.kernels.allocator.tune_cpu_allocator`: glibc keeps freed large blocks for
+(:func:`multispike.engine.allocator.tune_cpu_allocator`: glibc keeps freed large blocks for
 reuse instead of page-faulting them in again); ``--no-malloc-tuning`` measures with glibc's
 default. The exception is the neuron-layer table's "default" row (bench/default_path.py): it
 is measured in a fresh interpreter that never tunes the allocator, as a user's own script

@@ -22,7 +22,7 @@ SCRIPT = r"""
 import resource, sys
 import torch
 import torch.nn.functional as F
-from multispike.kernels.allocator import tune_cpu_allocator
+from multispike.engine.allocator import tune_cpu_allocator
 
 tuned = False
 if sys.argv[1] == "on":

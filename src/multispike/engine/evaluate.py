@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from multispike.engine import threads
+from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.config import check_compile_mode
 from multispike.engine.train import compile_model, evaluate, pick_device
 from multispike.errors import CheckpointError, ConfigError
-from multispike.kernels.allocator import tune_cpu_allocator
 from multispike.monitor import record_activity
 
 

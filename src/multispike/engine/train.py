@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from multispike import kernels
 from multispike.engine import distributed as dist_utils
 from multispike.engine import threads
+from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.checkpoint import (
     build_model,
     load_checkpoint,
@@ -52,7 +53,6 @@ from multispike.engine.config import TrainConfig, check_compile_mode, differing_
 from multispike.engine.runlock import run_lock
 from multispike.errors import CheckpointError, ConfigError, MultispikeError
 from multispike.kernels import compact_spikes
-from multispike.kernels.allocator import tune_cpu_allocator
 
 
 class TrainingDiverged(MultispikeError):

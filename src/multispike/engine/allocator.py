@@ -19,7 +19,7 @@ musl) it does nothing and returns ``False``.
 
 Example::
 
-    >>> from multispike.kernels.allocator import tune_cpu_allocator
+    >>> from multispike.engine.allocator import tune_cpu_allocator
     >>> tune_cpu_allocator()   # once, at start-up; True where it took effect
     True
 """
