@@ -104,6 +104,28 @@ def test_checkpoint_is_atomic_and_safe(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+def test_checkpoint_config_is_plain_and_compares_again_on_resume(tmp_path):
+    """What train stores as ``ckpt["config"]`` (``plain(cfg.to_dict(), keep_inf=True)``):
+    tuples become lists and NaN None, so that weights_only loads it, while ±inf stay, so that a
+    resumed run with the same settings is not refused for a setting the saving changed."""
+    from multispike.checks import plain
+    from multispike.engine.config import differing_settings
+
+    cfg = TrainConfig(milestones=(3, 5), model_options={
+        "deltas": (-0.5, 0.5), "v_max": float("inf"), "tau": float("nan"), 2: "two"})
+    stored = plain(cfg.to_dict(), keep_inf=True)
+    assert stored["milestones"] == [3, 5]
+    assert stored["model_options"] == {"deltas": [-0.5, 0.5], "v_max": float("inf"),
+                                       "tau": None, "2": "two"}
+    torch.save(stored, tmp_path / "config.pt")
+    saved = torch.load(tmp_path / "config.pt", weights_only=True)
+    assert saved == stored
+    asked = {**cfg.to_dict(), "model_options": {"v_max": float("inf"), "deltas": [-0.5, 0.5]}}
+    assert differing_settings(saved, asked) == []
+    # JSON writers (analysis) turn every non-finite number into null
+    assert plain({"v_max": float("-inf")}) == {"v_max": None}
+
+
 # -- training ----------------------------------------------------------------------------------
 def test_train_writes_checkpoints_that_rebuild_the_model(tmp_path):
     out = tmp_path / "run"

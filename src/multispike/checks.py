@@ -52,21 +52,29 @@ def positive_number(name: str, value: Any, where: str | None = None) -> float:
     return float(value)
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any, *, keep_inf: bool = False) -> Any:
     """``value`` as plain containers that JSON and ``torch.load(weights_only=True)`` accept.
 
-    Tuples become lists, mapping keys strings, NaN and ±inf ``None``, numpy/torch scalars
-    Python numbers; everything else passes through unchanged.
+    Tuples become lists, mapping keys strings, NaN ``None`` (NaN equals nothing, not even
+    itself, so a saved NaN could never be compared again), numpy/torch scalars Python numbers;
+    everything else passes through unchanged. ±inf become ``None`` as well, unless
+    ``keep_inf``: a run's configuration keeps them, since they compare equal after a JSON round
+    trip and a resumed run checks its settings against the saved ones.
+
+    >>> plain({"clip": float("inf"), "lr": float("nan")}, keep_inf=True)
+    {'clip': inf, 'lr': None}
     """
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if math.isnan(value) or (math.isinf(value) and not keep_inf):
+            return None
+        return value
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, keep_inf=keep_inf) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, keep_inf=keep_inf) for v in value]
     if not isinstance(value, (str, bytes, int)) and callable(getattr(value, "item", None)):
         try:  # numpy / torch scalars
-            return plain(value.item())
+            return plain(value.item(), keep_inf=keep_inf)
         except (TypeError, ValueError):
             return str(value)
     return value

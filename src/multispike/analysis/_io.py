@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from multispike.checks import plain
 from multispike.errors import ConfigError
 
 
@@ -37,24 +37,9 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return p
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, Mapping):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if hasattr(v, "item") and callable(v.item):  # numpy / torch scalars
-        try:
-            return _plain(v.item())
-        except (TypeError, ValueError):
-            return str(v)
-    return v
-
-
 def write_json(data: Any, path: str | Path) -> Path:
     p = out_path(path, ".json")
-    p.write_text(json.dumps(_plain(data), indent=2) + "\n")
+    p.write_text(json.dumps(plain(data), indent=2) + "\n")
     return p
 
 
@@ -99,20 +84,3 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path} must hold a list of objects (rows)")
     return data
 
-
-def flatten_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Nested dicts become ``key_sub`` columns; lists become ``key_0, key_1, ...``."""
-    out = []
-    for r in rows:
-        flat: dict[str, Any] = {}
-        for k, v in r.items():
-            if isinstance(v, Mapping):
-                for sk, sv in v.items():
-                    flat[f"{k}_{sk}"] = sv
-            elif isinstance(v, (list, tuple)):
-                for i, sv in enumerate(v):
-                    flat[f"{k}_{i}"] = sv
-            else:
-                flat[k] = v
-        out.append(flat)
-    return out

@@ -26,7 +26,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import math
 import random
 import sys
 import time
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from multispike import kernels
+from multispike.checks import plain
 from multispike.engine import distributed as dist_utils
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
@@ -546,7 +546,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
                     "model_args": model_args, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch + 1, "best_accuracy": best, "history": history,
-                    "config": _plain(cfg.to_dict()), "threads": n_threads,
+                    "config": plain(cfg.to_dict(), keep_inf=True), "threads": n_threads,
                     "best_val_accuracy": best_val,
                 }
                 if improved:
@@ -578,14 +578,3 @@ def _configure_threads(cfg: TrainConfig, ctx: Any, device: torch.device,
               f"training with {n} thread{'s' if n > 1 else ''} (MULTISPIKE_THREADS=N sets the "
               "count)", file=sys.stderr, flush=True)
     return n
-
-
-def _plain(value: Any) -> Any:
-    """Config values as containers ``torch.load(weights_only=True)`` accepts."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
