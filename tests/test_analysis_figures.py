@@ -109,6 +109,9 @@ def test_membrane_figure(tmp_path, ternary_monitor):
     assert [entry["layer"] for entry in data["layers"]] == ["a", "b"]
     with pytest.raises(ConfigError, match="no recorded neuron layer"):
         membrane_histograms(mon, layers=["nope"])
+    for bad in (0, 2.5):
+        with pytest.raises(ConfigError, match=r"^bins must be an integer >= 1, got "):
+            membrane_histograms(mon, bins=bad)
 
 
 def test_accuracy_vs_timesteps(tmp_path):

@@ -58,3 +58,17 @@ def test_loaders() -> None:
     x, y = next(iter(train))
     assert x.shape == (100, 1, 8, 8) and y.dtype == torch.int64
     assert sum(len(b[1]) for b in test) == 360
+
+
+def test_counts_are_checked_by_name() -> None:
+    """``batch_size`` and the frame count go through :func:`multispike.checks.positive_int`:
+    one line naming the option; NumPy integers count as whole numbers."""
+    ds = msd.build("digits", train=False)
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ConfigError, match=r"^batch_size must be an integer >= 1, got "):
+            msd.make_loader(ds, bad, shuffle=False)
+    assert len(next(iter(msd.make_loader(ds, np.int64(7), shuffle=False)))[1]) == 7
+    ev = np.zeros(3, dtype=msd.EVENT_DTYPE)
+    assert msd.events_to_frames(ev, np.int64(2), size=(2, 2)).shape == (2, 2, 2, 2)
+    with pytest.raises(ConfigError, match=r"^timesteps must be an integer >= 1, got 0$"):
+        msd.events_to_frames(ev, 0, size=(2, 2))

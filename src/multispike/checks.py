@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,10 +31,11 @@ def _prefix(where: str | None) -> str:
 
 
 def positive_int(name: str, value: Any, where: str | None = None) -> int:
-    """``value`` if it is an ``int >= 1`` (not a bool), else :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``int(value)`` if it is a whole number ``>= 1`` (a Python or NumPy integer, not a
+    bool), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(f"{_prefix(where)}{name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def finite_number(name: str, value: Any, where: str | None = None) -> float:

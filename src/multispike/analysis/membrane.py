@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from multispike.analysis._io import new_figure, save_figure, write_json
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
 from multispike.monitor import ActivityMonitor
 from multispike.neurons import Neuron
@@ -55,8 +56,7 @@ def membrane_histograms(
         ``{"bins": bins, "layers": [{"layer", "firing", "thresholds", "steps": [{"t", "n",
         "mean", "std", "edges", "counts"}]}]}`` (plain lists, JSON-ready).
     """
-    if bins < 1:
-        raise ConfigError(f"bins must be >= 1, got {bins}")
+    bins = positive_int("bins", bins)
     names = list(layers) if layers is not None else list(monitor.layers)
     unknown = [n for n in names if n not in monitor.layers]
     if unknown:

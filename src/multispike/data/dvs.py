@@ -52,6 +52,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from multispike.checks import positive_int
 from multispike.data._io import default_data_root, one_line
 from multispike.errors import ConfigError, DataError
 
@@ -209,11 +210,7 @@ def write_aedat(path: str | os.PathLike[str], events: np.ndarray, *,
 
 
 def _check_timesteps(timesteps: object) -> int:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
-            or timesteps < 1:
-        raise ConfigError(f"timesteps must be a whole number >= 1, got {timesteps!r}: pass e.g. "
-                          "timesteps=10")
-    return int(timesteps)
+    return positive_int("timesteps", timesteps)
 
 
 def frame_counts(events: np.ndarray, timesteps: int,

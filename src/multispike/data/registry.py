@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from multispike.checks import positive_int
 from multispike.data import cifar, digits, dvs, imagenet
 from multispike.data._io import default_data_root, one_line
 from multispike.data.transforms import (
@@ -360,8 +361,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool,
     if sampler is not None and shuffle:
         raise ConfigError("shuffle=True cannot be combined with a sampler: shuffle through the "
                           "sampler (e.g. DistributedSampler(shuffle=True)) and pass shuffle=False")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = positive_int("batch_size", batch_size)
     if num_workers is None:
         num_workers = min(_loader_workers(dataset), os.cpu_count() or 1)
     if pin_memory is None:

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from multispike.checks import positive_int
 from multispike.errors import CheckpointError, ConfigError
 
 if sys.version_info >= (3, 11):
@@ -104,10 +105,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` (one line) for settings no run can use."""
-        if not isinstance(self.timesteps, int) or self.timesteps < 1:
-            raise ConfigError(f"timesteps must be an integer >= 1, got {self.timesteps!r}")
-        _int_at_least("--epochs", self.epochs, 1)
-        _int_at_least("--batch-size", self.batch_size, 1)
+        positive_int("timesteps", self.timesteps)
+        positive_int("--epochs", self.epochs)
+        positive_int("--batch-size", self.batch_size)
         if self.num_workers is not None:
             _int_at_least("--workers", self.num_workers, 0, "0 loads data in the main process")
         if not _finite(self.lr) or not self.lr > 0:
