@@ -234,6 +234,48 @@ def test_eval_at_several_timesteps(tmp_path):
     assert [row["timesteps"] for row in rows] == [1, 2] and "mean_firing_rate" in rows[0]
 
 
+def test_eval_rates_are_the_analysis_rates_of_the_same_batches():
+    """``multispike eval``'s firing-rate columns come from
+    :func:`multispike.analysis.stats.firing_rates`, the measurement ``measure_rates`` makes:
+    the numbers of the monitor over the first ``max_batches`` batches, as both computed them
+    before they shared it; an ANN twin gets no rates from eval and a refusal from analysis."""
+    from multispike.analysis.stats import measure_rates
+    from multispike.data import get_spec
+    from multispike.deploy.testing import exercise
+    from multispike.engine.evaluate import _rates
+    from multispike.models import create
+    from multispike.monitor import record_activity
+
+    spec = get_spec("digits")
+    gen = torch.Generator().manual_seed(3)
+    loader = [(torch.rand(5, 1, 8, 8, generator=gen), torch.zeros(5, dtype=torch.long))
+              for _ in range(4)]
+    for firing in ("mt", "ternary", "binary"):
+        model = exercise(create("digits_net", firing=firing, timesteps=2), loader[0][0])
+        with torch.no_grad(), record_activity(model) as mon:  # the reference: two batches
+            for x, _ in loader[:2]:
+                model(x)
+        rows = mon.summary()
+        want = {r["layer"]: r["rate"] for r in rows}
+        want_mean = sum(r["spikes"] for r in rows) / sum(r["neuron_steps"] for r in rows)
+        model.train()
+        got = _rates(model, loader, spec, None, torch.device("cpu"), 2)
+        assert got == {"firing_rates": want, "mean_firing_rate": want_mean}, firing
+        assert model.training  # the measurement leaves the model's mode as it was
+        assert want_mean > 0 and len(want) == 3
+        measured = measure_rates(model, loader, batches=2, events=False)
+        assert (measured.rates, measured.mean_rate, measured.batches) == (want, want_mean, 2)
+    ann = create("digits_net", firing="ann", timesteps=2)
+    assert _rates(ann, loader, spec, None, torch.device("cpu"), 2) == {
+        "firing_rates": {}, "mean_firing_rate": 0.0}
+    with pytest.raises(ConfigError, match="no spiking neuron layer"):
+        measure_rates(ann, loader, batches=2)
+    with pytest.raises(ConfigError, match="batches must be an integer >= 1, got 0"):
+        measure_rates(model, loader, batches=0)
+    with pytest.raises(ConfigError, match="max_batches_for_rates must be an integer >= 1"):
+        evaluate_model(model, "digits", [1], max_batches_for_rates=0)
+
+
 # -- torch.compile -----------------------------------------------------------------------------
 @pytest.fixture
 def fresh_dynamo():

@@ -6,6 +6,8 @@ neuron per time step and can exceed 1 for MT neurons.
 
 - :func:`collect_activity` runs a model over batches of a loader inside
   :func:`~multispike.monitor.record_activity` and returns the monitor;
+- :func:`firing_rates` gives the per-layer and mean rates alone (what ``multispike eval``
+  reports);
 - :func:`measure_rates` gives the per-layer rates the energy estimate needs, and for zoo models
   the exact synaptic operations of every layer from the same spikes
   (:func:`~multispike.analysis.ops.count_events`: what each layer reads after pooling);
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 
 from multispike.analysis._io import new_figure, save_figure, write_csv
 from multispike.analysis.ops import EventCounts, count_events, event_model
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
 from multispike.monitor import ActivityMonitor, record_activity
 from multispike.neurons import Neuron
@@ -57,15 +60,63 @@ def model_input(x: Tensor) -> Tensor:
 
 
 def _batches(loader: Iterable, batches: int | None) -> Iterator[Any]:
-    if batches is not None and (isinstance(batches, bool) or batches < 1):
-        raise ConfigError(f"batches must be >= 1, got {batches!r}")
+    if batches is not None:
+        positive_int("batches", batches)
     for i, batch in enumerate(loader):
         if batches is not None and i >= batches:
             break
         yield batch
 
 
-@torch.no_grad()
+def _record(
+    model: nn.Module,
+    loader: Iterable,
+    batches: int | None,
+    *,
+    membrane_samples: int = 0,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    prepare: Prepare | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    observe: Callable[[Tensor], None] | None = None,
+) -> tuple[ActivityMonitor, int]:
+    """The one measuring loop: ``model`` (eval mode, its training mode restored after) over up
+    to ``batches`` batches inside :func:`~multispike.monitor.record_activity`; returns the
+    monitor and the number of batches run. Arguments as in :func:`collect_activity`."""
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    prepare = prepare or model_input
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        with torch.no_grad(), record_activity(model, membrane_samples=membrane_samples,
+                                              seed=seed) as mon:
+            for batch in _batches(loader, batches):
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                x = x.to(device)
+                if transform is not None:
+                    x = transform(x)
+                x = prepare(x)
+                model(x)
+                if observe is not None:
+                    observe(x)
+                seen += 1
+    finally:
+        model.train(was_training)
+    return mon, seen
+
+
+def _require_activity(model: nn.Module, mon: ActivityMonitor, seen: int) -> None:
+    if seen == 0:
+        raise ConfigError("the loader gave no batch: nothing to measure")
+    if not mon.layers:
+        raise ConfigError(
+            f"{type(model).__name__} has no spiking neuron layer (an ANN twin?): no rates"
+        )
+
+
 def collect_activity(
     model: nn.Module,
     loader: Iterable,
@@ -88,34 +139,13 @@ def collect_activity(
         device: where the batches go (default: the model's device, CPU or GPU; the model
             must live there).
         observe: called with each model input after the model ran on it.
+
+    A loader without a batch, or a model without a neuron layer, is a :class:`ConfigError`.
     """
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    prepare = prepare or model_input
-    was_training = model.training
-    model.eval()
-    seen = 0
-    try:
-        with record_activity(model, membrane_samples=membrane_samples, seed=seed) as mon:
-            for batch in _batches(loader, batches):
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                x = x.to(device)
-                if transform is not None:
-                    x = transform(x)
-                x = prepare(x)
-                model(x)
-                if observe is not None:
-                    observe(x)
-                seen += 1
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ConfigError("the loader gave no batch: nothing to measure")
-    if not mon.layers:
-        raise ConfigError(
-            f"{type(model).__name__} has no spiking neuron layer (an ANN twin?): no rates"
-        )
+    mon, seen = _record(model, loader, batches, membrane_samples=membrane_samples,
+                        transform=transform, prepare=prepare, device=device, seed=seed,
+                        observe=observe)
+    _require_activity(model, mon, seen)
     return mon
 
 
@@ -149,6 +179,7 @@ class MeasuredRates:
 
 
 def rates_from_monitor(mon: ActivityMonitor, batches: int = 0) -> MeasuredRates:
+    """Per-layer and overall rates of what ``mon`` recorded (empty and 0.0 when nothing)."""
     rows = mon.summary()
     spikes = sum(r["spikes"] for r in rows)
     steps = sum(r["neuron_steps"] for r in rows)
@@ -158,6 +189,26 @@ def rates_from_monitor(mon: ActivityMonitor, batches: int = 0) -> MeasuredRates:
         rows=rows,
         batches=batches,
     )
+
+
+def firing_rates(
+    model: nn.Module,
+    loader: Iterable,
+    batches: int | None = 8,
+    *,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    prepare: Prepare | None = None,
+    device: torch.device | str | None = None,
+) -> MeasuredRates:
+    """Firing rates of every neuron layer of ``model`` over up to ``batches`` batches.
+
+    The measurement both ``multispike eval`` (:func:`multispike.engine.evaluate_model`) and
+    :func:`measure_rates` make. Unlike :func:`measure_rates` it refuses nothing: a model
+    without neuron layers (an ANN twin) gets no rates and a mean of 0.0. No event counts.
+    """
+    mon, seen = _record(model, loader, batches, transform=transform, prepare=prepare,
+                        device=device)
+    return rates_from_monitor(mon, seen)
 
 
 def measure_rates(
@@ -195,15 +246,9 @@ def measure_rates(
                 assert counted is not None
                 counted.add(count_events(deployed, graph, x))
 
-    n = [0]
-
-    def counting(it: Iterable) -> Iterator[Any]:
-        for b in it:
-            n[0] += 1
-            yield b
-
-    mon = collect_activity(model, counting(_batches(loader, batches)), observe=observe, **kwargs)
-    measured = rates_from_monitor(mon, n[0])
+    mon, seen = _record(model, loader, batches, observe=observe, **kwargs)
+    _require_activity(model, mon, seen)
+    measured = rates_from_monitor(mon, seen)
     measured.events, measured.events_error = counted, error
     return measured
 

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from multispike.checks import positive_int
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.config import check_compile_mode
-from multispike.engine.train import compile_model, evaluate, pick_device
+from multispike.engine.train import compile_model, evaluate, pick_device, to_model_input
 from multispike.errors import CheckpointError, ConfigError
-from multispike.monitor import record_activity
 
 
 def parse_timesteps(text: str | Sequence[int]) -> list[int]:
@@ -51,7 +51,8 @@ def evaluate_model(
     """Accuracy (and per-layer firing rates) of ``model`` on the test split at each T.
 
     Returns one row per T: ``timesteps``, ``accuracy``, ``loss``, ``firing_rates`` (layer →
-    spikes per neuron per step, −1 and every MT plane counted) and ``mean_firing_rate``.
+    spikes per neuron per step, −1 and every MT plane counted) and ``mean_firing_rate``, from
+    the first ``max_batches_for_rates`` test batches (an ANN twin: none, and 0.0).
     ``compile``: ``off`` or a ``torch.compile`` mode for the accuracy pass (compiled on first
     use at each T); the firing-rate pass runs eagerly. ``progress``: show the batches of each
     accuracy pass on stderr (see :class:`Progress`).
@@ -59,6 +60,8 @@ def evaluate_model(
     from multispike import data
 
     mode = check_compile_mode(compile)
+    if rates:
+        positive_int("max_batches_for_rates", max_batches_for_rates)
     spec = data.get_spec(dataset)
     dev = pick_device(device)
     before = torch.get_num_threads()
@@ -91,24 +94,14 @@ def evaluate_model(
     return rows
 
 
-@torch.no_grad()
 def _rates(model, loader, spec, transform, device, max_batches) -> dict[str, Any]:
-    from multispike.engine.train import to_model_input
+    """The firing-rate columns of an evaluation row, from up to ``max_batches`` batches
+    (:func:`multispike.analysis.stats.firing_rates`, the one rate measurement)."""
+    from multispike.analysis.stats import firing_rates  # on use: it brings matplotlib
 
-    model.eval()
-    with record_activity(model) as mon:
-        for i, (x, _) in enumerate(loader):
-            if i >= max_batches:
-                break
-            x = x.to(device)
-            if transform is not None:
-                x = transform(x)
-            model(to_model_input(x, spec))
-    summary = mon.summary()
-    per_layer = {r["layer"]: r["rate"] for r in summary}
-    spikes = sum(r["spikes"] for r in summary)
-    steps = sum(r["neuron_steps"] for r in summary)
-    return {"firing_rates": per_layer, "mean_firing_rate": spikes / max(steps, 1)}
+    measured = firing_rates(model, loader, max_batches, transform=transform, device=device,
+                            prepare=lambda x: to_model_input(x, spec))
+    return {"firing_rates": measured.rates, "mean_firing_rate": measured.mean_rate}
 
 
 # -- reading a checkpoint for a command ------------------------------------------------------------
