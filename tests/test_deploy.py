@@ -31,8 +31,8 @@ from multispike.deploy import (
     trace,
 )
 from multispike.deploy.fold import bn_affine
-from multispike.deploy.graph import base_neuron
 from multispike.deploy.testing import exercise, firing_rates
+from multispike.deploy.wrappers import unwrap
 from multispike.errors import CheckpointError, ConfigError
 from multispike.layers import BatchNormFold, BatchNormPerStep, TDBatchNorm
 from multispike.models import create, list_models
@@ -160,12 +160,12 @@ def test_fold_amplitudes_every_registered_model(name):
         assert torch.equal(v, before[k])
     rec = deployed.deployment
     for layer, v in neuron_values(deployed, x).items():
-        neuron = base_neuron(deployed.get_submodule(layer))
+        neuron = unwrap(deployed.get_submodule(layer))
         assert neuron.amplitude is None
         assert torch.equal(v, v.round())
         if neuron.rule.name in ("binary", "ternary"):
             assert set(v.unique().tolist()) <= {-1.0, 0.0, 1.0}
-        original = base_neuron(model.get_submodule(layer))
+        original = unwrap(model.get_submodule(layer))
         if layer in rec["rescaled_neurons"]:  # identity-shortcut receivers: V_th / a
             assert neuron.v_threshold != original.v_threshold
         else:

@@ -170,21 +170,22 @@ def test_conv_unit_shapes():
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_membrane_block_shapes_and_params(norm, kernel):
     f = NeuronFactory("plif", "mt")
-    blk = MembraneBlock(8, 16, stride=2, neurons=f, norm=norm, timesteps=2, shortcut_kernel=kernel)
+    blk = MembraneBlock(8, 16, stride=2, neuron_factory=f, norm=norm, timesteps=2,
+                        shortcut_kernel=kernel)
     assert blk.shortcut.kernel_size == (kernel, kernel)
     x = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
     y = blk(x)
     assert y.shape == (2, 3, 16, 4, 4)
     assert torch.is_floating_point(y) and not set(y.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
-    same = MembraneBlock(8, 8, stride=1, neurons=f, norm=norm, timesteps=2)
+    same = MembraneBlock(8, 8, stride=1, neuron_factory=f, norm=norm, timesteps=2)
     assert same.shortcut is None
     with pytest.raises(ConfigError):
-        MembraneBlock(8, 16, stride=2, neurons=f, norm=norm, timesteps=2, shortcut_kernel=5)
+        MembraneBlock(8, 16, stride=2, neuron_factory=f, norm=norm, timesteps=2, shortcut_kernel=5)
 
 
 def test_membrane_block_ann_twin_is_preactivation_resnet():
     f = NeuronFactory("plif", "ann")
-    blk = MembraneBlock(4, 4, stride=1, neurons=f, norm="fold", timesteps=1).double().eval()
+    blk = MembraneBlock(4, 4, stride=1, neuron_factory=f, norm="fold", timesteps=1).double().eval()
     x = _x(1, 2, 4, 5, 5)
     relu = torch.relu
     y = blk.bn2.bn(blk.conv2(relu(blk.bn1.bn(blk.conv1(relu(x[0]))))))
@@ -194,7 +195,7 @@ def test_membrane_block_ann_twin_is_preactivation_resnet():
 @pytest.mark.parametrize("avg_down", [False, True])
 def test_spike_block_emits_spikes(avg_down):
     f = NeuronFactory("lif", "ternary")
-    blk = SpikeBlock(8, 16, stride=2, neurons=f, norm="fold", timesteps=2, avg_down=avg_down)
+    blk = SpikeBlock(8, 16, stride=2, neuron_factory=f, norm="fold", timesteps=2, avg_down=avg_down)
     y = blk(torch.randn(2, 3, 8, 8, 8))
     assert y.shape == (2, 3, 16, 4, 4)
     assert set(y.unique().tolist()) <= {-1.0, 0.0, 1.0}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,19 +54,25 @@ __all__ = [
     "BatchNormPerStep",
     "BatchNormStepStats",
     "ConvUnit",
+    "GraphNode",
     "MembraneBlock",
     "NeuronFactory",
+    "RUN",
+    "Record",
+    "Run",
     "SpikeBlock",
     "TDBatchNorm",
     "TimeDropout",
     "TimeFold",
     "VotingLayer",
     "build_norm",
+    "describe_sequence",
     "conv1x1",
     "conv3x3",
     "fold_time",
     "get_norm",
     "neuron_option_names",
+    "run_node",
 ]
 
 
@@ -75,6 +82,142 @@ def fold_time(module: nn.Module, x: Tensor) -> Tensor:
     t, b = x.shape[:2]
     y = module(x.flatten(0, 1))  # [T, B, ...] -> [T*B, ...] -> module -> [T*B, ...']
     return y.unflatten(0, (t, b))  # [T*B, ...'] -> [T, B, ...']
+
+
+# -- graph descriptions ------------------------------------------------------------------------
+# A model (and each block) writes its dataflow once, as a method ``describe(g, ...)`` that calls
+# ``g.fold`` / ``g.call`` / ``g.add`` / ``g.flatten`` / ``g.gap``. Run with :data:`RUN` it
+# computes tensors (that is the forward pass); run with a :class:`Record` it returns the graph
+# as :class:`GraphNode` objects, which deployment, profiling and analysis read.
+def _flatten(v: Tensor) -> Tensor:
+    return v.flatten(2)  # [T, B, C, h, w] -> [T, B, C*h*w]
+
+
+def _gap(v: Tensor) -> Tensor:
+    return v.mean((-2, -1))  # global average pooling: [T, B, C, h, w] -> [T, B, C]
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One node of a model's dataflow (see :meth:`~multispike.models.SpikingModel.graph`).
+
+    Attributes:
+        name: the module path in the model (``"features.0.conv"``), or ``"input"``,
+            ``"flatten"``, ``"gap"``, ``"<block>.sum"``, ``"output"`` for nodes without one.
+        kind: how the value is computed from the sum of the inputs ``v``: ``"fold"``
+            (``fold_time(module, v)``), ``"call"`` (``module(v)``), ``"flatten"``, ``"gap"``,
+            ``"sum"``/``"output"`` (``v``), or ``"input"`` (the images, over T).
+        inputs: names of the nodes whose values are summed, in the order forward adds them.
+        module: the module at ``name`` (``None`` for the nodes without one).
+    """
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    module: nn.Module | None = None
+
+
+class Run:
+    """Runs a graph description on tensors ``[T, B, ...]``: the forward pass."""
+
+    def fold(self, module: nn.Module, path: str, x: Tensor) -> Tensor:
+        return fold_time(module, x)
+
+    def call(self, module: nn.Module, path: str, x: Tensor) -> Tensor:
+        return module(x)
+
+    def add(self, a: Tensor, b: Tensor, name: str | None = None) -> Tensor:
+        return a + b
+
+    def flatten(self, x: Tensor) -> Tensor:
+        return _flatten(x)
+
+    def gap(self, x: Tensor) -> Tensor:
+        return _gap(x)
+
+
+#: the runner every forward uses (it holds no state)
+RUN = Run()
+
+
+class Record:
+    """Records a graph description as :class:`GraphNode` objects (``.nodes``, forward order).
+
+    A value is the tuple of node names whose sum it is: ``add`` without a name concatenates
+    them (the next node sums its inputs, as NIR edges do); ``add`` with a name makes a ``sum``
+    node. Example::
+
+        >>> g = Record()
+        >>> y = g.fold(nn.Conv2d(1, 2, 3), "conv", g.input())
+        >>> [(n.name, n.kind, n.inputs) for n in g.nodes]
+        [('input', 'input', ()), ('conv', 'fold', ('input',))]
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[GraphNode] = []
+
+    def _node(self, name: str, kind: str, inputs: tuple[str, ...],
+              module: nn.Module | None = None) -> tuple[str, ...]:
+        self.nodes.append(GraphNode(name, kind, tuple(inputs), module))
+        return (name,)
+
+    def input(self) -> tuple[str, ...]:
+        return self._node("input", "input", ())
+
+    def output(self, x: tuple[str, ...]) -> tuple[str, ...]:
+        return self._node("output", "output", x)
+
+    def fold(self, module: nn.Module, path: str, x: tuple[str, ...]) -> tuple[str, ...]:
+        return self._node(path, "fold", x, module)
+
+    def call(self, module: nn.Module, path: str, x: tuple[str, ...]) -> tuple[str, ...]:
+        return self._node(path, "call", x, module)
+
+    def add(self, a: tuple[str, ...], b: tuple[str, ...], name: str | None = None
+            ) -> tuple[str, ...]:
+        return a + b if name is None else self._node(name, "sum", a + b)
+
+    def flatten(self, x: tuple[str, ...]) -> tuple[str, ...]:
+        return self._node("flatten", "flatten", x)
+
+    def gap(self, x: tuple[str, ...]) -> tuple[str, ...]:
+        return self._node("gap", "gap", x)
+
+
+def run_node(node: Any, values: dict[str, Tensor], x: Tensor, timesteps: int) -> Tensor:
+    """The value ``[T, B, ...]`` of one recorded node from the values of its inputs.
+
+    ``node`` has ``kind``, ``inputs`` and ``module`` (a :class:`GraphNode` or a deploy node);
+    ``x`` is the model input, ``[B, C, H, W]`` (presented at every step: direct encoding) or
+    ``[T, B, C, H, W]``. Inputs are summed in their recorded order, as the forward adds them.
+    """
+    kind = node.kind
+    if kind == "input":
+        return x if x.dim() == 5 else x.unsqueeze(0).expand(timesteps, *x.shape)
+    v = values[node.inputs[0]]
+    for name in node.inputs[1:]:
+        v = v + values[name]
+    if kind == "fold":
+        return fold_time(node.module, v)
+    if kind == "call":
+        return node.module(v)
+    if kind == "flatten":
+        return _flatten(v)
+    if kind == "gap":
+        return _gap(v)
+    if kind in ("sum", "output"):
+        return v
+    raise RuntimeError(f"unknown node kind {kind}")  # pragma: no cover
+
+
+def describe_sequence(g: Any, path: str, seq: nn.Module, x: Any) -> Any:
+    """Describe an ``nn.Sequential`` of layers: each layer's own ``describe`` where it has one
+    (:class:`ConvUnit`, :class:`TimeFold`), else one ``call`` node."""
+    for i, layer in enumerate(seq):
+        p = f"{path}.{i}"
+        describe = getattr(layer, "describe", None)
+        x = describe(g, p, x) if describe is not None else g.call(layer, p, x)
+    return x
 
 
 class TimeFold(nn.Module):
@@ -90,6 +233,10 @@ class TimeFold(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return fold_time(self.module, x)
+
+    def describe(self, g: Any, path: str, x: Any) -> Any:
+        """One ``fold`` node: the wrapped layer at ``{path}.module``."""
+        return g.fold(self.module, f"{path}.module", x)
 
 
 class TimeDropout(nn.Module):
@@ -325,6 +472,11 @@ class NeuronFactory:
     With ``firing="ann"`` every hidden slot is ``nn.ReLU`` (the ANN twin), the output slot is
     the identity (logits stay signed), and neuron options are ignored. Neurons are built with
     ``check_input=False``: the model checks its input once.
+
+    ``options`` are the neuron class's keyword arguments (``deltas``, ``learn_amplitude``,
+    ``surrogate``, ``surrogate_width``, ``surrogate_alpha``, ``v_threshold``, ...: whatever
+    its ``__init__`` and :class:`~multispike.neurons.Neuron`'s take, see
+    :func:`neuron_option_names`), passed to every slot unchanged.
     """
 
     def __init__(
@@ -341,15 +493,16 @@ class NeuronFactory:
         self.cls = get_neuron_class(neuron)
         self.firing = key
         self.mt_on_fc = bool(mt_on_fc)
-        self.options = dict(options or {})
+        #: the neuron keyword options every slot receives (``deltas`` only where MT applies)
+        self.neuron_args = dict(options or {})
         allowed = neuron_option_names(self.cls)
-        unknown = sorted(set(self.options) - allowed)
+        unknown = sorted(set(self.neuron_args) - allowed)
         if unknown:
             raise ConfigError(
                 f"unknown neuron option(s) {', '.join(unknown)} for {self.cls.__name__}; "
                 f"choose from {', '.join(sorted(allowed))}"
             )
-        if self.options.get("deltas") is not None and key not in ("mt", "ternary-mt", ANN):
+        if self.neuron_args.get("deltas") is not None and key not in ("mt", "ternary-mt", ANN):
             raise ConfigError(f"deltas apply to firing 'mt' and 'ternary-mt', not to {key!r}")
         #: firing threshold of the neurons (1.0 for the ANN twin); tdBN scales by it
         self.v_threshold = 1.0
@@ -367,7 +520,7 @@ class NeuronFactory:
         return _NOT_MT.get(self.firing, self.firing)
 
     def _make(self, firing: str) -> Neuron:
-        opts = dict(self.options)
+        opts = dict(self.neuron_args)
         if firing not in ("mt", "ternary-mt"):
             opts.pop("deltas", None)
         return self.cls(firing=firing, check_input=False, **opts)
@@ -407,7 +560,13 @@ class ConvUnit(nn.Module):
         self.act = act
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(fold_time(self.conv, x)))
+        return self.describe(RUN, "", x)
+
+    def describe(self, g: Any, path: str, x: Any) -> Any:
+        """The dataflow (see :class:`Record`): ``act(norm(fold_time(conv, x)))``."""
+        y = g.fold(self.conv, f"{path}.conv", x)
+        y = g.call(self.norm, f"{path}.norm", y)
+        return g.call(self.act, f"{path}.act", y)
 
 
 class MembraneBlock(nn.Module):
@@ -434,17 +593,17 @@ class MembraneBlock(nn.Module):
         cout: int,
         *,
         stride: int,
-        neurons: NeuronFactory,
+        neuron_factory: NeuronFactory,
         norm: str,
         timesteps: int,
         shortcut_kernel: int = 1,
     ) -> None:
         super().__init__()
-        vth = neurons.v_threshold
-        self.sn1 = neurons.conv()
+        vth = neuron_factory.v_threshold
+        self.sn1 = neuron_factory.conv()
         self.conv1 = conv3x3(cin, cout, stride)
         self.bn1 = build_norm(norm, cout, timesteps=timesteps, v_threshold=vth)
-        self.sn2 = neurons.conv()
+        self.sn2 = neuron_factory.conv()
         self.conv2 = conv3x3(cout, cout)
         half = 1 / math.sqrt(2)  # tdBN: α = 1/√2 before a residual addition
         self.bn2 = build_norm(norm, cout, timesteps=timesteps, v_threshold=vth, alpha=half)
@@ -462,13 +621,18 @@ class MembraneBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        s = self.sn1(x)
-        y = self.sn2(self.bn1(fold_time(self.conv1, s)))
-        y = self.bn2(fold_time(self.conv2, y))
-        if self.shortcut is not None:
-            assert self.shortcut_bn is not None
-            x = self.shortcut_bn(fold_time(self.shortcut, s))
-        return x + y
+        return self.describe(RUN, "", x)
+
+    def describe(self, g: Any, path: str, x: Any) -> Any:
+        """The dataflow (see :class:`Record`); the residual sum is the node ``{path}.sum``."""
+        s = g.call(self.sn1, f"{path}.sn1", x)
+        y = g.fold(self.conv1, f"{path}.conv1", s)
+        y = g.call(self.bn1, f"{path}.bn1", y)
+        y = g.call(self.sn2, f"{path}.sn2", y)
+        y = g.fold(self.conv2, f"{path}.conv2", y)
+        y = g.call(self.bn2, f"{path}.bn2", y)
+        sc = _describe_shortcut(self, g, path, s) if self.shortcut is not None else x
+        return g.add(sc, y, f"{path}.sum")
 
 
 class SpikeBlock(nn.Module):
@@ -489,20 +653,20 @@ class SpikeBlock(nn.Module):
         cout: int,
         *,
         stride: int,
-        neurons: NeuronFactory,
+        neuron_factory: NeuronFactory,
         norm: str,
         timesteps: int,
         avg_down: bool = False,
     ) -> None:
         super().__init__()
-        vth = neurons.v_threshold
+        vth = neuron_factory.v_threshold
         half = 1 / math.sqrt(2)
         self.conv1 = conv3x3(cin, cout, stride)
         self.bn1 = build_norm(norm, cout, timesteps=timesteps, v_threshold=vth)
-        self.sn1 = neurons.conv()
+        self.sn1 = neuron_factory.conv()
         self.conv2 = conv3x3(cout, cout)
         self.bn2 = build_norm(norm, cout, timesteps=timesteps, v_threshold=vth, alpha=half)
-        self.sn2 = neurons.conv()
+        self.sn2 = neuron_factory.conv()
         self.shortcut: nn.Module | None = None
         self.shortcut_bn: nn.Module | None = None
         if stride != 1 or cin != cout:
@@ -518,9 +682,32 @@ class SpikeBlock(nn.Module):
             )
 
     def forward(self, s: Tensor) -> Tensor:
-        y = self.sn1(self.bn1(fold_time(self.conv1, s)))
-        y = self.bn2(fold_time(self.conv2, y))
-        if self.shortcut is not None:
-            assert self.shortcut_bn is not None
-            s = self.shortcut_bn(fold_time(self.shortcut, s))
-        return self.sn2(y + s)
+        return self.describe(RUN, "", s)
+
+    def describe(self, g: Any, path: str, s: Any) -> Any:
+        """The dataflow (see :class:`Record`); ``sn2`` sums its two inputs (no sum node)."""
+        y = g.fold(self.conv1, f"{path}.conv1", s)
+        y = g.call(self.bn1, f"{path}.bn1", y)
+        y = g.call(self.sn1, f"{path}.sn1", y)
+        y = g.fold(self.conv2, f"{path}.conv2", y)
+        y = g.call(self.bn2, f"{path}.bn2", y)
+        sc = _describe_shortcut(self, g, path, s) if self.shortcut is not None else s
+        return g.call(self.sn2, f"{path}.sn2", g.add(y, sc))
+
+
+def _describe_shortcut(block: nn.Module, g: Any, path: str, s: Any) -> Any:
+    """A block's shortcut branch reading ``s``: its layer(s), then its BN if it has one.
+
+    A sequential shortcut (average pooling, then a 1×1 convolution) is one ``fold`` node per
+    layer, ``{path}.shortcut.{i}``; any other shortcut module (a convolution, a deploy plane
+    merge) is one ``fold`` node ``{path}.shortcut``.
+    """
+    sc = block.shortcut
+    if isinstance(sc, nn.Sequential):
+        for i, layer in enumerate(sc):
+            s = g.fold(layer, f"{path}.shortcut.{i}", s)
+    else:
+        s = g.fold(sc, f"{path}.shortcut", s)
+    if block.shortcut_bn is not None:
+        s = g.call(block.shortcut_bn, f"{path}.shortcut_bn", s)
+    return s

@@ -54,7 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
+from multispike.layers import run_node
 from multispike.models.profile import conv_macs, linear_macs
 from multispike.neurons import Neuron
 
@@ -509,15 +511,6 @@ def _ones_conv(counts: Tensor, layer: nn.Module) -> float:
     return float(reach.sum()) * (layer.out_channels // layer.groups)
 
 
-def _base_layer(node: Any) -> nn.Module:
-    m = node.module
-    for attr in ("conv", "linear"):
-        inner = getattr(m, attr, None)
-        if isinstance(inner, nn.Module):
-            return inner
-    return m
-
-
 @torch.no_grad()
 def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
     """Exact synaptic operations of one batch ``x`` through a deployed model (see
@@ -529,8 +522,6 @@ def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
     window holds it); global average pooling sums the map; flattening renames. Layers that
     read currents (the encoder, membrane-level sums) are left out.
     """
-    from multispike.deploy.graph import evaluate
-
     deployed.check_input(x)
     steps = deployed.timesteps
     nodes = list(graph)
@@ -571,7 +562,7 @@ def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
         return y, events
 
     for i, node in enumerate(nodes):
-        values[node.name] = evaluate(node, values, x, steps)
+        values[node.name] = run_node(node, values, x, steps)
         _count(node, values, counts_of, out)
         for name in [k for k in values if last.get(k, -1) <= i]:
             del values[name]  # the dense run keeps only what is still to be read
@@ -584,7 +575,7 @@ def _count(node: Any, values: dict[str, Tensor], counts_of: Any, out: EventCount
     if node.op in ("conv", "linear") and node.inputs != ("input",):
         y, events = counts_of(node.inputs[0])
         if y is not None:
-            layer = _base_layer(node)
+            layer = unwrap(node.module)
             if node.op == "conv":
                 sops = _ones_conv(y, layer)
                 dense = float(values[node.name].flatten(0, 1)[0].numel()) * (

@@ -2,7 +2,7 @@
 
 >>> import tempfile, torch
 >>> from multispike.deploy import (AdditionOnlyExecutor, export_nir, fold_amplitudes,
-...                                load_deployed, save_deployed, split_planes)
+...    load_deployed, save_deployed, split_planes)
 >>> from multispike.deploy.testing import exercise
 >>> from multispike.models import create
 >>> images = torch.rand(2, 1, 8, 8, dtype=torch.float64)
@@ -30,7 +30,9 @@ True
 :func:`export_nir`              ``nir.NIRGraph`` of a binary model (PLIF/LIF/IF)
 :func:`run_nir`                 run a NIR graph back through ``nirtorch`` (NIR semantics)
 :func:`save_deployed`           ``model.safetensors`` + ``config.json``; :func:`load_deployed`
-:func:`trace`                   the :class:`DeployGraph` every transform reads
+:func:`trace`                   the :class:`DeployGraph` every transform reads (from
+                                ``model.graph()``, the description the forward runs)
+:func:`unwrap`                  the layer a deploy wrapper (plane, vote) holds
 ==============================  ================================================================
 
 See ``docs/deploy.md``. ``nir`` and ``nirtorch`` are needed by the NIR functions only
@@ -38,46 +40,44 @@ See ``docs/deploy.md``. ``nir`` and ``nirtorch`` are needed by the NIR functions
 """
 
 from multispike.deploy.executor import AdditionOnlyExecutor, ExecutionReport, run_addition_only
-from multispike.deploy.fold import (
-                                ScaledVotingLayer,
-                                fold_amplitudes,
-                                fold_batchnorm,
-                                is_deployed,
-)
+from multispike.deploy.fold import fold_amplitudes, fold_batchnorm, is_deployed
 from multispike.deploy.graph import DeployGraph, Node, trace
 from multispike.deploy.io import load_deployed, save_deployed
 from multispike.deploy.nir_export import export_nir, nir_to_torch, run_nir
-from multispike.deploy.planes import (
-                                PlaneConv,
-                                PlaneLinear,
-                                PlaneMaxPool,
-                                PlaneMerge,
-                                PlaneNeuron,
-                                PlaneVote,
-                                split_planes,
+from multispike.deploy.planes import split_planes
+from multispike.deploy.wrappers import (
+    PlaneConv,
+    PlaneLinear,
+    PlaneMaxPool,
+    PlaneMerge,
+    PlaneNeuron,
+    PlaneVote,
+    ScaledVotingLayer,
+    unwrap,
 )
 
 __all__ = [
-                                "AdditionOnlyExecutor",
-                                "DeployGraph",
-                                "ExecutionReport",
-                                "Node",
-                                "PlaneConv",
-                                "PlaneLinear",
-                                "PlaneMaxPool",
-                                "PlaneMerge",
-                                "PlaneNeuron",
-                                "PlaneVote",
-                                "ScaledVotingLayer",
-                                "export_nir",
-                                "fold_amplitudes",
-                                "fold_batchnorm",
-                                "is_deployed",
-                                "load_deployed",
-                                "nir_to_torch",
-                                "run_addition_only",
-                                "run_nir",
-                                "save_deployed",
-                                "split_planes",
-                                "trace",
+    "AdditionOnlyExecutor",
+    "DeployGraph",
+    "ExecutionReport",
+    "Node",
+    "PlaneConv",
+    "PlaneLinear",
+    "PlaneMaxPool",
+    "PlaneMerge",
+    "PlaneNeuron",
+    "PlaneVote",
+    "ScaledVotingLayer",
+    "export_nir",
+    "fold_amplitudes",
+    "fold_batchnorm",
+    "is_deployed",
+    "load_deployed",
+    "nir_to_torch",
+    "run_addition_only",
+    "run_nir",
+    "save_deployed",
+    "split_planes",
+    "trace",
+    "unwrap",
 ]

@@ -57,7 +57,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multispike.deploy.fold import per_step_affine
-from multispike.deploy.graph import Node, base_neuron, trace
+from multispike.deploy.graph import Node, trace
+from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
 from multispike.layers import BatchNormPerStep, fold_time
 from multispike.models.profile import conv_macs, linear_macs
@@ -131,11 +132,6 @@ class _Analog:
     x: Tensor
 
 
-def _base(module: nn.Module, attr: str) -> nn.Module:
-    inner = getattr(module, attr, None)
-    return inner if isinstance(inner, nn.Module) else module
-
-
 class AdditionOnlyExecutor:
     """Event-driven, accumulate-only execution of a deployed model.
 
@@ -171,7 +167,7 @@ class AdditionOnlyExecutor:
         self._fused: dict[str, str] = {}  # per-step norm node -> the conv it is fused into
         self._tables: dict[tuple[Any, ...], Tensor] = {}
         for node in self.graph:
-            if node.op == "neuron" and base_neuron(node.module).amplitude is not None:
+            if node.op == "neuron" and unwrap(node.module).amplitude is not None:
                 raise ConfigError(
                     f"neuron {node.name} still has an amplitude: its spikes are not ±1, so the "
                     "executor cannot add plain weights; run fold_amplitudes(model) first"
@@ -245,7 +241,7 @@ class AdditionOnlyExecutor:
             return node.module(values[src])  # the encoder's per-step BN (dense, affine)
         if op == "neuron":
             current = self._currents(node, values, rep)
-            neuron = base_neuron(node.module)
+            neuron = unwrap(node.module)
             out = neuron(current)
             if not torch.equal(out, out.round()):
                 raise ConfigError(
@@ -256,7 +252,7 @@ class AdditionOnlyExecutor:
             v = self._spikes(node, values)
             if v.chain:
                 raise ConfigError(f"{node.name} max-pools averaged spikes; not supported")
-            pool = _base(node.module, "pool")
+            pool = unwrap(node.module)
             return _Spikes(fold_time(pool, v.values))  # comparisons only: still spikes
         if op in ("avgpool", "gap", "flatten"):
             v = self._spikes(node, values)
@@ -269,7 +265,7 @@ class AdditionOnlyExecutor:
             v = self._spikes(node, values)
             if v.chain:  # pragma: no cover - the zoo votes on raw spikes
                 raise ConfigError(f"{node.name} votes on pooled spikes; not supported")
-            return _base(node.module, "vote")(v.values)
+            return unwrap(node.module)(v.values)
         if op == "output":
             (src,) = node.inputs
             v = values[src]
@@ -301,7 +297,7 @@ class AdditionOnlyExecutor:
 
     # -- encoder ---------------------------------------------------------------------------
     def _encoder(self, node: Node, x: Tensor, rep: ExecutionReport) -> Tensor:
-        layer = _base(node.module, "conv")
+        layer = unwrap(node.module)
         if not isinstance(layer, nn.Conv2d):
             raise ConfigError(f"encoder {node.name} is not a convolution")
         steps = self.model.timesteps
@@ -339,10 +335,10 @@ class AdditionOnlyExecutor:
         steps, batch = v.values.shape[:2]
         per_step = self._per_step(node)
         if node.op == "conv":
-            layer = _base(node.module, "conv")
+            layer = unwrap(node.module)
             out, sops = self._scatter_conv(node.name, layer, ev, steps * batch, batch, per_step)
         else:
-            layer = _base(node.module, "linear")
+            layer = unwrap(node.module)
             out, sops = self._scatter_linear(node.name, layer, ev, steps * batch, batch, per_step)
         rep.sops[node.name] = sops
         rep.dense_macs[node.name] = (

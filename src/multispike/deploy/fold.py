@@ -49,30 +49,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multispike.deploy.graph import DeployGraph, Node, base_neuron, set_module, trace
+from multispike.deploy.graph import DeployGraph, set_module, trace
+from multispike.deploy.wrappers import ScaledVotingLayer, unwrap
 from multispike.errors import ConfigError
 from multispike.functional import MultiThreshold, TernaryMultiThreshold
-from multispike.layers import BatchNormFold, BatchNormPerStep, TDBatchNorm, VotingLayer
+from multispike.layers import BatchNormFold, BatchNormPerStep, TDBatchNorm
 from multispike.neurons import Neuron
 
 
-class ScaledVotingLayer(VotingLayer):
-    """Voting layer whose class scores are multiplied by the folded output amplitude ``a``:
-    ``scale · mean(group)``. ``scale`` is a buffer (saved with the weights)."""
-
-    def __init__(self, num_classes: int, group: int = 10, scale: float = 1.0) -> None:
-        super().__init__(num_classes, group)
-        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) * self.scale.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, scale={float(self.scale):.6g}"
-
-
-def _record(model: nn.Module) -> dict[str, Any]:
-    """The record of structural changes kept on a deployed model (``model.deployment``)."""
+def deployment_record(model: nn.Module) -> dict[str, Any]:
+    """The record of structural changes kept on a deployed model (``model.deployment``),
+    created empty on first use: folded norms, scaled votes, rescaled neurons, split planes."""
     rec = getattr(model, "deployment", None)
     if rec is None:
         rec = {"folded_norms": [], "scaled_votes": [], "rescaled_neurons": [],
@@ -81,7 +68,9 @@ def _record(model: nn.Module) -> dict[str, Any]:
     return rec
 
 
-def _prepare(model: nn.Module, inplace: bool) -> nn.Module:
+def prepare(model: nn.Module, inplace: bool) -> nn.Module:
+    """The model a transform works on: ``model`` itself if ``inplace``, else a deep copy; in
+    eval mode (deploy transforms describe inference)."""
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -140,9 +129,9 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     ``nn.Identity`` and its convolution given a bias. Per-step BN is kept (see the module
     docstring). Outputs are unchanged up to rounding.
     """
-    model = _prepare(model, inplace)
+    model = prepare(model, inplace)
     graph = trace(model)
-    rec = _record(model)
+    rec = deployment_record(model)
     for node in graph.of_op("norm"):
         if isinstance(node.module, BatchNormPerStep):
             continue
@@ -151,20 +140,10 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         if conv.op not in ("conv", "linear") or len(graph.consumers(src)) != 1:
             raise ConfigError(f"cannot fold BN {node.name}: it does not follow one convolution")
         scale, shift = bn_affine(node.module)
-        fold_conv_affine(_weights(conv), scale, shift)
+        fold_conv_affine(unwrap(conv.module), scale, shift)
         set_module(model, node.name, nn.Identity())
         rec["folded_norms"].append(node.name)
     return model
-
-
-def _weights(node: Node) -> nn.Module:
-    """The ``nn.Conv2d``/``nn.Linear`` holding a conv/linear node's weights."""
-    m = node.module
-    for attr in ("conv", "linear"):  # plane wrappers hold the layer
-        inner = getattr(m, attr, None)
-        if isinstance(inner, (nn.Conv2d, nn.Linear)):
-            return inner
-    return m
 
 
 # -- amplitudes --------------------------------------------------------------------------------
@@ -183,7 +162,7 @@ def _scale_current(graph: DeployGraph, name: str, factor: float, receiver: str) 
             f"cannot rescale the input of {receiver}: {name} also feeds other layers"
         )
     if node.op in ("conv", "linear"):
-        _scale_weights(_weights(node), factor, bias=True)
+        _scale_weights(unwrap(node.module), factor, bias=True)
     elif node.op == "norm":
         bns = node.module.bns if isinstance(node.module, BatchNormPerStep) else None
         if bns is None:  # pragma: no cover - fold/tdbn BN are folded before amplitudes
@@ -243,10 +222,10 @@ def fold_amplitudes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     model = fold_batchnorm(model, inplace=inplace)
     graph = trace(model)
-    rec = _record(model)
+    rec = deployment_record(model)
     rescale: dict[str, list[tuple[float, str, tuple[str, ...]]]] = {}
     for node in graph.of_op("neuron"):
-        neuron = base_neuron(node.module)
+        neuron = unwrap(node.module)
         a = amplitude_of(neuron)
         if a is None:
             continue
@@ -263,7 +242,7 @@ def fold_amplitudes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                     f"{pools[0]}: max(a*b) = a*max(b) needs a > 0, so it cannot be folded"
                 )
             if target.op in ("conv", "linear"):
-                _scale_weights(_weights(target), a, bias=False)
+                _scale_weights(unwrap(target.module), a, bias=False)
             elif target.op == "vote":
                 vote = target.module
                 old = float(getattr(vote, "scale", 1.0))
@@ -306,14 +285,14 @@ def _rescale_receiver(graph: DeployGraph, name: str,
     for src in node.inputs:
         if src not in sources:
             _scale_current(graph, src, 1.0 / a, name)
-    rescale_neuron(base_neuron(node.module), 1.0 / a)
+    rescale_neuron(unwrap(node.module), 1.0 / a)
 
 
 def is_deployed(model: nn.Module) -> bool:
     """True when no neuron has an amplitude and no ``fold``/``tdbn`` BN is left."""
     graph = trace(model)
     for node in graph:
-        if node.op == "neuron" and base_neuron(node.module).amplitude is not None:
+        if node.op == "neuron" and unwrap(node.module).amplitude is not None:
             return False
         if node.op == "norm" and not isinstance(node.module, BatchNormPerStep):
             return False

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from multispike.deploy.fold import ScaledVotingLayer, fold_batchnorm
-from multispike.deploy.graph import base_neuron, set_module, trace
+from multispike.deploy.fold import fold_batchnorm
+from multispike.deploy.graph import set_module, trace
 from multispike.deploy.planes import split_planes
+from multispike.deploy.wrappers import ScaledVotingLayer, unwrap
 from multispike.errors import CheckpointError, MultispikeError
 from multispike.layers import VotingLayer
 from multispike.neurons import build_neuron
@@ -46,7 +47,7 @@ def deployment_config(model: nn.Module) -> dict[str, Any]:
     rec = dict(getattr(model, "deployment", None) or {})
     neurons = {}
     for node in graph.of_op("neuron"):
-        cfg = base_neuron(node.module).config()
+        cfg = unwrap(node.module).config()
         neurons[node.name] = cfg
     p = next(model.parameters())
     return {

@@ -66,7 +66,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multispike.deploy.fold import fold_amplitudes, is_deployed
-from multispike.deploy.graph import Node, base_neuron, trace
+from multispike.deploy.graph import Node, trace
+from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
 from multispike.functional import Binary
 from multispike.layers import BatchNormPerStep
@@ -223,7 +224,7 @@ def _nodes(node: Node, shapes: dict[str, tuple[int, ...]], dt: float, dtype: np.
             "weights are static: train with norm='fold' or 'tdbn' to export"
         )
     elif op == "neuron":
-        nodes[name] = neuron_node(name, base_neuron(m), out_shape, dt, dtype)
+        nodes[name] = neuron_node(name, unwrap(m), out_shape, dt, dtype)
     elif op == "maxpool":
         pool = getattr(m, "pool", m)
         k, s, p = (_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))

@@ -13,7 +13,8 @@ convolution per plane. Ternary-MT neurons emit ``2P`` planes (``Θ(H − θ_k)``
 
 Layout: planes are stacked on the channel axis, ``[T, B, C, ...] → [T, B, P·C, ...]`` (plane
 ``k`` holds channels ``k·C … (k+1)·C − 1``), so time folding, average pooling, flattening and
-global pooling act on each plane unchanged. The wrappers:
+global pooling act on each plane unchanged. The wrappers (in the leaf module
+:mod:`multispike.deploy.wrappers`, re-exported here):
 
 ==================== =====================================================================
 :class:`PlaneNeuron` the MT neuron, emitting its planes
@@ -31,97 +32,33 @@ Run :func:`~multispike.deploy.fold_amplitudes` first: the planes must be binary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from torch import nn
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from multispike.deploy.fold import _prepare, _record
+from multispike.deploy.fold import deployment_record, prepare
 from multispike.deploy.graph import set_module, trace
+from multispike.deploy.wrappers import (
+    PlaneConv,
+    PlaneLinear,
+    PlaneMaxPool,
+    PlaneMerge,
+    PlaneNeuron,
+    PlaneVote,
+)
 from multispike.errors import ConfigError
-from multispike.functional import FiringRule, MultiThreshold, TernaryMultiThreshold, multistep
-from multispike.layers import SpikeBlock, VotingLayer
-from multispike.neurons import Neuron
+from multispike.functional import FiringRule, MultiThreshold, TernaryMultiThreshold
+from multispike.layers import SpikeBlock
 
-
-def _signed_sum(chunks: Sequence[Tensor], signs: Sequence[int]) -> Tensor:
-    """``Σ_k sign_k · chunk_k`` with additions and subtractions only."""
-    total: Tensor | None = None
-    for s, c in zip(signs, chunks, strict=True):
-        if total is None:
-            total = c if s > 0 else -c
-        else:
-            total = total + c if s > 0 else total - c
-    assert total is not None
-    return total
-
-
-class PlaneNeuron(nn.Module):
-    """An MT / ternary-MT neuron that emits its binary planes (``rule.planes``).
-
-    ``[T, B, C, ...] → [T, B, P·C, ...]``; the planes come from ``rule.planes(H, V_th)`` on
-    the same membrane ``H`` the neuron fires from, and ``Σ sign_k · plane_k`` equals the
-    neuron's output. The wrapped neuron is ``.neuron``.
-    """
-
-    def __init__(self, neuron: Neuron) -> None:
-        super().__init__()
-        self.neuron = neuron
-
-    @property
-    def signs(self) -> tuple[int, ...]:
-        return self.neuron.rule.plane_signs
-
-    def forward(self, x_seq: Tensor) -> Tensor:
-        n = self.neuron
-        planes: list[Tensor] = []
-
-        def observe(_t: int, h: Tensor, _out: Tensor) -> None:
-            planes.append(n.rule.planes(h, n.v_threshold))  # [P, B, C, ...]
-
-        multistep(x_seq, n.charge, n.params(x_seq.dtype), observe=observe)
-        p = torch.stack(planes, 1)  # [P, T, B, C, ...]
-        return p.movedim(0, 2).flatten(2, 3)  # -> [T, B, P, C, ...] -> [T, B, P*C, ...]
-
-
-class PlaneConv(nn.Module):
-    """MT-SNN Eq 12: ``Σ_k sign_k · Conv(S_k) + bias`` over channel-stacked planes.
-
-    ``[N, P·C, H, W] → [N, C', H', W']``; the convolution is ``.conv``.
-    """
-
-    def __init__(self, conv: nn.Conv2d, signs: Sequence[int]) -> None:
-        super().__init__()
-        self.conv = conv
-        self.signs = tuple(int(s) for s in signs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = self.conv
-        parts = [c._conv_forward(xk, c.weight, None) for xk in x.chunk(len(self.signs), 1)]
-        y = _signed_sum(parts, self.signs)
-        return y if c.bias is None else y + c.bias.view(1, -1, 1, 1)
-
-    def extra_repr(self) -> str:
-        return f"signs={self.signs}"
-
-
-class PlaneLinear(nn.Module):
-    """``Σ_k sign_k · W S_k + bias`` over planes stacked on the last axis; ``.linear``."""
-
-    def __init__(self, linear: nn.Linear, signs: Sequence[int]) -> None:
-        super().__init__()
-        self.linear = linear
-        self.signs = tuple(int(s) for s in signs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.linear.weight
-        parts = [F.linear(xk, w) for xk in x.chunk(len(self.signs), -1)]
-        y = _signed_sum(parts, self.signs)
-        return y if self.linear.bias is None else y + self.linear.bias
-
-    def extra_repr(self) -> str:
-        return f"signs={self.signs}"
+__all__ = [
+    "PlaneConv",
+    "PlaneLinear",
+    "PlaneMaxPool",
+    "PlaneMerge",
+    "PlaneNeuron",
+    "PlaneVote",
+    "is_multi_plane",
+    "plane_ranks",
+    "split_planes",
+]
 
 
 def plane_ranks(rule: FiringRule, v_threshold: float) -> tuple[int, ...]:
@@ -134,58 +71,6 @@ def plane_ranks(rule: FiringRule, v_threshold: float) -> tuple[int, ...]:
     order = sorted(th)
     ranks = tuple(order.index(t) for t in th)
     return ranks * 2 if rule.signed else ranks
-
-
-class PlaneMaxPool(nn.Module):
-    """Max pooling of signed planes: value ``Σ sign·plane``, pool, split again into planes.
-
-    Comparisons only. Needed for ternary-MT, whose ``+`` and ``−`` planes cannot be pooled
-    apart (``max(b)`` of a window holding +2 and −2 is +2, not 0). ``.pool`` is the pooling.
-    """
-
-    def __init__(self, pool: nn.Module, signs: Sequence[int], ranks: Sequence[int]) -> None:
-        super().__init__()
-        self.pool = pool
-        self.signs = tuple(int(s) for s in signs)
-        self.ranks = tuple(int(r) for r in ranks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        value = self.pool(_signed_sum(x.chunk(len(self.signs), 1), self.signs))
-        planes = [
-            (value >= r + 1) if s > 0 else (value <= -(r + 1))
-            for s, r in zip(self.signs, self.ranks, strict=True)
-        ]
-        return torch.cat(planes, 1).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"signs={self.signs}, ranks={self.ranks}"
-
-
-class PlaneMerge(nn.Module):
-    """``Σ_k sign_k · S_k`` along ``dim``: an identity shortcut adds each plane spike as ±1."""
-
-    def __init__(self, signs: Sequence[int], dim: int = 1) -> None:
-        super().__init__()
-        self.signs = tuple(int(s) for s in signs)
-        self.dim = int(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _signed_sum(x.chunk(len(self.signs), self.dim), self.signs)
-
-    def extra_repr(self) -> str:
-        return f"signs={self.signs}, dim={self.dim}"
-
-
-class PlaneVote(nn.Module):
-    """Voting over MT output neurons: merge the planes (last axis), then ``.vote``."""
-
-    def __init__(self, vote: VotingLayer, signs: Sequence[int]) -> None:
-        super().__init__()
-        self.vote = vote
-        self.merge = PlaneMerge(signs, dim=-1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.vote(self.merge(x))
 
 
 def is_multi_plane(rule: FiringRule) -> bool:
@@ -202,7 +87,7 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     :func:`~multispike.deploy.fold_amplitudes` first) or feeds a layer the planes cannot
     reach.
     """
-    model = _prepare(model, inplace)
+    model = prepare(model, inplace)
     graph = trace(model)
     split = False
     for node in graph.of_op("neuron"):
@@ -239,7 +124,7 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                 )
         set_module(model, node.name, PlaneNeuron(neuron))
         split = True
-    rec = _record(model)
+    rec = deployment_record(model)
     rec["split_planes"] = bool(rec.get("split_planes")) or split
     return model
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from multispike.deploy.graph import base_neuron, trace
+from multispike.deploy.graph import trace
+from multispike.deploy.wrappers import unwrap
 from multispike.layers import BatchNormFold, BatchNormPerStep, TDBatchNorm
 from multispike.neurons import Neuron, PLIFNode
 
@@ -140,7 +141,7 @@ def firing_rates(model: nn.Module, x: Tensor) -> dict[str, float]:
     out = {}
     for node in graph.of_op("neuron"):
         v = values[node.name]
-        if base_neuron(node.module) is not node.module:  # planes: [T, B, P*C, ...]
+        if unwrap(node.module) is not node.module:  # planes: [T, B, P*C, ...]
             v = v.abs()
         out[node.name] = float((v != 0).double().mean())
     return out

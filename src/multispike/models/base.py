@@ -1,4 +1,5 @@
-"""The contract every model keeps: input checks, static/event input, ``timesteps``, ``model_args``.
+"""The contract every model keeps: one keyword schema, input checks, static/event input,
+``timesteps``, ``model_args``, and one description of the model's graph.
 
 A model maps static images ``[B, C, H, W]`` or event frames ``[T, B, C, H, W]`` to per-time-step
 outputs ``[T, B, num_classes]``; the prediction is their mean over T (``out.mean(0)``).
@@ -9,22 +10,36 @@ broadcast over T (a view) before BN; BN and everything after see exactly the ten
 see had the image been repeated T times (BN statistics over ``B·T`` identical copies, per-step
 BN and tdBN included), so the output equals "repeat the image T times and run" while the
 encoder convolution costs 1/T.
+
+Options (timm's ``model_args`` style): a builder passes its keyword arguments through
+unchanged; :class:`SpikingModel` splits them into model options (:data:`COMMON_OPTIONS` and
+the family's ``family_options``) and neuron options, fills in the model's defaults and checks
+every value in one place, then keeps the resolved arguments in ``model.model_args``.
+
+The graph: each family writes its dataflow once, as ``describe(g, y)`` (see
+:class:`~multispike.layers.Record`). ``forward`` runs it on tensors; :meth:`SpikingModel.graph`
+records it as nodes, which deployment, profiling and analysis read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from multispike.checks import plain, positive_int
 from multispike.errors import ConfigError, InputError
 from multispike.layers import (
     FIRINGS,
+    RUN,
+    GraphNode,
     NeuronFactory,
+    Record,
     VotingLayer,
     fold_time,
+    get_norm,
     neuron_option_names,
 )
 from multispike.neurons import NEURONS, Neuron, get_neuron_class
@@ -46,19 +61,12 @@ COMMON_OPTIONS = (
 )
 
 
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so that ``model_args`` survives a JSON round trip."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+class Spec(Protocol):
+    """What a family's configuration record gives :class:`SpikingModel`: the registry key and
+    the model's defaults (one value per option that applies to it)."""
 
-
-def _positive_int(name: str, value: Any, model: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{model}: {name} must be an integer >= 1, got {value!r}")
-    return value
+    name: str
+    defaults: dict[str, Any]
 
 
 def _neuron_name(neuron: Any) -> Any:
@@ -84,33 +92,40 @@ class Head(nn.Module):
         *,
         output: str,
         vote_group: int,
-        neurons: NeuronFactory,
+        neuron_factory: NeuronFactory,
     ) -> None:
         super().__init__()
         vote = output == "vote"
         self.fc = nn.Linear(in_features, num_classes * (vote_group if vote else 1))
-        self.act = neurons.out() if vote else None
+        self.act = neuron_factory.out() if vote else None
         self.vote = VotingLayer(num_classes, vote_group) if vote else None
 
     def forward(self, z: Tensor) -> Tensor:
-        y = self.fc(z)  # [T, B, F] -> [T, B, K] (membrane) or [T, B, K*G] (vote)
+        return self.describe(RUN, "", z)
+
+    def describe(self, g: Any, path: str, z: Any) -> Any:
+        """``fc`` (``[T, B, F] → [T, B, K]`` or ``[T, B, K·G]``), then for voting the output
+        neurons and the vote (``→ spikes → [T, B, K]``)."""
+        y = g.call(self.fc, f"{path}.fc", z)
         if self.vote is not None:
-            assert self.act is not None
-            y = self.vote(self.act(y))  # [T, B, K*G] -> spikes -> [T, B, K]
+            y = g.call(self.act, f"{path}.act", y)
+            y = g.call(self.vote, f"{path}.vote", y)
         return y
 
 
 class SpikingModel(nn.Module):
     """Base of every model in the zoo.
 
-    Subclasses build ``self.stem_conv`` (the encoder's convolution, the model's first layer)
-    and implement :meth:`forward_features`, which takes the stem convolution's output
-    ``[T, B, C', H', W']`` and returns ``[T, B, num_classes]``.
+    A family (``VGG``, ``ResNet``) calls ``super().__init__(spec, kwargs)`` with its builder's
+    keyword arguments, builds ``self.stem_conv`` (the encoder's convolution, the model's first
+    layer) and writes its dataflow after the stem convolution once, in :meth:`describe`.
 
     Attributes:
         name: registry key.
         model_args: the resolved :func:`~multispike.models.create` arguments as a plain dict;
             ``create(**model.model_args)`` rebuilds the model (checkpoints store it).
+        neuron_factory: the :class:`~multispike.layers.NeuronFactory` that built every neuron
+            slot (the neuron layers themselves are modules of the model).
         num_classes, in_channels, firing, output: resolved options.
         input_size: ``(H, W)`` the architecture was built for (the paper's input size).
         timesteps: T; may be changed after construction (evaluate at T = 1, 2, 4, ...).
@@ -118,15 +133,45 @@ class SpikingModel(nn.Module):
 
     #: smallest H and W the architecture accepts (its total downsampling)
     min_input_size: int = 1
+    #: the family's keyword options beyond :data:`COMMON_OPTIONS`
+    family_options: tuple[str, ...] = ()
+    #: defaults of family options that every model of the family takes
+    family_defaults: Mapping[str, Any] = {}
 
-    def __init__(
-        self,
-        name: str,
-        defaults: Mapping[str, Any],
-        options: Mapping[str, Any],
-        neuron_options: Mapping[str, Any],
-    ) -> None:
+    def __init__(self, spec: Spec, kwargs: Mapping[str, Any]) -> None:
         super().__init__()
+        name = spec.name
+        opts, neuron_options, cls = self.resolve_options(spec, kwargs)
+        self.name = name
+        self.neuron_factory = NeuronFactory(
+            cls, opts["firing"], mt_on_fc=opts["mt_on_fc"], options=neuron_options
+        )
+        self.model_args: dict[str, Any] = {"name": name, **plain(opts), **plain(neuron_options)}
+        self.num_classes: int = opts["num_classes"]
+        self.in_channels: int = opts["in_channels"]
+        self.firing: str = opts["firing"]
+        self.output: str = opts["output"]
+        self.input_size: tuple[int, int] = (0, 0)
+        self._timesteps: int = opts["timesteps"]
+        self.stem_conv: nn.Module
+
+    # -- options -----------------------------------------------------------------------------
+    @classmethod
+    def resolve_options(
+        cls, spec: Spec, kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], type[Neuron]]:
+        """The one validation point of a model's keyword arguments.
+
+        Splits ``kwargs`` into model options (:data:`COMMON_OPTIONS` + ``family_options``;
+        ``None`` = the model's default) and neuron options (everything else), fills in the
+        defaults and checks every value. Returns ``(options, neuron_options, neuron_class)``;
+        raises a one-line :class:`ConfigError` naming the option and the fix.
+        """
+        name = spec.name
+        defaults = {**cls.family_defaults, **spec.defaults}
+        schema = COMMON_OPTIONS + cls.family_options
+        options = {k: v for k, v in kwargs.items() if k in schema}
+        neuron_options = {k: v for k, v in kwargs.items() if k not in schema}
         unknown = sorted(k for k, v in options.items() if k not in defaults and v is not None)
         if unknown:
             raise ConfigError(
@@ -143,34 +188,29 @@ class SpikingModel(nn.Module):
         if firing == "ann" and options.get("timesteps") is None:
             opts["timesteps"] = 1  # the ANN twin has no dynamics: one step is enough
         for key in ("num_classes", "timesteps", "in_channels", "vote_group"):
-            _positive_int(key, opts[key], name)
+            positive_int(key, opts[key], where=name)
         if opts["output"] not in OUTPUTS:
             raise ConfigError(
                 f"{name}: unknown output {opts['output']!r}; choose one of {', '.join(OUTPUTS)}"
             )
+        get_norm(opts["norm"])  # "unknown norm ...; choose one of ..."
         opts["mt_on_fc"] = bool(opts["mt_on_fc"])
         opts["neuron"] = _neuron_name(opts["neuron"])
-        cls: type[Neuron] = get_neuron_class(opts["neuron"])
-        allowed = neuron_option_names(cls)
+        neuron_cls: type[Neuron] = get_neuron_class(opts["neuron"])
+        allowed = neuron_option_names(neuron_cls)
         bad = sorted(set(neuron_options) - allowed)
         if bad:
             raise ConfigError(
                 f"{name}: unknown option(s) {', '.join(bad)}; model options: "
-                f"{', '.join(defaults)}; {cls.__name__} options: {', '.join(sorted(allowed))}"
+                f"{', '.join(defaults)}; {neuron_cls.__name__} options: "
+                f"{', '.join(sorted(allowed))}"
             )
-        self.name = name
-        self.neurons = NeuronFactory(
-            cls, firing, mt_on_fc=opts["mt_on_fc"], options=dict(neuron_options)
-        )
-        self.options: dict[str, Any] = opts
-        self.model_args: dict[str, Any] = {"name": name, **_plain(opts), **_plain(neuron_options)}
-        self.num_classes: int = opts["num_classes"]
-        self.in_channels: int = opts["in_channels"]
-        self.firing: str = firing
-        self.output: str = opts["output"]
-        self.input_size: tuple[int, int] = (0, 0)
-        self._timesteps: int = opts["timesteps"]
-        self.stem_conv: nn.Module
+        cls.check_family_options(spec, opts)
+        return opts, neuron_options, neuron_cls
+
+    @classmethod
+    def check_family_options(cls, spec: Spec, opts: dict[str, Any]) -> None:
+        """Check the family's own options (``opts`` resolved); families override it."""
 
     # -- time steps --------------------------------------------------------------------------
     @property
@@ -180,7 +220,7 @@ class SpikingModel(nn.Module):
 
     @timesteps.setter
     def timesteps(self, value: int) -> None:
-        self._timesteps = _positive_int("timesteps", value, self.name)
+        self._timesteps = positive_int("timesteps", value, where=self.name)
 
     # -- running -----------------------------------------------------------------------------
     def check_input(self, x: Any) -> None:
@@ -254,7 +294,38 @@ class SpikingModel(nn.Module):
 
     def forward_features(self, y: Tensor) -> Tensor:
         """Everything after the stem convolution: ``[T, B, C', H', W'] → [T, B, K]``."""
+        return self.describe(RUN, y)
+
+    def describe(self, g: Any, y: Any) -> Any:
+        """The model's dataflow after the stem convolution, written once per family.
+
+        ``g`` is :data:`~multispike.layers.RUN` (``y`` a tensor: this is the forward) or a
+        :class:`~multispike.layers.Record` (``y`` node names: this records :meth:`graph`).
+        """
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def graph(self) -> list[GraphNode]:
+        """The model's dataflow as nodes in forward order, read from :meth:`describe`.
+
+        ``"input"`` (the images over T), ``"stem_conv"``, every module slot after it (named by
+        its path in the model; identity slots and dropout included, as ``call`` nodes), the
+        module-less ``"flatten"`` / ``"gap"`` / ``"<block>.sum"`` nodes, and ``"output"``. A
+        node's value is computed from the sum of its inputs
+        (:func:`~multispike.layers.run_node`); evaluating the nodes in order equals
+        ``model(x)``. The graph follows modules replaced after construction (deployment).
+
+        Example::
+
+            >>> from multispike.models import create
+            >>> [(n.name, n.kind, n.inputs) for n in create("digits_net").graph()][:4]
+            ... # doctest: +NORMALIZE_WHITESPACE
+            [('input', 'input', ()), ('stem_conv', 'fold', ('input',)),
+             ('stem_norm', 'call', ('stem_conv',)), ('stem_act', 'call', ('stem_norm',))]
+        """
+        g = Record()
+        y = g.fold(self.stem_conv, "stem_conv", g.input())
+        g.output(self.describe(g, y))
+        return g.nodes
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -262,7 +333,7 @@ class SpikingModel(nn.Module):
         return self(x).mean(0)
 
     def extra_repr(self) -> str:
-        o = self.options
+        o = self.model_args
         return (
             f"name={self.name}, timesteps={self.timesteps}, firing={self.firing}, "
             f"neuron={o['neuron']}, norm={o['norm']}, output={self.output}"

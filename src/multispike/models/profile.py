@@ -1,4 +1,4 @@
-"""Parameter and MAC counts of a model, measured with forward hooks.
+"""Parameter and MAC counts of a model, read from its graph (:meth:`SpikingModel.graph`).
 
 MACs are counted per image and per time step on the convolution and linear layers (the
 synaptic operations; BN, pooling and neurons are not counted): a ``k×k`` convolution with
@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+from multispike.layers import run_node
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from multispike.models.base import SpikingModel
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -54,34 +60,28 @@ def _macs(module: nn.Module, out: Tensor) -> int:
 
 @torch.no_grad()
 def count_macs(
-    model: nn.Module, input_shape: Sequence[int], *, per_layer: bool = False
+    model: SpikingModel, input_shape: Sequence[int], *, per_layer: bool = False
 ) -> int | dict[str, int]:
     """MACs of one image ``input_shape = (C, H, W)`` for one time step.
 
-    Runs the model once at T = 1 on a zero image in eval mode (training mode, ``timesteps``
-    and the weights are restored). ``per_layer=True`` returns ``{layer name: MACs}``.
+    Evaluates the model's graph (:meth:`~multispike.models.SpikingModel.graph`) at T = 1 on a
+    zero image in eval mode (training mode is restored) and counts every convolution and
+    linear node from its output shape. ``per_layer=True`` returns ``{layer path: MACs}`` in
+    forward order.
     """
+    p = next(model.parameters())
+    x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
+    model.check_input(x)
     counts: dict[str, int] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-
-            def hook(mod: nn.Module, _inp: object, out: Tensor, name: str = name) -> None:
-                counts[name] = counts.get(name, 0) + _macs(mod, out)
-
-            hooks.append(m.register_forward_hook(hook))
+    values: dict[str, Tensor] = {}
     was_training = model.training
-    steps = getattr(model, "timesteps", None)
     try:
         model.eval()
-        if steps is not None:
-            model.timesteps = 1  # type: ignore[assignment]
-        p = next(model.parameters())
-        model(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+        for node in model.graph():
+            values[node.name] = run_node(node, values, x, 1)
+            if isinstance(node.module, (nn.Conv2d, nn.Linear)):
+                counts[node.name] = counts.get(node.name, 0) + _macs(node.module,
+                                                                     values[node.name])
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-        if steps is not None:
-            model.timesteps = steps  # type: ignore[assignment]
     return counts if per_layer else sum(counts.values())

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from multispike.errors import ConfigError
 from multispike.layers import (
@@ -51,6 +51,8 @@ from multispike.layers import (
     TimeFold,
     build_norm,
     conv3x3,
+    describe_sequence,
+    get_norm,
 )
 from multispike.models.base import MT_SNN_DEFAULTS, TERNARY_DEFAULTS, Head, SpikingModel
 from multispike.models.registry import register_model
@@ -79,50 +81,46 @@ class ResNetSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+#: options of every ResNet besides the common ones: ``stem_norm`` (None: as ``norm``; the
+#: Ternary Spike code normalises its stem per time step, ``"step-stats"``) and ``init``
+#: (``"default"``: PyTorch's; ``"kaiming-fan-out"``: He normal, fan-out, as the Ternary Spike
+#: code initialises its convolutions)
+RESNET_OPTIONS: dict[str, Any] = {"stem_norm": None, "init": "default"}
+INITS = ("default", "kaiming-fan-out")
+
+
+def check_init(init: Any, name: str) -> None:
+    """``init`` must be one of :data:`INITS` (one-line :class:`ConfigError` naming them)."""
+    if init not in INITS:
+        raise ConfigError(f"{name}: unknown init {init!r}; choose one of {', '.join(INITS)}")
+
+
+def init_weights(model: nn.Module, init: str, name: str) -> None:
+    """Initialise ``model``'s convolutions by the scheme ``init`` (see :data:`RESNET_OPTIONS`)."""
+    check_init(init, name)
+    if init == "kaiming-fan-out":
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class ResNet(SpikingModel):
     """Spiking ResNet of a :class:`ResNetSpec`.
 
     Options (keyword-only, ``None`` = the spec's default) are those of
-    :func:`~multispike.models.create`; ``resnet20`` also takes ``shortcut_kernel`` (3, the
-    default, gives MT-SNN Table 2's 4.66M parameters; 1 gives 4.34M). Remaining keyword
-    arguments are neuron options.
+    :func:`~multispike.models.create`, ``stem_norm`` and ``init`` (see
+    :data:`RESNET_OPTIONS`); ``resnet20`` also takes ``shortcut_kernel`` (3, the default, gives
+    MT-SNN Table 2's 4.66M parameters; 1 gives 4.34M). Remaining keyword arguments are neuron
+    options.
     """
 
-    def __init__(
-        self,
-        spec: ResNetSpec,
-        *,
-        num_classes: int | None = None,
-        timesteps: int | None = None,
-        firing: str | None = None,
-        neuron: Any = None,
-        norm: str | None = None,
-        output: str | None = None,
-        mt_on_fc: bool | None = None,
-        in_channels: int | None = None,
-        vote_group: int | None = None,
-        shortcut_kernel: int | None = None,
-        stem_norm: str | None = None,
-        init: str | None = None,
-        **neuron_options: Any,
-    ) -> None:
-        options = {
-            "num_classes": num_classes,
-            "timesteps": timesteps,
-            "firing": firing,
-            "neuron": neuron,
-            "norm": norm,
-            "output": output,
-            "mt_on_fc": mt_on_fc,
-            "in_channels": in_channels,
-            "vote_group": vote_group,
-            "shortcut_kernel": shortcut_kernel,
-            "stem_norm": stem_norm,
-            "init": init,
-        }
-        super().__init__(spec.name, {**RESNET_OPTIONS, **spec.defaults}, options, neuron_options)
-        o = self.options
-        neurons, steps = self.neurons, o["timesteps"]
+    family_options = ("shortcut_kernel", "stem_norm", "init")
+    family_defaults = RESNET_OPTIONS
+
+    def __init__(self, spec: ResNetSpec, **kwargs: Any) -> None:
+        super().__init__(spec, kwargs)
+        o = self.model_args
+        neurons, steps = self.neuron_factory, o["timesteps"]
 
         def norm_layer(c: int) -> nn.Module:
             return build_norm(o["norm"], c, timesteps=steps, v_threshold=neurons.v_threshold)
@@ -150,24 +148,21 @@ class ResNet(SpikingModel):
             for i in range(n):
                 s = stride if i == 0 else 1
                 if spec.block == "membrane":
-                    k = o["shortcut_kernel"]
-                    if k not in (1, 3):
-                        raise ConfigError(f"{spec.name}: shortcut_kernel must be 1 or 3, got {k!r}")
                     blk: nn.Module = MembraneBlock(
                         cin,
                         width,
                         stride=s,
-                        neurons=neurons,
+                        neuron_factory=neurons,
                         norm=o["norm"],
                         timesteps=steps,
-                        shortcut_kernel=k,
+                        shortcut_kernel=o["shortcut_kernel"],
                     )
                 else:
                     blk = SpikeBlock(
                         cin,
                         width,
                         stride=s,
-                        neurons=neurons,
+                        neuron_factory=neurons,
                         norm=o["norm"],
                         timesteps=steps,
                         avg_down=spec.avg_down,
@@ -182,36 +177,32 @@ class ResNet(SpikingModel):
             self.num_classes,
             output=o["output"],
             vote_group=o["vote_group"],
-            neurons=neurons,
+            neuron_factory=neurons,
         )
         down = math.prod(spec.strides) * {"imagenet": 4, "sengupta": 2}.get(spec.stem, 1)
         self.min_input_size = down
         init_weights(self, o["init"], spec.name)
         self.input_size = (spec.input_size, spec.input_size)
 
-    def forward_features(self, y: Tensor) -> Tensor:
-        y = self.stem_rest(self.stem_act(self.stem_norm(y)))  # [T, B, w, H', W']
-        y = self.final_act(self.stages(y))  # [T, B, C, h, w]
-        z = y.mean((-2, -1))  # global average pooling: [T, B, C, h, w] -> [T, B, C]
-        return self.head(z)  # [T, B, K]
+    @classmethod
+    def check_family_options(cls, spec: Any, opts: dict[str, Any]) -> None:
+        k = opts.get("shortcut_kernel")
+        if spec.block == "membrane" and k not in (1, 3):
+            raise ConfigError(f"{spec.name}: shortcut_kernel must be 1 or 3, got {k!r}")
+        if opts["stem_norm"] is not None:
+            get_norm(opts["stem_norm"])
+        check_init(opts["init"], spec.name)
 
-
-#: options of every ResNet besides the common ones: ``stem_norm`` (None: as ``norm``; the
-#: Ternary Spike code normalises its stem per time step, ``"step-stats"``) and ``init``
-#: (``"default"``: PyTorch's; ``"kaiming-fan-out"``: He normal, fan-out, as the Ternary Spike
-#: code initialises its convolutions)
-RESNET_OPTIONS: dict[str, Any] = {"stem_norm": None, "init": "default"}
-INITS = ("default", "kaiming-fan-out")
-
-
-def init_weights(model: nn.Module, init: str, name: str) -> None:
-    """Initialise ``model``'s convolutions by the scheme ``init`` (see :data:`RESNET_OPTIONS`)."""
-    if init not in INITS:
-        raise ConfigError(f"{name}: unknown init {init!r}; choose one of {', '.join(INITS)}")
-    if init == "kaiming-fan-out":
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    def describe(self, g: Any, y: Any) -> Any:
+        """Stem conv output ``[T, B, w, H, W]`` → ``[T, B, K]`` (see ``SpikingModel.describe``)."""
+        y = g.call(self.stem_norm, "stem_norm", y)
+        y = g.call(self.stem_act, "stem_act", y)
+        y = describe_sequence(g, "stem_rest", self.stem_rest, y)  # [T, B, w, H', W']
+        for i, block in enumerate(self.stages):
+            y = block.describe(g, f"stages.{i}", y)
+        y = g.call(self.final_act, "final_act", y)  # [T, B, C, h, w]
+        z = g.gap(y)  # global average pooling: [T, B, C, h, w] -> [T, B, C]
+        return self.head.describe(g, "head", z)  # [T, B, K]
 
 
 RESNET20 = ResNetSpec(

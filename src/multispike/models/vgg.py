@@ -35,10 +35,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from multispike.errors import ConfigError, InputError
-from multispike.layers import ConvUnit, TimeDropout, TimeFold, build_norm, conv3x3
+from multispike.layers import (
+    ConvUnit,
+    TimeDropout,
+    TimeFold,
+    build_norm,
+    conv3x3,
+    describe_sequence,
+)
 from multispike.models.base import MT_SNN_DEFAULTS, Head, SpikingModel
 from multispike.models.registry import register_model
 
@@ -79,51 +86,12 @@ class VGG(SpikingModel):
     Remaining keyword arguments are neuron options (``deltas``, ``learn_amplitude``, ...).
     """
 
-    def __init__(
-        self,
-        spec: VGGSpec,
-        *,
-        num_classes: int | None = None,
-        timesteps: int | None = None,
-        firing: str | None = None,
-        neuron: Any = None,
-        norm: str | None = None,
-        output: str | None = None,
-        mt_on_fc: bool | None = None,
-        in_channels: int | None = None,
-        vote_group: int | None = None,
-        input_size: int | None = None,
-        dropout: float | None = None,
-        pool: str | None = None,
-        fc_norm: bool | None = None,
-        **neuron_options: Any,
-    ) -> None:
-        options = {
-            "num_classes": num_classes,
-            "timesteps": timesteps,
-            "firing": firing,
-            "neuron": neuron,
-            "norm": norm,
-            "output": output,
-            "mt_on_fc": mt_on_fc,
-            "in_channels": in_channels,
-            "vote_group": vote_group,
-            "input_size": input_size,
-            "dropout": dropout,
-            "pool": pool,
-            "fc_norm": fc_norm,
-        }
-        super().__init__(spec.name, spec.defaults, options, neuron_options)
-        o = self.options
-        size, n_pools = o["input_size"], len(spec.stages)
-        if isinstance(size, bool) or not isinstance(size, int) or size % 2**n_pools or size < 1:
-            raise ConfigError(
-                f"{spec.name}: input_size must be a positive multiple of {2**n_pools} "
-                f"({n_pools} poolings), got {size!r}"
-            )
-        if o["pool"] not in POOLS:
-            raise ConfigError(f"{spec.name}: pool must be 'max' or 'avg', got {o['pool']!r}")
-        neurons, steps = self.neurons, o["timesteps"]
+    family_options = ("input_size", "dropout", "pool", "fc_norm")
+
+    def __init__(self, spec: VGGSpec, **kwargs: Any) -> None:
+        super().__init__(spec, kwargs)
+        o = self.model_args
+        neurons, steps = self.neuron_factory, o["timesteps"]
 
         def norm_layer(c: int) -> nn.Module:
             return build_norm(o["norm"], c, timesteps=steps, v_threshold=neurons.v_threshold)
@@ -142,7 +110,8 @@ class VGG(SpikingModel):
                 cin = cout
             layers.append(TimeFold(POOLS[o["pool"]](2, 2)))
         self.features = nn.Sequential(*layers)
-        side = size // 2**n_pools
+        size = o["input_size"]
+        side = size // 2 ** len(spec.stages)
         self.drop1 = TimeDropout(o["dropout"])
         self.fc1 = nn.Linear(cin * side * side, spec.hidden)
         self.fc1_norm = norm_layer(spec.hidden) if o["fc_norm"] else nn.Identity()
@@ -153,9 +122,23 @@ class VGG(SpikingModel):
             self.num_classes,
             output=o["output"],
             vote_group=o["vote_group"],
-            neurons=neurons,
+            neuron_factory=neurons,
         )
         self.input_size = (size, size)
+
+    @classmethod
+    def check_family_options(cls, spec: Any, opts: dict[str, Any]) -> None:
+        size, n_pools = opts["input_size"], len(spec.stages)
+        if isinstance(size, bool) or not isinstance(size, int) or size % 2**n_pools or size < 1:
+            raise ConfigError(
+                f"{spec.name}: input_size must be a positive multiple of {2**n_pools} "
+                f"({n_pools} poolings), got {size!r}"
+            )
+        if opts["pool"] not in POOLS:
+            raise ConfigError(f"{spec.name}: pool must be 'max' or 'avg', got {opts['pool']!r}")
+        p = opts["dropout"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ConfigError(f"{spec.name}: dropout must lie in [0, 1), got {p!r}")
 
     def check_size(self, h: int, w: int) -> None:
         if (h, w) != self.input_size:
@@ -166,12 +149,18 @@ class VGG(SpikingModel):
                 f"got {h}x{w}; {hint}"
             )
 
-    def forward_features(self, y: Tensor) -> Tensor:
-        y = self.stem_act(self.stem_norm(y))  # [T, B, c1, H, W]
-        y = self.features(y)  # [T, B, c, H/2^S, W/2^S]
-        z = y.flatten(2)  # [T, B, c, h, w] -> [T, B, c*h*w]
-        z = self.fc1_act(self.fc1_norm(self.fc1(self.drop1(z))))  # [T, B, hidden]
-        return self.head(self.drop2(z))  # [T, B, K]
+    def describe(self, g: Any, y: Any) -> Any:
+        """Stem conv output ``[T, B, c1, H, W]`` → ``[T, B, K]`` (see ``SpikingModel.describe``)."""
+        y = g.call(self.stem_norm, "stem_norm", y)
+        y = g.call(self.stem_act, "stem_act", y)  # [T, B, c1, H, W]
+        y = describe_sequence(g, "features", self.features, y)  # [T, B, c, H/2^S, W/2^S]
+        z = g.flatten(y)  # [T, B, c, h, w] -> [T, B, c*h*w]
+        z = g.call(self.drop1, "drop1", z)
+        z = g.call(self.fc1, "fc1", z)
+        z = g.call(self.fc1_norm, "fc1_norm", z)
+        z = g.call(self.fc1_act, "fc1_act", z)  # [T, B, hidden]
+        z = g.call(self.drop2, "drop2", z)
+        return self.head.describe(g, "head", z)  # [T, B, K]
 
 
 VGG8 = VGGSpec("vgg8", ((256,) * 3, (256,) * 3), 2048, vgg_defaults())
