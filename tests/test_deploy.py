@@ -10,6 +10,8 @@ the input), so that every layer's spikes matter.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 import pytest
 import torch
@@ -31,6 +33,7 @@ from multispike.deploy import (
     trace,
 )
 from multispike.deploy.fold import bn_affine
+from multispike.deploy.graph import set_module
 from multispike.deploy.testing import exercise, firing_rates
 from multispike.deploy.wrappers import unwrap
 from multispike.errors import CheckpointError, ConfigError
@@ -95,6 +98,187 @@ def test_graph_names_every_consumer_of_the_spikes():
     # a downsampling block: average pooling then a 1x1 convolution
     targets = {t.name for t, _ in graph.spike_targets("stages.1.sn2")}
     assert targets == {"stages.2.conv1", "stages.2.shortcut.1"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_graph_run_equals_the_model_for_every_registered_model(name):
+    """The deploy graph is read from the description the forward runs: same values."""
+    model, x = build(name)  # the model's own firing, neuron and output mode
+    graph = trace(model)
+    values = graph.run(x, keep=True)
+    assert torch.equal(values["output"], model(x))
+    assert [n.name for n in graph][:2] == ["input", "stem_conv"]
+    for node in graph:
+        if node.module is not None:  # every module node is the module in that slot
+            assert model.get_submodule(node.name) is node.module
+
+
+#: the variants whose graphs are pinned below (tiny sizes as in TINY)
+GRAPH_VARIANTS = [{}, {"output": "vote", "vote_group": 3},
+                  {"firing": "ternary-mt", "mt_on_fc": True}]
+PLANE_VARIANTS = {
+    "resnet19": {"firing": "mt"},
+    "digits_net": {"firing": "ternary-mt", "mt_on_fc": True, "output": "vote"},
+    "resnet20": {"firing": "mt"},
+    "resnet20m": {"firing": "ternary-mt"},
+    "vgg9": {"firing": "ternary-mt"},
+}
+#: sha256 (first 16 hex digits) of ``[[name, op, [inputs...]], ...]`` of each graph as the
+#: per-family tracers of deploy/graph.py traced it before the models described their own
+#: graphs: the description keeps every node name, op and edge
+GRAPH_DIGESTS = {
+    "digits_net/0": "54dbd74afd7be89a",
+    "digits_net/1": "d7bc91732868050e",
+    "digits_net/2": "54dbd74afd7be89a",
+    "resnet18/0": "62a01486dace647e",
+    "resnet18/1": "0798f1b140494a04",
+    "resnet18/2": "62a01486dace647e",
+    "resnet19/0": "a895e1277ac9397f",
+    "resnet19/1": "299ac098735b1d0e",
+    "resnet19/2": "a895e1277ac9397f",
+    "resnet20/0": "a3ad32b6a7ac9ca9",
+    "resnet20/1": "8abf067cde931b24",
+    "resnet20/2": "a3ad32b6a7ac9ca9",
+    "resnet20m/0": "d60ca5941d77421c",
+    "resnet20m/1": "48eced794129fe0a",
+    "resnet20m/2": "d60ca5941d77421c",
+    "resnet34/0": "39ac67643ddca919",
+    "resnet34/1": "80259e74390c830d",
+    "resnet34/2": "39ac67643ddca919",
+    "vgg12/0": "f6ce24a6e36552fe",
+    "vgg12/1": "f6ce24a6e36552fe",
+    "vgg12/2": "f6ce24a6e36552fe",
+    "vgg8/0": "fb13ec87be62af37",
+    "vgg8/1": "9e3193c6db667728",
+    "vgg8/2": "fb13ec87be62af37",
+    "vgg9/0": "d045477e6a7e0648",
+    "vgg9/1": "880092b575065650",
+    "vgg9/2": "d045477e6a7e0648",
+    "digits_net/nofcnorm": "3ef698a47d1951cc",
+    "resnet19/planes": "1c48ea85e89359eb",
+    "digits_net/planes": "cb724bc6bb4be34e",
+    "resnet20/planes": "c3be2ee7798635cc",
+    "resnet20m/planes": "f277894ce85fb2db",
+    "vgg9/planes": "afd6cc43b5a71f33",
+}
+
+
+def _edges(model) -> list:
+    return [[n.name, n.op, list(n.inputs)] for n in trace(model)]
+
+
+def _digest(edges: list) -> str:
+    return hashlib.sha256(json.dumps(edges).encode()).hexdigest()[:16]
+
+
+def test_graph_nodes_are_those_traced_before():
+    got = {}
+    for name in sorted(TINY):
+        for i, kw in enumerate(GRAPH_VARIANTS):
+            got[f"{name}/{i}"] = _digest(_edges(create(name, **{**TINY[name][0], **kw})))
+    got["digits_net/nofcnorm"] = _digest(_edges(create("digits_net", fc_norm=False)))
+    for name, kw in PLANE_VARIANTS.items():
+        model = create(name, learn_amplitude=True, **{**TINY[name][0], **kw}).double()
+        got[f"{name}/planes"] = _digest(_edges(split_planes(fold_amplitudes(model))))
+    assert got == GRAPH_DIGESTS
+    assert json.loads(json.dumps(_edges(create("digits_net")))) == [
+        ["input", "input", []],
+        ["stem_conv", "conv", ["input"]],
+        ["stem_norm", "norm", ["stem_conv"]],
+        ["stem_act", "neuron", ["stem_norm"]],
+        ["features.0.conv", "conv", ["stem_act"]],
+        ["features.0.norm", "norm", ["features.0.conv"]],
+        ["features.0.act", "neuron", ["features.0.norm"]],
+        ["features.1.module", "maxpool", ["features.0.act"]],
+        ["flatten", "flatten", ["features.1.module"]],
+        ["fc1", "linear", ["flatten"]],
+        ["fc1_norm", "norm", ["fc1"]],
+        ["fc1_act", "neuron", ["fc1_norm"]],
+        ["head.fc", "linear", ["fc1_act"]],
+        ["output", "output", ["head.fc"]],
+    ]
+    block = [e for e in _edges(create("resnet20")) if e[0].startswith("stages.3.")]
+    assert block == [  # a downsampling membrane-level block: the sum is a node of its own
+        ["stages.3.sn1", "neuron", ["stages.2.sum"]],
+        ["stages.3.conv1", "conv", ["stages.3.sn1"]],
+        ["stages.3.bn1", "norm", ["stages.3.conv1"]],
+        ["stages.3.sn2", "neuron", ["stages.3.bn1"]],
+        ["stages.3.conv2", "conv", ["stages.3.sn2"]],
+        ["stages.3.bn2", "norm", ["stages.3.conv2"]],
+        ["stages.3.shortcut", "conv", ["stages.3.sn1"]],
+        ["stages.3.shortcut_bn", "norm", ["stages.3.shortcut"]],
+        ["stages.3.sum", "sum", ["stages.3.shortcut_bn", "stages.3.bn2"]],
+    ]
+
+
+def test_a_replaced_slot_changes_forward_and_graph_alike():
+    """The graph follows the modules in their slots now, as the forward does."""
+    model, x = build("resnet19", firing="binary")
+    before = model(x)
+    set_module(model, "stages.1.bn1", nn.Identity())
+    graph = trace(model)
+    assert "stages.1.bn1" not in graph.nodes
+    assert graph["stages.1.sn1"].inputs == ("stages.1.conv1",)
+    out = model(x)
+    assert torch.equal(graph.run(x), out) and not torch.equal(out, before)
+
+
+DEPLOY_MODULES = ["executor", "fold", "graph", "io", "nir_export", "planes", "testing",
+                  "wrappers"]
+
+
+@pytest.mark.parametrize("module", DEPLOY_MODULES)
+def test_each_deploy_module_imports_first(module):
+    """A fresh interpreter imports each deploy module first, whatever the order."""
+    import subprocess
+    import sys
+
+    code = f"import multispike.deploy.{module}; import multispike.deploy"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_deploy_modules_import_no_circle():
+    """Every import between deploy modules (lazy ones in functions too) points one way."""
+    import ast
+    from pathlib import Path
+
+    import multispike.deploy as pkg
+
+    root = Path(pkg.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        me = "__init__" if path.stem == "__init__" else path.stem
+        edges[me] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for full in names:
+                if full == "multispike.deploy":
+                    edges[me].add("__init__")
+                elif full.startswith("multispike.deploy."):
+                    target = full.split(".")[2]
+                    if (root / f"{target}.py").exists() and target != me:
+                        edges[me].add(target)
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(edges.get(m, ())):
+            assert state.get(t) != 1, f"import circle: {' -> '.join(stack + [m, t])}"
+            if t not in state:
+                visit(t, stack + [m])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [])
+    assert edges["wrappers"] == set()  # the leaf
+    assert not edges["graph"] & {"planes", "fold"}  # the graph reads wrappers, not transforms
 
 
 def test_trace_refuses_the_ann_twin_and_foreign_models():

@@ -14,6 +14,7 @@ from multispike.layers import (
     ConvUnit,
     MembraneBlock,
     NeuronFactory,
+    Record,
     SpikeBlock,
     TDBatchNorm,
     TimeDropout,
@@ -21,6 +22,7 @@ from multispike.layers import (
     VotingLayer,
     build_norm,
     get_norm,
+    run_node,
 )
 from multispike.neurons import LIFNode, PLIFNode
 
@@ -200,3 +202,29 @@ def test_spike_block_emits_spikes(avg_down):
     assert y.shape == (2, 3, 16, 4, 4)
     assert set(y.unique().tolist()) <= {-1.0, 0.0, 1.0}
     assert isinstance(blk.shortcut, nn.Sequential) == avg_down
+
+
+# -- graph descriptions ------------------------------------------------------------------------
+def test_blocks_record_the_dataflow_their_forward_runs():
+    f = NeuronFactory("lif", "ternary")
+    blk = SpikeBlock(4, 8, stride=2, neuron_factory=f, norm="fold", timesteps=2, avg_down=True)
+    g = Record()
+    out = blk.describe(g, "b", g.input())
+    assert out == ("b.sn2",)
+    assert [(n.name, n.kind, n.inputs) for n in g.nodes[1:]] == [
+        ("b.conv1", "fold", ("input",)),
+        ("b.bn1", "call", ("b.conv1",)),
+        ("b.sn1", "call", ("b.bn1",)),
+        ("b.conv2", "fold", ("b.sn1",)),
+        ("b.bn2", "call", ("b.conv2",)),
+        ("b.shortcut.0", "fold", ("input",)),
+        ("b.shortcut.1", "fold", ("b.shortcut.0",)),
+        ("b.shortcut_bn", "call", ("b.shortcut.1",)),
+        ("b.sn2", "call", ("b.bn2", "b.shortcut_bn")),  # the neuron sums its two inputs
+    ]
+    blk.eval()
+    x = torch.randn(2, 3, 4, 8, 8)
+    values: dict = {}
+    for node in g.nodes:
+        values[node.name] = run_node(node, values, x, 2)
+    assert torch.equal(values["b.sn2"], blk(x))

@@ -8,8 +8,15 @@ import torch
 from torch import nn
 
 from multispike.errors import ConfigError, InputError
-from multispike.layers import BatchNormPerStep, TDBatchNorm
-from multispike.models import SpikingModel, create, list_models
+from multispike.layers import (
+    BatchNormPerStep,
+    NeuronFactory,
+    Run,
+    TDBatchNorm,
+    neuron_option_names,
+    run_node,
+)
+from multispike.models import COMMON_OPTIONS, SpikingModel, create, list_models
 from multispike.neurons import LIFNode, Neuron, PLIFNode
 
 #: small but valid construction options and input side per model (keeps the suite fast)
@@ -339,3 +346,81 @@ def test_digits_net_hidden_fc_fires_so_binary_can_learn():
             model(x)
         rate = {r["layer"]: r["rate"] for r in mon.summary()}["fc1_act"]
         assert (rate > 0.01) == fires, (fc_norm, rate)
+
+
+# -- one description of the graph --------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_the_graph_description_is_the_forward(name):
+    """Evaluating ``model.graph()`` node by node gives ``model(x)``: one description."""
+    model, side = tiny(name, timesteps=2, learn_amplitude=True)
+    model.double().eval()
+    x = image(model, side, dtype=torch.float64)
+    nodes = model.graph()
+    values = {}
+    for node in nodes:
+        values[node.name] = run_node(node, values, x, model.timesteps)
+    assert torch.equal(values["output"], model(x))
+    names = [n.name for n in nodes]
+    assert len(set(names)) == len(names) and names[:2] == ["input", "stem_conv"]
+    assert names[-1] == "output"
+    for node in nodes:  # module nodes are named by the module's path in the model
+        if node.module is not None:
+            assert model.get_submodule(node.name) is node.module
+    # every weight of the model is in the graph
+    in_graph = {id(p) for n in nodes if n.module is not None for p in n.module.parameters()}
+    assert all(id(p) in in_graph for p in model.parameters())
+
+
+def test_forward_runs_the_description():
+    """A family's forward is its describe() run on tensors: changing one changes the other."""
+    model, side = tiny("digits_net")
+    calls = []
+
+    class Spy(Run):
+        def call(self, module, path, x):
+            calls.append(path)
+            return super().call(module, path, x)
+
+    model.eval()
+    x = image(model, side)
+    stem = model.stem_conv(x).unsqueeze(0).expand(model.timesteps, -1, -1, -1, -1)
+    torch.testing.assert_close(model.describe(Spy(), stem), model(x), atol=0, rtol=0)
+    recorded = [n.name for n in model.graph() if n.kind == "call"]
+    assert calls == recorded
+
+
+# -- one keyword schema ------------------------------------------------------------------------
+def test_one_schema_per_family():
+    vgg, resnet = create("vgg9"), create("resnet20")
+    assert set(vgg.model_args) - {"name"} == set(COMMON_OPTIONS) | set(type(vgg).family_options)
+    assert set(resnet.model_args) - {"name"} == (
+        set(COMMON_OPTIONS) | set(type(resnet).family_options))
+    assert create("resnet19").model_args.keys().isdisjoint({"shortcut_kernel", "dropout"})
+    assert not hasattr(vgg, "options") and not hasattr(vgg, "neurons")
+    assert isinstance(vgg.neuron_factory, NeuronFactory)
+    assert "neuron=plif" in repr(vgg)
+    with pytest.raises(ConfigError, match=r"vgg9: timesteps must be an integer >= 1, got 0"):
+        create("vgg9", timesteps=0)
+    with pytest.raises(ConfigError, match=r"vgg9: dropout must lie in \[0, 1\), got 1.5"):
+        create("vgg9", dropout=1.5)
+    with pytest.raises(ConfigError, match="resnet19: unknown init 'xavier'"):
+        create("resnet19", init="xavier")
+    with pytest.raises(ConfigError, match="unknown norm 'group'"):
+        create("resnet19", stem_norm="group")
+
+
+def test_neuron_options_pass_through_unchanged():
+    """Any keyword the neuron class takes is a model option (e.g. ``surrogate_alpha``)."""
+
+    class AlphaLIF(LIFNode):
+        def __init__(self, *, surrogate_alpha: float = 4.0, **kwargs):
+            super().__init__(**kwargs)
+            self.surrogate_alpha = surrogate_alpha
+
+    model = create("digits_net", neuron=AlphaLIF, surrogate_alpha=2.5)
+    slots = [m for m in model.modules() if isinstance(m, AlphaLIF)]
+    assert slots and all(m.surrogate_alpha == 2.5 for m in slots)
+    assert model.model_args["surrogate_alpha"] == 2.5
+    assert "surrogate_alpha" in neuron_option_names(AlphaLIF)
+    with pytest.raises(ConfigError, match=r"digits_net: unknown option\(s\) surrogate_beta;"):
+        create("digits_net", neuron="lif", surrogate_beta=1.0)
