@@ -83,3 +83,45 @@ def ternary_mt_reference(x: Tensor, decay: float, v_th: float, deltas) -> Tensor
         v = torch.where(main, torch.zeros_like(h), h)
         outs.append(b)
     return torch.stack(outs)
+
+
+def reset_choice_reference(
+    x: Tensor, v_th: float, deltas=(), *, signed: bool = False, reset: str = "main",
+    decay: float = 1.0, tau: float | None = None, v_reset: float = 0.0,
+) -> Tensor:
+    """Every rule with every reset choice (issue #15 point 3), neuron by neuron.
+
+    Charge ``H = decay·V + X`` (IF: decay 1; LIF), or with ``tau`` PLIF with V_reset = 0,
+    ``H = (1 − 1/τ)·V + X/τ`` (MT-SNN Eq 8). Thresholds ``θ_0 = V_th``, ``θ_i = V_th + Δi``;
+    ``b`` counts the ``θ_k`` with ``H >= θ_k`` (minus those with ``H <= −θ_k`` when
+    ``signed``). Reset:
+
+    - ``"main"``: ``V = V_reset`` where ``H >= V_th`` (or ``H <= −V_th``), else ``H``
+      (MT-SNN Eq 3);
+    - ``"any"``: ``V = V_reset`` where ``b != 0``, i.e. some threshold fired (Ternary Eq 7);
+    - ``"soft"``: ``V = H − b·V_th``.
+    """
+    thresholds = [v_th] + [v_th + d for d in deltas]
+    xs = x.reshape(x.shape[0], -1).tolist()
+    v = [v_reset] * len(xs[0])
+    outs = []
+    for row in xs:
+        out_row = []
+        for i, xi in enumerate(row):
+            if tau is None:
+                h = decay * v[i] + xi
+            else:
+                h = (1 - 1 / tau) * v[i] + xi / tau
+            b = sum(1 for th in thresholds if h >= th)
+            if signed:
+                b -= sum(1 for th in thresholds if h <= -th)
+            if reset == "soft":
+                v[i] = h - b * v_th
+            elif reset == "main":
+                main = h >= v_th or (signed and h <= -v_th)
+                v[i] = v_reset if main else h
+            else:
+                v[i] = v_reset if b != 0 else h
+            out_row.append(float(b))
+        outs.append(out_row)
+    return torch.tensor(outs, dtype=x.dtype).reshape(x.shape)

@@ -230,3 +230,94 @@ def test_multistep_starts_at_v_reset():
     from_zero, _ = multistep(x, if_charge, NeuronParams(1.0, v_reset=0.5),
                              state=NeuronState(torch.zeros(1)))
     assert from_zero.flatten().tolist() == [0.0, 0.0, 1.0]
+
+
+# -- dynamics records and the reset choice ----------------------------------------------------
+def test_dynamics_records_validate_and_charge():
+    from multispike.functional import DYNAMICS, IF, LIF, PLIF
+
+    assert set(DYNAMICS) == {"plif", "lif", "if"} and DYNAMICS["lif"] is LIF
+    v, x = torch.tensor([0.4]), torch.tensor([1.0])
+    assert IF().charge(v, x).item() == pytest.approx(1.4)
+    assert LIF(0.25).charge(v, x).item() == pytest.approx(1.1)
+    assert PLIF(2.0).init_w() == pytest.approx(0.0)  # tau = 1 + exp(0) = 2
+    assert PLIF(2.0).charge(v, x, w=torch.tensor(0.0)).item() == pytest.approx(0.7)
+    assert PLIF(2.0).charge(v, x, w=torch.tensor(0.0), v_reset=-1.0).item() == pytest.approx(0.2)
+    assert LIF(0.5).options() == {"decay": 0.5} and IF().options() == {}
+    for make, match in ((lambda: LIF(1.5), "decay must lie in"),
+                        (lambda: LIF(float("nan")), "finite number"),
+                        (lambda: PLIF(1.0), "init_tau must be > 1"),
+                        (lambda: PLIF(2.0).charge(v, x), "needs the learnable w")):
+        with pytest.raises(ConfigError, match=match):
+            make()
+
+
+def test_reset_thresholds_per_rule():
+    """"main" resets at V_th, "any" at the lowest threshold; they coincide for binary,
+    ternary and MT with positive deltas; each rule's default is today's behaviour."""
+    assert Binary().reset_threshold(1.0, "any") == Binary().reset_threshold(1.0, "main") == 1.0
+    assert Ternary().reset_threshold(0.5, "any") == 0.5
+    mt = MultiThreshold(deltas=(-0.5, 0.5))
+    assert mt.reset_threshold(1.0, "main") == 1.0 and mt.reset_threshold(1.0, "any") == 0.5
+    assert MultiThreshold(deltas=(0.5,)).reset_threshold(1.0, "any") == 1.0
+    assert TernaryMultiThreshold(deltas=(-0.2,)).reset_threshold(0.5, "any") == 0.3
+    assert [r.default_reset for r in (Binary(), mt, Ternary(), TernaryMultiThreshold())] == [
+        "main", "main", "any", "main"]
+
+
+@pytest.mark.parametrize("rule", [MultiThreshold(deltas=(-0.5,)),
+                                  TernaryMultiThreshold(deltas=(-0.5,))])
+def test_any_reset_spike_values_and_gradients(rule):
+    """reset="any": S = Θ(H − θ_r) (+ Θ(−H − θ_r)), θ_r = 0.5 the lowest threshold;
+    dS/dH = g(H − θ_r) (− g(−H − θ_r)) ("surrogate") or sign(b_r)·(…) where it fired
+    ("spike")."""
+    from multispike.functional import reset as reset_fn
+
+    h = torch.tensor([-1.3, -0.7, -0.4, 0.0, 0.3, 0.7, 1.1], requires_grad=True)
+    sg = Rectangular(width=1.0)
+    g = sg.derivative
+    hd = h.detach()
+    fired = (hd >= 0.5).double() + (rule.signed * (hd <= -0.5)).double()
+    for reset_grad in ("surrogate", "spike"):
+        params = NeuronParams(1.0, rule=rule, surrogate=sg, reset_grad=reset_grad, reset="any")
+        b, s = rule.fire(h, 1.0, sg)
+        S = reset_spike(h, s, params)
+        assert S.detach().tolist() == fired.tolist()
+        (dS,) = torch.autograd.grad(S.sum(), h)
+        pos, neg = g(hd - 0.5), (g(-hd - 0.5) if rule.signed else torch.zeros_like(hd))
+        if reset_grad == "surrogate":
+            expect = pos - neg
+        else:
+            sign = (hd >= 0.5).to(hd.dtype) - (rule.signed * (hd <= -0.5)).to(hd.dtype)
+            expect = sign * (pos + neg)
+        assert torch.equal(dS, expect), reset_grad
+        v = reset_fn(h, b, s, params)
+        assert torch.equal(v.detach(), hd * (1 - fired.to(hd.dtype)))
+
+
+def test_soft_reset_subtracts_emitted_value_before_amplitude():
+    """V = H − b·V_th with b the emitted value, never a·b (and V_reset stays out of it)."""
+    x = torch.tensor([[1.3], [0.0]])
+    params = NeuronParams(0.5, rule=Ternary(), amplitude=torch.tensor(3.0), reset="soft")
+    out, state = multistep(x, partial(lif_charge, decay=1.0), params)
+    assert out.flatten().tolist() == [3.0, 3.0]  # 1.3 fires, keeps 0.8, fires again
+    assert state.v.item() == pytest.approx(0.3)
+    rule = MultiThreshold(deltas=(-0.5, 0.5))
+    out, state = multistep(torch.tensor([[2.7]]), if_charge,
+                           NeuronParams(1.0, rule=rule, reset="soft"))
+    assert out.item() == 3.0 and state.v.item() == pytest.approx(-0.3)
+
+
+def test_reset_choice_errors():
+    from multispike.functional import check_reset, resolve_reset
+
+    with pytest.raises(ConfigError, match="unknown reset 'hard'; choose one of main, any, soft"):
+        resolve_reset(Binary(), "hard")
+    with pytest.raises(ConfigError, match="use v_reset=0"):
+        check_reset(Binary(), "soft", 0.2, "surrogate", False)
+    with pytest.raises(ConfigError, match="reset_grad='spike'"):
+        check_reset(Ternary(), "soft", 0.0, "spike", False)
+    assert check_reset(Ternary(), "soft", 0.0, "spike", True) == "soft"  # detached: no gradient
+    x = torch.tensor([[1.3]], requires_grad=True)
+    with pytest.raises(ConfigError, match="reset_grad='spike'"):
+        multistep(x, if_charge, NeuronParams(1.0, reset="soft", reset_grad="spike"))

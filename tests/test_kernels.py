@@ -110,8 +110,72 @@ def test_spike_reset_grad_equals_reference(dynamics, firing, surrogate, impl):
 @pytest.mark.parametrize("firing", ["mt", "ternary-mt"])
 def test_surrogates_and_widths(surrogate, firing, impl):
     for dynamics, detach in (("plif", False), ("lif", True), ("if", False)):
-        node = _node(dynamics, firing, True, detach, surrogate=surrogate, surrogate_width=0.7)
+        option = "surrogate_alpha" if surrogate in ("sigmoid", "atan") else "surrogate_width"
+        node = _node(dynamics, firing, True, detach, surrogate=surrogate, **{option: 0.7})
         _compare(node, _x(5, 2, 45, seed=3, scale=_scale(node)), impl, TOL[torch.float64])
+
+
+RESETS = ["main", "any", "soft"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("firing", FIRINGS)
+@pytest.mark.parametrize("dynamics", list(DYNAMICS))
+def test_reset_choice_equals_reference_float64(dynamics, firing, reset, impl):
+    """Every rule x dynamics x reset (issue #15): spikes and gradients of the kernels equal the
+    reference loop's, with and without detach_reset and an amplitude, and for hard resets
+    with reset_grad="spike". MT rules take deltas (−0.4, 0.3) so that "any" (lowest
+    threshold) and "main" differ."""
+    deltas = {"deltas": (-0.4, 0.3)} if firing in ("mt", "ternary-mt") else {}
+    cases = [(False, False, "surrogate"), (True, True, "surrogate"), (True, False, "surrogate")]
+    if reset != "soft":
+        cases.append((True, False, "spike"))
+    for amplitude, detach, reset_grad in cases:
+        node = _node(dynamics, firing, amplitude, detach, reset=reset, reset_grad=reset_grad,
+                     **deltas)
+        assert node.kernel_spec.native and node.kernel_spec.reset == reset
+        for T in (1, 5):
+            x = _x(T, 3, 61, seed=T, scale=_scale(node))
+            _compare(node, x, impl, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reset", RESETS)
+def test_reset_choice_surrogates_float32_and_v_reset(reset, impl):
+    """The other surrogates (sigmoid, atan, clamp) and float32 with each reset; hard resets
+    also with v_reset != 0 (a soft reset refuses one)."""
+    for dynamics, firing, surrogate in (("plif", "mt", "sigmoid"), ("lif", "ternary-mt", "atan"),
+                                        ("if", "ternary", "clamp"), ("plif", "binary", "atan")):
+        for dtype in (torch.float64, torch.float32):
+            kw = {"reset": reset, "surrogate": surrogate}
+            if reset != "soft":
+                kw["v_reset"] = -0.2
+            node = _node(dynamics, firing, True, False, dtype=dtype, **kw)
+            x = _x(5, 2, 47, seed=2, scale=_scale(node), dtype=dtype)
+            _compare(node, x, impl, TOL[dtype])
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_reset_choice_gradcheck_of_the_fused_backward(reset):
+    """fp64 gradcheck of the fused backward as a function of the upstream gradient: it is the
+    linear map the reference loop's autograd applies (checked by finite differences on both)."""
+    impls = ["eager"] + (["cpu"] if HAS_CPU_KERNEL else [])
+    node = _node("lif", "mt", True, False, reset=reset, surrogate="sigmoid")
+    x = _x(4, 2, 9, seed=4, scale=_scale(node)).requires_grad_(True)
+    node.backend = "torch"
+    ref = node(x)
+
+    def ref_backward(g):
+        return torch.autograd.grad(ref, x, g, create_graph=True)[0]
+
+    g0 = _x(*x.shape, seed=8).requires_grad_(True)
+    assert torch.autograd.gradcheck(ref_backward, (g0,))
+    for impl in impls:
+        out = fused_multistep(x, node, impl=impl)
+        assert torch.equal(out, ref)
+        got = torch.autograd.grad(out, x, g0.detach(), retain_graph=True)[0]
+        torch.testing.assert_close(got, ref_backward(g0.detach()), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -208,6 +272,17 @@ def test_cpu_kernel_bfloat16_matches_eager():
             ref = node(x)
             out = fused_multistep(x, node, impl="cpu")
         assert torch.equal(out, ref)
+    # every reset; V_th = 0.3 is not a bfloat16 number: the soft reset's b·V_th is rounded as
+    # PyTorch rounds it (V_th in float, the product to bfloat16)
+    for dynamics, firing, reset in itertools.product(DYNAMICS, FIRINGS, ["main", "any", "soft"]):
+        node = _node(dynamics, firing, True, False, dtype=torch.bfloat16, reset=reset,
+                     v_threshold=0.3)
+        x = _x(6, 3, 200, seed=3, scale=_scale(node), dtype=torch.bfloat16)
+        node.backend = "torch"
+        with torch.no_grad():
+            ref = node(x)
+            out = fused_multistep(x, node, impl="cpu")
+        assert torch.equal(out, ref), (dynamics, firing, reset)
 
 
 @needs_cpu_kernel
@@ -391,13 +466,21 @@ def triton_check(device: str) -> None:
     for (dynamics, firing), dtype in itertools.product(
         itertools.product(DYNAMICS, FIRINGS), dtypes
     ):
-        for amplitude, detach, surrogate, reset_grad, v_reset in (
-            (True, False, "rectangular", "surrogate", 0.0),
-            (False, True, "sigmoid", "surrogate", 0.0), (True, True, "clamp", "surrogate", 0.0),
-            (True, False, "atan", "spike", 0.2), (False, False, "sigmoid", "surrogate", -0.3),
+        for amplitude, detach, surrogate, reset_grad, v_reset, reset in (
+            (True, False, "rectangular", "surrogate", 0.0, None),
+            (False, True, "sigmoid", "surrogate", 0.0, None),
+            (True, True, "clamp", "surrogate", 0.0, None),
+            (True, False, "atan", "spike", 0.2, None),
+            (False, False, "sigmoid", "surrogate", -0.3, None),
+            (True, False, "rectangular", "surrogate", 0.0, "soft"),
+            (False, True, "clamp", "surrogate", 0.0, "soft"),
+            (True, False, "sigmoid", "spike", 0.1, "any"),
         ):
-            node = _node(dynamics, firing, amplitude, detach, dtype=dtype,
-                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset).to(device)
+            mt = firing in ("mt", "ternary-mt")
+            deltas = {"deltas": (-0.4, 0.3)} if mt and reset is not None else {}
+            node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
+                         **deltas).to(device)
             for T in (1, 5):
                 x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
                 weight = _x(*x.shape, seed=7, dtype=dtype).to(device)

@@ -45,3 +45,17 @@ def test_named_layers_per_timestep_and_membrane_samples():
     # hooks are gone after the block: statistics cost nothing when off
     assert all(m.monitor is None for m in model)
     assert torch.equal(model(x), y)
+
+
+def test_monitor_forces_the_reference_loop_visibly():
+    """The monitor needs every step's H: the layers say they run the reference loop while it
+    records, and their fused path (with the same spikes) once it stops."""
+    node = LIFNode(firing="mt", backend="fused")
+    x = torch.randn(4, 3, 20)
+    assert node.runs_fused
+    fused = node(x)
+    with record_activity(node) as mon:
+        assert node.path.impl is None and "monitor" in node.path.reason
+        recorded = node(x)
+    assert mon.summary()[0]["neuron_steps"] == x.numel()
+    assert node.runs_fused and torch.equal(recorded, fused)

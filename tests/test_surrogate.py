@@ -23,7 +23,7 @@ def _points(sg, n=400):
     """Random points that avoid the kinks of the window surrogates (measure-zero edges)."""
     torch.manual_seed(0)
     x = torch.randn(n, dtype=torch.float64) * 1.5
-    edge = getattr(sg, "width", 1.0) / 2
+    edge = sg.param / 2 if sg.param_name == "width" else 0.5
     return x[(x.abs() - edge).abs() > 1e-3]
 
 
@@ -71,16 +71,16 @@ def test_clamp_window_has_unit_height():
 
 def test_atan_peak():
     x = torch.zeros(1, requires_grad=True)
-    ATan(width=2.0)(x).sum().backward()
+    ATan(alpha=2.0)(x).sum().backward()
     assert x.grad.item() == pytest.approx(1.0)  # alpha / 2
-    assert math.isclose(Sigmoid(width=4.0).derivative(torch.zeros(1)).item(), 1.0)
+    assert math.isclose(Sigmoid(alpha=4.0).derivative(torch.zeros(1)).item(), 1.0)
 
 
 def test_get_surrogate():
     assert set(SURROGATES) == {"rectangular", "clamp", "sigmoid", "atan"}
-    assert get_surrogate("atan", 3.0) == ATan(width=3.0)
+    assert get_surrogate("atan", alpha=3.0) == ATan(alpha=3.0)
     assert get_surrogate("rectangular") == Rectangular(width=1.0)
-    sg = Sigmoid(width=2.0)
+    sg = Sigmoid(alpha=2.0)
     assert get_surrogate(sg) is sg
     with pytest.raises(ConfigError, match="unknown surrogate 'tanh'; choose one of"):
         get_surrogate("tanh")

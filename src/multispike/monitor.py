@@ -2,7 +2,10 @@
 
 Statistics cost nothing unless asked for: a neuron checks one attribute per call. Inside
 ``with record_activity(model) as mon:`` every :class:`~multispike.neurons.Neuron` of the
-model reports each step's membrane ``H`` to the monitor, which counts
+model reports each step's membrane ``H`` to the monitor. The fused kernels keep ``H`` to
+themselves, so **while a monitor records, every neuron runs the reference loop**, whatever its
+``backend`` (same spikes, slower); ``neuron.path`` says so (``neuron.runs_fused`` is False
+inside the block), and the fused path comes back on leaving it. The monitor counts
 
 - spikes: every non-zero spike counts, −1 included, and a multi-threshold output counts each
   plane that fired (an MT neuron whose three thresholds are crossed fires 3 spikes);
@@ -33,6 +36,9 @@ Example::
     fc1_act ternary 512 True
     >>> mon.layers["stem_act"].membrane_samples(0).shape     # H samples of step t = 0
     torch.Size([1000])
+    >>> with record_activity(model):
+    ...     model.stem_act.path.reason
+    "a recording monitor (record_activity) needs every step's membrane: the reference loop runs"
 """
 
 from __future__ import annotations
@@ -172,7 +178,9 @@ def record_activity(
     """Record firing statistics of every neuron layer of ``model`` inside the ``with`` block.
 
     Layers are named by their path in ``model.named_modules()``; a bare neuron is ``""``.
-    The hooks are removed on leaving the block, whatever happens inside it.
+    Inside the block the neurons run the reference loop (the monitor needs every step's
+    ``H``; see ``Neuron.path``). The hooks are removed on leaving the block, whatever happens
+    inside it, and the layers' fused paths come back.
     """
     names = {m: name for name, m in model.named_modules() if isinstance(m, Neuron)}
     mon = ActivityMonitor(names, membrane_samples=membrane_samples, seed=seed)

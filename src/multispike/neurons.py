@@ -5,34 +5,53 @@ The membrane lives inside one call: a layer keeps no state between calls (there 
 to reset), so the same input always gives the same output. For streaming inference,
 :meth:`Neuron.step` takes and returns the state explicitly.
 
-Dynamics (the charge) differ per class; everything else is shared:
+A layer is its records: the dynamics record (``layer.dynamics_record``: :class:`~multispike.
+functional.IF`, :class:`~multispike.functional.LIF` or :class:`~multispike.functional.PLIF`)
+and the :class:`~multispike.functional.NeuronParams` of :meth:`Neuron.params` (threshold,
+reset, firing rule, surrogate). Dynamics differ per class; everything else is shared:
 
 ==============  ==============================================  =========================
-class           charge                                          defaults
+class           charge (record)                                 defaults
 ==============  ==============================================  =========================
 ``PLIFNode``    MT-SNN Eq 8, ``τ = 1 + exp(−w)`` learnable        ``init_tau=2, V_th=1``
+                (``PLIF(init_tau)``)
 ``LIFNode``     Ternary Spike Eq 4/7, ``u = decay·u + x``          ``decay=0.25, V_th=0.5``
-``IFNode``      MT-SNN Eq 5, ``H = V + X``                         ``V_th=1``
+                (``LIF(decay)``)
+``IFNode``      MT-SNN Eq 5, ``H = V + X`` (``IF()``)              ``V_th=1``
 ==============  ==============================================  =========================
 
 Options on every layer (keyword-only):
 
 - ``firing``: ``"binary"``, ``"mt"`` (with ``deltas``), ``"ternary"``, ``"ternary-mt"``, or a
   :class:`~multispike.functional.FiringRule` object;
+- ``reset``: what follows a spike (:func:`~multispike.functional.reset`): ``"main"`` (hard
+  reset by the main spike, MT-SNN Eq 3), ``"any"`` (hard reset by any spike, Ternary Spike
+  Eq 7) or ``"soft"`` (``V = H − b·V_th``, needs ``v_reset=0``); ``None`` (default) is the
+  rule's default, today's behaviour: ``"main"`` for binary, MT and ternary-MT, ``"any"`` for
+  ternary (the same as ``"main"`` there);
 - ``learn_amplitude``: emit ``a·b`` with one learnable ``a`` per layer (Ternary Eq 13-14);
-- ``surrogate`` / ``surrogate_width``: ``"rectangular"`` (MT-SNN Eq 9, default, width 1),
-  ``"clamp"``, ``"sigmoid"``, ``"atan"``, or a :class:`~multispike.functional.Surrogate`;
+- ``surrogate``: ``"rectangular"`` (MT-SNN Eq 9, default), ``"clamp"``, ``"sigmoid"``,
+  ``"atan"``, or a :class:`~multispike.functional.Surrogate`; ``surrogate_width`` is the window
+  of rectangular (default 1) and clamp (default 1), ``surrogate_alpha`` the sharpness of
+  sigmoid (default 4) and atan (default 2); the other one is a ``ConfigError`` (except that
+  ``surrogate_width`` on sigmoid/atan, the spelling before ``surrogate_alpha``, still means
+  ``alpha``, with a ``DeprecationWarning``);
 - ``v_reset`` (default 0), ``detach_reset`` (default False);
-- ``reset_grad``: the gradient of the reset, ``"surrogate"`` (default: through the main
-  spike's surrogate at its thresholds) or ``"spike"`` (the Ternary Spike code: through ``|b|``
-  of the main spike, zero where none fired); same spikes either way, see
-  :func:`~multispike.functional.reset_spike`;
+- ``reset_grad``: the gradient of a hard reset, ``"surrogate"`` (default: through the
+  resetting spike's surrogate at its thresholds) or ``"spike"`` (the Ternary Spike code:
+  through ``|b|`` of the resetting spike, zero where none fired); same spikes either way, see
+  :func:`~multispike.functional.reset_spike`; a soft reset takes ``"surrogate"`` only;
 - ``check_input``: validate rank, dtype and finiteness of the input (default True);
 - ``backend``: ``"auto"`` (default: a fused kernel, C++ on CPU or Triton on CUDA, when one
-  covers the layer and no monitor is recording; else the reference loop), ``"torch"`` (always
-  the reference loop of :func:`~multispike.functional.multistep`) or ``"fused"`` (a fused
-  kernel, else the eager fused path). All three give the same spikes; see
-  :mod:`multispike.kernels`.
+  covers the layer; else the reference loop), ``"torch"`` (always the reference loop of
+  :func:`~multispike.functional.multistep`) or ``"fused"`` (a fused kernel, else the eager
+  fused path). All three give the same spikes; see :mod:`multispike.kernels`.
+
+Which path a forward takes is decided once per device and dtype (on the first call after the
+layer is built, its options change or it is moved with ``.to()``) and cached; :attr:`Neuron.path`
+says which and why. While a monitor records (:func:`multispike.monitor.record_activity`) the
+reference loop runs whatever the backend, since the monitor needs every step's membrane; a
+``charge()`` override (:attr:`Neuron.custom_charge`) always runs the reference loop.
 
 Example::
 
@@ -40,11 +59,14 @@ Example::
     >>> x = torch.rand(4, 8, 16)        # [T, B, N]
     >>> node(x).shape
     torch.Size([4, 8, 16])
+    >>> node.dynamics_record, node.reset
+    (PLIF(init_tau=2.0), 'main')
+    >>> PLIFNode(backend="torch").path.reason
+    "backend='torch' asks for the reference loop"
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -53,19 +75,23 @@ import torch
 from torch import Tensor, nn
 
 from multispike import kernels
+from multispike.checks import finite_number
 from multispike.errors import ConfigError, InputError
 from multispike.functional import (
+    IF,
+    LIF,
+    PLIF,
     RESET_GRADS,
+    Dynamics,
     FiringRule,
     NeuronParams,
     NeuronState,
     Surrogate,
+    check_reset,
     get_firing,
     get_surrogate,
-    if_charge,
-    lif_charge,
+    legacy_surrogate_options,
     multistep,
-    plif_charge,
     plif_tau,
 )
 from multispike.functional import step as step_fn
@@ -74,12 +100,27 @@ from multispike.functional import step as step_fn
 class Neuron(nn.Module):
     """Base class of all spiking neuron layers.
 
-    Subclasses implement :meth:`charge` and :meth:`config`; the base owns firing, reset,
-    amplitude, the loop over T, input checks and the opt-in statistics hook.
+    Subclasses set their dynamics record (:attr:`dynamics_record`) and name (:attr:`dynamics`);
+    the base owns charge (through the record), firing, reset, amplitude, the loop over T, input
+    checks, the choice of backend and the opt-in statistics hook. A subclass may override
+    :meth:`charge` with other maths: it then runs the reference loop (:attr:`custom_charge`).
     """
 
     #: registry key of the dynamics (``"plif"``, ``"lif"``, ``"if"``)
     dynamics: ClassVar[str] = ""
+    #: True for a class that defines its own :meth:`charge` (set when the class is created):
+    #: the fused kernels implement only the charge of :attr:`dynamics_record`, so such layers
+    #: run the reference loop (:attr:`path` says so). A subclass whose ``charge`` override
+    #: keeps the record's maths may set ``custom_charge = False`` in its class body.
+    custom_charge: ClassVar[bool] = False
+    #: the dynamics as data (:class:`~multispike.functional.IF`, ``LIF(decay)``,
+    #: ``PLIF(init_tau)``); the kernels read it, not the class
+    dynamics_record: Dynamics | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "charge" in cls.__dict__ and "custom_charge" not in cls.__dict__:
+            cls.custom_charge = True
 
     def __init__(
         self,
@@ -88,9 +129,11 @@ class Neuron(nn.Module):
         v_reset: float = 0.0,
         firing: str | FiringRule = "binary",
         deltas: Sequence[float] | None = None,
+        reset: str | None = None,
         learn_amplitude: bool = False,
         surrogate: str | Surrogate = "rectangular",
         surrogate_width: float | None = None,
+        surrogate_alpha: float | None = None,
         detach_reset: bool = False,
         reset_grad: str = "surrogate",
         check_input: bool = True,
@@ -103,26 +146,29 @@ class Neuron(nn.Module):
             )
         #: "auto", "torch" or "fused": how forward() runs the loop over T (see module docs)
         self.backend = backend
-        _check_finite("v_threshold", v_threshold)
+        v_threshold = finite_number("v_threshold", v_threshold)
         if v_threshold <= 0:
             raise ConfigError(f"v_threshold must be > 0, got {v_threshold}; use e.g. 1.0")
-        _check_finite("v_reset", v_reset)
+        v_reset = finite_number("v_reset", v_reset)
         if v_reset >= v_threshold:
             raise ConfigError(
                 f"v_reset={v_reset} is not below v_threshold={v_threshold}: the neuron would fire "
                 "forever; use v_reset=0"
             )
-        self.v_threshold = float(v_threshold)
-        self.v_reset = float(v_reset)
+        self.v_threshold = v_threshold
+        self.v_reset = v_reset
         self.rule = get_firing(firing, deltas)
         self.rule.validate(self.v_threshold)
-        self.surrogate = get_surrogate(surrogate, surrogate_width)
+        self.surrogate = get_surrogate(surrogate, surrogate_width, alpha=surrogate_alpha)
         self.detach_reset = bool(detach_reset)
         if reset_grad not in RESET_GRADS:
             raise ConfigError(
                 f"unknown reset_grad {reset_grad!r}; choose one of {', '.join(RESET_GRADS)}"
             )
         self.reset_grad = str(reset_grad)
+        #: "main", "any" or "soft": the reset after a spike, resolved from the rule's default
+        self.reset = check_reset(self.rule, reset, self.v_reset, self.reset_grad,
+                                 self.detach_reset)
         self.check_input = bool(check_input)
         self.amplitude: nn.Parameter | None
         if learn_amplitude:
@@ -136,10 +182,11 @@ class Neuron(nn.Module):
         self.nonfinite: Tensor
         self.register_buffer("nonfinite", torch.zeros((), dtype=torch.int32), persistent=False)
 
-    #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec`
+    #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec` and forgets
+    #: the cached backend decisions
     _SPEC_FIELDS = frozenset(
-        {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "reset_grad", "decay",
-         "backend"}
+        {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "reset_grad", "reset",
+         "dynamics_record", "backend"}
     )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -153,34 +200,66 @@ class Neuron(nn.Module):
         except AttributeError:  # still being built: an attribute spec_of reads is not set yet
             spec = None
         self.__dict__["kernel_spec"] = spec
+        self.__dict__["_routes"] = {}  # (device type, dtype) -> impl, filled by forward
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        out = super()._apply(fn, *args, **kwargs)
+        self.__dict__["_routes"] = {}  # moved or cast: decide the backend again
+        return out
 
     #: what the fused kernels know of this layer (:class:`~multispike.kernels.KernelSpec`),
     #: worked out when the layer is built or its options change, not on every call (so that
     #: ``torch.compile`` reads it as a constant); ``None`` when no kernel implements it
     kernel_spec: kernels.KernelSpec | None = None
 
+    # -- backend ---------------------------------------------------------------------------
+    @property
+    def path(self) -> kernels.Route:
+        """The path the next forward takes for input on this layer's device and in its dtype,
+        and why (:class:`~multispike.kernels.Route`): a fused kernel (``"cpu"``, ``"triton"``,
+        ``"eager"``) or the reference loop (``impl=None``). A recording monitor forces the
+        reference loop; see :meth:`path_for` for an input of another device or dtype."""
+        params = [p for p in self.parameters(recurse=False)]
+        dtype = params[0].dtype if params else torch.get_default_dtype()
+        return self.path_for(torch.empty(0, dtype=dtype, device=self.nonfinite.device))
+
+    def path_for(self, x: Tensor) -> kernels.Route:
+        """:attr:`path` for the input ``x`` (its device and dtype; the values do not matter)."""
+        return kernels.route(self, x)
+
+    @property
+    def runs_fused(self) -> bool:
+        """True when the next forward (on this layer's device) runs a fused kernel."""
+        return self.path.fused
+
     # -- dynamics --------------------------------------------------------------------------
     def charge(self, v: Tensor, x: Tensor) -> Tensor:
-        """``H = charge(V, X)``: the dynamics of this neuron (one time step)."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """``H = charge(V, X)``: one time step of :attr:`dynamics_record`."""
+        record = self.dynamics_record
+        if record is None:
+            raise NotImplementedError(f"{type(self).__name__} has no dynamics record")
+        w = self.w.to(x.dtype) if record.learnable else None
+        return record.charge(v, x, w=w, v_reset=self.v_reset)
 
-    def options(self) -> dict[str, Any]:
-        """Dynamics-specific constructor options (subclasses extend)."""
-        return {}
+    def dynamics_options(self) -> dict[str, Any]:
+        """The dynamics record's keyword options (``{"decay": 0.25}`` for ``LIF(0.25)``)."""
+        record = self.dynamics_record
+        return {} if record is None else record.options()
 
     def config(self) -> dict[str, Any]:
         """Plain options that rebuild this layer with :func:`build_neuron`."""
         rule = self.rule
         return {
             "dynamics": self.dynamics,
-            **self.options(),
+            **self.dynamics_options(),
             "v_threshold": self.v_threshold,
             "v_reset": self.v_reset,
             "firing": rule.name,
             "deltas": list(rule.deltas) if getattr(rule, "deltas", None) else None,
+            "reset": self.reset,
             "learn_amplitude": self.amplitude is not None,
             "surrogate": self.surrogate.name,
-            "surrogate_width": self.surrogate.width,
+            self.surrogate.option: self.surrogate.param,
             "detach_reset": self.detach_reset,
             "reset_grad": self.reset_grad,
         }
@@ -198,16 +277,17 @@ class Neuron(nn.Module):
             detach_reset=self.detach_reset,
             amplitude=a,
             reset_grad=self.reset_grad,
+            reset=self.reset,
         )
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x_seq: Tensor) -> Tensor:
         """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``, from ``V = V_reset``.
 
-        With ``check_input``, rank and dtype are checked on the host (free); finiteness is
-        checked inside the fused kernel's own pass over the input when one runs (on CUDA the
-        error surfaces at :func:`multispike.kernels.raise_on_nonfinite`, once per step), else
-        by a separate pass.
+        The path is :attr:`path` (cached per device and dtype). With ``check_input``, rank and
+        dtype are checked on the host (free); finiteness is checked inside the fused kernel's
+        own pass over the input when one runs (on CUDA the error surfaces at
+        :func:`multispike.kernels.raise_on_nonfinite`, once per step), else by a separate pass.
         """
         if self.check_input:
             check_sequence(x_seq, type(self).__name__, finite=False)
@@ -259,64 +339,65 @@ class PLIFNode(Neuron):
 
     ``τ = 1 + exp(−w)`` with one learnable ``w`` per layer, initialised so that
     ``τ = init_tau`` (``w = −log(init_tau − 1)``). Defaults follow MT-SNN: ``V_th = 1``,
-    ``V_reset = 0``, ``init_tau = 2``.
+    ``V_reset = 0``, ``init_tau = 2``. Record: :class:`~multispike.functional.PLIF`.
     """
 
     dynamics = "plif"
 
     def __init__(self, *, init_tau: float = 2.0, v_threshold: float = 1.0, **kwargs: Any) -> None:
         super().__init__(v_threshold=v_threshold, **kwargs)
-        _check_finite("init_tau", init_tau)
-        if init_tau <= 1:
-            raise ConfigError(f"init_tau must be > 1 (τ = 1 + exp(-w) > 1), got {init_tau}")
-        self.init_tau = float(init_tau)
-        self.w = nn.Parameter(torch.tensor(-math.log(self.init_tau - 1.0)))
+        self.dynamics_record = PLIF(init_tau)
+        self.w = nn.Parameter(torch.tensor(self.dynamics_record.init_w()))
+
+    @property
+    def init_tau(self) -> float:
+        """The ``τ`` the layer was built with (its record's; the learnt one is :attr:`tau`)."""
+        return self.dynamics_record.init_tau
+
+    @init_tau.setter
+    def init_tau(self, value: float) -> None:
+        self.dynamics_record = PLIF(value)
 
     @property
     def tau(self) -> Tensor:
         """The current membrane time constant ``τ = 1 + exp(−w)`` (MT-SNN Eq 7)."""
         return plif_tau(self.w)
 
-    def charge(self, v: Tensor, x: Tensor) -> Tensor:
-        return plif_charge(v, x, self.w.to(x.dtype), self.v_reset)
-
-    def options(self) -> dict[str, Any]:
-        return {"init_tau": self.init_tau}
-
 
 class LIFNode(Neuron):
     """LIF of Ternary Spike (Eq 4/7): ``u[t] = decay·u[t−1]·(1 − |b[t−1]|) + x[t]``.
 
     Defaults follow the Ternary Spike paper and code: ``decay = 0.25``, ``V_th = 0.5`` (the code
-    fires at ``|u| >= 0.5``), ``V_reset = 0``.
+    fires at ``|u| >= 0.5``), ``V_reset = 0``. Record: :class:`~multispike.functional.LIF`.
     """
 
     dynamics = "lif"
 
     def __init__(self, *, decay: float = 0.25, v_threshold: float = 0.5, **kwargs: Any) -> None:
         super().__init__(v_threshold=v_threshold, **kwargs)
-        _check_finite("decay", decay)
-        if not 0 <= decay <= 1:
-            raise ConfigError(f"decay must lie in [0, 1], got {decay}; the paper uses 0.25")
-        self.decay = float(decay)
+        self.dynamics_record = LIF(decay)
 
-    def charge(self, v: Tensor, x: Tensor) -> Tensor:
-        return lif_charge(v, x, self.decay)
+    @property
+    def decay(self) -> float:
+        """The leak ``decay`` of the record (setting it replaces the record)."""
+        return self.dynamics_record.decay
 
-    def options(self) -> dict[str, Any]:
-        return {"decay": self.decay}
+    @decay.setter
+    def decay(self, value: float) -> None:
+        self.dynamics_record = LIF(value)
 
 
 class IFNode(Neuron):
-    """Integrate-and-fire, no leak (MT-SNN Eq 5): ``H[t] = V[t−1] + X[t]``; ``V_th = 1``."""
+    """Integrate-and-fire, no leak (MT-SNN Eq 5): ``H[t] = V[t−1] + X[t]``; ``V_th = 1``.
+
+    Record: :class:`~multispike.functional.IF`.
+    """
 
     dynamics = "if"
 
     def __init__(self, *, v_threshold: float = 1.0, **kwargs: Any) -> None:
         super().__init__(v_threshold=v_threshold, **kwargs)
-
-    def charge(self, v: Tensor, x: Tensor) -> Tensor:
-        return if_charge(v, x)
+        self.dynamics_record = IF()
 
 
 NEURONS: dict[str, type[Neuron]] = {cls.dynamics: cls for cls in (PLIFNode, LIFNode, IFNode)}
@@ -333,8 +414,13 @@ def get_neuron_class(dynamics: str | type[Neuron]) -> type[Neuron]:
 
 
 def build_neuron(config: dict[str, Any]) -> Neuron:
-    """Rebuild a layer from :meth:`Neuron.config` (the inverse of ``config()``)."""
-    cfg = dict(config)
+    """Rebuild a layer from :meth:`Neuron.config` (the inverse of ``config()``).
+
+    Configs of older versions rebuild the same layer: without ``reset`` the rule's default
+    (today's behaviour) applies, and a ``surrogate_width`` stored for sigmoid or atan is read
+    as their ``surrogate_alpha``.
+    """
+    cfg = legacy_surrogate_options(dict(config))
     cls = get_neuron_class(cfg.pop("dynamics"))
     return cls(**cfg)
 
@@ -363,8 +449,3 @@ def check_sequence(x: Any, where: str, *, finite: bool = True) -> None:
             f"{where} expects time-first input [T, B, ...], got shape {tuple(x.shape)}; add the "
             "time dimension with x.unsqueeze(0) or use .step() for one time step"
         )
-
-
-def _check_finite(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")

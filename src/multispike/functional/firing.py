@@ -4,8 +4,13 @@ A rule is a small frozen record. ``rule.fire(h, v_th, surrogate)`` returns ``(b,
 
 - ``b``: the spike value the neuron emits before any amplitude, e.g. {0, 1} (binary),
   {0, …, n+1} (multi-threshold), {−1, 0, +1} (ternary);
-- ``s``: the *main* spike, in {0, 1}, that resets the membrane (MT-SNN Eq 3; Ternary Eq 7
-  resets where ``|b| = 1``).
+- ``s``: the *main* spike, in {0, 1}: ``Θ(H − V_th)`` (``+ Θ(−H − V_th)`` for signed rules),
+  which resets the membrane under the hard reset ``reset="main"`` (MT-SNN Eq 3).
+
+Which spike resets is the neuron's ``reset`` choice (see
+:func:`multispike.functional.dynamics.reset`); each rule names its default,
+:attr:`FiringRule.default_reset`, today's behaviour of that rule, and
+:meth:`FiringRule.reset_threshold` says where a hard reset fires.
 
 Every Heaviside is taken through ``surrogate(H − θ)``, so the backward sums the surrogate over
 every threshold θ the rule has. ``rule.planes(h, v_th)`` returns the binary spike planes
@@ -49,10 +54,40 @@ class FiringRule:
     name: str = ""
     #: True where the rule emits negative spikes
     signed: bool = False
+    #: the reset a neuron with this rule takes when given ``reset=None``: ``"main"`` (hard
+    #: reset by the main spike), ``"any"`` (hard reset by any spike) or ``"soft"``
+    default_reset: str = "main"
 
     def thresholds(self, v_threshold: float) -> tuple[float, ...]:
         """The positive thresholds, main threshold first (ternary rules mirror them at −θ)."""
         return (v_threshold,)
+
+    def reset_threshold(self, v_threshold: float, reset: str) -> float:
+        """The threshold ``θ_r`` whose crossing resets the membrane under a hard reset.
+
+        ``"main"``: the main threshold ``V_th`` (MT-SNN Eq 3); ``"any"``: the lowest threshold,
+        where the first plane fires (``|b| ≥ 1``; Ternary Spike Eq 7), so that any spike
+        resets. Signed rules reset at ``±θ_r``. The two coincide for rules whose lowest
+        threshold is the main one (binary, ternary, MT with positive deltas).
+        """
+        th = self.thresholds(v_threshold)
+        return th[0] if reset == "main" else min(th)
+
+    def spike_at(self, h: Tensor, theta: float, surrogate: Surrogate) -> Tensor:
+        """The signed spike of one threshold: ``Θ(H − θ)`` (``− Θ(−H − θ)`` for signed rules),
+        each Heaviside through ``surrogate``."""
+        pos = surrogate(h - theta)
+        if not self.signed:
+            return pos
+        return pos - surrogate(-h - theta)
+
+    def reset_spikes(self, h: Tensor, theta: float, surrogate: Surrogate) -> Tensor:
+        """The hard reset's multiplier ``S`` in {0, 1} for the threshold ``θ``:
+        ``Θ(H − θ)`` (``+ Θ(−H − θ)`` for signed rules), through ``surrogate``."""
+        pos = surrogate(h - theta)
+        if not self.signed:
+            return pos
+        return pos + surrogate(-h - theta)
 
     def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -67,11 +102,7 @@ class FiringRule:
         rules), each Heaviside through ``surrogate``. Its values satisfy ``|b_main| = s``; the
         reset of ``reset_grad="spike"`` differentiates ``|b_main|`` (zero where none fired).
         """
-        th = self.thresholds(v_threshold)[0]
-        pos = surrogate(h - th)
-        if not self.signed:
-            return pos
-        return pos - surrogate(-h - th)
+        return self.spike_at(h, self.thresholds(v_threshold)[0], surrogate)
 
     def planes(self, h: Tensor, v_threshold: float) -> Tensor:
         """Binary planes ``[P, *h.shape]`` (no gradient): one per threshold, and per sign."""
@@ -139,7 +170,8 @@ def _check_positive_thresholds(rule: FiringRule, v_threshold: float) -> None:
 
 @dataclass(frozen=True)
 class MultiThreshold(FiringRule):
-    """MT-SNN Eq 10-11: ``S_Δi = Θ(H − V_th − Δi)``, ``b = S + Σ S_Δi``; reset by ``S`` only.
+    """MT-SNN Eq 10-11: ``S_Δi = Θ(H − V_th − Δi)``, ``b = S + Σ S_Δi``; by default reset by
+    ``S`` only (MT-SNN Eq 3: ``reset="main"``).
 
     ``deltas=None`` means :data:`DEFAULT_DELTA_FRACTIONS` times ``V_th``.
     """
@@ -173,10 +205,12 @@ class MultiThreshold(FiringRule):
 
 @dataclass(frozen=True)
 class Ternary(FiringRule):
-    """Ternary Spike Eq 8: ``b = +1 if H >= V_th, −1 if H <= −V_th, else 0``; reset ``|b|``."""
+    """Ternary Spike Eq 8: ``b = +1 if H >= V_th, −1 if H <= −V_th, else 0``; reset ``|b|``
+    (Eq 7: ``reset="any"``, the default, which equals ``"main"`` for this rule)."""
 
     name = "ternary"
     signed = True
+    default_reset = "any"  # Ternary Eq 7, u·(1 − |b|); the same as "main" (one threshold pair)
 
     @property
     def plane_signs(self) -> tuple[int, ...]:
@@ -193,8 +227,9 @@ class TernaryMultiThreshold(FiringRule):
     """Ternary and multi-threshold combined (beyond both papers).
 
     Symmetric thresholds ``±θ_k`` with ``θ_0 = V_th`` and ``θ_i = V_th + Δi``:
-    ``b = Σ_k [Θ(H − θ_k) − Θ(−H − θ_k)]`` takes values in {−(n+1), …, n+1}; the main pair
-    ``±V_th`` resets the membrane as in Ternary Eq 7. Every ``θ_k`` must stay positive.
+    ``b = Σ_k [Θ(H − θ_k) − Θ(−H − θ_k)]`` takes values in {−(n+1), …, n+1}; by default the
+    main pair ``±V_th`` resets the membrane (``reset="main"``, as MT-SNN Eq 3 for MT;
+    ``reset="any"`` resets at the lowest pair instead). Every ``θ_k`` must stay positive.
     """
 
     deltas: tuple[float, ...] | None = None

@@ -6,8 +6,11 @@ Forward, every surrogate is the Heaviside step of MT-SNN Eq 4, ``Θ(x) = 1 if x 
 autograd of the primitive.
 
 Each surrogate is a small :class:`torch.autograd.Function` wrapped by a frozen record holding
-its width; firing rules call the record on ``H - θ`` once per threshold θ, so the gradient
-sums over thresholds (MT: ``V_th`` and each ``V_th + Δi``; ternary: ``+V_th`` and ``-V_th``).
+its one number: the window surrogates (:class:`Rectangular`, :class:`ClampSTE`) have a
+``width`` (the neurons' ``surrogate_width``), the smooth ones (:class:`Sigmoid`, :class:`ATan`)
+a sharpness ``alpha`` (the neurons' ``surrogate_alpha``). Firing rules call the record on
+``H - θ`` once per threshold θ, so the gradient sums over thresholds (MT: ``V_th`` and each
+``V_th + Δi``; ternary: ``+V_th`` and ``-V_th``).
 
 Example::
 
@@ -16,16 +19,21 @@ Example::
     >>> sg(x).sum().backward()
     >>> x.grad            # (1/a) · 1(|x| <= a/2), MT-SNN Eq 9
     tensor([0., 1., 1., 1.])
+    >>> get_surrogate("sigmoid", alpha=2.0)
+    Sigmoid(alpha=2.0)
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from multispike.checks import positive_number
 from multispike.errors import ConfigError
 
 
@@ -36,12 +44,12 @@ def heaviside(x: Tensor) -> Tensor:
 
 class _HeavisideFn(torch.autograd.Function):
     """Θ forward, shared by every surrogate; subclasses define the backward from ``x = H − θ``
-    (saved) and ``ctx.width`` (the surrogate's width or sharpness)."""
+    (saved) and ``ctx.param`` (the surrogate's width or sharpness)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, width: float) -> Tensor:
+    def forward(ctx, x: Tensor, param: float) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.width = width
+        ctx.param = param
         return heaviside(x)
 
 
@@ -51,7 +59,7 @@ class _RectangularFn(_HeavisideFn):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        a = ctx.width
+        a = ctx.param
         return grad * (x.abs() <= a / 2).to(grad.dtype) / a, None
 
 
@@ -66,7 +74,7 @@ class _ClampFn(_HeavisideFn):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= ctx.width / 2).to(grad.dtype), None
+        return grad * (x.abs() <= ctx.param / 2).to(grad.dtype), None
 
 
 class _SigmoidFn(_HeavisideFn):
@@ -75,8 +83,8 @@ class _SigmoidFn(_HeavisideFn):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(ctx.width * x)
-        return grad * ctx.width * s * (1 - s), None
+        s = torch.sigmoid(ctx.param * x)
+        return grad * ctx.param * s * (1 - s), None
 
 
 class _ATanFn(_HeavisideFn):
@@ -85,7 +93,7 @@ class _ATanFn(_HeavisideFn):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        a = ctx.width
+        a = ctx.param
         return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
 
 
@@ -94,10 +102,23 @@ class Surrogate:
 
     #: short name used on the command line and in checkpoints
     name: str = ""
-    width: float
+    #: the field holding the surrogate's number: ``"width"`` (a window) or ``"alpha"`` (a
+    #: sharpness); a neuron's option for it is ``"surrogate_" + param_name``
+    param_name: ClassVar[str] = "width"
 
     def __post_init__(self) -> None:  # run by each dataclass subclass
-        _check_positive("surrogate_width", self.width)
+        value = positive_number(self.option, getattr(self, self.param_name))
+        object.__setattr__(self, self.param_name, value)
+
+    @property
+    def param(self) -> float:
+        """The surrogate's one number: the window's width or the sharpness ``alpha``."""
+        return float(getattr(self, self.param_name))
+
+    @property
+    def option(self) -> str:
+        """The neuron option that sets :attr:`param`: ``surrogate_width`` or ``surrogate_alpha``."""
+        return "surrogate_" + self.param_name
 
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -152,30 +173,34 @@ class ClampSTE(Surrogate):
 
 @dataclass(frozen=True)
 class Sigmoid(Surrogate):
-    """Sigmoid surrogate: primitive ``σ(αx)``; ``width`` is ``α`` (sharpness, default 4)."""
+    """Sigmoid surrogate: primitive ``σ(αx)``, ``dS/dH = α·σ(αx)·(1 − σ(αx))``; ``alpha`` is
+    the sharpness ``α`` (default 4, peak ``α/4``)."""
 
-    width: float = 4.0
+    alpha: float = 4.0
     name = "sigmoid"
+    param_name = "alpha"
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _SigmoidFn.apply(x, self.width)
+        return _SigmoidFn.apply(x, self.alpha)
 
     def primitive(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.width * x)
+        return torch.sigmoid(self.alpha * x)
 
 
 @dataclass(frozen=True)
 class ATan(Surrogate):
-    """Arc-tangent surrogate: primitive ``atan(π/2·αx)/π + 1/2``; ``width`` is ``α`` (default 2)."""
+    """Arc-tangent surrogate: primitive ``atan(π/2·αx)/π + 1/2``; ``alpha`` is the sharpness
+    ``α`` (default 2, peak ``α/2``)."""
 
-    width: float = 2.0
+    alpha: float = 2.0
     name = "atan"
+    param_name = "alpha"
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _ATanFn.apply(x, self.width)
+        return _ATanFn.apply(x, self.alpha)
 
     def primitive(self, x: Tensor) -> Tensor:
-        return torch.atan(math.pi / 2 * self.width * x) / math.pi + 0.5
+        return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
 
 
 SURROGATES: dict[str, type[Surrogate]] = {
@@ -183,27 +208,73 @@ SURROGATES: dict[str, type[Surrogate]] = {
 }
 
 
-def get_surrogate(surrogate: str | Surrogate, width: float | None = None) -> Surrogate:
+def get_surrogate(
+    surrogate: str | Surrogate, width: float | None = None, *, alpha: float | None = None
+) -> Surrogate:
     """Turn a name (``rectangular``, ``clamp``, ``sigmoid``, ``atan``) into a surrogate record.
 
-    ``width=None`` keeps the surrogate's own default. A record passes through unchanged
-    (giving it a ``width`` too is an error: the record already has one).
+    ``width`` sets the window of ``rectangular`` and ``clamp``, ``alpha`` the sharpness of
+    ``sigmoid`` and ``atan``; ``None`` keeps the surrogate's own default. Giving ``alpha`` to a
+    window surrogate is a :class:`ConfigError`; giving ``width`` to a smooth one is the old
+    spelling of ``alpha`` (before ``surrogate_alpha`` existed): it still means ``alpha``, with
+    a :class:`DeprecationWarning` (checkpoints store it that way: :func:`legacy_surrogate_options`
+    converts them silently). A record passes through unchanged (giving it a different number
+    too is an error: the record already has one).
     """
     if isinstance(surrogate, Surrogate):
-        if width is not None and width != getattr(surrogate, "width", width):
-            raise ConfigError(
-                f"surrogate_width={width} conflicts with {surrogate!r}; "
-                "pass the width inside the surrogate object or use its name"
-            )
+        for option, value in (("surrogate_width", width), ("surrogate_alpha", alpha)):
+            # an equal surrogate_width beside a smooth record is the old spelling: accepted
+            wrong = option == "surrogate_alpha" and surrogate.option != option
+            if value is not None and (wrong or value != surrogate.param):
+                raise ConfigError(
+                    f"{option}={value} conflicts with {surrogate!r}; pass the number inside "
+                    "the surrogate object or use its name"
+                )
         return surrogate
     cls = SURROGATES.get(str(surrogate).lower())
     if cls is None:
         raise ConfigError(
             f"unknown surrogate {surrogate!r}; choose one of {', '.join(sorted(SURROGATES))}"
         )
-    return cls() if width is None else cls(width=float(width))
+    if cls.param_name == "width":
+        if alpha is not None:
+            raise ConfigError(
+                f"surrogate_alpha is the sharpness of sigmoid and atan; {cls.name} has a window "
+                f"width: use surrogate_width={alpha}"
+            )
+        return cls() if width is None else cls(width=width)
+    if width is not None:
+        if alpha is not None:
+            raise ConfigError(
+                f"surrogate_width is the window of rectangular and clamp; {cls.name} takes "
+                f"surrogate_alpha only: drop surrogate_width={width}"
+            )
+        warnings.warn(
+            f"surrogate_width={width} for the {cls.name} surrogate is its sharpness: spell it "
+            f"surrogate_alpha={width} (surrogate_width is the window of rectangular and clamp)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        alpha = width
+    return cls() if alpha is None else cls(alpha=alpha)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+def legacy_surrogate_options(config: dict) -> dict:
+    """A neuron config written before ``surrogate_alpha`` existed, in today's keys.
+
+    Old checkpoints store the sharpness of ``sigmoid`` and ``atan`` as ``surrogate_width``;
+    this moves it to ``surrogate_alpha`` (a copy; other configs come back unchanged), so the
+    same neuron is rebuilt without a warning.
+
+    >>> legacy_surrogate_options({"surrogate": "atan", "surrogate_width": 3.0})
+    {'surrogate': 'atan', 'surrogate_alpha': 3.0}
+    """
+    name = config.get("surrogate")
+    cls = SURROGATES.get(str(name).lower()) if isinstance(name, str) else None
+    if cls is None or cls.param_name != "alpha" or config.get("surrogate_width") is None:
+        return config
+    if config.get("surrogate_alpha") is not None:
+        return config  # both given: let get_surrogate name the conflict
+    out = dict(config)
+    out["surrogate_alpha"] = out.pop("surrogate_width")
+    return out

@@ -31,13 +31,23 @@ Entry points::
     >>> node = PLIFNode(firing="mt", backend="auto")       # what the layers do by default
     >>> torch.equal(node(x_seq), out)
     True
+    >>> from multispike.monitor import record_activity
 
-:func:`dispatch` is the hook :meth:`multispike.neurons.Neuron.forward` calls.
+:func:`dispatch` is the hook :meth:`multispike.neurons.Neuron.forward` calls. It reads a
+decision made once per layer, device and dtype (:func:`choose`, cached on the layer until its
+options change or it is moved); :func:`route` explains it, as ``neuron.path`` shows::
+
+    >>> PLIFNode(firing="mt", backend="fused").path.fused    # C++ kernel, or the eager one
+    True
+    >>> with record_activity(node):
+    ...     print(node.path.reason)
+    a recording monitor (record_activity) needs every step's membrane: the reference loop runs
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,13 +67,16 @@ __all__ = [
     "FusedMultistep",
     "IMPLS",
     "KernelSpec",
+    "Route",
     "compact_spikes",
     "Plan",
+    "choose",
     "dispatch",
     "fused_multistep",
     "check_finite",
     "native_impl",
     "raise_on_nonfinite",
+    "route",
     "spec_of",
     "triton_available",
 ]
@@ -155,53 +168,131 @@ def _plain(x: Tensor) -> bool:
     return wrapped is None or not wrapped(x)
 
 
-def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
-    """The fused output of ``neuron`` for ``x_seq``, or ``None`` to run the reference loop.
+def choose(neuron: Any, x: Tensor) -> str | None:
+    """The implementation that runs ``neuron`` for input like ``x`` (its device and dtype):
+    ``"cpu"``, ``"triton"``, ``"eager"``, or ``None`` for the reference loop.
 
-    The decision, by ``neuron.backend``:
-
-    - ``"torch"``: always ``None``;
-    - ``"auto"``: a compiled kernel (C++ on CPU, Triton on CUDA) when one covers the layer,
-      its dtype and device; else ``None``;
-    - ``"fused"``: the compiled kernel, else the eager fused path; ``None`` (with one warning)
-      only when the dynamics have no kernel at all.
-
-    Inside ``torch.compile`` the compiled kernels enter the graph as the custom ops of
-    :mod:`multispike.kernels.ops`; the eager fused path does not (the reference loop is
-    traced instead). Tensor subclasses outside compilation (functorch wrappers) take the
-    reference loop. The caller handles the activity monitor (which needs every step's
-    membrane).
-
-    With ``neuron.check_input``, the input's finiteness is checked by the compiled kernel in
-    its own pass (C++: raises at once; Triton: sets ``neuron.nonfinite``, read by
-    :func:`raise_on_nonfinite`), or by a separate pass before the eager path.
+    By ``neuron.backend``: ``"torch"``: ``None``; ``"auto"``: a compiled kernel (C++ on CPU,
+    Triton on CUDA) when one covers the layer, its dtype and device, else ``None``;
+    ``"fused"``: the compiled kernel, else the eager fused path; ``None`` only when no kernel
+    implements the dynamics (``kernel_spec`` is ``None``: a ``charge()`` override). The
+    monitor is not considered here (the caller checks it on every call; :func:`route` does).
     """
     backend = getattr(neuron, "backend", "auto")
     if backend == "torch":
-        return None
-    compiling = torch.compiler.is_compiling()
-    if not compiling and not _plain(x_seq):
         return None
     spec = getattr(neuron, "kernel_spec", None)
     if spec is None and not hasattr(neuron, "kernel_spec"):
         spec = spec_of(neuron)  # a duck-typed layer without the cached record
     if spec is None:
-        if backend == "fused":
-            _warn_once(
-                type(neuron).__name__,
-                f"multispike: no fused kernel for {type(neuron).__name__} (custom charge); "
-                "running the reference loop",
-            )
         return None
-    impl = native_impl(spec, x_seq)
+    impl = native_impl(spec, x)
+    if impl is None and backend == "fused":
+        return "eager"
+    return impl
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which path a neuron layer's forward takes, and why (``neuron.path``).
+
+    Attributes:
+        impl: ``"cpu"`` (C++ kernel), ``"triton"`` (CUDA), ``"eager"`` (fused torch ops), or
+            ``None``: the reference loop of :func:`multispike.functional.multistep`.
+        reason: one line saying why.
+    """
+
+    impl: str | None
+    reason: str
+
+    @property
+    def fused(self) -> bool:
+        """True for a fused path (any ``impl``), False for the reference loop."""
+        return self.impl is not None
+
+
+_NAMES = {"cpu": "the C++ kernel", "triton": "the Triton kernel", "eager": "the eager fused path"}
+
+
+def route(neuron: Any, x: Tensor) -> Route:
+    """The :class:`Route` a forward of ``neuron`` takes for input like ``x``, with its reason."""
+    where = type(neuron).__name__
+    if getattr(neuron, "monitor", None) is not None:
+        return Route(None, "a recording monitor (record_activity) needs every step's membrane: "
+                           "the reference loop runs")
+    backend = getattr(neuron, "backend", "auto")
+    if backend == "torch":
+        return Route(None, "backend='torch' asks for the reference loop")
+    impl = choose(neuron, x)
+    spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
+    if spec is None:
+        if getattr(neuron, "custom_charge", False):
+            why = (f"{where} overrides charge() (custom_charge=True), which no fused kernel "
+                   "implements")
+        else:
+            why = (f"no fused kernel implements the dynamics record "
+                   f"{getattr(neuron, 'dynamics_record', None)!r}")
+        return Route(None, f"{why}: the reference loop runs")
+    on = f"{x.device.type}/{str(x.dtype).replace('torch.', '')}"
+    if impl in ("cpu", "triton"):
+        return Route(impl, f"{_NAMES[impl]} covers {spec.dynamics}/{spec.rule.name}/"
+                           f"{spec.surrogate.name}/reset={spec.reset} on {on}")
+    if not spec.native:
+        why = (f"the compiled kernels do not cover firing {spec.rule.name!r} with surrogate "
+               f"{type(spec.surrogate).__name__}")
+    else:
+        why = f"no compiled kernel for {on} here"
+        if x.device.type == "cpu" and x.dtype in cpu.DTYPES and cpu.failure():
+            why += f" ({cpu.failure()})"
+    if impl == "eager":
+        return Route("eager", f"backend='fused' and {why}: {_NAMES['eager']} runs")
+    return Route(None, f"{why}: the reference loop runs (backend='fused' would run "
+                       f"{_NAMES['eager']})")
+
+
+_MISSING = object()
+
+
+def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
+    """The fused output of ``neuron`` for ``x_seq``, or ``None`` to run the reference loop.
+
+    The implementation is :func:`choose`'s, read from the layer's cache (``_routes``, keyed
+    by device type and dtype, emptied when the layer's options change or it moves), so that
+    it is decided once, not on every call. Inside ``torch.compile`` the choice is made while
+    tracing (a constant of the graph) and the compiled kernels enter the graph as the custom
+    ops of :mod:`multispike.kernels.ops`; the eager fused path does not (the reference loop is
+    traced instead). Tensor subclasses outside compilation (functorch wrappers, fake tensors)
+    take the reference loop. The caller handles the activity monitor (which needs every
+    step's membrane).
+
+    With ``neuron.check_input``, the input's finiteness is checked by the compiled kernel in
+    its own pass (C++: raises at once; Triton: sets ``neuron.nonfinite``, read by
+    :func:`raise_on_nonfinite`), or by a separate pass before the eager path.
+    """
+    compiling = torch.compiler.is_compiling()
+    if compiling:
+        impl = choose(neuron, x_seq)
+        if impl == "eager":
+            return None
+    else:
+        if not _plain(x_seq):
+            return None
+        routes = getattr(neuron, "__dict__", {}).get("_routes")
+        key = (x_seq.device.type, x_seq.dtype)
+        impl = _MISSING if routes is None else routes.get(key, _MISSING)
+        if impl is _MISSING:
+            impl = choose(neuron, x_seq)
+            if routes is not None:
+                routes[key] = impl
+            if impl is None and getattr(neuron, "backend", "auto") == "fused":
+                _warn_once(type(neuron).__name__, f"multispike: {route(neuron, x_seq).reason}")
+    if impl is None:
+        return None
+    spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
     check = bool(getattr(neuron, "check_input", False))
     where = type(neuron).__name__
-    if impl is None:
-        if backend != "fused" or compiling:
-            return None
-        impl = "eager"
-        if check:
-            check_finite(x_seq, where)
+    if impl == "eager" and check:
+        check_finite(x_seq, where)
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
     flag = getattr(neuron, "nonfinite", None) if check and impl == "triton" else None
     return fused(x_seq, Plan(spec, impl), tau, amp, flag=flag, check=check, where=where)

@@ -39,7 +39,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-sha
          "-std=c++17", "-fno-math-errno"]
 MAX_THR = 16
 #: ``ms_abi_version()`` of csrc/multistep.cpp this module's :class:`Args` mirrors
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -64,15 +64,18 @@ class Args(ctypes.Structure):
         ("stream", ctypes.c_int32),
         ("check", ctypes.c_int32),
         ("reset_grad", ctypes.c_int32),
+        ("soft", ctypes.c_int32),
         ("A", ctypes.c_double),
         ("D", ctypes.c_double),
         ("vr", ctypes.c_double),
         ("tau", ctypes.c_double),
         ("amp", ctypes.c_double),
-        ("sg_width", ctypes.c_double),
+        ("sg_param", ctypes.c_double),
         ("sg_half", ctypes.c_double),
         ("sg_k", ctypes.c_double),
         ("sg_c", ctypes.c_double),
+        ("rthr", ctypes.c_double),
+        ("vth", ctypes.c_double),
         ("thr", ctypes.c_double * MAX_THR),
     ]
 
@@ -266,12 +269,17 @@ def _static_args(st: Static, dtype: torch.dtype) -> Args:
     a.sg_kind = st.sg_kind
     a.detach = int(st.detach)
     a.reset_grad = int(st.reset_grad)
+    a.soft = int(st.soft)
+    a.rthr = _cast(st.reset_thr, dtype)
+    # b·V_th: PyTorch multiplies by a Python scalar in the op's compute type (float for
+    # bfloat16), so V_th is not rounded to bfloat16 first
+    a.vth = _cast(st.v_th, torch.float64 if dtype == torch.float64 else torch.float32)
     a.vr = _cast(st.v_reset, dtype)
-    width = st.sg_width
-    a.sg_width = _cast(width, dtype)
-    a.sg_half = _cast(width / 2, dtype)
-    a.sg_k = _cast(math.pi / 2 * width, dtype)
-    a.sg_c = _cast(width / 2, dtype)
+    param = st.sg_param  # window width, or sharpness alpha
+    a.sg_param = _cast(param, dtype)
+    a.sg_half = _cast(param / 2, dtype)
+    a.sg_k = _cast(math.pi / 2 * param, dtype)
+    a.sg_c = _cast(param / 2, dtype)
     a.A, a.D, a.tau, a.amp = 1.0, 1.0, 1.0, 1.0
     if st.form == 0:
         a.A = _cast(st.decay, dtype)

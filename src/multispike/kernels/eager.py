@@ -1,8 +1,8 @@
 """The eager fused path: the same forward/backward split as the compiled kernels, in torch ops.
 
-It runs anywhere PyTorch runs (any device, any floating dtype, any firing rule and surrogate)
-and is the fallback of the compiled kernels. The forward calls the very functions of
-:mod:`multispike.functional` (charge, ``rule.fire``, :func:`hard_reset`), so its spikes are
+It runs anywhere PyTorch runs (any device, any floating dtype, any firing rule, surrogate and
+reset) and is the fallback of the compiled kernels. The forward calls the very functions of
+:mod:`multispike.functional` (charge, ``rule.fire``, :func:`reset`), so its spikes are
 those of the reference loop; it saves only the membrane ``H[t]``. The backward walks T in
 reverse and recomputes each step's fire-and-reset from ``H[t]`` under autograd (so any
 surrogate works), then applies the charge's derivatives by hand:
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from multispike.functional.dynamics import hard_reset, if_charge, lif_charge, reset_spike
+from multispike.functional.dynamics import if_charge, lif_charge, reset
 from multispike.kernels.spec import KernelSpec
 
 
@@ -37,8 +37,7 @@ def charge_fn(spec: KernelSpec, tau: Tensor | None) -> Callable[[Tensor, Tensor]
 
 def _fire_reset(spec: KernelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     b, s = spec.rule.fire(h, spec.v_threshold, spec.surrogate)
-    s = reset_spike(h, s, spec)  # detach_reset, reset_grad: as the reference loop
-    return b, s, hard_reset(h, s, spec.v_reset)
+    return b, s, reset(h, b, s, spec)  # reset, detach_reset, reset_grad: as the reference loop
 
 
 @torch.no_grad()

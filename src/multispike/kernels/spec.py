@@ -1,9 +1,13 @@
-"""What a fused kernel needs to know about a neuron layer, read from the layer without importing it.
+"""What a fused kernel needs to know about a neuron layer, read from the layer's records.
 
 :func:`spec_of` turns a neuron module (anything with the attributes of
 :class:`multispike.neurons.Neuron`) into a :class:`KernelSpec`: dynamics, thresholds, sign,
-surrogate, reset. It returns ``None`` when the layer's dynamics are not one of the three the
-kernels implement (a subclass overriding ``charge``, say); such layers run the reference loop.
+surrogate, reset. It reads data only: the layer's dynamics record (``dynamics_record``, one of
+:class:`~multispike.functional.IF`, :class:`~multispike.functional.LIF`,
+:class:`~multispike.functional.PLIF`), its firing rule, surrogate and reset options, and its
+``custom_charge`` flag; never its class or module. It returns ``None`` when no kernel implements
+the layer: a ``charge()`` override (``custom_charge``, set for every class that defines
+``charge``), or a dynamics record the kernels do not know. Such layers run the reference loop.
 
 ``KernelSpec.native`` says whether the compiled kernels (C++ on CPU, Triton on CUDA) cover the
 firing rule and surrogate; otherwise only the eager fused path (any rule, any surrogate) does.
@@ -15,11 +19,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from multispike.functional.dynamics import IF, LIF, PLIF, resolve_reset
 from multispike.functional.firing import Binary, MultiThreshold, Ternary, TernaryMultiThreshold
 from multispike.functional.surrogate import ATan, ClampSTE, Rectangular, Sigmoid
 
-#: dynamics the kernels implement, by the ``dynamics`` key of the neuron class
-DYNAMICS = ("plif", "lif", "if")
+#: dynamics records the kernels implement (exactly these types: a subclass may charge otherwise)
+KERNEL_DYNAMICS = (PLIF, LIF, IF)
+#: their names, the ``dynamics`` of the neuron modules
+DYNAMICS = tuple(cls.name for cls in KERNEL_DYNAMICS)
 #: surrogate kinds of the compiled kernels (the code in csrc/multistep.cpp and triton_impl.py)
 SURROGATE_KINDS: dict[type, int] = {Rectangular: 0, ClampSTE: 1, Sigmoid: 2, ATan: 3}
 NATIVE_RULES = (Binary, MultiThreshold, Ternary, TernaryMultiThreshold)
@@ -43,8 +50,11 @@ class Static:
 
     ``form`` is the charge of ``csrc/multistep.cpp``: 0 ``H = A·V + X`` (IF: ``A = 1``,
     LIF: ``A = decay``), 1 PLIF with ``V_reset = 0``, 2 PLIF with ``V_reset ≠ 0`` (MT-SNN Eq 6).
+    ``sg_param`` is the surrogate's number (window width, or sharpness ``alpha``).
     ``reset_grad`` is 0 for ``"surrogate"``, 1 for ``"spike"`` (the reset's gradient through
-    ``|b|`` of the main spike; see :func:`multispike.functional.reset_spike`).
+    ``|b|`` of the resetting spike; see :func:`multispike.functional.reset_spike`).
+    ``soft`` is 0 for a hard reset at ``±reset_thr`` (MT-SNN Eq 3: the main threshold for
+    ``reset="main"``, the lowest for ``"any"``), 1 for the soft reset ``V = H − b·v_th``.
     """
 
     form: int
@@ -52,15 +62,19 @@ class Static:
     thresholds: tuple[float, ...]
     signed: bool
     sg_kind: int
-    sg_width: float
+    sg_param: float
     v_reset: float
     detach: bool
     reset_grad: int = 0
+    soft: bool = False
+    reset_thr: float = 1.0
+    v_th: float = 1.0
 
     def args(self) -> tuple:
         """The custom ops' static arguments, in their order."""
         return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
-                self.sg_width, self.v_reset, self.detach, self.reset_grad)
+                self.sg_param, self.v_reset, self.detach, self.reset_grad, self.soft,
+                self.reset_thr, self.v_th)
 
 
 @dataclass(frozen=True)
@@ -68,9 +82,10 @@ class KernelSpec:
     """Static description of one neuron layer for the fused kernels.
 
     Attributes:
-        dynamics: ``"plif"``, ``"lif"`` or ``"if"``.
+        dynamics: ``"plif"``, ``"lif"`` or ``"if"`` (the name of the layer's dynamics record).
         decay: LIF decay (``None`` otherwise).
         v_threshold, v_reset, detach_reset, reset_grad: as on the layer.
+        reset: the layer's reset, resolved: ``"main"``, ``"any"`` or ``"soft"``.
         thresholds: the rule's positive thresholds, main first (signed rules mirror them).
         signed: the rule fires negative spikes (ternary rules).
         rule, surrogate: the layer's records (the eager path calls them).
@@ -92,16 +107,19 @@ class KernelSpec:
     native: bool
     static: Static | None = None
     reset_grad: str = "surrogate"
+    reset: str = "main"
 
     @property
-    def sg_width(self) -> float:
-        return float(self.surrogate.width)
+    def sg_param(self) -> float:
+        """The surrogate's number: window width or sharpness ``alpha``."""
+        return self.surrogate.param
 
     def code_ok(self, needs_tau: bool) -> bool:
         """True when the backward needs no membrane value: one byte per neuron-step suffices.
 
         Window surrogates (rectangular, clamp) with ``detach_reset`` and no learnable tau; the
-        byte holds the window count (<= 7), the main spike and ``b + 8`` (``|b| <= 7``).
+        byte holds the window count (<= 7), the resetting spike ``S`` of a hard reset (0 for a
+        soft reset, whose detached gradient ``dV/dH`` is 1) and ``b + 8`` (``|b| <= 7``).
         """
         if self.sg_kind not in (0, 1) or not self.detach_reset or needs_tau:
             return False
@@ -109,38 +127,28 @@ class KernelSpec:
         return windows <= 7
 
 
-def _defining_class(cls: type, attr: str) -> type | None:
-    for klass in cls.__mro__:
-        if attr in vars(klass):
-            return klass
-    return None
-
-
 def spec_of(neuron: Any) -> KernelSpec | None:
     """The :class:`KernelSpec` of a neuron layer, or ``None`` if no kernel implements it."""
-    dynamics = getattr(neuron, "dynamics", None)
-    if dynamics not in DYNAMICS:
+    record = getattr(neuron, "dynamics_record", None)
+    if type(record) not in KERNEL_DYNAMICS or getattr(neuron, "custom_charge", False):
         return None
-    cls = type(neuron)
-    # the class that sets `dynamics` must also be the one whose `charge` runs: a subclass
-    # overriding charge() keeps the name but changes the maths
-    owner = _defining_class(cls, "dynamics")
-    if owner is None or _defining_class(cls, "charge") is not owner:
-        return None
-    if owner.__module__ != "multispike.neurons":
-        return None
+    dynamics = record.name
     rule = neuron.rule
     surrogate = neuron.surrogate
     v_th = float(neuron.v_threshold)
     thresholds = tuple(float(t) for t in rule.thresholds(v_th))
+    reset = resolve_reset(rule, getattr(neuron, "reset", None))
+    soft = reset == "soft"
+    reset_thr = thresholds[0] if soft else float(rule.reset_threshold(v_th, reset))
     sg_kind = SURROGATE_KINDS.get(type(surrogate))
     native = (
         type(rule) in NATIVE_RULES
         and sg_kind is not None
         and 1 <= len(thresholds) <= MAX_THRESHOLDS
         and all(math.isfinite(t) and t > 0 for t in thresholds)
+        and reset_thr in thresholds
     )
-    decay = float(neuron.decay) if dynamics == "lif" else None
+    decay = float(record.decay) if isinstance(record, LIF) else None
     v_reset = float(neuron.v_reset)
     reset_grad = str(getattr(neuron, "reset_grad", "surrogate"))
     static = None
@@ -151,10 +159,13 @@ def spec_of(neuron: Any) -> KernelSpec | None:
             thresholds=thresholds,
             signed=bool(rule.signed),
             sg_kind=int(sg_kind),
-            sg_width=float(surrogate.width),
+            sg_param=surrogate.param,
             v_reset=v_reset,
             detach=bool(neuron.detach_reset),
             reset_grad=int(reset_grad == "spike"),
+            soft=soft,
+            reset_thr=reset_thr,
+            v_th=v_th,
         )
     return KernelSpec(
         dynamics=dynamics,
@@ -170,4 +181,5 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         native=native,
         static=static,
         reset_grad=reset_grad,
+        reset=reset,
     )

@@ -116,7 +116,7 @@ if HAVE_TRITON:
     def _forward_kernel(
         x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, half,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
-        HAS_AMP: tl.constexpr, CHECK: tl.constexpr,
+        HAS_AMP: tl.constexpr, CHECK: tl.constexpr, SOFT: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -126,6 +126,8 @@ if HAVE_TRITON:
         thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
         vr = tl.load(thr_ptr + K)  # V_reset in the compute dtype (a float argument is fp32)
+        rthr = tl.load(thr_ptr + K + 1)  # hard reset: the threshold that resets
+        vth = tl.load(thr_ptr + K + 2)  # soft reset: V_th
         v = tl.zeros([BLOCK], dtype=A.dtype) + vr  # the membrane starts at V_reset
         bad = tl.zeros([BLOCK], dtype=tl.int32)
         for t in range(T):
@@ -146,12 +148,17 @@ if HAVE_TRITON:
             else:
                 q = tl.zeros([BLOCK], dtype=A.dtype)
             b = p - q
-            s = p + q
             for kk in tl.static_range(1, K):
                 thk = tl.load(thr_ptr + kk)
                 b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
                 if SGN:
                     b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+            if SOFT:
+                s = tl.zeros([BLOCK], dtype=A.dtype)
+            else:  # the spike that resets, at ±rthr (th0 for reset="main")
+                s = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
+                if SGN:
+                    s += tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
             o = _rnd(amp * b, ROUND)
             tl.store(out_ptr + base + offs, o.to(out_ptr.dtype.element_ty), mask=mask)
             if SAVE == 1:
@@ -165,7 +172,10 @@ if HAVE_TRITON:
                         cnt += (tl.abs(_rnd(-h - thk, ROUND)) <= half).to(tl.int32)
                 code = cnt | (s.to(tl.int32) << 3) | ((b.to(tl.int32) + 8) << 4)
                 tl.store(saved_ptr + base + offs, code.to(tl.uint8), mask=mask)
-            v = _rnd(_rnd(h * (1.0 - s), ROUND) + _rnd(vr * s, ROUND), ROUND)
+            if SOFT:
+                v = _rnd(h - _rnd(b * vth, ROUND), ROUND)
+            else:
+                v = _rnd(_rnd(h * (1.0 - s), ROUND) + _rnd(vr * s, ROUND), ROUND)
         if CHECK:
             nbad = tl.max(tl.where(mask, bad, 0), axis=0)
             tl.atomic_max(flag_ptr, nbad)
@@ -176,16 +186,17 @@ if HAVE_TRITON:
         alpha, sk, sc, scale, keep,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, KIND: tl.constexpr,
         CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
-        SPIKE_RESET: tl.constexpr, ROUND: tl.constexpr, IS64: tl.constexpr,
-        BLOCK: tl.constexpr,
+        SPIKE_RESET: tl.constexpr, SOFT: tl.constexpr, ROUND: tl.constexpr,
+        IS64: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
         thr_ptr = const_ptr + 1
-        th0 = tl.load(thr_ptr + 0)
         vr = tl.load(thr_ptr + K)
+        rthr = tl.load(thr_ptr + K + 1)
+        vth = tl.load(thr_ptr + K + 2)
         dv = tl.zeros([BLOCK], dtype=A.dtype)
         acc_tau = tl.zeros([BLOCK], dtype=A.dtype)
         acc_amp = tl.zeros([BLOCK], dtype=A.dtype)
@@ -210,30 +221,43 @@ if HAVE_TRITON:
                     if SGN:
                         gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
                         b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
-                p0 = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
-                gm = _sg(_rnd(h - th0, ROUND), KIND, half, alpha, sk, sc)
-                s = p0
-                if SGN:
-                    q0 = tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
-                    s += q0
-                    if SPIKE_RESET:  # d|b0|/dH = sign(b0)·(g(h − th0) + g(−h − th0))
-                        gm = (p0 - q0) * (gm + _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk,
-                                                   sc))
-                    else:
-                        gm -= _sg(_rnd(-h - th0, ROUND), KIND, half, alpha, sk, sc)
-                elif SPIKE_RESET:  # d|s|/dH = s·g(h − th0)
-                    gm = p0 * gm
                 if KIND <= 1:
                     gsum = gsum / scale
-                    gm = gm / scale
-                dh = go * amp * gsum + dv * (1.0 - s) + keep * (dv * (vr - h) * gm)
+                if SOFT:  # v = h − b·vth: dV/dH = 1 − vth·db/dH
+                    dh = go * amp * gsum + dv - keep * (dv * vth * gsum)
+                else:  # the spike that resets, at ±rthr
+                    p0 = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
+                    gm = _sg(_rnd(h - rthr, ROUND), KIND, half, alpha, sk, sc)
+                    s = p0
+                    if SGN:
+                        q0 = tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
+                        s += q0
+                        if SPIKE_RESET:  # d|b0|/dH = sign(b0)·(g(h − thr) + g(−h − thr))
+                            gm = (p0 - q0) * (gm + _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha,
+                                                       sk, sc))
+                        else:
+                            gm -= _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha, sk, sc)
+                    elif SPIKE_RESET:  # d|s|/dH = s·g(h − thr)
+                        gm = p0 * gm
+                    if KIND <= 1:
+                        gm = gm / scale
+                    dh = go * amp * gsum + dv * (1.0 - s) + keep * (dv * (vr - h) * gm)
                 if NEED_TAU:
                     prev = tl.cast(tl.maximum(t - 1, 0), tl.int64) * N  # t = 0: unused
                     hp = tl.load(saved_ptr + prev + offs, mask=mask, other=0.0).to(A.dtype)
-                    sp = tl.where(hp >= th0, 1.0, 0.0).to(A.dtype)
-                    if SGN:
-                        sp += tl.where(hp <= -th0, 1.0, 0.0).to(A.dtype)
-                    vprev = _rnd(_rnd(hp * (1.0 - sp), ROUND) + _rnd(vr * sp, ROUND), ROUND)
+                    if SOFT:
+                        bp = tl.zeros([BLOCK], dtype=A.dtype)
+                        for kk in tl.static_range(0, K):
+                            thk = tl.load(thr_ptr + kk)
+                            bp += tl.where(hp >= thk, 1.0, 0.0).to(A.dtype)
+                            if SGN:
+                                bp -= tl.where(hp <= -thk, 1.0, 0.0).to(A.dtype)
+                        vprev = _rnd(hp - _rnd(bp * vth, ROUND), ROUND)
+                    else:
+                        sp = tl.where(hp >= rthr, 1.0, 0.0).to(A.dtype)
+                        if SGN:
+                            sp += tl.where(hp <= -rthr, 1.0, 0.0).to(A.dtype)
+                        vprev = _rnd(_rnd(hp * (1.0 - sp), ROUND) + _rnd(vr * sp, ROUND), ROUND)
                     vprev = tl.where(t > 0, vprev, vr)  # t = 0: the start state V_reset
                     acc_tau += dh * (h - vprev)
             acc_amp += go * b
@@ -253,15 +277,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 @functools.lru_cache(maxsize=256)
 def _static(st: Static, dtype: torch.dtype) -> dict:
     """Scalars of a layer rounded to ``dtype`` (host numbers, computed once per layer kind)."""
-    width = st.sg_width
+    param = st.sg_param  # window width, or sharpness alpha
     return {
         "consts": [_cast(st.decay, dtype)] + [_cast(t, dtype) for t in st.thresholds]
-        + [_cast(st.v_reset, dtype)],
-        "half": _cast(width / 2, dtype),
-        "alpha": _cast(width, dtype),
-        "sk": _cast(math.pi / 2 * width, dtype),
-        "sc": _cast(width / 2, dtype),
-        "scale": _cast(width, dtype) if st.sg_kind == 0 else 1.0,
+        + [_cast(st.v_reset, dtype), _cast(st.reset_thr, dtype),
+           _cast(st.v_th, _compute_dtype(dtype))],  # b·V_th: PyTorch's scalar in compute type
+        "half": _cast(param / 2, dtype),
+        "alpha": _cast(param, dtype),
+        "sk": _cast(math.pi / 2 * param, dtype),
+        "sc": _cast(param / 2, dtype),
+        "scale": _cast(param, dtype) if st.sg_kind == 0 else 1.0,
     }
 
 
@@ -269,7 +294,8 @@ _consts: dict[tuple, Tensor] = {}
 
 
 def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[decay, thresholds..., v_reset]`` on ``device`` in the compute dtype, cached: built (one
+    """``[decay, thresholds..., v_reset, reset_thr, v_th]`` on ``device`` in the compute dtype,
+    cached: built (one
     host→device copy) the first time a layer kind meets a device, reused after."""
     key = (st, dtype, device)
     t = _consts.get(key)
@@ -301,7 +327,7 @@ def forward(
         amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["half"],
         FORM=st.form, K=len(st.thresholds), SGN=st.signed,
         SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
-        CHECK=flag is not None, ROUND=_ROUND[x.dtype],
+        CHECK=flag is not None, SOFT=st.soft, ROUND=_ROUND[x.dtype],
         IS64=x.dtype == torch.float64, BLOCK=BLOCK,
         enable_fp_fusion=False,
     )
@@ -325,7 +351,8 @@ def backward(
         0.0 if st.detach else 1.0,
         FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind,
         CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
-        SPIKE_RESET=bool(st.reset_grad) and not st.detach, ROUND=_ROUND[grad.dtype],
+        SPIKE_RESET=bool(st.reset_grad) and not st.detach, SOFT=st.soft,
+        ROUND=_ROUND[grad.dtype],
         IS64=grad.dtype == torch.float64, BLOCK=BLOCK,
         enable_fp_fusion=False,
     )

@@ -15,30 +15,32 @@
 // spikes are bit-identical; for bfloat16 storage every forward operation is computed in
 // float and rounded to bfloat16, as PyTorch does for each eager op.
 //
-// Per step (MT-SNN Eq 3-11, Ternary Spike Eq 7-8):
+// Per step (MT-SNN Eq 3-11, Ternary Spike Eq 7-8; soft reset beyond both papers):
 //   charge  h = A*v + x                   (IF: A = 1; LIF: A = decay)         form 0
 //           h = A*v + x/D                 (PLIF, V_reset = 0: A = 1 - 1/tau, D = tau)  form 1
 //           h = v + (x - (v - vr))/tau    (PLIF with V_reset != 0, MT-SNN Eq 6)        form 2
 //   fire    b = sum_k [h >= th_k] (- sum_k [h <= -th_k] for signed rules)
-//           s = [h >= th_0] (+ [h <= -th_0])         the main spike, resets the membrane
+//           s = [h >= th_r] (+ [h <= -th_r])         the spike that resets (hard reset): th_r
+//                                                     = th_0 ("main") or the lowest ("any")
 //   out     amp*b (amp = 1 without a learnable amplitude: exact)
-//   reset   v = h*(1 - s) + vr*s
+//   reset   v = h*(1 - s) + vr*s                       hard ("main", "any")
+//           v = h - b*vth                              soft (vth = V_th; s = 0 in the code)
 //   start   v = vr before the first step (V_reset, as SpikingJelly and Norse)
 //
 // Backward (g = surrogate derivative):
-//   dh = gb * sum_k g(h - th_k) (+ g(-h - th_k))        gb = dL/dout * amp
-//      + dv * (1 - s)
-//      + dv * (vr - h) * gm                             unless detach_reset
-//   gm = dS/dH = g(h - th_0) - g(-h - th_0)            reset_grad 0 ("surrogate")
-//   gm = d|b0|/dH = sign(b0) * (g(h - th_0) + g(-h - th_0))   reset_grad 1 ("spike"),
-//        b0 = p - q the main spike (unsigned rules: s * g(h - th_0)); 0 where none fired
+//   dh = gb * G + dv * (1 - s) + dv * (vr - h) * gm     hard reset (last term unless detach_reset)
+//   dh = gb * G + dv - dv * vth * G                     soft reset (last term unless detach_reset)
+//   G  = db/dH = sum_k g(h - th_k) (+ g(-h - th_k))     gb = dL/dout * amp
+//   gm = dS/dH = g(h - th_r) - g(-h - th_r)            reset_grad 0 ("surrogate")
+//   gm = d|b0|/dH = sign(b0) * (g(h - th_r) + g(-h - th_r))   reset_grad 1 ("spike"),
+//        b0 = p - q the resetting spike (unsigned rules: s * g(h - th_r)); 0 where none fired
 //   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
-//   (v_prev = vr at t = 0)
+//   (v_prev = vr at t = 0; else the reset of h[t-1], hard or soft)
 //
 // Saved for the backward: either h (the membrane before firing, storage dtype) or, when the
 // backward needs no membrane value (window surrogates, detach_reset, no learnable tau), one
 // byte per neuron and step: bits 0-2 the number of surrogate windows that contain h, bit 3
-// the main spike s, bits 4-7 the spike value b + 8.
+// the resetting spike s (0 for a soft reset), bits 4-7 the spike value b + 8.
 //
 // Specialisation: the common cases (float32 and bfloat16; 1 or 3 thresholds; charge forms 0
 // and 1) are template instances whose inner loop has no runtime branch; everything else runs
@@ -78,11 +80,14 @@ struct Args {
   int32_t stream;     // 1: write outputs with non-temporal stores (arrays larger than the cache)
   int32_t check;      // 1: count non-finite inputs (the layer's input check, in the same pass)
   int32_t reset_grad; // 0: reset gradient through the surrogate of s; 1: through |b0| (see top)
+  int32_t soft;       // 0: hard reset at +-rthr; 1: soft reset v = h - b*vth
   double A, D, vr, tau, amp;
-  double sg_width;   // rectangular/clamp: window width; sigmoid/atan: alpha
+  double sg_param;   // rectangular/clamp: window width; sigmoid/atan: alpha
   double sg_half;    // window half-width (rectangular, clamp)
   double sg_k;       // atan: pi/2 * alpha
   double sg_c;       // atan: alpha/2
+  double rthr;       // hard reset: the threshold whose crossing resets (th_r)
+  double vth;        // soft reset: V_th, subtracted once per unit of b
   double thr[MAX_THR];
 };
 
@@ -223,6 +228,8 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     const bool sgn = pick<SGN>(a.is_signed) != 0;
     const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
     const bool check = a.check != 0;
+    const bool soft = a.soft != 0;
+    const C rthr = C(a.rthr), vth = C(a.vth);
     const C big = std::numeric_limits<C>::max();
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
@@ -261,10 +268,12 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
           const C p = h >= th0 ? C(1) : C(0);
           const C q = sgn && h <= -th0 ? C(1) : C(0);
           C b = p - q;
-          const C s = p + q;
 #pragma GCC unroll 16
           for (int k = 1; k < K; ++k)
             b += (h >= th[k] ? C(1) : C(0)) - (sgn && h <= -th[k] ? C(1) : C(0));
+          // the spike that resets (hard reset): at +-rthr, which is th0 for reset="main"
+          const C s = soft ? C(0)
+                           : (h >= rthr ? C(1) : C(0)) + (sgn && h <= -rthr ? C(1) : C(0));
           obuf[i] = T::st(T::rnd(amp * b));
           if (save == 1) hbuf[i] = T::st(h);
           if (save == 2) {
@@ -277,7 +286,8 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
             cbuf[i] = static_cast<uint8_t>(static_cast<int>(cnt) | (static_cast<int>(s) << 3) |
                                            ((static_cast<int>(b) + 8) << 4));
           }
-          v[i] = T::rnd(T::rnd(h * (C(1) - s)) + T::rnd(vr * s));
+          v[i] = soft ? T::rnd(h - T::rnd(b * vth))
+                      : T::rnd(T::rnd(h * (C(1) - s)) + T::rnd(vr * s));
         }
         put(out + off, obuf, n, stream);
         if (save == 1) put(saved_h + off, hbuf, n, stream);
@@ -314,20 +324,21 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const int64_t N = a.N, TT = a.T;
     const C A = C(a.A), D = C(a.D), vr = C(a.vr);
     const C amp = a.has_amp ? C(a.amp) : C(1);
-    const C half = C(a.sg_half), alpha = C(a.sg_width), sk = C(a.sg_k), sc = C(a.sg_c);
+    const C half = C(a.sg_half), alpha = C(a.sg_param), sk = C(a.sg_k), sc = C(a.sg_c);
     const int K = pick<KC>(a.n_thr);
     const bool sgn = pick<SGN>(a.is_signed) != 0;
     const int kind = pick<KIND>(a.sg_kind);
     const bool code_mode = pick<CODE>(a.save_mode == 2 ? 1 : 0) != 0;
     // rectangular divides the window indicator by its width, clamp does not
-    const C scale = a.sg_kind == 0 ? C(a.sg_width) : C(1);
+    const C scale = a.sg_kind == 0 ? C(a.sg_param) : C(1);
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
     const bool spike_reset = a.reset_grad != 0;
+    const bool soft = a.soft != 0;
+    const C rthr = C(a.rthr), vth = C(a.vth);
     const bool need_tau = a.need_tau != 0;
     const bool need_sums = need_tau || a.need_amp != 0;
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
-    const C th0 = th[0];
     const S* __restrict saved_h = static_cast<const S*>(saved);
     const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
 #pragma omp for schedule(static)
@@ -380,11 +391,12 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
                 b -= h <= -th[k] ? C(1) : C(0);
               }
             }
-            const C p0 = h >= th0 ? C(1) : C(0);
-            const C q0 = sgn && h <= -th0 ? C(1) : C(0);
+            // the spike that resets (hard reset), at +-rthr
+            const C p0 = h >= rthr ? C(1) : C(0);
+            const C q0 = sgn && h <= -rthr ? C(1) : C(0);
             const C s = p0 + q0;
-            const C gp = sg<KIND, C>(kind, T::rnd(h - th0), half, alpha, sk, sc);
-            const C gq = sgn ? sg<KIND, C>(kind, T::rnd(-h - th0), half, alpha, sk, sc) : C(0);
+            const C gp = sg<KIND, C>(kind, T::rnd(h - rthr), half, alpha, sk, sc);
+            const C gq = sgn ? sg<KIND, C>(kind, T::rnd(-h - rthr), half, alpha, sk, sc) : C(0);
             // dS/dH, or d|b0|/dH = sign(b0) * db0/dH with b0 = p0 - q0 ("spike")
             const C gm = spike_reset ? (p0 - q0) * (gp + gq) : gp - gq;
             const C gov = T::ld(go[i]);
@@ -392,15 +404,27 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             const C gb = gov * amp;
             const C dvi = dv[i];
             C dh;
-            if (kind <= 1)
+            if (soft) {  // v = h - b*vth: dV/dH = 1 - vth * db/dH
+              const C G = kind <= 1 ? gsum / scale : gsum;
+              dh = gb * G + dvi - keep * (dvi * vth * G);
+            } else if (kind <= 1) {
               dh = gb * gsum / scale + dvi * (C(1) - s) + keep * (dvi * (vr - h) * (gm / scale));
-            else
+            } else {
               dh = gb * gsum + dvi * (C(1) - s) + keep * (dvi * (vr - h) * gm);
+            }
             if (need_tau) {
               const C hv = T::ld(hp[i]);
-              const C sp = (hv >= th0 ? C(1) : C(0)) + (sgn && hv <= -th0 ? C(1) : C(0));
-              const C vprev =
-                  t > 0 ? T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp)) : vr;
+              C vprev = vr;
+              if (soft) {
+                C bp = C(0);
+#pragma GCC unroll 16
+                for (int k = 0; k < K; ++k)
+                  bp += (hv >= th[k] ? C(1) : C(0)) - (sgn && hv <= -th[k] ? C(1) : C(0));
+                if (t > 0) vprev = T::rnd(hv - T::rnd(bp * vth));
+              } else {
+                const C sp = (hv >= rthr ? C(1) : C(0)) + (sgn && hv <= -rthr ? C(1) : C(0));
+                if (t > 0) vprev = T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp));
+              }
               acc_tau[i] += dh * (h - vprev);
             }
             gbuf[i] = T::st(dh / D);
@@ -482,7 +506,7 @@ bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <=
 
 extern "C" {
 
-int ms_abi_version() { return 5; }
+int ms_abi_version() { return 6; }
 
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
