@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from multispike.analysis.ops import EventCounts, LayerOps, ModelOps, NeuronLayerOps
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
 
 PJ_PER_UJ = 1e6
@@ -328,8 +329,7 @@ def estimate_energy(
         traced_t = max((layer.runs for layer in layers), default=1)
         static = True if static_input is None else static_input
     t = traced_t if timesteps is None else timesteps
-    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-        raise ConfigError(f"timesteps must be an integer >= 1, got {t!r}")
+    t = positive_int("timesteps", t)
     by_name = {n.name: n for n in neuron_layers}
     limit = max((n.max_spikes for n in neuron_layers), default=1)
 
