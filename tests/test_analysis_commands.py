@@ -2,12 +2,14 @@
 
 import argparse
 import json
-import types
 
 import pytest
 import torch
 
-from multispike.analysis import commands
+from multispike import data, models
+from multispike.analysis import measure
+from multispike.cli import analysis as commands
+from multispike.cli._common import parse_options
 from multispike.errors import ConfigError, MultispikeError
 from tests.test_analysis_nets import TinySNN
 
@@ -32,13 +34,13 @@ def fake_zoo(monkeypatch):
             raise ConfigError(f"unknown model {name!r}; choose one of tiny")
         return TinySNN(firing=firing or "binary", timesteps=timesteps or 2)
 
-    monkeypatch.setattr(commands, "_models", lambda: types.SimpleNamespace(create=create))
+    monkeypatch.setattr(models, "create", create)
 
-    def loader(args, spec):
+    def loader(spec, **kwargs):
         gen = torch.Generator().manual_seed(0)
         return [(torch.rand(4, 1, 8, 8, generator=gen), 0) for _ in range(2)], None
 
-    monkeypatch.setattr(commands, "_loader", loader)
+    monkeypatch.setattr(measure, "eval_loader", loader)
 
 
 def test_energy_json_has_the_keys(fake_zoo, capsys):
@@ -62,7 +64,7 @@ def test_energy_table_and_ternary(fake_zoo, capsys):
 
 
 def test_energy_measured_rates_from_model(fake_zoo, monkeypatch, capsys):
-    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: TinySNN(timesteps=2))
+    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: (TinySNN(timesteps=2), {}))
     argv = ["energy", "--checkpoint", "x.pt", "--dataset", "digits", "--json", "--layers"]
     assert _run(argv) == 0
     d = json.loads(capsys.readouterr().out)
@@ -120,16 +122,16 @@ def test_energy_table5_through_the_command(capsys):
 
 
 def test_sweep_options_parse():
-    assert commands._options(["v_threshold=0.5", "neuron=lif", "deltas=[-0.3, 0.3]"]) == {
+    assert parse_options(["v_threshold=0.5", "neuron=lif", "deltas=[-0.3, 0.3]"],
+                         "--sweep-option") == {
         "v_threshold": 0.5, "neuron": "lif", "deltas": [-0.3, 0.3]}
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        commands._options(["v_threshold"])
+    with pytest.raises(ConfigError, match="--sweep-option takes KEY=VALUE"):
+        parse_options(["v_threshold"], "--sweep-option")
 
 
 def test_digits_loader_feeds_a_model():
-    args = argparse.Namespace(data_dir=None, batch_size=16, timesteps=2)
-    spec = commands.dataset_spec("digits")
-    loader, transform = commands._loader(args, spec)
+    spec = data.get_spec("digits")
+    loader, transform = measure.eval_loader(spec, batch_size=16, timesteps=2)
     x, _ = next(iter(loader))
     assert tuple(x.shape[1:]) == tuple(spec.input_shape) == (1, 8, 8)
     model = TinySNN()

@@ -1,4 +1,5 @@
-"""The MT ablation sweeps with a stand-in trainer (the engine trains them for real)."""
+"""The MT ablation sweeps with a stand-in trainer, and with the engine's trainer that the
+command line hands them (the analysis does not import the engine)."""
 
 import json
 
@@ -6,7 +7,9 @@ import pytest
 
 from multispike import engine
 from multispike.analysis import delta_sweep, placement_ablation
-from multispike.analysis.sweeps import engine_train_fn, zoo_check
+from multispike.analysis.sweeps import zoo_check
+from multispike.cli import main
+from multispike.cli.analysis import engine_train_fn
 from multispike.errors import ConfigError
 
 
@@ -105,7 +108,8 @@ def _engine_configs(monkeypatch):
 def test_engine_trainer_builds_the_train_config(tmp_path, monkeypatch):
     seen = _engine_configs(monkeypatch)
     res = delta_sweep(magnitudes=(0.3,), modes=("both",), epochs=2, out=tmp_path,
-                      settings={"model_options": {"v_threshold": 0.8}})
+                      settings={"model_options": {"v_threshold": 0.8}},
+                      train_fn=engine_train_fn())
     assert [r["accuracy"] for r in res["rows"]] == [0.5] and res["baseline"] == 0.5
     mt, single = seen
     assert isinstance(mt, engine.TrainConfig)
@@ -120,7 +124,8 @@ def test_engine_trainer_resumes_and_reads_the_recipe(tmp_path, monkeypatch):
     seen = _engine_configs(monkeypatch)
     (tmp_path / "st-T1").mkdir()
     (tmp_path / "st-T1" / "last.pt").write_bytes(b"")  # a finished (or stopped) run
-    placement_ablation(timesteps=(1,), epochs=1, out=tmp_path, recipe="mt-vgg9-cifar10")
+    placement_ablation(timesteps=(1,), epochs=1, out=tmp_path, recipe="mt-vgg9-cifar10",
+                       train_fn=engine_train_fn())
     assert [c.resume for c in seen] == [False, False, True]
     assert all(c.model == "vgg9" and c.recipe == "mt-vgg9-cifar10" for c in seen)
     assert all(c.dataset == "digits" and c.epochs == 1 for c in seen)  # the sweep overrides
@@ -129,7 +134,30 @@ def test_engine_trainer_resumes_and_reads_the_recipe(tmp_path, monkeypatch):
 def test_engine_trainer_names_an_unknown_setting(tmp_path, monkeypatch):
     seen = _engine_configs(monkeypatch)
     with pytest.raises(ConfigError, match="unknown training setting 'warmup'") as e:
-        placement_ablation(timesteps=(1,), out=tmp_path, settings={"warmup": 5})
+        placement_ablation(timesteps=(1,), out=tmp_path, settings={"warmup": 5},
+                           train_fn=engine_train_fn())
     assert "\n" not in str(e.value) and not seen
     with pytest.raises(ConfigError, match="'nope'"):
         engine_train_fn()({"dataset": "digits", "nope": None})
+
+
+def test_the_sweeps_need_a_training_function(tmp_path):
+    with pytest.raises(TypeError, match="train_fn"):
+        delta_sweep(out=tmp_path)  # no trainer of their own: the caller hands one
+    with pytest.raises(TypeError, match="train_fn"):
+        placement_ablation(out=tmp_path)
+
+
+def test_the_command_hands_the_sweep_the_engine_and_checks_the_neurons(tmp_path, monkeypatch,
+                                                                        capsys):
+    seen = _engine_configs(monkeypatch)
+    argv = ["analyze", "--sweep", "deltas", "--deltas", "0.5", "--sweep-option",
+            "v_threshold=0.5", "--epochs", "1", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["sweep_rows"]
+    # V_th - 0.5 = 0 cannot exist: built (zoo_check) and skipped, never trained
+    assert [(r["mode"], r["accuracy"]) for r in rows] == [("neg", None), ("pos", 0.5),
+                                                          ("both", None)]
+    assert [c.firing for c in seen] == ["mt", "binary"]
+    assert all(isinstance(c, engine.TrainConfig) and c.epochs == 1 for c in seen)
+    assert seen[0].model_options == {"v_threshold": 0.5, "deltas": [0.5]}

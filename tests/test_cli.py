@@ -22,7 +22,7 @@ def test_neurons_json(capsys):
 def test_bad_timesteps_exit_code_2(capsys):
     assert main(["neurons", "--timesteps", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--timesteps must be >= 1" in err
+    assert err.count("\n") == 1 and "--timesteps must be an integer >= 1, got 0" in err
 
 
 def test_neurons_refuse_a_timesteps_beyond_memory(capsys):
@@ -99,7 +99,8 @@ def test_train_help_points_to_the_recipes_command(capsys):
 
 
 def test_compile_flag(capsys):
-    from multispike.cli import build_parser, train_overrides
+    from multispike.cli import build_parser
+    from multispike.cli.train import train_overrides
 
     parser = build_parser()
     assert train_overrides(parser.parse_args(["train"]))["compile"] is None  # the recipe's
@@ -110,3 +111,47 @@ def test_compile_flag(capsys):
     assert main(["train", "--dataset", "digits", "--compile", "fast"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown compile mode 'fast'" in err
+
+
+def test_option_pairs_parse_and_refuse_one_line(capsys):
+    from multispike.cli import build_parser
+    from multispike.cli.train import train_overrides
+
+    args = build_parser().parse_args(["train", "--option", "norm=tdbn", "--option",
+                                      "v-threshold=0.5", "--deltas=-0.3,0.3"])
+    assert train_overrides(args)["model_options"] == {"norm": "tdbn", "v_threshold": 0.5,
+                                                      "deltas": [-0.3, 0.3]}
+    assert main(["train", "--dataset", "digits", "--option", "norm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--option takes KEY=VALUE, got 'norm'" in err
+
+
+def test_python_dash_m_deploy_alone(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "multispike.cli.deploy", "--checkpoint",
+                        str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_rows_name_the_design_and_its_firing_rule(tmp_path, capsys, monkeypatch):
+    """Training stubbed: the demo's table, reading, JSON and plot from made-up accuracies."""
+    import multispike.engine.demo as demo
+
+    def train_model(cfg, on_epoch=None):
+        learned = bool(cfg.model_options.get("learn_amplitude"))
+        acc = {"ann": 0.97, "binary": 0.9, "mt": 0.95, "ternary": 0.91}[cfg.firing]
+        return {"best_accuracy": acc + 0.01 * learned + 0.001 * cfg.seed, "threads": 1}
+
+    monkeypatch.setattr(demo, "train_model", train_model)
+    assert main(["demo", "--seeds", "0,1", "--epochs", "1", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ternary + learned a" in out and "trainable-ternary" not in out
+    assert "T=2: ternary + learned a vs binary +2.00 points (better, spread 0.07)" in out
+    assert "T=1: mt vs binary +5.00 points (better" in out and "ANN twin: 97.05%." in out
+    rows = json.loads((tmp_path / "demo.json").read_text())
+    assert {(r["label"], r["firing"]) for r in rows} == {
+        ("ann", "ann"), ("binary", "binary"), ("mt", "mt"), ("ternary", "ternary"),
+        ("ternary + learned a", "ternary")}
+    assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
+from multispike.cli.deploy import main, register
 from multispike.deploy import fold_amplitudes, load_deployed
-from multispike.deploy.commands import main, register
 from multispike.engine import TrainConfig, load_model, save_checkpoint, train_model
 from multispike.models import create
 from tests.test_deploy import build
@@ -114,7 +114,7 @@ def test_deploy_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     capsys.readouterr()
 
     assert main(["--checkpoint", str(ckpt), "--out", str(out), "--verify-batches", "0"]) == 2
-    assert "--verify-batches must be >= 1" in capsys.readouterr().err
+    assert "--verify-batches must be an integer >= 1, got 0" in capsys.readouterr().err
 
     twin = create("digits_net", firing="ann")
     save_checkpoint(tmp_path / "ann.pt", {"model_args": twin.model_args,

@@ -158,7 +158,7 @@ def test_the_command_reuses_the_finished_run_and_prints_one_line(report_dir, cap
 @pytest.mark.parametrize("argv, text", [
     (["reproduce", "no-such-recipe"], "unknown recipe"),
     (["reproduce", "mt-digits", "--seeds", "0,0"], "distinct integers"),
-    (["reproduce", "mt-digits", "--epochs", "0"], "--epochs must be >= 1"),
+    (["reproduce", "mt-digits", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
 ])
 def test_bad_input_is_one_line(argv, text, capsys):
     assert main(argv) == 2

@@ -113,22 +113,15 @@ def _train(recipe: str, run_dir: Path, overrides: dict[str, Any]) -> dict[str, A
 def _energy(model: Any, dataset: str, data_dir: str | None, timesteps: int) -> dict[str, Any]:
     """What ``multispike energy --checkpoint`` reports, with its defaults."""
     from multispike import data
-    from multispike.analysis.energy import estimate_energy, get_cost_table
-    from multispike.analysis.ops import trace_ops
-    from multispike.analysis.stats import measure_rates
+    from multispike.analysis.energy import get_cost_table
+    from multispike.analysis.measure import eval_loader, model_energy
 
     spec = data.get_spec(dataset)
     model.timesteps = timesteps
-    ops = trace_ops(model, spec.input_shape, timesteps, event=bool(spec.is_event))
-    kwargs: dict[str, Any] = {"data_dir": data_dir, "train": False}
-    if spec.is_event:
-        kwargs["timesteps"] = timesteps
-    loader = data.make_loader(data.build(dataset, **kwargs), ENERGY_BATCH_SIZE, shuffle=False)
-    measured = measure_rates(model, loader, batches=ENERGY_BATCHES,
-                             transform=data.batch_transform(dataset, train=False))
-    rates: Any = measured if measured.events is not None else measured.rates
-    report = estimate_energy(ops, rates, timesteps, get_cost_table(COST_TABLE),
-                             rate_source=f"measured on {measured.batches} batches of {dataset}")
+    loader, transform = eval_loader(spec, data_dir=data_dir, batch_size=ENERGY_BATCH_SIZE,
+                                    timesteps=timesteps)
+    report = model_energy(model, spec, timesteps, get_cost_table(COST_TABLE), loader=loader,
+                          transform=transform, batches=ENERGY_BATCHES)
     return {"energy_uj": report.energy_uj, "sops": report.sops,
             "flops": report.first_layer_flops, "mean_rate": report.mean_rate,
             "convention": report.convention, "timesteps": timesteps}
@@ -137,15 +130,14 @@ def _energy(model: Any, dataset: str, data_dir: str | None, timesteps: int) -> d
 def _deploy(model: Any, dataset: str, data_dir: str | None) -> dict[str, Any]:
     """Fold BN and amplitudes; the largest output difference on one test batch (float64)."""
     from multispike import data
+    from multispike.analysis.measure import eval_loader
     from multispike.deploy import fold_amplitudes
     from multispike.engine.train import to_model_input
 
     spec = data.get_spec(dataset)
-    kwargs: dict[str, Any] = {"data_dir": data_dir, "train": False}
-    if spec.is_event:
-        kwargs["timesteps"] = model.timesteps
-    x, _ = next(iter(data.make_loader(data.build(dataset, **kwargs), 16, shuffle=False)))
-    transform = data.batch_transform(dataset, train=False)
+    loader, transform = eval_loader(spec, data_dir=data_dir, batch_size=16,
+                                    timesteps=model.timesteps)
+    x, _ = next(iter(loader))
     x = to_model_input(transform(x) if transform is not None else x, spec)
     ref = model.double().eval()
     deployed = fold_amplitudes(ref)
@@ -396,38 +388,3 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return str(v)
-
-
-# -- command line -----------------------------------------------------------------------------
-def register(subparsers: Any) -> None:
-    """Add ``multispike reproduce`` to the command line."""
-    p = subparsers.add_parser(
-        "reproduce", help="train, evaluate, measure and deploy one recipe over seeds; report "
-        "paper vs ours")
-    p.add_argument("recipe", help="a recipe name (multispike recipes) or a .toml path")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 (default)")
-    p.add_argument("--out", help="report folder (default runs/reproduce/RECIPE)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. a quick run)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_reproduce)
-
-
-def cmd_reproduce(args: Any) -> int:
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
-    from multispike.engine.config import parse_seeds
-
-    rep = reproduce(args.recipe, seeds=parse_seeds(args.seeds), out=args.out,
-                    data_dir=args.data_dir, epochs=args.epochs, device=args.device,
-                    progress=not args.no_progress)
-    if rep is None:
-        return 0
-    acc = rep["accuracy"]
-    out = Path(args.out) if args.out else Path("runs") / "reproduce" / Path(args.recipe).stem
-    paper = "–" if acc["paper"] is None else f"{acc['paper']:.2f}"
-    print(f"{rep['recipe']}: ours {acc['ours_mean']:.2f} ± {acc['ours_std']:.2f} % at "
-          f"T = {acc['timesteps']} over {len(rep['seeds'])} seeds, paper {paper} "
-          f"({rep['claim']['source']}); report in {out / 'report.md'}")
-    return 0

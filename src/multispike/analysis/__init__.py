@@ -12,9 +12,15 @@ module                 what it gives
                        Spike Eq 6)
 :mod:`.membrane`       membrane potential histograms per layer and step (Ternary Spike Fig 2)
 :mod:`.figures`        accuracy against T (MT-SNN Fig 3/4), delta sweep figure (Fig 5c)
-:mod:`.sweeps`         :func:`delta_sweep` and :func:`placement_ablation` (MT-SNN Fig 5)
-:mod:`.commands`       the ``energy`` and ``analyze`` subcommands (``register(subparsers)``)
+:mod:`.sweeps`         :func:`delta_sweep` and :func:`placement_ablation` (MT-SNN Fig 5); the
+                       caller hands them the training function
+:mod:`.measure`        a model measured on a dataset: :func:`model_energy`,
+                       :func:`activity_report`, :func:`eval_loader`
+:mod:`.firing_rules`   :func:`neuron_table`: the firing rules at work on a fixed input
 =====================  ==========================================================================
+
+The ``energy`` and ``analyze`` commands (:mod:`multispike.cli.analysis`) turn their flags into
+the objects these functions take. The analysis does not import the training engine.
 
 Example (Ternary Spike Table 5, binary row)::
 
@@ -39,6 +45,7 @@ from multispike.analysis.energy import (
     register_cost_table,
 )
 from multispike.analysis.figures import plot_accuracy_vs_timesteps, plot_delta_sweep
+from multispike.analysis.firing_rules import neuron_table
 from multispike.analysis.information import (
     capacity_bits,
     entropy_bits,
@@ -46,6 +53,7 @@ from multispike.analysis.information import (
     n_values,
     plot_entropy,
 )
+from multispike.analysis.measure import activity_report, eval_loader, model_energy
 from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
 from multispike.analysis.ops import (
     EventCounts,
@@ -78,6 +86,7 @@ __all__ = [
     "MeasuredRates",
     "ModelOps",
     "NeuronLayerOps",
+    "activity_report",
     "capacity_bits",
     "collect_activity",
     "conv_macs",
@@ -87,13 +96,16 @@ __all__ = [
     "entropy_bits",
     "entropy_rows",
     "estimate_energy",
+    "eval_loader",
     "firing_rows",
     "format_report",
     "get_cost_table",
     "linear_macs",
     "measure_rates",
     "membrane_histograms",
+    "model_energy",
     "n_values",
+    "neuron_table",
     "neuron_thresholds",
     "placement_ablation",
     "plot_accuracy_vs_timesteps",

@@ -11,54 +11,41 @@ Defaults are small enough for a CPU: the ``digits`` dataset, a few epochs. The p
 settings (VGG-9 on CIFAR-10, T = 1, hundreds of epochs) go through ``recipe=`` and the
 training engine's recipes.
 
-Training goes through :func:`multispike.engine.train_model`; pass ``train_fn`` to use another
-trainer (it gets a dict of :class:`multispike.engine.TrainConfig` fields and returns a dict
-with ``best_accuracy``). A run whose ``out`` folder already holds a ``last.pt`` is resumed, so a
-sweep that was stopped, or is run again, continues where it was. Every sweep writes
-``<name>.json`` (rows and settings), ``<name>.csv`` and ``<name>.png`` into ``out``.
+The sweeps do not train by themselves: the caller hands them ``train_fn``, which gets a dict
+of :class:`multispike.engine.TrainConfig` fields per run and returns a dict
+with ``best_accuracy``. ``multispike analyze --sweep`` hands them
+:func:`multispike.cli.analysis.engine_train_fn` (the training engine; a run whose ``out``
+folder already holds a ``last.pt`` is resumed, so a sweep that was stopped, or is run again,
+continues where it was); a test hands them a stand-in. Every sweep writes ``<name>.json`` (rows
+and settings), ``<name>.csv`` and ``<name>.png`` into ``out``.
+
+Example, with a stand-in trainer::
+
+    >>> import tempfile
+    >>> def train(settings):
+    ...     return {"best_accuracy": 0.9 if settings["firing"] == "mt" else 0.8}
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     res = placement_ablation(timesteps=(1,), out=out, train_fn=train)
+    >>> [(r["label"], r["accuracy"]) for r in res["rows"]]
+    [('MT on conv', 0.9), ('MT on conv+fc', 0.9), ('single threshold', 0.8)]
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from multispike import data, engine, models
+from multispike import data, models
 from multispike.analysis._io import write_json
 from multispike.analysis.figures import plot_accuracy_vs_timesteps, plot_delta_sweep
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
 
 TrainFn = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 #: the delta modes of MT-SNN Fig 5c
 MODES = ("neg", "pos", "both")
-
-
-def engine_train_fn() -> TrainFn:
-    """The default trainer: :func:`multispike.engine.train_model` on the configuration that
-    :func:`multispike.engine.resolve_config` builds (the run's ``recipe``, then its settings).
-
-    A setting that is no :class:`~multispike.engine.TrainConfig` field is not dropped: the run
-    raises :class:`ConfigError` (one line, naming it) before it trains.
-    """
-    fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
-
-    def train(settings: dict[str, Any]) -> Mapping[str, Any]:
-        settings = dict(settings)
-        unknown = sorted(set(settings) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown training setting {unknown[0]!r} for the sweep runs; known: "
-                f"{', '.join(sorted(fields))}"
-            )
-        recipe = settings.pop("recipe", None)
-        if settings.get("out") and (Path(settings["out"]) / "last.pt").is_file():
-            settings["resume"] = True  # a re-run sweep continues (or reuses) finished runs
-        return engine.train_model(engine.resolve_config(recipe=recipe, overrides=settings))
-
-    return train
 
 
 def zoo_check(settings: Mapping[str, Any]) -> None:
@@ -86,11 +73,9 @@ def _accuracy(result: Mapping[str, Any]) -> float:
 
 
 def _check_common(epochs: int, timesteps: Sequence[int]) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
+    positive_int("epochs", epochs)
     for t in timesteps:
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise ConfigError(f"time steps must be integers >= 1, got {t!r}")
+        positive_int("time steps", t)
 
 
 def _base_settings(
@@ -121,7 +106,7 @@ def delta_sweep(
     baseline: bool = True,
     recipe: str | None = None,
     out: str | Path = "runs/delta-sweep",
-    train_fn: TrainFn | None = None,
+    train_fn: TrainFn,
     check_fn: Callable[[Mapping[str, Any]], None] | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -138,8 +123,9 @@ def delta_sweep(
         baseline: also train the single-threshold model.
         recipe: an engine recipe for the papers' settings; the sweep's own values override it.
         settings: further ``TrainConfig`` fields for every run.
-        check_fn: builds a run's model before any training (default :func:`zoo_check` with
-            the engine trainer, none with a ``train_fn`` of your own).
+        train_fn: trains one run from its settings; returns ``{"best_accuracy": ...}``.
+        check_fn: builds a run's model before any training, e.g. :func:`zoo_check` (default:
+            none).
 
     Returns:
         ``{"rows": [...], "baseline": acc or None, "png", "csv", "json"}``.
@@ -151,9 +137,7 @@ def delta_sweep(
     mags = [float(d) for d in magnitudes]
     if not mags or any(not d > 0 for d in mags):
         raise ConfigError(f"delta sizes must be > 0, got {list(magnitudes)}")
-    if check_fn is None and train_fn is None:
-        check_fn = zoo_check
-    train = train_fn or engine_train_fn()
+    train = train_fn
     out = Path(out)
     base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)
     base["timesteps"] = timesteps
@@ -206,7 +190,7 @@ def placement_ablation(
     baseline: bool = True,
     recipe: str | None = None,
     out: str | Path = "runs/placement",
-    train_fn: TrainFn | None = None,
+    train_fn: TrainFn,
     settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MT-SNN Fig 5a/b: MT on conv layers only vs conv + FC, at each T; JSON, CSV and PNG.
@@ -218,7 +202,7 @@ def placement_ablation(
     if not ts:
         raise ConfigError("give at least one time step")
     _check_common(epochs, ts)
-    train = train_fn or engine_train_fn()
+    train = train_fn
     out = Path(out)
     base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)
     rows = []

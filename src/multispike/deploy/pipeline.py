@@ -1,98 +1,44 @@
-"""The ``multispike deploy`` command: checkpoint in, verified deployable model out.
+"""Checkpoint in, verified deployable model out: :func:`deploy_checkpoint` (``multispike
+deploy``, from :mod:`multispike.cli.deploy`, calls it with its flags). Steps:
 
-``register(subparsers)`` adds the subcommand to the command line's parser (``cli.py`` wires
-it); :func:`deploy_checkpoint` is the same work as a function. Steps:
-
-1. load the checkpoint (:func:`multispike.engine.checkpoint.load_model`), eval mode;
+1. load the checkpoint (:func:`multispike.engine.evaluate.open_checkpoint`), eval mode;
 2. fold BN and amplitudes (:func:`~multispike.deploy.fold_amplitudes`) and, for MT neurons,
    split the spike planes (:func:`~multispike.deploy.split_planes`);
-3. verify: run the trained and the deployed model on ``--verify-batches`` batches of random
-   images of the model's input size, in float64 (exact arithmetic up to rounding; spikes are
-   discontinuous, so float32 rounding could flip one near a threshold) and in the checkpoint's
-   dtype, and report the largest output difference; optionally run the addition-only executor;
+3. verify (:func:`verify`): run the trained and the deployed model on ``verify_batches``
+   batches of random images of the model's input size, in float64 (exact arithmetic up to
+   rounding; spikes are discontinuous, so float32 rounding could flip one near a threshold) and
+   in the checkpoint's dtype, and report the largest output difference; optionally run the
+   addition-only executor;
 4. write ``DIR/model.safetensors`` + ``DIR/config.json`` and, when NIR can express the model,
    ``DIR/model.nir`` (checked by running the written graph through ``nirtorch``); otherwise a
    one-line note says why not.
 
-``--device`` (default ``cpu``; ``auto``, ``cuda``, ``cuda:N``) is where steps 2 and 3 run. The
-random images are drawn on the CPU from ``--seed`` and moved there, the NIR graph is checked on
+``device`` (default ``cpu``; ``auto``, ``cuda``, ``cuda:N``) is where steps 2 and 3 run. The
+random images are drawn on the CPU from ``seed`` and moved there, the NIR graph is checked on
 the CPU, and the written files hold CPU tensors, so the output does not depend on the device
-beyond floating-point rounding.
+beyond floating-point rounding. :func:`report` gives the lines the command prints.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from multispike.errors import ConfigError, MultispikeError
+from multispike.checks import positive_int, positive_number
+from multispike.errors import ConfigError
 
 #: float64 outputs of the deployed model must match the trained model's to this (relative)
 TOLERANCE = 1e-6
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``deploy`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``)."""
-    p = subparsers.add_parser(
-        "deploy",
-        help="fold amplitudes and BN, split MT planes, verify, write safetensors and NIR",
-        description="Turn a training checkpoint into a deployable model: amplitudes and BN "
-        "folded into weights, MT spike planes split, outputs verified against the checkpoint, "
-        "written as safetensors + JSON and, where NIR can express it, as a .nir graph.",
-    )
-    p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
-    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json, "
-                   "model.nir")
-    p.add_argument("--nir", action=argparse.BooleanOptionalAction, default=True,
-                   help="also write model.nir where NIR can express the model (default: yes)")
-    p.add_argument("--dt", type=float, default=1.0,
-                   help="NIR time per model step (1; snnTorch/SpikingJelly assume 1e-4)")
-    p.add_argument("--split-planes", action=argparse.BooleanOptionalAction, default=True,
-                   help="MT neurons emit binary planes, consumers sum one conv per plane")
-    p.add_argument("--verify-batches", type=int, default=2,
-                   help="batches of random images to compare outputs on (default 2)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
-    p.add_argument("--executor", action="store_true",
-                   help="also run the addition-only executor on one image and count its SOPs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random images")
-    p.add_argument("--device", default="cpu",
-                   help="where to fold and verify: cpu (default), auto, cuda or cuda:N")
-    p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """The command: :func:`deploy_checkpoint` with the flags, then a short report."""
-    summary = deploy_checkpoint(
-        args.checkpoint, args.out, nir=args.nir, dt=args.dt, split=args.split_planes,
-        verify_batches=args.verify_batches, batch_size=args.batch_size,
-        executor=args.executor, seed=args.seed, force=args.force,
-        device=getattr(args, "device", "cpu"),
-    )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(report(summary))
-    return 0 if summary["verification"]["passed"] else 1
-
-
 def _check_args(verify_batches: int, batch_size: int, dt: float) -> None:
-    if verify_batches < 1:
-        raise ConfigError(f"--verify-batches must be >= 1, got {verify_batches}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    if not dt > 0:
-        raise ConfigError(f"--dt must be > 0, got {dt}")
+    positive_int("--verify-batches", verify_batches)
+    positive_int("--batch-size", batch_size)
+    positive_number("--dt", dt)
 
 
 def deploy_checkpoint(
@@ -279,20 +225,3 @@ def report(summary: dict[str, Any]) -> str:
     files = summary.get("files", {})
     lines.append(f"  wrote {', '.join(files[k] for k in ('weights', 'config') if k in files)}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m multispike.deploy.commands --checkpoint ... --out ...`` (the command alone,
-    with the command line's error handling: one line on stderr, exit code 2)."""
-    parser = argparse.ArgumentParser(prog="multispike")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["deploy", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except MultispikeError as e:
-        print(f"multispike: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

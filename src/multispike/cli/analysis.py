@@ -1,8 +1,5 @@
-"""Command-line glue of the analysis: the ``energy`` and ``analyze`` subcommands.
-
-``multispike.cli`` calls :func:`register` with its subparsers; each subcommand's ``func(args)``
-returns an exit code and raises :class:`~multispike.errors.MultispikeError` (one line) on bad
-input, which the command line turns into exit code 2.
+"""``multispike energy`` and ``multispike analyze``: flags to models, dataset specs, loaders and
+training functions for :mod:`multispike.analysis`.
 
 Examples::
 
@@ -16,82 +13,35 @@ Examples::
 Measuring (``energy --checkpoint``, ``analyze --checkpoint/--model``) runs on ``--device``:
 ``auto`` (default: the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``,
 as ``multispike eval`` does. Operation counts need no device and are traced on the CPU.
+
+The sweeps (``analyze --sweep``) train through :func:`engine_train_fn`, which this module hands
+to :func:`multispike.analysis.sweeps.delta_sweep` / ``placement_ablation``: the analysis does
+not import the training engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multispike.checks import positive_int
+from multispike.cli._common import parse_options
 from multispike.errors import ConfigError
-
-
-# -- datasets ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Spec:
-    name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    is_event: bool
-    default_model: str
-
-
-#: used when multispike.data is not part of the build (op counts need only the input size)
-FALLBACK_SPECS = {
-    "digits": _Spec("digits", 10, (1, 8, 8), False, "digits_net"),
-    "cifar10": _Spec("cifar10", 10, (3, 32, 32), False, "vgg9"),
-    "cifar100": _Spec("cifar100", 100, (3, 32, 32), False, "vgg9"),
-    "cifar10-dvs": _Spec("cifar10-dvs", 10, (2, 128, 128), True, "vgg12"),
-    "imagenet": _Spec("imagenet", 1000, (3, 224, 224), False, "resnet18"),
-}
-
-
-def dataset_spec(name: str) -> Any:
-    """The dataset's spec (``num_classes``, ``input_shape``, ``is_event``, ``default_model``)."""
-    try:
-        from multispike.data import get_spec
-    except ImportError:
-        spec = FALLBACK_SPECS.get(str(name))
-        if spec is None:
-            raise ConfigError(
-                f"unknown dataset {name!r}; choose one of {', '.join(FALLBACK_SPECS)}"
-            ) from None
-        return spec
-    return get_spec(str(name))
-
-
-def _models() -> Any:
-    try:
-        from multispike import models
-    except ImportError as e:
-        raise ConfigError(f"multispike.models cannot be imported ({e})") from None
-    return models
-
-
-def _check_timesteps(t: Any) -> int:
-    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-        raise ConfigError(f"--timesteps must be an integer >= 1, got {t!r}")
-    return t
-
-
-def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
-    """The model of a checkpoint file and what the checkpoint says of its run (dataset,
-    data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
-    try:
-        from multispike.engine.evaluate import checkpoint_settings, open_checkpoint
-    except ImportError as e:
-        raise ConfigError(
-            f"--checkpoint needs multispike.engine, which cannot be imported ({e})"
-        ) from None
-    model, ckpt = open_checkpoint(path)
-    return model, checkpoint_settings(ckpt)
-
 
 #: what energy and analyze assume without a checkpoint
 DEFAULTS = {"timesteps": 2, "firing": "binary"}
+
+
+# -- checkpoints, models, devices ----------------------------------------------------------------
+def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
+    """The model of a checkpoint file and what the checkpoint says of its run (dataset,
+    data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
+    from multispike.engine.evaluate import checkpoint_settings, open_checkpoint
+
+    model, ckpt = open_checkpoint(path)
+    return model, checkpoint_settings(ckpt)
 
 
 def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | None = None
@@ -110,8 +60,7 @@ def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | Non
         if args.dataset is None:
             args.dataset = default_dataset
         return None, notes
-    loaded = _load_checkpoint(args.checkpoint)
-    model, saved = loaded if isinstance(loaded, tuple) else (loaded, {})
+    model, saved = _load_checkpoint(args.checkpoint)
     name = saved.get("model") or getattr(model, "name", None)
     if args.model and name and args.model != name:
         raise ConfigError(f"--model {args.model} differs from the checkpoint's model {name}; "
@@ -139,7 +88,7 @@ def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | Non
     return model, notes
 
 
-def _check_fits(model: Any, spec: Any, args: argparse.Namespace) -> None:
+def _check_fits(model: Any, spec: Any) -> None:
     """A checkpoint's model must take the input of ``--dataset`` (one line otherwise)."""
     want = [getattr(model, "in_channels", None), *(getattr(model, "input_size", None) or ())]
     have = list(spec.input_shape)
@@ -152,44 +101,16 @@ def _check_fits(model: Any, spec: Any, args: argparse.Namespace) -> None:
             "was trained on")
 
 
-def _check_memory(model: Any, spec: Any, t: int, batch_size: int, device: Any) -> None:
-    try:
-        from multispike.engine.evaluate import check_memory
-    except ImportError:  # pragma: no cover - engine not part of the build
-        return
-    check_memory(model, spec.input_shape, t, batch_size, device, training=False)
+def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
+    """The model of ``--checkpoint`` (``loaded``) at ``--timesteps``, checked against the
+    dataset's input; else ``--model`` (or the dataset's default), untrained."""
+    if loaded is not None:
+        if hasattr(loaded, "timesteps"):
+            loaded.timesteps = args.timesteps
+        _check_fits(loaded, spec)
+        return loaded
+    from multispike import models
 
-
-def _progress(loader: Any, desc: str, batches: int, args: argparse.Namespace) -> Any:
-    """``loader`` with a progress display of ``batches`` batches (off with --no-progress)."""
-    try:
-        from multispike.engine.evaluate import Progress
-    except ImportError:  # pragma: no cover - engine not part of the build
-        return loader
-    try:
-        total = min(len(loader), batches)
-    except TypeError:
-        total = batches
-    return Progress(loader, desc, total=total, enabled=not getattr(args, "no_progress", False))
-
-
-def _check_out(out: str) -> None:
-    from multispike.engine.runlock import check_out_folder
-
-    check_out_folder(out)
-
-
-def _build_model(args: argparse.Namespace, spec: Any, model: Any = None) -> Any:
-    """The model of ``--checkpoint`` (``model``, already loaded), else ``--model`` (or the
-    dataset default), untrained."""
-    if getattr(args, "checkpoint", None):
-        if model is None:
-            loaded = _load_checkpoint(args.checkpoint)
-            model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if hasattr(model, "timesteps"):
-            model.timesteps = args.timesteps
-        return model
-    name = args.model or spec.default_model
     kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
     firing = getattr(args, "firing", None)
     if firing:
@@ -198,102 +119,83 @@ def _build_model(args: argparse.Namespace, spec: Any, model: Any = None) -> Any:
             kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
     if spec.input_shape[0] != 3:
         kwargs["in_channels"] = spec.input_shape[0]
-    return _models().create(name, **kwargs)
-
-
-def _loader(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
-    """Test-split loader and its evaluation transform (normalisation)."""
-    try:
-        from multispike import data
-    except ImportError as e:
-        raise ConfigError(f"measuring needs multispike.data, which cannot be imported ({e})") \
-            from None
-    kwargs: dict[str, Any] = {"data_dir": args.data_dir, "train": False}
-    if spec.is_event:
-        kwargs["timesteps"] = args.timesteps
-    ds = data.build(spec.name, **kwargs)
-    loader = data.make_loader(ds, args.batch_size, shuffle=False)
-    return loader, data.batch_transform(spec.name, train=False)
+    return models.create(args.model or spec.default_model, **kwargs)
 
 
 def _device(name: Any) -> Any:
     """The ``torch.device`` of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
-    try:
-        from multispike.engine.train import pick_device
-    except ImportError as e:
-        raise ConfigError(
-            f"measuring needs multispike.engine, which cannot be imported ({e})"
-        ) from None
+    from multispike.engine.train import pick_device
+
     return pick_device(str(name or "auto"))
 
 
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+def _check_memory(model: Any, spec: Any, t: int, batch_size: int, device: Any) -> None:
+    from multispike.engine.evaluate import check_memory
+
+    check_memory(model, spec.input_shape, t, batch_size, device, training=False)
+
+
+def _loader(args: argparse.Namespace, spec: Any, desc: str) -> tuple[Any, Any]:
+    """The test split of ``--dataset`` in ``--batch-size`` batches, with a progress display of
+    ``--batches`` batches (off with ``--no-progress``), and its evaluation transform."""
+    from multispike.analysis.measure import eval_loader
+    from multispike.engine.evaluate import Progress
+
+    loader, transform = eval_loader(spec, data_dir=args.data_dir, batch_size=args.batch_size,
+                                    timesteps=args.timesteps)
+    try:
+        total = min(len(loader), args.batches)
+    except TypeError:
+        total = args.batches
+    enabled = not getattr(args, "no_progress", False)
+    return Progress(loader, desc, total=total, enabled=enabled), transform
 
 
 # -- energy --------------------------------------------------------------------------------------
 def energy_report(args: argparse.Namespace) -> Any:
-    """Build the model, count its operations, get the rates, estimate: an EnergyReport."""
-    from multispike.analysis.energy import estimate_energy, get_cost_table
+    """The flags of ``multispike energy`` as an :class:`~multispike.analysis.EnergyReport`:
+    the model built or loaded, its operations counted, its rates assumed or measured."""
+    from multispike import data
+    from multispike.analysis.energy import get_cost_table
+    from multispike.analysis.measure import model_energy
     from multispike.analysis.ops import trace_ops
-    from multispike.analysis.stats import measure_rates
 
     if args.checkpoint and args.firing_rate is not None:
         raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
     table = get_cost_table(args.cost_table)
     convention = getattr(args, "convention", None)
-    note = ""
     if convention == "events" and not args.checkpoint:
         raise ConfigError(
             "--convention events bills each layer from recorded spikes: give --checkpoint with "
             "data; an assumed --firing-rate is billed by --convention paper (the default then)"
         )
-    _positive("--batches", args.batches)
-    _positive("--batch-size", args.batch_size)
+    positive_int("--batches", args.batches)
+    positive_int("--batch-size", args.batch_size)
     if args.timesteps is not None:
-        _check_timesteps(args.timesteps)
+        positive_int("--timesteps", args.timesteps)
     loaded, notes = resolve_checkpoint_args(args, default_dataset="cifar10")
     if not args.checkpoint and args.firing is None:
         args.firing = DEFAULTS["firing"]
-    t = _check_timesteps(args.timesteps)
-    spec = dataset_spec(args.dataset)
+    t = positive_int("--timesteps", args.timesteps)
+    spec = data.get_spec(str(args.dataset))
     model = _build_model(args, spec, loaded)
-    if loaded is not None:
-        _check_fits(model, spec, args)
     if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
         t = 1  # the ANN twin sees the image once
     device = _device(getattr(args, "device", None) if args.checkpoint else "cpu")
     _check_memory(model, spec, t, args.batch_size if args.checkpoint else 1, device)
     ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
+    measure: dict[str, Any] = {}
     if args.checkpoint:
         model.to(device)
-        loader, transform = _loader(args, spec)
-        loader = _progress(loader, f"measure {spec.name} T={t}", args.batches, args)
-        measured = measure_rates(model, loader, batches=args.batches, transform=transform,
-                                 events=convention != "paper")
-        if convention != "paper" and measured.events is None:
-            if convention == "events":
-                raise ConfigError(
-                    f"cannot count the events of {type(model).__name__} "
-                    f"({measured.events_error}); use --convention paper"
-                )
-            note = f"events not counted ({measured.events_error}): paper convention"
-        rates: Any = measured if measured.events is not None else measured.rates
-        source = f"measured on {measured.batches} batches of {spec.name}"
-    else:
-        if args.firing_rate is None:
-            if ops.neurons:
-                raise ConfigError(
-                    "give --firing-rate S (spikes per neuron per step, e.g. 0.1642) or "
-                    "--checkpoint with data to measure the rates"
-                )
-            rates, source = 0.0, "none (no spiking layer)"
-        else:
-            rates, source = args.firing_rate, "assumed"
-    report = estimate_energy(ops, rates, t, table, rate_source=source, convention=convention)
-    if note:
-        report.meta["convention_note"] = note
+        loader, transform = _loader(args, spec, f"measure {spec.name} T={t}")
+        measure = {"loader": loader, "transform": transform, "batches": args.batches}
+    elif args.firing_rate is None and ops.neurons:
+        raise ConfigError(
+            "give --firing-rate S (spikes per neuron per step, e.g. 0.1642) or "
+            "--checkpoint with data to measure the rates"
+        )
+    report = model_energy(model, spec, t, table, rates=args.firing_rate, convention=convention,
+                          ops=ops, **measure)
     if notes:
         report.meta["notes"] = notes
     report.meta.update({
@@ -301,8 +203,6 @@ def energy_report(args: argparse.Namespace) -> Any:
         "dataset": spec.name,
         "input_shape": list(spec.input_shape),
     })
-    if getattr(model, "firing", None):
-        report.firing = str(model.firing)
     return report
 
 
@@ -340,20 +240,6 @@ def _ints(text: str, flag: str) -> list[int]:
         return [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
-def _options(items: list[str]) -> dict[str, Any]:
-    """``["v_threshold=0.5", "neuron=lif"]`` → ``{"v_threshold": 0.5, "neuron": "lif"}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--sweep-option takes KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
 
 
 def _eval_rows(path: str) -> list[dict[str, Any]]:
@@ -401,13 +287,61 @@ def _eval_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def engine_train_fn() -> Any:
+    """The sweeps' trainer: :func:`multispike.engine.train_model` on the configuration that
+    :func:`multispike.engine.resolve_config` builds (the run's ``recipe``, then its settings).
+
+    A setting that is no :class:`~multispike.engine.TrainConfig` field is not dropped: the run
+    raises :class:`ConfigError` (one line, naming it) before it trains. A run whose ``out``
+    folder already holds a ``last.pt`` is resumed (or, finished, reused).
+    """
+    import dataclasses
+
+    from multispike import engine
+
+    fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
+
+    def train(settings: dict[str, Any]) -> Any:
+        settings = dict(settings)
+        unknown = sorted(set(settings) - fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting {unknown[0]!r} for the sweep runs; known: "
+                f"{', '.join(sorted(fields))}"
+            )
+        recipe = settings.pop("recipe", None)
+        if settings.get("out") and (Path(settings["out"]) / "last.pt").is_file():
+            settings["resume"] = True  # a re-run sweep continues (or reuses) finished runs
+        return engine.train_model(engine.resolve_config(recipe=recipe, overrides=settings))
+
+    return train
+
+
+def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """``--sweep deltas|placement``: the sweep trained by :func:`engine_train_fn`."""
+    from multispike.analysis.sweeps import delta_sweep, placement_ablation, zoo_check
+
+    common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
+              "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
+              "settings": {"model_options": parse_options(args.sweep_option or [],
+                                                          "--sweep-option")},
+              "train_fn": engine_train_fn()}
+    default_ts = "1" if args.sweep == "deltas" else "1,2,3"
+    ts = _ints(args.sweep_timesteps or default_ts, "--sweep-timesteps")
+    if args.sweep == "deltas":
+        if len(ts) != 1:
+            raise ConfigError(f"--sweep deltas runs at one T, got --sweep-timesteps {ts}")
+        return delta_sweep(magnitudes=_floats(args.deltas, "--deltas"), timesteps=ts[0],
+                           out=out / "delta_sweep", check_fn=zoo_check, **common)
+    return placement_ablation(timesteps=ts, out=out / "placement", **common)
+
+
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
+    from multispike import data
     from multispike.analysis.figures import plot_accuracy_vs_timesteps
-    from multispike.analysis.information import entropy_rows, plot_entropy
-    from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
-    from multispike.analysis.stats import collect_activity, plot_firing_stats
-    from multispike.analysis.sweeps import delta_sweep, placement_ablation
+    from multispike.analysis.measure import activity_report
+    from multispike.engine.runlock import check_out_folder
 
     if not (args.checkpoint or args.model or args.eval_json or args.sweep):
         raise ConfigError(
@@ -415,11 +349,11 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
             "FILE, or --sweep deltas|placement"
         )
     if args.timesteps is not None:
-        _check_timesteps(args.timesteps)
-    _check_out(args.out)
+        positive_int("--timesteps", args.timesteps)
+    check_out_folder(args.out)
     if args.checkpoint or args.model:
-        _positive("--batches", args.batches)
-        _positive("--batch-size", args.batch_size)
+        positive_int("--batches", args.batches)
+        positive_int("--batch-size", args.batch_size)
         if args.membrane_samples < 0:
             raise ConfigError(f"--membrane-samples must be >= 0, got {args.membrane_samples}")
     eval_rows = _eval_rows(args.eval_json) if args.eval_json else None
@@ -437,48 +371,21 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     if args.checkpoint or args.model:
         if not args.dataset:
             raise ConfigError("--model needs --dataset to feed the model")
-        spec = dataset_spec(args.dataset)
+        spec = data.get_spec(str(args.dataset))
         model = _build_model(args, spec, loaded)
-        if loaded is not None:
-            _check_fits(model, spec, args)
         device = _device(getattr(args, "device", None))
         _check_memory(model, spec, args.timesteps, args.batch_size, device)
         model = model.to(device)
-        loader, transform = _loader(args, spec)
-        loader = _progress(loader, f"record {spec.name} T={args.timesteps}", args.batches, args)
-        mon = collect_activity(model, loader, batches=args.batches, transform=transform,
-                               membrane_samples=args.membrane_samples)
-        summary = mon.summary()
-        for key, paths in (
-            ("firing", plot_firing_stats(summary, out / "firing_stats.png")),
-            ("entropy", plot_entropy(summary, out / "entropy.png")),
-        ):
-            written.update({f"{key}_{k}": str(v) for k, v in paths.items()})
-        if args.membrane_samples > 0:
-            hist = membrane_histograms(mon, thresholds=neuron_thresholds(model))
-            paths = plot_membrane(hist, out / "membrane.png", max_layers=args.max_layers or None)
-            written.update({f"membrane_{k}": str(v) for k, v in paths.items()})
-        spikes = sum(r["spikes"] for r in summary)
-        steps = sum(r["neuron_steps"] for r in summary)
-        result["mean_rate"] = spikes / steps if steps else 0.0
-        result["entropy"] = [
-            {k: r[k] for k in ("layer", "entropy_bits", "bound_bits")}
-            for r in entropy_rows(summary)
-        ]
+        loader, transform = _loader(args, spec, f"record {spec.name} T={args.timesteps}")
+        activity = activity_report(model, loader, out, batches=args.batches,
+                                   transform=transform, membrane_samples=args.membrane_samples,
+                                   max_layers=args.max_layers or None)
+        written.update(activity["written"])
+        result["mean_rate"] = activity["mean_rate"]
+        result["entropy"] = activity["entropy"]
 
     if args.sweep:
-        common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
-                  "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
-                  "settings": {"model_options": _options(args.sweep_option or [])}}
-        default_ts = "1" if args.sweep == "deltas" else "1,2,3"
-        ts = _ints(args.sweep_timesteps or default_ts, "--sweep-timesteps")
-        if args.sweep == "deltas":
-            if len(ts) != 1:
-                raise ConfigError(f"--sweep deltas runs at one T, got --sweep-timesteps {ts}")
-            res = delta_sweep(magnitudes=_floats(args.deltas, "--deltas"), timesteps=ts[0],
-                              out=out / "delta_sweep", **common)
-        else:
-            res = placement_ablation(timesteps=ts, out=out / "placement", **common)
+        res = _sweep(args, out)
         written.update({f"sweep_{k}": str(res[k]) for k in ("png", "csv", "json")})
         result["sweep_rows"] = res["rows"]
     return result
@@ -503,7 +410,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- registration --------------------------------------------------------------------------------
+# -- the parsers ---------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
     """Add the ``energy`` and ``analyze`` subcommands to an argparse subparsers object."""
     p = subparsers.add_parser(

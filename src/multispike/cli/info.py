@@ -1,0 +1,205 @@
+"""``multispike recipes``, ``models``, ``datasets`` and ``neurons``: what the package holds,
+and its firing rules at work on a fixed input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from multispike.checks import positive_int
+from multispike.errors import MultispikeError
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+def recipe_rows() -> list[dict]:
+    """One row per shipped recipe: name, dataset, model, firing, T, epochs, lr (resolved) and
+    the paper's claim (its ``[paper]`` table)."""
+    from multispike.engine import list_recipes, resolve_config
+    from multispike.reproduce import paper_claim
+
+    rows = []
+    for name in list_recipes():
+        cfg = resolve_config(name)
+        rows.append({"name": name, "dataset": cfg.dataset, "model": cfg.model,
+                     "firing": cfg.firing, "timesteps": cfg.timesteps, "epochs": cfg.epochs,
+                     "lr": cfg.lr, "paper": paper_claim(name)})
+    return rows
+
+
+def claim_text(claim: dict) -> str:
+    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one.
+
+    >>> claim_text({"accuracy": 94.71, "source": "MT-SNN Table 3"})
+    '94.71% (MT-SNN Table 3)'
+    """
+    if claim.get("accuracy") is None:
+        return f"{claim.get('claim', '-')} ({claim['source']})"
+    pm = f" ± {claim['std']:.2f}" if claim.get("std") is not None else ""
+    return f"{claim['accuracy']:.2f}%{pm} ({claim['source']})"
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from multispike.engine import load_recipe, resolve_config
+
+    if args.name:
+        from multispike.reproduce import paper_claim
+
+        raw = {k: v for k, v in load_recipe(args.name).items() if k != "recipe"}
+        resolved = resolve_config(args.name).to_dict()
+        claim = paper_claim(args.name)
+        if args.json:
+            print(json.dumps({"name": args.name, "recipe": raw, "config": resolved,
+                              "paper": claim}, indent=2))
+            return 0
+        print(f"recipe {args.name}: every setting of the run it makes (recipe: set by the "
+              "recipe file; default: TrainConfig's, or the dataset's/model's where None)")
+        for key, value in resolved.items():
+            if key == "recipe":
+                continue
+            print(f"  {key:<16}{json.dumps(value):<40} {'recipe' if key in raw else 'default'}")
+        print(f"the paper: {claim_text(claim)} at T = {claim['timesteps']}"
+              + (f"; compared with {claim['comparison']['against']}"
+                 if claim.get("comparison") else ""))
+        print(f"train it: multispike train --recipe {args.name} --out runs/{Path(args.name).stem}")
+        print(f"reproduce it (train, evaluate, energy, deploy, report): multispike reproduce "
+              f"{args.name} --data-dir DATA")
+        return 0
+    rows = recipe_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = max(len(r["name"]) for r in rows) + 2
+    print(f"{'name':<{w}}{'dataset':<12}{'model':<11}{'firing':<9}{'T':>3}{'epochs':>7}"
+          f"{'lr':>6}  paper")
+    for r in rows:
+        print(f"{r['name']:<{w}}{r['dataset']:<12}{r['model'] or '-':<11}"
+              f"{r['firing'] or '-':<9}{r['timesteps']:>3}{r['epochs']:>7}{r['lr']:>6g}  "
+              f"{claim_text(r['paper'])}")
+    print("\nshow one in full: multispike recipes NAME; train one: multispike train --recipe NAME")
+    return 0
+
+
+# -- models and datasets ---------------------------------------------------------------------------
+def model_rows() -> list[dict]:
+    """One row per registered model: family, defaults (T, firing, neuron, classes, input)."""
+    import torch
+
+    from multispike.models import create, get_builder, list_models
+
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):  # the defaults only: no memory for the weights
+            model = create(name)
+        args = model.model_args
+        doc = (get_builder(name).__doc__ or "").strip().splitlines()
+        rows.append({
+            "name": name, "family": type(model).__name__.lower(),
+            "timesteps": args.get("timesteps"), "firing": args.get("firing"),
+            "neuron": args.get("neuron"), "num_classes": args.get("num_classes"),
+            "in_channels": args.get("in_channels"),
+            "input_size": list(getattr(model, "input_size", []) or []),
+            "description": doc[0] if doc else "",
+        })
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = model_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<12}{'family':<8}{'T':>3}  {'firing':<9}{'neuron':<8}{'classes':>8}  input")
+    for r in rows:
+        size = "x".join(map(str, [r["in_channels"], *r["input_size"]]))
+        print(f"{r['name']:<12}{r['family']:<8}{r['timesteps']:>3}  {r['firing']:<9}"
+              f"{r['neuron']:<8}{r['num_classes']:>8}  {size}")
+    print("\nthe defaults of `multispike train --model NAME`; flags such as --timesteps and "
+          "--firing override them")
+    return 0
+
+
+def dataset_rows() -> list[dict]:
+    """One row per dataset: classes, input shape, event or static, default model."""
+    from multispike.data import DATASETS
+
+    return [{"name": s.name, "num_classes": s.num_classes, "input_shape": list(s.input_shape),
+             "kind": "event" if s.is_event else "static", "default_model": s.default_model,
+             "augments": list(s.augments), "default_augment": s.default_augment}
+            for s in DATASETS.values()]
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    rows = dataset_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<13}{'classes':>8}  {'input':<11}{'kind':<8}default model")
+    for r in rows:
+        print(f"{r['name']:<13}{r['num_classes']:>8}  {'x'.join(map(str, r['input_shape'])):<11}"
+              f"{r['kind']:<8}{r['default_model']}")
+    print("\ninput: channels x height x width of one image (event data: of one frame per step)")
+    return 0
+
+
+# -- neurons: the firing rules at work on a fixed input --------------------------------------------
+def cmd_neurons(args: argparse.Namespace) -> int:
+    timesteps = positive_int("--timesteps", args.timesteps)
+    import torch
+
+    from multispike.analysis.firing_rules import neuron_table
+    from multispike.engine.evaluate import machine_memory
+
+    need = 41 * timesteps * 4 * 16  # input, membrane, spikes, records of 41 neurons
+    if need > machine_memory(torch.device("cpu")):
+        raise MultispikeError(f"--timesteps {timesteps} needs about {need / 2**30:,.0f} "
+                              "GiB for 41 neurons, more than this machine has; lower it")
+    rows = neuron_table(timesteps)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"41 neurons, each fed one constant current in [-2, 2] for T = {timesteps} steps.\n"
+        "values: fraction of neuron-steps emitting each spike value; distinct codes: how many\n"
+        "different spike trains the 41 inputs produce (more codes = less information lost).\n"
+    )
+    print(f"{'neuron':<7}{'firing':<12}{'spikes/step':>12}{'codes':>7}{'bits':>7}   values")
+    for r in rows:
+        vals = " ".join(f"{k}:{v:.2f}" for k, v in r["values"].items())
+        print(
+            f"{r['neuron']:<7}{r['firing']:<12}{r['spikes_per_step']:>12.3f}"
+            f"{r['distinct_codes']:>7}{r['code_bits']:>7.2f}   {vals}"
+        )
+    print(
+        "\nWhat it shows: binary neurons map every negative current to silence and few positive\n"
+        "ones apart; MT planes (MT-SNN Eq 10-11) and ternary spikes (Ternary Spike Eq 8) tell\n"
+        "more inputs apart at the same T, and ternary-MT (both combined) the most."
+    )
+    return 0
+
+
+# -- the parsers -----------------------------------------------------------------------------------
+def register(sub: Any) -> None:
+    """Add ``recipes``, ``models`` and ``datasets`` to the command line's subparsers."""
+    p = sub.add_parser("recipes", help="list the recipes (one per row of the papers' tables), "
+                       "or show one in full")
+    p.add_argument("name", nargs="?", help="a recipe to show in full, with every setting")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("models", help="list the registered models and their defaults")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list the datasets: classes, input shape, default model")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_datasets)
+
+
+def register_neurons(sub: Any) -> None:
+    """Add ``neurons`` to the command line's subparsers."""
+    p = sub.add_parser("neurons", help="show binary, MT and ternary neurons on a fixed input")
+    p.add_argument("--timesteps", type=int, default=8, help="time steps T (default 8)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_neurons)

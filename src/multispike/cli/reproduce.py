@@ -1,0 +1,45 @@
+"""``multispike reproduce``: one row of the papers' tables, from dataset folder to "paper vs
+ours" (:func:`multispike.reproduce.reproduce` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from multispike.checks import positive_int
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.epochs is not None:
+        positive_int("--epochs", args.epochs)
+    from multispike.engine.config import parse_seeds
+    from multispike.reproduce import reproduce
+
+    rep = reproduce(args.recipe, seeds=parse_seeds(args.seeds), out=args.out,
+                    data_dir=args.data_dir, epochs=args.epochs, device=args.device,
+                    progress=not args.no_progress)
+    if rep is None:
+        return 0
+    acc = rep["accuracy"]
+    out = Path(args.out) if args.out else Path("runs") / "reproduce" / Path(args.recipe).stem
+    paper = "–" if acc["paper"] is None else f"{acc['paper']:.2f}"
+    print(f"{rep['recipe']}: ours {acc['ours_mean']:.2f} ± {acc['ours_std']:.2f} % at "
+          f"T = {acc['timesteps']} over {len(rep['seeds'])} seeds, paper {paper} "
+          f"({rep['claim']['source']}); report in {out / 'report.md'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``reproduce`` to the command line's subparsers."""
+    p = sub.add_parser(
+        "reproduce", help="train, evaluate, measure and deploy one recipe over seeds; report "
+        "paper vs ours")
+    p.add_argument("recipe", help="a recipe name (multispike recipes) or a .toml path")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 (default)")
+    p.add_argument("--out", help="report folder (default runs/reproduce/RECIPE)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. a quick run)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)

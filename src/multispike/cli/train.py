@@ -1,0 +1,264 @@
+"""``multispike demo``, ``train`` and ``eval``: flags to a training configuration, a run, a
+checkpoint's evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+from multispike.checks import positive_int
+from multispike.cli._common import add_compile_flag, parse_options
+from multispike.engine.config import parse_seeds
+from multispike.engine.runlock import check_out_folder
+from multispike.errors import MultispikeError
+
+
+# -- train -----------------------------------------------------------------------------------------
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as :class:`~multispike.engine.TrainConfig` overrides."""
+    model_options = parse_options(args.option)
+    if args.deltas is not None:
+        try:
+            model_options["deltas"] = [float(d) for d in args.deltas.split(",")]
+        except ValueError:
+            raise MultispikeError(f"--deltas takes numbers like -0.5,0.5; got {args.deltas!r}")\
+                from None
+    if args.learn_amplitude:
+        model_options["learn_amplitude"] = True
+    return {
+        "dataset": args.dataset, "model": args.model, "data_dir": args.data_dir,
+        "timesteps": args.timesteps, "firing": args.firing, "neuron": args.neuron,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "momentum": args.momentum,
+        "schedule": args.schedule, "seed": args.seed,
+        "augment": args.augment, "out": args.out, "resume": args.resume or None,
+        "device": args.device, "amp": args.amp, "compile": args.compile,
+        "num_workers": args.workers, "val_split": args.val_split,
+        "sync_bn": args.sync_bn or None, "download": args.download or None,
+        "progress": False if args.no_progress else None,
+        "model_options": model_options or None,
+    }
+
+
+def _check_train_memory(cfg) -> None:
+    """Refuse (one line) a run whose one batch cannot fit in the device's memory."""
+    from multispike.engine.evaluate import check_memory
+
+    if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
+        return
+    from multispike import data
+    from multispike.engine.checkpoint import build_model
+    from multispike.engine.train import model_args_for, pick_device
+
+    spec = data.get_spec(cfg.dataset, **cfg.data_options)
+    model = build_model(model_args_for(cfg, spec))
+    check_memory(model, spec.input_shape, cfg.timesteps, cfg.batch_size,
+                 pick_device(cfg.device), training=True)
+
+
+def _check_resumable_file(out: str) -> None:
+    """``--resume`` continues from last.pt only: say so if that file cannot be read."""
+    from multispike.engine.evaluate import open_checkpoint
+
+    last = Path(out) / "last.pt"
+    if last.exists():
+        open_checkpoint(last, fix=f"--resume continues only from last.pt, so the run in {out} "
+                        "cannot be resumed: start a new run in another --out (its best.pt, "
+                        "if readable, still serves eval and deploy)")
+
+
+def _no_space(e: OSError, out: str | None) -> MultispikeError:
+    where = out or (Path(e.filename).parent if e.filename else "the output folder")
+    return MultispikeError(
+        f"no space left on the device of {where} while writing a checkpoint; the previous "
+        "last.pt is intact: free space, then continue with --resume")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import statistics
+
+    from multispike.engine import resolve_config, resume_config, train_model
+
+    check_out_folder(args.out)
+    overrides = train_overrides(args)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
+
+    def config(run: dict):
+        # --resume needs only --out: the run's config.json holds the rest
+        if args.resume and run.get("out"):
+            _check_resumable_file(run["out"])
+            cfg = resume_config(run["out"], args.recipe, run)
+        else:
+            cfg = resolve_config(args.recipe, run)
+        _check_train_memory(cfg)
+        return cfg
+
+    def train(run: dict) -> dict:
+        cfg = config(run)
+        try:
+            return train_model(cfg)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _no_space(e, run.get("out")) from None
+            raise
+
+    if seeds is None:
+        result = train(overrides)
+        if result.get("rank", 0) != 0:  # under torchrun only rank 0 speaks
+            return 0
+        print(f"best test accuracy {result['best_accuracy']:.4f}"
+              + (f"; checkpoints in {result['out']}" if result["out"] else ""))
+    else:
+        accs = []
+        for seed in seeds:
+            run = dict(overrides, seed=seed)
+            if overrides["out"]:
+                run["out"] = str(Path(overrides["out"]) / f"seed{seed}")
+            result = train(run)
+            accs.append(result["best_accuracy"])
+            if result.get("rank", 0) == 0:
+                print(f"seed {seed}: best test accuracy {accs[-1]:.4f}")
+        if result.get("rank", 0) != 0:
+            return 0
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{len(seeds)} seeds: {100 * statistics.fmean(accs):.2f} ± {100 * std:.2f} %")
+    if not args.out:
+        print("no --out given: no checkpoints were kept (give --out DIR to keep last.pt and "
+              "best.pt)")
+    return 0
+
+
+# -- eval ------------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from multispike import data
+    from multispike.engine import evaluate_model, parse_timesteps
+    from multispike.engine.config import check_compile_mode
+    from multispike.engine.evaluate import check_memory, open_checkpoint
+    from multispike.engine.train import pick_device
+
+    timesteps = parse_timesteps(args.timesteps)
+    compile_mode = check_compile_mode(args.compile or "off")
+    positive_int("--batch-size", args.batch_size)
+    device = pick_device(args.device)
+    model, ckpt = open_checkpoint(args.checkpoint)
+    dataset = args.dataset or ckpt.get("config", {}).get("dataset") or "digits"
+    data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir")
+    spec = data.get_spec(dataset)
+    check_memory(model, spec.input_shape, max(timesteps), args.batch_size, device,
+                 training=False)
+    rows = evaluate_model(model, dataset, timesteps, data_dir=data_dir,
+                          batch_size=args.batch_size, device=args.device,
+                          compile=compile_mode, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{ckpt['model_args']['name']} on {dataset} ({args.checkpoint})")
+    print(f"{'T':>4}{'accuracy':>10}{'loss':>9}{'rate':>8}")
+    for r in rows:
+        print(f"{r['timesteps']:>4}{r['accuracy']:>10.4f}{r['loss']:>9.4f}"
+              f"{r['mean_firing_rate']:>8.4f}")
+    print("\nfiring rate per layer (spikes per neuron per step; -1 and MT planes count):")
+    for layer, rate in rows[-1]["firing_rates"].items():
+        print(f"  {layer:<40}{rate:.4f}")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from multispike.engine.demo import demo_reading, plot_demo, run_demo
+    from multispike.engine.train import pick_device
+
+    check_out_folder(args.out)  # before anything is trained
+    seeds = parse_seeds(args.seeds)
+    positive_int("--epochs", args.epochs)
+    pick_device(args.device)
+    rows = run_demo(seeds=seeds, epochs=args.epochs, device=args.device,
+                    progress=not (args.json or args.no_progress))
+    plot = plot_demo(rows, Path(args.out) / "accuracy_vs_T.png")
+    (Path(args.out) / "demo.json").write_text(json.dumps(rows, indent=2))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    threads = {str(r.get("threads")) for r in rows}
+    print(f"\nscikit-learn digits (1,437 train / 360 test 8x8 images), {args.epochs} epochs, "
+          f"seeds {','.join(map(str, seeds))}: best test accuracy over the epochs (the papers' "
+          "convention: the best epoch is chosen on the test set), mean ± std; CPU threads "
+          f"{', '.join(sorted(threads))} (results depend on the thread count; the demo pins "
+          "one unless MULTISPIKE_THREADS says otherwise)\n")
+    print(f"{'design':<20}{'T':>3}{'accuracy (%)':>18}")
+    for r in rows:
+        print(f"{r['label']:<20}{r['timesteps']:>3}"
+              f"{100 * r['accuracy']:>12.2f} ± {100 * r['std']:.2f}")
+    print(f"\nplot: {plot}\n")
+    print(demo_reading(rows))
+    return 0
+
+
+# -- the parsers -----------------------------------------------------------------------------------
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help="a recipe name (`multispike recipes` lists them) or a "
+                   ".toml path")
+    p.add_argument("--dataset", help="digits, cifar10, cifar100, cifar10-dvs, imagenet")
+    p.add_argument("--model", help="registry key (default: the dataset's default model)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--download", action="store_true", help="download missing data (online)")
+    p.add_argument("--timesteps", type=int, help="time steps T")
+    p.add_argument("--firing", help="binary, mt, ternary, ternary-mt or ann (ANN twin)")
+    p.add_argument("--neuron", help="neuron dynamics: plif, lif or if")
+    p.add_argument("--deltas", help="MT deltas, e.g. -0.5,0.5")
+    p.add_argument("--learn-amplitude", action="store_true", help="trainable amplitude a")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other model option, e.g. --option norm=tdbn (repeatable)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default 0.9)")
+    p.add_argument("--schedule", help="cosine, step or constant")
+    p.add_argument("--augment", help="augmentation name of the dataset")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--seeds", help="run once per seed, e.g. 0,1,2, and report mean ± std")
+    p.add_argument("--out", help="folder for last.pt, best.pt, metrics.csv, config.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", help="mixed precision: auto, off, bf16, fp16")
+    add_compile_flag(p)
+    p.add_argument("--workers", type=int, help="data loader worker processes")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("--val-split", type=float, metavar="FRACTION",
+                   help="hold out this fraction of the training set and choose the best "
+                   "epoch on it (default 0: the papers' convention, the best epoch on the "
+                   "test set)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: Any) -> None:
+    """Add ``demo``, ``train`` and ``eval`` to the command line's subparsers."""
+    p = sub.add_parser("demo", help="compare neuron designs at T = 1, 2 on the digits")
+    p.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
+    p.add_argument("--epochs", type=int, default=12, help="epochs per run (default 12)")
+    p.add_argument("--out", default="runs/demo", help="folder for the plot and JSON")
+    p.add_argument("--device", default="auto",
+                   help="where to train: auto (default: a GPU if any), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model (see --recipe)")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy at several T and firing rates of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
+    p.add_argument("--timesteps", default="1,2,4", help="e.g. 1,2,4 (default)")
+    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    add_compile_flag(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_eval)
