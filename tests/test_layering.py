@@ -1,0 +1,101 @@
+"""The arrows of the house plan, read from the sources: every import statement of every module,
+those inside functions (lazy imports) included.
+
+- nothing imports the command line (``multispike.cli``) but the program's entry point;
+- the analysis and deploy layers take objects, not command-line strings: no ``argparse``;
+- the analysis does not import the training engine (the command line hands the sweeps their
+  training function).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import multispike
+
+SRC = Path(multispike.__file__).resolve().parent
+#: ``python -m multispike`` runs the command line: the one module above it
+ENTRY_POINTS = {"multispike.__main__"}
+
+
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path, src: Path = SRC) -> set[str]:
+    """Every module ``path`` imports anywhere in its body (relative imports resolved; for
+    ``from X import Y`` both ``X`` and ``X.Y``, since Y may be a submodule; also
+    ``import_module("X")`` and ``__import__("X")``)."""
+    name = module_name(path, src)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__")):
+            found.add(node.args[0].value)
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def offenders(packages: tuple[str, ...], forbidden: str) -> list[str]:
+    return [f"{name} imports {target}" for name, path in MODULES.items()
+            if any(_under(name, p) for p in packages)
+            for target in sorted(imports(path)) if _under(target, forbidden)]
+
+
+def test_the_scan_sees_lazy_and_relative_imports(tmp_path):
+    pkg = tmp_path / "multispike" / "analysis"
+    pkg.mkdir(parents=True)
+    (pkg / "x.py").write_text("def f():\n    from ..engine import train\n    import argparse\n"
+                              "    importlib.import_module('multispike.cli')\n")
+    assert imports(pkg / "x.py", tmp_path / "multispike") == {
+        "multispike.engine", "multispike.engine.train", "argparse", "multispike.cli"}
+
+
+def test_the_scan_finds_the_modules():
+    assert {"multispike.cli", "multispike.analysis.sweeps", "multispike.deploy.pipeline",
+            "multispike.__main__"} <= set(MODULES)
+
+
+def test_nothing_imports_the_command_line():
+    found = [f"{name} imports {target}" for name, path in MODULES.items()
+             if not _under(name, "multispike.cli") and name not in ENTRY_POINTS
+             for target in sorted(imports(path)) if _under(target, "multispike.cli")]
+    assert not found, found
+    assert "multispike.cli" in imports(MODULES["multispike.__main__"])  # the entry point does
+
+
+@pytest.mark.parametrize("layer", ["multispike.analysis", "multispike.deploy"])
+def test_analysis_and_deploy_take_objects_not_argparse(layer):
+    found = offenders((layer,), "argparse")
+    assert not found, found
+
+
+def test_the_analysis_does_not_import_the_engine():
+    found = offenders(("multispike.analysis",), "multispike.engine")
+    assert not found, found
