@@ -15,8 +15,9 @@ import json
 import pytest
 import torch
 
-from multispike.analysis import commands, estimate_energy, measure_rates, trace_ops
+from multispike.analysis import estimate_energy, measure_rates, trace_ops
 from multispike.analysis.ops import count_events, event_model
+from multispike.cli import analysis as commands
 from multispike.deploy import AdditionOnlyExecutor, fold_amplitudes
 from multispike.errors import ConfigError
 from tests.test_deploy import build
@@ -154,7 +155,7 @@ def test_command_conventions(trained_digits, monkeypatch, capsys):
         _run(table5 + ["--convention", "events"])
 
     model, _ = trained_digits
-    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: model)
+    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: (model, {}))
     base = ["energy", "--checkpoint", "x.pt", "--dataset", "digits", "--batches", "1",
             "--batch-size", "16", "--json", "--layers", "--device", "cpu"]
     out = {}

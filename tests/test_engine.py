@@ -518,10 +518,10 @@ def test_torchrun_evaluation_is_sharded_and_matches_one_process(tmp_path):
 def test_demo_json_rows(tmp_path, capsys):
     assert main(["demo", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    keys = {(r["firing"], r["timesteps"]) for r in rows}
+    keys = {(r["label"], r["timesteps"]) for r in rows}
     assert keys == {("ann", 1)} | {(f, t) for f in ("binary", "mt", "ternary",
-                                                     "trainable-ternary") for t in (1, 2)}
-    assert all({"firing", "timesteps", "accuracy"} <= set(r) for r in rows)
+                                                     "ternary + learned a") for t in (1, 2)}
+    assert all({"label", "firing", "timesteps", "accuracy"} <= set(r) for r in rows)
     assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000
 
 
