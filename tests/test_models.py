@@ -424,3 +424,12 @@ def test_neuron_options_pass_through_unchanged():
     assert "surrogate_alpha" in neuron_option_names(AlphaLIF)
     with pytest.raises(ConfigError, match=r"digits_net: unknown option\(s\) surrogate_beta;"):
         create("digits_net", neuron="lif", surrogate_beta=1.0)
+
+
+def test_surrogate_alpha_is_a_model_option():
+    """The sharpness of the sigmoid / atan surrogates reaches every neuron, and rebuilds."""
+    model = create("digits_net", surrogate="sigmoid", surrogate_alpha=3.0)
+    neurons = [m for m in model.modules() if isinstance(m, Neuron)]
+    assert neurons and all(m.surrogate.alpha == 3.0 for m in neurons)
+    assert model.model_args["surrogate_alpha"] == 3.0
+    assert create(**model.model_args).fc1_act.surrogate.alpha == 3.0
