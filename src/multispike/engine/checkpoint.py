@@ -22,7 +22,6 @@ digest existed load without the digest check; the finiteness check applies to th
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -35,43 +34,20 @@ import torch
 from torch import nn
 
 from multispike.errors import CheckpointError, MultispikeError
+from multispike.integrity import (  # noqa: F401 - re-exported: part of the checkpoint API
+    DIGEST_PREFIX,
+    check_weights,
+    first_nonfinite,
+    weights_digest,
+)
 
 FORMAT = 1
-DIGEST_PREFIX = "sha256:"
 #: entries a training checkpoint (as ``multispike train`` writes it) holds besides the model
 #: and their types; a checkpoint with any of them must hold all of them.
 TRAINING_ENTRIES: dict[str, tuple[type, ...]] = {
     "optimizer": (dict,), "scheduler": (dict,), "epoch": (int,),
     "best_accuracy": (int, float), "history": (list,), "config": (dict,),
 }
-
-
-def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """``"sha256:<hex>"`` over every tensor's name, dtype, shape and bytes, in sorted key order.
-
-    Computed on CPU copies, so the same weights give the same digest on any device.
-    """
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach()
-        if t.layout != torch.strided:
-            t = t.to_dense()
-        t = t.to("cpu").contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
-        head = f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0{t.nbytes}\0"
-        h.update(head.encode())
-        h.update(memoryview(raw))
-    return DIGEST_PREFIX + h.hexdigest()
-
-
-def first_nonfinite(state: Mapping[str, torch.Tensor]) -> tuple[str, int, int] | None:
-    """``(name, bad values, values)`` of the first tensor holding NaN or inf, else ``None``."""
-    for name, t in state.items():
-        if (t.is_floating_point() or t.is_complex()) and t.numel():
-            finite = torch.isfinite(t.detach())
-            if not bool(finite.all()):
-                return name, int((~finite).sum()), t.numel()
-    return None
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
@@ -178,21 +154,6 @@ def _checked(path: Path, ckpt: Any) -> dict[str, Any]:
         raise CheckpointError(
             f"{where} has a digest {str(digest)[:40]!r} that is not '{DIGEST_PREFIX}<hex>'; {fix}")
     return ckpt
-
-
-def check_weights(state: Mapping[str, torch.Tensor], digest: str | None, source: str,
-                  fix: str = "use best.pt or re-train") -> None:
-    """Refuse (one line) weights that do not match ``digest`` (if given) or are not finite."""
-    if digest is not None and weights_digest(state) != digest:
-        raise CheckpointError(
-            f"{source} is corrupt: its weights do not match the digest stored at save time; "
-            f"{fix}")
-    bad = first_nonfinite(state)
-    if bad is not None:
-        name, n, total = bad
-        raise CheckpointError(
-            f"{source} holds non-finite weights ({n} of {total} values of {name!r} are NaN or "
-            f"inf); they cannot be evaluated or deployed: {fix}")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
