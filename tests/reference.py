@@ -125,3 +125,94 @@ def reset_choice_reference(
             out_row.append(float(b))
         outs.append(out_row)
     return torch.tensor(outs, dtype=x.dtype).reshape(x.shape)
+
+
+# -- integer spikes and learned thresholds (issue #15 points 1 and 2) ---------------------------
+def _charge(v, xi, decay, tau):
+    return decay * v + xi if tau is None else (1 - 1 / tau) * v + xi / tau
+
+
+def integer_reference(
+    x: Tensor, v_th: float, levels: int, *, signed: bool = False, reset: str = "soft",
+    decay: float = 1.0, tau: float | None = None, v_reset: float = 0.0,
+) -> Tensor:
+    """SpikeYOLO's I-LIF, neuron by neuron: ``b = round(clamp(H/V_th, 0, D))`` (signed:
+    ``sign(H)·round(clamp(|H|/V_th, 0, D))``), Python's ``round`` (half to even).
+
+    Reset ``"soft"``: ``V = H − b·V_th``; ``"main"``: ``V = V_reset`` where ``H >= V_th`` (or
+    ``H <= −V_th``); ``"any"``: ``V = V_reset`` where ``b != 0``. Charge as in
+    :func:`reset_choice_reference`.
+    """
+    xs = x.reshape(x.shape[0], -1).tolist()
+    v = [v_reset] * len(xs[0])
+    outs = []
+    for row in xs:
+        out_row = []
+        for i, xi in enumerate(row):
+            h = _charge(v[i], xi, decay, tau)
+            u = h / v_th
+            mag = float(round(min(max(abs(u) if signed else u, 0.0), levels)))
+            b = -mag if signed and u < 0 else mag
+            if reset == "soft":
+                v[i] = h - b * v_th
+            elif reset == "main":
+                v[i] = v_reset if (h >= v_th or (signed and h <= -v_th)) else h
+            else:
+                v[i] = v_reset if b != 0 else h
+            out_row.append(b)
+        outs.append(out_row)
+    return torch.tensor(outs, dtype=x.dtype).reshape(x.shape)
+
+
+def ste(x: Tensor, width: float = 1.0) -> Tensor:
+    """MT-SNN Eq 4 forward, Eq 9 backward: ``Θ(x)`` with gradient ``(1/a)·1(|x| <= a/2)``
+    (the derivative of ``clamp(x/a + 1/2, 0, 1)``)."""
+    p = torch.clamp(x / width + 0.5, 0.0, 1.0)
+    return theta(x).detach() + (p - p.detach())
+
+
+def straight_through_reference(
+    x: Tensor, thresholds, *, main: int = 0, signed: bool = False, reset: str = "main",
+    decay: float = 1.0, detach_reset: bool = False, levels: int | None = None,
+    v_reset: float = 0.0,
+) -> Tensor:
+    """Differentiable loop from the equations, thresholds given as (learnable) tensors.
+
+    ``thresholds``: ascending positive thresholds, ``V_th = thresholds[main]``. Threshold rules:
+    ``b = Σ_k Θ(H − θ_k) (− Θ(−H − θ_k))`` through :func:`ste`. Integer rules (``levels=D``):
+    ``u = H/V_th``, ``b = round(clamp(u, lo, D))`` with ``db/du = 1(lo <= u <= D)``.
+    Resets: ``"soft"`` ``V = H − b·V_th``; ``"main"`` ``S = Θ(H − V_th) (+ Θ(−H − V_th))``;
+    ``"any"``: threshold rules ``S`` at the lowest threshold, integer rules ``S = [b != 0]``
+    with the gradient of ``Θ`` at ``±V_th/2``; hard ``V = H·(1 − S) + V_reset·S``.
+    ``detach_reset`` detaches ``S`` (hard) or ``b`` (soft) in the reset.
+    """
+    v_th = thresholds[main]
+    v = torch.full_like(x[0], v_reset)
+    outs = []
+    for t in range(x.shape[0]):
+        h = decay * v + x[t]
+        if levels is None:
+            b = sum(ste(h - th) for th in thresholds)
+            if signed:
+                b = b - sum(ste(-h - th) for th in thresholds)
+        else:
+            u = h / v_th
+            lo = -levels if signed else 0
+            hard = torch.round(torch.clamp(u, lo, levels))
+            b = hard.detach() + ((u >= lo) & (u <= levels)).to(u.dtype) * (u - u.detach())
+        if reset == "soft":
+            v = h - (b.detach() if detach_reset else b) * v_th
+        else:
+            if levels is None:
+                th_r = v_th if reset == "main" else thresholds[0]
+                s = ste(h - th_r) + (ste(-h - th_r) if signed else 0)
+            elif reset == "main":
+                s = ste(h - v_th) + (ste(-h - v_th) if signed else 0)
+            else:
+                g = ste(h - v_th / 2) + (ste(-h - v_th / 2) if signed else 0)
+                s = (b != 0).to(h.dtype).detach() + (g - g.detach())
+            if detach_reset:
+                s = s.detach()
+            v = h * (1 - s) + v_reset * s
+        outs.append(b)
+    return torch.stack(outs)

@@ -22,13 +22,20 @@ class           charge (record)                                 defaults
 
 Options on every layer (keyword-only):
 
-- ``firing``: ``"binary"``, ``"mt"`` (with ``deltas``), ``"ternary"``, ``"ternary-mt"``, or a
+- ``firing``: ``"binary"``, ``"mt"`` (with ``deltas``), ``"ternary"``, ``"ternary-mt"``,
+  ``"integer"`` or ``"signed-integer"`` (with ``levels=D``, default 4: spikes
+  ``round(clamp(H/V_th, 0, D))``, SpikeYOLO's I-LIF, or ``−D … D``), or a
   :class:`~multispike.functional.FiringRule` object;
+- ``learn_thresholds``: learn ``V_th`` (and an MT rule's deltas), ordered and positive by
+  construction (:func:`~multispike.functional.learned_thresholds`), starting at exactly the
+  given values; such layers run the reference loop (:attr:`Neuron.path` says why).
+  :meth:`Neuron.fixed` returns the equivalent layer with constant thresholds, and
+  :meth:`Neuron.fixed_firing` reads the current ones as floats;
 - ``reset``: what follows a spike (:func:`~multispike.functional.reset`): ``"main"`` (hard
   reset by the main spike, MT-SNN Eq 3), ``"any"`` (hard reset by any spike, Ternary Spike
   Eq 7) or ``"soft"`` (``V = H − b·V_th``, needs ``v_reset=0``); ``None`` (default) is the
   rule's default, today's behaviour: ``"main"`` for binary, MT and ternary-MT, ``"any"`` for
-  ternary (the same as ``"main"`` there);
+  ternary (the same as ``"main"`` there), ``"soft"`` for the integer rules;
 - ``learn_amplitude``: emit ``a·b`` with one learnable ``a`` per layer (Ternary Eq 13-14);
 - ``surrogate``: ``"rectangular"`` (MT-SNN Eq 9, default), ``"clamp"``, ``"sigmoid"``,
   ``"atan"``, or a :class:`~multispike.functional.Surrogate`; ``surrogate_width`` is the window
@@ -67,6 +74,8 @@ Example::
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -88,11 +97,15 @@ from multispike.functional import (
     NeuronState,
     Surrogate,
     check_reset,
+    check_surrogate,
     get_firing,
     get_surrogate,
+    initial_thresholds,
+    learned_thresholds,
     legacy_surrogate_options,
     multistep,
     plif_tau,
+    split_thresholds,
 )
 from multispike.functional import step as step_fn
 
@@ -129,6 +142,8 @@ class Neuron(nn.Module):
         v_reset: float = 0.0,
         firing: str | FiringRule = "binary",
         deltas: Sequence[float] | None = None,
+        levels: int | None = None,
+        learn_thresholds: bool = False,
         reset: str | None = None,
         learn_amplitude: bool = False,
         surrogate: str | Surrogate = "rectangular",
@@ -157,7 +172,7 @@ class Neuron(nn.Module):
             )
         self.v_threshold = v_threshold
         self.v_reset = v_reset
-        self.rule = get_firing(firing, deltas)
+        self.rule = get_firing(firing, deltas, levels)
         self.rule.validate(self.v_threshold)
         self.surrogate = get_surrogate(surrogate, surrogate_width, alpha=surrogate_alpha)
         self.detach_reset = bool(detach_reset)
@@ -169,6 +184,16 @@ class Neuron(nn.Module):
         #: "main", "any" or "soft": the reset after a spike, resolved from the rule's default
         self.reset = check_reset(self.rule, reset, self.v_reset, self.reset_grad,
                                  self.detach_reset)
+        check_surrogate(self.rule, self.surrogate, self.reset, self.detach_reset)
+        #: True where ``V_th`` (and an MT rule's deltas) are learnt: :attr:`threshold_log_gains`
+        self.learn_thresholds = bool(learn_thresholds)
+        self.threshold_log_gains: nn.Parameter | None
+        if self.learn_thresholds:
+            initial, _ = initial_thresholds(self.rule, self.v_threshold)
+            # ρ of learned_thresholds: 0 gives exactly the given thresholds
+            self.threshold_log_gains = nn.Parameter(torch.zeros(len(initial)))
+        else:
+            self.register_parameter("threshold_log_gains", None)
         self.check_input = bool(check_input)
         self.amplitude: nn.Parameter | None
         if learn_amplitude:
@@ -186,7 +211,7 @@ class Neuron(nn.Module):
     #: the cached backend decisions
     _SPEC_FIELDS = frozenset(
         {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "reset_grad", "reset",
-         "dynamics_record", "backend"}
+         "dynamics_record", "backend", "learn_thresholds"}
     )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -256,6 +281,8 @@ class Neuron(nn.Module):
             "v_reset": self.v_reset,
             "firing": rule.name,
             "deltas": list(rule.deltas) if getattr(rule, "deltas", None) else None,
+            **({"levels": rule.levels} if hasattr(rule, "levels") else {}),
+            **({"learn_thresholds": True} if self.learn_thresholds else {}),
             "reset": self.reset,
             "learn_amplitude": self.amplitude is not None,
             "surrogate": self.surrogate.name,
@@ -269,8 +296,10 @@ class Neuron(nn.Module):
         a = self.amplitude
         if a is not None and dtype is not None:
             a = a.to(dtype)
+        v_th, learned = self.threshold_tensors() if self.learn_thresholds else (
+            self.v_threshold, None)
         return NeuronParams(
-            v_threshold=self.v_threshold,
+            v_threshold=v_th,
             v_reset=self.v_reset,
             rule=self.rule,
             surrogate=self.surrogate,
@@ -278,7 +307,66 @@ class Neuron(nn.Module):
             amplitude=a,
             reset_grad=self.reset_grad,
             reset=self.reset,
+            thresholds=learned,
         )
+
+    # -- learned thresholds ----------------------------------------------------------------
+    def threshold_tensors(self) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The learned ``(V_th, thresholds)`` as 0-dim tensors with their gradients: every
+        threshold in the order of ``rule.thresholds()`` (main first; None for rules with one
+        threshold), from :attr:`threshold_log_gains` by
+        :func:`~multispike.functional.learned_thresholds`. Only with ``learn_thresholds``."""
+        if self.threshold_log_gains is None:
+            raise ConfigError(f"{type(self).__name__} does not learn its thresholds; read "
+                              "v_threshold and rule.deltas, or build it with learn_thresholds=True")
+        initial, main = initial_thresholds(self.rule, self.v_threshold)
+        return split_thresholds(learned_thresholds(self.threshold_log_gains, initial), main)
+
+    def fixed_firing(self) -> tuple[float, FiringRule]:
+        """The layer's current ``(V_th, rule)`` as constants: ``V_th`` a float, the rule with
+        float deltas (MT rules). For a layer with ``learn_thresholds`` this reads the learned
+        values (one host read); otherwise it is ``(v_threshold, rule)``. The thresholds are
+        ``rule.thresholds(V_th)``, the planes ``rule.planes(H, V_th)``.
+
+        >>> node = IFNode(firing="mt", deltas=(-0.5, 0.5), learn_thresholds=True)
+        >>> v, rule = node.fixed_firing()
+        >>> v, rule.deltas, rule.thresholds(v)
+        (1.0, (-0.5, 0.5), (1.0, 0.5, 1.5))
+        """
+        if not self.learn_thresholds:
+            return self.v_threshold, self.rule
+        with torch.no_grad():
+            v, learned = self.threshold_tensors()
+            values = torch.stack([v, *(learned or ())]).to(torch.float64)
+        if learned is None:
+            return values[0].item(), self.rule
+        # Δ_i = θ_i − V_th in float64: exact for float32 thresholds, so V_th + Δ_i = θ_i
+        deltas = (values[2:] - values[0]).tolist()
+        return values[0].item(), dataclasses.replace(self.rule, deltas=tuple(deltas))
+
+    def fixed(self) -> Neuron:
+        """An equivalent layer with constant float thresholds (a copy; this one is unchanged).
+
+        For a layer with ``learn_thresholds``: the same class, options, parameters (τ's ``w``,
+        the amplitude), device and dtype, with ``v_threshold`` and the rule's deltas set to
+        the learned values (:meth:`fixed_firing`) and ``learn_thresholds=False``; its outputs
+        equal this layer's (input and thresholds in float32 or float64) and it runs the fused
+        kernels. Its :meth:`config` rebuilds it with :func:`build_neuron`. For any other layer:
+        a plain copy.
+
+        >>> node = LIFNode(firing="integer", levels=3, learn_thresholds=True)
+        >>> const = node.fixed()
+        >>> const.learn_thresholds, const.v_threshold, const.config()["levels"]
+        (False, 0.5, 3)
+        """
+        v, rule = self.fixed_firing()
+        out = copy.deepcopy(self)
+        if self.learn_thresholds:
+            out.threshold_log_gains = None
+            out.v_threshold = v
+            out.rule = rule
+            out.learn_thresholds = False
+        return out
 
     # -- running ---------------------------------------------------------------------------
     def forward(self, x_seq: Tensor) -> Tensor:
@@ -423,6 +511,24 @@ def build_neuron(config: dict[str, Any]) -> Neuron:
     cfg = legacy_surrogate_options(dict(config))
     cls = get_neuron_class(cfg.pop("dynamics"))
     return cls(**cfg)
+
+
+def fix_thresholds(model: nn.Module) -> nn.Module:
+    """Replace every neuron layer of ``model`` that learns its thresholds by its
+    :meth:`Neuron.fixed` copy (in place); returns ``model`` (the fixed copy where ``model``
+    is such a layer itself). Outputs are unchanged; the layers then run the fused kernels.
+
+    >>> net = nn.Sequential(nn.Linear(4, 4), IFNode(firing="mt", learn_thresholds=True))
+    >>> fix_thresholds(net)[1].learn_thresholds
+    False
+    """
+    if isinstance(model, Neuron):
+        return model.fixed() if model.learn_thresholds else model
+    for name, child in list(model.named_children()):
+        fixed = fix_thresholds(child)
+        if fixed is not child:
+            setattr(model, name, fixed)
+    return model
 
 
 # -- input checks ------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ class NeuronParams(NamedTuple):
     """Everything :func:`step` needs besides the charge function.
 
     Attributes:
-        v_threshold: firing threshold ``V_th`` (membrane units, > 0).
+        v_threshold: firing threshold ``V_th`` (membrane units, > 0); a 0-dim tensor where the
+            layer learns its thresholds (``learn_thresholds=True``).
         v_reset: potential the membrane is reset to where the main spike fires.
         rule: the firing rule (binary, MT, ternary, ternary-MT).
         surrogate: surrogate gradient of each Heaviside.
@@ -82,9 +83,12 @@ class NeuronParams(NamedTuple):
             main spike, MT-SNN Eq 3), ``"any"`` (hard reset by any spike, Ternary Spike Eq 7),
             ``"soft"`` (``V = H − b·V_th``), or ``None`` for the rule's
             :attr:`~multispike.functional.firing.FiringRule.default_reset`.
+        thresholds: learned thresholds of an MT rule (0-dim tensors in the order of
+            ``rule.thresholds()``: main first) that replace ``V_th + Δ_i``, or None
+            (:func:`~multispike.functional.firing.learned_thresholds`).
     """
 
-    v_threshold: float = 1.0
+    v_threshold: float | Tensor = 1.0
     v_reset: float = 0.0
     rule: FiringRule = Binary()
     surrogate: Surrogate = Rectangular()
@@ -92,6 +96,7 @@ class NeuronParams(NamedTuple):
     amplitude: Tensor | None = None
     reset_grad: str = "surrogate"
     reset: str | None = None
+    thresholds: tuple[Tensor, ...] | None = None
 
 
 def if_charge(v: Tensor, x: Tensor) -> Tensor:
@@ -264,14 +269,16 @@ def soft_reset(h: Tensor, b: Tensor, v_threshold: float) -> Tensor:
     return h - b * v_threshold
 
 
-def reset_spike(h: Tensor, s: Tensor, params: NeuronParams) -> Tensor:
+def reset_spike(h: Tensor, s: Tensor, params: NeuronParams, b: Tensor | None = None) -> Tensor:
     """The multiplier ``S`` of :func:`hard_reset`, values in {0, 1}, with the gradient
     ``params`` ask for.
 
     Which spike: ``reset="main"`` (and ``None`` where the rule's default is ``"main"``) uses the
     main spike ``s`` of ``rule.fire`` as it is; ``"any"`` the spike at the rule's lowest
     threshold ``θ_r`` (:meth:`~multispike.functional.firing.FiringRule.reset_threshold`),
-    which is ``s`` again where ``θ_r = V_th``. Its gradient (``g`` the surrogate derivative):
+    which is ``s`` again where ``θ_r = V_th``. For the integer rules ``"any"`` is ``b != 0``,
+    read from the emitted ``b`` (exact at ties), its gradient from the surrogate at
+    ``±θ_r = ±V_th/2``. Its gradient (``g`` the surrogate derivative):
 
     - ``detach_reset``: none (``S`` detached);
     - ``reset_grad="surrogate"``: ``dS/dH = g(H − θ_r)`` (``− g(−H − θ_r)`` for signed rules),
@@ -283,16 +290,20 @@ def reset_spike(h: Tensor, s: Tensor, params: NeuronParams) -> Tensor:
       code, ``u·(1 − |s|)`` through its straight-through spike.
 
     ``params`` may be any record with the attributes of :class:`NeuronParams` used here
-    (``rule``, ``v_threshold``, ``surrogate``, ``detach_reset``, ``reset_grad``, ``reset``).
+    (``rule``, ``v_threshold``, ``surrogate``, ``detach_reset``, ``reset_grad``, ``reset``,
+    ``thresholds``).
     """
     rule, v_th = params.rule, params.v_threshold
-    theta = rule.reset_threshold(v_th, resolve_reset(rule, getattr(params, "reset", None)))
-    if theta != rule.thresholds(v_th)[0]:
-        s = rule.reset_spikes(h, theta, params.surrogate)
+    learned = getattr(params, "thresholds", None)
+    kind = resolve_reset(rule, getattr(params, "reset", None))
+    at_main = rule.resets_at_main(kind)
+    if not at_main:
+        s = rule.reset_spikes(h, rule.reset_threshold(v_th, kind, learned), params.surrogate, b)
     if params.detach_reset:
         return s.detach()
     if params.reset_grad == "spike" and h.requires_grad:  # same values: no gradient, no work
-        return rule.spike_at(h, theta, params.surrogate).abs()
+        theta = rule.reset_threshold(v_th, kind, learned)
+        return rule.spike_at(h, theta, params.surrogate, None if at_main else b).abs()
     return s
 
 
@@ -312,7 +323,7 @@ def reset(h: Tensor, b: Tensor, s: Tensor, params: NeuronParams) -> Tensor:
         if params.reset_grad == "spike":
             raise ConfigError(SOFT_SPIKE_GRAD)
         return soft_reset(h, b, params.v_threshold)
-    return hard_reset(h, reset_spike(h, s, params), params.v_reset)
+    return hard_reset(h, reset_spike(h, s, params, b), params.v_reset)
 
 
 SOFT_SPIKE_GRAD = ("reset_grad='spike' is the gradient of a hard reset's |b|; a soft reset "
@@ -338,6 +349,26 @@ def check_reset(rule: FiringRule, reset: str | None, v_reset: float, reset_grad:
     return kind
 
 
+def check_surrogate(rule: FiringRule, surrogate: Surrogate, reset: str,
+                    detach_reset: bool) -> None:
+    """Refuse a surrogate that nothing uses: the integer rules' spike has its own
+    straight-through gradient, so their ``surrogate`` shapes a hard reset's Heaviside only;
+    with a soft reset or ``detach_reset`` anything but the default is a :class:`ConfigError`.
+
+    >>> from multispike.functional.firing import Integer
+    >>> check_surrogate(Integer(), Rectangular(), "soft", False)
+    """
+    if not hasattr(rule, "levels") or surrogate == Rectangular():
+        return
+    if reset == "soft" or detach_reset:
+        why = "a soft reset" if reset == "soft" else "detach_reset=True"
+        raise ConfigError(
+            f"surrogate {surrogate!r} has no effect on firing={rule.name!r} with {why}: its "
+            "spike has its own straight-through gradient (1/V_th on [0, D]); drop the "
+            "surrogate options or use reset='main'/'any'"
+        )
+
+
 def step(
     x: Tensor, state: NeuronState, charge: Charge, params: NeuronParams
 ) -> tuple[Tensor, NeuronState, Tensor]:
@@ -355,7 +386,7 @@ def step(
         never ``a·b``.
     """
     h = charge(state.v, x)
-    b, s = params.rule.fire(h, params.v_threshold, params.surrogate)
+    b, s = params.rule.fire(h, params.v_threshold, params.surrogate, params.thresholds)
     v = reset(h, b, s, params)
     out = b if params.amplitude is None else params.amplitude * b
     return out, NeuronState(v), h

@@ -3,7 +3,8 @@
 A rule is a small frozen record. ``rule.fire(h, v_th, surrogate)`` returns ``(b, s)``:
 
 - ``b``: the spike value the neuron emits before any amplitude, e.g. {0, 1} (binary),
-  {0, …, n+1} (multi-threshold), {−1, 0, +1} (ternary);
+  {0, …, n+1} (multi-threshold), {−1, 0, +1} (ternary), {0, …, D} (integer, SpikeYOLO's
+  I-LIF), {−D, …, D} (signed integer);
 - ``s``: the *main* spike, in {0, 1}: ``Θ(H − V_th)`` (``+ Θ(−H − V_th)`` for signed rules),
   which resets the membrane under the hard reset ``reset="main"`` (MT-SNN Eq 3).
 
@@ -16,6 +17,12 @@ Every Heaviside is taken through ``surrogate(H − θ)``, so the backward sums t
 every threshold θ the rule has. ``rule.planes(h, v_th)`` returns the binary spike planes
 whose signed sum is ``b``: MT-SNN Eq 12 computes one convolution per plane, and the firing
 statistics count every plane that fires.
+
+Learned thresholds (``learn_thresholds=True`` on a neuron) pass ``v_threshold`` as a 0-dim
+tensor and, for the MT rules, ``learned=`` (every threshold, in the order of
+:meth:`FiringRule.thresholds`: main first) as 0-dim tensors that replace ``V_th + Δ_i``
+(:func:`learned_thresholds` builds them, ordered and positive by construction); every method
+that takes ``v_threshold`` accepts them.
 
 Shapes: ``h`` is any shape; ``b`` and ``s`` have its shape; ``planes`` returns
 ``[n_planes, *h.shape]``.
@@ -40,8 +47,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
-from multispike.functional.surrogate import Surrogate, heaviside
+from multispike.functional.surrogate import Surrogate, heaviside, round_ste
+
+#: most levels an integer rule takes (its spikes fit 8 bits: see kernels/compact.py)
+MAX_LEVELS = 127
 
 #: MT-SNN Fig 5c: both signs of delta work best and accuracy levels off once |Δ| >= 0.3 at
 #: V_th = 1. The default deltas are these fractions of the threshold: (−0.5, +0.5) at V_th = 1.
@@ -58,11 +69,24 @@ class FiringRule:
     #: reset by the main spike), ``"any"`` (hard reset by any spike) or ``"soft"``
     default_reset: str = "main"
 
-    def thresholds(self, v_threshold: float) -> tuple[float, ...]:
-        """The positive thresholds, main threshold first (ternary rules mirror them at −θ)."""
-        return (v_threshold,)
+    def thresholds(self, v_threshold: float, learned: Sequence | None = None) -> tuple:
+        """The positive thresholds, main threshold first (ternary rules mirror them at −θ).
 
-    def reset_threshold(self, v_threshold: float, reset: str) -> float:
+        ``learned``: a layer's learned thresholds in this order (0-dim tensors), which replace
+        the rule's own; returned as they are."""
+        return (v_threshold,) if learned is None else tuple(learned)
+
+    def lowest_index(self) -> int:
+        """Index in :meth:`thresholds` of the lowest threshold, known without the values (the
+        deltas are sorted and keep their signs, learned or not)."""
+        return 0
+
+    def resets_at_main(self, reset: str) -> bool:
+        """True when the hard reset ``reset`` fires at the main threshold, so that the main
+        spike ``s`` of :meth:`fire` is the reset multiplier as it is."""
+        return reset == "main" or self.lowest_index() == 0
+
+    def reset_threshold(self, v_threshold: float, reset: str, learned: Sequence | None = None):
         """The threshold ``θ_r`` whose crossing resets the membrane under a hard reset.
 
         ``"main"``: the main threshold ``V_th`` (MT-SNN Eq 3); ``"any"``: the lowest threshold,
@@ -70,26 +94,30 @@ class FiringRule:
         resets. Signed rules reset at ``±θ_r``. The two coincide for rules whose lowest
         threshold is the main one (binary, ternary, MT with positive deltas).
         """
-        th = self.thresholds(v_threshold)
-        return th[0] if reset == "main" else min(th)
+        th = self.thresholds(v_threshold, learned)
+        return th[0] if reset == "main" else th[self.lowest_index()]
 
-    def spike_at(self, h: Tensor, theta: float, surrogate: Surrogate) -> Tensor:
+    def spike_at(self, h: Tensor, theta, surrogate: Surrogate, b: Tensor | None = None) -> Tensor:
         """The signed spike of one threshold: ``Θ(H − θ)`` (``− Θ(−H − θ)`` for signed rules),
-        each Heaviside through ``surrogate``."""
+        each Heaviside through ``surrogate``. ``b`` (the emitted value) serves rules whose
+        planes are not Heavisides of ``H`` (the integer rules); threshold rules ignore it."""
         pos = surrogate(h - theta)
         if not self.signed:
             return pos
         return pos - surrogate(-h - theta)
 
-    def reset_spikes(self, h: Tensor, theta: float, surrogate: Surrogate) -> Tensor:
+    def reset_spikes(self, h: Tensor, theta, surrogate: Surrogate,
+                     b: Tensor | None = None) -> Tensor:
         """The hard reset's multiplier ``S`` in {0, 1} for the threshold ``θ``:
-        ``Θ(H − θ)`` (``+ Θ(−H − θ)`` for signed rules), through ``surrogate``."""
+        ``Θ(H − θ)`` (``+ Θ(−H − θ)`` for signed rules), through ``surrogate``; ``b`` as in
+        :meth:`spike_at`."""
         pos = surrogate(h - theta)
         if not self.signed:
             return pos
         return pos + surrogate(-h - theta)
 
-    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
     @property
@@ -97,20 +125,23 @@ class FiringRule:
         """Sign of each plane in :meth:`planes`; ``b = Σ sign_k · plane_k``."""
         return (1,)
 
-    def main_spike(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> Tensor:
+    def main_spike(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+                   learned: Sequence | None = None) -> Tensor:
         """The signed main spike ``b_main``: ``Θ(H − V_th)`` (``− Θ(−H − V_th)`` for signed
         rules), each Heaviside through ``surrogate``. Its values satisfy ``|b_main| = s``; the
         reset of ``reset_grad="spike"`` differentiates ``|b_main|`` (zero where none fired).
         """
-        return self.spike_at(h, self.thresholds(v_threshold)[0], surrogate)
+        return self.spike_at(h, self.reset_threshold(v_threshold, "main", learned), surrogate)
 
-    def planes(self, h: Tensor, v_threshold: float) -> Tensor:
-        """Binary planes ``[P, *h.shape]`` (no gradient): one per threshold, and per sign."""
+    def planes(self, h: Tensor, v_threshold: float, learned: Sequence | None = None) -> Tensor:
+        """Binary planes ``[P, *h.shape]`` (no gradient): one per threshold, and per sign;
+        ``Σ_k plane_signs[k]·planes[k] = b`` exactly."""
         with torch.no_grad():
-            pos = [heaviside(h - th) for th in self.thresholds(v_threshold)]
+            th = self.thresholds(v_threshold, learned)
+            pos = [heaviside(h - t) for t in th]
             if not self.signed:
                 return torch.stack(pos)
-            neg = [heaviside(-h - th) for th in self.thresholds(v_threshold)]
+            neg = [heaviside(-h - t) for t in th]
             return torch.stack(pos + neg)
 
     def n_planes(self, v_threshold: float) -> int:
@@ -126,7 +157,8 @@ class Binary(FiringRule):
 
     name = "binary"
 
-    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
         s = surrogate(h - v_threshold)
         return s, s
 
@@ -182,9 +214,15 @@ class MultiThreshold(FiringRule):
     def __post_init__(self) -> None:
         object.__setattr__(self, "deltas", _check_deltas(self.deltas))
 
-    def thresholds(self, v_threshold: float) -> tuple[float, ...]:
+    def thresholds(self, v_threshold: float, learned: Sequence | None = None) -> tuple:
+        if learned is not None:
+            return tuple(learned)
         deltas = _resolve_deltas(self.deltas, v_threshold)
         return (v_threshold,) + tuple(v_threshold + d for d in deltas)
+
+    def lowest_index(self) -> int:
+        first = (DEFAULT_DELTA_FRACTIONS if self.deltas is None else self.deltas)[0]
+        return 1 if first < 0 else 0
 
     @property
     def plane_signs(self) -> tuple[int, ...]:
@@ -194,8 +232,9 @@ class MultiThreshold(FiringRule):
     def validate(self, v_threshold: float) -> None:
         _check_positive_thresholds(self, v_threshold)
 
-    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
-        main, *aux = self.thresholds(v_threshold)
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
+        main, *aux = self.thresholds(v_threshold, learned)
         s = surrogate(h - main)
         b = s
         for th in aux:
@@ -216,7 +255,8 @@ class Ternary(FiringRule):
     def plane_signs(self) -> tuple[int, ...]:
         return (1, -1)
 
-    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
         pos = surrogate(h - v_threshold)
         neg = surrogate(-h - v_threshold)
         return pos - neg, pos + neg
@@ -240,6 +280,7 @@ class TernaryMultiThreshold(FiringRule):
         object.__setattr__(self, "deltas", _check_deltas(self.deltas))
 
     thresholds = MultiThreshold.thresholds
+    lowest_index = MultiThreshold.lowest_index
 
     @property
     def plane_signs(self) -> tuple[int, ...]:
@@ -249,8 +290,9 @@ class TernaryMultiThreshold(FiringRule):
     def validate(self, v_threshold: float) -> None:
         _check_positive_thresholds(self, v_threshold)
 
-    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
-        main, *aux = self.thresholds(v_threshold)
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
+        main, *aux = self.thresholds(v_threshold, learned)
         pos = surrogate(h - main)
         neg = surrogate(-h - main)
         b = pos - neg
@@ -259,22 +301,159 @@ class TernaryMultiThreshold(FiringRule):
         return b, pos + neg
 
 
+def _reciprocal(v_threshold):
+    """``1/V_th``: a Python float for a float; for a learned (tensor) threshold computed in
+    float64 and rounded once to its dtype, as PyTorch rounds the Python float ``1/V_th``."""
+    if isinstance(v_threshold, Tensor):
+        return (1 / v_threshold.to(torch.float64)).to(v_threshold.dtype)
+    return 1.0 / v_threshold
+
+
+@dataclass(frozen=True)
+class Integer(FiringRule):
+    """Integer spikes (SpikeYOLO's I-LIF, ECCV 2024; issue #15):
+    ``b = round(clamp(H/V_th, 0, D))`` with ``D = levels``.
+
+    ``H/V_th`` is computed as ``u = H · (1/V_th)`` (the same number for a power-of-two
+    ``V_th``), and ``round`` is ``torch.round``, half to even, after the clamp (as SpikeYOLO's
+    code and SpikingJelly's ``ILIFNode``): ``u = 0.5 → 0``, ``1.5 → 2``, ``2.5 → 2``.
+
+    Gradient: the rule's own straight-through estimator ``db/dH = 1/V_th`` where
+    ``0 <= u <= D`` (bounds included), else 0 (:func:`~multispike.functional.surrogate.
+    round_ste`); the layer's ``surrogate`` does not shape it: it is the Heaviside of a hard
+    reset only. Default reset ``"soft"`` (``V = H − b·V_th``); ``"main"``: hard reset where
+    ``H >= V_th`` (the main spike ``s = Θ(H − V_th)``, as for every rule); ``"any"``: hard
+    reset where ``b >= 1`` (its gradient through the surrogate at ``θ = V_th/2``).
+
+    Planes (thermometer): ``[b >= k]`` for ``k = 1 … D``, whose sum is ``b`` exactly, ties
+    included. :meth:`thresholds` reports ``(k − ½)·V_th``, where plane ``k`` switches on
+    (up to the tie rule: at ``u = k − ½`` exactly, plane ``k`` fires when ``k`` is even).
+
+    >>> rule = Integer(levels=3)
+    >>> h = torch.tensor([-0.4, 0.5, 0.51, 1.5, 2.5, 9.0])
+    >>> b, s = rule.fire(h, 1.0, None)
+    >>> b, s
+    (tensor([0., 0., 1., 2., 2., 3.]), tensor([0., 0., 0., 1., 1., 1.]))
+    >>> rule.planes(h, 1.0).sum(0)
+    tensor([0., 0., 1., 2., 2., 3.])
+    """
+
+    levels: int = 4
+    name = "integer"
+    default_reset = "soft"
+
+    def __post_init__(self) -> None:
+        levels = positive_int("levels", self.levels)
+        if levels > MAX_LEVELS:
+            raise ConfigError(f"levels must be at most {MAX_LEVELS} (8-bit spikes), got {levels}")
+        object.__setattr__(self, "levels", levels)
+
+    def _low(self) -> float:
+        return -float(self.levels) if self.signed else 0.0
+
+    def value(self, h: Tensor, v_threshold) -> Tensor:
+        """``b`` with its straight-through gradient (no surrogate): ``round(clamp(u, lo, D))``,
+        ``u = H·(1/V_th)``, ``lo = 0`` (``−D`` for the signed rule)."""
+        return round_ste(h * _reciprocal(v_threshold), self._low(), float(self.levels))
+
+    def thresholds(self, v_threshold: float, learned: Sequence | None = None) -> tuple:
+        return tuple((k - 0.5) * v_threshold for k in range(1, self.levels + 1))
+
+    def resets_at_main(self, reset: str) -> bool:
+        return reset == "main"
+
+    def reset_threshold(self, v_threshold: float, reset: str, learned: Sequence | None = None):
+        """``"main"``: ``V_th``; ``"any"``: ``V_th/2`` (where ``b`` first reaches 1)."""
+        return v_threshold if reset == "main" else 0.5 * v_threshold
+
+    def spike_at(self, h: Tensor, theta, surrogate: Surrogate, b: Tensor | None = None) -> Tensor:
+        """With ``b``: the values ``sign(b)``, exact at ties, with the gradient of the
+        Heavisides at ``±θ``; without: :meth:`FiringRule.spike_at`."""
+        y = super().spike_at(h, theta, surrogate)
+        if b is None:
+            return y
+        return y + (torch.sign(b.detach()) - y).detach()
+
+    def reset_spikes(self, h: Tensor, theta, surrogate: Surrogate,
+                     b: Tensor | None = None) -> Tensor:
+        """With ``b``: the values ``[b != 0]``, with the gradient of the Heavisides at ``±θ``;
+        without: :meth:`FiringRule.reset_spikes`."""
+        y = super().reset_spikes(h, theta, surrogate)
+        if b is None:
+            return y
+        return y + ((b.detach() != 0).to(y.dtype) - y).detach()
+
+    def fire(self, h: Tensor, v_threshold: float, surrogate: Surrogate | None,
+             learned: Sequence | None = None) -> tuple[Tensor, Tensor]:
+        """``(b, s)``; ``surrogate=None`` gives the values without a surrogate."""
+        b = self.value(h, v_threshold)
+        if surrogate is None:
+            s = heaviside(h - v_threshold)
+            if self.signed:
+                s = s + heaviside(-h - v_threshold)
+            return b, s
+        return b, self.reset_spikes(h, v_threshold, surrogate)
+
+    @property
+    def plane_signs(self) -> tuple[int, ...]:
+        return (1,) * self.levels + ((-1,) * self.levels if self.signed else ())
+
+    def planes(self, h: Tensor, v_threshold: float, learned: Sequence | None = None) -> Tensor:
+        """Thermometer planes ``[b >= k]``, ``k = 1 … D`` (signed: then ``[b <= −k]``)."""
+        with torch.no_grad():
+            b = self.value(h, v_threshold)
+            pos = [(b >= k).to(h.dtype) for k in range(1, self.levels + 1)]
+            if not self.signed:
+                return torch.stack(pos)
+            return torch.stack(pos + [(b <= -k).to(h.dtype) for k in range(1, self.levels + 1)])
+
+
+@dataclass(frozen=True)
+class SignedInteger(Integer):
+    """Signed integer spikes (beyond both papers; issue #15):
+    ``b = sign(H)·round(clamp(|H|/V_th, 0, D)) = round(clamp(H/V_th, −D, D))`` in {−D, …, D}.
+    ``D = 1`` has ternary's values (fired at ``|H| > V_th/2``, where :class:`Ternary` fires
+    at ``|H| >= V_th``).
+
+    Straight-through gradient ``1/V_th`` where ``|H|/V_th <= D``; resets and planes as
+    :class:`Integer`, mirrored (``D`` positive planes, then ``D`` negative ones).
+
+    >>> b, s = SignedInteger(levels=2).fire(torch.tensor([-3.0, -1.5, -0.5, 0.7]), 1.0, None)
+    >>> b + 0.0                      # + 0.0 shows round(−0.5) = −0 as 0
+    tensor([-2., -2.,  0.,  1.])
+    """
+
+    name = "signed-integer"
+    signed = True
+
+
 FIRING_RULES: dict[str, type[FiringRule]] = {
     "binary": Binary,
     "mt": MultiThreshold,
     "ternary": Ternary,
     "ternary-mt": TernaryMultiThreshold,
+    "integer": Integer,
+    "signed-integer": SignedInteger,
 }
 
 
-def get_firing(firing: str | FiringRule, deltas: Sequence[float] | None = None) -> FiringRule:
-    """Turn a name (``binary``, ``mt``, ``ternary``, ``ternary-mt``) into a rule record.
+def get_firing(firing: str | FiringRule, deltas: Sequence[float] | None = None,
+               levels: int | None = None) -> FiringRule:
+    """Turn a name (``binary``, ``mt``, ``ternary``, ``ternary-mt``, ``integer``,
+    ``signed-integer``) into a rule record.
 
-    ``deltas`` applies to the multi-threshold rules only. A record passes through unchanged.
+    ``deltas`` applies to the multi-threshold rules only, ``levels`` (default 4) to the integer
+    rules only. A record passes through unchanged.
+
+    >>> get_firing("integer", levels=3)
+    Integer(levels=3)
     """
     if isinstance(firing, FiringRule):
         if deltas is not None:
             raise ConfigError("deltas given beside a firing-rule object; put them in the object")
+        if levels is not None and levels != getattr(firing, "levels", None):
+            raise ConfigError(f"levels={levels!r} conflicts with {firing!r}; put them in the "
+                              "object")
         return firing
     key = str(firing).lower().replace("_", "-")
     cls = FIRING_RULES.get(key)
@@ -282,8 +461,74 @@ def get_firing(firing: str | FiringRule, deltas: Sequence[float] | None = None) 
         raise ConfigError(
             f"unknown firing rule {firing!r}; choose one of {', '.join(FIRING_RULES)}"
         )
+    if levels is not None and not issubclass(cls, Integer):
+        raise ConfigError(f"levels apply to the integer and signed-integer rules, not to {key!r}")
     if cls in (MultiThreshold, TernaryMultiThreshold):
         return cls(deltas=deltas)
     if deltas is not None:
         raise ConfigError(f"deltas apply to the mt and ternary-mt rules, not to {key!r}")
+    if issubclass(cls, Integer):
+        return cls() if levels is None else cls(levels=levels)
     return cls()
+
+
+# -- learned thresholds (issue #15 point 2) ------------------------------------------------------
+def initial_thresholds(rule: FiringRule, v_threshold: float) -> tuple[tuple[float, ...], int]:
+    """The learnable thresholds of a layer at the start, ascending, and the main one's index.
+
+    Binary, ternary and the integer rules learn ``V_th`` only: ``((V_th,), 0)``. The MT rules
+    learn every threshold ``V_th + Δ_i`` too: ascending, the main ``V_th`` at the index of the
+    first positive delta.
+
+    >>> initial_thresholds(MultiThreshold(deltas=(-0.5, 0.5)), 1.0)
+    ((0.5, 1.0, 1.5), 1)
+    """
+    if not isinstance(rule, (MultiThreshold, TernaryMultiThreshold)):
+        return (float(v_threshold),), 0
+    deltas = _resolve_deltas(rule.deltas, v_threshold)
+    low = tuple(v_threshold + d for d in deltas if d < 0)
+    high = tuple(v_threshold + d for d in deltas if d > 0)
+    return low + (float(v_threshold),) + high, len(low)
+
+
+def learned_thresholds(log_gains: Tensor, initial: Sequence[float]) -> tuple[Tensor, ...]:
+    """Ordered positive thresholds from learnable log-gains (issue #15 point 2).
+
+    With ``θ⁰`` the initial thresholds (ascending, positive: :func:`initial_thresholds`),
+    ``c_0 = θ⁰_0`` and ``c_k = θ⁰_k − θ⁰_{k−1}`` (the lowest threshold and the gaps, all > 0)::
+
+        θ_k = Σ_{j<=k} c_j · exp(ρ_j)         (every term > 0: positive and ascending)
+
+    computed as ``θ⁰_k + Σ_{j<=k} c_j · expm1(ρ_j)``, the same number in exact arithmetic, so
+    that ``ρ = 0`` gives exactly ``θ⁰`` (rounded to the dtype). ``log_gains`` is ``ρ``,
+    ``[K]``; returns ``K`` 0-dim tensors; ``dθ_k/dρ_j = c_j·exp(ρ_j)`` for ``j <= k``.
+
+    >>> th = learned_thresholds(torch.zeros(3), (0.5, 1.0, 1.5))
+    >>> [float(t) for t in th]
+    [0.5, 1.0, 1.5]
+    """
+    growth = torch.expm1(log_gains)
+    out = []
+    acc = None
+    prev = 0.0
+    for k, th0 in enumerate(initial):
+        term = (th0 - prev) * growth[k]
+        acc = term if acc is None else acc + term
+        out.append(th0 + acc)
+        prev = th0
+    return tuple(out)
+
+
+def split_thresholds(thresholds: Sequence[Tensor], main: int) -> tuple[Tensor, tuple | None]:
+    """``(V_th, learned)`` from ascending thresholds: ``V_th = θ_main`` and ``learned`` every
+    threshold in the order of :meth:`FiringRule.thresholds` (the main one, then ``V_th + Δ_i``
+    in the deltas' ascending order), or None where there is one threshold only.
+
+    >>> v, th = split_thresholds(torch.tensor([0.5, 1.0, 1.5]).unbind(), 1)
+    >>> float(v), [float(x) for x in th]
+    (1.0, [1.0, 0.5, 1.5])
+    """
+    v = thresholds[main]
+    if len(thresholds) == 1:
+        return v, None
+    return v, (v,) + tuple(t for k, t in enumerate(thresholds) if k != main)

@@ -97,6 +97,39 @@ class _ATanFn(_HeavisideFn):
         return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
 
 
+class _RoundClampFn(torch.autograd.Function):
+    """``round(clamp(u, lo, hi))`` forward (half to even, as ``torch.round``); straight-through
+    backward ``1(lo <= u <= hi)`` (bounds included)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, lo: float, hi: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.lo, ctx.hi = lo, hi
+        return torch.round(torch.clamp(u, lo, hi))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (u,) = ctx.saved_tensors
+        return grad * ((u >= ctx.lo) & (u <= ctx.hi)).to(grad.dtype), None, None
+
+
+def round_ste(u: Tensor, lo: float, hi: float) -> Tensor:
+    """Integer spikes with a straight-through gradient (SpikeYOLO's I-LIF, issue #15):
+    ``round(clamp(u, lo, hi))`` forward, ``d/du = 1`` where ``lo <= u <= hi``, else 0.
+
+    ``torch.round`` rounds half to even (0.5 → 0, 1.5 → 2, 2.5 → 2), after the clamp, as
+    SpikeYOLO's code and SpikingJelly's ``MultiLevelSpikeCount`` do. ``u`` any shape.
+
+    >>> u = torch.tensor([-0.7, 0.5, 1.5, 2.5, 4.6], requires_grad=True)
+    >>> b = round_ste(u, 0.0, 4.0)
+    >>> b.detach()
+    tensor([0., 0., 2., 2., 4.])
+    >>> b.sum().backward(); u.grad
+    tensor([0., 1., 1., 1., 0.])
+    """
+    return _RoundClampFn.apply(u, lo, hi)
+
+
 class Surrogate:
     """Base of the surrogate records: call on ``x = H − θ`` to fire with a surrogate gradient."""
 

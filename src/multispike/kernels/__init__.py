@@ -226,6 +226,11 @@ def route(neuron: Any, x: Tensor) -> Route:
     impl = choose(neuron, x)
     spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
     if spec is None:
+        if getattr(neuron, "learn_thresholds", False):
+            return Route(None, "learn_thresholds=True: the thresholds are parameters and the "
+                               "fused kernels take constants, so the reference loop runs "
+                               "(neuron.fixed() gives the equivalent constant layer, which "
+                               "runs fused)")
         if getattr(neuron, "custom_charge", False):
             why = (f"{where} overrides charge() (custom_charge=True), which no fused kernel "
                    "implements")

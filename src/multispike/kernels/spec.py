@@ -7,7 +7,9 @@ surrogate, reset. It reads data only: the layer's dynamics record (``dynamics_re
 :class:`~multispike.functional.PLIF`), its firing rule, surrogate and reset options, and its
 ``custom_charge`` flag; never its class or module. It returns ``None`` when no kernel implements
 the layer: a ``charge()`` override (``custom_charge``, set for every class that defines
-``charge``), or a dynamics record the kernels do not know. Such layers run the reference loop.
+``charge``), a dynamics record the kernels do not know, or learned thresholds
+(``learn_thresholds``: parameters, where the kernels take constants; ``neuron.fixed()`` gives
+the constant layer). Such layers run the reference loop.
 
 ``KernelSpec.native`` says whether the compiled kernels (C++ on CPU, Triton on CUDA) cover the
 firing rule and surrogate; otherwise only the eager fused path (any rule, any surrogate) does.
@@ -131,6 +133,8 @@ def spec_of(neuron: Any) -> KernelSpec | None:
     """The :class:`KernelSpec` of a neuron layer, or ``None`` if no kernel implements it."""
     record = getattr(neuron, "dynamics_record", None)
     if type(record) not in KERNEL_DYNAMICS or getattr(neuron, "custom_charge", False):
+        return None
+    if getattr(neuron, "learn_thresholds", False):  # thresholds are parameters: not kernel data
         return None
     dynamics = record.name
     rule = neuron.rule

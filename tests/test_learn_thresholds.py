@@ -1,0 +1,208 @@
+"""Learnable thresholds (issue #15 point 2): ordered and positive by construction, exact at
+the start, gradients against a reference loop and finite differences, constant after fixed()."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from multispike.errors import ConfigError
+from multispike.functional import MultiThreshold, initial_thresholds, learned_thresholds
+from multispike.neurons import IFNode, LIFNode, PLIFNode, build_neuron, fix_thresholds
+from tests.reference import straight_through_reference
+
+RULES = ["binary", "mt", "ternary", "ternary-mt", "integer", "signed-integer"]
+MT = ("mt", "ternary-mt")
+
+
+def _x(*shape, seed=0, scale=1.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def _opts(firing):
+    if firing in MT:
+        return {"deltas": (-0.4, 0.3, 0.7)}
+    if "integer" in firing:
+        return {"levels": 3}
+    return {}
+
+
+def _perturb(node, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        node.threshold_log_gains.copy_(0.3 * torch.randn(node.threshold_log_gains.shape,
+                                                         generator=g))
+
+
+def test_construction_is_ordered_positive_and_exact_at_zero():
+    initial = (0.6, 1.0, 1.3, 1.7)
+    for dtype in (torch.float32, torch.float64):
+        th = learned_thresholds(torch.zeros(4, dtype=dtype), initial)
+        assert [t.item() for t in th] == [torch.tensor(v, dtype=dtype).item() for v in initial]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        rho = 4 * torch.randn(4, generator=g, dtype=torch.float64)
+        th = torch.stack(learned_thresholds(rho, initial))
+        assert (th > 0).all() and (th.diff() > 0).all()
+        # the closed form θ_k = Σ_{j<=k} c_j·exp(ρ_j)
+        c = torch.tensor([0.6, 0.4, 0.3, 0.4], dtype=torch.float64)
+        torch.testing.assert_close(th, torch.cumsum(c * rho.exp(), 0), rtol=1e-12, atol=1e-12)
+    rho = (0.2 * torch.randn(4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda r: torch.stack(learned_thresholds(r, initial)), rho)
+
+
+def test_initial_thresholds_and_main_index():
+    assert initial_thresholds(MultiThreshold(deltas=(-0.4, 0.3)), 1.0) == ((0.6, 1.0, 1.3), 1)
+    assert initial_thresholds(MultiThreshold(deltas=(0.3, 0.5)), 2.0) == ((2.0, 2.3, 2.5), 0)
+    node = LIFNode(firing="ternary-mt", deltas=(-0.2, 0.25), learn_thresholds=True)
+    assert node.threshold_log_gains.shape == (3,)
+    assert LIFNode(firing="integer", learn_thresholds=True).threshold_log_gains.shape == (1,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("firing", RULES)
+def test_starts_at_exactly_the_given_thresholds(firing, dtype):
+    for cls in (PLIFNode, LIFNode, IFNode):
+        fixed = cls(firing=firing, backend="torch", **_opts(firing)).to(dtype)
+        learn = cls(firing=firing, learn_thresholds=True, **_opts(firing)).to(dtype)
+        v, rule = learn.fixed_firing()
+        r = fixed.rule
+        want = r.thresholds(fixed.v_threshold)
+        got = rule.thresholds(v)
+        assert [torch.tensor(t, dtype=dtype).item() for t in want] == list(got)  # in the dtype
+        assert v == fixed.v_threshold and type(rule) is type(r)  # deltas: θ − V_th, rounded
+        x = _x(5, 3, 40, seed=1, scale=1.5, dtype=dtype)
+        assert torch.equal(learn(x), fixed(x))
+
+
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("reset", ["main", "any", "soft"])
+@pytest.mark.parametrize("firing", RULES)
+def test_gradients_equal_reference_loop(firing, reset, detach):
+    """dL/dx and dL/dρ of a learned layer (float64) against the loop of tests/reference.py
+    fed with θ_k = Σ c_j·exp(ρ_j) (the closed form): every threshold's surrogate and, for a
+    soft reset, b·V_th carry the gradient."""
+    node = LIFNode(decay=0.5, firing=firing, learn_thresholds=True, reset=reset,
+                   detach_reset=detach, **_opts(firing)).double()
+    _perturb(node, seed=3)
+    initial, main = initial_thresholds(node.rule, node.v_threshold)
+    x = _x(6, 3, 31, seed=4, scale=1.6).requires_grad_(True)
+    w = _x(6, 3, 31, seed=5)
+    out = node(x)
+    (out * w).sum().backward()
+
+    rho = node.threshold_log_gains.detach().clone().requires_grad_(True)
+    c = torch.tensor([initial[0]] + [b - a for a, b in zip(initial, initial[1:], strict=False)],
+                     dtype=torch.float64)
+    th = torch.cumsum(c * rho.exp(), 0)
+    xr = x.detach().clone().requires_grad_(True)
+    levels = node.rule.levels if "integer" in firing else None
+    ref = straight_through_reference(xr, th.unbind(), main=main, signed=node.rule.signed,
+                                     reset=reset, decay=0.5, detach_reset=detach, levels=levels)
+    (ref * w).sum().backward()
+    assert torch.equal(out.detach(), ref.detach())
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(node.threshold_log_gains.grad, rho.grad, rtol=1e-9, atol=1e-9)
+    assert rho.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("firing", RULES)
+def test_threshold_gradient_against_finite_differences(firing):
+    """One step (T = 1, no state): the straight-through gradient of every threshold is the
+    derivative of the surrogate's primitive (rectangular: clamp(x + 1/2, 0, 1); integer:
+    clamp(H/V_th, lo, D)), which central differences check in float64."""
+    node = IFNode(firing=firing, learn_thresholds=True, **_opts(firing)).double()
+    _perturb(node, seed=7)
+    x = _x(1, 400, seed=8, scale=1.5)
+    w = _x(1, 400, seed=9)
+    (node(x) * w).sum().backward()
+    initial, main = initial_thresholds(node.rule, node.v_threshold)
+    signed = node.rule.signed
+
+    def relaxed(rho):
+        th = learned_thresholds(rho, initial)
+        h = x[0]
+        if "integer" in firing:
+            lo = -node.rule.levels if signed else 0
+            return (torch.clamp(h / th[main], lo, node.rule.levels) * w).sum()
+        prim = sum(torch.clamp(h - t + 0.5, 0, 1) for t in th)
+        if signed:
+            prim = prim - sum(torch.clamp(-h - t + 0.5, 0, 1) for t in th)
+        return (prim * w).sum()
+
+    rho = node.threshold_log_gains.detach()
+    eps = 1e-6
+    fd = torch.stack([
+        (relaxed(rho + eps * e) - relaxed(rho - eps * e)) / (2 * eps)
+        for e in torch.eye(len(rho), dtype=rho.dtype)
+    ])
+    torch.testing.assert_close(node.threshold_log_gains.grad, fd, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("firing", RULES)
+def test_fixed_layer_gives_identical_outputs_and_runs_fused(firing, dtype):
+    for cls in (PLIFNode, LIFNode, IFNode):
+        node = cls(firing=firing, learn_thresholds=True, learn_amplitude=True,
+                   **_opts(firing)).to(dtype)
+        _perturb(node, seed=11)
+        assert node.path.impl is None and "learn_thresholds" in node.path.reason
+        const = node.fixed()
+        assert not const.learn_thresholds and const.threshold_log_gains is None
+        assert node.learn_thresholds  # the original is unchanged
+        v, rule = node.fixed_firing()
+        assert const.v_threshold == v and const.rule == rule and v != node.v_threshold
+        assert const.kernel_spec is not None
+        x = _x(6, 2, 45, seed=12, scale=1.5, dtype=dtype)
+        ref = node(x)
+        for backend in ("torch", "auto", "fused"):
+            const.backend = backend
+            assert torch.equal(const(x), ref), (cls, backend)
+        again = build_neuron(const.config())
+        again.load_state_dict(const.state_dict())
+        again.to(dtype)
+        assert torch.equal(again(x), ref)
+
+
+def test_config_and_state_dict_round_trip():
+    node = PLIFNode(firing="ternary-mt", deltas=(-0.3, 0.4), learn_thresholds=True)
+    _perturb(node, seed=1)
+    cfg = node.config()
+    assert cfg["learn_thresholds"] is True and cfg["deltas"] == [-0.3, 0.4]
+    again = build_neuron(cfg)
+    again.load_state_dict(node.state_dict())
+    x = _x(4, 2, 30, seed=2, scale=2.0, dtype=torch.float32)
+    assert torch.equal(again(x), node(x))
+    assert again.fixed_firing() == node.fixed_firing()
+    assert "learn_thresholds" not in PLIFNode().config()
+
+
+def test_fix_thresholds_on_a_model_and_errors():
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), LIFNode(firing="mt", learn_thresholds=True),
+                              torch.nn.Linear(8, 8), IFNode(firing="integer"))
+    _perturb(net[1], seed=5)
+    x = _x(3, 2, 8, seed=6, dtype=torch.float32)
+    ref = net(x)
+    out = fix_thresholds(net)
+    assert out is net and not net[1].learn_thresholds and torch.equal(net(x), ref)
+    with pytest.raises(ConfigError, match="does not learn"):
+        IFNode().threshold_tensors()
+
+
+def test_thresholds_stay_ordered_while_training():
+    torch.manual_seed(0)
+    node = IFNode(firing="ternary-mt", deltas=(-0.5, 0.5), learn_thresholds=True)
+    opt = torch.optim.SGD(node.parameters(), lr=5.0)
+    for _ in range(20):
+        x = torch.randn(4, 16, 32) * 2
+        loss = (node(x) - 3.0).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v, rule = node.fixed_firing()
+    th = sorted(rule.thresholds(v))
+    assert all(t > 0 and math.isfinite(t) for t in th) and th == sorted(set(th))
+    assert v != 1.0
