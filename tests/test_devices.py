@@ -231,8 +231,8 @@ def test_nir_export_and_run_from_the_device(device):
 
 def test_deploy_checkpoint_on_the_device(device, tmp_path):
     from multispike.deploy import load_deployed
-    from multispike.deploy.pipeline import deploy_checkpoint
     from multispike.engine import save_checkpoint
+    from multispike.engine.deploy import deploy_checkpoint
 
     model, _ = build("digits_net", firing="binary", neuron="lif")
     model = model.float()
@@ -291,7 +291,7 @@ class FactoryCalls(TorchFunctionMode):
 
 def _audited_paths(x_mt: torch.Tensor, mt: nn.Module, resnet: nn.Module, x_r: torch.Tensor,
                    binary: nn.Module, x_b: torch.Tensor, ckpt: Path) -> None:
-    from multispike.deploy.pipeline import deploy_checkpoint
+    from multispike.engine.deploy import deploy_checkpoint
 
     mon = collect_activity(mt, [(x_mt, 0)], membrane_samples=5)  # the monitor and analysis
     membrane_histograms(mon, bins=4)

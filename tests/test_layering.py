@@ -78,7 +78,7 @@ def test_the_scan_sees_lazy_and_relative_imports(tmp_path):
 
 
 def test_the_scan_finds_the_modules():
-    assert {"multispike.cli", "multispike.analysis.sweeps", "multispike.deploy.pipeline",
+    assert {"multispike.cli", "multispike.analysis.sweeps", "multispike.engine.deploy",
             "multispike.__main__"} <= set(MODULES)
 
 
@@ -99,3 +99,64 @@ def test_analysis_and_deploy_take_objects_not_argparse(layer):
 def test_the_analysis_does_not_import_the_engine():
     found = offenders(("multispike.analysis",), "multispike.engine")
     assert not found, found
+
+
+#: the layers of the house plan, top first: a module imports its own package and the layers
+#: below it, never one above or beside it (``data`` is read by the engine and the analysis only)
+LAYERS = (
+    ("multispike.__main__",),
+    ("multispike.cli",),
+    ("multispike.reproduce",),
+    ("multispike.engine",),
+    ("multispike.analysis",),
+    ("multispike.data",),
+    ("multispike.deploy",),
+    ("multispike.models",),
+    ("multispike.layers",),
+    ("multispike.monitor",),
+    ("multispike.neurons",),
+    ("multispike.kernels",),
+    ("multispike.functional",),
+    ("multispike",),  # the package's own __init__: re-exports of the errors
+    # shared by every layer: errors, one-line checks, weights integrity, CPU load
+    ("multispike.errors", "multispike.checks", "multispike.integrity", "multispike.cpuload"),
+)
+#: layers that may not import ``multispike.data`` although it sits above them in LAYERS
+NO_DATA = ("multispike.deploy",)
+
+
+def layer_of(module: str) -> int:
+    for rank, packages in enumerate(LAYERS):
+        if any(_under(module, p) for p in packages if p != "multispike") or module in packages:
+            return rank
+    raise AssertionError(f"{module} is in no layer of the house plan; add it to LAYERS")
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_every_import_points_down_the_house_plan():
+    found = []
+    for name, path in MODULES.items():
+        rank = layer_of(name)
+        for target in sorted(imports(path)):
+            if not _under(target, "multispike") or target not in MODULES and \
+                    target.rpartition(".")[0] in MODULES:
+                continue  # outside multispike, or `from X import name` of a non-module name
+            other = layer_of(target)
+            same_package = package_of(target) == package_of(name)
+            bottom = other == len(LAYERS) - 1
+            if other < rank or (other == rank and not same_package and not bottom) or (
+                    _under(target, "multispike.data") and package_of(name) in NO_DATA):
+                found.append(f"{name} imports {target}")
+    assert not found, found
+
+
+def test_every_module_has_a_layer_and_the_order_is_the_plan():
+    ranks = {name: layer_of(name) for name in MODULES}
+    assert ranks["multispike.cli.train"] < ranks["multispike.engine.train"] \
+        < ranks["multispike.analysis.stats"] < ranks["multispike.deploy.fold"] \
+        < ranks["multispike.models.vgg"] < ranks["multispike.layers"] \
+        < ranks["multispike.neurons"] < ranks["multispike.kernels.cpu"] \
+        < ranks["multispike.functional.firing"] < ranks["multispike.checks"]

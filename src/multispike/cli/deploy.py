@@ -1,5 +1,5 @@
 """``multispike deploy``: fold amplitudes and BN, split MT planes, verify, write safetensors and
-NIR (:func:`multispike.deploy.pipeline.deploy_checkpoint` does the work).
+NIR (:func:`multispike.engine.deploy.deploy_checkpoint` does the work).
 
 ``python -m multispike.cli.deploy --checkpoint ... --out ...`` runs the command alone, with the
 command line's error handling (one line on stderr, exit code 2).
@@ -17,9 +17,9 @@ from multispike.cli._common import run_command
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """:func:`~multispike.deploy.pipeline.deploy_checkpoint` with the flags, then a short
+    """:func:`~multispike.engine.deploy.deploy_checkpoint` with the flags, then a short
     report; exit code 1 when the deployed model's outputs differ from the checkpoint's."""
-    from multispike.deploy.pipeline import deploy_checkpoint, report
+    from multispike.engine.deploy import deploy_checkpoint, report
 
     summary = deploy_checkpoint(
         args.checkpoint, args.out, nir=args.nir, dt=args.dt, split=args.split_planes,

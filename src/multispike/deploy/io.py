@@ -75,7 +75,7 @@ def save_deployed(model: nn.Module, out: str | os.PathLike[str],
     """
     from safetensors.torch import save_file
 
-    from multispike.engine.checkpoint import weights_digest
+    from multispike.integrity import weights_digest
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def load_deployed(path: str | os.PathLike[str]) -> nn.Module:
     """
     from safetensors import SafetensorError, safe_open
 
-    from multispike.engine.checkpoint import check_weights
+    from multispike.integrity import check_weights
     from multispike.models import create
 
     path = Path(path)

@@ -39,7 +39,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-sha
          "-std=c++17", "-fno-math-errno"]
 MAX_THR = 16
 #: ``ms_abi_version()`` of csrc/multistep.cpp this module's :class:`Args` mirrors
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -65,6 +65,8 @@ class Args(ctypes.Structure):
         ("check", ctypes.c_int32),
         ("reset_grad", ctypes.c_int32),
         ("soft", ctypes.c_int32),
+        ("levels", ctypes.c_int32),
+        ("by_value", ctypes.c_int32),
         ("A", ctypes.c_double),
         ("D", ctypes.c_double),
         ("vr", ctypes.c_double),
@@ -76,6 +78,7 @@ class Args(ctypes.Structure):
         ("sg_c", ctypes.c_double),
         ("rthr", ctypes.c_double),
         ("vth", ctypes.c_double),
+        ("inv", ctypes.c_double),
         ("thr", ctypes.c_double * MAX_THR),
     ]
 
@@ -243,7 +246,7 @@ _monitor = None
 
 def _threads(numel: int) -> int:
     """PyTorch's thread count, lowered to the cores other processes leave free (unless the
-    user fixed the count: see multispike.engine.threads), and to one thread per 64k elements
+    user fixed the count: see multispike.cpuload), and to one thread per 64k elements
     (below that a second thread costs more than it saves). The kernel's results do not depend
     on it."""
     global _monitor
@@ -251,7 +254,7 @@ def _threads(numel: int) -> int:
     if limit <= 1:
         return 1
     if _monitor is None:
-        from multispike.engine.threads import kernel_monitor
+        from multispike.cpuload import kernel_monitor
 
         _monitor = kernel_monitor
     return _monitor.threads(limit)
@@ -274,6 +277,10 @@ def _static_args(st: Static, dtype: torch.dtype) -> Args:
     # b·V_th: PyTorch multiplies by a Python scalar in the op's compute type (float for
     # bfloat16), so V_th is not rounded to bfloat16 first
     a.vth = _cast(st.v_th, torch.float64 if dtype == torch.float64 else torch.float32)
+    # integer rules: u = H·(1/V_th), a Python scalar too (in the op's compute type)
+    a.levels = int(st.levels)
+    a.by_value = int(st.by_value)
+    a.inv = _cast(st.inv_th, torch.float64 if dtype == torch.float64 else torch.float32)
     a.vr = _cast(st.v_reset, dtype)
     param = st.sg_param  # window width, or sharpness alpha
     a.sg_param = _cast(param, dtype)
