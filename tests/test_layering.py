@@ -160,3 +160,63 @@ def test_every_module_has_a_layer_and_the_order_is_the_plan():
         < ranks["multispike.models.vgg"] < ranks["multispike.layers"] \
         < ranks["multispike.neurons"] < ranks["multispike.kernels.cpu"] \
         < ranks["multispike.functional.firing"] < ranks["multispike.checks"]
+
+
+def _module_edges() -> dict[str, set[str]]:
+    """Module → the multispike modules it imports (a package's ``__init__`` counts as a module;
+    the import of a module's own parent package, which Python runs first anyway, does not)."""
+    return {name: {t for t in imports(path)
+                   if t in MODULES and t != name and not name.startswith(t + ".")}
+            for name, path in MODULES.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_lazy_imports_included():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not cycles(_module_edges())
+
+
+def test_no_module_reads_names_from_its_own_package_init():
+    """``from multispike.kernels import x`` inside ``multispike.kernels.cpu`` would close a
+    circle through the package's ``__init__`` (which imports its submodules)."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                parent = node.module
+                if parent in MODULES and name.startswith(parent + ".") \
+                        and MODULES[parent].name == "__init__.py":
+                    found += [f"{name}: from {parent} import {a.name}" for a in node.names
+                              if f"{parent}.{a.name}" not in MODULES]
+    assert not found, found
