@@ -116,7 +116,11 @@ def activity_report(
     """
     from multispike.analysis.information import entropy_rows, plot_entropy
     from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
-    from multispike.analysis.stats import collect_activity, plot_firing_stats
+    from multispike.analysis.stats import (
+        collect_activity,
+        plot_firing_stats,
+        rates_from_monitor,
+    )
 
     out = Path(out)
     written: dict[str, str] = {}
@@ -132,11 +136,9 @@ def activity_report(
         hist = membrane_histograms(mon, thresholds=neuron_thresholds(model))
         paths = plot_membrane(hist, out / "membrane.png", max_layers=max_layers or None)
         written.update({f"membrane_{k}": str(v) for k, v in paths.items()})
-    spikes = sum(r["spikes"] for r in summary)
-    steps = sum(r["neuron_steps"] for r in summary)
     return {
         "written": written,
-        "mean_rate": spikes / steps if steps else 0.0,
+        "mean_rate": rates_from_monitor(mon).mean_rate,
         "entropy": [{k: r[k] for k in ("layer", "entropy_bits", "bound_bits")}
                     for r in entropy_rows(summary)],
     }
