@@ -303,3 +303,21 @@ def test_analyze_refuses_eval_rows_it_cannot_plot(accuracy, tmp_path, capsys):
     err = _fails(capsys, ["analyze", "--eval-json", str(ev), "--out", str(out)], "row 1")
     assert "accuracy" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, text", [
+    (["--firing", "mt", "--option", "levels=3"],
+     "levels apply to firing 'integer' and 'signed-integer', not to 'mt'"),
+    (["--firing", "integer", "--option", "levels=0"], "levels must be an integer >= 1"),
+    (["--firing", "integer", "--deltas", "0.5"], "deltas apply to firing 'mt'"),
+    (["--firing", "integer", "--option", "reset=hard"], "unknown reset 'hard'"),
+    (["--firing", "signed-integer", "--option", "reset_grad=spike"], "reset_grad='spike'"),
+    (["--firing", "quaternary"], "unknown firing"),
+])
+def test_train_refuses_wrong_neuron_option_combinations(flags, text, tmp_path, capsys):
+    """Integer spikes, levels and the reset choice are model options; a wrong combination is
+    one line (exit code 2) before any epoch."""
+    out = tmp_path / "run"
+    _fails(capsys, ["train", "--dataset", "digits", "--epochs", "1", "--no-progress",
+                    "--out", str(out), *flags], text)
+    assert not (out / "last.pt").exists()

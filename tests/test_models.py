@@ -433,3 +433,81 @@ def test_surrogate_alpha_is_a_model_option():
     assert neurons and all(m.surrogate.alpha == 3.0 for m in neurons)
     assert model.model_args["surrogate_alpha"] == 3.0
     assert create(**model.model_args).fc1_act.surrogate.alpha == 3.0
+
+
+# -- integer spikes, levels, reset choice and learned thresholds as model options (issue #15) --
+NEW_RULES = [
+    ("integer", {"levels": 3}),
+    ("signed-integer", {"levels": 2}),
+    ("integer", {"levels": 4, "learn_thresholds": True}),
+    ("mt", {"learn_thresholds": True}),
+    ("ternary", {"learn_thresholds": True, "reset": "soft"}),
+]
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("firing,extra", NEW_RULES,
+                         ids=["-".join([f, *map(str, e)]) for f, e in NEW_RULES])
+def test_new_rules_forward_backward_every_parameter_gets_a_gradient(name, firing, extra):
+    """Every model trains with an integer rule and with learned thresholds: every parameter,
+    the thresholds' log-gains included, gets a finite gradient, and the thresholds' gradients
+    are not all zero where the weights' are not (vgg12 votes with output neurons that a
+    random tiny input may leave silent, far from every threshold: then nothing has one)."""
+    model, side = tiny(name, timesteps=2, firing=firing, **extra)
+    neurons = [m for m in model.modules() if isinstance(m, Neuron)]
+    assert neurons and all(n.rule.name in (firing, "binary", "ternary") for n in neurons)
+    if "levels" in extra:
+        assert all(n.rule.levels == extra["levels"] for n in neurons)
+    out = model(image(model, side, 4))
+    assert out.shape == (2, 4, model.num_classes) and torch.isfinite(out).all()
+    (out * torch.randn_like(out)).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    gains = [p for n, p in model.named_parameters() if n.endswith("threshold_log_gains")]
+    if extra.get("learn_thresholds"):
+        assert len(gains) == len(neurons)
+        weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+        if name != "vgg12" or sum(float(p.grad.abs().sum()) for p in weights) > 0:
+            assert sum(float(p.grad.abs().sum()) for p in gains) > 0
+    else:
+        assert not gains
+
+
+def test_integer_options_reach_every_slot_and_rebuild():
+    model, _ = tiny("vgg9", firing="integer", levels=4, reset="main", neuron="lif",
+                    decay=0.25)
+    neurons = [m for m in model.modules() if isinstance(m, Neuron)]
+    # the integer rule has no single-threshold form: the FC slot keeps it (mt_on_fc is MT's)
+    assert model.fc1_act.rule.name == "integer"
+    assert {(n.rule.name, n.rule.levels, n.reset) for n in neurons} == {("integer", 4, "main")}
+    assert model.model_args["levels"] == 4 and model.model_args["firing"] == "integer"
+    again = create(**json.loads(json.dumps(model.model_args)))
+    assert again.model_args == model.model_args
+    assert {n.config()["levels"] for n in again.modules() if isinstance(n, Neuron)} == {4}
+    # default reset of the integer rules: soft
+    soft, _ = tiny("resnet20m", firing="signed-integer")
+    assert {n.reset for n in soft.modules() if isinstance(n, Neuron)} == {"soft"}
+    learned, _ = tiny("resnet19", firing="mt", learn_thresholds=True)
+    assert all(n.learn_thresholds for n in learned.modules() if isinstance(n, Neuron))
+    assert create(**learned.model_args).model_args["learn_thresholds"] is True
+    # the ANN twin ignores neuron options, levels included (as it does deltas)
+    twin = create("digits_net", firing="ann", levels=3)
+    assert not any(isinstance(m, Neuron) for m in twin.modules())
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"firing": "mt", "levels": 3}, ("levels apply to firing 'integer'", "'mt'")),
+    ({"firing": "binary", "levels": 2}, ("levels apply", "'binary'")),
+    ({"firing": "integer", "deltas": [0.5]}, ("deltas apply to firing 'mt'", "'integer'")),
+    ({"firing": "integer", "levels": 0}, ("levels must be an integer >= 1",)),
+    ({"firing": "integer", "levels": 500}, ("levels must be at most 127",)),
+    ({"firing": "integer", "reset_grad": "spike"}, ("reset_grad='spike'", "soft")),
+    ({"firing": "integer", "reset": "soft", "v_reset": 0.2}, ("v_reset=0.2",)),
+    ({"firing": "integer", "reset": "hard"}, ("unknown reset 'hard'", "main, any, soft")),
+    ({"firing": "quaternary"}, ("unknown firing", "integer", "signed-integer")),
+])
+def test_wrong_integer_combinations_are_one_line_config_errors(kw, words):
+    with pytest.raises(ConfigError) as e:
+        create("digits_net", **kw)
+    _one_line(e, *words)

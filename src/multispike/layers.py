@@ -443,7 +443,11 @@ class VotingLayer(nn.Module):
 #: the ANN twin's firing name: ReLU in every neuron slot, no spikes
 ANN = "ann"
 #: model-level firing names
-FIRINGS: tuple[str, ...] = ("binary", "mt", "ternary", "ternary-mt", ANN)
+FIRINGS: tuple[str, ...] = ("binary", "mt", "ternary", "ternary-mt", "integer",
+                            "signed-integer", ANN)
+#: the firing rules that take ``deltas`` (the MT rules) and ``levels`` (the integer rules)
+MT_FIRINGS: tuple[str, ...] = ("mt", "ternary-mt")
+INTEGER_FIRINGS: tuple[str, ...] = ("integer", "signed-integer")
 _NOT_MT = {"mt": "binary", "ternary-mt": "ternary"}
 _MODEL_LEVEL = {"firing", "check_input", "self"}
 
@@ -466,17 +470,27 @@ class NeuronFactory:
     - ``conv()``: after each conv-BN (the MT-SNN "convolution layers");
     - ``fc()``: after the hidden fully-connected layer; with ``mt_on_fc=False`` the MT rules
       fall back to their single-threshold form there (``mt → binary``, ``ternary-mt →
-      ternary``; MT-SNN Fig 5a/b ablation);
+      ternary``; MT-SNN Fig 5a/b ablation). The integer rules (``integer``,
+      ``signed-integer``) have no single-threshold form to fall back to: they keep their rule
+      and ``levels`` on every slot, as SpikeYOLO's I-LIF does;
     - ``out()``: the output neuron before the voting layer (output mode B); an FC slot.
 
     With ``firing="ann"`` every hidden slot is ``nn.ReLU`` (the ANN twin), the output slot is
     the identity (logits stay signed), and neuron options are ignored. Neurons are built with
     ``check_input=False``: the model checks its input once.
 
-    ``options`` are the neuron class's keyword arguments (``deltas``, ``learn_amplitude``,
-    ``surrogate``, ``surrogate_width``, ``surrogate_alpha``, ``v_threshold``, ...: whatever
-    its ``__init__`` and :class:`~multispike.neurons.Neuron`'s take, see
-    :func:`neuron_option_names`), passed to every slot unchanged.
+    ``options`` are the neuron class's keyword arguments (``deltas``, ``levels``,
+    ``learn_thresholds``, ``reset``, ``learn_amplitude``, ``surrogate``, ``surrogate_width``,
+    ``surrogate_alpha``, ``v_threshold``, ...: whatever its ``__init__`` and
+    :class:`~multispike.neurons.Neuron`'s take, see :func:`neuron_option_names`), passed to
+    every slot unchanged, except ``deltas`` (MT slots only) and ``levels`` (integer slots
+    only). ``deltas`` with a rule other than the MT ones, or ``levels`` with a rule other
+    than the integer ones, is a one-line :class:`ConfigError`.
+
+    >>> f = NeuronFactory("lif", "integer", options={"levels": 3, "learn_thresholds": True})
+    >>> node = f.fc()
+    >>> node.rule, node.reset, node.learn_thresholds
+    (Integer(levels=3), 'soft', True)
     """
 
     def __init__(
@@ -502,8 +516,11 @@ class NeuronFactory:
                 f"unknown neuron option(s) {', '.join(unknown)} for {self.cls.__name__}; "
                 f"choose from {', '.join(sorted(allowed))}"
             )
-        if self.neuron_args.get("deltas") is not None and key not in ("mt", "ternary-mt", ANN):
+        if self.neuron_args.get("deltas") is not None and key not in (*MT_FIRINGS, ANN):
             raise ConfigError(f"deltas apply to firing 'mt' and 'ternary-mt', not to {key!r}")
+        if self.neuron_args.get("levels") is not None and key not in (*INTEGER_FIRINGS, ANN):
+            raise ConfigError(f"levels apply to firing 'integer' and 'signed-integer', not to "
+                              f"{key!r}; use e.g. firing='integer', levels=4")
         #: firing threshold of the neurons (1.0 for the ANN twin); tdBN scales by it
         self.v_threshold = 1.0
         if not self.is_ann:
@@ -521,8 +538,10 @@ class NeuronFactory:
 
     def _make(self, firing: str) -> Neuron:
         opts = dict(self.neuron_args)
-        if firing not in ("mt", "ternary-mt"):
+        if firing not in MT_FIRINGS:
             opts.pop("deltas", None)
+        if firing not in INTEGER_FIRINGS:
+            opts.pop("levels", None)
         return self.cls(firing=firing, check_input=False, **opts)
 
     def conv(self) -> nn.Module:

@@ -206,12 +206,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--download", action="store_true", help="download missing data (online)")
     p.add_argument("--timesteps", type=int, help="time steps T")
-    p.add_argument("--firing", help="binary, mt, ternary, ternary-mt or ann (ANN twin)")
+    p.add_argument("--firing", help="binary, mt, ternary, ternary-mt, integer, "
+                   "signed-integer (with --option levels=D) or ann (ANN twin)")
     p.add_argument("--neuron", help="neuron dynamics: plif, lif or if")
     p.add_argument("--deltas", help="MT deltas, e.g. -0.5,0.5")
     p.add_argument("--learn-amplitude", action="store_true", help="trainable amplitude a")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other model option, e.g. --option norm=tdbn (repeatable)")
+                   help="any other model or neuron option, e.g. --option norm=tdbn, "
+                   "levels=4, reset=soft, learn_thresholds=true (repeatable)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -60,13 +60,21 @@ def create(
         name: registry key (see :func:`list_models`).
         num_classes: classes of the output layer.
         timesteps: T (can be changed later through ``model.timesteps``).
-        firing: ``"binary"``, ``"mt"``, ``"ternary"``, ``"ternary-mt"`` or ``"ann"`` (the
-            ANN twin: same architecture, ReLU instead of neurons).
+        firing: ``"binary"``, ``"mt"``, ``"ternary"``, ``"ternary-mt"``, ``"integer"``,
+            ``"signed-integer"`` or ``"ann"`` (the ANN twin: same architecture, ReLU instead
+            of neurons).
         neuron: ``"plif"``, ``"lif"``, ``"if"`` or a :class:`~multispike.neurons.Neuron` class.
         **options: model options (``norm``, ``output``, ``mt_on_fc``, ``in_channels``,
             ``vote_group`` and per-family ones such as ``input_size``, ``dropout``,
-            ``shortcut_kernel``) and neuron options (``deltas``, ``learn_amplitude``,
-            ``surrogate``, ``v_threshold``, ``init_tau``, ``decay``, ...).
+            ``shortcut_kernel``) and neuron options (``deltas``, ``levels``, ``reset``,
+            ``learn_thresholds``, ``learn_amplitude``, ``surrogate``, ``v_threshold``,
+            ``init_tau``, ``decay``, ...; see ``docs/neurons.md``).
+
+    Example (SpikeYOLO's integer spikes, D = 4, and learned thresholds)::
+
+        >>> m = create("resnet20m", firing="integer", levels=4, learn_thresholds=True)
+        >>> m.model_args["levels"], m.stem_act.reset, m.stem_act.learn_thresholds
+        (4, 'soft', True)
 
     Every option left as ``None`` takes the model's default. The result keeps the resolved
     arguments in ``model.model_args``.
