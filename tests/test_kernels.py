@@ -25,6 +25,7 @@ from multispike.neurons import IFNode, LIFNode, PLIFNode
 
 DYNAMICS = {"plif": PLIFNode, "lif": LIFNode, "if": IFNode}
 FIRINGS = ["binary", "mt", "ternary", "ternary-mt"]
+INTEGER_RULES = ["integer", "signed-integer"]
 HAS_CPU_KERNEL = cpu.library() is not None
 #: every test of the C++ kernel is collected, and skipped (saying why) where it cannot be built
 needs_cpu_kernel = pytest.mark.skipif(not HAS_CPU_KERNEL,
@@ -154,6 +155,64 @@ def test_reset_choice_surrogates_float32_and_v_reset(reset, impl):
             node = _node(dynamics, firing, True, False, dtype=dtype, **kw)
             x = _x(5, 2, 47, seed=2, scale=_scale(node), dtype=dtype)
             _compare(node, x, impl, TOL[dtype])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("firing", INTEGER_RULES)
+@pytest.mark.parametrize("dynamics", list(DYNAMICS))
+def test_integer_rules_equal_reference(dynamics, firing, reset, impl):
+    """Integer rules (issue #15): every dynamics x reset, with and without an amplitude and
+    detach_reset, hard resets also with reset_grad="spike", another surrogate and v_reset;
+    float64 gradients to 1e-10, float32 to 1e-5. V_th = 0.7 is not a power of two."""
+    for amplitude, detach, surrogate, reset_grad, v_reset, _ in INTEGER_CASES:
+        if reset == "soft" and (reset_grad == "spike" or v_reset or surrogate != "rectangular"):
+            continue
+        if dynamics == "plif":
+            v_reset = 0.0
+        for dtype in (torch.float64, torch.float32):
+            node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
+                         levels=3, v_threshold=0.7)
+            assert node.kernel_spec.native and node.kernel_spec.static.levels == 3
+            for T in (1, 6):
+                x = _x(T, 3, 57, seed=T, scale=2.5, dtype=dtype)
+                _compare(node, x, impl, TOL[dtype])
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("firing", INTEGER_RULES)
+def test_integer_rules_bfloat16(firing):
+    """bfloat16: the C++ kernel's spikes equal the reference's (u = H·(1/V_th) rounded as
+    PyTorch rounds it), its gradients as accurate as the reference's."""
+    for dynamics, reset in itertools.product(DYNAMICS, RESETS):
+        node = _node(dynamics, firing, True, False, dtype=torch.float32, reset=reset,
+                     levels=4, v_threshold=0.3)
+        x = _x(5, 4, 80, seed=21, scale=1.5, dtype=torch.bfloat16)
+        weight = _x(*x.shape, seed=22, dtype=torch.bfloat16)
+        truth = _oracle(node, x, weight)
+        ref_out, ref = _run(node, x, weight)
+        out, got = _run(node, x, weight, "cpu")
+        assert torch.equal(out, ref_out), (dynamics, reset)
+        for g, r, t in zip(got, ref, truth, strict=True):
+            err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+            assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, reset, err, ref_err)
+
+
+def test_integer_rules_ties_and_spec():
+    """Ties at k + 1/2 (V_th a power of two): the kernels round half to even like torch.round;
+    the backward keeps H (no one-byte code), and the spikes pack in ceil(log2(D + 1)) bits."""
+    u = torch.tensor([0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 0.49, 7.0])
+    for firing in INTEGER_RULES:
+        node = IFNode(firing=firing, levels=4, v_threshold=0.5, detach_reset=True)
+        x = (u * 0.5).reshape(1, 1, -1)
+        want = torch.round(torch.clamp(u, -4 if firing != "integer" else 0, 4))
+        impls = ["eager"] + (["cpu"] if HAS_CPU_KERNEL else [])
+        for impl in impls:
+            assert torch.equal(fused_multistep(x, node, impl=impl).flatten(), want)
+        spec = spec_of(node)
+        assert not spec.code_ok(False) and spec.static.thresholds == (0.5,)
+        assert spec.thresholds == (0.25, 0.75, 1.25, 1.75)
 
 
 @pytest.mark.parametrize("reset", RESETS)
@@ -501,6 +560,67 @@ def triton_check(device: str) -> None:
                     for g, r, t in zip(grads, ref_grads, truth, strict=True):
                         err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
                         assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, firing, T)
+
+
+INTEGER_CASES = (  # amplitude, detach, surrogate, reset_grad, v_reset, reset
+    (True, False, "rectangular", "surrogate", 0.0, "soft"),
+    (False, True, "rectangular", "surrogate", 0.0, "soft"),
+    (True, False, "sigmoid", "surrogate", -0.2, "main"),
+    (False, False, "clamp", "spike", 0.0, "main"),
+    (True, False, "atan", "surrogate", 0.1, "any"),
+    (True, False, "rectangular", "spike", 0.0, "any"),
+)
+
+
+def _triton_compare(node, x, weight, dtype):
+    ref_out, ref_grads = _run(node, x, weight)
+    spec = spec_of(node)
+    node.zero_grad(set_to_none=True)
+    xi = x.clone().requires_grad_(True)
+    tau, amp = _scalars(node, spec, dtype)
+    out = fused(xi, Plan(spec, "triton"), tau, amp)
+    (out * weight).sum().backward()
+    grads = [xi.grad] + [p.grad for p in node.parameters()]
+    assert torch.equal(out.detach(), ref_out), (node, dtype)
+    if dtype != torch.bfloat16:
+        for g, r in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
+    elif node.amplitude is not None:  # as accurate as the reference
+        truth = _oracle(node, x, weight)
+        for g, r, t in zip(grads, ref_grads, truth, strict=True):
+            err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+            assert err <= 1.5 * ref_err + 0.01 * t.norm(), (node, err, ref_err)
+
+
+def triton_integer_check(device: str) -> None:
+    """The Triton kernels for the integer rules, every dynamics x reset, three dtypes."""
+    for dynamics, firing, dtype in itertools.product(
+        DYNAMICS, INTEGER_RULES, [torch.float64, torch.float32, torch.bfloat16]
+    ):
+        for amplitude, detach, surrogate, reset_grad, v_reset, reset in INTEGER_CASES:
+            if dynamics == "plif" and v_reset:
+                v_reset = 0.0
+            node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
+                         levels=3, v_threshold=0.7).to(device)
+            for T in (1, 5):
+                x = _x(T, 3, 41, seed=T, scale=2.5, dtype=dtype).to(device)
+                weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+                _triton_compare(node, x, weight, dtype)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+def test_triton_integer_kernels_equal_reference():
+    if torch.cuda.is_available():
+        triton_integer_check("cuda")
+        return
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    code = "from tests.test_kernels import triton_integer_check; triton_integer_check('cpu')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")

@@ -206,3 +206,17 @@ def test_thresholds_stay_ordered_while_training():
     th = sorted(rule.thresholds(v))
     assert all(t > 0 and math.isfinite(t) for t in th) and th == sorted(set(th))
     assert v != 1.0
+
+
+def test_monitor_uses_the_learned_thresholds():
+    from multispike.monitor import record_activity
+
+    node = IFNode(firing="mt", deltas=(-0.5, 0.5), learn_thresholds=True)
+    with torch.no_grad():
+        node.threshold_log_gains.fill_(math.log(0.5))  # thresholds 0.25, 0.5, 0.75
+    x = torch.tensor([[[0.3, 0.6, 0.8, 0.1]]])
+    with record_activity(node) as mon:
+        out = node(x)
+    assert out.flatten().tolist() == [1, 2, 3, 0]
+    layer = next(iter(mon.layers.values()))
+    assert layer.spikes == 6 and layer.thresholds == (0.5, 0.25, 0.75)

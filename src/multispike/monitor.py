@@ -10,8 +10,9 @@ inside the block), and the fused path comes back on leaving it. The monitor coun
 - spikes: every non-zero spike counts, −1 included, and a multi-threshold output counts each
   plane that fired (an MT neuron whose three thresholds are crossed fires 3 spikes);
 - the rate ``spikes / (neurons × T)`` per layer (it can exceed 1 for MT neurons);
-- how often each spike value occurs (−1/0/+1 for ternary, 0…n+1 for MT) and how often each
-  plane fires;
+- how often each spike value occurs (−1/0/+1 for ternary, 0…n+1 for MT, 0…D for integer
+  spikes: the count per level) and how often each plane fires (an integer spike ``b`` fires
+  the thermometer planes ``1…b``, so it counts ``|b|`` spikes);
 - optionally ``membrane_samples`` random samples of ``H`` per layer and time step.
 
 The model may live on any device: the counting runs where ``H`` lives (the plane signs are
@@ -63,7 +64,7 @@ class LayerActivity:
     firing: str
     plane_signs: tuple[int, ...]
     #: the rule's positive thresholds, main first (plane k fires at the k-th; signed rules
-    #: mirror them at −θ)
+    #: mirror them at −θ; integer rules: ``(k − ½)·V_th``); learned ones as first observed
     thresholds: tuple[float, ...] = ()
     spikes: float = 0.0
     neuron_steps: int = 0
@@ -110,12 +111,16 @@ class ActivityMonitor:
         name = self.names.get(neuron, type(neuron).__name__)
         rule = neuron.rule
         layer = self.layers.get(name)
+        learns = getattr(neuron, "learn_thresholds", False)
         if layer is None:
+            # learned thresholds: their values when the layer is first observed (a host read)
+            v_now, rule_now = neuron.fixed_firing() if learns else (neuron.v_threshold, rule)
             layer = LayerActivity(name, rule.name, tuple(rule.plane_signs),
-                                  tuple(float(t) for t in rule.thresholds(neuron.v_threshold)))
+                                  tuple(float(t) for t in rule_now.thresholds(v_now)))
             layer.plane_counts = [0.0] * len(layer.plane_signs)
             self.layers[name] = layer
-        planes = rule.planes(h.float(), neuron.v_threshold)  # [P, B, ...] on h's device
+        v_th, learned = neuron.threshold_tensors() if learns else (neuron.v_threshold, None)
+        planes = rule.planes(h.float(), v_th, learned)  # [P, B, ...] on h's device
         signs = self._signs_like(layer.plane_signs, planes)
         b = torch.tensordot(signs, planes, dims=1)  # [B, ...]: the spike value before amplitude
         # every count on the device (exact integers), then one transfer to the host

@@ -35,10 +35,11 @@ from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
 
 
 def _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-            reset_grad, soft, reset_thr, v_th) -> Static:
+            reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value) -> Static:
     return Static(int(form), float(decay), tuple(float(t) for t in thresholds), bool(signed),
                   int(sg_kind), float(sg_param), float(v_reset), bool(detach), int(reset_grad),
-                  bool(soft), float(reset_thr), float(v_th))
+                  bool(soft), float(reset_thr), float(v_th), int(levels), float(inv_th),
+                  bool(by_value))
 
 
 def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
@@ -66,13 +67,16 @@ def neuron_forward(
     soft: bool,
     reset_thr: float,
     v_th: float,
+    levels: int,
+    inv_th: float,
+    by_value: bool,
     save_mode: int,
     impl: str,
     check: bool,
     where: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th)
+                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value)
     return forward_impl(x, tau, amp, st, save_mode, impl, check, where)
 
 
@@ -99,7 +103,8 @@ def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, st: Static,
 
 @neuron_forward.register_fake
 def _(x, tau, amp, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-      reset_grad, soft, reset_thr, v_th, save_mode, impl, check, where):
+      reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, save_mode, impl, check,
+      where):
     n = 1 if check and impl != "cpu" else 0
     return torch.empty_like(x), _empty_saved(x, save_mode), x.new_empty(n, dtype=torch.int32)
 
@@ -122,13 +127,16 @@ def neuron_backward(
     soft: bool,
     reset_thr: float,
     v_th: float,
+    levels: int,
+    inv_th: float,
+    by_value: bool,
     save_mode: int,
     impl: str,
     need_tau: bool,
     need_amp: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th)
+                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value)
     gx, g_tau, g_amp = backward_impl(grad, saved, tau, amp, st, save_mode, impl, need_tau,
                                      need_amp)
     return (gx, g_tau if g_tau is not None else grad.new_empty(0),
@@ -154,13 +162,14 @@ def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor |
 
 @neuron_backward.register_fake
 def _(grad, saved, tau, amp, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
-      detach, reset_grad, soft, reset_thr, v_th, save_mode, impl, need_tau, need_amp):
+      detach, reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, save_mode, impl,
+      need_tau, need_amp):
     g_tau = grad.new_empty(()) if need_tau else grad.new_empty(0)
     g_amp = grad.new_empty(()) if need_amp else grad.new_empty(0)
     return torch.empty_like(grad), g_tau, g_amp
 
 
-_N_STATIC = len(Static.__dataclass_fields__)  # form ... reset_grad, soft, reset_thr, v_th
+_N_STATIC = len(Static.__dataclass_fields__)  # form ... v_th, levels, inv_th, by_value
 
 
 def _setup_context(ctx, inputs, output) -> None:

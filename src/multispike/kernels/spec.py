@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from multispike.functional.dynamics import IF, LIF, PLIF, resolve_reset
-from multispike.functional.firing import Binary, MultiThreshold, Ternary, TernaryMultiThreshold
+from multispike.functional.firing import (
+    Binary,
+    Integer,
+    MultiThreshold,
+    SignedInteger,
+    Ternary,
+    TernaryMultiThreshold,
+)
 from multispike.functional.surrogate import ATan, ClampSTE, Rectangular, Sigmoid
 
 #: dynamics records the kernels implement (exactly these types: a subclass may charge otherwise)
@@ -31,7 +38,7 @@ KERNEL_DYNAMICS = (PLIF, LIF, IF)
 DYNAMICS = tuple(cls.name for cls in KERNEL_DYNAMICS)
 #: surrogate kinds of the compiled kernels (the code in csrc/multistep.cpp and triton_impl.py)
 SURROGATE_KINDS: dict[type, int] = {Rectangular: 0, ClampSTE: 1, Sigmoid: 2, ATan: 3}
-NATIVE_RULES = (Binary, MultiThreshold, Ternary, TernaryMultiThreshold)
+NATIVE_RULES = (Binary, MultiThreshold, Ternary, TernaryMultiThreshold, Integer, SignedInteger)
 #: most positive thresholds a compiled kernel takes (main + 15 deltas)
 MAX_THRESHOLDS = 16
 
@@ -57,6 +64,10 @@ class Static:
     ``|b|`` of the resetting spike; see :func:`multispike.functional.reset_spike`).
     ``soft`` is 0 for a hard reset at ``±reset_thr`` (MT-SNN Eq 3: the main threshold for
     ``reset="main"``, the lowest for ``"any"``), 1 for the soft reset ``V = H − b·v_th``.
+    ``levels`` is 0 for the threshold rules; ``D >= 1`` for the integer rules, which fire
+    ``b = round(clamp(H·inv_th, lo, D))`` (``lo = 0``, or ``−D`` with ``signed``) instead of
+    counting ``thresholds`` (then ``(V_th,)``, the main spike's); ``by_value`` (integer rules,
+    ``reset="any"``): the hard reset fires where ``b != 0``, its gradient at ``±reset_thr``.
     """
 
     form: int
@@ -71,12 +82,15 @@ class Static:
     soft: bool = False
     reset_thr: float = 1.0
     v_th: float = 1.0
+    levels: int = 0
+    inv_th: float = 1.0
+    by_value: bool = False
 
     def args(self) -> tuple:
         """The custom ops' static arguments, in their order."""
         return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
                 self.sg_param, self.v_reset, self.detach, self.reset_grad, self.soft,
-                self.reset_thr, self.v_th)
+                self.reset_thr, self.v_th, self.levels, self.inv_th, self.by_value)
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,8 @@ class KernelSpec:
         """
         if self.sg_kind not in (0, 1) or not self.detach_reset or needs_tau:
             return False
+        if isinstance(self.rule, Integer):  # the backward needs H·(1/V_th): keep H
+            return False
         windows = len(self.thresholds) * (2 if self.signed else 1)
         return windows <= 7
 
@@ -143,14 +159,19 @@ def spec_of(neuron: Any) -> KernelSpec | None:
     thresholds = tuple(float(t) for t in rule.thresholds(v_th))
     reset = resolve_reset(rule, getattr(neuron, "reset", None))
     soft = reset == "soft"
+    integer = isinstance(rule, Integer)
     reset_thr = thresholds[0] if soft else float(rule.reset_threshold(v_th, reset))
+    if integer and soft:
+        reset_thr = v_th
+    # what the compiled kernels count: the thresholds, or for the integer rules V_th alone
+    kernel_thr = (v_th,) if integer else thresholds
     sg_kind = SURROGATE_KINDS.get(type(surrogate))
     native = (
         type(rule) in NATIVE_RULES
         and sg_kind is not None
-        and 1 <= len(thresholds) <= MAX_THRESHOLDS
+        and 1 <= len(kernel_thr) <= MAX_THRESHOLDS
         and all(math.isfinite(t) and t > 0 for t in thresholds)
-        and reset_thr in thresholds
+        and (integer or reset_thr in thresholds)
     )
     decay = float(record.decay) if isinstance(record, LIF) else None
     v_reset = float(neuron.v_reset)
@@ -160,7 +181,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         static = Static(
             form=0 if dynamics != "plif" else (1 if v_reset == 0 else 2),
             decay=decay if decay is not None else 1.0,
-            thresholds=thresholds,
+            thresholds=kernel_thr,
             signed=bool(rule.signed),
             sg_kind=int(sg_kind),
             sg_param=surrogate.param,
@@ -170,6 +191,9 @@ def spec_of(neuron: Any) -> KernelSpec | None:
             soft=soft,
             reset_thr=reset_thr,
             v_th=v_th,
+            levels=int(rule.levels) if integer else 0,
+            inv_th=1.0 / v_th,
+            by_value=integer and reset == "any",
         )
     return KernelSpec(
         dynamics=dynamics,

@@ -90,6 +90,24 @@ if HAVE_TRITON:
             return c / (1.0 + z * z)
 
     @triton.jit
+    def _round_even(c):
+        """``torch.round`` (half to even) of ``c``, whose fraction ``c − floor(c)`` is exact."""
+        f = tl.floor(c)
+        d = c - f
+        odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+        return f + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0).to(c.dtype)
+
+    @triton.jit
+    def _integer(h, thr_ptr, K: tl.constexpr, ROUND: tl.constexpr):
+        """Integer rules: ``(b, u, inv, lo, hi)`` with ``u = H·inv``, ``b = round(clamp(u))``."""
+        inv = tl.load(thr_ptr + K + 3)
+        lo = tl.load(thr_ptr + K + 4)
+        hi = tl.load(thr_ptr + K + 5)
+        u = _rnd(h * inv, ROUND)
+        c = tl.where(u < lo, lo, tl.where(u > hi, hi, u))
+        return _round_even(c), u, inv, lo, hi
+
+    @triton.jit
     def _coefs(tau_ptr, amp_ptr, const_ptr, FORM: tl.constexpr, HAS_AMP: tl.constexpr,
                ROUND: tl.constexpr, IS64: tl.constexpr):
         """``(A, D, tau, amp)`` of the charge, read on the device (no host round trip).
@@ -118,6 +136,7 @@ if HAVE_TRITON:
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
         HAS_AMP: tl.constexpr, CHECK: tl.constexpr, SOFT: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+        LEVELS: tl.constexpr = 0, BYVAL: tl.constexpr = False,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -142,19 +161,24 @@ if HAVE_TRITON:
             else:
                 inner = _rnd(xv - _rnd(v - vr, ROUND), ROUND)
                 h = _rnd(v + _rnd(_div(inner, tau, IS64), ROUND), ROUND)
-            p = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
-            if SGN:
-                q = tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
+            if LEVELS > 0:  # integer rules: b = round(clamp(H·(1/V_th), lo, D))
+                b, u, inv, lo, hi = _integer(h, thr_ptr, K, ROUND)
             else:
-                q = tl.zeros([BLOCK], dtype=A.dtype)
-            b = p - q
-            for kk in tl.static_range(1, K):
-                thk = tl.load(thr_ptr + kk)
-                b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                p = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
                 if SGN:
-                    b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+                    q = tl.where(h <= -th0, 1.0, 0.0).to(A.dtype)
+                else:
+                    q = tl.zeros([BLOCK], dtype=A.dtype)
+                b = p - q
+                for kk in tl.static_range(1, K):
+                    thk = tl.load(thr_ptr + kk)
+                    b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                    if SGN:
+                        b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
             if SOFT:
                 s = tl.zeros([BLOCK], dtype=A.dtype)
+            elif BYVAL:  # integer rules, reset="any": where b != 0
+                s = tl.where(b != 0.0, 1.0, 0.0).to(A.dtype)
             else:  # the spike that resets, at ±rthr (th0 for reset="main")
                 s = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
                 if SGN:
@@ -188,6 +212,7 @@ if HAVE_TRITON:
         CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
         SPIKE_RESET: tl.constexpr, SOFT: tl.constexpr, ROUND: tl.constexpr,
         IS64: tl.constexpr, BLOCK: tl.constexpr,
+        LEVELS: tl.constexpr = 0, BYVAL: tl.constexpr = False,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -212,25 +237,35 @@ if HAVE_TRITON:
                 dh = go * amp * cnt / scale + dv * (1.0 - s)
             else:
                 h = tl.load(saved_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
-                gsum = tl.zeros([BLOCK], dtype=A.dtype)
-                b = tl.zeros([BLOCK], dtype=A.dtype)
-                for kk in tl.static_range(0, K):
-                    thk = tl.load(thr_ptr + kk)
-                    gsum += _sg(_rnd(h - thk, ROUND), KIND, half, alpha, sk, sc)
-                    b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
-                    if SGN:
-                        gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
-                        b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
-                if KIND <= 1:
-                    gsum = gsum / scale
+                if LEVELS > 0:  # integer rules: db/dH = 1/V_th on [lo, D] (straight through)
+                    b, u, inv, lo, hi = _integer(h, thr_ptr, K, ROUND)
+                    gsum = tl.where((u >= lo) & (u <= hi), inv, 0.0).to(A.dtype)
+                else:
+                    gsum = tl.zeros([BLOCK], dtype=A.dtype)
+                    b = tl.zeros([BLOCK], dtype=A.dtype)
+                    for kk in tl.static_range(0, K):
+                        thk = tl.load(thr_ptr + kk)
+                        gsum += _sg(_rnd(h - thk, ROUND), KIND, half, alpha, sk, sc)
+                        b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                        if SGN:
+                            gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
+                            b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+                    if KIND <= 1:
+                        gsum = gsum / scale
                 if SOFT:  # v = h − b·vth: dV/dH = 1 − vth·db/dH
                     dh = go * amp * gsum + dv - keep * (dv * vth * gsum)
                 else:  # the spike that resets, at ±rthr
-                    p0 = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
+                    if BYVAL:  # integer rules, reset="any": where b != 0
+                        p0 = tl.where(b > 0.0, 1.0, 0.0).to(A.dtype)
+                    else:
+                        p0 = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
                     gm = _sg(_rnd(h - rthr, ROUND), KIND, half, alpha, sk, sc)
                     s = p0
                     if SGN:
-                        q0 = tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
+                        if BYVAL:
+                            q0 = tl.where(b < 0.0, 1.0, 0.0).to(A.dtype)
+                        else:
+                            q0 = tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
                         s += q0
                         if SPIKE_RESET:  # d|b0|/dH = sign(b0)·(g(h − thr) + g(−h − thr))
                             gm = (p0 - q0) * (gm + _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha,
@@ -245,14 +280,20 @@ if HAVE_TRITON:
                 if NEED_TAU:
                     prev = tl.cast(tl.maximum(t - 1, 0), tl.int64) * N  # t = 0: unused
                     hp = tl.load(saved_ptr + prev + offs, mask=mask, other=0.0).to(A.dtype)
-                    if SOFT:
+                    if LEVELS > 0:
+                        bp, _u, _i, _l, _h = _integer(hp, thr_ptr, K, ROUND)
+                    else:
                         bp = tl.zeros([BLOCK], dtype=A.dtype)
                         for kk in tl.static_range(0, K):
                             thk = tl.load(thr_ptr + kk)
                             bp += tl.where(hp >= thk, 1.0, 0.0).to(A.dtype)
                             if SGN:
                                 bp -= tl.where(hp <= -thk, 1.0, 0.0).to(A.dtype)
+                    if SOFT:
                         vprev = _rnd(hp - _rnd(bp * vth, ROUND), ROUND)
+                    elif BYVAL:
+                        sp = tl.where(bp != 0.0, 1.0, 0.0).to(A.dtype)
+                        vprev = _rnd(_rnd(hp * (1.0 - sp), ROUND) + _rnd(vr * sp, ROUND), ROUND)
                     else:
                         sp = tl.where(hp >= rthr, 1.0, 0.0).to(A.dtype)
                         if SGN:
@@ -281,7 +322,9 @@ def _static(st: Static, dtype: torch.dtype) -> dict:
     return {
         "consts": [_cast(st.decay, dtype)] + [_cast(t, dtype) for t in st.thresholds]
         + [_cast(st.v_reset, dtype), _cast(st.reset_thr, dtype),
-           _cast(st.v_th, _compute_dtype(dtype))],  # b·V_th: PyTorch's scalar in compute type
+           _cast(st.v_th, _compute_dtype(dtype)),  # b·V_th: PyTorch's scalar in compute type
+           _cast(st.inv_th, _compute_dtype(dtype)),  # integer rules: H·(1/V_th), the same
+           -float(st.levels) if st.signed else 0.0, float(st.levels)],
         "half": _cast(param / 2, dtype),
         "alpha": _cast(param, dtype),
         "sk": _cast(math.pi / 2 * param, dtype),
@@ -294,7 +337,8 @@ _consts: dict[tuple, Tensor] = {}
 
 
 def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[decay, thresholds..., v_reset, reset_thr, v_th]`` on ``device`` in the compute dtype,
+    """``[decay, thresholds..., v_reset, reset_thr, v_th, inv_th, lo, D]`` on ``device`` in the
+    compute dtype (``inv_th, lo, D``: the integer rules' ``1/V_th`` and clamp bounds),
     cached: built (one
     host→device copy) the first time a layer kind meets a device, reused after."""
     key = (st, dtype, device)
@@ -328,7 +372,7 @@ def forward(
         FORM=st.form, K=len(st.thresholds), SGN=st.signed,
         SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
         CHECK=flag is not None, SOFT=st.soft, ROUND=_ROUND[x.dtype],
-        IS64=x.dtype == torch.float64, BLOCK=BLOCK,
+        IS64=x.dtype == torch.float64, BLOCK=BLOCK, LEVELS=st.levels, BYVAL=st.by_value,
         enable_fp_fusion=False,
     )
     return out, saved
@@ -353,7 +397,7 @@ def backward(
         CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
         SPIKE_RESET=bool(st.reset_grad) and not st.detach, SOFT=st.soft,
         ROUND=_ROUND[grad.dtype],
-        IS64=grad.dtype == torch.float64, BLOCK=BLOCK,
+        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, LEVELS=st.levels, BYVAL=st.by_value,
         enable_fp_fusion=False,
     )
     sums = parts.sum(0)

@@ -20,6 +20,8 @@
 //           h = A*v + x/D                 (PLIF, V_reset = 0: A = 1 - 1/tau, D = tau)  form 1
 //           h = v + (x - (v - vr))/tau    (PLIF with V_reset != 0, MT-SNN Eq 6)        form 2
 //   fire    b = sum_k [h >= th_k] (- sum_k [h <= -th_k] for signed rules)
+//           integer rules (levels = D): u = h*inv (inv = 1/V_th), b = round(clamp(u, lo, D)),
+//           lo = 0 (-D signed), round half to even (torch.round); "any" resets where b != 0
 //           s = [h >= th_r] (+ [h <= -th_r])         the spike that resets (hard reset): th_r
 //                                                     = th_0 ("main") or the lowest ("any")
 //   out     amp*b (amp = 1 without a learnable amplitude: exact)
@@ -31,6 +33,7 @@
 //   dh = gb * G + dv * (1 - s) + dv * (vr - h) * gm     hard reset (last term unless detach_reset)
 //   dh = gb * G + dv - dv * vth * G                     soft reset (last term unless detach_reset)
 //   G  = db/dH = sum_k g(h - th_k) (+ g(-h - th_k))     gb = dL/dout * amp
+//        integer rules: G = inv where lo <= u <= D, else 0 (straight through)
 //   gm = dS/dH = g(h - th_r) - g(-h - th_r)            reset_grad 0 ("surrogate")
 //   gm = d|b0|/dH = sign(b0) * (g(h - th_r) + g(-h - th_r))   reset_grad 1 ("spike"),
 //        b0 = p - q the resetting spike (unsigned rules: s * g(h - th_r)); 0 where none fired
@@ -81,6 +84,8 @@ struct Args {
   int32_t check;      // 1: count non-finite inputs (the layer's input check, in the same pass)
   int32_t reset_grad; // 0: reset gradient through the surrogate of s; 1: through |b0| (see top)
   int32_t soft;       // 0: hard reset at +-rthr; 1: soft reset v = h - b*vth
+  int32_t levels;     // 0: threshold rules; D >= 1: integer rules, b = round(clamp(h*inv, lo, D))
+  int32_t by_value;   // integer rules, reset "any": the hard reset fires where b != 0
   double A, D, vr, tau, amp;
   double sg_param;   // rectangular/clamp: window width; sigmoid/atan: alpha
   double sg_half;    // window half-width (rectangular, clamp)
@@ -88,6 +93,7 @@ struct Args {
   double sg_c;       // atan: alpha/2
   double rthr;       // hard reset: the threshold whose crossing resets (th_r)
   double vth;        // soft reset: V_th, subtracted once per unit of b
+  double inv;        // integer rules: 1/V_th
   double thr[MAX_THR];
 };
 
@@ -206,6 +212,15 @@ inline C sg(int kind, C d, C half, C alpha, C k, C c) {
   return c / (C(1) + z * z);
 }
 
+// round half to even (torch.round) of a value whose fraction is exact: c - floor(c)
+template <typename C>
+inline C round_even(C c) {
+  const C f = std::floor(c);
+  const C d = c - f;
+  const bool odd = (f - C(2) * std::floor(f * C(0.5))) != C(0);
+  return f + ((d > C(0.5) || (d == C(0.5) && odd)) ? C(1) : C(0));
+}
+
 // ---- forward --------------------------------------------------------------------------------
 template <typename S, int FORM, int KC, int SGN, int CODE>
 void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved,
@@ -230,6 +245,9 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     const bool check = a.check != 0;
     const bool soft = a.soft != 0;
     const C rthr = C(a.rthr), vth = C(a.vth);
+    const bool ilev = a.levels > 0;
+    const bool by_value = a.by_value != 0;
+    const C inv = C(a.inv), dmax = C(a.levels), dmin = a.is_signed ? -C(a.levels) : C(0);
     const C big = std::numeric_limits<C>::max();
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
@@ -265,15 +283,23 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
             h = T::rnd(T::rnd(A * vi) + T::rnd(xv / D));
           else
             h = T::rnd(vi + T::rnd(T::rnd(xv - T::rnd(vi - vr)) / tau));
-          const C p = h >= th0 ? C(1) : C(0);
-          const C q = sgn && h <= -th0 ? C(1) : C(0);
-          C b = p - q;
+          C b;
+          if (ilev) {  // integer rules
+            const C u = T::rnd(h * inv);
+            b = round_even(std::min(std::max(u, dmin), dmax));
+          } else {
+            const C p = h >= th0 ? C(1) : C(0);
+            const C q = sgn && h <= -th0 ? C(1) : C(0);
+            b = p - q;
 #pragma GCC unroll 16
-          for (int k = 1; k < K; ++k)
-            b += (h >= th[k] ? C(1) : C(0)) - (sgn && h <= -th[k] ? C(1) : C(0));
-          // the spike that resets (hard reset): at +-rthr, which is th0 for reset="main"
-          const C s = soft ? C(0)
-                           : (h >= rthr ? C(1) : C(0)) + (sgn && h <= -rthr ? C(1) : C(0));
+            for (int k = 1; k < K; ++k)
+              b += (h >= th[k] ? C(1) : C(0)) - (sgn && h <= -th[k] ? C(1) : C(0));
+          }
+          // the spike that resets (hard reset): at +-rthr, which is th0 for reset="main";
+          // b != 0 for an integer rule's "any"
+          const C s = soft       ? C(0)
+                      : by_value ? (b != C(0) ? C(1) : C(0))
+                                 : (h >= rthr ? C(1) : C(0)) + (sgn && h <= -rthr ? C(1) : C(0));
           obuf[i] = T::st(T::rnd(amp * b));
           if (save == 1) hbuf[i] = T::st(h);
           if (save == 2) {
@@ -335,6 +361,9 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const bool spike_reset = a.reset_grad != 0;
     const bool soft = a.soft != 0;
     const C rthr = C(a.rthr), vth = C(a.vth);
+    const bool ilev = a.levels > 0;
+    const bool by_value = a.by_value != 0;
+    const C inv = C(a.inv), dmax = C(a.levels), dmin = a.is_signed ? -C(a.levels) : C(0);
     const bool need_tau = a.need_tau != 0;
     const bool need_sums = need_tau || a.need_amp != 0;
     C th[MAX_THR];
@@ -382,18 +411,24 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             const C h = T::ld(ht[i]);
             C gsum = C(0);
             C b = C(0);
+            if (ilev) {  // integer rules: gsum holds G = db/dH itself (straight through)
+              const C u = T::rnd(h * inv);
+              b = round_even(std::min(std::max(u, dmin), dmax));
+              gsum = (u >= dmin && u <= dmax) ? inv : C(0);
+            } else {
 #pragma GCC unroll 16
-            for (int k = 0; k < K; ++k) {
-              gsum += sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
-              b += h >= th[k] ? C(1) : C(0);
-              if (sgn) {
-                gsum += sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
-                b -= h <= -th[k] ? C(1) : C(0);
+              for (int k = 0; k < K; ++k) {
+                gsum += sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
+                b += h >= th[k] ? C(1) : C(0);
+                if (sgn) {
+                  gsum += sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
+                  b -= h <= -th[k] ? C(1) : C(0);
+                }
               }
             }
-            // the spike that resets (hard reset), at +-rthr
-            const C p0 = h >= rthr ? C(1) : C(0);
-            const C q0 = sgn && h <= -rthr ? C(1) : C(0);
+            // the spike that resets (hard reset), at +-rthr (b != 0 for an integer "any")
+            const C p0 = by_value ? (b > C(0) ? C(1) : C(0)) : (h >= rthr ? C(1) : C(0));
+            const C q0 = by_value ? (b < C(0) ? C(1) : C(0)) : (sgn && h <= -rthr ? C(1) : C(0));
             const C s = p0 + q0;
             const C gp = sg<KIND, C>(kind, T::rnd(h - rthr), half, alpha, sk, sc);
             const C gq = sgn ? sg<KIND, C>(kind, T::rnd(-h - rthr), half, alpha, sk, sc) : C(0);
@@ -405,8 +440,11 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             const C dvi = dv[i];
             C dh;
             if (soft) {  // v = h - b*vth: dV/dH = 1 - vth * db/dH
-              const C G = kind <= 1 ? gsum / scale : gsum;
+              const C G = kind <= 1 && !ilev ? gsum / scale : gsum;
               dh = gb * G + dvi - keep * (dvi * vth * G);
+            } else if (ilev) {
+              const C gms = kind <= 1 ? gm / scale : gm;
+              dh = gb * gsum + dvi * (C(1) - s) + keep * (dvi * (vr - h) * gms);
             } else if (kind <= 1) {
               dh = gb * gsum / scale + dvi * (C(1) - s) + keep * (dvi * (vr - h) * (gm / scale));
             } else {
@@ -415,14 +453,19 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             if (need_tau) {
               const C hv = T::ld(hp[i]);
               C vprev = vr;
-              if (soft) {
-                C bp = C(0);
+              C bp = C(0);
+              if (ilev) {
+                bp = round_even(std::min(std::max(T::rnd(hv * inv), dmin), dmax));
+              } else if (soft || by_value) {
 #pragma GCC unroll 16
                 for (int k = 0; k < K; ++k)
                   bp += (hv >= th[k] ? C(1) : C(0)) - (sgn && hv <= -th[k] ? C(1) : C(0));
+              }
+              if (soft) {
                 if (t > 0) vprev = T::rnd(hv - T::rnd(bp * vth));
               } else {
-                const C sp = (hv >= rthr ? C(1) : C(0)) + (sgn && hv <= -rthr ? C(1) : C(0));
+                const C sp = by_value ? (bp != C(0) ? C(1) : C(0))
+                                      : (hv >= rthr ? C(1) : C(0)) + (sgn && hv <= -rthr ? C(1) : C(0));
                 if (t > 0) vprev = T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp));
               }
               acc_tau[i] += dh * (h - vprev);
@@ -500,13 +543,15 @@ void backward_fast(const Args& a, const void* g, const void* saved, void* gx, do
   }
 }
 
-bool fast_ok(const Args& a) { return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1; }
+bool fast_ok(const Args& a) {
+  return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1 && a.levels == 0;
+}
 
 }  // namespace
 
 extern "C" {
 
-int ms_abi_version() { return 6; }
+int ms_abi_version() { return 7; }
 
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
