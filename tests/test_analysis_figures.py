@@ -136,3 +136,19 @@ def test_delta_sweep_figure(tmp_path):
     assert _is_png(paths["png"])
     out = _read_csv(paths["csv"])
     assert len(out) == 7 and out[-1]["mode"] == "single-threshold"
+
+
+def test_membrane_thresholds_are_the_learned_ones():
+    from torch import nn
+
+    from multispike.analysis.membrane import neuron_thresholds
+    from multispike.neurons import IFNode
+
+    node = IFNode(firing="mt", deltas=(-0.5, 0.5), learn_thresholds=True)
+    net = nn.Sequential(node)
+    assert neuron_thresholds(net)["0"] == pytest.approx([0.5, 1.0, 1.5])
+    with torch.no_grad():
+        node.threshold_log_gains.add_(0.1)  # every gap grows by e^0.1
+    v_th, rule = node.fixed_firing()
+    assert neuron_thresholds(net)["0"] == pytest.approx(sorted(rule.thresholds(v_th)))
+    assert neuron_thresholds(net)["0"] != pytest.approx([0.5, 1.0, 1.5])

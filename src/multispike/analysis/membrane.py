@@ -25,12 +25,14 @@ from multispike.neurons import Neuron
 
 
 def neuron_thresholds(model: nn.Module) -> dict[str, list[float]]:
-    """Every neuron layer's firing thresholds (negative ones too for ternary rules)."""
+    """Every neuron layer's firing thresholds (negative ones too for signed rules); the values
+    learned so far for a layer with ``learn_thresholds``."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, Neuron):
-            pos = [float(t) for t in m.rule.thresholds(m.v_threshold)]
-            out[name] = sorted(pos + ([-t for t in pos] if m.rule.signed else []))
+            v_th, rule = m.fixed_firing()
+            pos = [float(t) for t in rule.thresholds(v_th)]
+            out[name] = sorted(pos + ([-t for t in pos] if rule.signed else []))
     return out
 
 
