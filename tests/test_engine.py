@@ -520,9 +520,49 @@ def test_demo_json_rows(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     keys = {(r["label"], r["timesteps"]) for r in rows}
     assert keys == {("ann", 1)} | {(f, t) for f in ("binary", "mt", "ternary",
-                                                     "ternary + learned a") for t in (1, 2)}
-    assert all({"label", "firing", "timesteps", "accuracy"} <= set(r) for r in rows)
+                                                     "ternary + learned a", "integer D=3",
+                                                     "mt + learned thresholds")
+                                   for t in (1, 2)}
+    assert all({"label", "firing", "timesteps", "accuracy", "spike_bits", "rate"} <= set(r)
+               for r in rows)
+    by = {(r["label"], r["timesteps"]): r for r in rows}
+    # integer D=3 takes MT's four values (two bits); a learned-threshold MT row fires mt
+    assert (by["integer D=3", 1]["firing"], by["integer D=3", 1]["options"]) == (
+        "integer", {"levels": 3})
+    assert by["integer D=3", 2]["spike_bits"] == by["mt", 2]["spike_bits"] == 2.0
+    assert by["binary", 1]["spike_bits"] == 1.0 and by["ann", 1]["spike_bits"] is None
+    assert by["mt + learned thresholds", 1]["firing"] == "mt"
+    assert by["mt + learned thresholds", 1]["options"] == {"learn_thresholds": True}
+    assert by["ann", 1]["rate"] == 0.0
+    assert all(r["rate"] > 0 for r in rows if r["label"] != "ann")  # trained nets fire
     assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["label"] for r in saved] == [r["label"] for r in rows]
+
+
+def test_demo_table_shows_the_new_rows_with_their_cost(tmp_path, capsys, monkeypatch):
+    """The printed table and its reading: the integer and learned-threshold rows, each read
+    against binary and against MT, with bits per spike and spikes per step."""
+    import multispike.engine.demo as demo
+
+    def fake_run_demo(**kw):
+        out = []
+        for i, (label, firing, options) in enumerate(demo.DESIGNS):
+            for t in ((1,) if firing == "ann" else (1, 2)):
+                out.append({"label": label, "firing": firing, "options": options,
+                            "timesteps": t, "accuracy": 0.9 + 0.01 * i, "std": 0.001,
+                            "threads": 1, "rate": 0.0 if firing == "ann" else 0.1 * i,
+                            "spike_bits": demo.spike_bits(firing, levels=options.get("levels"))})
+        return out
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "integer D=3" in text and "mt + learned thresholds" in text
+    assert "bits/spike" in text and "spikes/step" in text
+    assert "T=1: integer D=3 vs mt +3.00 points (better, spread 0.10)" in text
+    assert "T=2: mt + learned thresholds vs mt +4.00 points (better" in text
+    assert "integer D=3 T=1 2.00 / 0.500" in text
 
 
 def test_val_split_chooses_the_best_epoch_on_held_out_training_images(tmp_path, capsys):

@@ -188,10 +188,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "convention: the best epoch is chosen on the test set), mean ± std; CPU threads "
           f"{', '.join(sorted(threads))} (results depend on the thread count; the demo pins "
           "one unless MULTISPIKE_THREADS says otherwise)\n")
-    print(f"{'design':<20}{'T':>3}{'accuracy (%)':>18}")
+    w = max(20, *(len(r["label"]) + 2 for r in rows))
+    print(f"{'design':<{w}}{'T':>3}{'accuracy (%)':>18}{'bits/spike':>12}{'spikes/step':>13}")
     for r in rows:
-        print(f"{r['label']:<20}{r['timesteps']:>3}"
-              f"{100 * r['accuracy']:>12.2f} ± {100 * r['std']:.2f}")
+        bits = "-" if r.get("spike_bits") is None else f"{r['spike_bits']:.2f}"
+        rate = "-" if r.get("spike_bits") is None else f"{r['rate']:.3f}"
+        print(f"{r['label']:<{w}}{r['timesteps']:>3}"
+              f"{100 * r['accuracy']:>12.2f} ± {100 * r['std']:.2f}{bits:>12}{rate:>13}")
+    print("\nbits/spike: log2 of the values a spike takes; spikes/step: spikes per neuron and "
+          "time step on the test images after the last epoch, every MT plane and every unit of "
+          "an integer spike counted (synaptic operations scale with it)")
     print(f"\nplot: {plot}\n")
     print(demo_reading(rows))
     return 0

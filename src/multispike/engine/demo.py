@@ -1,13 +1,17 @@
 """The demo: neuron designs compared at few time steps on scikit-learn's bundled digits.
 
-Trains the small digits model with binary, multi-threshold and ternary neurons, and ternary
+Trains the small digits model with binary, multi-threshold and ternary neurons, ternary
 neurons with a learned amplitude ``a`` (Ternary Spike Eq 13-14, the paper's "trainable ternary
-spike"), at T = 1 and 2, and its ANN twin, over several seeds; returns one row per (design, T)
-with the mean and standard deviation of the best test accuracy, draws accuracy against T, and
-reads the table in plain words (:func:`demo_reading`).
+spike"), integer spikes with ``D = 3`` (SpikeYOLO's I-LIF rule: the same four spike values,
+two bits, as MT with its three thresholds) and MT neurons whose thresholds are learned
+(``learn_thresholds=True``), at T = 1 and 2, and its ANN twin, over several seeds; returns
+one row per (design, T) with the mean and standard deviation of the best test accuracy, the
+bits a spike can carry and the spikes per neuron and step it fired, draws accuracy against T,
+and reads the table in plain words (:func:`demo_reading`).
 
 Each row names its design in ``label`` and its firing rule in ``firing`` (the value
-``TrainConfig.firing`` takes): the design "ternary + learned a" fires ``ternary``.
+``TrainConfig.firing`` takes): the design "ternary + learned a" fires ``ternary``, "integer
+D=3" fires ``integer`` with ``levels=3``, "mt + learned thresholds" fires ``mt``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from multispike.analysis.firing_rules import spike_bits
 from multispike.engine.config import TrainConfig
+from multispike.engine.evaluate import evaluate_model
 from multispike.engine.train import train_model
 
 #: (label, firing rule, model options) of each neuron design the demo compares; the label names
@@ -28,7 +34,14 @@ DESIGNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("mt", "mt", {}),
     ("ternary", "ternary", {}),
     ("ternary + learned a", "ternary", {"learn_amplitude": True}),
+    # SpikeYOLO's integer spikes with D = 3: values {0, 1, 2, 3}, as MT with three thresholds
+    ("integer D=3", "integer", {"levels": 3}),
+    ("mt + learned thresholds", "mt", {"learn_thresholds": True}),
 )
+
+#: the design each new design is read against besides binary: the one with the same spike
+#: values (integer D=3 and MT both take 4 values) or the same rule with fixed thresholds
+REFERENCES: dict[str, str] = {"integer D=3": "mt", "mt + learned thresholds": "mt"}
 
 
 def run_demo(
@@ -42,8 +55,12 @@ def run_demo(
     device: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train every design at every T for every seed; one row per (design, T): ``label`` (the
-    design), ``firing`` (its firing rule), ``timesteps``, ``accuracy`` and ``std`` (mean and
-    standard deviation over the seeds), ``seeds``, ``accuracies``, ``threads``.
+    design), ``firing`` (its firing rule), ``options`` (its model options), ``timesteps``,
+    ``accuracy`` and ``std`` (mean and standard deviation over the seeds), ``seeds``,
+    ``accuracies``, ``threads``, ``spike_bits`` (``log2`` of the values a spike takes; None
+    for the ANN) and ``rate`` (mean over the seeds of the spikes per neuron per time step on
+    the test images, every MT plane and every unit of an integer spike counted, as synaptic
+    operations are billed; measured on the model after its last epoch; 0 for the ANN).
 
     ``device``: where every run trains (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
 
@@ -79,7 +96,7 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
     tty = sys.stderr.isatty()  # elsewhere (a log, a pipe): one plain line per run, no \r
     bar = tqdm(total=total, desc="demo", disable=not (progress and tty), dynamic_ncols=True)
     for label, firing, options, t in jobs:
-        accs, used = [], set()
+        accs, rates, used = [], [], set()
         for seed in seeds:
             cfg = TrainConfig(dataset="digits", firing=firing, timesteps=t, epochs=epochs,
                               batch_size=batch_size, lr=lr, seed=seed, progress=False,
@@ -96,6 +113,10 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
 
             result = train_model(cfg, on_epoch=epoch_done)
             accs.append(result["best_accuracy"])
+            if firing != "ann":  # the whole test set (360 images): two batches of 256
+                (measured,) = evaluate_model(result["model"], "digits", [t], device=device,
+                                             max_batches_for_rates=2)
+                rates.append(measured["mean_firing_rate"])
             used.add(result.get("threads"))
             bar.update(1)
             done += 1
@@ -106,11 +127,14 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
         rows.append({
             "label": label,
             "firing": firing,
+            "options": dict(options),
             "timesteps": t,
             "accuracy": statistics.fmean(accs),
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "seeds": list(seeds),
             "accuracies": accs,
+            "spike_bits": spike_bits(firing, levels=options.get("levels")),
+            "rate": statistics.fmean(rates) if rates else 0.0,
             "threads": sorted(used, key=str)[0] if len(used) == 1 else sorted(used, key=str),
         })
     bar.close()
@@ -167,9 +191,35 @@ def demo_reading(rows: list[dict[str, Any]]) -> str:
       T=1: mt vs binary +5.00 points (better, spread 1.00)
       T=1: ternary + learned a vs binary +0.50 points (within the seed-to-seed spread, spread 1.00)
       ANN twin: 96.00%.
+
+    The new designs are read against binary and against the design they compare with
+    (:data:`REFERENCES`), and rows with ``spike_bits`` and ``rate`` give a cost line:
+
+    >>> rows = [{"label": "binary", "timesteps": 1, "accuracy": 0.9, "std": 0.01,
+    ...          "spike_bits": 1.0, "rate": 0.2},
+    ...         {"label": "mt", "timesteps": 1, "accuracy": 0.95, "std": 0.01,
+    ...          "spike_bits": 2.0, "rate": 0.3},
+    ...         {"label": "integer D=3", "timesteps": 1, "accuracy": 0.93, "std": 0.01,
+    ...          "spike_bits": 2.0, "rate": 0.4}]
+    >>> print(demo_reading(rows))  # doctest: +NORMALIZE_WHITESPACE
+    What it shows:
+      T=1: mt vs binary +5.00 points (better, spread 1.00)
+      T=1: integer D=3 vs binary +3.00 points (better, spread 1.00)
+      T=1: integer D=3 vs mt -2.00 points (worse, spread 1.00)
+      Cost: bits per spike / spikes per neuron and step (SOPs scale with the second): binary
+      T=1 1.00 / 0.200; mt T=1 2.00 / 0.300; integer D=3 T=1 2.00 / 0.400.
     """
     acc = {(r["label"], r["timesteps"]): r for r in rows}
     lines = []
+
+    def versus(r: dict[str, Any], ref: str, base: dict[str, Any], t: int) -> str:
+        diff = 100 * (r["accuracy"] - base["accuracy"])
+        noise = 100 * max(r["std"], base["std"])
+        verdict = ("within the seed-to-seed spread" if abs(diff) <= noise
+                   else "better" if diff > 0 else "worse")
+        return (f"T={t}: {r['label']} vs {ref} {diff:+.2f} points ({verdict}, "
+                f"spread {noise:.2f})")
+
     for t in sorted({r["timesteps"] for r in rows if r["label"] != "ann"}):
         base = acc.get(("binary", t))
         if base is None:
@@ -178,13 +228,17 @@ def demo_reading(rows: list[dict[str, Any]]) -> str:
             r = acc.get((label, t))
             if label in ("ann", "binary") or r is None:
                 continue
-            diff = 100 * (r["accuracy"] - base["accuracy"])
-            noise = 100 * max(r["std"], base["std"])
-            verdict = ("within the seed-to-seed spread" if abs(diff) <= noise
-                       else "better" if diff > 0 else "worse")
-            lines.append(f"T={t}: {label} vs binary {diff:+.2f} points ({verdict}, "
-                         f"spread {noise:.2f})")
+            lines.append(versus(r, "binary", base, t))
+            ref = acc.get((REFERENCES.get(label, ""), t))
+            if ref is not None:
+                lines.append(versus(r, ref["label"], ref, t))
     ann = acc.get(("ann", 1))
     if ann:
         lines.append(f"ANN twin: {100 * ann['accuracy']:.2f}%.")
+    cost = [r for r in rows if r.get("spike_bits") is not None and "rate" in r]
+    if cost:
+        lines.append("Cost: bits per spike / spikes per neuron and step (SOPs scale with the "
+                     "second): " + "; ".join(
+                         f"{r['label']} T={r['timesteps']} {r['spike_bits']:.2f} / "
+                         f"{r['rate']:.3f}" for r in cost) + ".")
     return "What it shows:\n  " + "\n  ".join(lines)
