@@ -95,8 +95,46 @@ def test_deploy_splits_mt_planes(tmp_path, capsys):
     out = tmp_path / "deployed"
     assert cli(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "MT spike planes split: yes" in text
+    assert "spike planes split: yes" in text
     assert load_deployed(out).deployment["split_planes"]
+
+
+def test_deploy_fixes_learned_thresholds(tmp_path, capsys):
+    """A checkpoint whose thresholds were learnt deploys with them as constants: verified,
+    counted by the executor, written to NIR with the learned values, loaded back fixed."""
+    model, _ = build("digits_net", firing="binary", neuron="if", learn_thresholds=True)
+    gains = {}
+    with torch.no_grad():
+        for i, (name, m) in enumerate(model.named_modules()):
+            if getattr(m, "threshold_log_gains", None) is not None:
+                m.threshold_log_gains.fill_(0.05 * (i % 3 + 1))  # moved, as after training
+                gains[name] = float(m.fixed_firing()[0])
+    assert len(gains) == 3
+    model = model.float()
+    ckpt = tmp_path / "learned.pt"
+    save_checkpoint(ckpt, {"model_args": model.model_args, "model": model.state_dict()})
+    out = tmp_path / "deployed"
+    assert cli(["--checkpoint", str(ckpt), "--out", str(out), "--executor"]) == 0
+    text = capsys.readouterr().out
+    assert "learned thresholds of 3 neuron layers fixed as constants" in text
+    assert ": ok" in text
+    summary = json.loads((out / "config.json").read_text())["summary"]
+    assert summary["fixed_thresholds"] == 3 and summary["verification"]["passed"]
+    assert summary["executor"]["max_abs_diff_float64"] <= 1e-9
+    loaded = load_deployed(out)
+    assert sorted(loaded.deployment["fixed_thresholds"]) == sorted(gains)
+    for name, v in gains.items():
+        neuron = loaded.get_submodule(name)
+        assert not neuron.learn_thresholds
+        assert neuron.v_threshold == pytest.approx(v, rel=1e-6) and v != 1.0
+    if HAS_NIR:
+        import nir
+
+        assert summary["nir"]["written"], summary["nir"]
+        graph = nir.read(out / "model.nir")
+        for name, v in gains.items():
+            np_v = graph.nodes[name].v_threshold
+            assert float(abs(np_v - v).max()) <= 1e-6
 
 
 def test_deploy_errors_are_one_line_with_exit_code_2(tmp_path, capsys):

@@ -14,7 +14,11 @@ subtracted from (``−1``) the output currents:
 
 Spike values are decomposed into unit events: a binary spike is one event, a ternary ``−1`` one
 negative event, an MT spike of value ``k`` is ``k`` events — exactly the plane spikes of
-MT-SNN Eq 12 (:func:`~multispike.deploy.split_planes` emits the same events as planes).
+MT-SNN Eq 12 (:func:`~multispike.deploy.split_planes` emits the same events as planes). An
+integer spike ``b`` (``firing="integer"``/``"signed-integer"``) is ``|b|`` events of its
+sign, its thermometer planes ``[b ≥ k]``: one addition per unit of ``|b|`` per fan-out, so
+``sops[layer] = Σ |b| × fan-out`` for every rule. Neurons that learned their thresholds run as
+their constant :meth:`~multispike.neurons.Neuron.fixed` copies.
 
 Between a neuron and its consumer, max pooling of spikes is a comparison (the pooled map is
 still spikes); average pooling and global average pooling are linear: each event reaches every
@@ -166,12 +170,17 @@ class AdditionOnlyExecutor:
         self.graph = trace(model)
         self._fused: dict[str, str] = {}  # per-step norm node -> the conv it is fused into
         self._tables: dict[tuple[Any, ...], Tensor] = {}
+        #: each neuron node's layer, learned thresholds fixed as constants
+        self._neurons: dict[str, nn.Module] = {}
         for node in self.graph:
-            if node.op == "neuron" and unwrap(node.module).amplitude is not None:
-                raise ConfigError(
-                    f"neuron {node.name} still has an amplitude: its spikes are not ±1, so the "
-                    "executor cannot add plain weights; run fold_amplitudes(model) first"
-                )
+            if node.op == "neuron":
+                neuron = unwrap(node.module)
+                if neuron.amplitude is not None:
+                    raise ConfigError(
+                        f"neuron {node.name} still has an amplitude: its spikes are not ±1, so "
+                        "the executor cannot add plain weights; run fold_amplitudes(model) first"
+                    )
+                self._neurons[node.name] = neuron.fixed() if neuron.learn_thresholds else neuron
             if node.op == "norm":
                 self._check_norm(node)
 
@@ -241,8 +250,7 @@ class AdditionOnlyExecutor:
             return node.module(values[src])  # the encoder's per-step BN (dense, affine)
         if op == "neuron":
             current = self._currents(node, values, rep)
-            neuron = unwrap(node.module)
-            out = neuron(current)
+            out = self._neurons[node.name](current)
             if not torch.equal(out, out.round()):
                 raise ConfigError(
                     f"neuron {node.name} emits non-integer values; fold its amplitude first"
@@ -315,7 +323,7 @@ class AdditionOnlyExecutor:
         batch = values.shape[1]
         idx = values.nonzero()
         vals = values[tuple(idx.T)]
-        k = vals.abs().round().long()  # value k = k unit events (MT planes, Eq 12)
+        k = vals.abs().round().long()  # value k = k unit events (MT / thermometer planes)
         idx = idx.repeat_interleave(k, 0)
         positive = (vals > 0).repeat_interleave(k)
         ev = _Events(

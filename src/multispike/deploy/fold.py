@@ -38,6 +38,13 @@ Two cases the paper leaves open:
 
 Thresholds of all other neurons are unchanged. The result is exact: the folded model's
 outputs equal the trained model's up to floating-point rounding (checked in float64).
+
+**Learned thresholds** (``learn_thresholds=True``) are constants once trained: every transform
+starts from :func:`prepare`, which replaces each such neuron of the copy it works on by its
+:meth:`~multispike.neurons.Neuron.fixed` layer (the same class and options, ``V_th`` and an MT
+rule's deltas set to the learned values as floats) and records its name in
+``model.deployment["fixed_thresholds"]``. Everything downstream (amplitude folding, planes, the
+executor, NIR, save/load) reads plain float thresholds.
 """
 
 from __future__ import annotations
@@ -54,25 +61,35 @@ from multispike.deploy.wrappers import ScaledVotingLayer, unwrap
 from multispike.errors import ConfigError
 from multispike.functional import MultiThreshold, TernaryMultiThreshold
 from multispike.layers import BatchNormFold, BatchNormPerStep, TDBatchNorm
-from multispike.neurons import Neuron
+from multispike.neurons import Neuron, fix_thresholds
 
 
 def deployment_record(model: nn.Module) -> dict[str, Any]:
     """The record of structural changes kept on a deployed model (``model.deployment``),
-    created empty on first use: folded norms, scaled votes, rescaled neurons, split planes."""
+    created empty on first use: folded norms, scaled votes, rescaled neurons, split planes,
+    neurons whose learned thresholds were fixed."""
     rec = getattr(model, "deployment", None)
     if rec is None:
         rec = {"folded_norms": [], "scaled_votes": [], "rescaled_neurons": [],
-               "split_planes": False}
+               "split_planes": False, "fixed_thresholds": []}
         model.deployment = rec
+    rec.setdefault("fixed_thresholds", [])  # records written before learned thresholds
     return rec
 
 
 def prepare(model: nn.Module, inplace: bool) -> nn.Module:
     """The model a transform works on: ``model`` itself if ``inplace``, else a deep copy; in
-    eval mode (deploy transforms describe inference)."""
+    eval mode (deploy transforms describe inference), every neuron that learns its thresholds
+    replaced by its constant :meth:`~multispike.neurons.Neuron.fixed` layer (named in
+    ``model.deployment["fixed_thresholds"]``; outputs unchanged)."""
     if not inplace:
         model = copy.deepcopy(model)
+    learned = [name for name, m in model.named_modules()
+               if isinstance(m, Neuron) and m.learn_thresholds]
+    if learned:
+        fix_thresholds(model)
+        rec = deployment_record(model)
+        rec["fixed_thresholds"] += [n for n in learned if n not in rec["fixed_thresholds"]]
     model.eval()
     return model
 
@@ -289,11 +306,14 @@ def _rescale_receiver(graph: DeployGraph, name: str,
 
 
 def is_deployed(model: nn.Module) -> bool:
-    """True when no neuron has an amplitude and no ``fold``/``tdbn`` BN is left."""
+    """True when no neuron has an amplitude or learns its thresholds and no ``fold``/``tdbn``
+    BN is left."""
     graph = trace(model)
     for node in graph:
-        if node.op == "neuron" and unwrap(node.module).amplitude is not None:
-            return False
+        if node.op == "neuron":
+            neuron = unwrap(node.module)
+            if neuron.amplitude is not None or neuron.learn_thresholds:
+                return False
         if node.op == "norm" and not isinstance(node.module, BatchNormPerStep):
             return False
     return True

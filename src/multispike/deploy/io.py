@@ -6,8 +6,9 @@ what rebuilds the structure around them:
 - ``model_args``: :func:`multispike.models.create` arguments of the trained model;
 - ``timesteps``, ``dtype``, ``input_shape``;
 - ``deployment``: the BN layers folded away, every neuron's configuration after folding
-  (thresholds of rescaled identity-shortcut receivers differ from the trained ones), the voting
-  layers that carry a folded amplitude, and whether MT planes are split;
+  (thresholds of rescaled identity-shortcut receivers differ from the trained ones; learned
+  thresholds are stored as the constants they hold, ``fixed_thresholds`` names those layers),
+  the voting layers that carry a folded amplitude, and whether spike planes are split;
 - ``weights_digest``: ``"sha256:<hex>"`` of the weights
   (:func:`multispike.engine.checkpoint.weights_digest`), also in the safetensors metadata.
 
@@ -62,6 +63,7 @@ def deployment_config(model: nn.Module) -> dict[str, Any]:
             "scaled_votes": list(rec.get("scaled_votes", [])),
             "rescaled_neurons": list(rec.get("rescaled_neurons", [])),
             "split_planes": bool(rec.get("split_planes", False)),
+            "fixed_thresholds": list(rec.get("fixed_thresholds", [])),
             "neurons": neurons,
         },
     }
@@ -140,7 +142,8 @@ def load_deployed(path: str | os.PathLike[str]) -> nn.Module:
     except RuntimeError as e:
         first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
         raise CheckpointError(f"{weights} does not fit {cfg_path} ({first[:160]})") from None
-    model.deployment = {k: v for k, v in dep.items() if k != "neurons"}
+    model.deployment = {"fixed_thresholds": [],
+                        **{k: v for k, v in dep.items() if k != "neurons"}}
     return model.eval()
 
 

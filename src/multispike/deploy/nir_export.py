@@ -42,14 +42,22 @@ is one unit of NIR time; snnTorch and SpikingJelly assume ``dt = 1e-4`` s — ex
 NIR fires at ``v > V_th``, the model at ``v ≥ V_th``: they differ only for a membrane exactly on
 the threshold.
 
+Learned thresholds (``learn_thresholds=True``) are written as the constants they hold after
+training (:meth:`~multispike.neurons.Neuron.fixed_firing`); the model is folded first.
+
 Not exportable (one-line :class:`~multispike.errors.ConfigError` naming the node):
 
-- MT, ternary and ternary-MT neurons. NIR's spiking nodes emit binary spikes and reset on
-  their own spike. An MT neuron's planes share one membrane reset only by the main spike
-  (MT-SNN Eq 3, 10), and a ternary neuron's +1 and −1 share one reset (Ternary Spike Eq 7):
-  two (or n+1) NIR neurons fed the same current drift apart after the first reset of one of
-  them, and a hard reset of another node's membrane is a multiplicative gate no NIR primitive
-  (affine, scale, threshold, pooling) can express. Deploy them with the addition-only executor.
+- MT, ternary, ternary-MT, integer and signed-integer neurons. NIR's spiking nodes emit
+  binary spikes and reset on their own spike. An MT neuron's planes share one membrane reset
+  only by the main spike (MT-SNN Eq 3, 10), and a ternary neuron's +1 and −1 share one reset
+  (Ternary Spike Eq 7): two (or n+1) NIR neurons fed the same current drift apart after the
+  first reset of one of them, and a hard reset of another node's membrane is a multiplicative
+  gate no NIR primitive (affine, scale, threshold, pooling) can express. An integer spike
+  ``b ∈ {0, …, D}`` is ``D`` thermometer planes of one membrane, rounded from ``H/V_th``, with
+  a soft reset by default: the same obstacle. Deploy them with the addition-only executor.
+- a soft reset (``reset="soft"``, ``V = H − b·V_th``), even of a binary neuron: NIR 1.0's
+  ``IF``, ``LIF`` and ``CubaLIF`` set ``v ← v_reset`` after a spike, and a subtractive reset
+  would need a recurrent edge whose one-step delay NIR leaves to each simulator.
 - per-step BN (``norm="per-step"``): a scale that changes with the time step; NIR weights are
   static.
 - max pooling of signed spikes, average pooling whose border windows are not full
@@ -69,7 +77,7 @@ from multispike.deploy.fold import fold_amplitudes, is_deployed
 from multispike.deploy.graph import Node, trace
 from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
-from multispike.functional import Binary
+from multispike.functional import Binary, Integer
 from multispike.layers import BatchNormPerStep
 from multispike.neurons import IFNode, LIFNode, Neuron, PLIFNode
 
@@ -94,18 +102,35 @@ def _full(shape: tuple[int, ...], value: float, dtype: np.dtype) -> np.ndarray:
 
 def neuron_node(name: str, neuron: Neuron, shape: tuple[int, ...], dt: float,
                 dtype: np.dtype) -> Any:
-    """The NIR node of one binary neuron layer (see the module docstring for the formulas)."""
+    """The NIR node of one binary neuron layer (see the module docstring for the formulas).
+
+    Learned thresholds are written as their current values
+    (:meth:`~multispike.neurons.Neuron.fixed_firing`). Raises a one-line
+    :class:`~multispike.errors.ConfigError` for what NIR cannot express: spikes that are not
+    binary (MT, ternary, ternary-MT, integer, signed-integer), a soft reset, an amplitude."""
     nir = _nir()
-    rule = neuron.rule
+    v_threshold, rule = neuron.fixed_firing()
+    if isinstance(rule, Integer):
+        raise ConfigError(
+            f"NIR export: neuron {name} fires {rule.name!r} spikes (0..{rule.levels}"
+            f"{' and their negatives' if rule.signed else ''}); NIR spiking nodes emit binary "
+            "spikes and reset on their own spike only, so there is no exact NIR composition of "
+            "it (see docs/deploy.md); run it with the addition-only executor"
+        )
     if not isinstance(rule, Binary):
         raise ConfigError(
             f"NIR export: neuron {name} fires {rule.name!r} spikes; NIR spiking nodes emit "
             "binary spikes and reset on their own spike only, so there is no exact NIR "
             "composition of it (see docs/deploy.md); run it with the addition-only executor"
         )
+    if neuron.reset == "soft":
+        raise ConfigError(
+            f"NIR export: neuron {name} has a soft reset (V = H - V_th after a spike); NIR's "
+            "IF and LIF reset to v_reset (a hard reset), so train with reset='main' to export"
+        )
     if neuron.amplitude is not None:
         raise ConfigError(f"NIR export: neuron {name} has an amplitude; fold it first")
-    vth = _full(shape, neuron.v_threshold, dtype)
+    vth = _full(shape, v_threshold, dtype)
     vreset = _full(shape, neuron.v_reset, dtype)
     if isinstance(neuron, PLIFNode):
         tau = float(neuron.tau.detach())

@@ -4,10 +4,10 @@ A leaf module: it imports no other part of :mod:`multispike.deploy`, so the grap
 transforms, the executor and the exporters can all import it.
 
 ===================== ===================================================================
-:class:`PlaneNeuron`  an MT / ternary-MT neuron emitting its binary planes (MT-SNN Eq 10-11)
+:class:`PlaneNeuron`  a multi-level neuron emitting its binary planes (MT-SNN Eq 10-11)
 :class:`PlaneConv`    ``Σ_k sign_k · Conv(S_k) + bias`` (MT-SNN Eq 12), bias once
 :class:`PlaneLinear`  the same for a fully-connected layer
-:class:`PlaneMaxPool` max pooling of signed (ternary-MT) planes: pool the value, re-split
+:class:`PlaneMaxPool` max pooling of signed planes (ternary-MT, signed-integer): pool, re-split
 :class:`PlaneMerge`   ``Σ_k sign_k · S_k``: an identity shortcut adds each plane spike as ±1
 :class:`PlaneVote`    the voting layer after MT output neurons
 :class:`ScaledVotingLayer` voting scaled by a folded output amplitude (Ternary Spike Eq 15-17)
@@ -66,16 +66,19 @@ def signed_sum(chunks: Sequence[Tensor], signs: Sequence[int]) -> Tensor:
 
 
 class PlaneNeuron(nn.Module):
-    """An MT / ternary-MT neuron that emits its binary planes (``rule.planes``).
+    """A multi-level neuron (MT, ternary-MT, integer, signed-integer) that emits its binary
+    planes (``rule.planes``: threshold crossings, or the thermometer ``[b ≥ k]`` of integer
+    spikes).
 
     ``[T, B, C, ...] → [T, B, P·C, ...]``; the planes come from ``rule.planes(H, V_th)`` on
     the same membrane ``H`` the neuron fires from, and ``Σ sign_k · plane_k`` equals the
-    neuron's output. The wrapped neuron is ``.neuron``.
+    neuron's output. The wrapped neuron is ``.neuron``: a neuron that learns its thresholds
+    is held as its constant :meth:`~multispike.neurons.Neuron.fixed` copy.
     """
 
     def __init__(self, neuron: Neuron) -> None:
         super().__init__()
-        self.neuron = neuron
+        self.neuron = neuron.fixed() if neuron.learn_thresholds else neuron
 
     @property
     def signs(self) -> tuple[int, ...]:
@@ -133,10 +136,12 @@ class PlaneLinear(nn.Module):
 
 
 class PlaneMaxPool(nn.Module):
-    """Max pooling of signed planes: value ``Σ sign·plane``, pool, split again into planes.
+    """Max pooling of signed planes: value ``Σ sign·plane``, pool, split again into planes
+    (plane of rank ``r``: ``value ≥ r + 1``, or ``≤ −(r + 1)`` for a ``−`` plane).
 
-    Comparisons only. Needed for ternary-MT, whose ``+`` and ``−`` planes cannot be pooled
-    apart (``max(b)`` of a window holding +2 and −2 is +2, not 0). ``.pool`` is the pooling.
+    Comparisons only. Needed for ternary-MT and signed-integer, whose ``+`` and ``−`` planes
+    cannot be pooled apart (``max(b)`` of a window holding +2 and −2 is +2, not 0).
+    ``.pool`` is the pooling.
     """
 
     def __init__(self, pool: nn.Module, signs: Sequence[int], ranks: Sequence[int]) -> None:

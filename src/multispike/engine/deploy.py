@@ -2,8 +2,10 @@
 deploy``, from :mod:`multispike.cli.deploy`, calls it with its flags). Steps:
 
 1. load the checkpoint (:func:`multispike.engine.evaluate.open_checkpoint`), eval mode;
-2. fold BN and amplitudes (:func:`~multispike.deploy.fold_amplitudes`) and, for MT neurons,
-   split the spike planes (:func:`~multispike.deploy.split_planes`);
+2. fold BN and amplitudes (:func:`~multispike.deploy.fold_amplitudes`), fix learned thresholds
+   as constants (:meth:`~multispike.neurons.Neuron.fixed`) and, for multi-level neurons (MT,
+   ternary-MT, integer, signed-integer), split the spike planes
+   (:func:`~multispike.deploy.split_planes`);
 3. verify (:func:`verify`): run the trained and the deployed model on ``verify_batches``
    batches of random images of the model's input size, in float64 (exact arithmetic up to
    rounding; spikes are discontinuous, so float32 rounding could flip one near a threshold) and
@@ -91,6 +93,7 @@ def deploy_checkpoint(
         "folded_amplitudes": sum(1 for m in model.modules() if getattr(m, "amplitude", None)
                                  is not None),
         "rescaled_neurons": len(rec["rescaled_neurons"]),
+        "fixed_thresholds": len(rec.get("fixed_thresholds", [])),
         "split_planes": bool(rec["split_planes"]),
         "verification": verification,
     }
@@ -202,7 +205,9 @@ def report(summary: dict[str, Any]) -> str:
         f"{summary['folded_amplitudes']} amplitudes into weights"
         + (f" ({summary['rescaled_neurons']} identity-shortcut receivers rescaled)"
            if summary["rescaled_neurons"] else ""),
-        f"  MT spike planes split: {'yes' if summary['split_planes'] else 'no'}",
+        *([f"  learned thresholds of {summary['fixed_thresholds']} neuron layers fixed as "
+           "constants"] if summary.get("fixed_thresholds") else []),
+        f"  spike planes split: {'yes' if summary['split_planes'] else 'no'}",
         f"  verified on {v['batches']} x {v['batch_size']} random "
         f"{'x'.join(map(str, v['input_shape']))} images: largest output difference "
         f"{v['max_abs_diff_float64']:.3g} (float64)"
