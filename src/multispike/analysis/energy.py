@@ -12,7 +12,9 @@ An inference of one sample over T time steps costs (Ternary Spike, "Energy Estim
 
   - ``"events"`` (the default whenever spikes were recorded): the layer is billed for what it
     actually reads, counted exactly from recorded spikes
-    (:func:`~multispike.analysis.ops.count_events`): Σ unit events × fan-out, with max pooling
+    (:func:`~multispike.analysis.ops.count_events`): Σ unit events × fan-out (a spike ``b``
+    is ``|b|`` unit events for every rule: one per MT plane, one per thermometer plane of an
+    integer spike, one for a binary or ternary spike), with max pooling
     passing its pooled spikes and an event that reaches the layer through average pooling
     counted once per pooled cell it falls in. This equals the addition-only executor's count
     (:class:`~multispike.deploy.AdditionOnlyExecutor`) layer by layer, identity shortcuts
@@ -23,9 +25,10 @@ An inference of one sample over T time steps costs (Ternary Spike, "Energy Estim
     1). An assumed scalar rate or a mapping of neuron rates can only be billed this way. It
     underbills layers behind average pooling (a 2×2 pool gathers four neurons' spikes into
     each input of the next layer) and misbills those behind max pooling;
-- ``#Sign = Σ spikes × c``: the sign (spike-generation) operations, one per spike of a binary
-  or MT plane and two per ternary spike (the threshold test and the sign of ``±1``), billed at
-  the energy of a spike. Ternary Spike gives no formula for #Sign; this one reproduces its
+- ``#Sign = Σ spikes × c``: the sign (spike-generation) operations, one per spike of a binary,
+  MT or integer (thermometer) plane and two per spike of a signed plane (ternary, ternary-MT,
+  signed-integer: the threshold test and the sign of ``±1``), billed at the energy of a
+  spike. Ternary Spike gives no formula for #Sign; this one reproduces its
   Table 5 (0.105M vs 0.11M binary, 0.234M vs 0.23M ternary): see ``docs/analysis.md``.
 
 The ANN twin (same layers, ReLU instead of neurons, one step) costs ``MACs_total · e_mac``;

@@ -114,13 +114,15 @@ class NeuronLayerOps:
 
     Attributes:
         name: path in ``model.named_modules()``.
-        firing: the firing rule's name (``binary``, ``mt``, ``ternary``, ``ternary-mt``).
+        firing: the firing rule's name (``binary``, ``mt``, ``ternary``, ``ternary-mt``,
+            ``integer``, ``signed-integer``).
         neurons: neurons per sample (the elements of one time step's output).
         runs: time steps it ran for.
-        planes: binary planes of the rule (MT: n + 1; ternary: 2, one per sign).
+        planes: binary planes of the rule (MT: n + 1; ternary: 2, one per sign; integer with
+            ``levels=D``: D thermometer planes, signed-integer: 2D).
         max_spikes: most spikes one neuron can fire in one step (planes that can fire together:
-            1 binary and ternary, n + 1 MT and ternary-MT).
-        signed: True for ternary rules (spikes −1 count as firing).
+            1 binary and ternary, n + 1 MT and ternary-MT, D integer and signed-integer).
+        signed: True for the signed rules (spikes −1 count as firing).
     """
 
     name: str
@@ -490,9 +492,11 @@ class EventCounts:
 def event_model(model: nn.Module) -> tuple[nn.Module, Any]:
     """The deployed copy of a zoo model (amplitudes and BN folded) and its deployment graph.
 
-    Its neurons emit integers (a value ``k`` is ``k`` unit events) and its spike patterns are
-    the model's. Raises :class:`~multispike.errors.ConfigError` for models outside the zoo's
-    VGG and ResNet families (no deployment graph) or that cannot be folded.
+    Its neurons emit integers (a value ``k`` is ``|k|`` unit events, for every rule) and its
+    spike patterns are the model's; learned thresholds are fixed as constants
+    (:func:`~multispike.deploy.fold.prepare`). Raises :class:`~multispike.errors.ConfigError`
+    for models outside the zoo's VGG and ResNet families (no deployment graph) or that cannot
+    be folded.
     """
     from multispike.deploy import fold_amplitudes, trace
 
