@@ -161,3 +161,107 @@ def test_the_command_hands_the_sweep_the_engine_and_checks_the_neurons(tmp_path,
     assert [c.firing for c in seen] == ["mt", "binary"]
     assert all(isinstance(c, engine.TrainConfig) and c.epochs == 1 for c in seen)
     assert seen[0].model_options == {"v_threshold": 0.5, "deltas": [0.5]}
+
+
+# -- integer levels and learned thresholds against spike bits (issue #15) --------------------
+def test_levels_sweep_with_a_stand_in_trainer(tmp_path):
+    from multispike.analysis.sweeps import levels_sweep
+
+    train = FakeTrainer()
+    res = levels_sweep(levels=(1, 2, 4), epochs=1, out=tmp_path, train_fn=train,
+                       settings={"model_options": {"deltas": [-0.4, 0.4]}},
+                       check_fn=zoo_check)
+    rows = res["rows"]
+    assert [(r["label"], r["point"]) for r in rows] == [
+        ("integer", "D=1"), ("integer", "D=2"), ("integer", "D=4"), ("binary", "binary"),
+        ("mt", "mt")]
+    # integer D carries log2(D + 1) bits; binary 1; MT with two deltas 2
+    assert [r["spike_bits"] for r in rows] == pytest.approx(
+        [1.0, 1.5849625, 2.3219281, 1.0, 2.0])
+    fired = [(s["firing"], s["model_options"]) for s in train.runs]
+    assert fired[:3] == [("integer", {"levels": d}) for d in (1, 2, 4)]  # deltas: MT only
+    assert fired[3:] == [("binary", {}), ("mt", {"deltas": [-0.4, 0.4]})]
+    assert all(s["timesteps"] == 1 and s["epochs"] == 1 for s in train.runs)
+    assert train.runs[0]["out"] == str(tmp_path / "integer-D1")
+    assert res["png"].stat().st_size > 1000
+    csv = res["csv"].read_text().splitlines()
+    assert csv[0] == "group,point,spike_bits,accuracy_percent" and len(csv) == 6
+    saved = json.loads(res["json"].read_text())
+    assert saved["sweep"] == "levels" and [r["levels"] for r in saved["rows"]] == [
+        1, 2, 4, None, None]
+
+
+def test_learn_thresholds_sweep_with_a_stand_in_trainer(tmp_path):
+    from multispike.analysis.sweeps import learn_thresholds_sweep
+
+    train = FakeTrainer()
+    res = learn_thresholds_sweep(rules=("mt", "integer"), levels=4, out=tmp_path,
+                                 train_fn=train, check_fn=zoo_check)
+    rows = res["rows"]
+    assert [(r["point"], r["label"]) for r in rows] == [
+        ("mt", "fixed thresholds"), ("mt", "learned thresholds"),
+        ("integer D=4", "fixed thresholds"), ("integer D=4", "learned thresholds")]
+    assert [r["spike_bits"] for r in rows] == pytest.approx([2, 2, 2.3219281, 2.3219281])
+    assert [(s["firing"], s["model_options"]) for s in train.runs] == [
+        ("mt", {"learn_thresholds": False}), ("mt", {"learn_thresholds": True}),
+        ("integer", {"levels": 4, "learn_thresholds": False}),
+        ("integer", {"levels": 4, "learn_thresholds": True})]
+    assert res["png"].stat().st_size > 1000
+    assert json.loads(res["json"].read_text())["sweep"] == "learn-thresholds"
+
+
+def test_bits_sweeps_refuse_bad_input_before_training(tmp_path):
+    from multispike.analysis.sweeps import learn_thresholds_sweep, levels_sweep
+
+    train = FakeTrainer()
+    with pytest.raises(ConfigError, match="levels must be an integer >= 1"):
+        levels_sweep(levels=(0, 2), out=tmp_path, train_fn=train)
+    with pytest.raises(ConfigError, match="unknown reference rule 'integer'"):
+        levels_sweep(references=("integer",), out=tmp_path, train_fn=train)
+    with pytest.raises(ConfigError, match="unknown firing rule 'quaternary'"):
+        learn_thresholds_sweep(rules=("mt", "quaternary"), out=tmp_path, train_fn=train)
+    # a model that cannot be built stops the sweep before any run trains, in one line
+    with pytest.raises(ConfigError, match="run integer D=1: .*reset_grad='spike'") as e:
+        levels_sweep(out=tmp_path, train_fn=train, check_fn=zoo_check,
+                     settings={"model_options": {"reset_grad": "spike"}})
+    assert "\n" not in str(e.value) and not train.runs
+    with pytest.raises(TypeError, match="train_fn"):
+        levels_sweep(out=tmp_path)
+    with pytest.raises(TypeError, match="train_fn"):
+        learn_thresholds_sweep(out=tmp_path)
+
+
+@pytest.mark.parametrize("sweep, flags, n_rows", [
+    ("levels", ["--levels", "1,2"], 4),
+    ("learn-thresholds", ["--rules", "mt,integer", "--levels", "2"], 4),
+])
+def test_the_bits_sweeps_train_on_the_digits(sweep, flags, n_rows, tmp_path, capsys):
+    """The command trains each run with the engine (one epoch: a tiny budget), then draws
+    accuracy against spike bits."""
+    argv = ["analyze", "--sweep", sweep, *flags, "--epochs", "1", "--out", str(tmp_path),
+            "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["sweep_rows"]
+    assert len(rows) == n_rows
+    assert all(0 < r["accuracy"] <= 1 and r["spike_bits"] >= 1 for r in rows)
+    # integer spikes learn the digits in one epoch (binary at T = 1 may still be at chance)
+    assert all(r["accuracy"] > 0.5 for r in rows if r["firing"] == "integer")
+    png = result["written"]["sweep_png"]
+    assert png.endswith(("levels_sweep.png", "learn_thresholds.png"))
+    from pathlib import Path
+
+    assert Path(png).stat().st_size > 1000
+    # each run trained into its own folder under --out
+    assert len({p.parent for p in tmp_path.rglob("best.pt")}) == n_rows
+    if sweep == "learn-thresholds":
+        assert [r["learn_thresholds"] for r in rows] == [False, True, False, True]
+
+
+def test_the_bits_sweeps_refuse_several_timesteps(tmp_path, capsys):
+    assert main(["analyze", "--sweep", "levels", "--sweep-timesteps", "1,2",
+                 "--out", str(tmp_path)]) == 2
+    assert "--sweep levels runs at one T" in capsys.readouterr().err
+    assert main(["analyze", "--sweep", "learn-thresholds", "--levels", "2,3",
+                 "--out", str(tmp_path)]) == 2
+    assert "takes one --levels D" in capsys.readouterr().err

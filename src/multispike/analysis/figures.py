@@ -4,7 +4,9 @@
   the ANN twin (MT-SNN Fig 3 for CIFAR, Fig 4 for CIFAR10-DVS), or for any labelled groups
   (the MT placement ablation, MT-SNN Fig 5a/b);
 - :func:`plot_delta_sweep`: accuracy against the size of the deltas for negative-only,
-  positive-only and two-sided deltas (MT-SNN Fig 5c).
+  positive-only and two-sided deltas (MT-SNN Fig 5c);
+- :func:`plot_accuracy_vs_bits`: accuracy against the bits a spike carries (the integer
+  levels and learned-threshold sweeps, issue #15).
 
 Rows are plain dicts, e.g. from the engine's ``evaluate_model`` or a JSON file::
 
@@ -35,6 +37,8 @@ FIRING_LABELS = {
     "mt": "MT",
     "ternary": "ternary",
     "ternary-mt": "ternary-MT",
+    "integer": "integer",
+    "signed-integer": "signed integer",
     "ann": "ANN twin",
 }
 
@@ -209,6 +213,61 @@ def plot_delta_sweep(
     if base is not None:
         ax.axhline(base, color="gray", ls="--", lw=1.2, label=f"single threshold ({base:.2f}%)")
     ax.set_xlabel("|Δ| (membrane potential units)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    png = save_figure(fig, png)
+    return {"png": png, "csv": csv_path}
+
+
+def plot_accuracy_vs_bits(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    group_by: str = "label",
+    title: str = "Accuracy against spike bits",
+) -> dict[str, Path]:
+    """Accuracy (%) against the bits a spike carries (``spike_bits``: ``log2`` of the number
+    of values it takes; integer ``D`` → ``log2(D + 1)``), one line per group; PNG + CSV.
+
+    Rows: ``{"spike_bits": b, "accuracy": a}``, grouped by ``group_by`` (default ``label``);
+    a row's ``point`` (e.g. ``"D=3"`` or ``"mt"``), where given, is written beside its marker.
+
+    >>> import tempfile, pathlib
+    >>> rows = [{"label": "integer", "point": f"D={d}", "spike_bits": math.log2(d + 1),
+    ...          "accuracy": 0.9 + 0.01 * d} for d in (1, 2, 3)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     paths = plot_accuracy_vs_bits(rows, pathlib.Path(tmp) / "bits.png")
+    ...     paths["csv"].read_text().splitlines()[1]
+    'integer,D=1,1.0,91.0'
+    """
+    if not rows:
+        raise ConfigError("no rows to plot against spike bits")
+    where = "accuracy vs spike bits"
+    accs = _percent([_num(r, "accuracy", where) for r in rows])
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    out_rows = []
+    for r, acc in zip(rows, accs, strict=True):
+        bits = _num(r, "spike_bits", where)
+        key = str(r.get(group_by, "") or "?")
+        point = str(r.get("point", "") or "")
+        series.setdefault(key, []).append((bits, acc, point))
+        out_rows.append({"group": key, "point": point, "spike_bits": bits,
+                         "accuracy_percent": acc})
+    png = Path(path)
+    csv_path = write_csv(out_rows, png.with_suffix(".csv"))
+    fig = new_figure(6.0, 4.2)
+    ax = fig.subplots()
+    for key, pts in series.items():
+        pts.sort()
+        ax.plot([b for b, _, _ in pts], [a for _, a, _ in pts], marker="o", label=key)
+        for b, a, point in pts:
+            if point:
+                ax.annotate(point, (b, a), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+    span_ylim(ax, accs)
+    ax.set_xlabel("spike bits (log2 of the values a spike takes)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -6,6 +6,11 @@
 - :func:`placement_ablation` (MT-SNN Fig 5a/b): MT on the convolution layers only against MT on
   the convolution and fully-connected layers (``mt_on_fc``), plus the single-threshold
   baseline, at each T; accuracy against T.
+- :func:`levels_sweep` (beyond both papers, issue #15): integer spikes (SpikeYOLO's I-LIF
+  rule) with ``D = 1 … 4`` levels, plus binary and MT as reference points, at one T; accuracy
+  against spike bits (``log2`` of the values a spike takes: ``log2(D + 1)`` for integer ``D``).
+- :func:`learn_thresholds_sweep` (issue #15): fixed against learned thresholds
+  (``learn_thresholds``) for MT and integer spikes, at one T; accuracy against spike bits.
 
 Defaults are small enough for a CPU: the ``digits`` dataset, a few epochs. The papers'
 settings (VGG-9 on CIFAR-10, T = 1, hundreds of epochs) go through ``recipe=`` and the
@@ -38,7 +43,12 @@ from typing import Any
 
 from multispike import data, models
 from multispike.analysis._io import write_json
-from multispike.analysis.figures import plot_accuracy_vs_timesteps, plot_delta_sweep
+from multispike.analysis.figures import (
+    plot_accuracy_vs_bits,
+    plot_accuracy_vs_timesteps,
+    plot_delta_sweep,
+)
+from multispike.analysis.firing_rules import spike_bits
 from multispike.checks import positive_int
 from multispike.errors import ConfigError
 
@@ -225,4 +235,198 @@ def placement_ablation(
     )
     json_path = write_json({"sweep": "placement", "settings": base, "rows": rows},
                            out / "placement.json")
+    return {"rows": rows, **paths, "json": json_path}
+
+
+def _check_runs(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+                check_fn: Callable[[Mapping[str, Any]], None] | None) -> None:
+    """Build every run's model before any is trained: a wrong option (``deltas`` with the
+    integer rule, say) is one :class:`ConfigError` before hours of training, naming the run."""
+    if check_fn is None:
+        return
+    for row, s in runs:
+        try:
+            check_fn(s)
+        except ConfigError as e:
+            raise ConfigError(f"run {row['label']} {row.get('point', '')}: {e}") from None
+
+
+def _bits_runs(runs: list[tuple[dict[str, Any], dict[str, Any]]], train: TrainFn,
+               check_fn: Callable[[Mapping[str, Any]], None] | None) -> list[dict[str, Any]]:
+    _check_runs(runs, check_fn)
+    for row, s in runs:
+        row["accuracy"] = _accuracy(train(s))
+    return [row for row, _ in runs]
+
+
+def _bits_run(base: Mapping[str, Any], out: Path, folder: str, label: str, point: str,
+              firing: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
+    """One run of an accuracy-against-bits sweep: its row and its settings. A sweep-wide
+    ``deltas`` reaches the MT rules only, ``levels`` the integer rules only."""
+    opts = {**base.get("model_options", {}), **options}
+    if firing not in ("mt", "ternary-mt"):
+        opts.pop("deltas", None)
+    if firing not in ("integer", "signed-integer"):
+        opts.pop("levels", None)
+    deltas, levels = opts.get("deltas"), opts.get("levels")
+    row = {"label": label, "point": point, "firing": firing,
+           "levels": levels, "learn_thresholds": bool(opts.get("learn_thresholds")),
+           "spike_bits": spike_bits(firing, deltas, levels),
+           "timesteps": base["timesteps"], "accuracy": None}
+    s = dict(base, firing=firing, model_options=opts, out=str(out / folder))
+    return row, s
+
+
+def levels_sweep(
+    *,
+    dataset: str = "digits",
+    model: str | None = None,
+    levels: Sequence[int] = (1, 2, 3, 4),
+    timesteps: int = 1,
+    references: Sequence[str] = ("binary", "mt"),
+    epochs: int = 3,
+    batch_size: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+    recipe: str | None = None,
+    out: str | Path = "runs/levels-sweep",
+    train_fn: TrainFn,
+    check_fn: Callable[[Mapping[str, Any]], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Integer spikes with ``D`` levels (``firing="integer"``, ``levels=D``), one model per
+    ``D``, plus the ``references`` (binary: 1 bit; MT with the neurons' default deltas: 2
+    bits), all at one T; accuracy against spike bits; JSON, CSV and PNG.
+
+    Args:
+        levels: the ``D`` to train (each ``>= 1``); integer ``D`` spikes carry
+            ``log2(D + 1)`` bits.
+        references: rules trained once each as reference points (any of ``binary``, ``mt``,
+            ``ternary``, ``ternary-mt``; empty for none).
+        check_fn: builds every run's model before any training, e.g. :func:`zoo_check`; a
+            model that cannot be built stops the sweep with one line, before it trains.
+        train_fn, recipe, settings: as for :func:`delta_sweep`.
+
+    Returns:
+        ``{"rows": [...], "png", "csv", "json"}``; each row has ``label`` (``integer`` or the
+        reference's rule), ``point`` (``D=3``), ``firing``, ``levels``, ``spike_bits``,
+        ``timesteps`` and ``accuracy``.
+
+    Example, with a stand-in trainer::
+
+        >>> import tempfile
+        >>> def train(s):
+        ...     return {"best_accuracy": 0.8 + 0.02 * s["model_options"].get("levels", 0)}
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     res = levels_sweep(levels=(1, 3), references=("binary",), out=out,
+        ...                        train_fn=train)
+        >>> [(r["point"], r["spike_bits"], round(r["accuracy"], 2)) for r in res["rows"]]
+        [('D=1', 1.0, 0.82), ('D=3', 2.0, 0.86), ('binary', 1.0, 0.8)]
+    """
+    _check_common(epochs, [timesteps])
+    ds = [positive_int("levels", d) for d in levels]
+    if not ds:
+        raise ConfigError("give at least one number of levels, e.g. 1,2,3,4")
+    bad = [r for r in references if r not in ("binary", "mt", "ternary", "ternary-mt")]
+    if bad:
+        raise ConfigError(f"unknown reference rule {bad[0]!r}; choose binary, mt, ternary or "
+                          "ternary-mt")
+    out = Path(out)
+    base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)
+    base["timesteps"] = timesteps
+    base_opts = {k: v for k, v in base.get("model_options", {}).items() if k != "levels"}
+    base["model_options"] = base_opts
+    runs = [_bits_run(base, out, f"integer-D{d}", "integer", f"D={d}", "integer",
+                      {"levels": d}) for d in ds]
+    for ref in references:
+        runs.append(_bits_run(base, out, ref, ref, ref, ref, {}))
+    rows = _bits_runs(runs, train_fn, check_fn)
+    paths = plot_accuracy_vs_bits(
+        rows, out / "levels_sweep.png",
+        title=f"integer spikes, D = {', '.join(map(str, ds))}, on {dataset}, T = {timesteps}")
+    json_path = write_json({"sweep": "levels", "settings": base, "rows": rows},
+                           out / "levels_sweep.json")
+    return {"rows": rows, **paths, "json": json_path}
+
+
+def learn_thresholds_sweep(
+    *,
+    dataset: str = "digits",
+    model: str | None = None,
+    rules: Sequence[str] = ("mt", "integer"),
+    levels: int = 3,
+    timesteps: int = 1,
+    epochs: int = 3,
+    batch_size: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+    recipe: str | None = None,
+    out: str | Path = "runs/learn-thresholds",
+    train_fn: TrainFn,
+    check_fn: Callable[[Mapping[str, Any]], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fixed against learned thresholds (``learn_thresholds=True``: a per-layer learnable
+    ``V_th``, and for MT its auxiliary thresholds, see ``docs/neurons.md``) for each rule of
+    ``rules``, at one T; accuracy against spike bits, one line for fixed and one for learned
+    thresholds; JSON, CSV and PNG.
+
+    Args:
+        rules: firing rules (``mt``, ``integer``, ``binary``, ``ternary``, ``ternary-mt``,
+            ``signed-integer``); MT takes the neurons' default deltas unless ``settings``
+            gives ``deltas``.
+        levels: ``D`` of the integer rules (default 3: the four values of MT with three
+            thresholds, two bits).
+        check_fn, train_fn, recipe, settings: as for :func:`levels_sweep`.
+
+    Returns:
+        ``{"rows": [...], "png", "csv", "json"}``; each row has ``label`` (``fixed
+        thresholds`` or ``learned thresholds``), ``point`` (the rule), ``firing``,
+        ``learn_thresholds``, ``spike_bits`` and ``accuracy``.
+
+    Example, with a stand-in trainer::
+
+        >>> import tempfile
+        >>> def train(s):
+        ...     return {"best_accuracy": 0.9 if s["model_options"].get("learn_thresholds")
+        ...             else 0.85}
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     res = learn_thresholds_sweep(out=out, train_fn=train)
+        >>> for r in res["rows"]:
+        ...     print(r["point"], r["learn_thresholds"], r["spike_bits"], r["accuracy"])
+        mt False 2.0 0.85
+        mt True 2.0 0.9
+        integer D=3 False 2.0 0.85
+        integer D=3 True 2.0 0.9
+    """
+    _check_common(epochs, [timesteps])
+    from multispike.functional import FIRING_RULES
+
+    if not rules:
+        raise ConfigError("give at least one firing rule, e.g. mt,integer")
+    bad = [r for r in rules if r not in FIRING_RULES]
+    if bad:
+        raise ConfigError(f"unknown firing rule {bad[0]!r}; choose from "
+                          f"{', '.join(FIRING_RULES)}")
+    positive_int("levels", levels)
+    out = Path(out)
+    base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)
+    base["timesteps"] = timesteps
+    base_opts = {k: v for k, v in base.get("model_options", {}).items()
+                 if k not in ("learn_thresholds", "levels")}
+    runs = []
+    for rule in rules:
+        integer = rule in ("integer", "signed-integer")
+        point = f"{rule} D={levels}" if integer else rule
+        for learned in (False, True):
+            label = "learned thresholds" if learned else "fixed thresholds"
+            folder = f"{rule}-{'learned' if learned else 'fixed'}"
+            runs.append(_bits_run(dict(base, model_options=base_opts), out, folder, label,
+                                  point, rule, {"levels": levels, "learn_thresholds": learned}))
+    rows = _bits_runs(runs, train_fn, check_fn)
+    paths = plot_accuracy_vs_bits(
+        rows, out / "learn_thresholds.png",
+        title=f"fixed vs learned thresholds on {dataset}, T = {timesteps}")
+    json_path = write_json({"sweep": "learn-thresholds", "settings": base, "rows": rows},
+                           out / "learn_thresholds.json")
     return {"rows": rows, **paths, "json": json_path}

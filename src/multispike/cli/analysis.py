@@ -9,14 +9,16 @@ Examples::
     multispike analyze --checkpoint runs/r20/best.pt --dataset cifar10 --out analysis/
     multispike analyze --eval-json eval.json --out analysis/
     multispike analyze --sweep deltas --out runs/deltas
+    multispike analyze --sweep levels --levels 1,2,3,4 --out runs/levels
+    multispike analyze --sweep learn-thresholds --rules mt,integer --out runs/learned
 
 Measuring (``energy --checkpoint``, ``analyze --checkpoint/--model``) runs on ``--device``:
 ``auto`` (default: the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``,
 as ``multispike eval`` does. Operation counts need no device and are traced on the CPU.
 
 The sweeps (``analyze --sweep``) train through :func:`engine_train_fn`, which this module hands
-to :func:`multispike.analysis.sweeps.delta_sweep` / ``placement_ablation``: the analysis does
-not import the training engine.
+to :func:`multispike.analysis.sweeps.delta_sweep` / ``placement_ablation`` / ``levels_sweep`` /
+``learn_thresholds_sweep``: the analysis does not import the training engine.
 """
 
 from __future__ import annotations
@@ -318,21 +320,40 @@ def engine_train_fn() -> Any:
 
 
 def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """``--sweep deltas|placement``: the sweep trained by :func:`engine_train_fn`."""
-    from multispike.analysis.sweeps import delta_sweep, placement_ablation, zoo_check
+    """``--sweep deltas|placement|levels|learn-thresholds``: the sweep trained by
+    :func:`engine_train_fn`."""
+    from multispike.analysis.sweeps import (
+        delta_sweep,
+        learn_thresholds_sweep,
+        levels_sweep,
+        placement_ablation,
+        zoo_check,
+    )
 
     common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
               "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
               "settings": {"model_options": parse_options(args.sweep_option or [],
                                                           "--sweep-option")},
               "train_fn": engine_train_fn()}
-    default_ts = "1" if args.sweep == "deltas" else "1,2,3"
+    default_ts = "1,2,3" if args.sweep == "placement" else "1"
     ts = _ints(args.sweep_timesteps or default_ts, "--sweep-timesteps")
+    if args.sweep != "placement" and len(ts) != 1:
+        raise ConfigError(f"--sweep {args.sweep} runs at one T, got --sweep-timesteps {ts}")
     if args.sweep == "deltas":
-        if len(ts) != 1:
-            raise ConfigError(f"--sweep deltas runs at one T, got --sweep-timesteps {ts}")
         return delta_sweep(magnitudes=_floats(args.deltas, "--deltas"), timesteps=ts[0],
                            out=out / "delta_sweep", check_fn=zoo_check, **common)
+    if args.sweep == "levels":
+        return levels_sweep(levels=_ints(args.levels or "1,2,3,4", "--levels"), timesteps=ts[0],
+                            out=out / "levels_sweep", check_fn=zoo_check, **common)
+    if args.sweep == "learn-thresholds":
+        rules = [r.strip() for r in str(args.rules).split(",") if r.strip()]
+        levels = _ints(args.levels or "3", "--levels")
+        if len(levels) != 1:
+            raise ConfigError(f"--sweep learn-thresholds takes one --levels D for the integer "
+                              f"rules, got {args.levels}")
+        return learn_thresholds_sweep(rules=rules, levels=levels[0], timesteps=ts[0],
+                                      out=out / "learn_thresholds", check_fn=zoo_check,
+                                      **common)
     return placement_ablation(timesteps=ts, out=out / "placement", **common)
 
 
@@ -346,7 +367,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.checkpoint or args.model or args.eval_json or args.sweep):
         raise ConfigError(
             "nothing to analyze: give --checkpoint (or --model) with --dataset, --eval-json "
-            "FILE, or --sweep deltas|placement"
+            "FILE, or --sweep deltas|placement|levels|learn-thresholds"
         )
     if args.timesteps is not None:
         positive_int("--timesteps", args.timesteps)
@@ -479,8 +500,11 @@ def register(subparsers: Any) -> None:
                    help="layers shown in the membrane figure (default all; Fig 2 shows 4)")
     p.add_argument("--eval-json", help="evaluation rows (firing, timesteps, accuracy): draw "
                    "accuracy against T")
-    p.add_argument("--sweep", choices=("deltas", "placement"),
-                   help="train and draw an MT ablation (MT-SNN Fig 5c or 5a/b)")
+    p.add_argument("--sweep", choices=("deltas", "placement", "levels", "learn-thresholds"),
+                   help="train and draw an ablation: deltas or placement (MT-SNN Fig 5c or "
+                   "5a/b), levels (integer spikes, D = --levels, against spike bits) or "
+                   "learn-thresholds (fixed vs learned thresholds for --rules, against spike "
+                   "bits)")
     p.add_argument("--sweep-dataset", default="digits", help="dataset of the sweep (digits)")
     p.add_argument("--sweep-model", help="model of the sweep (default: the dataset's)")
     p.add_argument("--recipe", help="engine recipe for the sweep runs (the papers' settings)")
@@ -488,9 +512,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sweep runs")
     p.add_argument("--deltas", default="0.1,0.3,0.5,0.7",
                    help="delta sizes of --sweep deltas (default 0.1,0.3,0.5,0.7)")
+    p.add_argument("--levels", default=None,
+                   help="integer levels D: the list of --sweep levels (default 1,2,3,4), the "
+                   "one D of the integer rules in --sweep learn-thresholds (default 3)")
+    p.add_argument("--rules", default="mt,integer",
+                   help="firing rules of --sweep learn-thresholds (default mt,integer)")
     p.add_argument("--sweep-timesteps", default=None,
-                   help="time steps of the sweep runs: one T for deltas (default 1), a list "
-                   "for placement (default 1,2,3)")
+                   help="time steps of the sweep runs: one T for deltas, levels and "
+                   "learn-thresholds (default 1), a list for placement (default 1,2,3)")
     p.add_argument("--sweep-option", action="append", metavar="KEY=VALUE",
                    help="model/neuron option for every sweep run, e.g. v_threshold=0.5 "
                    "(repeatable; values are JSON)")
