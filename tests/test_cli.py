@@ -53,7 +53,29 @@ def test_recipes_lists_every_recipe(capsys):
     assert [r["name"] for r in rows] == list_recipes()
     assert set(rows[0]) == {"name", "dataset", "model", "firing", "timesteps", "epochs", "lr",
                             "paper"}
-    assert rows[0]["paper"]["source"]
+    # every recipe of the papers' tables carries its claim; the two beyond the papers none
+    beyond = {"ilif-resnet20m-cifar10", "mt-learnable-vgg9-cifar10"}
+    assert all(r["paper"]["source"] for r in rows if r["name"] not in beyond)
+    assert {r["name"] for r in rows if r["paper"] is None} == beyond
+
+
+def test_the_recipes_beyond_the_papers_are_listed_without_a_claim(capsys):
+    assert main(["recipes"]) == 0
+    lines = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()
+             if ln.strip()}
+    assert lines["ilif-resnet20m-cifar10"][:7] == ["ilif-resnet20m-cifar10", "cifar10",
+                                                   "resnet20m", "integer", "1", "300", "0.1"]
+    assert lines["mt-learnable-vgg9-cifar10"][:7] == ["mt-learnable-vgg9-cifar10", "cifar10",
+                                                      "vgg9", "mt", "2", "500", "0.1"]
+    assert " ".join(lines["ilif-resnet20m-cifar10"][7:]) == (
+        "- (beyond the papers: no published number)")
+    assert main(["recipes", "ilif-resnet20m-cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert '{"levels": 4, "reset": "soft", "decay": 0.25, "v_threshold": 1.0}' in out
+    assert "the paper: - (beyond the papers" in out and "multispike reproduce" not in out
+    assert main(["recipes", "mt-learnable-vgg9-cifar10", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["paper"] is None and shown["config"]["model_options"]["learn_thresholds"]
 
 
 def test_one_recipe_in_full(capsys):

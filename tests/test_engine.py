@@ -50,6 +50,45 @@ def test_every_recipe_resolves_and_names_a_known_model():
         assert cfg.model in list_models() and cfg.dataset in names(), name
 
 
+@pytest.mark.parametrize("name, firing, rule", [
+    ("ilif-resnet20m-cifar10", "integer", ("integer", 4, "soft", False)),
+    ("mt-learnable-vgg9-cifar10", "mt", ("mt", None, "main", True)),
+])
+def test_the_issue_15_recipes_load_and_build(name, firing, rule):
+    """ilif-resnet20m-cifar10 (I-LIF: integer D=4, T=1, soft reset, LIF decay 0.25) and
+    mt-learnable-vgg9-cifar10 (mt-vgg9-cifar10 with learned thresholds) build their model,
+    which runs forward and backward on a CIFAR-sized image."""
+    import torch
+
+    from multispike import data
+    from multispike.engine.train import model_args_for
+    from multispike.models import create
+    from multispike.neurons import LIFNode, Neuron, PLIFNode
+
+    cfg = resolve_config(name)
+    assert cfg.firing == firing and cfg.dataset == "cifar10"
+    model = create(**model_args_for(cfg, data.get_spec(cfg.dataset)))
+    neurons = [m for m in model.modules() if isinstance(m, Neuron)]
+    conv = model.stem_act
+    assert (conv.rule.name, getattr(conv.rule, "levels", None), conv.reset,
+            conv.learn_thresholds) == rule
+    assert all(n.learn_thresholds == rule[3] for n in neurons)
+    if firing == "integer":
+        assert cfg.timesteps == 1 and all(isinstance(n, LIFNode) for n in neurons)
+        assert {(n.decay, n.v_threshold, n.rule.levels) for n in neurons} == {(0.25, 1.0, 4)}
+    else:
+        base = resolve_config("mt-vgg9-cifar10")
+        same = {k: v for k, v in cfg.to_dict().items() if k not in ("recipe", "model_options")}
+        assert same == {k: v for k, v in base.to_dict().items()
+                        if k not in ("recipe", "model_options")}
+        assert cfg.model_options == {**base.model_options, "learn_thresholds": True}
+        assert all(isinstance(n, PLIFNode) for n in neurons)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (cfg.timesteps, 2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_recipe_hyperparameters_follow_the_papers():
     mt = resolve_config("mt-vgg9-cifar10")
     assert (mt.lr, mt.momentum, mt.schedule, mt.milestones, mt.gamma) == (0.1, 0.9, "step",

@@ -13,27 +13,48 @@ from multispike.errors import MultispikeError
 
 
 # -- recipes ---------------------------------------------------------------------------------------
+def recipe_claim(name: str) -> dict | None:
+    """The ``[paper]`` table of a recipe, or None for a recipe beyond the papers that has no
+    published number to compare against (``ilif-resnet20m-cifar10``, say)."""
+    from multispike.engine.config import load_recipe, recipe_dir
+    from multispike.reproduce import paper_claim, tomllib
+
+    load_recipe(name)  # an unknown or broken recipe is its own one-line error
+    path = Path(name) if Path(name).suffix == ".toml" else recipe_dir() / f"{name}.toml"
+    if "paper" not in tomllib.loads(path.read_text(encoding="utf-8")):
+        return None
+    return paper_claim(name)  # a [paper] table without a source is an error
+
+
 def recipe_rows() -> list[dict]:
     """One row per shipped recipe: name, dataset, model, firing, T, epochs, lr (resolved) and
-    the paper's claim (its ``[paper]`` table)."""
+    the paper's claim (its ``[paper]`` table; None for a recipe beyond the papers)."""
     from multispike.engine import list_recipes, resolve_config
-    from multispike.reproduce import paper_claim
 
     rows = []
     for name in list_recipes():
         cfg = resolve_config(name)
         rows.append({"name": name, "dataset": cfg.dataset, "model": cfg.model,
                      "firing": cfg.firing, "timesteps": cfg.timesteps, "epochs": cfg.epochs,
-                     "lr": cfg.lr, "paper": paper_claim(name)})
+                     "lr": cfg.lr, "paper": recipe_claim(name)})
     return rows
 
 
-def claim_text(claim: dict) -> str:
-    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one.
+#: what the recipe table shows for a recipe without a published claim
+NO_CLAIM = "- (beyond the papers: no published number)"
+
+
+def claim_text(claim: dict | None) -> str:
+    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one; :data:`NO_CLAIM` for
+    None.
 
     >>> claim_text({"accuracy": 94.71, "source": "MT-SNN Table 3"})
     '94.71% (MT-SNN Table 3)'
+    >>> claim_text(None)
+    '- (beyond the papers: no published number)'
     """
+    if claim is None:
+        return NO_CLAIM
     if claim.get("accuracy") is None:
         return f"{claim.get('claim', '-')} ({claim['source']})"
     pm = f" ± {claim['std']:.2f}" if claim.get("std") is not None else ""
@@ -44,11 +65,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     from multispike.engine import load_recipe, resolve_config
 
     if args.name:
-        from multispike.reproduce import paper_claim
-
         raw = {k: v for k, v in load_recipe(args.name).items() if k != "recipe"}
         resolved = resolve_config(args.name).to_dict()
-        claim = paper_claim(args.name)
+        claim = recipe_claim(args.name)
         if args.json:
             print(json.dumps({"name": args.name, "recipe": raw, "config": resolved,
                               "paper": claim}, indent=2))
@@ -59,12 +78,16 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             if key == "recipe":
                 continue
             print(f"  {key:<16}{json.dumps(value):<40} {'recipe' if key in raw else 'default'}")
-        print(f"the paper: {claim_text(claim)} at T = {claim['timesteps']}"
-              + (f"; compared with {claim['comparison']['against']}"
-                 if claim.get("comparison") else ""))
+        if claim is None:
+            print(f"the paper: {NO_CLAIM}")
+        else:
+            print(f"the paper: {claim_text(claim)} at T = {claim['timesteps']}"
+                  + (f"; compared with {claim['comparison']['against']}"
+                     if claim.get("comparison") else ""))
         print(f"train it: multispike train --recipe {args.name} --out runs/{Path(args.name).stem}")
-        print(f"reproduce it (train, evaluate, energy, deploy, report): multispike reproduce "
-              f"{args.name} --data-dir DATA")
+        if claim is not None:
+            print(f"reproduce it (train, evaluate, energy, deploy, report): multispike "
+                  f"reproduce {args.name} --data-dir DATA")
         return 0
     rows = recipe_rows()
     if args.json:
