@@ -122,7 +122,8 @@ def test_plif_with_v_reset_matches_spikingjelly(dtype, backend):
     weight = _x(*x.shape, seed=1).to(dtype)
     ref_out, ref_gx, ref_gw = _sj_plif(x, weight)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_width=4.0).to(dtype)
+    node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_alpha=4.0).to(
+        dtype)
     xm = x.clone().requires_grad_(True)
     out = _runner(node, backend)(xm)
     (out * weight).sum().backward()
@@ -135,7 +136,7 @@ def test_start_state_matters_for_spikingjelly():
     """Starting from 0 instead of V_reset gives other spikes: the convention is tested."""
     x = _x(6, 4, 300, seed=0, scale=1.5)
     ref_out, _, _ = _sj_plif(x, torch.ones_like(x))
-    node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_width=4.0)
+    node = PLIFNode(init_tau=2.0, v_reset=0.2, surrogate="sigmoid", surrogate_alpha=4.0)
     out, _ = multistep(x, node.charge, node.params(x.dtype),
                        state=NeuronState(torch.zeros_like(x[0])))
     assert not torch.equal(out.detach(), ref_out)
