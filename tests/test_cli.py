@@ -162,7 +162,8 @@ def test_demo_rows_name_the_design_and_its_firing_rule(tmp_path, capsys, monkeyp
 
     def train_model(cfg, on_epoch=None):
         learned = bool(cfg.model_options.get("learn_amplitude"))
-        acc = {"ann": 0.97, "binary": 0.9, "mt": 0.95, "ternary": 0.91}[cfg.firing]
+        acc = {"ann": 0.97, "binary": 0.9, "mt": 0.95, "ternary": 0.91,
+               "integer": 0.93}[cfg.firing]
         return {"best_accuracy": acc + 0.01 * learned + 0.001 * cfg.seed, "threads": 1}
 
     monkeypatch.setattr(demo, "train_model", train_model)
@@ -175,5 +176,9 @@ def test_demo_rows_name_the_design_and_its_firing_rule(tmp_path, capsys, monkeyp
     rows = json.loads((tmp_path / "demo.json").read_text())
     assert {(r["label"], r["firing"]) for r in rows} == {
         ("ann", "ann"), ("binary", "binary"), ("mt", "mt"), ("ternary", "ternary"),
-        ("ternary + learned a", "ternary")}
+        ("ternary + learned a", "ternary"), ("integer D=3", "integer"),
+        ("mt + learned thresholds", "mt")}
+    # a trainer that returns no model: the spike rates are unknown, not made up
+    assert all(r["rate"] is None for r in rows if r["firing"] != "ann")
+    assert "T=1: integer D=3 vs mt -2.00 points (worse" in out and "Cost:" not in out
     assert (tmp_path / "accuracy_vs_T.png").stat().st_size > 1000

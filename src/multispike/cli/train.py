@@ -192,7 +192,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{'design':<{w}}{'T':>3}{'accuracy (%)':>18}{'bits/spike':>12}{'spikes/step':>13}")
     for r in rows:
         bits = "-" if r.get("spike_bits") is None else f"{r['spike_bits']:.2f}"
-        rate = "-" if r.get("spike_bits") is None else f"{r['rate']:.3f}"
+        rate = "-" if r.get("spike_bits") is None or r.get("rate") is None \
+            else f"{r['rate']:.3f}"
         print(f"{r['label']:<{w}}{r['timesteps']:>3}"
               f"{100 * r['accuracy']:>12.2f} ± {100 * r['std']:.2f}{bits:>12}{rate:>13}")
     print("\nbits/spike: log2 of the values a spike takes; spikes/step: spikes per neuron and "

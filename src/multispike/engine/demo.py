@@ -60,7 +60,8 @@ def run_demo(
     ``accuracies``, ``threads``, ``spike_bits`` (``log2`` of the values a spike takes; None
     for the ANN) and ``rate`` (mean over the seeds of the spikes per neuron per time step on
     the test images, every MT plane and every unit of an integer spike counted, as synaptic
-    operations are billed; measured on the model after its last epoch; 0 for the ANN).
+    operations are billed; measured on the model after its last epoch; 0 for the ANN; None
+    where the trainer returned no ``model``).
 
     ``device``: where every run trains (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
 
@@ -113,7 +114,8 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
 
             result = train_model(cfg, on_epoch=epoch_done)
             accs.append(result["best_accuracy"])
-            if firing != "ann":  # the whole test set (360 images): two batches of 256
+            if firing != "ann" and result.get("model") is not None:
+                # the whole test set (360 images): two batches of 256
                 (measured,) = evaluate_model(result["model"], "digits", [t], device=device,
                                              max_batches_for_rates=2)
                 rates.append(measured["mean_firing_rate"])
@@ -134,7 +136,8 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
             "seeds": list(seeds),
             "accuracies": accs,
             "spike_bits": spike_bits(firing, levels=options.get("levels")),
-            "rate": statistics.fmean(rates) if rates else 0.0,
+            "rate": (statistics.fmean(rates) if rates else
+                     0.0 if firing == "ann" else None),  # None: the trainer gave no model
             "threads": sorted(used, key=str)[0] if len(used) == 1 else sorted(used, key=str),
         })
     bar.close()
@@ -235,7 +238,7 @@ def demo_reading(rows: list[dict[str, Any]]) -> str:
     ann = acc.get(("ann", 1))
     if ann:
         lines.append(f"ANN twin: {100 * ann['accuracy']:.2f}%.")
-    cost = [r for r in rows if r.get("spike_bits") is not None and "rate" in r]
+    cost = [r for r in rows if r.get("spike_bits") is not None and r.get("rate") is not None]
     if cost:
         lines.append("Cost: bits per spike / spikes per neuron and step (SOPs scale with the "
                      "second): " + "; ".join(
