@@ -198,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{100 * r['accuracy']:>12.2f} ± {100 * r['std']:.2f}{bits:>12}{rate:>13}")
     print("\nbits/spike: log2 of the values a spike takes; spikes/step: spikes per neuron and "
           "time step on the test images after the last epoch, every MT plane and every unit of "
-          "an integer spike counted (synaptic operations scale with it)")
+          "an integer spike counted (synaptic operations grow with it)")
     print(f"\nplot: {plot}\n")
     print(demo_reading(rows))
     return 0

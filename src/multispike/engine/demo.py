@@ -209,7 +209,7 @@ def demo_reading(rows: list[dict[str, Any]]) -> str:
       T=1: mt vs binary +5.00 points (better, spread 1.00)
       T=1: integer D=3 vs binary +3.00 points (better, spread 1.00)
       T=1: integer D=3 vs mt -2.00 points (worse, spread 1.00)
-      Cost: bits per spike / spikes per neuron and step (SOPs scale with the second): binary
+      Cost: bits per spike / spikes per neuron and step (SOPs grow with the second): binary
       T=1 1.00 / 0.200; mt T=1 2.00 / 0.300; integer D=3 T=1 2.00 / 0.400.
     """
     acc = {(r["label"], r["timesteps"]): r for r in rows}
@@ -240,7 +240,7 @@ def demo_reading(rows: list[dict[str, Any]]) -> str:
         lines.append(f"ANN twin: {100 * ann['accuracy']:.2f}%.")
     cost = [r for r in rows if r.get("spike_bits") is not None and r.get("rate") is not None]
     if cost:
-        lines.append("Cost: bits per spike / spikes per neuron and step (SOPs scale with the "
+        lines.append("Cost: bits per spike / spikes per neuron and step (SOPs grow with the "
                      "second): " + "; ".join(
                          f"{r['label']} T={r['timesteps']} {r['spike_bits']:.2f} / "
                          f"{r['rate']:.3f}" for r in cost) + ".")
