@@ -189,7 +189,7 @@ def test_a_model_bias_after_an_integer_neuron_is_added_once():
     # the same planes with the bias added per plane change the output
     with torch.no_grad():
         conv.conv.bias.mul_(3.0)
-    assert float((planes(x) - model(x)).abs().max()) > 1e-3
+        assert float((planes(x) - model(x)).abs().max()) > 1e-3
 
 
 # -- learned thresholds and every reset ------------------------------------------------------
