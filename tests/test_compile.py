@@ -41,8 +41,25 @@ def _step(model, x, weight, run=None):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_fullgraph_compile_keeps_kernels_and_matches_eager(name):
+    _compile_matches_eager(name)
+
+
+@pytest.mark.parametrize("firing", ["mt", "integer"])
+def test_fullgraph_compile_with_learned_thresholds(firing):
+    """A model whose neurons learn their thresholds: still one custom op per layer, the
+    thresholds' gradients equal eager mode's."""
+    _compile_matches_eager("digits_net", firing=firing, learn_thresholds=True)
+
+
+def _compile_matches_eager(name, **options):
     torch._dynamo.reset()
-    model, side = tiny(name, timesteps=2)
+    model, side = tiny(name, timesteps=2, **options)
+    if options.get("learn_thresholds"):
+        learning = [m for m in model.modules() if getattr(m, "learn_thresholds", False)]
+        assert learning and all(m.path.fused for m in learning)
+        with torch.no_grad():
+            for i, m in enumerate(learning):
+                m.threshold_log_gains.fill_(0.1 * (i + 1))
     model.train()
     for m in model.modules():  # eager and compiled code draw dropout masks differently
         if isinstance(m, torch.nn.modules.dropout._DropoutNd) or type(m).__name__ == "TimeDropout":
@@ -114,19 +131,28 @@ def test_cuda_graph_training_step_equals_eager():
         torch.testing.assert_close(g, ref_grads[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
-@pytest.mark.parametrize("firing, amplitude", [("mt", False), ("ternary", True)])
-def test_custom_ops_pass_opcheck(firing, amplitude):
+@pytest.mark.parametrize("firing, amplitude, learn", [
+    ("mt", False, False), ("ternary", True, False), ("mt", True, True),
+    ("integer", False, True)])
+def test_custom_ops_pass_opcheck(firing, amplitude, learn):
     """torch.library.opcheck: schema, fake implementation, registered autograd, and the
-    op as seen by the dispatcher and by AOT autograd."""
-    from multispike.kernels.spec import SAVE_H
+    op as seen by the dispatcher and by AOT autograd; with learned thresholds too."""
+    from multispike.kernels.spec import SAVE_H, threshold_vector
     from multispike.neurons import PLIFNode
 
-    node = PLIFNode(firing=firing, learn_amplitude=amplitude).double()
-    st = node.kernel_spec.static
-    x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
+    node = PLIFNode(firing=firing, learn_amplitude=amplitude, learn_thresholds=learn).double()
+    spec = node.kernel_spec
+    st = spec.static
+    assert st.learned == learn
+    x = 2 * torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
     tau = node.tau.detach().clone().requires_grad_(True)
     amp = node.amplitude.detach().clone().requires_grad_(True) if amplitude else None
-    args = (x, tau, amp, *st.args(), SAVE_H, "cpu", False, "PLIFNode")
+    thr = None
+    if learn:
+        with torch.no_grad():
+            node.threshold_log_gains.uniform_(-0.3, 0.3)
+        thr = threshold_vector(spec, *node.threshold_tensors()).detach().requires_grad_(True)
+    args = (x, tau, amp, thr, *st.args(), SAVE_H, "cpu", False, "PLIFNode")
     torch.library.opcheck(torch.ops.multispike.neuron_forward.default, args)
     out, saved, _ = torch.ops.multispike.neuron_forward(*args)
     ref = node(x.detach())

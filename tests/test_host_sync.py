@@ -61,6 +61,20 @@ def _train_step(model, x, opt):
 INTERPRETED = ("digits_net", "resnet19", "resnet20", "vgg9")
 
 
+def _learning_layers():
+    from multispike.neurons import IFNode, LIFNode
+
+    return {
+        "LIFNode(mt, learn_thresholds)": lambda: LIFNode(firing="mt", learn_thresholds=True),
+        "IFNode(integer, any, learn_thresholds)": lambda: IFNode(
+            firing="integer", reset="any", learn_thresholds=True),
+    }
+
+
+#: layers that learn their thresholds, checked beside the models
+LEARNING = _learning_layers()
+
+
 def triton_host_traffic(device: str = "cpu", names=None) -> dict[str, list[str]]:
     """Host traffic of one training step (after a warm-up step) of the models ``names`` and
     of a default ``LIFNode``, with every neuron forced onto the Triton kernels."""
@@ -86,6 +100,16 @@ def triton_host_traffic(device: str = "cpu", names=None) -> dict[str, list[str]]
         with HostTrafficRecorder() as rec:
             node(x).sum().backward()
         found["LIFNode()"] = rec.events
+        # a layer that learns its thresholds: they reach the kernels as a device tensor and
+        # their gradient comes back reduced on the device
+        for key, learner in LEARNING.items():
+            learner = learner().to(device)
+            learner(x).sum().backward()
+            assert learner.path.impl == "triton"
+            with HostTrafficRecorder() as rec:
+                learner(x).sum().backward()
+            assert learner.threshold_log_gains.grad is not None
+            found[key] = rec.events
     finally:
         kernels.native_impl = native
     return found
@@ -145,7 +169,7 @@ def test_triton_path_has_no_host_round_trips_in_interpreter():
     import json
 
     found, nonfinite = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(found) == set(INTERPRETED) | {"LIFNode()"}
+    assert set(found) == set(INTERPRETED) | {"LIFNode()"} | set(LEARNING)
     assert {k: v for k, v in found.items() if v} == {}
     # the in-kernel input check: the flagged layer is named once, then the flags are clear
     assert nonfinite == ["NaN or inf reached neuron layer 0; check the layer before it or the "
@@ -162,6 +186,10 @@ def test_cuda_training_step_does_not_synchronise(name):
     x = image(model, side, batch=2).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     _train_step(model, x, opt)
+    learners = [make().cuda() for make in LEARNING.values()]
+    xl = torch.randn(4, 2, 16, 8, 8, device="cuda", requires_grad=True)
+    for learner in learners:  # warm-up: constants cached per device
+        learner(xl).sum().backward()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -169,5 +197,7 @@ def test_cuda_training_step_does_not_synchronise(name):
         node = LIFNode().cuda()
         xn = torch.randn(4, 2, 16, 8, 8, device="cuda", requires_grad=True)
         node(xn).sum().backward()
+        for learner in learners:
+            learner(xl).sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -18,7 +18,14 @@ from common import saved_bytes  # bench/common.py (tests/__init__.py puts bench/
 from multispike import kernels
 from multispike.errors import ConfigError
 from multispike.functional import plif_tau
-from multispike.kernels import _scalars, compact_spikes, cpu, fused_multistep, spec_of
+from multispike.kernels import (
+    _scalars,
+    _thresholds,
+    compact_spikes,
+    cpu,
+    fused_multistep,
+    spec_of,
+)
 from multispike.kernels.function import Plan, fused
 from multispike.monitor import record_activity
 from multispike.neurons import IFNode, LIFNode, PLIFNode
@@ -180,6 +187,96 @@ def test_integer_rules_equal_reference(dynamics, firing, reset, impl):
                 _compare(node, x, impl, TOL[dtype])
 
 
+#: learned thresholds: (amplitude, detach, surrogate, reset_grad) per reset
+LEARNED_CASES = (
+    (True, False, "rectangular", "surrogate"),
+    (False, True, "rectangular", "surrogate"),
+    (True, False, "sigmoid", "spike"),
+    (False, False, "atan", "surrogate"),
+    (True, False, "clamp", "spike"),
+)
+
+
+def _learned_cases(dynamics, firing, reset, dtype=torch.float64):
+    """Layers of every rule that learn their thresholds (perturbed from the start, so that
+    every threshold differs from its initial value), with the options of LEARNED_CASES that
+    the rule and reset accept."""
+    opts = ({"deltas": (-0.4, 0.3, 0.7)} if firing in ("mt", "ternary-mt") else
+            {"levels": 3, "v_threshold": 0.7} if firing in INTEGER_RULES else {})
+    for amplitude, detach, surrogate, reset_grad in LEARNED_CASES:
+        if reset == "soft" and reset_grad == "spike":
+            continue
+        if firing in INTEGER_RULES and (reset == "soft" or detach) and surrogate != "rectangular":
+            continue
+        node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                     surrogate=surrogate, reset_grad=reset_grad, learn_thresholds=True, **opts)
+        g = torch.Generator().manual_seed(len(firing) + 3 * len(reset))
+        with torch.no_grad():
+            rho = node.threshold_log_gains
+            rho.copy_(0.3 * torch.randn(rho.shape, generator=g, dtype=torch.float64))
+        yield node
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("firing", FIRINGS + INTEGER_RULES)
+@pytest.mark.parametrize("dynamics", list(DYNAMICS))
+def test_learned_thresholds_equal_reference(dynamics, firing, reset, impl):
+    """learn_thresholds=True on the fused paths: spikes equal the reference loop's, and the
+    gradients of the input, τ, the amplitude and threshold_log_gains (the kernels' sum of
+    dL/dθ over every neuron and step, chained by autograd) agree to 1e-10 in float64."""
+    for node in _learned_cases(dynamics, firing, reset):
+        spec = node.kernel_spec
+        assert spec.learned and spec.native and spec.static.learned
+        for T in (1, 5):
+            x = _x(T, 3, 61, seed=T, scale=1.2 if dynamics != "plif" else 2.4)
+            _compare(node, x, impl, TOL[torch.float64])
+            assert node.threshold_log_gains.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("firing", FIRINGS + INTEGER_RULES)
+def test_learned_thresholds_float32(firing, impl):
+    for dynamics, reset in (("plif", "main"), ("lif", "soft"), ("if", "any")):
+        for node in _learned_cases(dynamics, firing, reset, dtype=torch.float32):
+            x = _x(4, 4, 8, 9, seed=11, scale=1.5, dtype=torch.float32)
+            _compare(node, x, impl, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_learned_thresholds_bfloat16_spikes(impl):
+    """bfloat16 input, float32 thresholds (autocast): spikes equal the reference loop's (the
+    thresholds rounded to bfloat16 where PyTorch rounds them, V_th and 1/V_th not)."""
+    for dynamics, firing, reset in itertools.product(DYNAMICS, FIRINGS + INTEGER_RULES, RESETS):
+        opts = ({"deltas": (-0.13, 0.1, 0.23)} if firing in ("mt", "ternary-mt") else
+                {"levels": 3} if firing in INTEGER_RULES else {})
+        node = _node(dynamics, firing, True, False, dtype=torch.float32, reset=reset,
+                     v_threshold=0.3, learn_thresholds=True, **opts)
+        with torch.no_grad():
+            node.threshold_log_gains.uniform_(-0.3, 0.3)
+        x = _x(5, 3, 200, seed=3, dtype=torch.bfloat16)
+        node.backend = "torch"
+        with torch.no_grad():
+            ref = node(x)
+            out = fused_multistep(x, node, impl=impl)
+        assert torch.equal(out, ref), (dynamics, firing, reset)
+
+
+def test_learning_layer_runs_fused():
+    """A learning layer takes the fused path its constant copy would, and says so; its
+    thresholds reach the kernels as a tensor (no spec change when they move)."""
+    node = PLIFNode(firing="mt", learn_thresholds=True)
+    assert node.path.impl == node.fixed().path.impl
+    if HAS_CPU_KERNEL:
+        assert node.path.impl == "cpu" and "learned thresholds" in node.path.reason
+    spec = node.kernel_spec
+    with torch.no_grad():
+        node.threshold_log_gains.add_(0.2)
+    assert node.kernel_spec is spec
+    node.backend = "fused"
+    assert node.path.fused
+
+
 @needs_cpu_kernel
 @pytest.mark.parametrize("firing", INTEGER_RULES)
 def test_integer_rules_bfloat16(firing):
@@ -296,7 +393,7 @@ def _oracle(node, x, weight):
         weight.double().reshape(x.shape[0], -1), hs.double(), spec,
         None if tau is None else tau.double(), amp.double(), tau is not None, True,
     )
-    gx, gtau, gamp = grads
+    gx, gtau, gamp, _ = grads
     out = [gx.view(x.shape)]
     if tau is not None:  # dL/dw = dL/dtau * dtau/dw, tau = 1 + exp(-w)
         out.append(gtau * -torch.exp(-node.w.detach().to(d)))
@@ -578,14 +675,15 @@ def _triton_compare(node, x, weight, dtype):
     node.zero_grad(set_to_none=True)
     xi = x.clone().requires_grad_(True)
     tau, amp = _scalars(node, spec, dtype)
-    out = fused(xi, Plan(spec, "triton"), tau, amp)
+    out = fused(xi, Plan(spec, "triton"), tau, amp, _thresholds(node, spec))
     (out * weight).sum().backward()
     grads = [xi.grad] + [p.grad for p in node.parameters()]
+    assert len(grads) == len(ref_grads) and all(g is not None for g in grads)
     assert torch.equal(out.detach(), ref_out), (node, dtype)
     if dtype != torch.bfloat16:
         for g, r in zip(grads, ref_grads, strict=True):
             torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
-    elif node.amplitude is not None:  # as accurate as the reference
+    elif node.amplitude is not None and not node.learn_thresholds:  # as accurate as the ref
         truth = _oracle(node, x, weight)
         for g, r, t in zip(grads, ref_grads, truth, strict=True):
             err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
@@ -607,6 +705,44 @@ def triton_integer_check(device: str) -> None:
                 x = _x(T, 3, 41, seed=T, scale=2.5, dtype=dtype).to(device)
                 weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
                 _triton_compare(node, x, weight, dtype)
+
+
+def triton_learned_check(device: str) -> None:
+    """The Triton kernels with learned thresholds: every rule x dynamics x reset (float64,
+    gradients of threshold_log_gains included), and float32 / bfloat16 spikes."""
+    for dynamics, firing, reset in itertools.product(DYNAMICS, FIRINGS + INTEGER_RULES, RESETS):
+        for node in _learned_cases(dynamics, firing, reset):
+            node = node.to(device)
+            for T in (1, 4):
+                x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=torch.float64).to(device)
+                weight = _x(*x.shape, seed=7, dtype=torch.float64).to(device)
+                _triton_compare(node, x, weight, torch.float64)
+    for dtype in (torch.float32, torch.bfloat16):
+        for dynamics, firing, reset in (("plif", "mt", "main"), ("lif", "ternary-mt", "soft"),
+                                        ("if", "integer", "any"), ("lif", "signed-integer",
+                                                                   "soft")):
+            node = next(_learned_cases(dynamics, firing, reset, dtype=torch.float32)).to(device)
+            x = _x(5, 3, 41, seed=2, scale=1.5, dtype=dtype).to(device)
+            weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+            _triton_compare(node, x, weight, dtype)
+
+
+def _run_triton_check(name: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    code = f"from tests.test_kernels import {name}; {name}('cpu')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+def test_triton_learned_thresholds_equal_reference():
+    if torch.cuda.is_available():
+        triton_learned_check("cuda")
+        return
+    _run_triton_check("triton_learned_check")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")

@@ -78,15 +78,18 @@ def test_starts_at_exactly_the_given_thresholds(firing, dtype):
         assert torch.equal(learn(x), fixed(x))
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto", "fused"])
 @pytest.mark.parametrize("detach", [False, True])
 @pytest.mark.parametrize("reset", ["main", "any", "soft"])
 @pytest.mark.parametrize("firing", RULES)
-def test_gradients_equal_reference_loop(firing, reset, detach):
+def test_gradients_equal_reference_loop(firing, reset, detach, backend):
     """dL/dx and dL/dρ of a learned layer (float64) against the loop of tests/reference.py
     fed with θ_k = Σ c_j·exp(ρ_j) (the closed form): every threshold's surrogate and, for a
-    soft reset, b·V_th carry the gradient."""
+    soft reset, b·V_th carry the gradient. The layer's reference loop (backend="torch") and
+    its fused path (the C++ kernel, or the eager fused path where it cannot be built)."""
     node = LIFNode(decay=0.5, firing=firing, learn_thresholds=True, reset=reset,
-                   detach_reset=detach, **_opts(firing)).double()
+                   detach_reset=detach, backend=backend, **_opts(firing)).double()
+    assert node.path.fused == (backend != "torch") or backend == "auto"
     _perturb(node, seed=3)
     initial, main = initial_thresholds(node.rule, node.v_threshold)
     x = _x(6, 3, 31, seed=4, scale=1.6).requires_grad_(True)
@@ -149,8 +152,10 @@ def test_fixed_layer_gives_identical_outputs_and_runs_fused(firing, dtype):
         node = cls(firing=firing, learn_thresholds=True, learn_amplitude=True,
                    **_opts(firing)).to(dtype)
         _perturb(node, seed=11)
-        assert node.path.impl is None and "learn_thresholds" in node.path.reason
         const = node.fixed()
+        # the learning layer runs the same path as its constant copy (fused where a kernel is)
+        assert node.path.impl == const.path.impl
+        assert not node.path.fused or "learned thresholds" in node.path.reason
         assert not const.learn_thresholds and const.threshold_log_gains is None
         assert node.learn_thresholds  # the original is unchanged
         v, rule = node.fixed_firing()

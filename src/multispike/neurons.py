@@ -28,8 +28,9 @@ Options on every layer (keyword-only):
   :class:`~multispike.functional.FiringRule` object;
 - ``learn_thresholds``: learn ``V_th`` (and an MT rule's deltas), ordered and positive by
   construction (:func:`~multispike.functional.learned_thresholds`), starting at exactly the
-  given values; such layers run the reference loop (:attr:`Neuron.path` says why).
-  :meth:`Neuron.fixed` returns the equivalent layer with constant thresholds, and
+  given values; they run the fused kernels like any layer (the thresholds reach them as a
+  tensor, their gradient comes back summed on the device). :meth:`Neuron.fixed` returns the
+  equivalent layer with constant thresholds, and
   :meth:`Neuron.fixed_firing` reads the current ones as floats;
 - ``reset``: what follows a spike (:func:`~multispike.functional.reset`): ``"main"`` (hard
   reset by the main spike, MT-SNN Eq 3), ``"any"`` (hard reset by any spike, Ternary Spike
@@ -350,8 +351,8 @@ class Neuron(nn.Module):
         For a layer with ``learn_thresholds``: the same class, options, parameters (τ's ``w``,
         the amplitude), device and dtype, with ``v_threshold`` and the rule's deltas set to
         the learned values (:meth:`fixed_firing`) and ``learn_thresholds=False``; its outputs
-        equal this layer's (input and thresholds in float32 or float64) and it runs the fused
-        kernels. Its :meth:`config` rebuilds it with :func:`build_neuron`. For any other layer:
+        equal this layer's (input and thresholds in float32 or float64). Its :meth:`config`
+        rebuilds it with :func:`build_neuron`. For any other layer:
         a plain copy.
 
         >>> node = LIFNode(firing="integer", levels=3, learn_thresholds=True)
@@ -516,7 +517,7 @@ def build_neuron(config: dict[str, Any]) -> Neuron:
 def fix_thresholds(model: nn.Module) -> nn.Module:
     """Replace every neuron layer of ``model`` that learns its thresholds by its
     :meth:`Neuron.fixed` copy (in place); returns ``model`` (the fixed copy where ``model``
-    is such a layer itself). Outputs are unchanged; the layers then run the fused kernels.
+    is such a layer itself). Outputs are unchanged; the thresholds are then constants.
 
     >>> net = nn.Sequential(nn.Linear(4, 4), IFNode(firing="mt", learn_thresholds=True))
     >>> fix_thresholds(net)[1].learn_thresholds

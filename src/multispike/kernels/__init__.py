@@ -58,7 +58,7 @@ from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
-from multispike.kernels.spec import KernelSpec, spec_of
+from multispike.kernels.spec import KernelSpec, spec_of, threshold_vector
 
 BACKENDS = ("auto", "torch", "fused")
 
@@ -118,6 +118,14 @@ def _scalars(neuron: Any, spec: KernelSpec, dtype: torch.dtype) -> tuple[Tensor 
     return tau, amp
 
 
+def _thresholds(neuron: Any, spec: KernelSpec) -> Tensor | None:
+    """A learning layer's thresholds as the kernels take them (:func:`threshold_vector`,
+    torch ops on the layer's device, differentiable), or None."""
+    if not spec.learned:
+        return None
+    return threshold_vector(spec, *neuron.threshold_tensors())
+
+
 def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor:
     """Spikes of ``neuron`` for ``x_seq`` ``[T, B, ...]`` through a fused kernel.
 
@@ -150,7 +158,7 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
             "impl='eager' or 'auto'"
         )
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
-    return fused(x_seq, Plan(spec, impl), tau, amp)
+    return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec))
 
 
 
@@ -226,11 +234,6 @@ def route(neuron: Any, x: Tensor) -> Route:
     impl = choose(neuron, x)
     spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
     if spec is None:
-        if getattr(neuron, "learn_thresholds", False):
-            return Route(None, "learn_thresholds=True: the thresholds are parameters and the "
-                               "fused kernels take constants, so the reference loop runs "
-                               "(neuron.fixed() gives the equivalent constant layer, which "
-                               "runs fused)")
         if getattr(neuron, "custom_charge", False):
             why = (f"{where} overrides charge() (custom_charge=True), which no fused kernel "
                    "implements")
@@ -239,9 +242,10 @@ def route(neuron: Any, x: Tensor) -> Route:
                    f"{getattr(neuron, 'dynamics_record', None)!r}")
         return Route(None, f"{why}: the reference loop runs")
     on = f"{x.device.type}/{str(x.dtype).replace('torch.', '')}"
+    learned = " with learned thresholds" if spec.learned else ""
     if impl in ("cpu", "triton"):
         return Route(impl, f"{_NAMES[impl]} covers {spec.dynamics}/{spec.rule.name}/"
-                           f"{spec.surrogate.name}/reset={spec.reset} on {on}")
+                           f"{spec.surrogate.name}/reset={spec.reset}{learned} on {on}")
     if not spec.native:
         why = (f"the compiled kernels do not cover firing {spec.rule.name!r} with surrogate "
                f"{type(spec.surrogate).__name__}")
@@ -300,7 +304,8 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
         check_finite(x_seq, where)
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
     flag = getattr(neuron, "nonfinite", None) if check and impl == "triton" else None
-    return fused(x_seq, Plan(spec, impl), tau, amp, flag=flag, check=check, where=where)
+    return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec), flag=flag,
+                 check=check, where=where)
 
 
 def check_finite(x: Tensor, where: str) -> None:

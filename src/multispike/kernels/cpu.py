@@ -39,7 +39,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-sha
          "-std=c++17", "-fno-math-errno"]
 MAX_THR = 16
 #: ``ms_abi_version()`` of csrc/multistep.cpp this module's :class:`Args` mirrors
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -80,6 +80,10 @@ class Args(ctypes.Structure):
         ("vth", ctypes.c_double),
         ("inv", ctypes.c_double),
         ("thr", ctypes.c_double * MAX_THR),
+        ("need_thr", ctypes.c_int32),
+        ("pad_", ctypes.c_int32),
+        ("lthr", ctypes.c_void_p),
+        ("gthr", ctypes.c_void_p),
     ]
 
 
@@ -217,19 +221,27 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
     return out, saved, bool(flag.value)
 
 
-def backward(grad: Tensor, saved: Tensor, args: Args) -> tuple[Tensor, float, float]:
-    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (the sums are 0 if not asked)."""
+def backward(grad: Tensor, saved: Tensor, args: Args, thr: Tensor | None = None
+             ) -> tuple[Tensor, float, float, Tensor | None]:
+    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (the sums are 0 if not
+    asked; ``dL/dthr``, a float64 tensor like the learned thresholds' vector ``thr`` that
+    :func:`make_args` was given, only when ``thr`` is given here)."""
     lib = library()
     assert lib is not None
     gx = pool.empty(tuple(grad.shape), grad.dtype)
     sums = (ctypes.c_double * 2)()
+    g_thr = None
+    if thr is not None:
+        g_thr = torch.empty(thr.shape, dtype=torch.float64)
+        args.need_thr = 1
+        args.gthr = g_thr.data_ptr()
     args.nthreads = _threads(grad.numel())
     args.stream = _stream(grad)
     rc = lib.ms_backward(ctypes.byref(args), grad.data_ptr(), saved.data_ptr(), gx.data_ptr(),
                          sums)
     if rc != 0:
         raise RuntimeError(f"multispike CPU kernel backward failed (code {rc})")
-    return gx, sums[0], sums[1]
+    return gx, sums[0], sums[1], g_thr
 
 
 #: arrays at least this large are written with non-temporal stores (they overflow L2 anyway;
@@ -293,9 +305,17 @@ def _static_args(st: Static, dtype: torch.dtype) -> Args:
     return a
 
 
-def make_args(st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None) -> Args:
-    """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading τ and ``a`` is free)."""
+def make_args(st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None,
+              thr: Tensor | None = None) -> Args:
+    """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading τ and ``a`` is free).
+
+    ``thr``: learned thresholds as :func:`multispike.kernels.ops.kernel_thresholds` gives them;
+    the kernel reads them through a pointer (kept alive on the returned struct)."""
     a = Args.from_buffer_copy(_static_args(st, x.dtype))  # the cached struct stays read-only
+    if thr is not None:
+        kept = thr.detach().to(torch.float64).contiguous()
+        a.lthr = kept.data_ptr()
+        a._keep = kept
     a.T, a.N = x.shape[0], x.shape[1]
     if tau is not None:
         tau = tau.detach()

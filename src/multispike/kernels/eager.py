@@ -7,6 +7,12 @@ those of the reference loop; it saves only the membrane ``H[t]``. The backward w
 reverse and recomputes each step's fire-and-reset from ``H[t]`` under autograd (so any
 surrogate works), then applies the charge's derivatives by hand:
 ``dL/dX = dL/dH / D``, ``dL/dV[t-1] = A · dL/dH``, ``dL/dτ = −Σ dL/dH·(H − V[t−1])/τ``.
+
+Learned thresholds (``spec.learned``) come as the vector of
+:func:`~multispike.kernels.spec.threshold_vector`; the forward fires with ``V_th = thr[0]`` and
+the learned thresholds ``thr[:K]`` exactly as the reference loop does (0-dim tensors), and the
+backward takes each step's gradient with respect to them too (the other entries of the vector
+get 0: the reference functions derive the reset threshold, ``V_th`` and ``1/V_th`` themselves).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from multispike.functional.dynamics import if_charge, lif_charge, reset
+from multispike.functional.dynamics import NeuronParams, if_charge, lif_charge, reset
 from multispike.kernels.spec import KernelSpec
 
 
@@ -35,23 +41,39 @@ def charge_fn(spec: KernelSpec, tau: Tensor | None) -> Callable[[Tensor, Tensor]
     return if_charge
 
 
-def _fire_reset(spec: KernelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    b, s = spec.rule.fire(h, spec.v_threshold, spec.surrogate)
-    return b, s, reset(h, b, s, spec)  # reset, detach_reset, reset_grad: as the reference loop
+def params_of(spec: KernelSpec, thr: Tensor | None):
+    """What the reference functions read: ``spec`` itself, or for learned thresholds a
+    :class:`NeuronParams` with ``V_th = thr[0]`` and the rule's thresholds ``thr[:K]``."""
+    if thr is None:
+        return spec
+    k = thr.shape[0] - 3
+    parts = thr[:k].unbind()
+    return NeuronParams(
+        v_threshold=parts[0], v_reset=spec.v_reset, rule=spec.rule, surrogate=spec.surrogate,
+        detach_reset=spec.detach_reset, reset_grad=spec.reset_grad, reset=spec.reset,
+        thresholds=parts if k > 1 else None)
+
+
+def _fire_reset(spec: KernelSpec, h: Tensor, params=None) -> tuple[Tensor, Tensor, Tensor]:
+    p = spec if params is None else params
+    b, s = spec.rule.fire(h, p.v_threshold, spec.surrogate, getattr(params, "thresholds", None))
+    return b, s, reset(h, b, s, p)  # reset, detach_reset, reset_grad: as the reference loop
 
 
 @torch.no_grad()
 def forward(
-    x: Tensor, spec: KernelSpec, tau: Tensor | None, amp: Tensor | None, save: bool
+    x: Tensor, spec: KernelSpec, tau: Tensor | None, amp: Tensor | None, save: bool,
+    thr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """``x`` ``[T, N]`` → ``(out, H or None)``."""
+    """``x`` ``[T, N]`` → ``(out, H or None)``; ``thr``: learned thresholds, or None."""
     charge = charge_fn(spec, tau)
+    params = None if thr is None else params_of(spec, thr)
     out = torch.empty_like(x)
     hs = torch.empty_like(x) if save else None
     v = torch.full_like(x[0], spec.v_reset)  # the start state, as the reference loop
     for t in range(x.shape[0]):
         h = charge(v, x[t])
-        b, _, v = _fire_reset(spec, h)
+        b, _, v = _fire_reset(spec, h, params)
         out[t] = b if amp is None else amp * b
         if hs is not None:
             hs[t] = h
@@ -66,8 +88,10 @@ def backward(
     amp: Tensor | None,
     need_tau: bool,
     need_amp: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Reverse loop over the saved ``H``; returns ``(dL/dX, dL/dτ, dL/da)``."""
+    thr: Tensor | None = None,
+    need_thr: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Reverse loop over the saved ``H``; returns ``(dL/dX, dL/dτ, dL/da, dL/dthr)``."""
     if spec.dynamics == "plif":
         assert tau is not None
         tau = tau.detach()
@@ -77,6 +101,10 @@ def backward(
         a_coef = spec.decay if spec.dynamics == "lif" else 1.0
         d_coef = 1.0
     a_leaf = None if amp is None else amp.detach().requires_grad_(need_amp)
+    need_thr = need_thr and thr is not None
+    t_leaf = None if thr is None else thr.detach().requires_grad_(need_thr)
+    fixed = None if thr is None else params_of(spec, t_leaf.detach())
+    dthr = torch.zeros_like(thr) if need_thr else None
     gx = torch.empty_like(grad)
     dv = torch.zeros_like(grad[0])
     dtau = torch.zeros((), dtype=grad.dtype, device=grad.device) if need_tau else None
@@ -84,21 +112,24 @@ def backward(
     for t in range(grad.shape[0] - 1, -1, -1):
         with torch.enable_grad():
             h = hs[t].detach().requires_grad_(True)
-            b, _, v = _fire_reset(spec, h)
+            params = None if t_leaf is None else params_of(spec, t_leaf)  # a graph per step
+            b, _, v = _fire_reset(spec, h, params)
             out = b if a_leaf is None else a_leaf * b
-            inputs = [h] + ([a_leaf] if need_amp else [])
+            inputs = [h] + ([a_leaf] if need_amp else []) + ([t_leaf] if need_thr else [])
             grads = torch.autograd.grad([out, v], inputs, [grad[t], dv], allow_unused=True)
         dh = grads[0] if grads[0] is not None else torch.zeros_like(h)
         if need_amp and grads[1] is not None:
             damp = damp + grads[1]
+        if need_thr and grads[-1] is not None:
+            dthr = dthr + grads[-1]
         if need_tau:
             with torch.no_grad():
                 if t > 0:
-                    v_prev = _fire_reset(spec, hs[t - 1])[2]
+                    v_prev = _fire_reset(spec, hs[t - 1], fixed)[2]
                 else:
                     v_prev = torch.full_like(h, spec.v_reset)
                 dtau = dtau - (dh * (hs[t] - v_prev)).sum() / tau
         with torch.no_grad():
             gx[t] = dh / d_coef
             dv = dh * a_coef
-    return gx, dtau, damp
+    return gx, dtau, damp, dthr

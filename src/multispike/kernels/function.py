@@ -5,8 +5,9 @@ The compiled kernels (``"cpu"``: csrc/multistep.cpp, ``"triton"``: CUDA) run as 
 of :mod:`multispike.kernels.ops`, so ``torch.compile`` and CUDA graphs see one call per layer.
 The eager fused path (``"eager"``: torch ops, any rule, surrogate, device) keeps the static part
 of the layer in a :class:`Plan` that travels through :class:`FusedMultistep`; the learnable
-scalars (``τ`` of PLIF, the amplitude ``a``) are inputs so that autograd carries their
-gradients on to ``w`` and ``a``.
+scalars (``τ`` of PLIF, the amplitude ``a``) and learned thresholds (the vector of
+:func:`~multispike.kernels.spec.threshold_vector`) are inputs so that autograd carries their
+gradients on to ``w``, ``a`` and ``threshold_log_gains``.
 """
 
 from __future__ import annotations
@@ -46,22 +47,24 @@ def spike_range(spec: KernelSpec) -> tuple[int, int]:
 
 
 class FusedMultistep(torch.autograd.Function):
-    """The eager fused path: ``out = FusedMultistep.apply(x_seq, tau, amp, plan)``.
+    """The eager fused path: ``out = FusedMultistep.apply(x_seq, tau, amp, thr, plan)``.
 
     ``x_seq`` ``[T, ...]``; ``tau`` (PLIF) and ``amp`` are 0-dim tensors in ``x_seq``'s dtype,
-    or ``None``.
+    or ``None``; ``thr`` the learned thresholds' vector, or ``None``.
     """
 
     @staticmethod
-    def forward(ctx, x_seq: Tensor, tau: Tensor | None, amp: Tensor | None, plan: Plan):
+    def forward(ctx, x_seq: Tensor, tau: Tensor | None, amp: Tensor | None,
+                thr: Tensor | None, plan: Plan):
         shape = x_seq.shape
         x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-        out, saved = eager.forward(x, plan.spec, tau, amp, True)
+        out, saved = eager.forward(x, plan.spec, tau, amp, True, thr)
         ctx.plan, ctx.shape = plan, shape
         ctx.need_tau = tau is not None and ctx.needs_input_grad[1]
         ctx.need_amp = amp is not None and ctx.needs_input_grad[2]
-        ctx.has_tau, ctx.has_amp = tau is not None, amp is not None
-        ctx.save_for_backward(saved, *[t for t in (tau, amp) if t is not None])
+        ctx.need_thr = thr is not None and ctx.needs_input_grad[3]
+        ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
+        ctx.save_for_backward(saved, *[t for t in (tau, amp, thr) if t is not None])
         tag(out, amp, *spike_range(plan.spec))
         return out.view(shape)
 
@@ -73,9 +76,10 @@ class FusedMultistep(torch.autograd.Function):
         saved, *rest = ctx.saved_tensors
         tau = rest.pop(0) if ctx.has_tau else None
         amp = rest.pop(0) if ctx.has_amp else None
-        gx, g_tau, g_amp = eager.backward(
-            grad, saved, ctx.plan.spec, tau, amp, ctx.need_tau, ctx.need_amp)
-        return gx.view(shape), g_tau, g_amp, None
+        thr = rest.pop(0) if ctx.has_thr else None
+        gx, g_tau, g_amp, g_thr = eager.backward(
+            grad, saved, ctx.plan.spec, tau, amp, ctx.need_tau, ctx.need_amp, thr, ctx.need_thr)
+        return gx.view(shape), g_tau, g_amp, g_thr, None
 
 
 def fused(
@@ -83,6 +87,7 @@ def fused(
     plan: Plan,
     tau: Tensor | None,
     amp: Tensor | None,
+    thr: Tensor | None = None,
     *,
     flag: Tensor | None = None,
     check: bool = False,
@@ -91,24 +96,26 @@ def fused(
     """Run a plan on ``x_seq`` ``[T, ...]``, through autograd when a gradient is wanted.
 
     ``check`` (compiled kernels only): look for NaN/inf in the kernel's own pass over ``x``;
-    the C++ kernel raises at once, the Triton kernel sets ``flag``.
+    the C++ kernel raises at once, the Triton kernel sets ``flag``. ``thr``: the learned
+    thresholds' vector (:func:`~multispike.kernels.spec.threshold_vector`) where
+    ``plan.spec.learned``, else None.
     """
     if x_seq.numel() == 0 and plan.impl != "eager":
         plan = Plan(plan.spec, "eager")  # nothing to launch a kernel for
     wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x_seq, tau, amp)
+        t is not None and t.requires_grad for t in (x_seq, tau, amp, thr)
     )
     shape = x_seq.shape
     if plan.impl == "eager":
         if wants_grad:
-            return FusedMultistep.apply(x_seq, tau, amp, plan)
+            return FusedMultistep.apply(x_seq, tau, amp, thr, plan)
         x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-        out, _ = eager.forward(x, plan.spec, tau, amp, False)
+        out, _ = eager.forward(x, plan.spec, tau, amp, False, thr)
         return out.view(shape)
     need_tau = wants_grad and tau is not None and tau.requires_grad
     mode = save_mode_for(plan, need_tau) if wants_grad else SAVE_NONE
     x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-    out = ops.forward(x, plan.spec.static, tau, amp, save_mode=mode, impl=plan.impl,
+    out = ops.forward(x, plan.spec.static, tau, amp, thr, save_mode=mode, impl=plan.impl,
                       flag=flag, check=check, where=where)
     if wants_grad and not torch.compiler.is_compiling():
         tag(out, amp, *spike_range(plan.spec))  # compact_spikes() may pack them where saved

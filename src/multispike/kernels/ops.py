@@ -7,18 +7,24 @@ it as a single node; inductor does not trace the reference loop) and for CUDA gr
 (``mode="reduce-overhead"``). Every argument is a tensor or a plain number: the layer's
 :class:`~multispike.kernels.spec.Static` record, unpacked.
 
-- ``neuron_forward(x, tau, amp, *static, save_mode, impl, check, where) -> (out, saved, bad)``:
-  ``x`` ``[T, N]`` contiguous; ``tau`` (PLIF) and ``amp`` 0-dim tensors in ``x``'s dtype or
-  None; ``saved`` is what the backward needs (``H``, the one-byte code, or an empty tensor).
+- ``neuron_forward(x, tau, amp, thr, *static, save_mode, impl, check, where)
+  -> (out, saved, bad)``: ``x`` ``[T, N]`` contiguous; ``tau`` (PLIF) and ``amp`` 0-dim
+  tensors in ``x``'s dtype or None; ``thr`` the learned thresholds' vector
+  (:func:`~multispike.kernels.spec.threshold_vector`, ``[K + 3]``) where the static record
+  says ``learned``, else None; ``saved`` is what the backward needs (``H``, the one-byte code,
+  or an empty tensor).
   With ``check``, inputs are checked for NaN/inf in the same pass: the C++ kernel raises
   :class:`~multispike.errors.InputError` at once (host memory, no cost); the Triton kernel
   returns ``bad`` (one int32 on the device, 1 if it saw one) and nothing waits for it: the
   layer ORs it into its ``nonfinite`` flag (see :func:`multispike.kernels.raise_on_nonfinite`).
-- ``neuron_backward(grad, saved, tau, amp, *static, save_mode, impl, need_tau, need_amp)
-  -> (grad_x, grad_tau, grad_amp)``; the scalar gradients are 0-dim, or empty when not asked.
+- ``neuron_backward(grad, saved, tau, amp, thr, *static, save_mode, impl, need_tau, need_amp,
+  need_thr) -> (grad_x, grad_tau, grad_amp, grad_thr)``; the scalar gradients are 0-dim,
+  ``grad_thr`` has ``thr``'s shape (summed over every neuron and step on the device), each
+  empty when not asked.
 
-Nothing in either op reads a device value on the host: τ and the amplitude stay on the device
-(the Triton kernels load them), constants are cached per device.
+Nothing in either op reads a device value on the host: τ, the amplitude and learned
+thresholds stay on the device (the Triton kernels load them; the C++ kernel reads the CPU
+tensors through their pointers), constants are cached per device.
 """
 
 from __future__ import annotations
@@ -35,11 +41,24 @@ from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
 
 
 def _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-            reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value) -> Static:
+            reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned) -> Static:
     return Static(int(form), float(decay), tuple(float(t) for t in thresholds), bool(signed),
                   int(sg_kind), float(sg_param), float(v_reset), bool(detach), int(reset_grad),
                   bool(soft), float(reset_thr), float(v_th), int(levels), float(inv_th),
-                  bool(by_value))
+                  bool(by_value), bool(learned))
+
+
+def kernel_thresholds(thr: Tensor, dtype: torch.dtype) -> Tensor:
+    """The learned thresholds' vector as the compiled kernels use it, in the compute dtype
+    (float64 for float64, else float32): the thresholds and the reset threshold rounded to
+    ``dtype`` first (PyTorch rounds a 0-dim tensor to the other operand's dtype in a
+    subtraction or comparison), ``V_th`` and ``1/V_th`` not (a product computes in the compute
+    dtype). Torch ops on ``thr``'s device; no host read."""
+    t = thr.detach()
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    if t.dtype == dtype and dtype in (torch.float32, torch.float64):
+        return t.to(compute).contiguous()
+    return torch.cat([t[:-2].to(dtype).to(compute), t[-2:].to(compute)])
 
 
 def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
@@ -55,6 +74,7 @@ def neuron_forward(
     x: Tensor,
     tau: Optional[Tensor],  # noqa: UP045
     amp: Optional[Tensor],  # noqa: UP045
+    thr: Optional[Tensor],  # noqa: UP045
     form: int,
     decay: float,
     thresholds: list[float],
@@ -70,22 +90,24 @@ def neuron_forward(
     levels: int,
     inv_th: float,
     by_value: bool,
+    learned: bool,
     save_mode: int,
     impl: str,
     check: bool,
     where: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value)
-    return forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
+    return forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
 
 
-def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, st: Static,
-                 save_mode: int, impl: str, check: bool, where: str
+def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, thr: Tensor | None,
+                 st: Static, save_mode: int, impl: str, check: bool, where: str
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """The body of :func:`neuron_forward`: ``(out, saved, bad)``."""
+    kthr = None if thr is None else kernel_thresholds(thr, x.dtype)
     if impl == "cpu":
-        args = cpu.make_args(st, x, tau, amp)
+        args = cpu.make_args(st, x, tau, amp, kthr)
         args.save_mode = save_mode
         args.check = int(check)
         out, saved, nonfinite = cpu.forward(x, args)
@@ -97,14 +119,15 @@ def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, st: Static,
         from multispike.kernels import triton_impl
 
         bad = torch.zeros(1 if check else 0, dtype=torch.int32, device=x.device)
-        out, saved = triton_impl.forward(st, x, tau, amp, save_mode, bad if check else None)
+        out, saved = triton_impl.forward(st, x, tau, amp, save_mode, bad if check else None,
+                                         kthr)
     return out, saved if saved is not None else x.new_empty(0), bad
 
 
 @neuron_forward.register_fake
-def _(x, tau, amp, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-      reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, save_mode, impl, check,
-      where):
+def _(x, tau, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
+      reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode, impl,
+      check, where):
     n = 1 if check and impl != "cpu" else 0
     return torch.empty_like(x), _empty_saved(x, save_mode), x.new_empty(n, dtype=torch.int32)
 
@@ -115,6 +138,7 @@ def neuron_backward(
     saved: Tensor,
     tau: Optional[Tensor],  # noqa: UP045
     amp: Optional[Tensor],  # noqa: UP045
+    thr: Optional[Tensor],  # noqa: UP045
     form: int,
     decay: float,
     thresholds: list[float],
@@ -130,66 +154,78 @@ def neuron_backward(
     levels: int,
     inv_th: float,
     by_value: bool,
+    learned: bool,
     save_mode: int,
     impl: str,
     need_tau: bool,
     need_amp: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
+    need_thr: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value)
-    gx, g_tau, g_amp = backward_impl(grad, saved, tau, amp, st, save_mode, impl, need_tau,
-                                     need_amp)
+                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
+    gx, g_tau, g_amp, g_thr = backward_impl(grad, saved, tau, amp, thr, st, save_mode, impl,
+                                            need_tau, need_amp, need_thr)
     return (gx, g_tau if g_tau is not None else grad.new_empty(0),
-            g_amp if g_amp is not None else grad.new_empty(0))
+            g_amp if g_amp is not None else grad.new_empty(0),
+            g_thr if g_thr is not None else grad.new_empty(0))
 
 
 def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor | None,
-                  st: Static, save_mode: int, impl: str, need_tau: bool, need_amp: bool
-                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The body of :func:`neuron_backward`; scalar gradients not asked for are ``None``."""
+                  thr: Tensor | None, st: Static, save_mode: int, impl: str, need_tau: bool,
+                  need_amp: bool, need_thr: bool = False,
+                  ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The body of :func:`neuron_backward`; gradients not asked for are ``None``."""
+    need_thr = need_thr and thr is not None
+    kthr = None if thr is None else kernel_thresholds(thr, grad.dtype)
     if impl == "cpu":
-        args = cpu.make_args(st, grad, tau, amp)
+        args = cpu.make_args(st, grad, tau, amp, kthr)
         args.save_mode = save_mode
         args.need_tau, args.need_amp = int(need_tau), int(need_amp)
-        gx, s_tau, s_amp = cpu.backward(grad, saved, args)
+        gx, s_tau, s_amp, s_thr = cpu.backward(grad, saved, args, kthr if need_thr else None)
         g_tau = torch.tensor(s_tau, dtype=grad.dtype, device=grad.device) if need_tau else None
         g_amp = torch.tensor(s_amp, dtype=grad.dtype, device=grad.device) if need_amp else None
-        return gx, g_tau, g_amp
+        g_thr = s_thr.to(thr.dtype) if need_thr else None
+        return gx, g_tau, g_amp, g_thr
     from multispike.kernels import triton_impl
 
-    return triton_impl.backward(st, grad, saved, save_mode, tau, amp, need_tau, need_amp)
+    gx, g_tau, g_amp, g_thr = triton_impl.backward(st, grad, saved, save_mode, tau, amp,
+                                                   need_tau, need_amp, kthr, need_thr)
+    return gx, g_tau, g_amp, (g_thr.to(thr.dtype) if g_thr is not None else None)
 
 
 @neuron_backward.register_fake
-def _(grad, saved, tau, amp, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
-      detach, reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, save_mode, impl,
-      need_tau, need_amp):
+def _(grad, saved, tau, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
+      detach, reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode,
+      impl, need_tau, need_amp, need_thr):
     g_tau = grad.new_empty(()) if need_tau else grad.new_empty(0)
     g_amp = grad.new_empty(()) if need_amp else grad.new_empty(0)
-    return torch.empty_like(grad), g_tau, g_amp
+    g_thr = torch.empty_like(thr) if need_thr and thr is not None else grad.new_empty(0)
+    return torch.empty_like(grad), g_tau, g_amp, g_thr
 
 
-_N_STATIC = len(Static.__dataclass_fields__)  # form ... v_th, levels, inv_th, by_value
+_N_STATIC = len(Static.__dataclass_fields__)  # form ... levels, inv_th, by_value, learned
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, tau, amp = inputs[:3]
-    ctx.static = inputs[3:3 + _N_STATIC]
-    ctx.save_mode, ctx.impl = inputs[3 + _N_STATIC], inputs[4 + _N_STATIC]
-    ctx.has_tau, ctx.has_amp = tau is not None, amp is not None
+    x, tau, amp, thr = inputs[:4]
+    ctx.static = inputs[4:4 + _N_STATIC]
+    ctx.save_mode, ctx.impl = inputs[4 + _N_STATIC], inputs[5 + _N_STATIC]
+    ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
     saved = output[1]
-    ctx.save_for_backward(saved, tau, amp)
+    ctx.save_for_backward(saved, tau, amp, thr)
 
 
 def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
-    saved, tau, amp = ctx.saved_tensors
+    saved, tau, amp, thr = ctx.saved_tensors
     need_tau = ctx.has_tau and ctx.needs_input_grad[1]
     need_amp = ctx.has_amp and ctx.needs_input_grad[2]
-    gx, g_tau, g_amp = neuron_backward(
-        grad_out.contiguous(), saved, tau, amp, *ctx.static, ctx.save_mode, ctx.impl,
-        need_tau, need_amp)
+    need_thr = ctx.has_thr and ctx.needs_input_grad[3]
+    gx, g_tau, g_amp, g_thr = neuron_backward(
+        grad_out.contiguous(), saved, tau, amp, thr, *ctx.static, ctx.save_mode, ctx.impl,
+        need_tau, need_amp, need_thr)
     rest = [None] * (_N_STATIC + 4)  # the static record, save_mode, impl, check, where
-    return (gx, g_tau if need_tau else None, g_amp if need_amp else None, *rest)
+    return (gx, g_tau if need_tau else None, g_amp if need_amp else None,
+            g_thr if need_thr else None, *rest)
 
 
 neuron_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -200,28 +236,31 @@ class _Eager(torch.autograd.Function):
     without the custom-op dispatcher's per-call cost (argument defaults, schema checks)."""
 
     @staticmethod
-    def forward(ctx, x, tau, amp, st, save_mode, impl, check, where):
-        out, saved, bad = forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+    def forward(ctx, x, tau, amp, thr, st, save_mode, impl, check, where):
+        out, saved, bad = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
         ctx.st, ctx.save_mode, ctx.impl = st, save_mode, impl
-        ctx.has_tau, ctx.has_amp = tau is not None, amp is not None
-        ctx.save_for_backward(saved, tau, amp)
+        ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
+        ctx.save_for_backward(saved, tau, amp, thr)
         ctx.mark_non_differentiable(bad)
         return out, bad
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, _grad_bad):
-        saved, tau, amp = ctx.saved_tensors
+        saved, tau, amp, thr = ctx.saved_tensors
         need_tau = ctx.has_tau and ctx.needs_input_grad[1]
         need_amp = ctx.has_amp and ctx.needs_input_grad[2]
-        gx, g_tau, g_amp = backward_impl(grad_out.contiguous(), saved, tau, amp, ctx.st,
-                                         ctx.save_mode, ctx.impl, need_tau, need_amp)
-        return gx, g_tau, g_amp, None, None, None, None, None
+        need_thr = ctx.has_thr and ctx.needs_input_grad[3]
+        gx, g_tau, g_amp, g_thr = backward_impl(grad_out.contiguous(), saved, tau, amp, thr,
+                                                ctx.st, ctx.save_mode, ctx.impl, need_tau,
+                                                need_amp, need_thr)
+        return gx, g_tau, g_amp, g_thr, None, None, None, None, None
 
 
 def forward(
-    x: Tensor, st: Static, tau: Tensor | None, amp: Tensor | None, *, save_mode: int,
-    impl: str, flag: Tensor | None = None, check: bool = False, where: str = "neuron",
+    x: Tensor, st: Static, tau: Tensor | None, amp: Tensor | None, thr: Tensor | None = None,
+    *, save_mode: int, impl: str, flag: Tensor | None = None, check: bool = False,
+    where: str = "neuron",
 ) -> Tensor:
     """Spikes of the compiled kernel ``impl`` for ``x`` ``[T, N]`` contiguous.
 
@@ -232,11 +271,11 @@ def forward(
     """
     if torch.compiler.is_compiling():
         out, _, bad = torch.ops.multispike.neuron_forward(
-            x, tau, amp, *st.args(), save_mode, impl, check, where)
+            x, tau, amp, thr, *st.args(), save_mode, impl, check, where)
     elif save_mode == SAVE_NONE:  # no gradient wanted: no autograd node at all
-        out, _, bad = forward_impl(x, tau, amp, st, save_mode, impl, check, where)
+        out, _, bad = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
     else:
-        out, bad = _Eager.apply(x, tau, amp, st, save_mode, impl, check, where)
+        out, bad = _Eager.apply(x, tau, amp, thr, st, save_mode, impl, check, where)
     if flag is not None and bad.numel():
         flag.bitwise_or_(bad.view(()))
     return out

@@ -7,9 +7,12 @@ surrogate, reset. It reads data only: the layer's dynamics record (``dynamics_re
 :class:`~multispike.functional.PLIF`), its firing rule, surrogate and reset options, and its
 ``custom_charge`` flag; never its class or module. It returns ``None`` when no kernel implements
 the layer: a ``charge()`` override (``custom_charge``, set for every class that defines
-``charge``), a dynamics record the kernels do not know, or learned thresholds
-(``learn_thresholds``: parameters, where the kernels take constants; ``neuron.fixed()`` gives
-the constant layer). Such layers run the reference loop.
+``charge``) or a dynamics record the kernels do not know. Such layers run the reference loop.
+
+Learned thresholds (``learn_thresholds``): the spec is built from the initial thresholds (their
+number, order and which one resets never change while they learn) and says ``learned``; the
+values themselves reach the kernels as a tensor on the device per call (:func:`threshold_vector`)
+and the kernels return its gradient.
 
 ``KernelSpec.native`` says whether the compiled kernels (C++ on CPU, Triton on CUDA) cover the
 firing rule and surrogate; otherwise only the eager fused path (any rule, any surrogate) does.
@@ -68,6 +71,9 @@ class Static:
     ``b = round(clamp(H·inv_th, lo, D))`` (``lo = 0``, or ``−D`` with ``signed``) instead of
     counting ``thresholds`` (then ``(V_th,)``, the main spike's); ``by_value`` (integer rules,
     ``reset="any"``): the hard reset fires where ``b != 0``, its gradient at ``±reset_thr``.
+    ``learned``: the thresholds, ``reset_thr``, ``v_th`` and ``inv_th`` are read from a tensor
+    (:func:`threshold_vector`) instead, whose gradient the backward returns; the numbers here
+    are then the initial ones (only their count is used).
     """
 
     form: int
@@ -85,12 +91,14 @@ class Static:
     levels: int = 0
     inv_th: float = 1.0
     by_value: bool = False
+    learned: bool = False
 
     def args(self) -> tuple:
         """The custom ops' static arguments, in their order."""
         return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
                 self.sg_param, self.v_reset, self.detach, self.reset_grad, self.soft,
-                self.reset_thr, self.v_th, self.levels, self.inv_th, self.by_value)
+                self.reset_thr, self.v_th, self.levels, self.inv_th, self.by_value,
+                self.learned)
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,8 @@ class KernelSpec:
         sg_kind: surrogate kind of the compiled kernels, ``None`` for another surrogate.
         native: the compiled kernels cover this rule and surrogate.
         static: the same in plain numbers (:class:`Static`), as the compiled kernels take it.
+        learned: the layer learns its thresholds (``v_threshold`` and ``thresholds`` are then
+            the initial values; the current ones travel as :func:`threshold_vector`).
     """
 
     dynamics: str
@@ -124,6 +134,7 @@ class KernelSpec:
     static: Static | None = None
     reset_grad: str = "surrogate"
     reset: str = "main"
+    learned: bool = False
 
     @property
     def sg_param(self) -> float:
@@ -137,8 +148,8 @@ class KernelSpec:
         byte holds the window count (<= 7), the resetting spike ``S`` of a hard reset (0 for a
         soft reset, whose detached gradient ``dV/dH`` is 1) and ``b + 8`` (``|b| <= 7``).
         """
-        if self.sg_kind not in (0, 1) or not self.detach_reset or needs_tau:
-            return False
+        if self.sg_kind not in (0, 1) or not self.detach_reset or needs_tau or self.learned:
+            return False  # learned thresholds: their gradient needs H
         if isinstance(self.rule, Integer):  # the backward needs H·(1/V_th): keep H
             return False
         windows = len(self.thresholds) * (2 if self.signed else 1)
@@ -150,8 +161,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
     record = getattr(neuron, "dynamics_record", None)
     if type(record) not in KERNEL_DYNAMICS or getattr(neuron, "custom_charge", False):
         return None
-    if getattr(neuron, "learn_thresholds", False):  # thresholds are parameters: not kernel data
-        return None
+    learned = bool(getattr(neuron, "learn_thresholds", False))
     dynamics = record.name
     rule = neuron.rule
     surrogate = neuron.surrogate
@@ -194,6 +204,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
             levels=int(rule.levels) if integer else 0,
             inv_th=1.0 / v_th,
             by_value=integer and reset == "any",
+            learned=learned,
         )
     return KernelSpec(
         dynamics=dynamics,
@@ -210,4 +221,27 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         static=static,
         reset_grad=reset_grad,
         reset=reset,
+        learned=learned,
     )
+
+
+def threshold_vector(spec: KernelSpec, v_th: Any, learned: Any) -> Any:
+    """The learned thresholds as the kernels take them: one tensor
+    ``[θ_0 … θ_{K−1}, θ_r, V_th, 1/V_th]`` (``K`` the kernels' thresholds, main first: the
+    rule's thresholds, or ``(V_th,)`` for the integer rules; ``θ_r`` the hard reset's
+    threshold; ``V_th`` the soft reset's quantum; ``1/V_th`` the integer rules' scale, as the
+    reference computes it), built by torch ops from ``(V_th, learned)`` of
+    ``Neuron.threshold_tensors()`` on their device, so that autograd carries the kernels'
+    gradient of this vector on to ``threshold_log_gains``."""
+    import torch
+
+    from multispike.functional.firing import _reciprocal
+
+    rule = spec.rule
+    th = tuple(learned) if learned is not None else (v_th,)
+    if spec.reset == "soft":
+        r = th[0]
+    else:
+        r = rule.reset_threshold(v_th, spec.reset, learned)
+    return torch.stack([*th, r, v_th, _reciprocal(v_th)])
+

@@ -6,6 +6,11 @@ the CPU: see ``csrc/multistep.cpp`` for the maths). Backward: the reverse loop o
 block, carrying ``dL/dV``; the learnable scalars' gradients are summed per program and then
 over programs in a fixed order (deterministic).
 
+Learned thresholds: the constants tensor is built per call with the layer's current
+thresholds (torch ops on the device, :func:`consts_with`), and with ``LEARN`` the backward
+sums their gradient (see ``csrc/multistep.cpp``) per program, step by step, into ``KP``
+extra entries of its partial sums.
+
 Exactness: the launch sets ``enable_fp_fusion=False`` (no FMA contraction, like PyTorch's
 separate eager kernels), divisions use ``div_rn`` (IEEE), and for bfloat16 every forward op
 is rounded to nearest even by bit arithmetic, as PyTorch rounds each eager op's result.
@@ -213,6 +218,7 @@ if HAVE_TRITON:
         SPIKE_RESET: tl.constexpr, SOFT: tl.constexpr, ROUND: tl.constexpr,
         IS64: tl.constexpr, BLOCK: tl.constexpr,
         LEVELS: tl.constexpr = 0, BYVAL: tl.constexpr = False,
+        LEARN: tl.constexpr = False, KP: tl.constexpr = 1,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -225,6 +231,9 @@ if HAVE_TRITON:
         dv = tl.zeros([BLOCK], dtype=A.dtype)
         acc_tau = tl.zeros([BLOCK], dtype=A.dtype)
         acc_amp = tl.zeros([BLOCK], dtype=A.dtype)
+        # learned thresholds: [th_0 .. th_{K-1}, th_r, vth, inv] summed over this block
+        acc_thr = tl.zeros([KP], dtype=A.dtype)
+        kr = tl.arange(0, KP)
         for i in range(T):
             t = T - 1 - i
             base = tl.cast(t, tl.int64) * N
@@ -237,23 +246,43 @@ if HAVE_TRITON:
                 dh = go * amp * cnt / scale + dv * (1.0 - s)
             else:
                 h = tl.load(saved_ptr + base + offs, mask=mask, other=0.0).to(A.dtype)
+                if LEARN:  # the whole dL/db: the output's and a soft reset's −vth·dv
+                    if SOFT:
+                        lb = go * amp - keep * (dv * vth)
+                    else:
+                        lb = go * amp
+                    lb = tl.where(mask, lb, 0.0)
                 if LEVELS > 0:  # integer rules: db/dH = 1/V_th on [lo, D] (straight through)
                     b, u, inv, lo, hi = _integer(h, thr_ptr, K, ROUND)
                     gsum = tl.where((u >= lo) & (u <= hi), inv, 0.0).to(A.dtype)
+                    if LEARN:  # dL/dinv: u = h·inv
+                        d_inv = tl.where((u >= lo) & (u <= hi), lb * h, 0.0)
+                        acc_thr += tl.where(kr == K + 2, tl.sum(d_inv, axis=0), 0.0)
                 else:
                     gsum = tl.zeros([BLOCK], dtype=A.dtype)
                     b = tl.zeros([BLOCK], dtype=A.dtype)
                     for kk in tl.static_range(0, K):
                         thk = tl.load(thr_ptr + kk)
-                        gsum += _sg(_rnd(h - thk, ROUND), KIND, half, alpha, sk, sc)
+                        gk = _sg(_rnd(h - thk, ROUND), KIND, half, alpha, sk, sc)
+                        gsum += gk
                         b += tl.where(h >= thk, 1.0, 0.0).to(A.dtype)
+                        dk = -gk  # db/dth_k
                         if SGN:
-                            gsum += _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
+                            gn = _sg(_rnd(-h - thk, ROUND), KIND, half, alpha, sk, sc)
+                            gsum += gn
                             b -= tl.where(h <= -thk, 1.0, 0.0).to(A.dtype)
+                            dk += gn
+                        if LEARN:
+                            if KIND <= 1:
+                                dk = dk / scale
+                            acc_thr += tl.where(kr == kk, tl.sum(lb * dk, axis=0), 0.0)
                     if KIND <= 1:
                         gsum = gsum / scale
                 if SOFT:  # v = h − b·vth: dV/dH = 1 − vth·db/dH
                     dh = go * amp * gsum + dv - keep * (dv * vth * gsum)
+                    if LEARN:  # dV/dvth = −b (detach_reset or not)
+                        acc_thr += tl.where(kr == K + 1, tl.sum(tl.where(mask, -(dv * b), 0.0),
+                                                               axis=0), 0.0)
                 else:  # the spike that resets, at ±rthr
                     if BYVAL:  # integer rules, reset="any": where b != 0
                         p0 = tl.where(b > 0.0, 1.0, 0.0).to(A.dtype)
@@ -261,22 +290,32 @@ if HAVE_TRITON:
                         p0 = tl.where(h >= rthr, 1.0, 0.0).to(A.dtype)
                     gm = _sg(_rnd(h - rthr, ROUND), KIND, half, alpha, sk, sc)
                     s = p0
+                    gp = gm
                     if SGN:
                         if BYVAL:
                             q0 = tl.where(b < 0.0, 1.0, 0.0).to(A.dtype)
                         else:
                             q0 = tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
                         s += q0
+                        gq = _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha, sk, sc)
                         if SPIKE_RESET:  # d|b0|/dH = sign(b0)·(g(h − thr) + g(−h − thr))
-                            gm = (p0 - q0) * (gm + _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha,
-                                                       sk, sc))
+                            gm = (p0 - q0) * (gm + gq)
+                            gr = (p0 - q0) * (gq - gp)  # dS/dthr
                         else:
-                            gm -= _sg(_rnd(-h - rthr, ROUND), KIND, half, alpha, sk, sc)
+                            gm -= gq
+                            gr = -(gp + gq)
                     elif SPIKE_RESET:  # d|s|/dH = s·g(h − thr)
                         gm = p0 * gm
+                        gr = -(p0 * gp)
+                    else:
+                        gr = -gp
                     if KIND <= 1:
                         gm = gm / scale
+                        gr = gr / scale
                     dh = go * amp * gsum + dv * (1.0 - s) + keep * (dv * (vr - h) * gm)
+                    if LEARN:  # dL/dthr through v = h·(1 − S) + vr·S
+                        d_r = tl.where(mask, keep * (dv * (vr - h) * gr), 0.0)
+                        acc_thr += tl.where(kr == K, tl.sum(d_r, axis=0), 0.0)
                 if NEED_TAU:
                     prev = tl.cast(tl.maximum(t - 1, 0), tl.int64) * N  # t = 0: unused
                     hp = tl.load(saved_ptr + prev + offs, mask=mask, other=0.0).to(A.dtype)
@@ -307,8 +346,10 @@ if HAVE_TRITON:
             dv = dh * A
         acc_tau = tl.where(mask, acc_tau, 0.0)
         acc_amp = tl.where(mask, acc_amp, 0.0)
-        tl.store(part_ptr + pid * 2 + 0, tl.sum(acc_tau, axis=0))
-        tl.store(part_ptr + pid * 2 + 1, tl.sum(acc_amp, axis=0))
+        tl.store(part_ptr + pid * (2 + KP) + 0, tl.sum(acc_tau, axis=0))
+        tl.store(part_ptr + pid * (2 + KP) + 1, tl.sum(acc_amp, axis=0))
+        if LEARN:
+            tl.store(part_ptr + pid * (2 + KP) + 2 + kr, acc_thr)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -349,15 +390,28 @@ def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
     return t
 
 
+def consts_with(st: Static, dtype: torch.dtype, device: torch.device,
+                thr: Tensor | None) -> Tensor:
+    """:func:`consts`, with the learned thresholds ``thr`` (``[th_0 … th_{K−1}, th_r, vth,
+    inv]`` in the compute dtype, :func:`multispike.kernels.ops.kernel_thresholds`) in place of
+    the constant ones: one ``cat`` on the device per call, no host data."""
+    c = consts(st, dtype, device)
+    if thr is None:
+        return c
+    k = len(st.thresholds)
+    return torch.cat([c[:1], thr[:k], c[k + 1:k + 2], thr[k:], c[k + 5:]])
+
+
 def forward(
     st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None, save_mode: int,
-    flag: Tensor | None = None,
+    flag: Tensor | None = None, thr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``x`` ``[T, N]`` contiguous → ``(out, saved)``; with ``flag`` (int32, one element), sets
-    it to 1 when ``x`` holds a NaN or an infinity (no host sync)."""
+    it to 1 when ``x`` holds a NaN or an infinity (no host sync); ``thr``: learned thresholds
+    (see :func:`consts_with`), or None."""
     T, N = x.shape
     sc = _static(st, x.dtype)
-    c = consts(st, x.dtype, x.device)
+    c = consts_with(st, x.dtype, x.device, thr)
     out = torch.empty_like(x)
     if save_mode == SAVE_H:
         saved = torch.empty_like(x)
@@ -380,15 +434,20 @@ def forward(
 
 def backward(
     st: Static, grad: Tensor, saved: Tensor, save_mode: int, tau: Tensor | None,
-    amp: Tensor | None, need_tau: bool, need_amp: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp)`` (0-dim tensors on the device)."""
+    amp: Tensor | None, need_tau: bool, need_amp: bool, thr: Tensor | None = None,
+    need_thr: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (on the device; the
+    last has ``thr``'s shape, summed over every neuron and step)."""
     T, N = grad.shape
     sc = _static(st, grad.dtype)
-    c = consts(st, grad.dtype, grad.device)
+    c = consts_with(st, grad.dtype, grad.device, thr)
     gx = torch.empty_like(grad)
     nprog = triton.cdiv(N, BLOCK)
-    parts = torch.empty((nprog, 2), dtype=c.dtype, device=grad.device)
+    learn = need_thr and thr is not None
+    n_thr = len(st.thresholds) + 3
+    kp = triton.next_power_of_2(n_thr) if learn else 1
+    parts = torch.empty((nprog, 2 + kp), dtype=c.dtype, device=grad.device)
     _backward_kernel[(nprog,)](
         grad, saved, gx, tau if tau is not None else c, amp if amp is not None else c, c, parts,
         N, T, sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
@@ -398,9 +457,10 @@ def backward(
         SPIKE_RESET=bool(st.reset_grad) and not st.detach, SOFT=st.soft,
         ROUND=_ROUND[grad.dtype],
         IS64=grad.dtype == torch.float64, BLOCK=BLOCK, LEVELS=st.levels, BYVAL=st.by_value,
-        enable_fp_fusion=False,
+        LEARN=learn, KP=kp, enable_fp_fusion=False,
     )
     sums = parts.sum(0)
     g_tau = (-sums[0] / tau.to(c.dtype)).to(grad.dtype) if need_tau else None
     g_amp = sums[1].to(grad.dtype) if need_amp else None
-    return gx, g_tau, g_amp
+    g_thr = sums[2:2 + n_thr] if learn else None
+    return gx, g_tau, g_amp, g_thr

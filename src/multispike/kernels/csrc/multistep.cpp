@@ -40,6 +40,16 @@
 //   dx = dh / D;  dv_prev = dh * A;  dL/dtau += -dh * (h - v_prev) / tau;  dL/damp += dL/dout*b
 //   (v_prev = vr at t = 0; else the reset of h[t-1], hard or soft)
 //
+// Learned thresholds (lthr != null): th_k, th_r, vth and inv are read from lthr = [th_0 ...
+// th_{K-1}, th_r, vth, inv] (the layer's current values, a CPU tensor) instead of the struct,
+// and with need_thr the backward sums their gradient over every neuron and step into gthr:
+//   Lb = gb - keep * dv * vth (soft reset) or gb       the whole dL/db
+//   dL/dth_k += Lb * (-g(h - th_k) + g(-h - th_k))     (the second term for signed rules)
+//   dL/dth_r += keep * dv * (vr - h) * dS/dth_r,  dS/dth_r = -(g(h - th_r) + g(-h - th_r)),
+//               or sign(b0) * (g(-h - th_r) - g(h - th_r)) with reset_grad 1     hard reset
+//   dL/dvth  += -dv * b                                soft reset (detach_reset or not)
+//   dL/dinv  += Lb * h  where lo <= u <= D            integer rules
+//
 // Saved for the backward: either h (the membrane before firing, storage dtype) or, when the
 // backward needs no membrane value (window surrogates, detach_reset, no learnable tau), one
 // byte per neuron and step: bits 0-2 the number of surrogate windows that contain h, bit 3
@@ -95,6 +105,10 @@ struct Args {
   double vth;        // soft reset: V_th, subtracted once per unit of b
   double inv;        // integer rules: 1/V_th
   double thr[MAX_THR];
+  int32_t need_thr;   // backward: sum the learned thresholds' gradient into gthr
+  int32_t pad_;
+  const double* lthr; // learned thresholds [th_0 .. th_{K-1}, th_r, vth, inv], or null
+  double* gthr;       // backward, need_thr: dL/dlthr, K + 3 numbers
 };
 
 // ---- storage types ------------------------------------------------------------------------
@@ -244,13 +258,15 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
     const bool check = a.check != 0;
     const bool soft = a.soft != 0;
-    const C rthr = C(a.rthr), vth = C(a.vth);
+    const double* L = a.lthr;  // learned thresholds, or null
+    const C rthr = C(L ? L[a.n_thr] : a.rthr), vth = C(L ? L[a.n_thr + 1] : a.vth);
     const bool ilev = a.levels > 0;
     const bool by_value = a.by_value != 0;
-    const C inv = C(a.inv), dmax = C(a.levels), dmin = a.is_signed ? -C(a.levels) : C(0);
+    const C inv = C(L ? L[a.n_thr + 2] : a.inv), dmax = C(a.levels);
+    const C dmin = a.is_signed ? -C(a.levels) : C(0);
     const C big = std::numeric_limits<C>::max();
     C th[MAX_THR];
-    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(L ? L[k] : a.thr[k]);
     const C th0 = th[0];
     S* __restrict saved_h = static_cast<S*>(saved);
     uint8_t* __restrict saved_code = static_cast<uint8_t*>(saved);
@@ -333,16 +349,19 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
 }
 
 // ---- backward -------------------------------------------------------------------------------
-template <typename S, int KC, int SGN, int KIND, int CODE>
+template <typename S, int KC, int SGN, int KIND, int CODE, int LT>
 void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S* __restrict gx,
                    double* sums) {
   using T = Tr<S>;
   using C = typename T::C;
   const int64_t nchunks = (a.N + BLK - 1) / BLK;
+  const bool lt_any = pick<LT>(a.need_thr) != 0 && a.lthr != nullptr && a.gthr != nullptr;
+  const int nlt = lt_any ? a.n_thr + 3 : 0;  // learned-threshold sums per chunk
   // one partial sum per chunk, added in chunk order: the result does not depend on threads
-  double* parts = new double[2 * nchunks];
+  double* parts = new double[(2 + nlt) * nchunks];
   double* part_tau = parts;
   double* part_amp = parts + nchunks;
+  double* part_thr = parts + 2 * nchunks;
   const bool stream = a.stream != 0;
 
 #pragma omp parallel num_threads(a.nthreads)
@@ -360,14 +379,17 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
     const bool spike_reset = a.reset_grad != 0;
     const bool soft = a.soft != 0;
-    const C rthr = C(a.rthr), vth = C(a.vth);
+    const double* L = a.lthr;  // learned thresholds, or null
+    const C rthr = C(L ? L[a.n_thr] : a.rthr), vth = C(L ? L[a.n_thr + 1] : a.vth);
     const bool ilev = a.levels > 0;
     const bool by_value = a.by_value != 0;
-    const C inv = C(a.inv), dmax = C(a.levels), dmin = a.is_signed ? -C(a.levels) : C(0);
+    const C inv = C(L ? L[a.n_thr + 2] : a.inv), dmax = C(a.levels);
+    const C dmin = a.is_signed ? -C(a.levels) : C(0);
     const bool need_tau = a.need_tau != 0;
     const bool need_sums = need_tau || a.need_amp != 0;
+    const bool lt = LT == 0 ? false : lt_any;  // sum the learned thresholds' gradient
     C th[MAX_THR];
-    for (int k = 0; k < a.n_thr; ++k) th[k] = C(a.thr[k]);
+    for (int k = 0; k < a.n_thr; ++k) th[k] = C(L ? L[k] : a.thr[k]);
     const S* __restrict saved_h = static_cast<const S*>(saved);
     const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
 #pragma omp for schedule(static)
@@ -379,12 +401,17 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       alignas(64) C acc_amp[BLK];
       alignas(64) S zero[BLK];
       alignas(64) S gbuf[BLK];
+      // learned thresholds: rows 0..K-1 the thresholds, K the reset's, K+1 vth, K+2 inv
+      alignas(64) C acc_thr[LT == 0 ? 1 : MAX_THR + 3][BLK];
       for (int i = 0; i < n; ++i) {
         dv[i] = C(0);
         acc_tau[i] = C(0);
         acc_amp[i] = C(0);
         zero[i] = T::st(C(0));
       }
+      if (lt)
+        for (int k = 0; k < nlt; ++k)
+          for (int i = 0; i < n; ++i) acc_thr[k][i] = C(0);
       for (int64_t t = TT - 1; t >= 0; --t) {
         const int64_t off = t * N + i0;
         const S* __restrict go = gout + off;
@@ -411,19 +438,29 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             const C h = T::ld(ht[i]);
             C gsum = C(0);
             C b = C(0);
+            // learned thresholds: the whole dL/db (the output's, and a soft reset's -vth*dv)
+            const C lb = !lt ? C(0)
+                             : (soft ? T::ld(go[i]) * amp - keep * (dv[i] * vth)
+                                     : T::ld(go[i]) * amp);
             if (ilev) {  // integer rules: gsum holds G = db/dH itself (straight through)
               const C u = T::rnd(h * inv);
               b = round_even(std::min(std::max(u, dmin), dmax));
               gsum = (u >= dmin && u <= dmax) ? inv : C(0);
+              if (lt) acc_thr[K + 2][i] += (u >= dmin && u <= dmax) ? lb * h : C(0);
             } else {
 #pragma GCC unroll 16
               for (int k = 0; k < K; ++k) {
-                gsum += sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
+                const C gk = sg<KIND, C>(kind, T::rnd(h - th[k]), half, alpha, sk, sc);
+                gsum += gk;
                 b += h >= th[k] ? C(1) : C(0);
+                C dk = -gk;  // db/dth_k
                 if (sgn) {
-                  gsum += sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
+                  const C gn = sg<KIND, C>(kind, T::rnd(-h - th[k]), half, alpha, sk, sc);
+                  gsum += gn;
                   b -= h <= -th[k] ? C(1) : C(0);
+                  dk += gn;
                 }
+                if (lt) acc_thr[k][i] += kind <= 1 ? lb * dk / scale : lb * dk;
               }
             }
             // the spike that resets (hard reset), at +-rthr (b != 0 for an integer "any")
@@ -434,6 +471,15 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             const C gq = sgn ? sg<KIND, C>(kind, T::rnd(-h - rthr), half, alpha, sk, sc) : C(0);
             // dS/dH, or d|b0|/dH = sign(b0) * db0/dH with b0 = p0 - q0 ("spike")
             const C gm = spike_reset ? (p0 - q0) * (gp + gq) : gp - gq;
+            if (lt) {
+              if (soft) {
+                acc_thr[K + 1][i] += -(dv[i] * b);  // v = h - b*vth
+              } else {  // dS/dth_r, then through v = h*(1 - S) + vr*S
+                C gr = spike_reset ? (p0 - q0) * (gq - gp) : -(gp + gq);
+                if (kind <= 1) gr = gr / scale;
+                acc_thr[K][i] += keep * (dv[i] * (vr - h) * gr);
+              }
+            }
             const C gov = T::ld(go[i]);
             acc_amp[i] += gov * b;
             const C gb = gov * amp;
@@ -489,6 +535,12 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       }
       part_tau[c] = st;
       part_amp[c] = sa;
+      if (lt)
+        for (int k = 0; k < nlt; ++k) {
+          double sk = 0.0;
+          for (int i = 0; i < n; ++i) sk += static_cast<double>(acc_thr[k][i]);
+          part_thr[c * nlt + k] = sk;
+        }
     }
     fence(stream);
   }
@@ -496,6 +548,11 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
   for (int64_t c = 0; c < nchunks; ++c) {
     st += part_tau[c];
     sa += part_amp[c];
+  }
+  for (int k = 0; k < nlt; ++k) {
+    double sk = 0.0;
+    for (int64_t c = 0; c < nchunks; ++c) sk += part_thr[c * nlt + k];
+    a.gthr[k] = sk;
   }
   delete[] parts;
   sums[0] = -st / a.tau;
@@ -528,18 +585,23 @@ void backward_fast(const Args& a, const void* g, const void* saved, void* gx, do
   S* gxs = static_cast<S*>(gx);
   const bool code = a.save_mode == 2;
   const int kind = a.sg_kind <= 1 ? 0 : a.sg_kind;  // window kinds share one instance
-  const int key = (kind << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  const int lt = a.need_thr != 0 && a.lthr != nullptr && a.gthr != nullptr;
+  const int key =
+      (lt << 5) | (kind << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
   switch (key) {
-#define MS_B(KD, K3, SG, CD)                                                         \
-  case ((KD) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                               \
-    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD>(a, gs, saved, gxs, sums);
-    MS_B(0, 0, 0, 0) MS_B(0, 0, 0, 1) MS_B(0, 0, 1, 0) MS_B(0, 0, 1, 1)
-    MS_B(0, 1, 0, 0) MS_B(0, 1, 0, 1) MS_B(0, 1, 1, 0) MS_B(0, 1, 1, 1)
-    MS_B(2, 0, 0, 0) MS_B(2, 0, 1, 0) MS_B(2, 1, 0, 0) MS_B(2, 1, 1, 0)
-    MS_B(3, 0, 0, 0) MS_B(3, 0, 1, 0) MS_B(3, 1, 0, 0) MS_B(3, 1, 1, 0)
+#define MS_B(LT, KD, K3, SG, CD)                                                     \
+  case ((LT) << 5) | ((KD) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                 \
+    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD, LT>(a, gs, saved, gxs, sums);
+    MS_B(0, 0, 0, 0, 0) MS_B(0, 0, 0, 0, 1) MS_B(0, 0, 0, 1, 0) MS_B(0, 0, 0, 1, 1)
+    MS_B(0, 0, 1, 0, 0) MS_B(0, 0, 1, 0, 1) MS_B(0, 0, 1, 1, 0) MS_B(0, 0, 1, 1, 1)
+    MS_B(0, 2, 0, 0, 0) MS_B(0, 2, 0, 1, 0) MS_B(0, 2, 1, 0, 0) MS_B(0, 2, 1, 1, 0)
+    MS_B(0, 3, 0, 0, 0) MS_B(0, 3, 0, 1, 0) MS_B(0, 3, 1, 0, 0) MS_B(0, 3, 1, 1, 0)
+    // learned thresholds (never the one-byte code: their gradient needs h)
+    MS_B(1, 0, 0, 0, 0) MS_B(1, 0, 0, 1, 0) MS_B(1, 0, 1, 0, 0) MS_B(1, 0, 1, 1, 0)
+    MS_B(1, 2, 0, 0, 0) MS_B(1, 2, 0, 1, 0) MS_B(1, 2, 1, 0, 0) MS_B(1, 2, 1, 1, 0)
 #undef MS_B
     default:
-      return backward_impl<S, RT, RT, RT, RT>(a, gs, saved, gxs, sums);
+      return backward_impl<S, RT, RT, RT, RT, RT>(a, gs, saved, gxs, sums);
   }
 }
 
@@ -551,7 +613,7 @@ bool fast_ok(const Args& a) {
 
 extern "C" {
 
-int ms_abi_version() { return 7; }
+int ms_abi_version() { return 8; }
 
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
@@ -582,14 +644,15 @@ int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, do
   switch (a->dtype) {
     case 0:
       if (fast) return backward_fast<float>(*a, gout, saved, gx, sums), 0;
-      return backward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(gout), saved,
-                                                  static_cast<float*>(gx), sums), 0;
+      return backward_impl<float, RT, RT, RT, RT, RT>(*a, static_cast<const float*>(gout),
+                                                      saved, static_cast<float*>(gx), sums), 0;
     case 1:
-      return backward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(gout), saved,
-                                                   static_cast<double*>(gx), sums), 0;
+      return backward_impl<double, RT, RT, RT, RT, RT>(*a, static_cast<const double*>(gout),
+                                                       saved, static_cast<double*>(gx), sums),
+             0;
     case 2:
       if (fast) return backward_fast<uint16_t>(*a, gout, saved, gx, sums), 0;
-      return backward_impl<uint16_t, RT, RT, RT, RT>(
+      return backward_impl<uint16_t, RT, RT, RT, RT, RT>(
                  *a, static_cast<const uint16_t*>(gout), saved, static_cast<uint16_t*>(gx), sums),
              0;
     default:
