@@ -13,13 +13,14 @@ from multispike.analysis import (
     entropy_bits,
     entropy_rows,
     membrane_histograms,
-    n_values,
     neuron_thresholds,
     plot_accuracy_vs_timesteps,
     plot_delta_sweep,
     plot_entropy,
     plot_firing_stats,
     plot_membrane,
+    spike_bits,
+    spike_values,
 )
 from multispike.errors import ConfigError
 from tests.test_analysis_nets import TinySNN
@@ -57,12 +58,15 @@ def test_entropy_of_known_distributions():
 
 
 def test_capacity_bounds():
-    assert capacity_bits(n_values("binary")) == 1.0
-    assert capacity_bits(n_values("ternary")) == pytest.approx(1.585, abs=1e-3)
-    assert capacity_bits(n_values("mt", 2)) == 2.0  # {0, 1, 2, 3}
-    assert n_values("ternary-mt", 2) == 7
+    assert capacity_bits(spike_values("binary")) == 1.0
+    assert capacity_bits(spike_values("ternary")) == pytest.approx(1.585, abs=1e-3)
+    assert capacity_bits(spike_values("mt", (-0.5, 0.5))) == 2.0  # {0, 1, 2, 3}
+    assert spike_values("ternary-mt", (-0.5, 0.5)) == 7
+    assert spike_values("integer", levels=3) == 4  # {0, 1, 2, 3}
+    assert spike_values("signed-integer", levels=3) == 7  # {-3, ..., 3}
+    assert spike_bits("integer", levels=7) == 3.0
     with pytest.raises(ConfigError):
-        n_values("quaternary")
+        spike_values("quaternary")
 
 
 def test_entropy_rows_use_the_layer_bound():

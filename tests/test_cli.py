@@ -11,12 +11,16 @@ def test_neurons_json(capsys):
     assert main(["neurons", "--timesteps", "4", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by = {(r["neuron"], r["firing"]): r for r in rows}
-    assert set(by) == {(n, f) for n in ("plif", "lif") for f in ("binary", "mt", "ternary",
-                                                                  "ternary-mt")}
+    assert set(by) == {(n, f) for n in ("plif", "lif") for f in (
+        "binary", "mt", "ternary", "ternary-mt", "integer", "signed-integer")}
     # more bits per spike never tells fewer inputs apart
     for n in ("plif", "lif"):
         assert by[(n, "ternary-mt")]["distinct_codes"] >= by[(n, "binary")]["distinct_codes"]
+        assert by[(n, "signed-integer")]["distinct_codes"] > by[(n, "integer")]["distinct_codes"]
         assert "-1" in by[(n, "ternary")]["values"]
+        assert all(int(v) >= 0 for v in by[(n, "integer")]["values"])
+    # the LIF integer neuron (D = 4) reaches its top level on the largest currents
+    assert "4" in by[("lif", "integer")]["values"]
 
 
 def test_bad_timesteps_exit_code_2(capsys):

@@ -50,8 +50,9 @@ from multispike.analysis.information import (
     capacity_bits,
     entropy_bits,
     entropy_rows,
-    n_values,
     plot_entropy,
+    spike_bits,
+    spike_values,
 )
 from multispike.analysis.measure import activity_report, eval_loader, model_energy
 from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
@@ -104,7 +105,8 @@ __all__ = [
     "measure_rates",
     "membrane_histograms",
     "model_energy",
-    "n_values",
+    "spike_bits",
+    "spike_values",
     "neuron_table",
     "neuron_thresholds",
     "placement_ablation",

@@ -14,42 +14,10 @@ each emits (``multispike neurons`` prints it).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
-#: the firing rules the table compares
-FIRING_RULES = ("binary", "mt", "ternary", "ternary-mt")
-
-
-def spike_values(firing: str, deltas: Sequence[float] | None = None,
-                 levels: int | None = None) -> int:
-    """How many values a spike of this rule takes (before any amplitude): its binary planes
-    plus one (the silent value). Binary 2, MT with n deltas n + 2 (default deltas: 4),
-    ternary 3, ternary-MT 2n + 3, integer ``D + 1``, signed integer ``2D + 1``.
-
-    >>> [spike_values(f) for f in ("binary", "mt", "ternary", "ternary-mt")]
-    [2, 4, 3, 7]
-    >>> spike_values("integer", levels=3), spike_values("signed-integer", levels=2)
-    (4, 5)
-    """
-    from multispike.functional import get_firing
-
-    return len(get_firing(firing, deltas, levels).plane_signs) + 1
-
-
-def spike_bits(firing: str, deltas: Sequence[float] | None = None,
-               levels: int | None = None) -> float | None:
-    """``log2`` of :func:`spike_values`: the bits one spike can carry (Ternary Spike Eq 6's
-    bound ``log N``): binary 1, ternary ≈ 1.58, MT with 2 deltas and integer with ``D = 3``
-    2, integer ``D`` ``log2(D + 1)``. ``None`` for ``"ann"`` (analog activations).
-
-    >>> spike_bits("integer", levels=3), spike_bits("mt"), spike_bits("ann")
-    (2.0, 2.0, None)
-    """
-    if str(firing).lower() == "ann":
-        return None
-    return math.log2(spike_values(firing, deltas, levels))
+#: the firing rules the table compares (the integer rules at their default levels, D = 4)
+FIRING_RULES = ("binary", "mt", "ternary", "ternary-mt", "integer", "signed-integer")
 
 
 def neuron_table(timesteps: int = 8) -> list[dict[str, Any]]:

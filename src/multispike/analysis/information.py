@@ -11,7 +11,12 @@ binary                          {0, 1}                1
 ternary                         {−1, 0, 1}            log2 3 ≈ 1.585
 MT with n deltas                {0, …, n+1}           log2 (n + 2)
 ternary-MT with n deltas        {−(n+1), …, n+1}      log2 (2n + 3)
+integer, levels D               {0, …, D}             log2 (D + 1)
+signed integer, levels D        {−D, …, D}            log2 (2D + 1)
 ==============================  ====================  ===============
+
+:func:`spike_values` gives ``N`` for any rule (its binary planes plus the silent value) and
+:func:`spike_bits` the bound.
 
 A trained layer reaches less: its **empirical entropy** ``H = −Σ p(v) log2 p(v)`` over the
 fractions ``p(v)`` of neuron-steps emitting each value ``v`` (from
@@ -55,18 +60,34 @@ def capacity_bits(n_values: int) -> float:
     return math.log2(n_values)
 
 
-def n_values(firing: str, n_deltas: int = 0) -> int:
-    """How many distinct values a neuron of this firing rule emits (before any amplitude)."""
-    key = firing.lower()
-    if key == "binary":
-        return 2
-    if key == "ternary":
-        return 3
-    if key == "mt":
-        return n_deltas + 2
-    if key == "ternary-mt":
-        return 2 * n_deltas + 3
-    raise ConfigError(f"unknown firing {firing!r}; choose binary, ternary, mt or ternary-mt")
+def spike_values(firing: str, deltas: Sequence[float] | None = None,
+                 levels: int | None = None) -> int:
+    """How many values a spike of this rule takes (before any amplitude): its binary planes
+    plus one (the silent value). Binary 2, MT with n deltas n + 2 (default deltas: 4),
+    ternary 3, ternary-MT 2n + 3, integer ``D + 1``, signed integer ``2D + 1``.
+
+    >>> [spike_values(f) for f in ("binary", "mt", "ternary", "ternary-mt")]
+    [2, 4, 3, 7]
+    >>> spike_values("integer", levels=3), spike_values("signed-integer", levels=2)
+    (4, 5)
+    """
+    from multispike.functional import get_firing
+
+    return len(get_firing(firing, deltas, levels).plane_signs) + 1
+
+
+def spike_bits(firing: str, deltas: Sequence[float] | None = None,
+               levels: int | None = None) -> float | None:
+    """``log2`` of :func:`spike_values`: the bits one spike can carry (Ternary Spike Eq 6's
+    bound ``log N``): binary 1, ternary ≈ 1.58, MT with 2 deltas and integer with ``D = 3``
+    2, integer ``D`` ``log2(D + 1)``. ``None`` for ``"ann"`` (analog activations).
+
+    >>> spike_bits("integer", levels=3), spike_bits("mt"), spike_bits("ann")
+    (2.0, 2.0, None)
+    """
+    if str(firing).lower() == "ann":
+        return None
+    return math.log2(spike_values(firing, deltas, levels))
 
 
 def entropy_rows(summary: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

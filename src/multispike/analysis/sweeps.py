@@ -48,7 +48,7 @@ from multispike.analysis.figures import (
     plot_accuracy_vs_timesteps,
     plot_delta_sweep,
 )
-from multispike.analysis.firing_rules import spike_bits
+from multispike.analysis.information import spike_bits
 from multispike.checks import positive_int
 from multispike.errors import ConfigError
 

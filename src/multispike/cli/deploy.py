@@ -37,10 +37,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``deploy`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``)."""
     p = subparsers.add_parser(
         "deploy",
-        help="fold amplitudes and BN, split MT planes, verify, write safetensors and NIR",
+        help="fold amplitudes and BN, split spike planes, verify, write safetensors and NIR",
         description="Turn a training checkpoint into a deployable model: amplitudes and BN "
-        "folded into weights, MT spike planes split, outputs verified against the checkpoint, "
-        "written as safetensors + JSON and, where NIR can express it, as a .nir graph.",
+        "folded into weights, multi-level spikes (MT, integer) split into binary planes, "
+        "outputs verified against the checkpoint, written as safetensors + JSON and, where NIR "
+        "can express it, as a .nir graph.",
     )
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json, "

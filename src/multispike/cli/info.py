@@ -187,17 +187,20 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         "values: fraction of neuron-steps emitting each spike value; distinct codes: how many\n"
         "different spike trains the 41 inputs produce (more codes = less information lost).\n"
     )
-    print(f"{'neuron':<7}{'firing':<12}{'spikes/step':>12}{'codes':>7}{'bits':>7}   values")
+    print(f"{'neuron':<7}{'firing':<15}{'spikes/step':>12}{'codes':>7}{'bits':>7}   values")
     for r in rows:
         vals = " ".join(f"{k}:{v:.2f}" for k, v in r["values"].items())
         print(
-            f"{r['neuron']:<7}{r['firing']:<12}{r['spikes_per_step']:>12.3f}"
+            f"{r['neuron']:<7}{r['firing']:<15}{r['spikes_per_step']:>12.3f}"
             f"{r['distinct_codes']:>7}{r['code_bits']:>7.2f}   {vals}"
         )
     print(
         "\nWhat it shows: binary neurons map every negative current to silence and few positive\n"
         "ones apart; MT planes (MT-SNN Eq 10-11) and ternary spikes (Ternary Spike Eq 8) tell\n"
-        "more inputs apart at the same T, and ternary-MT (both combined) the most."
+        "more inputs apart at the same T, and ternary-MT (both combined) more still. Integer\n"
+        "spikes (levels D = 4, soft reset: SpikeYOLO's I-LIF) keep the remainder of each\n"
+        "step, so the LIF neuron tells as many inputs apart as ternary-MT while staying\n"
+        "non-negative; signed integers tell the most."
     )
     return 0
 

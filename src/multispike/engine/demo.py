@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from multispike.analysis.firing_rules import spike_bits
+from multispike.analysis.information import spike_bits
 from multispike.engine.config import TrainConfig
 from multispike.engine.evaluate import evaluate_model
 from multispike.engine.train import train_model
