@@ -635,3 +635,22 @@ def test_demo_reports_each_epoch_of_each_run_off_a_terminal(capsys):
     assert "demo: binary, T=1, seed 0: epoch 2/2 test accuracy" in "\n".join(epochs)
     assert not any("\r" in ln for ln in err)
     assert {r["threads"] for r in rows} == {1}  # the demo pins one thread
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    from multispike.engine.runlock import LOCK_NAME, run_lock
+
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ConfigError), run_lock(out):
+        raise ConfigError("bad option")
+    assert not (tmp_path / "new").exists()
+    # a folder that existed stays, and so does anything a failed run wrote
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(ConfigError), run_lock(kept):
+        raise ConfigError("bad option")
+    assert kept.is_dir()
+    with pytest.raises(RuntimeError), run_lock(tmp_path / "wrote") as lock:
+        (lock.parent / "metrics.csv").write_text("epoch\n")
+        raise RuntimeError("crash")
+    assert {p.name for p in (tmp_path / "wrote").iterdir()} == {"metrics.csv", LOCK_NAME}

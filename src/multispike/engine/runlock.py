@@ -48,13 +48,19 @@ def _holder(path: Path) -> str:
 def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the run lock of ``folder`` (created if needed) inside the ``with`` block.
 
+    A block that fails before writing anything (a bad option found once the lock is held, say)
+    leaves no trace: the lock file and the folders this call created are removed again, so a
+    refused run does not leave an empty run folder behind. Folders that existed are kept.
+
     Raises:
         RunLocked: another live process holds it.
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+    failed = False
     try:
         if fcntl is not None:
             try:
@@ -69,8 +75,16 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         yield path
+    except BaseException:
+        failed = True
+        raise
     finally:
         handle.close()  # closing drops the lock
+        if failed and created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)
+            for p in created:  # deepest first
+                with contextlib.suppress(OSError):  # not empty after all: keep it
+                    p.rmdir()
 
 
 def check_out_folder(out: str | None, flag: str = "--out") -> None:
