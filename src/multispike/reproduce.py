@@ -68,8 +68,9 @@ def paper_claim(recipe: str) -> dict[str, Any]:
         raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(list_recipes())}")
     claim = tomllib.loads(path.read_text()).get("paper")
     if not isinstance(claim, dict) or "source" not in claim:
-        raise ConfigError(f"recipe {path} has no [paper] table with a source: nothing to "
-                          "compare against; add one (see docs/reproduce.md)")
+        raise ConfigError(f"recipe {path} has no [paper] table with a source: no published "
+                          f"number to compare against; train it with `multispike train --recipe "
+                          f"{recipe}`, or add a [paper] table (see docs/reproduce.md)")
     return claim
 
 
