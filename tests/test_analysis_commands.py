@@ -160,6 +160,8 @@ def test_energy_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, c
         _run(argv + ["--firing", "binary"])
     with pytest.raises(ConfigError, match="drop --model"):
         _run(argv + ["--model", "vgg9"])
+    with pytest.raises(ConfigError, match="drop --option"):
+        _run(argv + ["--option", "levels=3"])
 
 
 def test_analyze_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, tmp_path,
@@ -194,3 +196,27 @@ def test_analyze_refuses_eval_rows_out_of_range(tmp_path):
     with pytest.raises(ConfigError, match="row 0 has timesteps 0"):
         _run(["analyze", "--eval-json", str(ev), "--out", str(tmp_path / "a")])
     assert not (tmp_path / "a").exists()
+
+
+def test_energy_option_reaches_the_untrained_model(capsys):
+    """--option builds the real zoo model with it: integer spikes at D = 3 (the SOPs the
+    paper convention bills do not depend on D, the model record says D)."""
+    argv = ["energy", "--model", "digits_net", "--dataset", "digits", "--firing", "integer",
+            "--option", "levels=3", "--firing-rate", "0.2", "--json"]
+    assert _run(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["firing"] == "integer"
+    built = {}
+    real_create = models.create
+
+    def spy(name, **kwargs):
+        built.update(kwargs)
+        return real_create(name, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(models, "create", spy)
+        assert _run(argv) == 0
+    assert built["levels"] == 3 and built["firing"] == "integer"
+    with pytest.raises(ConfigError, match="levels apply to firing"):
+        _run(["energy", "--model", "digits_net", "--dataset", "digits", "--option", "levels=3",
+              "--firing-rate", "0.2"])

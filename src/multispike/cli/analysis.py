@@ -107,6 +107,9 @@ def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
     """The model of ``--checkpoint`` (``loaded``) at ``--timesteps``, checked against the
     dataset's input; else ``--model`` (or the dataset's default), untrained."""
     if loaded is not None:
+        if getattr(args, "option", None):
+            raise ConfigError("--option sets options of an untrained --model; a --checkpoint "
+                              "keeps the options it was trained with: drop --option")
         if hasattr(loaded, "timesteps"):
             loaded.timesteps = args.timesteps
         _check_fits(loaded, spec)
@@ -121,6 +124,7 @@ def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
             kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
     if spec.input_shape[0] != 3:
         kwargs["in_channels"] = spec.input_shape[0]
+    kwargs.update(parse_options(getattr(args, "option", None) or []))
     return models.create(args.model or spec.default_model, **kwargs)
 
 
@@ -450,8 +454,11 @@ def register(subparsers: Any) -> None:
                    help="time steps T (default: the checkpoint's, else 2; a T other than the "
                    "checkpoint's is noted in the output)")
     p.add_argument("--firing",
-                   help="binary, mt, ternary, ternary-mt or ann (default binary; with "
-                   "--checkpoint the model keeps its own)")
+                   help="binary, mt, ternary, ternary-mt, integer, signed-integer or ann "
+                   "(default binary; with --checkpoint the model keeps its own)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of --model, e.g. levels=3, deltas=[-0.5,0.5] "
+                   "(repeatable; not with --checkpoint)")
     p.add_argument("--firing-rate", type=float, default=None,
                    help="assumed mean rate s, spikes per neuron per step (0.1642 = 16.42%%; "
                    "MT counts every plane, so up to n+1)")
@@ -484,6 +491,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", help="trained model to record activity from")
     p.add_argument("--model", help="an untrained model instead of --checkpoint (smoke test)")
     p.add_argument("--firing", help="firing rule of --model")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of --model, e.g. levels=3 (repeatable)")
     p.add_argument("--dataset", help="data to feed --checkpoint/--model (default with "
                    "--checkpoint: the dataset it was trained on)")
     p.add_argument("--data-dir", help="dataset folder")
