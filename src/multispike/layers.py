@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from multispike.checks import positive_int
 from multispike.errors import ConfigError
 from multispike.neurons import Neuron, get_neuron_class
 
@@ -322,8 +323,7 @@ class BatchNormPerStep(nn.Module):
         self, num_features: int, timesteps: int, eps: float = 1e-5, momentum: float = 0.1
     ) -> None:
         super().__init__()
-        if timesteps < 1:
-            raise ConfigError(f"per-step BN needs timesteps >= 1, got {timesteps}")
+        positive_int("timesteps", timesteps, where="per-step BN")
         self.bns = nn.ModuleList(
             nn.BatchNorm2d(num_features, eps=eps, momentum=momentum) for _ in range(timesteps)
         )
@@ -426,8 +426,8 @@ class VotingLayer(nn.Module):
 
     def __init__(self, num_classes: int, group: int = 10) -> None:
         super().__init__()
-        if num_classes < 1 or group < 1:
-            raise ConfigError(f"voting needs num_classes, group >= 1, got {num_classes}, {group}")
+        positive_int("num_classes", num_classes, where="voting")
+        positive_int("group", group, where="voting")
         self.num_classes = int(num_classes)
         self.group = int(group)
 
