@@ -13,7 +13,13 @@ same gradients up to the order of floating-point sums. Three implementations:
 
 Each forward saves one value per neuron and step for the backward: the membrane ``H[t]`` in the
 input's dtype, or a single byte (window count, main spike, spike value) when the backward needs
-no membrane value (rectangular or clamp surrogate with ``detach_reset`` and no learnable τ).
+no membrane value (rectangular or clamp surrogate with ``detach_reset``, no learnable τ and
+no learned thresholds).
+
+Learned thresholds (``learn_thresholds=True``) run fused too: the current thresholds go in as
+one tensor on the layer's device (:func:`~multispike.kernels.spec.threshold_vector`), and the
+backward returns its gradient summed over every neuron and step on the device, which
+autograd chains on to ``threshold_log_gains``.
 
 Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
 their spike inputs bit-packed, 1 to 8 bits per spike (:mod:`multispike.kernels.compact`).

@@ -376,6 +376,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const bool code_mode = pick<CODE>(a.save_mode == 2 ? 1 : 0) != 0;
     // rectangular divides the window indicator by its width, clamp does not
     const C scale = a.sg_kind == 0 ? C(a.sg_param) : C(1);
+    const C rscale = kind <= 1 ? C(1) / scale : C(1);  // learned thresholds' sums only
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
     const bool spike_reset = a.reset_grad != 0;
     const bool soft = a.soft != 0;
@@ -460,7 +461,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
                   b -= h <= -th[k] ? C(1) : C(0);
                   dk += gn;
                 }
-                if (lt) acc_thr[k][i] += kind <= 1 ? lb * dk / scale : lb * dk;
+                if (lt) acc_thr[k][i] += lb * dk;  // scaled once per chunk (window kinds)
               }
             }
             // the spike that resets (hard reset), at +-rthr (b != 0 for an integer "any")
@@ -475,9 +476,8 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
               if (soft) {
                 acc_thr[K + 1][i] += -(dv[i] * b);  // v = h - b*vth
               } else {  // dS/dth_r, then through v = h*(1 - S) + vr*S
-                C gr = spike_reset ? (p0 - q0) * (gq - gp) : -(gp + gq);
-                if (kind <= 1) gr = gr / scale;
-                acc_thr[K][i] += keep * (dv[i] * (vr - h) * gr);
+                const C gr = spike_reset ? (p0 - q0) * (gq - gp) : -(gp + gq);
+                acc_thr[K][i] += keep * (dv[i] * (vr - h) * gr);  // scaled per chunk
               }
             }
             const C gov = T::ld(go[i]);
@@ -539,7 +539,8 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
         for (int k = 0; k < nlt; ++k) {
           double sk = 0.0;
           for (int i = 0; i < n; ++i) sk += static_cast<double>(acc_thr[k][i]);
-          part_thr[c * nlt + k] = sk;
+          // the window surrogates' 1/width, left out of the per-element sums above
+          part_thr[c * nlt + k] = k <= K ? sk * static_cast<double>(rscale) : sk;
         }
     }
     fence(stream);
