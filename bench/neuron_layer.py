@@ -20,8 +20,11 @@ kernels themselves (``check_input=False``, in this process's allocator setting).
 first table (:mod:`default_path`) is what a user gets instead: ``LIFNode`` with its default
 ``check_input=True`` in a fresh process with glibc's default allocator, beside the layer as
 ``multispike train`` runs it, each against SpikingJelly and snnTorch. The last table runs
-every firing rule of multispike, fused against its loop. Memory: bytes autograd saves for the
-backward per neuron and time step (``saved_tensors_hooks``).
+every firing rule of multispike, fused against its loop; rows marked ``learn θ`` learn their
+thresholds (``learn_thresholds=True``) and are also timed side by side with the same layer
+with fixed thresholds (``vs fixed``: learned-threshold time over fixed-threshold time, both
+fused). Memory: bytes autograd saves for the backward per neuron and time step
+(``saved_tensors_hooks``).
 
 Run: ``python bench/neuron_layer.py [--quick] [--json]``.
 """
@@ -203,6 +206,9 @@ def _rules(B, C, H, W, T, rounds, dev):
         ("lif ternary detach", LIFNode, {"firing": "ternary", "detach_reset": True}),
         ("lif mt detach", LIFNode, {"firing": "mt", "detach_reset": True}),
         ("if ternary-mt", IFNode, {"firing": "ternary-mt"}),
+        # learned thresholds, each beside its fixed-threshold layer (the row "plif mt" above)
+        ("plif mt learn θ", PLIFNode, {"firing": "mt", "learn_thresholds": True}),
+        ("lif integer learn θ", LIFNode, {"firing": "integer", "learn_thresholds": True}),
     ]
     x = torch.randn(T, B, C, H, W, device=dev, requires_grad=True)
     g = torch.randn(T, B, C, H, W, device=dev)
@@ -213,9 +219,17 @@ def _rules(B, C, H, W, T, rounds, dev):
         fused = cls(backend="fused", check_input=False, **opts).to(dev)
         saved = common.saved_bytes(lambda fused=fused: fused(x)) / numel
         clone, _ = _bound_fns(kernel_bytes(numel, 4, round(saved)), dev)
-        res = _timed({"loop": _train_step(loop, x, g), "fused": _train_step(fused, x, g),
-                      "bound": clone}, rounds, dev)
+        fns = {"loop": _train_step(loop, x, g), "fused": _train_step(fused, x, g),
+               "bound": clone}
+        learns = opts.get("learn_thresholds", False)
+        if learns:  # the same layer with fixed thresholds, in the same rounds
+            fixed_opts = {k: v for k, v in opts.items() if k != "learn_thresholds"}
+            fns["fixed"] = _train_step(
+                cls(backend="fused", check_input=False, **fixed_opts).to(dev), x, g)
+        res = _timed(fns, rounds, dev)
         rows.append({
+            "fixed_ms": res["fixed"]["ms"] if learns else None,
+            "x_fixed": common.ratio(res, "fused", "fixed") if learns else None,
             "config": name, "T": T,
             "loop_ms": res["loop"]["ms"], "fused_ms": res["fused"]["ms"],
             "bound_ms": res["bound"]["ms"],
@@ -249,6 +263,7 @@ def report(res: dict) -> str:
             common.fmt_table(res["rows"], mem)]
     rcols = [("config", "config", "{}"), ("loop_ms", "loop ms", "{:.1f}"),
              ("fused_ms", "fused ms", "{:.1f}"), ("x_loop", "vs loop", "{:.1f}x"),
+             ("fixed_ms", "fixed-θ ms", "{:.1f}"), ("x_fixed", "vs fixed", "{:.2f}"),
              ("bound_ms", "bound ms", "{:.1f}"), ("bound_frac", "bound/fused", "{:.2f}"),
              ("loop_saved_B", "loop B/elem", "{:.1f}"), ("fused_saved_B", "fused B/elem", "{:.1f}")]
     if res["rules"]:
