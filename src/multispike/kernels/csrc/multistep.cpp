@@ -56,8 +56,14 @@
 // the resetting spike s (0 for a soft reset), bits 4-7 the spike value b + 8.
 //
 // Specialisation: the common cases (float32 and bfloat16; 1 or 3 thresholds; charge forms 0
-// and 1) are template instances whose inner loop has no runtime branch; everything else runs
-// the same code with the options read at run time (template value -1).
+// and 1; hard or soft reset; the integer rules with each reset; learned thresholds) are
+// template instances whose inner loop has no runtime branch; everything else (float64
+// included) runs the same code with the options read at run time (template value -1). Every
+// option that selects code inside a `#pragma omp simd` loop must be a template parameter of
+// the fast instances: GCC 12 does not vectorise a select on a loop-invariant runtime bool
+// (`soft ? a : b`), and one such flag turns a whole instance scalar (10-17x slower). Nor does it
+// vectorise floor() without -fno-trapping-math: round_even adds and subtracts 1.5 * 2^23.
+// Check with -fopt-info-vec-missed (or -fdump-tree-vect-details) after changing a loop.
 
 #include <algorithm>
 #include <cmath>
@@ -226,17 +232,23 @@ inline C sg(int kind, C d, C half, C alpha, C k, C c) {
   return c / (C(1) + z * z);
 }
 
-// round half to even (torch.round) of a value whose fraction is exact: c - floor(c)
+// round half to even (torch.round) of |c| <= 2^22 (float) or 2^51 (double), NaN kept: adding
+// 1.5 * 2^23 (2^52) leaves no fraction bits, so the sum rounds c to an integer, ties to even,
+// and subtracting it back is exact. Branch-free and without floor(), which GCC vectorises only
+// with -fno-trapping-math; the callers clamp c to [-127, 127] first. The same result as
+// floor-based rounding, +0 for c in (-1, 0] included (checked over every float in range).
 template <typename C>
 inline C round_even(C c) {
-  const C f = std::floor(c);
-  const C d = c - f;
-  const bool odd = (f - C(2) * std::floor(f * C(0.5))) != C(0);
-  return f + ((d > C(0.5) || (d == C(0.5) && odd)) ? C(1) : C(0));
+  const C m = sizeof(C) == 4 ? C(12582912.0) : C(6755399441055744.0);
+  return (c + m) - m;
 }
 
 // ---- forward --------------------------------------------------------------------------------
-template <typename S, int FORM, int KC, int SGN, int CODE>
+// RST: the reset, 0 hard at +-rthr, 1 soft, 2 hard where b != 0 (integer rules, "any");
+// ILEV: 0 threshold rules, 1 integer rules (levels > 0); RT: read at run time
+inline int reset_mode(const Args& a) { return a.soft ? 1 : (a.by_value ? 2 : 0); }
+
+template <typename S, int FORM, int KC, int SGN, int CODE, int RST, int ILEV>
 void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void* saved,
                   int32_t* nonfinite) {
   using T = Tr<S>;
@@ -257,11 +269,14 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     const bool sgn = pick<SGN>(a.is_signed) != 0;
     const int save = CODE == 1 ? 2 : (CODE == 0 ? std::min(a.save_mode, 1) : a.save_mode);
     const bool check = a.check != 0;
-    const bool soft = a.soft != 0;
-    const double* L = a.lthr;  // learned thresholds, or null
+    // compile-time in the specialised instances: a runtime flag in the loop below (a select
+    // on a loop-invariant bool) keeps GCC from vectorising it
+    const int rst = pick<RST>(reset_mode(a));
+    const bool soft = rst == 1;
+    const bool by_value = rst == 2;
+    const bool ilev = pick<ILEV>(a.levels > 0 ? 1 : 0) != 0;
+    const double* L = a.lthr;  // learned thresholds, or null (read once, here)
     const C rthr = C(L ? L[a.n_thr] : a.rthr), vth = C(L ? L[a.n_thr + 1] : a.vth);
-    const bool ilev = a.levels > 0;
-    const bool by_value = a.by_value != 0;
     const C inv = C(L ? L[a.n_thr + 2] : a.inv), dmax = C(a.levels);
     const C dmin = a.is_signed ? -C(a.levels) : C(0);
     const C big = std::numeric_limits<C>::max();
@@ -349,7 +364,7 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
 }
 
 // ---- backward -------------------------------------------------------------------------------
-template <typename S, int KC, int SGN, int KIND, int CODE, int LT>
+template <typename S, int KC, int SGN, int KIND, int CODE, int LT, int RST, int ILEV>
 void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S* __restrict gx,
                    double* sums) {
   using T = Tr<S>;
@@ -379,16 +394,18 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const C rscale = kind <= 1 ? C(1) / scale : C(1);  // learned thresholds' sums only
     const C keep = a.detach ? C(0) : C(1);  // the reset's surrogate path, cut by detach_reset
     const bool spike_reset = a.reset_grad != 0;
-    const bool soft = a.soft != 0;
-    const double* L = a.lthr;  // learned thresholds, or null
+    const int rst = pick<RST>(reset_mode(a));
+    const bool soft = rst == 1;
+    const bool by_value = rst == 2;
+    const bool ilev = pick<ILEV>(a.levels > 0 ? 1 : 0) != 0;
+    const double* L = a.lthr;  // learned thresholds, or null (read once, here)
     const C rthr = C(L ? L[a.n_thr] : a.rthr), vth = C(L ? L[a.n_thr + 1] : a.vth);
-    const bool ilev = a.levels > 0;
-    const bool by_value = a.by_value != 0;
     const C inv = C(L ? L[a.n_thr + 2] : a.inv), dmax = C(a.levels);
     const C dmin = a.is_signed ? -C(a.levels) : C(0);
     const bool need_tau = a.need_tau != 0;
     const bool need_sums = need_tau || a.need_amp != 0;
-    const bool lt = LT == 0 ? false : lt_any;  // sum the learned thresholds' gradient
+    // sum the learned thresholds' gradient (LT = 1 is dispatched only when lt_any holds)
+    const bool lt = LT == RT ? lt_any : LT != 0;
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(L ? L[k] : a.thr[k]);
     const S* __restrict saved_h = static_cast<const S*>(saved);
@@ -562,52 +579,100 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
 
 // ---- dispatch to the specialised instances ---------------------------------------------------
 template <typename S>
+void forward_general(const Args& a, const void* x, void* out, void* saved, int32_t* nf) {
+  forward_impl<S, RT, RT, RT, RT, RT, RT>(a, static_cast<const S*>(x), static_cast<S*>(out),
+                                          saved, nf);
+}
+
+template <typename S>
+void backward_general(const Args& a, const void* g, const void* saved, void* gx, double* sums) {
+  backward_impl<S, RT, RT, RT, RT, RT, RT, RT>(a, static_cast<const S*>(g), saved,
+                                               static_cast<S*>(gx), sums);
+}
+
+// Forward: threshold rules (K = 1 or 3; charge form 0 with either save mode, form 1 saving h)
+// with a hard or soft reset, and the integer rules (K = 1, saving h) with each reset.
+constexpr int fkey(int il, int rs, int form, int k3, int sg, int cd) {
+  return (il << 7) | (rs << 4) | (form << 3) | (k3 << 2) | (sg << 1) | cd;
+}
+
+template <typename S>
 void forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t* nf) {
   const S* xs = static_cast<const S*>(x);
   S* os = static_cast<S*>(out);
-  const bool code = a.save_mode == 2;
-  const int key = (a.form << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  const int key = fkey(a.levels > 0, reset_mode(a), a.form, a.n_thr == 3, a.is_signed,
+                       a.save_mode == 2);
   switch (key) {
-#define MS_F(FORM, K3, SG, CD)                                                   \
-  case ((FORM) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                         \
-    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD>(a, xs, os, saved, nf);
-    MS_F(0, 0, 0, 0) MS_F(0, 0, 0, 1) MS_F(0, 0, 1, 0) MS_F(0, 0, 1, 1)
-    MS_F(0, 1, 0, 0) MS_F(0, 1, 0, 1) MS_F(0, 1, 1, 0) MS_F(0, 1, 1, 1)
-    MS_F(1, 0, 0, 0) MS_F(1, 0, 1, 0) MS_F(1, 1, 0, 0) MS_F(1, 1, 1, 0)
+#define MS_F(IL, RS, FORM, K3, SG, CD)                                                     \
+  case fkey(IL, RS, FORM, K3, SG, CD):                                                     \
+    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD, RS, IL>(a, xs, os, saved, nf);
+#define MS_F_THR(RS)                                                                       \
+  MS_F(0, RS, 0, 0, 0, 0) MS_F(0, RS, 0, 0, 0, 1) MS_F(0, RS, 0, 0, 1, 0)                  \
+  MS_F(0, RS, 0, 0, 1, 1) MS_F(0, RS, 0, 1, 0, 0) MS_F(0, RS, 0, 1, 0, 1)                  \
+  MS_F(0, RS, 0, 1, 1, 0) MS_F(0, RS, 0, 1, 1, 1) MS_F(0, RS, 1, 0, 0, 0)                  \
+  MS_F(0, RS, 1, 0, 1, 0) MS_F(0, RS, 1, 1, 0, 0) MS_F(0, RS, 1, 1, 1, 0)
+#define MS_F_INT(RS) \
+  MS_F(1, RS, 0, 0, 0, 0) MS_F(1, RS, 0, 0, 1, 0) MS_F(1, RS, 1, 0, 0, 0) MS_F(1, RS, 1, 0, 1, 0)
+    MS_F_THR(0) MS_F_THR(1)
+    MS_F_INT(0) MS_F_INT(1) MS_F_INT(2)
+#undef MS_F_INT
+#undef MS_F_THR
 #undef MS_F
     default:
-      return forward_impl<S, RT, RT, RT, RT>(a, xs, os, saved, nf);
+      return forward_general<S>(a, x, out, saved, nf);
   }
+}
+
+// Backward: threshold rules (K = 1 or 3; surrogate window, sigmoid or atan; the one-byte code
+// with windows) with a hard or soft reset, learned thresholds (window or sigmoid) too; the
+// integer rules (K = 1) with each reset, window or sigmoid surrogate, learned or not.
+constexpr int bkey(int il, int rs, int lt, int kd, int k3, int sg, int cd) {
+  return (il << 8) | (rs << 6) | (lt << 5) | (kd << 3) | (k3 << 2) | (sg << 1) | cd;
 }
 
 template <typename S>
 void backward_fast(const Args& a, const void* g, const void* saved, void* gx, double* sums) {
   const S* gs = static_cast<const S*>(g);
   S* gxs = static_cast<S*>(gx);
-  const bool code = a.save_mode == 2;
   const int kind = a.sg_kind <= 1 ? 0 : a.sg_kind;  // window kinds share one instance
   const int lt = a.need_thr != 0 && a.lthr != nullptr && a.gthr != nullptr;
-  const int key =
-      (lt << 5) | (kind << 3) | ((a.n_thr == 3) << 2) | (a.is_signed << 1) | int(code);
+  const int key = bkey(a.levels > 0, reset_mode(a), lt, kind, a.n_thr == 3, a.is_signed,
+                       a.save_mode == 2);
   switch (key) {
-#define MS_B(LT, KD, K3, SG, CD)                                                     \
-  case ((LT) << 5) | ((KD) << 3) | ((K3) << 2) | ((SG) << 1) | (CD):                 \
-    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD, LT>(a, gs, saved, gxs, sums);
-    MS_B(0, 0, 0, 0, 0) MS_B(0, 0, 0, 0, 1) MS_B(0, 0, 0, 1, 0) MS_B(0, 0, 0, 1, 1)
-    MS_B(0, 0, 1, 0, 0) MS_B(0, 0, 1, 0, 1) MS_B(0, 0, 1, 1, 0) MS_B(0, 0, 1, 1, 1)
-    MS_B(0, 2, 0, 0, 0) MS_B(0, 2, 0, 1, 0) MS_B(0, 2, 1, 0, 0) MS_B(0, 2, 1, 1, 0)
-    MS_B(0, 3, 0, 0, 0) MS_B(0, 3, 0, 1, 0) MS_B(0, 3, 1, 0, 0) MS_B(0, 3, 1, 1, 0)
-    // learned thresholds (never the one-byte code: their gradient needs h)
-    MS_B(1, 0, 0, 0, 0) MS_B(1, 0, 0, 1, 0) MS_B(1, 0, 1, 0, 0) MS_B(1, 0, 1, 1, 0)
-    MS_B(1, 2, 0, 0, 0) MS_B(1, 2, 0, 1, 0) MS_B(1, 2, 1, 0, 0) MS_B(1, 2, 1, 1, 0)
+#define MS_B(IL, RS, LT, KD, K3, SG, CD)                                                   \
+  case bkey(IL, RS, LT, KD, K3, SG, CD):                                                   \
+    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD, LT, RS, IL>(a, gs, saved, gxs, sums);
+#define MS_B_THR(RS)                                                                       \
+  MS_B(0, RS, 0, 0, 0, 0, 0) MS_B(0, RS, 0, 0, 0, 0, 1) MS_B(0, RS, 0, 0, 0, 1, 0)         \
+  MS_B(0, RS, 0, 0, 0, 1, 1) MS_B(0, RS, 0, 0, 1, 0, 0) MS_B(0, RS, 0, 0, 1, 0, 1)         \
+  MS_B(0, RS, 0, 0, 1, 1, 0) MS_B(0, RS, 0, 0, 1, 1, 1) MS_B(0, RS, 0, 2, 0, 0, 0)         \
+  MS_B(0, RS, 0, 2, 0, 1, 0) MS_B(0, RS, 0, 2, 1, 0, 0) MS_B(0, RS, 0, 2, 1, 1, 0)         \
+  MS_B(0, RS, 0, 3, 0, 0, 0) MS_B(0, RS, 0, 3, 0, 1, 0) MS_B(0, RS, 0, 3, 1, 0, 0)         \
+  MS_B(0, RS, 0, 3, 1, 1, 0)                                                               \
+  /* learned thresholds (never the one-byte code: their gradient needs h) */               \
+  MS_B(0, RS, 1, 0, 0, 0, 0) MS_B(0, RS, 1, 0, 0, 1, 0) MS_B(0, RS, 1, 0, 1, 0, 0)         \
+  MS_B(0, RS, 1, 0, 1, 1, 0) MS_B(0, RS, 1, 2, 0, 0, 0) MS_B(0, RS, 1, 2, 0, 1, 0)         \
+  MS_B(0, RS, 1, 2, 1, 0, 0) MS_B(0, RS, 1, 2, 1, 1, 0)
+#define MS_B_INT(RS)                                                                       \
+  MS_B(1, RS, 0, 0, 0, 0, 0) MS_B(1, RS, 0, 0, 0, 1, 0) MS_B(1, RS, 0, 2, 0, 0, 0)         \
+  MS_B(1, RS, 0, 2, 0, 1, 0) MS_B(1, RS, 1, 0, 0, 0, 0) MS_B(1, RS, 1, 0, 0, 1, 0)         \
+  MS_B(1, RS, 1, 2, 0, 0, 0) MS_B(1, RS, 1, 2, 0, 1, 0)
+    MS_B_THR(0) MS_B_THR(1)
+    MS_B_INT(0) MS_B_INT(1) MS_B_INT(2)
+#undef MS_B_INT
+#undef MS_B_THR
 #undef MS_B
     default:
-      return backward_impl<S, RT, RT, RT, RT, RT>(a, gs, saved, gxs, sums);
+      return backward_general<S>(a, g, saved, gx, sums);
   }
 }
 
+// the keys above hold only these: K = 1 or 3, charge forms 0 and 1, the resets 0-2, a
+// by-value reset only for the integer rules; form 1 never with the one-byte code (forward),
+// the code only with window surrogates (backward) -- other cases run the general instance
 bool fast_ok(const Args& a) {
-  return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1 && a.levels == 0;
+  return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1 && !(a.soft && a.by_value) &&
+         !(a.by_value && a.levels <= 0) && !(a.levels > 0 && a.save_mode == 2);
 }
 
 }  // namespace
@@ -619,21 +684,16 @@ int ms_abi_version() { return 8; }
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
-  const bool fast = fast_ok(*a) && !(a->form == 1 && a->save_mode == 2);
+  const bool fast = fast_ok(*a);
   switch (a->dtype) {
     case 0:
       if (fast) return forward_fast<float>(*a, x, out, saved, nonfinite), 0;
-      return forward_impl<float, RT, RT, RT, RT>(*a, static_cast<const float*>(x),
-                                                 static_cast<float*>(out), saved, nonfinite), 0;
-    case 1:
-      return forward_impl<double, RT, RT, RT, RT>(*a, static_cast<const double*>(x),
-                                                  static_cast<double*>(out), saved, nonfinite),
-             0;
+      return forward_general<float>(*a, x, out, saved, nonfinite), 0;
+    case 1:  // float64: the general instance only (exactness, not speed)
+      return forward_general<double>(*a, x, out, saved, nonfinite), 0;
     case 2:
       if (fast) return forward_fast<uint16_t>(*a, x, out, saved, nonfinite), 0;
-      return forward_impl<uint16_t, RT, RT, RT, RT>(*a, static_cast<const uint16_t*>(x),
-                                                    static_cast<uint16_t*>(out), saved,
-                                                    nonfinite), 0;
+      return forward_general<uint16_t>(*a, x, out, saved, nonfinite), 0;
     default:
       return -2;
   }
@@ -641,21 +701,16 @@ int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* no
 
 int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, double* sums) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
-  const bool fast = fast_ok(*a) && !(a->save_mode == 2 && a->sg_kind > 1);
+  const bool fast = fast_ok(*a);
   switch (a->dtype) {
     case 0:
       if (fast) return backward_fast<float>(*a, gout, saved, gx, sums), 0;
-      return backward_impl<float, RT, RT, RT, RT, RT>(*a, static_cast<const float*>(gout),
-                                                      saved, static_cast<float*>(gx), sums), 0;
+      return backward_general<float>(*a, gout, saved, gx, sums), 0;
     case 1:
-      return backward_impl<double, RT, RT, RT, RT, RT>(*a, static_cast<const double*>(gout),
-                                                       saved, static_cast<double*>(gx), sums),
-             0;
+      return backward_general<double>(*a, gout, saved, gx, sums), 0;
     case 2:
       if (fast) return backward_fast<uint16_t>(*a, gout, saved, gx, sums), 0;
-      return backward_impl<uint16_t, RT, RT, RT, RT, RT>(
-                 *a, static_cast<const uint16_t*>(gout), saved, static_cast<uint16_t*>(gx), sums),
-             0;
+      return backward_general<uint16_t>(*a, gout, saved, gx, sums), 0;
     default:
       return -2;
   }
