@@ -11,6 +11,13 @@ thresholds (torch ops on the device, :func:`consts_with`), and with ``LEARN`` th
 sums their gradient (see ``csrc/multistep.cpp``) per program, step by step, into ``KP``
 extra entries of its partial sums.
 
+Specialisation: every option that selects code (charge form, K, sign, save mode, surrogate
+kind, reset: ``SOFT``/``BYVAL``, ``INTEGER``, ``LEARN``, ``NEED_TAU``, ...) is a
+``tl.constexpr``, so each configuration compiles to its own kernel without runtime branches
+(the C++ kernel's template instances, see ``csrc/multistep.cpp``); numbers (thresholds,
+``1/V_th``, the integer rules' bounds, ``keep``) are arguments or device constants, so a new
+``levels`` or threshold value reuses the compiled kernel.
+
 Exactness: the launch sets ``enable_fp_fusion=False`` (no FMA contraction, like PyTorch's
 separate eager kernels), divisions use ``div_rn`` (IEEE), and for bfloat16 every forward op
 is rounded to nearest even by bit arithmetic, as PyTorch rounds each eager op's result.
@@ -141,7 +148,7 @@ if HAVE_TRITON:
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
         HAS_AMP: tl.constexpr, CHECK: tl.constexpr, SOFT: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
-        LEVELS: tl.constexpr = 0, BYVAL: tl.constexpr = False,
+        INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -166,7 +173,7 @@ if HAVE_TRITON:
             else:
                 inner = _rnd(xv - _rnd(v - vr, ROUND), ROUND)
                 h = _rnd(v + _rnd(_div(inner, tau, IS64), ROUND), ROUND)
-            if LEVELS > 0:  # integer rules: b = round(clamp(H·(1/V_th), lo, D))
+            if INTEGER:  # integer rules: b = round(clamp(H·(1/V_th), lo, D))
                 b, u, inv, lo, hi = _integer(h, thr_ptr, K, ROUND)
             else:
                 p = tl.where(h >= th0, 1.0, 0.0).to(A.dtype)
@@ -217,7 +224,7 @@ if HAVE_TRITON:
         CODE: tl.constexpr, NEED_TAU: tl.constexpr, HAS_AMP: tl.constexpr,
         SPIKE_RESET: tl.constexpr, SOFT: tl.constexpr, ROUND: tl.constexpr,
         IS64: tl.constexpr, BLOCK: tl.constexpr,
-        LEVELS: tl.constexpr = 0, BYVAL: tl.constexpr = False,
+        INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False,
         LEARN: tl.constexpr = False, KP: tl.constexpr = 1,
     ):
         pid = tl.program_id(0)
@@ -252,7 +259,7 @@ if HAVE_TRITON:
                     else:
                         lb = go * amp
                     lb = tl.where(mask, lb, 0.0)
-                if LEVELS > 0:  # integer rules: db/dH = 1/V_th on [lo, D] (straight through)
+                if INTEGER:  # integer rules: db/dH = 1/V_th on [lo, D] (straight through)
                     b, u, inv, lo, hi = _integer(h, thr_ptr, K, ROUND)
                     gsum = tl.where((u >= lo) & (u <= hi), inv, 0.0).to(A.dtype)
                     if LEARN:  # dL/dinv: u = h·inv
@@ -319,7 +326,7 @@ if HAVE_TRITON:
                 if NEED_TAU:
                     prev = tl.cast(tl.maximum(t - 1, 0), tl.int64) * N  # t = 0: unused
                     hp = tl.load(saved_ptr + prev + offs, mask=mask, other=0.0).to(A.dtype)
-                    if LEVELS > 0:
+                    if INTEGER:
                         bp, _u, _i, _l, _h = _integer(hp, thr_ptr, K, ROUND)
                     else:
                         bp = tl.zeros([BLOCK], dtype=A.dtype)
@@ -426,7 +433,7 @@ def forward(
         FORM=st.form, K=len(st.thresholds), SGN=st.signed,
         SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
         CHECK=flag is not None, SOFT=st.soft, ROUND=_ROUND[x.dtype],
-        IS64=x.dtype == torch.float64, BLOCK=BLOCK, LEVELS=st.levels, BYVAL=st.by_value,
+        IS64=x.dtype == torch.float64, BLOCK=BLOCK, INTEGER=st.levels > 0, BYVAL=st.by_value,
         enable_fp_fusion=False,
     )
     return out, saved
@@ -456,7 +463,8 @@ def backward(
         CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
         SPIKE_RESET=bool(st.reset_grad) and not st.detach, SOFT=st.soft,
         ROUND=_ROUND[grad.dtype],
-        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, LEVELS=st.levels, BYVAL=st.by_value,
+        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, INTEGER=st.levels > 0,
+        BYVAL=st.by_value,
         LEARN=learn, KP=kp, enable_fp_fusion=False,
     )
     sums = parts.sum(0)
