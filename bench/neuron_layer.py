@@ -23,7 +23,12 @@ first table (:mod:`default_path`) is what a user gets instead: ``LIFNode`` with 
 every firing rule of multispike, fused against its loop; rows marked ``learn θ`` learn their
 thresholds (``learn_thresholds=True``) and are also timed side by side with the same layer
 with fixed thresholds (``vs fixed``: learned-threshold time over fixed-threshold time, both
-fused). Memory: bytes autograd saves for the backward per neuron and time step
+fused). Its first rows are the guard (:data:`GUARD`): ``LIFNode`` with its defaults for the
+binary, MT, ternary and integer rules and MT with learned thresholds, whose fused kernel must
+stay at least :data:`GUARD_X` times faster than its loop (a line under the table says whether
+it is; a kernel whose inner loop stops vectorising falls to about the loop's speed, as the C++
+kernel did for every rule after the reset options came in: see docs/performance.md). Memory:
+bytes autograd saves for the backward per neuron and time step
 (``saved_tensors_hooks``).
 
 Run: ``python bench/neuron_layer.py [--quick] [--json]``.
@@ -38,6 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 import default_path  # noqa: E402
+
+#: the rows of the firing-rule table whose fused/loop ratio is guarded, and the floor
+GUARD = ("lif binary", "lif mt", "lif ternary", "lif integer", "lif mt learn θ")
+GUARD_X = 5.0
 
 
 def peer_neurons(device):
@@ -200,6 +209,13 @@ def _rules(B, C, H, W, T, rounds, dev):
     from multispike.neurons import IFNode, LIFNode, PLIFNode
 
     configs = [
+        # the guard (GUARD): LIFNode's defaults for each rule, and MT with learned thresholds
+        # (timed beside "lif mt" with fixed ones)
+        ("lif binary", LIFNode, {"firing": "binary"}),
+        ("lif mt", LIFNode, {"firing": "mt"}),
+        ("lif ternary", LIFNode, {"firing": "ternary"}),
+        ("lif integer", LIFNode, {"firing": "integer"}),
+        ("lif mt learn θ", LIFNode, {"firing": "mt", "learn_thresholds": True}),
         ("plif binary", PLIFNode, {"firing": "binary"}),
         ("plif mt", PLIFNode, {"firing": "mt"}),
         ("lif ternary +a", LIFNode, {"firing": "ternary", "learn_amplitude": True}),
@@ -230,7 +246,7 @@ def _rules(B, C, H, W, T, rounds, dev):
         rows.append({
             "fixed_ms": res["fixed"]["ms"] if learns else None,
             "x_fixed": common.ratio(res, "fused", "fixed") if learns else None,
-            "config": name, "T": T,
+            "config": name, "T": T, "guard": name in GUARD,
             "loop_ms": res["loop"]["ms"], "fused_ms": res["fused"]["ms"],
             "bound_ms": res["bound"]["ms"],
             "x_loop": common.ratio(res, "loop", "fused"),
@@ -239,6 +255,21 @@ def _rules(B, C, H, W, T, rounds, dev):
             "fused_saved_B": saved,
         })
     return rows
+
+
+def guard_line(rules: list[dict]) -> str:
+    """Whether every guarded row's fused kernel is at least GUARD_X times faster than its loop."""
+    rows = [r for r in rules if r.get("guard")]
+    if not rows:
+        return "guard: no guarded row measured"
+    low = [r for r in rows if r.get("x_loop") is None or r["x_loop"] < GUARD_X]
+    names = ", ".join(r["config"] for r in rows)
+    verdict = "met" if not low else "NOT met: " + ", ".join(
+        f"{r['config']} {r['x_loop']:.1f}x" if r.get("x_loop") is not None else
+        f"{r['config']} not measured" for r in low)
+    worst = min((r["x_loop"] for r in rows if r.get("x_loop") is not None), default=None)
+    tail = f" (lowest {worst:.1f}x)" if worst is not None and not low else ""
+    return f"guard: fused >= {GUARD_X:g}x its loop for {names}; {verdict}{tail}"
 
 
 def report(res: dict) -> str:
@@ -268,7 +299,7 @@ def report(res: dict) -> str:
              ("loop_saved_B", "loop B/elem", "{:.1f}"), ("fused_saved_B", "fused B/elem", "{:.1f}")]
     if res["rules"]:
         out += ["", f"Firing rules at T = {res['rules'][0]['T']} (rectangular surrogate)",
-                common.fmt_table(res["rules"], rcols)]
+                common.fmt_table(res["rules"], rcols), guard_line(res["rules"])]
     for note in res["notes"].values():
         out.append(f"note: {note}")
     return "\n".join(out)

@@ -408,6 +408,10 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
     const bool lt = LT == RT ? lt_any : LT != 0;
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(L ? L[k] : a.thr[k]);
+    // learned thresholds: the rows of acc_thr the loop below writes (see there)
+    auto thr_row = [&](int k) {
+      return k < K ? !ilev : (k == K ? !soft : (k == K + 1 ? soft : ilev));
+    };
     const S* __restrict saved_h = static_cast<const S*>(saved);
     const uint8_t* __restrict saved_code = static_cast<const uint8_t*>(saved);
 #pragma omp for schedule(static)
@@ -429,7 +433,8 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       }
       if (lt)
         for (int k = 0; k < nlt; ++k)
-          for (int i = 0; i < n; ++i) acc_thr[k][i] = C(0);
+          if (thr_row(k))
+            for (int i = 0; i < n; ++i) acc_thr[k][i] = C(0);
       for (int64_t t = TT - 1; t >= 0; --t) {
         const int64_t off = t * N + i0;
         const S* __restrict go = gout + off;
@@ -552,10 +557,17 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       }
       part_tau[c] = st;
       part_amp[c] = sa;
+      // the learned thresholds' sums: a SIMD reduction too (an in-order double sum per row
+      // had cost as much as the whole reverse loop at T = 4), of the rows this rule and reset
+      // write (the others are 0)
       if (lt)
         for (int k = 0; k < nlt; ++k) {
           double sk = 0.0;
-          for (int i = 0; i < n; ++i) sk += static_cast<double>(acc_thr[k][i]);
+          if (thr_row(k)) {
+            const C* __restrict row = acc_thr[k];
+#pragma omp simd reduction(+ : sk)
+            for (int i = 0; i < n; ++i) sk += static_cast<double>(row[i]);
+          }
           // the window surrogates' 1/width, left out of the per-element sums above
           part_thr[c * nlt + k] = k <= K ? sk * static_cast<double>(rscale) : sk;
         }
