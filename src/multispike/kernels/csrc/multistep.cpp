@@ -421,7 +421,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       alignas(64) C dv[BLK];
       alignas(64) C acc_tau[BLK];
       alignas(64) C acc_amp[BLK];
-      alignas(64) S zero[BLK];
+      alignas(64) S vstart[BLK];  // h[-1] := V_reset, whose reset is V_reset (see below)
       alignas(64) S gbuf[BLK];
       // learned thresholds: rows 0..K-1 the thresholds, K the reset's, K+1 vth, K+2 inv
       alignas(64) C acc_thr[LT == 0 ? 1 : MAX_THR + 3][BLK];
@@ -429,7 +429,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
         dv[i] = C(0);
         acc_tau[i] = C(0);
         acc_amp[i] = C(0);
-        zero[i] = T::st(C(0));
+        vstart[i] = T::st(vr);
       }
       if (lt)
         for (int k = 0; k < nlt; ++k)
@@ -454,8 +454,11 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
           }
         } else {
           const S* __restrict ht = saved_h + off;
-          // v_prev = reset(h[t-1]) for dL/dtau (h[t-1] is this chunk's next step: cached)
-          const S* __restrict hp = t > 0 ? saved_h + off - N : zero;
+          // v_prev = reset(h[t-1]) for dL/dtau (h[t-1] is this chunk's next step: cached); at
+          // t = 0 the reset of h = V_reset, which is V_reset itself (a hard reset gives
+          // V_reset either way; a soft reset has V_reset = 0 and no spike at 0): no select on
+          // t > 0 in the loop, which kept GCC from vectorising the bfloat16 instances
+          const S* __restrict hp = t > 0 ? saved_h + off - N : vstart;
 #pragma omp simd
           for (int i = 0; i < n; ++i) {
             const C h = T::ld(ht[i]);
@@ -520,7 +523,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             }
             if (need_tau) {
               const C hv = T::ld(hp[i]);
-              C vprev = vr;
+              C vprev;
               C bp = C(0);
               if (ilev) {
                 bp = round_even(std::min(std::max(T::rnd(hv * inv), dmin), dmax));
@@ -530,11 +533,11 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
                   bp += (hv >= th[k] ? C(1) : C(0)) - (sgn && hv <= -th[k] ? C(1) : C(0));
               }
               if (soft) {
-                if (t > 0) vprev = T::rnd(hv - T::rnd(bp * vth));
+                vprev = T::rnd(hv - T::rnd(bp * vth));
               } else {
                 const C sp = by_value ? (bp != C(0) ? C(1) : C(0))
                                       : (hv >= rthr ? C(1) : C(0)) + (sgn && hv <= -rthr ? C(1) : C(0));
-                if (t > 0) vprev = T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp));
+                vprev = T::rnd(T::rnd(hv * (C(1) - sp)) + T::rnd(vr * sp));
               }
               acc_tau[i] += dh * (h - vprev);
             }
