@@ -605,14 +605,23 @@ void backward_general(const Args& a, const void* g, const void* saved, void* gx,
                                                static_cast<S*>(gx), sums);
 }
 
+// the keys below hold only these: K = 1 or 3, charge forms 0 and 1, the resets 0-2, a
+// by-value reset only for the integer rules, which never save the one-byte code; other cases
+// run the general instance (as do the combinations no table lists)
+inline bool fast_ok(const Args& a) {
+  return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1 && !(a.soft && a.by_value) &&
+         !(a.by_value && a.levels <= 0) && !(a.levels > 0 && a.save_mode == 2);
+}
+
 // Forward: threshold rules (K = 1 or 3; charge form 0 with either save mode, form 1 saving h)
-// with a hard or soft reset, and the integer rules (K = 1, saving h) with each reset.
+// with a hard or soft reset, and the integer rules (K = 1, saving h) with each reset. Returns
+// false when no instance covers the case.
 constexpr int fkey(int il, int rs, int form, int k3, int sg, int cd) {
   return (il << 7) | (rs << 4) | (form << 3) | (k3 << 2) | (sg << 1) | cd;
 }
 
 template <typename S>
-void forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t* nf) {
+bool forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t* nf) {
   const S* xs = static_cast<const S*>(x);
   S* os = static_cast<S*>(out);
   const int key = fkey(a.levels > 0, reset_mode(a), a.form, a.n_thr == 3, a.is_signed,
@@ -620,7 +629,8 @@ void forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t*
   switch (key) {
 #define MS_F(IL, RS, FORM, K3, SG, CD)                                                     \
   case fkey(IL, RS, FORM, K3, SG, CD):                                                     \
-    return forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD, RS, IL>(a, xs, os, saved, nf);
+    forward_impl<S, FORM, (K3) ? 3 : 1, SG, CD, RS, IL>(a, xs, os, saved, nf);             \
+    return true;
 #define MS_F_THR(RS)                                                                       \
   MS_F(0, RS, 0, 0, 0, 0) MS_F(0, RS, 0, 0, 0, 1) MS_F(0, RS, 0, 0, 1, 0)                  \
   MS_F(0, RS, 0, 0, 1, 1) MS_F(0, RS, 0, 1, 0, 0) MS_F(0, RS, 0, 1, 0, 1)                  \
@@ -634,37 +644,64 @@ void forward_fast(const Args& a, const void* x, void* out, void* saved, int32_t*
 #undef MS_F_THR
 #undef MS_F
     default:
-      return forward_general<S>(a, x, out, saved, nf);
+      return false;
   }
 }
 
-// Backward: threshold rules (K = 1 or 3; surrogate window, sigmoid or atan; the one-byte code
-// with windows) with a hard or soft reset, learned thresholds (window or sigmoid) too; the
+// Backward, in two tables (two units of a parallel build, see below): threshold rules with
+// fixed thresholds (K = 1 or 3; surrogate window, sigmoid or atan; the one-byte code with
+// windows) with a hard or soft reset; and the rest: learned thresholds (window or sigmoid), the
 // integer rules (K = 1) with each reset, window or sigmoid surrogate, learned or not.
 constexpr int bkey(int il, int rs, int lt, int kd, int k3, int sg, int cd) {
   return (il << 8) | (rs << 6) | (lt << 5) | (kd << 3) | (k3 << 2) | (sg << 1) | cd;
 }
 
-template <typename S>
-void backward_fast(const Args& a, const void* g, const void* saved, void* gx, double* sums) {
-  const S* gs = static_cast<const S*>(g);
-  S* gxs = static_cast<S*>(gx);
+inline bool learned(const Args& a) {
+  return a.need_thr != 0 && a.lthr != nullptr && a.gthr != nullptr;
+}
+
+// which table: 0 fixed-threshold rules, 1 learned thresholds or integer rules
+inline int backward_table(const Args& a) { return (a.levels > 0 || learned(a)) ? 1 : 0; }
+
+inline int backward_key(const Args& a) {
   const int kind = a.sg_kind <= 1 ? 0 : a.sg_kind;  // window kinds share one instance
-  const int lt = a.need_thr != 0 && a.lthr != nullptr && a.gthr != nullptr;
-  const int key = bkey(a.levels > 0, reset_mode(a), lt, kind, a.n_thr == 3, a.is_signed,
-                       a.save_mode == 2);
-  switch (key) {
+  return bkey(a.levels > 0, reset_mode(a), learned(a), kind, a.n_thr == 3, a.is_signed,
+              a.save_mode == 2);
+}
+
 #define MS_B(IL, RS, LT, KD, K3, SG, CD)                                                   \
   case bkey(IL, RS, LT, KD, K3, SG, CD):                                                   \
-    return backward_impl<S, (K3) ? 3 : 1, SG, KD, CD, LT, RS, IL>(a, gs, saved, gxs, sums);
+    backward_impl<S, (K3) ? 3 : 1, SG, KD, CD, LT, RS, IL>(a, gs, saved, gxs, sums);       \
+    return true;
+
+template <typename S>
+bool backward_fast_fixed(const Args& a, const void* g, const void* saved, void* gx,
+                         double* sums) {
+  const S* gs = static_cast<const S*>(g);
+  S* gxs = static_cast<S*>(gx);
+  switch (backward_key(a)) {
 #define MS_B_THR(RS)                                                                       \
   MS_B(0, RS, 0, 0, 0, 0, 0) MS_B(0, RS, 0, 0, 0, 0, 1) MS_B(0, RS, 0, 0, 0, 1, 0)         \
   MS_B(0, RS, 0, 0, 0, 1, 1) MS_B(0, RS, 0, 0, 1, 0, 0) MS_B(0, RS, 0, 0, 1, 0, 1)         \
   MS_B(0, RS, 0, 0, 1, 1, 0) MS_B(0, RS, 0, 0, 1, 1, 1) MS_B(0, RS, 0, 2, 0, 0, 0)         \
   MS_B(0, RS, 0, 2, 0, 1, 0) MS_B(0, RS, 0, 2, 1, 0, 0) MS_B(0, RS, 0, 2, 1, 1, 0)         \
   MS_B(0, RS, 0, 3, 0, 0, 0) MS_B(0, RS, 0, 3, 0, 1, 0) MS_B(0, RS, 0, 3, 1, 0, 0)         \
-  MS_B(0, RS, 0, 3, 1, 1, 0)                                                               \
-  /* learned thresholds (never the one-byte code: their gradient needs h) */               \
+  MS_B(0, RS, 0, 3, 1, 1, 0)
+    MS_B_THR(0) MS_B_THR(1)
+#undef MS_B_THR
+    default:
+      return false;
+  }
+}
+
+template <typename S>
+bool backward_fast_rest(const Args& a, const void* g, const void* saved, void* gx,
+                        double* sums) {
+  const S* gs = static_cast<const S*>(g);
+  S* gxs = static_cast<S*>(gx);
+  switch (backward_key(a)) {
+    // learned thresholds (never the one-byte code: their gradient needs h)
+#define MS_B_LT(RS)                                                                        \
   MS_B(0, RS, 1, 0, 0, 0, 0) MS_B(0, RS, 1, 0, 0, 1, 0) MS_B(0, RS, 1, 0, 1, 0, 0)         \
   MS_B(0, RS, 1, 0, 1, 1, 0) MS_B(0, RS, 1, 2, 0, 0, 0) MS_B(0, RS, 1, 2, 0, 1, 0)         \
   MS_B(0, RS, 1, 2, 1, 0, 0) MS_B(0, RS, 1, 2, 1, 1, 0)
@@ -672,26 +709,67 @@ void backward_fast(const Args& a, const void* g, const void* saved, void* gx, do
   MS_B(1, RS, 0, 0, 0, 0, 0) MS_B(1, RS, 0, 0, 0, 1, 0) MS_B(1, RS, 0, 2, 0, 0, 0)         \
   MS_B(1, RS, 0, 2, 0, 1, 0) MS_B(1, RS, 1, 0, 0, 0, 0) MS_B(1, RS, 1, 0, 0, 1, 0)         \
   MS_B(1, RS, 1, 2, 0, 0, 0) MS_B(1, RS, 1, 2, 0, 1, 0)
-    MS_B_THR(0) MS_B_THR(1)
+    MS_B_LT(0) MS_B_LT(1)
     MS_B_INT(0) MS_B_INT(1) MS_B_INT(2)
 #undef MS_B_INT
-#undef MS_B_THR
-#undef MS_B
+#undef MS_B_LT
     default:
-      return backward_general<S>(a, g, saved, gx, sums);
+      return false;
   }
 }
-
-// the keys above hold only these: K = 1 or 3, charge forms 0 and 1, the resets 0-2, a
-// by-value reset only for the integer rules; form 1 never with the one-byte code (forward),
-// the code only with window surrogates (backward) -- other cases run the general instance
-bool fast_ok(const Args& a) {
-  return (a.n_thr == 1 || a.n_thr == 3) && a.form <= 1 && !(a.soft && a.by_value) &&
-         !(a.by_value && a.levels <= 0) && !(a.levels > 0 && a.save_mode == 2);
-}
+#undef MS_B
 
 }  // namespace
 
+// ---- build units and entry points ------------------------------------------------------------
+// One translation unit (the default), or MS_PARTS parts compiled in parallel and linked
+// (cpu.py, -DMS_PART=p for p < MS_PARTS: compiling every instance takes ~40 s of one core):
+// part p defines the units assigned to it, part 0 also the exported functions. A unit is an
+// extern "C" function of hidden visibility; a fast unit returns 0 when no instance of its
+// table covers the case (the caller then runs the general instance).
+#define MS_PARTS 6
+#ifndef MS_PART
+#define MS_PART -1  // all parts
+#endif
+#define MS_IN_PART(p) (MS_PART < 0 || MS_PART == (p))
+#define MS_UNIT extern "C" __attribute__((visibility("hidden")))
+
+MS_UNIT int ms_fwd_f32(const void* a, const void* x, void* out, void* saved, int32_t* nf);
+MS_UNIT int ms_fwd_bf16(const void* a, const void* x, void* out, void* saved, int32_t* nf);
+MS_UNIT int ms_bwd_f32_fixed(const void* a, const void* g, const void* s, void* gx, double* r);
+MS_UNIT int ms_bwd_f32_rest(const void* a, const void* g, const void* s, void* gx, double* r);
+MS_UNIT int ms_bwd_bf16_fixed(const void* a, const void* g, const void* s, void* gx, double* r);
+MS_UNIT int ms_bwd_bf16_rest(const void* a, const void* g, const void* s, void* gx, double* r);
+
+#define MS_FWD_UNIT(NAME, S)                                                          \
+  MS_UNIT int NAME(const void* a, const void* x, void* out, void* saved, int32_t* nf) { \
+    return forward_fast<S>(*static_cast<const Args*>(a), x, out, saved, nf);          \
+  }
+#define MS_BWD_UNIT(NAME, FN, S)                                                        \
+  MS_UNIT int NAME(const void* a, const void* g, const void* s, void* gx, double* r) {  \
+    return FN<S>(*static_cast<const Args*>(a), g, s, gx, r);                            \
+  }
+
+#if MS_IN_PART(1)
+MS_FWD_UNIT(ms_fwd_f32, float)
+#endif
+#if MS_IN_PART(2)
+MS_FWD_UNIT(ms_fwd_bf16, uint16_t)
+#endif
+#if MS_IN_PART(0)  // with the general instances (2-3 s)
+MS_BWD_UNIT(ms_bwd_f32_rest, backward_fast_rest, float)
+#endif
+#if MS_IN_PART(3)
+MS_BWD_UNIT(ms_bwd_f32_fixed, backward_fast_fixed, float)
+#endif
+#if MS_IN_PART(4)
+MS_BWD_UNIT(ms_bwd_bf16_fixed, backward_fast_fixed, uint16_t)
+#endif
+#if MS_IN_PART(5)
+MS_BWD_UNIT(ms_bwd_bf16_rest, backward_fast_rest, uint16_t)
+#endif
+
+#if MS_IN_PART(0)  // the entry points and the general instances (float64: only those)
 extern "C" {
 
 int ms_abi_version() { return 8; }
@@ -702,13 +780,15 @@ int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* no
   const bool fast = fast_ok(*a);
   switch (a->dtype) {
     case 0:
-      if (fast) return forward_fast<float>(*a, x, out, saved, nonfinite), 0;
-      return forward_general<float>(*a, x, out, saved, nonfinite), 0;
+      if (!(fast && ms_fwd_f32(a, x, out, saved, nonfinite)))
+        forward_general<float>(*a, x, out, saved, nonfinite);
+      return 0;
     case 1:  // float64: the general instance only (exactness, not speed)
       return forward_general<double>(*a, x, out, saved, nonfinite), 0;
     case 2:
-      if (fast) return forward_fast<uint16_t>(*a, x, out, saved, nonfinite), 0;
-      return forward_general<uint16_t>(*a, x, out, saved, nonfinite), 0;
+      if (!(fast && ms_fwd_bf16(a, x, out, saved, nonfinite)))
+        forward_general<uint16_t>(*a, x, out, saved, nonfinite);
+      return 0;
     default:
       return -2;
   }
@@ -717,18 +797,22 @@ int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* no
 int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, double* sums) {
   if (a->n_thr < 1 || a->n_thr > MAX_THR) return -1;
   const bool fast = fast_ok(*a);
+  const bool fixed = backward_table(*a) == 0;
   switch (a->dtype) {
     case 0:
-      if (fast) return backward_fast<float>(*a, gout, saved, gx, sums), 0;
-      return backward_general<float>(*a, gout, saved, gx, sums), 0;
+      if (!(fast && (fixed ? ms_bwd_f32_fixed : ms_bwd_f32_rest)(a, gout, saved, gx, sums)))
+        backward_general<float>(*a, gout, saved, gx, sums);
+      return 0;
     case 1:
       return backward_general<double>(*a, gout, saved, gx, sums), 0;
     case 2:
-      if (fast) return backward_fast<uint16_t>(*a, gout, saved, gx, sums), 0;
-      return backward_general<uint16_t>(*a, gout, saved, gx, sums), 0;
+      if (!(fast && (fixed ? ms_bwd_bf16_fixed : ms_bwd_bf16_rest)(a, gout, saved, gx, sums)))
+        backward_general<uint16_t>(*a, gout, saved, gx, sums);
+      return 0;
     default:
       return -2;
   }
 }
 
 }  // extern "C"
+#endif
