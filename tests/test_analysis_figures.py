@@ -152,7 +152,7 @@ def test_membrane_thresholds_are_the_learned_ones():
     net = nn.Sequential(node)
     assert neuron_thresholds(net)["0"] == pytest.approx([0.5, 1.0, 1.5])
     with torch.no_grad():
-        node.threshold_log_gains.add_(0.1)  # every gap grows by e^0.1
+        node.threshold_rho.add_(0.1)  # every segment grows by m(0.1) = 1.1 - 1/1500 (about)
     v_th, rule = node.fixed_firing()
     assert neuron_thresholds(net)["0"] == pytest.approx(sorted(rule.thresholds(v_th)))
     assert neuron_thresholds(net)["0"] != pytest.approx([0.5, 1.0, 1.5])

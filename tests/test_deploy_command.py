@@ -106,8 +106,8 @@ def test_deploy_fixes_learned_thresholds(tmp_path, capsys):
     gains = {}
     with torch.no_grad():
         for i, (name, m) in enumerate(model.named_modules()):
-            if getattr(m, "threshold_log_gains", None) is not None:
-                m.threshold_log_gains.fill_(0.05 * (i % 3 + 1))  # moved, as after training
+            if getattr(m, "threshold_rho", None) is not None:
+                m.threshold_rho.fill_(0.05 * (i % 3 + 1))  # moved, as after training
                 gains[name] = float(m.fixed_firing()[0])
     assert len(gains) == 3
     model = model.float()

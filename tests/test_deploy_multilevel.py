@@ -54,8 +54,8 @@ def neurons_of(model: nn.Module) -> dict[str, Neuron]:
 
 def move_thresholds(model: nn.Module, x: torch.Tensor, steps: int = 3, lr: float = 0.3) -> None:
     """A few SGD steps on the learned thresholds only (cross-entropy on fixed labels)."""
-    params = [m.threshold_log_gains for m in neurons_of(model).values()
-              if m.threshold_log_gains is not None]
+    params = [m.threshold_rho for m in neurons_of(model).values()
+              if m.threshold_rho is not None]
     assert params
     opt = torch.optim.SGD(params, lr=lr)
     labels = torch.arange(len(x)) % model.num_classes
@@ -219,7 +219,7 @@ def test_learned_thresholds_deploy_as_constants(tmp_path, name, firing, reset):
     rescaled = set(deployed.deployment["rescaled_neurons"])
     for path, neuron in learned.items():
         fixed = unwrap(deployed.get_submodule(path))
-        assert not fixed.learn_thresholds and fixed.threshold_log_gains is None
+        assert not fixed.learn_thresholds and fixed.threshold_rho is None
         assert fixed.reset == neuron.reset
         v, rule = neuron.fixed_firing()
         assert v != neuron.v_threshold  # the thresholds moved in training

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from multispike.errors import ConfigError
-from multispike.functional import MultiThreshold, initial_thresholds, learned_thresholds
+from multispike.functional import (
+    MultiThreshold,
+    initial_thresholds,
+    learned_thresholds,
+    threshold_growth,
+    threshold_rho_for,
+)
 from multispike.neurons import IFNode, LIFNode, PLIFNode, build_neuron, fix_thresholds
 from tests.reference import straight_through_reference
 
@@ -33,8 +39,16 @@ def _opts(firing):
 def _perturb(node, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        node.threshold_log_gains.copy_(0.3 * torch.randn(node.threshold_log_gains.shape,
+        node.threshold_rho.copy_(0.3 * torch.randn(node.threshold_rho.shape,
                                                          generator=g))
+
+
+def _gain(rho):
+    """m(ρ) written out from its definition: 1 + g for ρ >= 0, 1/(1 + g) below, with
+    g = |ρ|/(1 + |ρ|/15)."""
+    a = rho.abs()
+    g = a / (1 + a / 15)
+    return torch.where(rho >= 0, 1 + g, 1 / (1 + g))
 
 
 def test_construction_is_ordered_positive_and_exact_at_zero():
@@ -47,9 +61,11 @@ def test_construction_is_ordered_positive_and_exact_at_zero():
         rho = 4 * torch.randn(4, generator=g, dtype=torch.float64)
         th = torch.stack(learned_thresholds(rho, initial))
         assert (th > 0).all() and (th.diff() > 0).all()
-        # the closed form θ_k = Σ_{j<=k} c_j·exp(ρ_j)
+        # the closed form θ_k = Σ_{j<=k} c_j·m(ρ_j), m written out from its definition
         c = torch.tensor([0.6, 0.4, 0.3, 0.4], dtype=torch.float64)
-        torch.testing.assert_close(th, torch.cumsum(c * rho.exp(), 0), rtol=1e-12, atol=1e-12)
+        m = _gain(rho)
+        assert ((m > 1 / 16) & (m < 16)).all()
+        torch.testing.assert_close(th, torch.cumsum(c * m, 0), rtol=1e-12, atol=1e-12)
     rho = (0.2 * torch.randn(4, generator=g, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda r: torch.stack(learned_thresholds(r, initial)), rho)
 
@@ -58,8 +74,8 @@ def test_initial_thresholds_and_main_index():
     assert initial_thresholds(MultiThreshold(deltas=(-0.4, 0.3)), 1.0) == ((0.6, 1.0, 1.3), 1)
     assert initial_thresholds(MultiThreshold(deltas=(0.3, 0.5)), 2.0) == ((2.0, 2.3, 2.5), 0)
     node = LIFNode(firing="ternary-mt", deltas=(-0.2, 0.25), learn_thresholds=True)
-    assert node.threshold_log_gains.shape == (3,)
-    assert LIFNode(firing="integer", learn_thresholds=True).threshold_log_gains.shape == (1,)
+    assert node.threshold_rho.shape == (3,)
+    assert LIFNode(firing="integer", learn_thresholds=True).threshold_rho.shape == (1,)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -84,7 +100,7 @@ def test_starts_at_exactly_the_given_thresholds(firing, dtype):
 @pytest.mark.parametrize("firing", RULES)
 def test_gradients_equal_reference_loop(firing, reset, detach, backend):
     """dL/dx and dL/dρ of a learned layer (float64) against the loop of tests/reference.py
-    fed with θ_k = Σ c_j·exp(ρ_j) (the closed form): every threshold's surrogate and, for a
+    fed with θ_k = Σ c_j·m(ρ_j) (the closed form): every threshold's surrogate and, for a
     soft reset, b·V_th carry the gradient. The layer's reference loop (backend="torch") and
     its fused path (the C++ kernel, or the eager fused path where it cannot be built)."""
     node = LIFNode(decay=0.5, firing=firing, learn_thresholds=True, reset=reset,
@@ -97,10 +113,10 @@ def test_gradients_equal_reference_loop(firing, reset, detach, backend):
     out = node(x)
     (out * w).sum().backward()
 
-    rho = node.threshold_log_gains.detach().clone().requires_grad_(True)
+    rho = node.threshold_rho.detach().clone().requires_grad_(True)
     c = torch.tensor([initial[0]] + [b - a for a, b in zip(initial, initial[1:], strict=False)],
                      dtype=torch.float64)
-    th = torch.cumsum(c * rho.exp(), 0)
+    th = torch.cumsum(c * _gain(rho), 0)
     xr = x.detach().clone().requires_grad_(True)
     levels = node.rule.levels if "integer" in firing else None
     ref = straight_through_reference(xr, th.unbind(), main=main, signed=node.rule.signed,
@@ -108,7 +124,7 @@ def test_gradients_equal_reference_loop(firing, reset, detach, backend):
     (ref * w).sum().backward()
     assert torch.equal(out.detach(), ref.detach())
     torch.testing.assert_close(x.grad, xr.grad, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(node.threshold_log_gains.grad, rho.grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(node.threshold_rho.grad, rho.grad, rtol=1e-9, atol=1e-9)
     assert rho.grad.abs().sum() > 0
 
 
@@ -136,13 +152,13 @@ def test_threshold_gradient_against_finite_differences(firing):
             prim = prim - sum(torch.clamp(-h - t + 0.5, 0, 1) for t in th)
         return (prim * w).sum()
 
-    rho = node.threshold_log_gains.detach()
+    rho = node.threshold_rho.detach()
     eps = 1e-6
     fd = torch.stack([
         (relaxed(rho + eps * e) - relaxed(rho - eps * e)) / (2 * eps)
         for e in torch.eye(len(rho), dtype=rho.dtype)
     ])
-    torch.testing.assert_close(node.threshold_log_gains.grad, fd, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(node.threshold_rho.grad, fd, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -156,7 +172,7 @@ def test_fixed_layer_gives_identical_outputs_and_runs_fused(firing, dtype):
         # the learning layer runs the same path as its constant copy (fused where a kernel is)
         assert node.path.impl == const.path.impl
         assert not node.path.fused or "learned thresholds" in node.path.reason
-        assert not const.learn_thresholds and const.threshold_log_gains is None
+        assert not const.learn_thresholds and const.threshold_rho is None
         assert node.learn_thresholds  # the original is unchanged
         v, rule = node.fixed_firing()
         assert const.v_threshold == v and const.rule == rule and v != node.v_threshold
@@ -218,10 +234,67 @@ def test_monitor_uses_the_learned_thresholds():
 
     node = IFNode(firing="mt", deltas=(-0.5, 0.5), learn_thresholds=True)
     with torch.no_grad():
-        node.threshold_log_gains.fill_(math.log(0.5))  # thresholds 0.25, 0.5, 0.75
+        node.threshold_rho.fill_(threshold_rho_for(0.5))  # thresholds 0.25, 0.5, 0.75
     x = torch.tensor([[[0.3, 0.6, 0.8, 0.1]]])
     with record_activity(node) as mon:
         out = node(x)
     assert out.flatten().tolist() == [1, 2, 3, 0]
     layer = next(iter(mon.layers.values()))
-    assert layer.spikes == 6 and layer.thresholds == (0.5, 0.25, 0.75)
+    assert layer.spikes == 6 and layer.thresholds == pytest.approx((0.5, 0.25, 0.75), abs=1e-6)
+
+
+def _check_thresholds(node):
+    """Finite, positive and strictly ordered, and fixed() builds the constant layer."""
+    initial, main = initial_thresholds(node.rule, node.v_threshold)
+    th = torch.stack(learned_thresholds(node.threshold_rho.detach(), initial))
+    assert torch.isfinite(th).all() and (th > 0).all() and (th.diff() > 0).all(), th
+    const = node.fixed()
+    v, rule = const.v_threshold, const.rule
+    assert math.isfinite(v) and v > 0 and not const.learn_thresholds
+    assert sorted(set(rule.thresholds(v))) == sorted(rule.thresholds(v))
+
+
+@pytest.mark.parametrize("dynamics", [PLIFNode, LIFNode, IFNode])
+@pytest.mark.parametrize("firing", RULES)
+def test_no_update_breaks_the_thresholds(dynamics, firing):
+    """One SGD step at lr ±1000 (either sign of the gradient) or Adam at lr 10, several
+    steps: outputs and thresholds stay finite, thresholds positive and strictly ordered, and
+    fixed() works after every step (the bounded gains of threshold_growth)."""
+    for opt_of in (lambda p: torch.optim.SGD(p, lr=1000.0),
+                   lambda p: torch.optim.SGD(p, lr=1000.0, maximize=True),  # the other sign
+                   lambda p: torch.optim.Adam(p, lr=10.0)):
+        node = dynamics(firing=firing, learn_thresholds=True, **_opts(firing))
+        opt = opt_of([node.threshold_rho])
+        for step in range(7):
+            x = _x(4, 2, 64, seed=step, scale=2.0, dtype=torch.float32)
+            out = node(x)
+            assert torch.isfinite(out).all()
+            opt.zero_grad()
+            (out * _x(4, 2, 64, seed=50 + step, dtype=torch.float32)).sum().backward()
+            opt.step()
+            _check_thresholds(node)
+        assert torch.isfinite(node(_x(4, 2, 64, seed=99, dtype=torch.float32))).all()
+
+
+def test_extreme_parameters_keep_the_bounds():
+    """ρ = ±inf, NaN and ±1e30 in float32: every segment within [c/16, 16·c], so thresholds
+    are finite, positive and strictly ordered; the layer at rest does not fire."""
+    node = IFNode(firing="mt", deltas=(-0.5, 0.5, 1.0), learn_thresholds=True)
+    for value in (float("inf"), float("-inf"), float("nan"), 1e30, -1e30):
+        with torch.no_grad():
+            node.threshold_rho.fill_(value)
+        _check_thresholds(node)
+        assert node(torch.zeros(3, 2, 8)).abs().sum() == 0
+    initial, _ = initial_thresholds(node.rule, node.v_threshold)
+    low = learned_thresholds(torch.full((4,), -1e30), initial)
+    high = learned_thresholds(torch.full((4,), 1e30), initial)
+    assert float(low[0]) == pytest.approx(initial[0] / 16)
+    assert float(high[-1]) == pytest.approx(initial[-1] * 16)
+
+
+def test_threshold_rho_for_inverts_the_gain():
+    for gain in (0.07, 0.5, 1.0, 2.0, 15.5):
+        rho = torch.tensor(threshold_rho_for(gain), dtype=torch.float64)
+        assert 1 + float(threshold_growth(rho)) == pytest.approx(gain, rel=1e-12)
+    with pytest.raises(ConfigError, match="strictly between"):
+        threshold_rho_for(16.0)

@@ -464,7 +464,7 @@ def test_new_rules_forward_backward_every_parameter_gets_a_gradient(name, firing
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"no gradient: {missing}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-    gains = [p for n, p in model.named_parameters() if n.endswith("threshold_log_gains")]
+    gains = [p for n, p in model.named_parameters() if n.endswith("threshold_rho")]
     if extra.get("learn_thresholds"):
         assert len(gains) == len(neurons)
         weights = [p for n, p in model.named_parameters() if n.endswith("weight")]

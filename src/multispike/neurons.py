@@ -186,15 +186,15 @@ class Neuron(nn.Module):
         self.reset = check_reset(self.rule, reset, self.v_reset, self.reset_grad,
                                  self.detach_reset)
         check_surrogate(self.rule, self.surrogate, self.reset, self.detach_reset)
-        #: True where ``V_th`` (and an MT rule's deltas) are learnt: :attr:`threshold_log_gains`
+        #: True where ``V_th`` (and an MT rule's deltas) are learnt: :attr:`threshold_rho`
         self.learn_thresholds = bool(learn_thresholds)
-        self.threshold_log_gains: nn.Parameter | None
+        self.threshold_rho: nn.Parameter | None
         if self.learn_thresholds:
             initial, _ = initial_thresholds(self.rule, self.v_threshold)
             # ρ of learned_thresholds: 0 gives exactly the given thresholds
-            self.threshold_log_gains = nn.Parameter(torch.zeros(len(initial)))
+            self.threshold_rho = nn.Parameter(torch.zeros(len(initial)))
         else:
-            self.register_parameter("threshold_log_gains", None)
+            self.register_parameter("threshold_rho", None)
         self.check_input = bool(check_input)
         self.amplitude: nn.Parameter | None
         if learn_amplitude:
@@ -204,9 +204,10 @@ class Neuron(nn.Module):
         #: set by :func:`multispike.monitor.record_activity` while statistics are recorded
         self.monitor: Any = None
         #: 1 once a CUDA kernel saw NaN/inf input (checked without a host sync; read and
-        #: cleared by :func:`multispike.kernels.raise_on_nonfinite`); not part of the state dict
-        self.nonfinite: Tensor
-        self.register_buffer("nonfinite", torch.zeros((), dtype=torch.int32), persistent=False)
+        #: cleared by :func:`multispike.kernels.raise_on_nonfinite`): an int32 made on the
+        #: input's device at the first checked call there (None until then, so that moving
+        #: the layer copies nothing); not part of the state dict
+        self.nonfinite: Tensor | None = None
 
     #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec` and forgets
     #: the cached backend decisions
@@ -231,6 +232,7 @@ class Neuron(nn.Module):
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         out = super()._apply(fn, *args, **kwargs)
         self.__dict__["_routes"] = {}  # moved or cast: decide the backend again
+        self.nonfinite = None  # made again on the new device when first needed
         return out
 
     #: what the fused kernels know of this layer (:class:`~multispike.kernels.KernelSpec`),
@@ -247,7 +249,10 @@ class Neuron(nn.Module):
         reference loop; see :meth:`path_for` for an input of another device or dtype."""
         params = [p for p in self.parameters(recurse=False)]
         dtype = params[0].dtype if params else torch.get_default_dtype()
-        return self.path_for(torch.empty(0, dtype=dtype, device=self.nonfinite.device))
+        flag = self.nonfinite
+        device = params[0].device if params else (
+            flag.device if flag is not None else torch.device("cpu"))
+        return self.path_for(torch.empty(0, dtype=dtype, device=device))
 
     def path_for(self, x: Tensor) -> kernels.Route:
         """:attr:`path` for the input ``x`` (its device and dtype; the values do not matter)."""
@@ -315,13 +320,13 @@ class Neuron(nn.Module):
     def threshold_tensors(self) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         """The learned ``(V_th, thresholds)`` as 0-dim tensors with their gradients: every
         threshold in the order of ``rule.thresholds()`` (main first; None for rules with one
-        threshold), from :attr:`threshold_log_gains` by
+        threshold), from :attr:`threshold_rho` by
         :func:`~multispike.functional.learned_thresholds`. Only with ``learn_thresholds``."""
-        if self.threshold_log_gains is None:
+        if self.threshold_rho is None:
             raise ConfigError(f"{type(self).__name__} does not learn its thresholds; read "
                               "v_threshold and rule.deltas, or build it with learn_thresholds=True")
         initial, main = initial_thresholds(self.rule, self.v_threshold)
-        return split_thresholds(learned_thresholds(self.threshold_log_gains, initial), main)
+        return split_thresholds(learned_thresholds(self.threshold_rho, initial), main)
 
     def fixed_firing(self) -> tuple[float, FiringRule]:
         """The layer's current ``(V_th, rule)`` as constants: ``V_th`` a float, the rule with
@@ -363,7 +368,7 @@ class Neuron(nn.Module):
         v, rule = self.fixed_firing()
         out = copy.deepcopy(self)
         if self.learn_thresholds:
-            out.threshold_log_gains = None
+            out.threshold_rho = None
             out.v_threshold = v
             out.rule = rule
             out.learn_thresholds = False

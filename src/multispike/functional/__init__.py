@@ -43,6 +43,8 @@ from multispike.functional.firing import (
     initial_thresholds,
     learned_thresholds,
     split_thresholds,
+    threshold_growth,
+    threshold_rho_for,
 )
 from multispike.functional.surrogate import (
     SURROGATES,
@@ -93,6 +95,8 @@ __all__ = [
     "if_charge",
     "initial_thresholds",
     "learned_thresholds",
+    "threshold_growth",
+    "threshold_rho_for",
     "legacy_surrogate_options",
     "lif_charge",
     "multistep",

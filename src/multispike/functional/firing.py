@@ -491,23 +491,71 @@ def initial_thresholds(rule: FiringRule, v_threshold: float) -> tuple[tuple[floa
     return low + (float(v_threshold),) + high, len(low)
 
 
-def learned_thresholds(log_gains: Tensor, initial: Sequence[float]) -> tuple[Tensor, ...]:
-    """Ordered positive thresholds from learnable log-gains (issue #15 point 2).
+#: the bound of a learned gain: every segment of the thresholds (the lowest threshold and each
+#: gap between neighbours) stays within [1/THRESHOLD_BOUND, THRESHOLD_BOUND] times its initial
+#: size, whatever the parameter (a floor, a cap and a minimum gap)
+THRESHOLD_BOUND = 16.0
+
+
+def threshold_growth(rho: Tensor) -> Tensor:
+    """``e(ρ) = m(ρ) − 1``: the bounded, smooth growth of one learned threshold segment.
+
+    ``m(ρ) = 1 + g`` for ``ρ >= 0`` and ``1/(1 + g)`` for ``ρ < 0``, with
+    ``g = |ρ|/(1 + |ρ|/(M − 1))`` and ``M`` = :data:`THRESHOLD_BOUND`: ``m(0) = 1``,
+    ``m'(0) = 1`` (like ``exp(ρ)`` near 0), strictly increasing, and ``1/M < m < M`` for every
+    ``ρ``, infinities included (NaN counts as 0). Only ``+ − × /``: every implementation (this
+    one, the C++ and Triton kernels, plain floats) rounds it alike, so they all read the same
+    thresholds.
+
+    >>> [round(float(e), 4) for e in threshold_growth(torch.tensor([-1e30, -1.0, 0.0, 1.0, 1e30]))]
+    [-0.9375, -0.4839, 0.0, 0.9375, 15.0]
+    """
+    r = torch.nan_to_num(rho, nan=0.0)  # ±inf → the dtype's largest finite number
+    up = r >= 0
+    a = torch.where(up, r, -r)  # |ρ|, with the slope 1 at ρ = 0 (abs() has 0 there)
+    g = a / (1 + a / (THRESHOLD_BOUND - 1))
+    return torch.where(up, g, -g / (1 + g))
+
+
+def threshold_rho_for(gain: float) -> float:
+    """The ``ρ`` whose segment gain ``m(ρ) = 1 + e(ρ)`` (:func:`threshold_growth`) is
+    ``gain``, for ``1/M < gain < M``: set a learning layer's thresholds to chosen multiples of
+    the initial ones.
+
+    >>> rho = threshold_rho_for(0.5)
+    >>> round(1 + float(threshold_growth(torch.tensor(rho, dtype=torch.float64))), 12)
+    0.5
+    """
+    bound = THRESHOLD_BOUND
+    if not 1 / bound < gain < bound:
+        raise ConfigError(f"a threshold gain must lie strictly between 1/{bound:g} and "
+                          f"{bound:g}, got {gain!r}")
+    g = gain - 1 if gain >= 1 else 1 / gain - 1
+    a = g / (1 - g / (bound - 1))
+    return a if gain >= 1 else -a
+
+
+def learned_thresholds(rho: Tensor, initial: Sequence[float]) -> tuple[Tensor, ...]:
+    """Ordered positive thresholds from the learnable ``ρ`` (``Neuron.threshold_rho``).
 
     With ``θ⁰`` the initial thresholds (ascending, positive: :func:`initial_thresholds`),
     ``c_0 = θ⁰_0`` and ``c_k = θ⁰_k − θ⁰_{k−1}`` (the lowest threshold and the gaps, all > 0)::
 
-        θ_k = Σ_{j<=k} c_j · exp(ρ_j)         (every term > 0: positive and ascending)
+        θ_k = θ⁰_k + Σ_{j<=k} c_j · e(ρ_j)      (= Σ_{j<=k} c_j · m(ρ_j))
 
-    computed as ``θ⁰_k + Σ_{j<=k} c_j · expm1(ρ_j)``, the same number in exact arithmetic, so
-    that ``ρ = 0`` gives exactly ``θ⁰`` (rounded to the dtype). ``log_gains`` is ``ρ``,
-    ``[K]``; returns ``K`` 0-dim tensors; ``dθ_k/dρ_j = c_j·exp(ρ_j)`` for ``j <= k``.
+    with ``e`` = :func:`threshold_growth`. Each segment ``c_j·m(ρ_j)`` lies strictly between
+    ``c_j/M`` and ``M·c_j`` (``M`` = :data:`THRESHOLD_BOUND`), so no parameter value makes a
+    threshold 0, infinite or NaN, or ties two neighbours; ``ρ = 0`` gives exactly ``θ⁰``
+    (rounded to the dtype). ``rho`` is ``[K]``; returns ``K`` 0-dim tensors;
+    ``dθ_k/dρ_j = c_j·e'(ρ_j)`` for ``j <= k``.
 
     >>> th = learned_thresholds(torch.zeros(3), (0.5, 1.0, 1.5))
     >>> [float(t) for t in th]
     [0.5, 1.0, 1.5]
+    >>> [float(t) for t in learned_thresholds(torch.tensor([-1e30, 1e30]), (1.0, 2.0))]
+    [0.0625, 16.0625]
     """
-    growth = torch.expm1(log_gains)
+    growth = threshold_growth(rho)
     out = []
     acc = None
     prev = 0.0

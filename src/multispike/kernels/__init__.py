@@ -19,7 +19,7 @@ no learned thresholds).
 Learned thresholds (``learn_thresholds=True``) run fused too: the current thresholds go in as
 one tensor on the layer's device (:func:`~multispike.kernels.spec.threshold_vector`), and the
 backward returns its gradient summed over every neuron and step on the device, which
-autograd chains on to ``threshold_log_gains``.
+autograd chains on to ``threshold_rho``.
 
 Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
 their spike inputs bit-packed, 1 to 8 bits per spike (:mod:`multispike.kernels.compact`).
@@ -62,9 +62,17 @@ from torch import Tensor
 from multispike.errors import ConfigError, InputError
 from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
-from multispike.kernels.compact import compact_spikes
-from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
-from multispike.kernels.spec import KernelSpec, spec_of, threshold_vector
+from multispike.kernels.compact import compact_spikes, tag
+from multispike.kernels.direct import CpuLauncher
+from multispike.kernels.function import (
+    IMPLS,
+    FusedMultistep,
+    Plan,
+    fused,
+    save_mode_for,
+    spike_range,
+)
+from multispike.kernels.spec import SAVE_NONE, KernelSpec, spec_of, threshold_vector
 
 BACKENDS = ("auto", "torch", "fused")
 
@@ -163,8 +171,33 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
             f"(firing {spec.rule.name}, surrogate {type(spec.surrogate).__name__}); use "
             "impl='eager' or 'auto'"
         )
+    if impl == "cpu":
+        return _launch(CpuLauncher(spec, x_seq.dtype, type(neuron).__name__), neuron, x_seq,
+                       spec, check=False)
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
     return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec))
+
+
+def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, spec: KernelSpec, *,
+            check: bool) -> Tensor:
+    """Run the C++ kernel on the layer's parameters as they are (no torch op on them)."""
+    w = neuron.w if spec.dynamics == "plif" else None
+    amp = neuron.amplitude
+    rho = neuron.threshold_rho if spec.learned else None
+    params = [p for p in (w, amp, rho) if p is not None]
+    wants_grad = torch.is_grad_enabled() and (
+        x_seq.requires_grad or any(p.requires_grad for p in params))
+    if x_seq.numel() == 0:  # nothing to launch a kernel for
+        tau, a = _scalars(neuron, spec, x_seq.dtype)
+        return fused(x_seq, Plan(spec, "eager"), tau, a, _thresholds(neuron, spec))
+    mode = SAVE_NONE
+    if wants_grad:
+        need_tau = w is not None and w.requires_grad
+        mode = save_mode_for(Plan(spec, "cpu"), need_tau)
+    out = launcher(x_seq, w, amp, rho, mode, check)
+    if wants_grad:
+        tag(out, amp, *spike_range(spec))  # compact_spikes() may pack them where saved
+    return out
 
 
 
@@ -306,12 +339,31 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
     check = bool(getattr(neuron, "check_input", False))
     where = type(neuron).__name__
+    if impl == "cpu" and not compiling:
+        launchers = neuron.__dict__.setdefault("_launchers", {})
+        launcher = launchers.get(x_seq.dtype)
+        if launcher is None or launcher.spec is not spec:
+            launcher = launchers[x_seq.dtype] = CpuLauncher(spec, x_seq.dtype, where)
+        return _launch(launcher, neuron, x_seq, spec, check=check)
     if impl == "eager" and check:
         check_finite(x_seq, where)
     tau, amp = _scalars(neuron, spec, x_seq.dtype)
-    flag = getattr(neuron, "nonfinite", None) if check and impl == "triton" else None
+    flag = _flag(neuron, x_seq) if check and impl == "triton" else None
     return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec), flag=flag,
                  check=check, where=where)
+
+
+def _flag(neuron: Any, x: Tensor) -> Tensor | None:
+    """The layer's NaN/inf flag on ``x``'s device, made there on first use (a fill on the
+    device: no host copy, nothing waits)."""
+    flag = getattr(neuron, "nonfinite", None)
+    if isinstance(flag, Tensor) and flag.device == x.device:
+        return flag
+    if not hasattr(neuron, "nonfinite") or torch.compiler.is_compiling():
+        return flag
+    flag = torch.zeros((), dtype=torch.int32, device=x.device)
+    neuron.nonfinite = flag
+    return flag
 
 
 def check_finite(x: Tensor, where: str) -> None:

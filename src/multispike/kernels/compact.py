@@ -125,7 +125,9 @@ def tag(out: Tensor, amp: Tensor | None, lo: int | None = None, hi: int | None =
     target = out
     if out._base is not None and out._base.numel() == out.numel():
         target = out._base
-    target._ms_spike = SpikeTag(None if amp is None else amp.detach().clone(), lo, hi)
+    # the amplitude itself: _pack snapshots its value when a layer saves these spikes (in the
+    # same forward), so that tagging costs no op
+    target._ms_spike = SpikeTag(amp, lo, hi)
 
 
 def _dense_order(t: Tensor) -> list[int]:
@@ -161,11 +163,12 @@ def _pack(t: Tensor):
     if tag_ is None or not t.is_floating_point():
         return t
     with torch.no_grad():
+        amp = None if tag_.amp is None else tag_.amp.detach().clone()  # its value now
         # a·b was rounded once in t's dtype: dividing and rounding gives b back exactly
         # (|b| <= 16); with a = 0 every spike is 0 and so is any a·q
-        b = t if tag_.amp is None else torch.round(t / tag_.amp)
+        b = t if amp is None else torch.round(t / amp)
         if tag_.bits is None:
-            return _Packed(b.to(torch.int8), tag_.amp, t.dtype)
+            return _Packed(b.to(torch.int8), amp, t.dtype)
         bits, lo = tag_.bits, tag_.lo
         code = _codes(t, b, lo, tag_.hi)
         perm = _dense_order(code)
@@ -187,7 +190,7 @@ def _pack(t: Tensor):
             q = v[0] | (v[1] << bits)
             for j in range(2, per):
                 q |= v[j] << (bits * j)
-    return _Packed(q, tag_.amp, t.dtype, bits, lo, code.shape, code.stride(), tag_.hi)
+    return _Packed(q, amp, t.dtype, bits, lo, code.shape, code.stride(), tag_.hi)
 
 
 def _unpack(p):

@@ -245,27 +245,27 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
     return out, saved, bool(flag.value)
 
 
-def backward(grad: Tensor, saved: Tensor, args: Args, thr: Tensor | None = None
-             ) -> tuple[Tensor, float, float, Tensor | None]:
+def backward(grad: Tensor, saved: Tensor, args: Args, n_thr: int = 0
+             ) -> tuple[Tensor, float, float, list[float] | None]:
     """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (the sums are 0 if not
-    asked; ``dL/dthr``, a float64 tensor like the learned thresholds' vector ``thr`` that
-    :func:`make_args` was given, only when ``thr`` is given here)."""
+    asked; ``dL/dthr``, ``n_thr`` floats like the learned thresholds' vector that ``args.lthr``
+    points to, only when ``n_thr`` > 0). No tensor is made but ``grad_x``."""
     lib = library()
     assert lib is not None
     gx = pool.empty(tuple(grad.shape), grad.dtype)
     sums = (ctypes.c_double * 2)()
     g_thr = None
-    if thr is not None:
-        g_thr = torch.empty(thr.shape, dtype=torch.float64)
+    if n_thr:
+        g_thr = (ctypes.c_double * n_thr)()
         args.need_thr = 1
-        args.gthr = g_thr.data_ptr()
+        args.gthr = ctypes.addressof(g_thr)
     args.nthreads = _threads(grad.numel())
     args.stream = _stream(grad)
     rc = lib.ms_backward(ctypes.byref(args), grad.data_ptr(), saved.data_ptr(), gx.data_ptr(),
                          sums)
     if rc != 0:
         raise RuntimeError(f"multispike CPU kernel backward failed (code {rc})")
-    return gx, sums[0], sums[1], g_thr
+    return gx, sums[0], sums[1], None if g_thr is None else list(g_thr)
 
 
 #: arrays at least this large are written with non-temporal stores (they overflow L2 anyway;

@@ -7,7 +7,7 @@ The eager fused path (``"eager"``: torch ops, any rule, surrogate, device) keeps
 of the layer in a :class:`Plan` that travels through :class:`FusedMultistep`; the learnable
 scalars (``τ`` of PLIF, the amplitude ``a``) and learned thresholds (the vector of
 :func:`~multispike.kernels.spec.threshold_vector`) are inputs so that autograd carries their
-gradients on to ``w``, ``a`` and ``threshold_log_gains``.
+gradients on to ``w``, ``a`` and ``threshold_rho``.
 """
 
 from __future__ import annotations

@@ -102,9 +102,10 @@ def neuron_forward(
 
 
 def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, thr: Tensor | None,
-                 st: Static, save_mode: int, impl: str, check: bool, where: str
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The body of :func:`neuron_forward`: ``(out, saved, bad)``."""
+                 st: Static, save_mode: int, impl: str, check: bool, where: str,
+                 flag: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The body of :func:`neuron_forward`: ``(out, saved, bad)``. With ``flag`` (Triton,
+    ``check``) the kernel ORs its NaN/inf finding straight into it and ``bad`` is empty."""
     kthr = None if thr is None else kernel_thresholds(thr, x.dtype)
     if impl == "cpu":
         args = cpu.make_args(st, x, tau, amp, kthr)
@@ -118,9 +119,13 @@ def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, thr: Tensor 
     else:
         from multispike.kernels import triton_impl
 
-        bad = torch.zeros(1 if check else 0, dtype=torch.int32, device=x.device)
-        out, saved = triton_impl.forward(st, x, tau, amp, save_mode, bad if check else None,
-                                         kthr)
+        if check and flag is not None:
+            bad = x.new_empty(0, dtype=torch.int32)
+            out, saved = triton_impl.forward(st, x, tau, amp, save_mode, flag, kthr)
+        else:
+            bad = torch.zeros(1 if check else 0, dtype=torch.int32, device=x.device)
+            out, saved = triton_impl.forward(st, x, tau, amp, save_mode,
+                                             bad if check else None, kthr)
     return out, saved if saved is not None else x.new_empty(0), bad
 
 
@@ -181,10 +186,11 @@ def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor |
         args = cpu.make_args(st, grad, tau, amp, kthr)
         args.save_mode = save_mode
         args.need_tau, args.need_amp = int(need_tau), int(need_amp)
-        gx, s_tau, s_amp, s_thr = cpu.backward(grad, saved, args, kthr if need_thr else None)
+        gx, s_tau, s_amp, s_thr = cpu.backward(grad, saved, args,
+                                               kthr.shape[0] if need_thr else 0)
         g_tau = torch.tensor(s_tau, dtype=grad.dtype, device=grad.device) if need_tau else None
         g_amp = torch.tensor(s_amp, dtype=grad.dtype, device=grad.device) if need_amp else None
-        g_thr = s_thr.to(thr.dtype) if need_thr else None
+        g_thr = torch.tensor(s_thr, dtype=thr.dtype) if need_thr else None
         return gx, g_tau, g_amp, g_thr
     from multispike.kernels import triton_impl
 
@@ -236,17 +242,16 @@ class _Eager(torch.autograd.Function):
     without the custom-op dispatcher's per-call cost (argument defaults, schema checks)."""
 
     @staticmethod
-    def forward(ctx, x, tau, amp, thr, st, save_mode, impl, check, where):
-        out, saved, bad = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
+    def forward(ctx, x, tau, amp, thr, st, save_mode, impl, check, where, flag):
+        out, saved, _ = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
         ctx.st, ctx.save_mode, ctx.impl = st, save_mode, impl
         ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
         ctx.save_for_backward(saved, tau, amp, thr)
-        ctx.mark_non_differentiable(bad)
-        return out, bad
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, _grad_bad):
+    def backward(ctx, grad_out):
         saved, tau, amp, thr = ctx.saved_tensors
         need_tau = ctx.has_tau and ctx.needs_input_grad[1]
         need_amp = ctx.has_amp and ctx.needs_input_grad[2]
@@ -254,7 +259,7 @@ class _Eager(torch.autograd.Function):
         gx, g_tau, g_amp, g_thr = backward_impl(grad_out.contiguous(), saved, tau, amp, thr,
                                                 ctx.st, ctx.save_mode, ctx.impl, need_tau,
                                                 need_amp, need_thr)
-        return gx, g_tau, g_amp, g_thr, None, None, None, None, None
+        return gx, g_tau, g_amp, g_thr, None, None, None, None, None, None
 
 
 def forward(
@@ -272,13 +277,14 @@ def forward(
     if torch.compiler.is_compiling():
         out, _, bad = torch.ops.multispike.neuron_forward(
             x, tau, amp, thr, *st.args(), save_mode, impl, check, where)
-    elif save_mode == SAVE_NONE:  # no gradient wanted: no autograd node at all
-        out, _, bad = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
-    else:
-        out, bad = _Eager.apply(x, tau, amp, thr, st, save_mode, impl, check, where)
-    if flag is not None and bad.numel():
-        flag.bitwise_or_(bad.view(()))
-    return out
+        if flag is not None and bad.numel():
+            flag.bitwise_or_(bad.view(()))
+        return out
+    flag = flag if check else None  # the kernel ORs into it: no extra output, no extra op
+    if save_mode == SAVE_NONE:  # no gradient wanted: no autograd node at all
+        out, _, _ = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
+        return out
+    return _Eager.apply(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
 
 
 __all__ = ["SAVE_NONE", "forward", "neuron_backward", "neuron_forward"]

@@ -50,10 +50,14 @@ SAVE_NONE, SAVE_H, SAVE_CODE = 0, 1, 2
 
 def cast_scalar(value: float, dtype: Any) -> float:
     """``value`` rounded to ``dtype``, as PyTorch rounds a Python scalar meeting a tensor (the
-    kernels' constants; computed once per layer kind, never in the hot path)."""
-    import torch
+    kernels' constants; plain float arithmetic, no tensor made).
 
-    return torch.tensor(value, dtype=dtype).item()
+    >>> cast_scalar(0.1, __import__("torch").bfloat16)
+    0.10009765625
+    """
+    from multispike.kernels.host import rounder
+
+    return rounder(dtype)(float(value))
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ def threshold_vector(spec: KernelSpec, v_th: Any, learned: Any) -> Any:
     threshold; ``V_th`` the soft reset's quantum; ``1/V_th`` the integer rules' scale, as the
     reference computes it), built by torch ops from ``(V_th, learned)`` of
     ``Neuron.threshold_tensors()`` on their device, so that autograd carries the kernels'
-    gradient of this vector on to ``threshold_log_gains``."""
+    gradient of this vector on to ``threshold_rho``."""
     import torch
 
     from multispike.functional.firing import _reciprocal

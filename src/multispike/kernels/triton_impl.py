@@ -387,12 +387,16 @@ _consts: dict[tuple, Tensor] = {}
 def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``[decay, thresholds..., v_reset, reset_thr, v_th, inv_th, lo, D]`` on ``device`` in the
     compute dtype (``inv_th, lo, D``: the integer rules' ``1/V_th`` and clamp bounds),
-    cached: built (one
-    host→device copy) the first time a layer kind meets a device, reused after."""
+    cached: built by one fill per entry on the device (no host→device copy, so nothing
+    waits, also on a layer's first call after ``.to()``) the first time a layer kind meets a
+    device, reused after."""
     key = (st, dtype, device)
     t = _consts.get(key)
     if t is None:
-        t = torch.tensor(_static(st, dtype)["consts"], dtype=_compute_dtype(dtype), device=device)
+        values = _static(st, dtype)["consts"]
+        t = torch.empty(len(values), dtype=_compute_dtype(dtype), device=device)
+        for i, v in enumerate(values):  # fills on the device: no pageable copy, no sync
+            t[i].fill_(v)
         _consts[key] = t
     return t
 
@@ -467,6 +471,8 @@ def backward(
         BYVAL=st.by_value,
         LEARN=learn, KP=kp, enable_fp_fusion=False,
     )
+    if not (need_tau or need_amp or learn):  # one launch: nothing to sum over the programs
+        return gx, None, None, None
     sums = parts.sum(0)
     g_tau = (-sums[0] / tau.to(c.dtype)).to(grad.dtype) if need_tau else None
     g_amp = sums[1].to(grad.dtype) if need_amp else None

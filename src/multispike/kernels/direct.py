@@ -1,0 +1,128 @@
+"""Eager calls of the C++ kernel, straight from the layer's parameters to one call per
+direction.
+
+A :class:`CpuLauncher` is prepared once per layer, dtype and set of options (the static
+arguments, the initial thresholds) and cached on the layer (see
+:func:`multispike.kernels.dispatch`). Each call reads the layer's learnable numbers on the
+host (``w`` of PLIF, the amplitude ``a``, learned thresholds' ``ρ``: CPU tensors, so a read is
+free) and hands them to the kernel as plain numbers (:mod:`multispike.kernels.host`); the
+backward returns their gradients directly. No torch op runs besides the kernel's own output
+buffers: ``out`` and what the backward keeps, ``grad_x``, and one small tensor per parameter
+gradient.
+
+>>> import torch
+>>> from multispike.neurons import PLIFNode
+>>> node = PLIFNode(firing="mt")
+>>> x = torch.rand(4, 2, 8, requires_grad=True)
+>>> node(x).sum().backward()
+>>> node.w.grad is not None and x.grad.shape == x.shape
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from multispike.errors import InputError
+from multispike.functional.firing import initial_thresholds
+from multispike.kernels import cpu, host
+from multispike.kernels.spec import SAVE_NONE, KernelSpec
+
+
+@lru_cache(maxsize=512)
+def _initial(rule, v_threshold: float) -> tuple[tuple[float, ...], int]:
+    return initial_thresholds(rule, v_threshold)
+
+
+class CpuLauncher:
+    """The C++ kernel for one layer kind and input dtype, with everything static prepared."""
+
+    __slots__ = ("spec", "dtype", "static", "initial", "main", "where")
+
+    def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
+        self.spec, self.dtype, self.where = spec, dtype, where
+        self.static = cpu._static_args(spec.static, dtype)
+        self.initial, self.main = _initial(spec.rule, spec.v_threshold)
+
+    def __reduce__(self):  # copies and pickles of a layer rebuild it (the struct holds pointers)
+        return CpuLauncher, (self.spec, self.dtype, self.where)
+
+    def __deepcopy__(self, memo) -> CpuLauncher:
+        return self  # read-only once built
+
+    def args(self, x: Tensor, w: Tensor | None, amp: Tensor | None, rho: Tensor | None
+             ) -> tuple[cpu.Args, float, host.Thresholds | None]:
+        """The kernel's arguments for ``x`` ``[T, N]``, ``exp(−w)`` and the thresholds."""
+        a = cpu.Args.from_buffer_copy(self.static)
+        a.T, a.N = x.shape[0], x.shape[1]
+        e = 0.0
+        if w is not None:
+            a.A, a.D, a.tau, e = host.plif_scalars(w.item(), self.dtype)
+        if amp is not None:
+            a.has_amp = 1
+            a.amp = host.rounder(self.dtype)(amp.item())
+        thr = None
+        if rho is not None:
+            thr = host.Thresholds(self.spec, rho.tolist(), rho.dtype, self.dtype, self.initial,
+                                  self.main)
+            buf = (ctypes.c_double * len(thr.vector))(*thr.vector)
+            a.lthr = ctypes.addressof(buf)
+            a._keep = buf
+        return a, e, thr
+
+    def forward(self, a: cpu.Args, x: Tensor, save_mode: int, check: bool
+                ) -> tuple[Tensor, Tensor | None]:
+        a.save_mode = save_mode
+        a.check = int(check)
+        out, saved, nonfinite = cpu.forward(x, a)
+        if nonfinite:
+            raise InputError(
+                f"{self.where} input contains NaN or inf; check the layer before it or the data")
+        return out, saved
+
+    def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
+                 rho: Tensor | None, save_mode: int, check: bool) -> Tensor:
+        shape = x_seq.shape
+        x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
+        if save_mode == SAVE_NONE:
+            a, _, _ = self.args(x, w, amp, rho)
+            out, _ = self.forward(a, x, save_mode, check)
+        else:
+            out = _CpuNeuron.apply(x, w, amp, rho, self, save_mode, check)
+        return out.view(shape)
+
+
+class _CpuNeuron(torch.autograd.Function):
+    """``out = _CpuNeuron.apply(x, w, amp, rho, launcher, save_mode, check)``: ``x`` ``[T, N]``
+    contiguous; ``w``, ``amp``, ``rho`` the layer's parameters (or None)."""
+
+    @staticmethod
+    def forward(ctx, x, w, amp, rho, launcher, save_mode, check):
+        a, e, thr = launcher.args(x, w, amp, rho)
+        out, saved = launcher.forward(a, x, save_mode, check)
+        ctx.launcher, ctx.a, ctx.e, ctx.thr = launcher, a, e, thr
+        ctx.dtypes = tuple(None if p is None else p.dtype for p in (w, amp, rho))
+        ctx.save_for_backward(saved)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (saved,) = ctx.saved_tensors
+        need_w, need_amp, need_rho = (ctx.needs_input_grad[i] and ctx.dtypes[i - 1] is not None
+                                      for i in (1, 2, 3))
+        a = ctx.a
+        a.need_tau, a.need_amp = int(need_w), int(need_amp)
+        n_thr = len(ctx.thr.vector) if need_rho else 0
+        gx, g_tau, g_amp, g_vec = cpu.backward(grad_out.contiguous(), saved, a, n_thr)
+        w_dt, amp_dt, rho_dt = ctx.dtypes
+        g_w = torch.tensor(host.grad_w(g_tau, ctx.e), dtype=w_dt) if need_w else None
+        g_a = torch.tensor(g_amp, dtype=amp_dt) if need_amp else None
+        g_rho = torch.tensor(ctx.thr.grad_rho(g_vec), dtype=rho_dt) if need_rho else None
+        return gx, g_w, g_a, g_rho, None, None, None
