@@ -89,3 +89,61 @@ def test_recorder_counts_what_it_must():
         t.view(3, 1)
         (t * 2).sum().item()
     assert rec.ops == ["aten.mul.Tensor", "aten.sum.default"]
+
+
+# -- the Triton path: launches and device ops, counted on the CPU --------------------------------
+ALLOCATIONS = {"aten.empty.memory_format", "aten.empty_like.default", "aten.new_empty.default",
+               "aten.empty_strided.default"}
+
+
+class _Launches:
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` records the launch, runs nothing."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.log.append(self.name)
+
+
+TRITON_LAYERS = {
+    "LIFNode()": (lambda: LIFNode(), 1, 1),
+    'LIFNode(firing="ternary")': (lambda: LIFNode(firing="ternary"), 1, 1),
+    'IFNode(firing="integer")': (lambda: IFNode(firing="integer"), 1, 1),
+    'LIFNode(firing="ternary", learn_amplitude=True)':
+        (lambda: LIFNode(firing="ternary", learn_amplitude=True), 1, 2),
+    'PLIFNode(firing="mt")': (lambda: PLIFNode(firing="mt"), 1, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(TRITON_LAYERS))
+def test_triton_path_launches_and_nothing_else(name, monkeypatch):
+    """The CUDA path's budget with the kernels mocked out: per direction one launch (the
+    backward a second, single-program one where ``w`` or ``a`` wants a gradient), and no
+    device op besides the kernels' output buffers: no torch op on τ, the amplitude, the NaN
+    flag or the gradients' sums."""
+    from multispike import kernels
+    from multispike.kernels import triton_impl
+
+    launches: list[str] = []
+    for kernel in ("_forward_kernel", "_backward_kernel", "_finish_kernel"):
+        monkeypatch.setattr(triton_impl, kernel, _Launches(kernel, launches), raising=False)
+    native = kernels.native_impl
+    monkeypatch.setattr(kernels, "native_impl",
+                        lambda spec, x: "triton" if native(spec, x) else None)
+    node = TRITON_LAYERS[name][0]()
+    assert node.path.impl == "triton"
+    x = torch.randn(4, 2, 16, 8, 8, requires_grad=True)
+    node(x).sum().backward()  # warm-up: constants made on the device, flag made
+    node.zero_grad(set_to_none=True)
+    y, grad = torch.randn(x.shape, requires_grad=True), torch.ones(x.shape)
+    launches.clear()
+    with OpRecorder() as fwd:
+        out = node(y)
+    n_fwd = len(launches)
+    with OpRecorder() as bwd:
+        out.backward(grad)
+    _, want_fwd, want_bwd = TRITON_LAYERS[name]
+    assert (n_fwd, len(launches) - n_fwd) == (want_fwd, want_bwd), launches
+    others = [op for op in fwd.ops + bwd.ops if op not in ALLOCATIONS]
+    assert others == [], others

@@ -60,7 +60,6 @@ import torch
 from torch import Tensor
 
 from multispike.errors import ConfigError, InputError
-from multispike.functional.dynamics import plif_tau
 from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes, tag
 from multispike.kernels.direct import CpuLauncher
@@ -125,11 +124,10 @@ def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
 
 
 def _scalars(neuron: Any, spec: KernelSpec, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
-    tau = plif_tau(neuron.w.to(dtype)) if spec.dynamics == "plif" else None
-    amp = neuron.amplitude
-    if amp is not None:
-        amp = amp.to(dtype)
-    return tau, amp
+    """``(w, amp)``: the layer's PLIF ``w`` (None for other dynamics) and amplitude, as they
+    are (the kernels read them; :func:`~multispike.kernels.function.fused` casts for the eager
+    path). ``dtype`` is unused (kept for callers)."""
+    return (neuron.w if spec.dynamics == "plif" else None), neuron.amplitude
 
 
 def _thresholds(neuron: Any, spec: KernelSpec) -> Tensor | None:
@@ -174,8 +172,8 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
     if impl == "cpu":
         return _launch(CpuLauncher(spec, x_seq.dtype, type(neuron).__name__), neuron, x_seq,
                        spec, check=False)
-    tau, amp = _scalars(neuron, spec, x_seq.dtype)
-    return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec))
+    w, amp = _scalars(neuron, spec, x_seq.dtype)
+    return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec))
 
 
 def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, spec: KernelSpec, *,
@@ -188,8 +186,7 @@ def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, spec: KernelSpec,
     wants_grad = torch.is_grad_enabled() and (
         x_seq.requires_grad or any(p.requires_grad for p in params))
     if x_seq.numel() == 0:  # nothing to launch a kernel for
-        tau, a = _scalars(neuron, spec, x_seq.dtype)
-        return fused(x_seq, Plan(spec, "eager"), tau, a, _thresholds(neuron, spec))
+        return fused(x_seq, Plan(spec, "eager"), w, amp, _thresholds(neuron, spec))
     mode = SAVE_NONE
     if wants_grad:
         need_tau = w is not None and w.requires_grad
@@ -347,9 +344,9 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
         return _launch(launcher, neuron, x_seq, spec, check=check)
     if impl == "eager" and check:
         check_finite(x_seq, where)
-    tau, amp = _scalars(neuron, spec, x_seq.dtype)
+    w, amp = _scalars(neuron, spec, x_seq.dtype)
     flag = _flag(neuron, x_seq) if check and impl == "triton" else None
-    return fused(x_seq, Plan(spec, impl), tau, amp, _thresholds(neuron, spec), flag=flag,
+    return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec), flag=flag,
                  check=check, where=where)
 
 

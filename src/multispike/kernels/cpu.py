@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from multispike.kernels import pool
+from multispike.errors import InputError
+from multispike.kernels import host, pool
 from multispike.kernels.spec import Static
 from multispike.kernels.spec import cast_scalar as _cast
 
@@ -50,7 +51,12 @@ DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
 
 class Args(ctypes.Structure):
-    """Mirror of ``struct Args`` in csrc/multistep.cpp (field order and types must match)."""
+    """Mirror of ``struct Args`` in csrc/multistep.cpp (field order and types must match).
+
+    Only the fields and ``_keep`` (what a pointer field points into) can be set: a misspelt
+    field raises instead of being ignored by the kernel."""
+
+    __slots__ = ("_keep",)
 
     _fields_ = [
         ("T", ctypes.c_int64),
@@ -245,6 +251,19 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
     return out, saved, bool(flag.value)
 
 
+def checked_forward(x: Tensor, args: Args, save_mode: int, check: bool, where: str
+                    ) -> tuple[Tensor, Tensor | None]:
+    """:func:`forward` with ``save_mode`` and the input check set; raises
+    :class:`~multispike.errors.InputError` naming ``where`` when ``check`` finds NaN or inf."""
+    args.save_mode = save_mode
+    args.check = int(check)
+    out, saved, nonfinite = forward(x, args)
+    if nonfinite:
+        raise InputError(f"{where} input contains NaN or inf; check the layer before it or the "
+                         "data")
+    return out, saved
+
+
 def backward(grad: Tensor, saved: Tensor, args: Args, n_thr: int = 0
              ) -> tuple[Tensor, float, float, list[float] | None]:
     """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (the sums are 0 if not
@@ -329,9 +348,10 @@ def _static_args(st: Static, dtype: torch.dtype) -> Args:
     return a
 
 
-def make_args(st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None,
+def make_args(st: Static, x: Tensor, w: Tensor | None, amp: Tensor | None,
               thr: Tensor | None = None) -> Args:
-    """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading τ and ``a`` is free).
+    """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading ``w`` and ``a`` is
+    free). ``w``: PLIF's parameter (``τ`` from it by :func:`multispike.kernels.host.plif_scalars`).
 
     ``thr``: learned thresholds as :func:`multispike.kernels.ops.kernel_thresholds` gives them;
     the kernel reads them through a pointer (kept alive on the returned struct)."""
@@ -341,12 +361,9 @@ def make_args(st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None,
         a.lthr = kept.data_ptr()
         a._keep = kept
     a.T, a.N = x.shape[0], x.shape[1]
-    if tau is not None:
-        tau = tau.detach()
-        a.tau = tau.item()
-        a.A = (1 - 1 / tau).item()  # the reference's (1 - 1/tau), rounded in x's dtype
-        a.D = a.tau
+    if w is not None:
+        a.A, a.D, a.tau, _ = host.plif_scalars(w.item(), x.dtype)
     if amp is not None:
         a.has_amp = 1
-        a.amp = amp.item()
+        a.amp = host.rounder(x.dtype)(amp.item())
     return a

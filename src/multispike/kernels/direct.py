@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from multispike.errors import InputError
 from multispike.functional.firing import initial_thresholds
 from multispike.kernels import cpu, host
 from multispike.kernels.spec import SAVE_NONE, KernelSpec
@@ -78,13 +77,7 @@ class CpuLauncher:
 
     def forward(self, a: cpu.Args, x: Tensor, save_mode: int, check: bool
                 ) -> tuple[Tensor, Tensor | None]:
-        a.save_mode = save_mode
-        a.check = int(check)
-        out, saved, nonfinite = cpu.forward(x, a)
-        if nonfinite:
-            raise InputError(
-                f"{self.where} input contains NaN or inf; check the layer before it or the data")
-        return out, saved
+        return cpu.checked_forward(x, a, save_mode, check, self.where)
 
     def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
                  rho: Tensor | None, save_mode: int, check: bool) -> Tensor:

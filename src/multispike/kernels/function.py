@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from multispike.functional.dynamics import plif_tau
 from multispike.kernels import eager, ops
 from multispike.kernels.compact import tag
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
@@ -85,7 +86,7 @@ class FusedMultistep(torch.autograd.Function):
 def fused(
     x_seq: Tensor,
     plan: Plan,
-    tau: Tensor | None,
+    w: Tensor | None,
     amp: Tensor | None,
     thr: Tensor | None = None,
     *,
@@ -95,27 +96,31 @@ def fused(
 ) -> Tensor:
     """Run a plan on ``x_seq`` ``[T, ...]``, through autograd when a gradient is wanted.
 
-    ``check`` (compiled kernels only): look for NaN/inf in the kernel's own pass over ``x``;
-    the C++ kernel raises at once, the Triton kernel sets ``flag``. ``thr``: the learned
-    thresholds' vector (:func:`~multispike.kernels.spec.threshold_vector`) where
-    ``plan.spec.learned``, else None.
+    ``w`` and ``amp``: the layer's parameters (PLIF's ``w``, the amplitude) or None; the
+    compiled kernels read them as they are, the eager path computes ``τ = 1 + exp(−w)`` and
+    casts to the input's dtype with torch ops. ``check`` (compiled kernels only): look for
+    NaN/inf in the kernel's own pass over ``x``; the C++ kernel raises at once, the Triton
+    kernel sets ``flag``. ``thr``: the learned thresholds' vector
+    (:func:`~multispike.kernels.spec.threshold_vector`) where ``plan.spec.learned``, else None.
     """
     if x_seq.numel() == 0 and plan.impl != "eager":
         plan = Plan(plan.spec, "eager")  # nothing to launch a kernel for
     wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x_seq, tau, amp, thr)
+        t is not None and t.requires_grad for t in (x_seq, w, amp, thr)
     )
     shape = x_seq.shape
     if plan.impl == "eager":
+        tau = None if w is None else plif_tau(w.to(x_seq.dtype))
+        amp = None if amp is None else amp.to(x_seq.dtype)
         if wants_grad:
             return FusedMultistep.apply(x_seq, tau, amp, thr, plan)
         x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
         out, _ = eager.forward(x, plan.spec, tau, amp, False, thr)
         return out.view(shape)
-    need_tau = wants_grad and tau is not None and tau.requires_grad
-    mode = save_mode_for(plan, need_tau) if wants_grad else SAVE_NONE
+    need_w = wants_grad and w is not None and w.requires_grad
+    mode = save_mode_for(plan, need_w) if wants_grad else SAVE_NONE
     x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-    out = ops.forward(x, plan.spec.static, tau, amp, thr, save_mode=mode, impl=plan.impl,
+    out = ops.forward(x, plan.spec.static, w, amp, thr, save_mode=mode, impl=plan.impl,
                       flag=flag, check=check, where=where)
     if wants_grad and not torch.compiler.is_compiling():
         tag(out, amp, *spike_range(plan.spec))  # compact_spikes() may pack them where saved

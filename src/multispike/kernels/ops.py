@@ -7,20 +7,22 @@ it as a single node; inductor does not trace the reference loop) and for CUDA gr
 (``mode="reduce-overhead"``). Every argument is a tensor or a plain number: the layer's
 :class:`~multispike.kernels.spec.Static` record, unpacked.
 
-- ``neuron_forward(x, tau, amp, thr, *static, save_mode, impl, check, where)
-  -> (out, saved, bad)``: ``x`` ``[T, N]`` contiguous; ``tau`` (PLIF) and ``amp`` 0-dim
-  tensors in ``x``'s dtype or None; ``thr`` the learned thresholds' vector
+- ``neuron_forward(x, w, amp, thr, *static, save_mode, impl, check, where)
+  -> (out, saved, bad)``: ``x`` ``[T, N]`` contiguous; ``w`` (PLIF's parameter: the kernels
+  compute ``τ = 1 + exp(−w)`` themselves) and ``amp`` the layer's parameters or None; ``thr``
+  the learned thresholds' vector
   (:func:`~multispike.kernels.spec.threshold_vector`, ``[K + 3]``) where the static record
   says ``learned``, else None; ``saved`` is what the backward needs (``H``, the one-byte code,
   or an empty tensor).
   With ``check``, inputs are checked for NaN/inf in the same pass: the C++ kernel raises
   :class:`~multispike.errors.InputError` at once (host memory, no cost); the Triton kernel
   returns ``bad`` (one int32 on the device, 1 if it saw one) and nothing waits for it: the
-  layer ORs it into its ``nonfinite`` flag (see :func:`multispike.kernels.raise_on_nonfinite`).
-- ``neuron_backward(grad, saved, tau, amp, thr, *static, save_mode, impl, need_tau, need_amp,
-  need_thr) -> (grad_x, grad_tau, grad_amp, grad_thr)``; the scalar gradients are 0-dim,
-  ``grad_thr`` has ``thr``'s shape (summed over every neuron and step on the device), each
-  empty when not asked.
+  layer ORs it into its ``nonfinite`` flag (see :func:`multispike.kernels.raise_on_nonfinite`);
+  outside ``torch.compile`` the kernel ORs into the flag itself.
+- ``neuron_backward(grad, saved, w, amp, thr, *static, save_mode, impl, need_w, need_amp,
+  need_thr) -> (grad_x, grad_w, grad_amp, grad_thr)``; the parameter gradients have their
+  parameter's shape and dtype (``grad_thr`` ``thr``'s, summed over every neuron and step on
+  the device), each empty when not asked.
 
 Nothing in either op reads a device value on the host: τ, the amplitude and learned
 thresholds stay on the device (the Triton kernels load them; the C++ kernel reads the CPU
@@ -35,8 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from multispike.errors import InputError
-from multispike.kernels import cpu
+from multispike.kernels import cpu, host
 from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
 
 
@@ -72,7 +73,7 @@ def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
 @torch.library.custom_op("multispike::neuron_forward", mutates_args=())
 def neuron_forward(
     x: Tensor,
-    tau: Optional[Tensor],  # noqa: UP045
+    w: Optional[Tensor],  # noqa: UP045
     amp: Optional[Tensor],  # noqa: UP045
     thr: Optional[Tensor],  # noqa: UP045
     form: int,
@@ -98,39 +99,34 @@ def neuron_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
                  reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
-    return forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where)
+    return forward_impl(x, w, amp, thr, st, save_mode, impl, check, where)
 
 
-def forward_impl(x: Tensor, tau: Tensor | None, amp: Tensor | None, thr: Tensor | None,
+def forward_impl(x: Tensor, w: Tensor | None, amp: Tensor | None, thr: Tensor | None,
                  st: Static, save_mode: int, impl: str, check: bool, where: str,
                  flag: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The body of :func:`neuron_forward`: ``(out, saved, bad)``. With ``flag`` (Triton,
     ``check``) the kernel ORs its NaN/inf finding straight into it and ``bad`` is empty."""
     kthr = None if thr is None else kernel_thresholds(thr, x.dtype)
     if impl == "cpu":
-        args = cpu.make_args(st, x, tau, amp, kthr)
-        args.save_mode = save_mode
-        args.check = int(check)
-        out, saved, nonfinite = cpu.forward(x, args)
-        if nonfinite:
-            raise InputError(
-                f"{where} input contains NaN or inf; check the layer before it or the data")
+        args = cpu.make_args(st, x, w, amp, kthr)
+        out, saved = cpu.checked_forward(x, args, save_mode, check, where)
         bad = x.new_empty(0, dtype=torch.int32)
     else:
         from multispike.kernels import triton_impl
 
         if check and flag is not None:
             bad = x.new_empty(0, dtype=torch.int32)
-            out, saved = triton_impl.forward(st, x, tau, amp, save_mode, flag, kthr)
+            out, saved = triton_impl.forward(st, x, w, amp, save_mode, flag, kthr)
         else:
             bad = torch.zeros(1 if check else 0, dtype=torch.int32, device=x.device)
-            out, saved = triton_impl.forward(st, x, tau, amp, save_mode,
+            out, saved = triton_impl.forward(st, x, w, amp, save_mode,
                                              bad if check else None, kthr)
     return out, saved if saved is not None else x.new_empty(0), bad
 
 
 @neuron_forward.register_fake
-def _(x, tau, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
+def _(x, w, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
       reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode, impl,
       check, where):
     n = 1 if check and impl != "cpu" else 0
@@ -141,7 +137,7 @@ def _(x, tau, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_re
 def neuron_backward(
     grad: Tensor,
     saved: Tensor,
-    tau: Optional[Tensor],  # noqa: UP045
+    w: Optional[Tensor],  # noqa: UP045
     amp: Optional[Tensor],  # noqa: UP045
     thr: Optional[Tensor],  # noqa: UP045
     form: int,
@@ -162,75 +158,78 @@ def neuron_backward(
     learned: bool,
     save_mode: int,
     impl: str,
-    need_tau: bool,
+    need_w: bool,
     need_amp: bool,
     need_thr: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
                  reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
-    gx, g_tau, g_amp, g_thr = backward_impl(grad, saved, tau, amp, thr, st, save_mode, impl,
-                                            need_tau, need_amp, need_thr)
-    return (gx, g_tau if g_tau is not None else grad.new_empty(0),
+    gx, g_w, g_amp, g_thr = backward_impl(grad, saved, w, amp, thr, st, save_mode, impl,
+                                            need_w, need_amp, need_thr)
+    return (gx, g_w if g_w is not None else grad.new_empty(0),
             g_amp if g_amp is not None else grad.new_empty(0),
             g_thr if g_thr is not None else grad.new_empty(0))
 
 
-def backward_impl(grad: Tensor, saved: Tensor, tau: Tensor | None, amp: Tensor | None,
-                  thr: Tensor | None, st: Static, save_mode: int, impl: str, need_tau: bool,
+def backward_impl(grad: Tensor, saved: Tensor, w: Tensor | None, amp: Tensor | None,
+                  thr: Tensor | None, st: Static, save_mode: int, impl: str, need_w: bool,
                   need_amp: bool, need_thr: bool = False,
                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """The body of :func:`neuron_backward`; gradients not asked for are ``None``."""
     need_thr = need_thr and thr is not None
     kthr = None if thr is None else kernel_thresholds(thr, grad.dtype)
     if impl == "cpu":
-        args = cpu.make_args(st, grad, tau, amp, kthr)
+        args = cpu.make_args(st, grad, w, amp, kthr)
         args.save_mode = save_mode
-        args.need_tau, args.need_amp = int(need_tau), int(need_amp)
+        args.need_tau, args.need_amp = int(need_w), int(need_amp)
         gx, s_tau, s_amp, s_thr = cpu.backward(grad, saved, args,
                                                kthr.shape[0] if need_thr else 0)
-        g_tau = torch.tensor(s_tau, dtype=grad.dtype, device=grad.device) if need_tau else None
-        g_amp = torch.tensor(s_amp, dtype=grad.dtype, device=grad.device) if need_amp else None
+        g_w = None
+        if need_w:  # dL/dw = dL/dτ · dτ/dw, exp(−w) as the forward took it
+            e = host.plif_scalars(w.item(), grad.dtype)[3]
+            g_w = torch.tensor(host.grad_w(s_tau, e), dtype=w.dtype)
+        g_amp = torch.tensor(s_amp, dtype=amp.dtype) if need_amp else None
         g_thr = torch.tensor(s_thr, dtype=thr.dtype) if need_thr else None
-        return gx, g_tau, g_amp, g_thr
+        return gx, g_w, g_amp, g_thr
     from multispike.kernels import triton_impl
 
-    gx, g_tau, g_amp, g_thr = triton_impl.backward(st, grad, saved, save_mode, tau, amp,
-                                                   need_tau, need_amp, kthr, need_thr)
-    return gx, g_tau, g_amp, (g_thr.to(thr.dtype) if g_thr is not None else None)
+    gx, g_w, g_amp, g_thr = triton_impl.backward(st, grad, saved, save_mode, w, amp,
+                                                   need_w, need_amp, kthr, need_thr)
+    return gx, g_w, g_amp, (g_thr.to(thr.dtype) if g_thr is not None else None)
 
 
 @neuron_backward.register_fake
-def _(grad, saved, tau, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
+def _(grad, saved, w, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
       detach, reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode,
-      impl, need_tau, need_amp, need_thr):
-    g_tau = grad.new_empty(()) if need_tau else grad.new_empty(0)
-    g_amp = grad.new_empty(()) if need_amp else grad.new_empty(0)
+      impl, need_w, need_amp, need_thr):
+    g_w = torch.empty_like(w) if need_w and w is not None else grad.new_empty(0)
+    g_amp = torch.empty_like(amp) if need_amp and amp is not None else grad.new_empty(0)
     g_thr = torch.empty_like(thr) if need_thr and thr is not None else grad.new_empty(0)
-    return torch.empty_like(grad), g_tau, g_amp, g_thr
+    return torch.empty_like(grad), g_w, g_amp, g_thr
 
 
 _N_STATIC = len(Static.__dataclass_fields__)  # form ... levels, inv_th, by_value, learned
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, tau, amp, thr = inputs[:4]
+    x, w, amp, thr = inputs[:4]
     ctx.static = inputs[4:4 + _N_STATIC]
     ctx.save_mode, ctx.impl = inputs[4 + _N_STATIC], inputs[5 + _N_STATIC]
-    ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
+    ctx.has_w, ctx.has_amp, ctx.has_thr = w is not None, amp is not None, thr is not None
     saved = output[1]
-    ctx.save_for_backward(saved, tau, amp, thr)
+    ctx.save_for_backward(saved, w, amp, thr)
 
 
 def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
-    saved, tau, amp, thr = ctx.saved_tensors
-    need_tau = ctx.has_tau and ctx.needs_input_grad[1]
+    saved, w, amp, thr = ctx.saved_tensors
+    need_w = ctx.has_w and ctx.needs_input_grad[1]
     need_amp = ctx.has_amp and ctx.needs_input_grad[2]
     need_thr = ctx.has_thr and ctx.needs_input_grad[3]
-    gx, g_tau, g_amp, g_thr = neuron_backward(
-        grad_out.contiguous(), saved, tau, amp, thr, *ctx.static, ctx.save_mode, ctx.impl,
-        need_tau, need_amp, need_thr)
+    gx, g_w, g_amp, g_thr = neuron_backward(
+        grad_out.contiguous(), saved, w, amp, thr, *ctx.static, ctx.save_mode, ctx.impl,
+        need_w, need_amp, need_thr)
     rest = [None] * (_N_STATIC + 4)  # the static record, save_mode, impl, check, where
-    return (gx, g_tau if need_tau else None, g_amp if need_amp else None,
+    return (gx, g_w if need_w else None, g_amp if need_amp else None,
             g_thr if need_thr else None, *rest)
 
 
@@ -242,28 +241,28 @@ class _Eager(torch.autograd.Function):
     without the custom-op dispatcher's per-call cost (argument defaults, schema checks)."""
 
     @staticmethod
-    def forward(ctx, x, tau, amp, thr, st, save_mode, impl, check, where, flag):
-        out, saved, _ = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
+    def forward(ctx, x, w, amp, thr, st, save_mode, impl, check, where, flag):
+        out, saved, _ = forward_impl(x, w, amp, thr, st, save_mode, impl, check, where, flag)
         ctx.st, ctx.save_mode, ctx.impl = st, save_mode, impl
-        ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
-        ctx.save_for_backward(saved, tau, amp, thr)
+        ctx.has_w, ctx.has_amp, ctx.has_thr = w is not None, amp is not None, thr is not None
+        ctx.save_for_backward(saved, w, amp, thr)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        saved, tau, amp, thr = ctx.saved_tensors
-        need_tau = ctx.has_tau and ctx.needs_input_grad[1]
+        saved, w, amp, thr = ctx.saved_tensors
+        need_w = ctx.has_w and ctx.needs_input_grad[1]
         need_amp = ctx.has_amp and ctx.needs_input_grad[2]
         need_thr = ctx.has_thr and ctx.needs_input_grad[3]
-        gx, g_tau, g_amp, g_thr = backward_impl(grad_out.contiguous(), saved, tau, amp, thr,
-                                                ctx.st, ctx.save_mode, ctx.impl, need_tau,
+        gx, g_w, g_amp, g_thr = backward_impl(grad_out.contiguous(), saved, w, amp, thr,
+                                                ctx.st, ctx.save_mode, ctx.impl, need_w,
                                                 need_amp, need_thr)
-        return gx, g_tau, g_amp, g_thr, None, None, None, None, None, None
+        return gx, g_w, g_amp, g_thr, None, None, None, None, None, None
 
 
 def forward(
-    x: Tensor, st: Static, tau: Tensor | None, amp: Tensor | None, thr: Tensor | None = None,
+    x: Tensor, st: Static, w: Tensor | None, amp: Tensor | None, thr: Tensor | None = None,
     *, save_mode: int, impl: str, flag: Tensor | None = None, check: bool = False,
     where: str = "neuron",
 ) -> Tensor:
@@ -276,15 +275,15 @@ def forward(
     """
     if torch.compiler.is_compiling():
         out, _, bad = torch.ops.multispike.neuron_forward(
-            x, tau, amp, thr, *st.args(), save_mode, impl, check, where)
+            x, w, amp, thr, *st.args(), save_mode, impl, check, where)
         if flag is not None and bad.numel():
             flag.bitwise_or_(bad.view(()))
         return out
     flag = flag if check else None  # the kernel ORs into it: no extra output, no extra op
     if save_mode == SAVE_NONE:  # no gradient wanted: no autograd node at all
-        out, _, _ = forward_impl(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
+        out, _, _ = forward_impl(x, w, amp, thr, st, save_mode, impl, check, where, flag)
         return out
-    return _Eager.apply(x, tau, amp, thr, st, save_mode, impl, check, where, flag)
+    return _Eager.apply(x, w, amp, thr, st, save_mode, impl, check, where, flag)
 
 
 __all__ = ["SAVE_NONE", "forward", "neuron_backward", "neuron_forward"]

@@ -42,11 +42,13 @@ from multispike.kernels.spec import cast_scalar as _cast
 try:  # pragma: no cover - depends on the machine
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 
     HAVE_TRITON = True
 except Exception:  # noqa: BLE001 - ImportError, or a broken install
     triton = None
     tl = None
+    libdevice = None
     HAVE_TRITON = False
 
 BLOCK = 1024
@@ -120,12 +122,30 @@ if HAVE_TRITON:
         return _round_even(c), u, inv, lo, hi
 
     @triton.jit
-    def _coefs(tau_ptr, amp_ptr, const_ptr, FORM: tl.constexpr, HAS_AMP: tl.constexpr,
-               ROUND: tl.constexpr, IS64: tl.constexpr):
+    def _exp(x, INTERP: tl.constexpr):
+        """``exp``: CUDA's (libdevice, as PyTorch's CUDA ``exp``; Triton's ``tl.exp`` is an
+        approximation in float32), or the interpreter's."""
+        if INTERP:
+            return tl.exp(x)
+        else:
+            return libdevice.exp(x)
+
+    @triton.jit
+    def _plif_tau(w_ptr, dtype_like, ROUND: tl.constexpr, INTERP: tl.constexpr):
+        """``(τ, e)``: ``e = exp(−w)``, ``τ = 1 + e`` (MT-SNN Eq 7) from PLIF's ``w``, each op
+        rounded to the storage dtype as the reference rounds ``1 + exp(−w.to(dtype))``."""
+        w = _rnd(tl.load(w_ptr).to(dtype_like.dtype), ROUND)
+        e = _rnd(_exp(-w, INTERP), ROUND)
+        return _rnd(1.0 + e, ROUND), e
+
+    @triton.jit
+    def _coefs(w_ptr, amp_ptr, const_ptr, FORM: tl.constexpr, HAS_AMP: tl.constexpr,
+               ROUND: tl.constexpr, IS64: tl.constexpr, INTERP: tl.constexpr):
         """``(A, D, tau, amp)`` of the charge, read on the device (no host round trip).
 
-        PLIF: ``A = 1 − 1/τ`` rounded as the reference rounds it in the input's dtype,
-        ``D = τ``; IF/LIF: ``A`` = the decay (``const[0]``), ``D = 1``.
+        PLIF: ``τ = 1 + exp(−w)`` from the layer's ``w``, ``A = 1 − 1/τ`` rounded as the
+        reference rounds it in the input's dtype, ``D = τ``; IF/LIF: ``A`` = the decay
+        (``const[0]``), ``D = 1``.
         """
         decay = tl.load(const_ptr + 0)
         one = decay * 0.0 + 1.0
@@ -133,7 +153,7 @@ if HAVE_TRITON:
             A = decay
             tau = one
         else:
-            tau = tl.load(tau_ptr).to(decay.dtype)
+            tau, _e = _plif_tau(w_ptr, decay, ROUND, INTERP)
             A = _rnd(1.0 - _rnd(_div(one, tau, IS64), ROUND), ROUND)
         if HAS_AMP:
             amp = tl.load(amp_ptr).to(decay.dtype)
@@ -143,17 +163,40 @@ if HAVE_TRITON:
         return A, D, tau, amp
 
     @triton.jit
+    def _finish_kernel(part_ptr, nprog, w_ptr, const_ptr, out_ptr, STRIDE: tl.constexpr,
+                       NEED_TAU: tl.constexpr, NEED_AMP: tl.constexpr, ROUND: tl.constexpr,
+                       INTERP: tl.constexpr, RB: tl.constexpr):
+        """The scalar gradients from the backward's per-program sums, in one program:
+        ``out = [dL/dw, dL/da]`` with ``dL/dτ = −Σ/τ`` and ``dL/dw = −dL/dτ·exp(−w)``; the
+        programs' rows are added in a fixed order (deterministic)."""
+        decay = tl.load(const_ptr + 0)
+        acc_tau = tl.zeros([RB], dtype=decay.dtype)
+        acc_amp = tl.zeros([RB], dtype=decay.dtype)
+        for start in range(0, nprog, RB):
+            rows = start + tl.arange(0, RB)
+            m = rows < nprog
+            acc_tau += tl.load(part_ptr + rows * STRIDE, mask=m, other=0.0)
+            acc_amp += tl.load(part_ptr + rows * STRIDE + 1, mask=m, other=0.0)
+        if NEED_TAU:
+            tau, e = _plif_tau(w_ptr, decay, ROUND, INTERP)
+            g_tau = _rnd(-tl.sum(acc_tau, axis=0) / tau, ROUND)
+            tl.store(out_ptr, _rnd(-(g_tau * e), ROUND).to(out_ptr.dtype.element_ty))
+        if NEED_AMP:
+            tl.store(out_ptr + 1, tl.sum(acc_amp, axis=0).to(out_ptr.dtype.element_ty))
+
+    @triton.jit
     def _forward_kernel(
         x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, half,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
         HAS_AMP: tl.constexpr, CHECK: tl.constexpr, SOFT: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
-        INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False,
+        INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False, INTERP: tl.constexpr = False,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
+        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64,
+                                INTERP)
         thr_ptr = const_ptr + 1
         th0 = tl.load(thr_ptr + 0)
         vr = tl.load(thr_ptr + K)  # V_reset in the compute dtype (a float argument is fp32)
@@ -225,12 +268,13 @@ if HAVE_TRITON:
         SPIKE_RESET: tl.constexpr, SOFT: tl.constexpr, ROUND: tl.constexpr,
         IS64: tl.constexpr, BLOCK: tl.constexpr,
         INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False,
-        LEARN: tl.constexpr = False, KP: tl.constexpr = 1,
+        LEARN: tl.constexpr = False, KP: tl.constexpr = 1, INTERP: tl.constexpr = False,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64)
+        A, D, tau, amp = _coefs(tau_ptr, amp_ptr, const_ptr, FORM, HAS_AMP, ROUND, IS64,
+                                INTERP)
         thr_ptr = const_ptr + 1
         vr = tl.load(thr_ptr + K)
         rthr = tl.load(thr_ptr + K + 1)
@@ -413,13 +457,37 @@ def consts_with(st: Static, dtype: torch.dtype, device: torch.device,
     return torch.cat([c[:1], thr[:k], c[k + 1:k + 2], thr[k:], c[k + 5:]])
 
 
+@functools.lru_cache(maxsize=1024)
+def _forward_meta(st: Static, dtype: torch.dtype, save: int, has_amp: bool, check: bool
+                  ) -> dict:
+    """The forward kernel's constexprs for one layer kind and call kind (prepared once)."""
+    return dict(
+        FORM=st.form, K=len(st.thresholds), SGN=st.signed, SAVE=save, HAS_AMP=has_amp,
+        CHECK=check, SOFT=st.soft, ROUND=_ROUND[dtype], IS64=dtype == torch.float64,
+        BLOCK=BLOCK, INTEGER=st.levels > 0, BYVAL=st.by_value, INTERP=interpreting(),
+        enable_fp_fusion=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_meta(st: Static, dtype: torch.dtype, code: bool, need_tau: bool, has_amp: bool,
+                   learn: bool, kp: int) -> dict:
+    """The backward kernel's constexprs for one layer kind and call kind (prepared once)."""
+    return dict(
+        FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind, CODE=code,
+        NEED_TAU=need_tau, HAS_AMP=has_amp, SPIKE_RESET=bool(st.reset_grad) and not st.detach,
+        SOFT=st.soft, ROUND=_ROUND[dtype], IS64=dtype == torch.float64, BLOCK=BLOCK,
+        INTEGER=st.levels > 0, BYVAL=st.by_value, LEARN=learn, KP=kp, INTERP=interpreting(),
+        enable_fp_fusion=False)
+
+
 def forward(
-    st: Static, x: Tensor, tau: Tensor | None, amp: Tensor | None, save_mode: int,
+    st: Static, x: Tensor, w: Tensor | None, amp: Tensor | None, save_mode: int,
     flag: Tensor | None = None, thr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """``x`` ``[T, N]`` contiguous → ``(out, saved)``; with ``flag`` (int32, one element), sets
-    it to 1 when ``x`` holds a NaN or an infinity (no host sync); ``thr``: learned thresholds
-    (see :func:`consts_with`), or None."""
+    """``x`` ``[T, N]`` contiguous → ``(out, saved)`` in one launch; ``w``: PLIF's parameter
+    (the kernel computes ``τ``), ``amp`` the amplitude (both read on the device); with
+    ``flag`` (int32, one element), sets it to 1 when ``x`` holds a NaN or an infinity (no
+    host sync); ``thr``: learned thresholds (see :func:`consts_with`), or None."""
     T, N = x.shape
     sc = _static(st, x.dtype)
     c = consts_with(st, x.dtype, x.device, thr)
@@ -430,51 +498,47 @@ def forward(
         saved = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
     else:
         saved = None
-    grid = (triton.cdiv(N, BLOCK),)
-    _forward_kernel[grid](
-        x, out, saved if saved is not None else out, tau if tau is not None else c,
+    meta = _forward_meta(st, x.dtype, save_mode if save_mode != SAVE_NONE else 0,
+                         amp is not None, flag is not None)
+    _forward_kernel[((N + BLOCK - 1) // BLOCK,)](
+        x, out, saved if saved is not None else out, w if w is not None else c,
         amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["half"],
-        FORM=st.form, K=len(st.thresholds), SGN=st.signed,
-        SAVE=save_mode if save_mode != SAVE_NONE else 0, HAS_AMP=amp is not None,
-        CHECK=flag is not None, SOFT=st.soft, ROUND=_ROUND[x.dtype],
-        IS64=x.dtype == torch.float64, BLOCK=BLOCK, INTEGER=st.levels > 0, BYVAL=st.by_value,
-        enable_fp_fusion=False,
-    )
+        **meta)
     return out, saved
 
 
 def backward(
-    st: Static, grad: Tensor, saved: Tensor, save_mode: int, tau: Tensor | None,
-    amp: Tensor | None, need_tau: bool, need_amp: bool, thr: Tensor | None = None,
+    st: Static, grad: Tensor, saved: Tensor, save_mode: int, w: Tensor | None,
+    amp: Tensor | None, need_w: bool, need_amp: bool, thr: Tensor | None = None,
     need_thr: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (on the device; the
-    last has ``thr``'s shape, summed over every neuron and step)."""
+    """Reverse loop; returns ``(grad_x, dL/dw, dL/damp, dL/dthr)`` (on the device; the
+    parameter gradients in their parameter's dtype, the last with ``thr``'s shape, summed over
+    every neuron and step). One launch, and one more (a single program) that adds up the
+    programs' sums where ``w`` or ``amp`` wants a gradient."""
     T, N = grad.shape
     sc = _static(st, grad.dtype)
     c = consts_with(st, grad.dtype, grad.device, thr)
     gx = torch.empty_like(grad)
-    nprog = triton.cdiv(N, BLOCK)
+    nprog = (N + BLOCK - 1) // BLOCK
     learn = need_thr and thr is not None
     n_thr = len(st.thresholds) + 3
-    kp = triton.next_power_of_2(n_thr) if learn else 1
+    kp = 1 << (n_thr - 1).bit_length() if learn else 1  # the next power of 2
     parts = torch.empty((nprog, 2 + kp), dtype=c.dtype, device=grad.device)
+    meta = _backward_meta(st, grad.dtype, save_mode == SAVE_CODE, need_w, amp is not None,
+                          learn, kp)
     _backward_kernel[(nprog,)](
-        grad, saved, gx, tau if tau is not None else c, amp if amp is not None else c, c, parts,
+        grad, saved, gx, w if w is not None else c, amp if amp is not None else c, c, parts,
         N, T, sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
-        0.0 if st.detach else 1.0,
-        FORM=st.form, K=len(st.thresholds), SGN=st.signed, KIND=st.sg_kind,
-        CODE=save_mode == SAVE_CODE, NEED_TAU=need_tau, HAS_AMP=amp is not None,
-        SPIKE_RESET=bool(st.reset_grad) and not st.detach, SOFT=st.soft,
-        ROUND=_ROUND[grad.dtype],
-        IS64=grad.dtype == torch.float64, BLOCK=BLOCK, INTEGER=st.levels > 0,
-        BYVAL=st.by_value,
-        LEARN=learn, KP=kp, enable_fp_fusion=False,
-    )
-    if not (need_tau or need_amp or learn):  # one launch: nothing to sum over the programs
-        return gx, None, None, None
-    sums = parts.sum(0)
-    g_tau = (-sums[0] / tau.to(c.dtype)).to(grad.dtype) if need_tau else None
-    g_amp = sums[1].to(grad.dtype) if need_amp else None
-    g_thr = sums[2:2 + n_thr] if learn else None
-    return gx, g_tau, g_amp, g_thr
+        0.0 if st.detach else 1.0, **meta)
+    g_w = g_amp = g_thr = None
+    if need_w or need_amp:
+        g = torch.empty(2, dtype=c.dtype, device=grad.device)
+        _finish_kernel[(1,)](parts, nprog, w if w is not None else c, c, g, STRIDE=2 + kp,
+                             NEED_TAU=need_w, NEED_AMP=need_amp, ROUND=_ROUND[grad.dtype],
+                             INTERP=interpreting(), RB=256)
+        g_w = g[0].to(w.dtype) if need_w else None
+        g_amp = g[1].to(amp.dtype) if need_amp else None
+    if learn:
+        g_thr = parts[:, 2:2 + n_thr].sum(0)
+    return gx, g_w, g_amp, g_thr
