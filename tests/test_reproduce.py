@@ -136,8 +136,21 @@ def test_report_numbers_are_those_of_train_eval_and_energy(report_dir, capsys):
         assert s["deploy"]["ok"]
     accs = [rep["seeds"][s]["accuracy"]["2"] for s in ("0", "1")]
     assert rep["accuracy"]["ours_mean"] == pytest.approx(sum(accs) / 2)
-    env = rep["environment"]
-    assert env["torch"] and env["gpu"] is False and env["wall_s"] > 0
+    env = rep["environment"]  # the device the run used (the CPU here, even beside a GPU)
+    assert env["torch"] and env["wall_s"] > 0
+    assert (env["device"], env["gpu"]) == ("cpu", False) and "cores" in env["device_name"]
+    assert f"- device: cpu ({env['device_name']})" in (report_dir / "report.md").read_text()
+
+
+def test_the_environment_names_the_device_the_run_used(monkeypatch):
+    """``device`` is where the run trained, not whether a GPU is visible; a GPU is named."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    env = rp.environment(1.0, "cuda:0")
+    assert (env["device"], env["device_name"], env["gpu"]) == ("cuda:0", "NVIDIA H200", True)
+    env = rp.environment(1.0, "cpu")
+    assert (env["device"], env["gpu"]) == ("cpu", False) and env["device_name"].endswith("cores")
 
 
 def test_an_interrupted_run_continues_without_retraining_finished_seeds(tmp_path, monkeypatch):

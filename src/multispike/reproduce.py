@@ -108,6 +108,7 @@ def _train(recipe: str, run_dir: Path, overrides: dict[str, Any]) -> dict[str, A
         "train_wall_s_this_call": time.perf_counter() - start,
         "dataset": cfg.dataset,
         "data_dir": cfg.data_dir,
+        "device": result["device"],
     }
 
 
@@ -185,7 +186,16 @@ def evaluate_seed(run_dir: Path, dataset: str, data_dir: str | None, claim: dict
 
 
 # -- the report -------------------------------------------------------------------------------
-def environment(wall_s: float) -> dict[str, Any]:
+def device_name(device: str) -> str:
+    """What ``device`` (``"cpu"``, ``"cuda:0"``) is: the GPU's name, or the CPU and its cores."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def environment(wall_s: float, device: str) -> dict[str, Any]:
+    """Where and with what the run ran: ``device`` is the one it trained on (``"cpu"``,
+    ``"cuda:0"``), named in ``device_name``; ``gpu`` says whether that was a GPU."""
     from importlib import metadata
 
     try:
@@ -199,11 +209,10 @@ def environment(wall_s: float) -> dict[str, Any]:
         commit = proc.stdout.strip() or None if proc.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         pass
-    cuda = torch.cuda.is_available()
     return {
-        "device": torch.cuda.get_device_name(0) if cuda else
-        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-        "gpu": cuda,
+        "device": device,
+        "device_name": device_name(device),
+        "gpu": device.startswith("cuda"),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "multispike": version,
@@ -214,8 +223,9 @@ def environment(wall_s: float) -> dict[str, Any]:
 
 
 def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any]],
-              wall_s: float) -> dict[str, Any]:
-    """The report: paper vs ours (mean ± std over seeds), accuracy against T, energy."""
+              wall_s: float, device: str = "cpu") -> dict[str, Any]:
+    """The report: paper vs ours (mean ± std over seeds), accuracy against T, energy;
+    ``device``: where the seeds trained (``"cpu"``, ``"cuda:0"``)."""
     t = str(int(claim["timesteps"]))
     ours = [s["accuracy"][t] for s in seeds.values()]
     mean, std = mean_std(ours)
@@ -245,7 +255,7 @@ def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any
                                 "convention": next(iter(seeds.values()))["energy"]["convention"],
                                 "cost_table": COST_TABLE},
         "deploy_ok": all(s["deploy"]["ok"] for s in seeds.values()),
-        "environment": environment(wall_s),
+        "environment": environment(wall_s, device),
     }
 
 
@@ -305,7 +315,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
                   f"{s['deploy']['max_abs_diff_float64']:.1e} | "
                   f"{_fmt(s.get('train_images_per_s'), 0)} |"]
     lines += ["", "## Environment", ""]
-    for k in ("device", "torch", "cuda", "multispike", "git_commit", "python"):
+    lines += [f"- device: {env['device']} ({env['device_name']})"]
+    for k in ("torch", "cuda", "multispike", "git_commit", "python"):
         lines += [f"- {k}: {env.get(k) if env.get(k) is not None else '–'}"]
     lines += [f"- wall time of this run: {env['wall_s']:.0f} s", ""]
     return "\n".join(lines)
@@ -378,7 +389,8 @@ def reproduce(
         r = evaluate_seed(out_dir / f"seed{seed}", dataset, data_dir, claim, device)
         results[seed] = {**r, **{k: trained[seed][k] for k in
                                  ("best_accuracy", "epochs", "train_images_per_s")}}
-    rep = summarize(recipe, claim, results, time.perf_counter() - start)
+    used = ", ".join(sorted({t["device"] for t in trained.values()}))  # one, in practice
+    rep = summarize(recipe, claim, results, time.perf_counter() - start, used)
     (out_dir / "report.json").write_text(json.dumps(rep, indent=2, default=_json_default))
     plot_report(rep, out_dir / "accuracy_vs_T.png")
     (out_dir / "report.md").write_text(report_markdown(rep))

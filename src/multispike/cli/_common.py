@@ -42,8 +42,8 @@ def parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
 def add_compile_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                    help="run the model through torch.compile: default (MODE left out), "
-                        "reduce-overhead (CUDA graphs) or max-autotune; off (default) runs it "
-                        "eagerly")
+                        "reduce-overhead (CUDA graphs of the forward and backward) or "
+                        "max-autotune; off (default) runs it eagerly")
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

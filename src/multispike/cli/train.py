@@ -36,6 +36,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "schedule": args.schedule, "seed": args.seed,
         "augment": args.augment, "out": args.out, "resume": args.resume or None,
         "device": args.device, "amp": args.amp, "compile": args.compile,
+        "cuda_graphs": args.cuda_graphs or None,
         "num_workers": args.workers, "val_split": args.val_split,
         "sync_bn": args.sync_bn or None, "download": args.download or None,
         "progress": False if args.no_progress else None,
@@ -235,6 +236,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", help="mixed precision: auto, off, bf16, fp16")
     add_compile_flag(p)
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture the whole training step (forward, backward, optimizer) in a "
+                   "CUDA graph and replay it; CUDA only (refused on the CPU)")
     p.add_argument("--workers", type=int, help="data loader worker processes")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     p.add_argument("--val-split", type=float, metavar="FRACTION",

@@ -67,7 +67,8 @@ class TrainConfig:
     Units: ``lr`` per step of SGD; ``epochs`` full passes over the training set; ``milestones``
     epochs at which a ``step`` schedule multiplies the learning rate by ``gamma``.
     ``compile``: ``off`` (eager) or the ``torch.compile`` mode the trained model runs with;
-    checkpoints hold the same uncompiled weights either way.
+    checkpoints hold the same uncompiled weights either way. ``cuda_graphs``: capture the whole
+    training step (forward, backward, optimizer) in a CUDA graph and replay it; CUDA only.
     """
 
     dataset: str = "digits"
@@ -91,6 +92,7 @@ class TrainConfig:
     resume: bool = False
     amp: str = "auto"
     compile: str = "off"
+    cuda_graphs: bool = False
     device: str = "auto"
     num_workers: int | None = None
     sync_bn: bool = False
@@ -134,6 +136,8 @@ class TrainConfig:
                 f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}"
             )
         check_compile_mode(self.compile)
+        if not isinstance(self.cuda_graphs, bool):
+            raise ConfigError(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,7 +229,7 @@ def resolve_config(
 #: may grow too, where the schedule allows it: see :func:`check_resumable`)
 RESUME_SAFE = frozenset(
     {"out", "resume", "device", "num_workers", "progress", "data_dir", "download", "compile",
-     "recipe"}
+     "cuda_graphs", "recipe"}
 )
 #: command-line spelling of the settings whose flag is not ``--`` + the name
 FLAGS = {"num_workers": "--workers", "model_options": "--option", "data_options": "--option"}

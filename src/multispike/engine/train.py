@@ -13,6 +13,12 @@ at the end of each epoch) ends with the same weights, bit for bit on CPU, as one
 ``cfg.compile`` runs the forward and backward through ``torch.compile``; the plain module
 stays the one whose ``state_dict`` goes into the checkpoints, so they do not change.
 
+The host waits for the device only at a read (:class:`StepTally`): the loss, the correct count
+and the neuron layers' NaN/inf flags of every step stay on the device and are read in one
+transfer every :data:`READ_EVERY` steps and at the end of the epoch, never between a forward and
+its backward. ``cfg.cuda_graphs`` captures the whole step (forward, backward, optimizer) in one
+CUDA graph and replays it (:class:`CUDAGraphStep`).
+
 A CPU run chooses its thread count at the start for the cores other processes leave free
 (:mod:`multispike.engine.threads`; ``MULTISPIKE_THREADS`` or ``OMP_NUM_THREADS`` fix it), records
 it in the checkpoints, and a resumed run takes the recorded count, so that it stays bit for bit
@@ -26,6 +32,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import random
 import sys
 import time
@@ -96,16 +103,48 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def amp_mode(cfg: TrainConfig, device: torch.device) -> str:
+    """``off``, ``bf16`` or ``fp16``: ``cfg.amp`` with ``auto`` resolved for ``device``."""
+    if cfg.amp != "auto":
+        return cfg.amp
+    if device.type != "cuda":
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype | None]:
-    """``(context factory, dtype)``: bf16 (or fp16) autocast on GPUs, full precision on CPU."""
-    mode = cfg.amp
-    if mode == "auto":
-        mode = "off" if device.type != "cuda" else (
-            "bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    """``(context factory, dtype)``: bf16 (or fp16) autocast on GPUs, full precision on CPU.
+
+    With ``cfg.cuda_graphs`` autocast keeps no cache of cast weights (a CUDA graph must not
+    hold one across its capture).
+    """
+    mode = amp_mode(cfg, device)
     if mode == "off":
         return contextlib.nullcontext, None
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
+    cache = not cfg.cuda_graphs
+    return (lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=cache)), dtype
+
+
+def check_cuda_graphs(cfg: TrainConfig, device: torch.device, distributed: bool) -> None:
+    """Refuse (one :class:`ConfigError` line) ``cfg.cuda_graphs`` where the whole training step
+    cannot be captured: off CUDA, under torchrun, with fp16 loss scaling (its skipped steps
+    are decided on the host) or with ``--compile reduce-overhead`` (CUDA graphs of its own)."""
+    if not cfg.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"--cuda-graphs needs a CUDA device, but this run trains on {device}; drop "
+            "--cuda-graphs, or give --device cuda on a machine with a CUDA GPU")
+    if distributed:
+        raise ConfigError("--cuda-graphs captures the step of one process; drop it under "
+                          "torchrun")
+    if cfg.compile == "reduce-overhead":
+        raise ConfigError("--compile reduce-overhead captures CUDA graphs of its own (forward "
+                          "and backward); --cuda-graphs captures the whole step: give one")
+    if amp_mode(cfg, device) == "fp16":
+        raise ConfigError("--cuda-graphs cannot capture fp16 loss scaling (it decides on the "
+                          "host whether to skip a step); give --amp bf16 or --amp off")
 
 
 _warned_cuda_graphs = False
@@ -139,11 +178,21 @@ def _plain_module(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _raise_on_nonfinite(model: nn.Module) -> None:
-    """:class:`~multispike.errors.InputError` if a fused neuron layer of ``model`` saw NaN or
-    inf input since the last call (the kernels keep that flag on the device; this is its sync).
+def _neurons(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` that keep a NaN/inf flag (``nonfinite``): its neuron layers."""
+    return [m for m in _plain_module(model).modules() if hasattr(m, "nonfinite")]
+
+
+def _flags_set(neurons: list[nn.Module], device: torch.device) -> Tensor:
+    """``[]`` float32 on ``device``: how many of ``neurons`` have their NaN/inf flag set.
+
+    A flag is a 0-dim int tensor that a CUDA kernel sets to 1 on NaN/inf input (a layer that has
+    none yet, ``None``, has not run on CUDA); counting them reads nothing on the host.
     """
-    kernels.raise_on_nonfinite(_plain_module(model))
+    flags = [f for f in (getattr(m, "nonfinite", None) for m in neurons) if isinstance(f, Tensor)]
+    if not flags:
+        return torch.zeros((), device=device)
+    return (torch.stack(flags) != 0).sum().float()
 
 
 def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
@@ -219,6 +268,159 @@ def to_model_input(x: Tensor, spec: Any) -> Tensor:
 
 
 # -- one epoch -----------------------------------------------------------------------------------
+#: steps between two reads of the running loss and accuracy and of the NaN/inf checks: the
+#: training loop's only host reads, with one more at the end of each epoch
+READ_EVERY = 20
+
+
+class TrainStep:
+    """One training step: forward (under ``autocast`` and :func:`compact_spikes`), cross-entropy
+    of the mean output over T, backward, optimizer step.
+
+    ``step(x, y)`` takes a batch ``x`` ``[B, ...]`` (after the device transform) and its labels
+    ``y`` ``[B]`` and returns ``[3]`` float32 on the device: the loss, the number of correct
+    predictions and the number of neuron layers whose NaN/inf flag is set. It reads nothing on
+    the host (so it can be captured in a CUDA graph, :class:`CUDAGraphStep`), except fp16 loss
+    scaling's own check (``scaler``).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, spec: Any,
+                 autocast: Any = contextlib.nullcontext,
+                 scaler: torch.amp.GradScaler | None = None,
+                 label_smoothing: float = 0.0) -> None:
+        self.model, self.optimizer, self.spec = model, optimizer, spec
+        self.autocast, self.scaler = autocast, scaler
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.neurons = _neurons(model)
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        # compact_spikes: layers after fused neurons save their spike input as int8 for the
+        # backward (bit-identical gradients, a quarter of that memory)
+        with self.autocast(), compact_spikes():
+            out = self.model(to_model_input(x, self.spec))  # [T, B, classes]
+            logits = out.float().mean(0)  # [B, classes]: the prediction is the mean over T
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        correct = (logits.detach().argmax(1) == y).sum()
+        return torch.stack([loss.detach(), correct.float(), _flags_set(self.neurons, y.device)])
+
+
+class CUDAGraphStep:
+    """A :class:`TrainStep` captured whole (forward, backward and optimizer step) in one CUDA
+    graph and replayed: one launch per step instead of one per kernel.
+
+    A graph holds its batch shape and the learning rates as constants and reads the batch from
+    tensors of its own. A batch of another shape or rates (the last, smaller batch of an epoch;
+    the schedule's new rate) runs eagerly on a side stream; after ``warmup`` such steps in a row
+    (PyTorch's warm-up before a capture) the next one is captured, replacing the graph. Every
+    call, eager or replayed, is one real step of training; dropout draws new masks at each
+    replay. The returned ``[3]`` tensor (see :class:`TrainStep`) is the graph's own output:
+    the next replay overwrites it, so copy it first. ``captures`` and ``replays`` count.
+    """
+
+    def __init__(self, step: TrainStep, warmup: int = 3) -> None:
+        self.step, self.warmup = step, warmup
+        self.graph: Any = None
+        self.key: tuple | None = None  # what the graph was captured for
+        self.inputs: tuple[Tensor, Tensor] | None = None  # the batch the graph reads
+        self.out: Tensor | None = None
+        self.pending: tuple | None = None  # the key of the eager steps in a row, and their count
+        self.warm = 0
+        self.side: Any = None
+        self.captures = self.replays = 0
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        key = (tuple(x.shape), x.dtype, tuple(y.shape), y.dtype,
+               tuple(g["lr"] for g in self.step.optimizer.param_groups))
+        if key == self.key:
+            self.inputs[0].copy_(x)
+            self.inputs[1].copy_(y)
+        elif key == self.pending and self.warm >= self.warmup:
+            self._capture(x, y, key)
+        else:
+            self.warm = self.warm + 1 if key == self.pending else 1
+            self.pending = key
+            return self._eager(x, y)
+        self.graph.replay()
+        self.replays += 1
+        return self.out
+
+    def _eager(self, x: Tensor, y: Tensor) -> Tensor:
+        """One eager step on a side stream (PyTorch's advice for the steps before a capture)."""
+        if self.side is None:
+            self.side = torch.cuda.Stream(device=x.device)
+        self.side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(self.side):
+            out = self.step(x, y)
+        torch.cuda.current_stream(x.device).wait_stream(self.side)
+        return out
+
+    def _capture(self, x: Tensor, y: Tensor, key: tuple) -> None:
+        """Capture the step, reading a copy of ``(x, y)``; the caller replays it for this batch."""
+        self.graph = self.inputs = self.out = None  # the old graph's memory goes first
+        self.step.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients
+        inputs = (x.clone(), y.clone())
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the data loader's pin-memory thread may call CUDA during the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out = self.step(*inputs)
+        self.graph, self.inputs, self.out, self.key = graph, inputs, out, key
+        self.pending, self.warm = None, 0
+        self.captures += 1
+
+
+class StepTally:
+    """The ``[loss, correct, flags]`` rows of the last steps (see :class:`TrainStep`), kept on
+    the device, read on the host in one transfer by :meth:`read`.
+
+    A read checks the steps in order, as the training loop once did after each forward: a
+    non-finite loss raises :class:`TrainingDiverged` naming the epoch and step (``kept`` says
+    what that leaves on disk), a set flag the :class:`~multispike.errors.InputError` of
+    :func:`multispike.kernels.raise_on_nonfinite` naming the layers; then the step's loss and
+    correct count join the running sums ``loss_sum``, ``correct`` over ``seen`` images.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, *, epoch: int,
+                 every: int = READ_EVERY, kept: str | None = None) -> None:
+        self.plain, self.epoch, self.kept = _plain_module(model), epoch, kept
+        self.rows = torch.zeros(every, 3, device=device)  # [every, (loss, correct, flags)]
+        self.sizes: list[int] = []  # images of each pending row
+        self.steps = self.seen = self.correct = 0
+        self.loss_sum = 0.0
+
+    def add(self, row: Tensor, n: int) -> bool:
+        """Keep step ``row`` ``[3]`` of ``n`` images; True when the tally is full: read it."""
+        self.rows[len(self.sizes)].copy_(row)
+        self.sizes.append(n)
+        return len(self.sizes) == self.rows.shape[0]
+
+    def read(self) -> None:
+        """Read the pending rows (one host transfer), check them and add them to the sums."""
+        if not self.sizes:
+            return
+        rows = self.rows[: len(self.sizes)].tolist()
+        for (loss, correct, flags), n in zip(rows, self.sizes, strict=True):
+            self.steps += 1
+            if not math.isfinite(loss):
+                where = f"loss became {loss} at epoch {self.epoch + 1}, step {self.steps}"
+                raise TrainingDiverged(
+                    f"{where}; {self.kept}: lower --lr or check the data" if self.kept
+                    else f"{where}: lower --lr or check the data")
+            if flags:
+                kernels.raise_on_nonfinite(self.plain)
+            self.loss_sum += loss * n
+            self.correct += int(correct)
+            self.seen += n
+        self.sizes.clear()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -228,56 +430,53 @@ def train_one_epoch(
     transform: nn.Module | None,
     device: torch.device,
     epoch: int,
-    autocast: Any,
-    scaler: torch.amp.GradScaler | None,
+    autocast: Any = contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
     label_smoothing: float = 0.0,
     progress: bool = True,
+    step: Any = None,
+    kept: str | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, accuracy and images per second."""
+    """One pass over ``loader``; returns mean loss, accuracy and images per second.
+
+    ``step``: what runs each batch, a :class:`TrainStep` or :class:`CUDAGraphStep` of ``model``
+    and ``optimizer``; by default an eager :class:`TrainStep` with ``autocast``, ``scaler`` and
+    ``label_smoothing``. The host reads the device every :data:`READ_EVERY` steps and at the
+    end (:class:`StepTally`, which raises on a non-finite loss or a NaN/inf flag; ``kept``: what
+    a divergence leaves on disk, for its message); the progress bar's numbers change there.
+    """
     from tqdm.auto import tqdm
 
     model.train()
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    seen, correct, loss_sum = 0, 0, 0.0
+    if step is None:
+        step = TrainStep(model, optimizer, spec=spec, autocast=autocast, scaler=scaler,
+                         label_smoothing=label_smoothing)
+    tally = StepTally(model, device, epoch=epoch, kept=kept)
     start = time.perf_counter()
     # off a terminal tqdm turns itself off (no \r updates in logs); the epoch lines remain
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None if progress else True,
                dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar):
+    for x, y in bar:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if transform is not None:
             x = transform(x)
-        # compact_spikes: layers after fused neurons save their spike input as int8 for the
-        # backward (bit-identical gradients, a quarter of that memory)
-        with autocast(), compact_spikes():
-            out = model(to_model_input(x, spec))  # [T, B, classes]
-            logits = out.float().mean(0)  # [B, classes]: the prediction is the mean over T
-            loss = criterion(logits, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                "checkpoint is kept: lower --lr or check the data"
-            )
-        _raise_on_nonfinite(model)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        n = y.shape[0]
-        seen += n
-        loss_sum += loss.item() * n
-        correct += int((logits.argmax(1) == y).sum())
-        rate = seen / max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                        img_s=f"{rate:.0f}")
+        if tally.add(step(x, y), y.shape[0]):
+            tally.read()
+            _show(bar, tally, start)
+    tally.read()
     elapsed = time.perf_counter() - start
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
-            "images_per_s": seen / max(elapsed, 1e-9)}
+    return {"loss": tally.loss_sum / max(tally.seen, 1),
+            "accuracy": tally.correct / max(tally.seen, 1),
+            "images_per_s": tally.seen / max(elapsed, 1e-9)}
+
+
+def _show(bar: Any, tally: StepTally, start: float) -> None:
+    """The progress bar's running loss, accuracy and images per second."""
+    seen = max(tally.seen, 1)
+    rate = tally.seen / max(time.perf_counter() - start, 1e-9)
+    bar.set_postfix(loss=f"{tally.loss_sum / seen:.3f}", acc=f"{tally.correct / seen:.3f}",
+                    img_s=f"{rate:.0f}")
 
 
 @torch.no_grad()
@@ -293,27 +492,36 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean loss and top-1 accuracy of the mean output over T.
 
+    The sums stay on the device and are read once, at the end, with the neuron layers' NaN/inf
+    flags (a set flag raises :func:`multispike.kernels.raise_on_nonfinite`'s ``InputError``).
     ``all_reduce``: under torchrun, each rank's ``loader`` holds its shard of the test set
     (:class:`~multispike.engine.distributed.ShardSampler`); the sums of correct predictions,
     images and loss are added over the ranks, so every rank returns the whole set's figures.
     """
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    seen, correct, loss_sum = 0, 0, 0.0
+    neurons = _neurons(model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    right = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if transform is not None:
             x = transform(x)
         with autocast():
-            logits = model(to_model_input(x, spec)).float().mean(0)
-        loss_sum += float(criterion(logits, y))
-        _raise_on_nonfinite(model)
-        correct += int((logits.argmax(1) == y).sum())
+            logits = model(to_model_input(x, spec)).float().mean(0)  # [B, classes]
+        loss_sum += criterion(logits, y).double()
+        right += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
+    flags = _flags_set(neurons, loss_sum.device).double()
+    loss_total, correct, bad = torch.stack([loss_sum, right.double(), flags]).tolist()
+    if bad:
+        kernels.raise_on_nonfinite(_plain_module(model))
     if all_reduce:
-        correct, seen, loss_sum = dist_utils.all_reduce_sums([correct, seen, loss_sum], device)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+        correct, seen, loss_total = dist_utils.all_reduce_sums([correct, seen, loss_total],
+                                                               device)
+    return {"loss": loss_total / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -340,7 +548,7 @@ def _tensorboard(out: Path | None):
 
 def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
     """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``,
-    ``rank`` and ``threads``.
+    ``rank``, ``threads`` and ``device`` (where it trained: ``"cpu"``, ``"cuda:0"``, …).
 
     With ``cfg.out`` set, writes ``last.pt``, ``best.pt``, ``metrics.csv`` and ``config.json``
     there. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with DistributedDataParallel; rank 0
@@ -352,6 +560,7 @@ def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
     device = ctx.device if ctx.enabled else pick_device(cfg.device)
+    check_cuda_graphs(cfg, device, ctx.enabled)
     if device.type == "cpu":
         tune_cpu_allocator()  # freed activations are reused, not page-faulted in every step
     out = Path(cfg.out) if cfg.out else None
@@ -469,6 +678,10 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
     # plain module, compiled on its own under DDP. `model` stays uncompiled for checkpoints.
     net = compile_model(net, cfg.compile, device)
     eval_net = compile_model(model, cfg.compile, device) if ctx.enabled else net
+    step: Any = TrainStep(net, optimizer, spec=bundle.spec, autocast=autocast, scaler=scaler,
+                          label_smoothing=cfg.label_smoothing)
+    if cfg.cuda_graphs:
+        step = CUDAGraphStep(step)
 
     workers = cfg.num_workers
     pin = device.type == "cuda"
@@ -505,8 +718,8 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
                                         drop_last=False)
         stats = train_one_epoch(
             net, train_loader, optimizer, spec=bundle.spec, transform=bundle.train_transform,
-            device=device, epoch=epoch, autocast=autocast, scaler=scaler,
-            label_smoothing=cfg.label_smoothing, progress=cfg.progress and main)
+            device=device, epoch=epoch, progress=cfg.progress and main, step=step,
+            kept=_kept(last_path, epoch))
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         dist_utils.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's checkpoint
@@ -559,7 +772,23 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
     final = history[-1]["test_accuracy"] if history else float("nan")
     return {"model": model, "best_accuracy": best, "final_accuracy": final,
             "history": history, "model_args": model_args, "out": str(out) if out else None,
-            "rank": ctx.rank, "threads": n_threads}
+            "rank": ctx.rank, "threads": n_threads, "device": device_label(device)}
+
+
+def device_label(device: torch.device) -> str:
+    """``"cpu"``, or a GPU with its index (``"cuda:0"``, also for a plain ``cuda``)."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def _kept(last_path: Path | None, epoch: int) -> str:
+    """What a run that diverges in ``epoch`` (0-based) leaves on disk, for its message."""
+    if last_path is None:
+        return "no checkpoint is written without --out"
+    if last_path.is_file():  # written at the end of each epoch: it holds `epoch` epochs
+        return f"the last good checkpoint {last_path} (epoch {epoch}) is kept"
+    return f"no checkpoint exists yet (the first is written at the end of epoch {epoch + 1})"
 
 
 def _configure_threads(cfg: TrainConfig, ctx: Any, device: torch.device,
