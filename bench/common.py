@@ -145,14 +145,24 @@ def bandwidth(traffic_bytes: float, kernel_ms: float, copy_ms: float) -> dict[st
 DEADLINE_ENV = "BENCH_DEADLINE"
 
 
-def out_of_time() -> bool:
-    """True once the Unix time in ``$BENCH_DEADLINE`` has passed: a time-limited run
-    (bench/gpu_check.sh) skips the parts it would not finish and still prints its figures."""
+def out_of_time(margin: float = 0.0) -> bool:
+    """True once the Unix time in ``$BENCH_DEADLINE`` has passed, or will within ``margin``
+    seconds (for a part that takes about that long): a time-limited run (bench/gpu_check.sh)
+    skips the parts it would not finish and still prints its figures."""
     deadline = os.environ.get(DEADLINE_ENV)
     try:
-        return deadline is not None and time.time() > float(deadline)
+        return deadline is not None and time.time() + margin > float(deadline)
     except ValueError:
         return False
+
+
+def time_left() -> float | None:
+    """Seconds until ``$BENCH_DEADLINE`` (negative once past), or None without one."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    try:
+        return None if deadline is None else float(deadline) - time.time()
+    except ValueError:
+        return None
 
 
 def cuda_required(device: str) -> None:

@@ -22,6 +22,16 @@ native operators) exists only when SpikingJelly was built from source with
 ``SJ_BUILD_NATIVE_CUDA=1``; the PyPI wheel has ``triton`` and ``torch``. The ratios on CUDA
 are against the fastest implementation that ran.
 
+**Host time per call** (:func:`host_time`; on the CPU only, in this process): the layers of
+:data:`HOST_LAYERS`, each with its defaults (``check_input=True``, ``backend="auto"``), at the
+tiny input ``[4, 2, 16, 8, 8]`` (4 096 neurons x steps), forward + backward, timed side by side
+with one autograd op: ``x * 0.5`` forward + backward on the same input, a single
+differentiable elementwise op (one forward kernel, one backward node, the gradient
+accumulated into ``x.grad``), the least any layer costs. At this size the work is host work
+(Python, dispatch, autograd bookkeeping), which on a GPU bounds the time per call however
+fast the kernel is; the goal is at most :data:`HOST_GOAL` times that op. Medians over many
+rounds of many calls (:func:`common.timed`); the ratio is the median of per-round ratios.
+
 Run: ``python bench/default_path.py [--quick] [--json] [--device cuda]``.
 """
 
@@ -51,6 +61,18 @@ LABELS = {
 SJ_ENV = "SJ_LIF_CUDA_IMPLEMENTATION"
 SJ_CUDA_IMPLS = ("cuda", "triton", "torch")
 GOALS = {"cpu": 5.0, "cuda": 3.0}  # default path against SpikingJelly (its fastest on CUDA)
+#: the host-time row: input, goal (times one autograd op) and the layers, with their defaults
+HOST_SHAPE = (4, 2, 16, 8, 8)
+HOST_GOAL = 2.5
+HOST_OP = "one autograd op (x * 0.5)"
+HOST_LAYERS = {
+    "LIFNode()": ("LIFNode", {}),
+    'PLIFNode(firing="mt")': ("PLIFNode", {"firing": "mt"}),
+    'LIFNode(firing="ternary", learn_amplitude=True)':
+        ("LIFNode", {"firing": "ternary", "learn_amplitude": True}),
+    'LIFNode(firing="mt", learn_thresholds=True)':
+        ("LIFNode", {"firing": "mt", "learn_thresholds": True}),
+}
 
 
 def default_neuron():
@@ -152,8 +174,57 @@ def spawn(device: str, shape, rounds: int, configs, *, tuned: bool, inner: int =
         return json.loads(out.read_text())
 
 
+# -- host time per call ------------------------------------------------------------------------
+def host_time(quick: bool = False, device: str = "cpu", rounds: int | None = None,
+              inner: int | None = None) -> dict:
+    """Time per call of each layer of :data:`HOST_LAYERS` and of one autograd op, forward +
+    backward at :data:`HOST_SHAPE`, side by side in this process; the ratio per layer."""
+    import neuron_layer
+    import torch
+
+    from multispike import neurons
+
+    dev = torch.device(device)
+    x = torch.randn(*HOST_SHAPE, device=dev, requires_grad=True)
+    g = torch.randn(*HOST_SHAPE, device=dev)
+    fns = {}
+    for label, (cls, opts) in HOST_LAYERS.items():
+        fns[label] = neuron_layer._train_step(getattr(neurons, cls)(**opts).to(dev), x, g)
+    fns["torch_op"] = neuron_layer._train_step(lambda t: t * 0.5, x, g)
+    rounds = rounds or (5 if quick else 41)
+    inner = inner or (10 if quick else 100)
+    res = common.timed(fns, rounds, dev, inner=inner, warmup=2)
+    rows = [{"layer": label, "us": res[label]["ms"] * 1e3, "min_us": res[label]["min_ms"] * 1e3,
+             "op_us": res["torch_op"]["ms"] * 1e3, "x_op": common.ratio(res, label, "torch_op")}
+            for label in HOST_LAYERS]
+    return {"device": device, "shape": list(HOST_SHAPE), "rounds": rounds, "inner": inner,
+            "op": HOST_OP, "op_us": res["torch_op"]["ms"] * 1e3, "goal_x_op": HOST_GOAL,
+            "threads": torch.get_num_threads(), "rows": rows}
+
+
+def host_report(host: dict) -> str:
+    cols = [("layer", "layer (defaults: check_input=True, backend='auto')", "{}"),
+            ("us", "us per call", "{:.1f}"), ("min_us", "min", "{:.1f}"),
+            ("op_us", "one op us", "{:.1f}"), ("x_op", "vs one op", "{:.2f}x")]
+    return "\n".join([
+        f"Host time per call, forward + backward, input {host['shape']} ({host['device']}, "
+        f"{host['threads']} threads), median of {host['rounds']} rounds of {host['inner']} "
+        f"calls, beside {host['op']} forward + backward",
+        common.fmt_table(host["rows"], cols), *host_goal_lines(host)])
+
+
+def host_goal_lines(host: dict) -> list[str]:
+    goal = host["goal_x_op"]
+    return [f"goal: host time per call <= {goal:g}x {host['op']} at {host['shape']} "
+            f"({host['device']}), {r['layer']}: {r['x_op']:.2f}x "
+            f"({r['us']:.0f} us against {r['op_us']:.0f} us), "
+            f"{'met' if r['x_op'] <= goal else 'NOT met'}" for r in host["rows"]]
+
+
 # -- the table ----------------------------------------------------------------------------------
-def run(quick: bool = False, device: str = "cpu") -> dict:
+def run(quick: bool = False, device: str = "cpu", host: bool = True) -> dict:
+    """The table; on the CPU also the host-time row (``host``; bench/gpu.py measures that
+    row as a part of its own)."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
     shape = QUICK_SHAPE if quick else SHAPE
     rounds = 3 if quick else 15
@@ -165,14 +236,17 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
                     "train": spawn(device, shape, rounds, ["train"], tuned=True)}
         for path, child in children.items():
             res["rows"].append(_row(kind, path, child, child))
+        if host:
+            res["host"] = host_time(quick, device)
         return res
     for impl in SJ_CUDA_IMPLS:
         if common.out_of_time():
             res["sj_impls"].append({"impl": impl, "error": f"skipped: past ${common.DEADLINE_ENV}"})
             continue
         print(f"[default_path: SpikingJelly {SJ_ENV}={impl} ...]", file=sys.stderr, flush=True)
+        left = common.time_left()  # a time-limited run: no process outlives the deadline
         child = spawn(device, shape, rounds, ["default", "train"], tuned=False, inner=inner,
-                      sj_impl=impl)
+                      sj_impl=impl, timeout=600 if left is None else max(10.0, min(600, left)))
         child["impl"] = impl
         res["sj_impls"].append(child)
     ran = [c for c in res["sj_impls"] if "sj" in c.get("ms", {})]
@@ -245,6 +319,8 @@ def report(res: dict) -> str:
                           "error": c.get("error") or c.get("notes", {}).get("sj")})
         out += ["", "SpikingJelly's CUDA implementations (one process each, multispike timed "
                 "beside each)", common.fmt_table(irows, icols)]
+    if res.get("host"):
+        out += ["", host_report(res["host"])]
     for r in res["rows"]:
         if r.get("error"):
             out.append(f"note: {r['path']}: {r['error']}")

@@ -20,17 +20,38 @@
    forward inside ``compact_spikes()`` as ``multispike train`` runs it (``snn``) and without
    (``snn_plain``); :mod:`gpu_compile` runs the ``snn`` step and the ANN twin's
    ``torch.compile``d, as ``multispike train --compile`` does.
+5. **Host time per call** (:func:`default_path.host_time`): on this machine's CPU, the four
+   layers of :data:`default_path.HOST_LAYERS` with their defaults at ``[4, 2, 16, 8, 8]``,
+   forward + backward, against one autograd op (``x * 0.5``): the host's share of the
+   per-call overhead goal.
+6. **``multispike train`` end to end** (:func:`train_e2e`): images/s of the second of two
+   epochs (the first warms up: kernels compile, the loader starts) of ``multispike train
+   --recipe mt-vgg9-cifar10`` (vgg9, MT, PLIF, T = 2) on CIFAR-10 files written in the
+   official format by :func:`multispike.data.testing.write_cifar` (5 000 training images),
+   batch 128, against the same command for the ANN twin (``--firing ann --timesteps 1``),
+   the same loader, files and flags.
+
+They run in the order 1, 5, 2, 3, 4, 6; past ``$BENCH_DEADLINE`` (a time-limited run) the
+parts not yet started are skipped and reported as such.
 
 Everything runs on the CPU too (``--device cpu``, memory then from :class:`common.PeakMemory`),
 which is how it is smoke-tested; the figures are meant for CUDA.
 
-Run: ``python bench/gpu.py [--quick] [--json] [--device cuda]``.
+Run: ``python bench/gpu.py [--quick] [--json] [--device cuda]``;
+``python bench/gpu.py --list-cuda-tests [PATHS]`` prints the node ids of the CUDA tests
+(:func:`is_cuda_test`), which ``bench/gpu_check.sh`` runs first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import inspect
+import io
 import math
+import re
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -48,6 +69,12 @@ QUICK_BANDWIDTH_SHAPES = ((2, 4, 32, 16, 16), (4, 8, 32, 16, 16))
 #: (model, firing, T) of the training-step table
 TRAIN_MODELS = (("vgg9", "mt", 2), ("resnet19", "ternary", 2), ("resnet20m", "ternary", 4))
 BATCH = 128
+#: the end-to-end row: the recipe, and (training images per CIFAR batch file, batch size)
+E2E_RECIPE = "mt-vgg9-cifar10"
+E2E_SIZES = (1000, 128)  # 5 files: 5 000 training images (39 steps), 1 000 test images
+QUICK_E2E_SIZES = (4, 10)
+#: seconds a compiled training row needs before $BENCH_DEADLINE to be started
+COMPILE_MARGIN_S = 60.0
 
 GOALS = {
     "overhead_ms": 0.1,        # per call, tiny input
@@ -55,6 +82,7 @@ GOALS = {
     "copy_fraction": 0.60,     # at [8, 128, 128, 32, 32]
     "vgg9_vs_Tann": 1.05,      # vgg9 MT T = 2, batch 128, bf16
     "mem_vs_ann_bt": 1.15,     # peak memory against the ANN twin at B x T
+    "train_vs_ann": 0.9,       # `multispike train` images/s, vgg9 MT T = 2, against the ANN
 }
 
 
@@ -151,7 +179,9 @@ def train_rows(dev, quick: bool = False, compiled: bool = False,
     amp = torch.bfloat16
     rows, errors = [], {}
     for name, firing, T in models:
-        if common.out_of_time():
+        # a compiled model takes a minute or so to compile on a cold cache: start none that
+        # would be cut off by the time limit
+        if common.out_of_time(margin=COMPILE_MARGIN_S if compiled else 0.0):
             errors[name] = f"skipped: past ${common.DEADLINE_ENV}"
             continue
         _log(f"train step {name} {firing} T={T} B={B} bf16 "
@@ -218,6 +248,131 @@ def _train_row(create, dev, name, firing, T, B, rounds, amp, compiled) -> dict:
     return row
 
 
+# -- 6. `multispike train` end to end -----------------------------------------------------------
+def train_e2e(dev, quick: bool = False, sizes: tuple[int, int] | None = None,
+              recipe: str = E2E_RECIPE) -> dict:
+    """Images/s of ``multispike train --recipe RECIPE`` (run in this process through the
+    command line's ``main``) over its second epoch, for the SNN and its ANN twin
+    (``--firing ann --timesteps 1``), on CIFAR-10 files in the official format
+    (:func:`multispike.data.testing.write_cifar`). ``sizes``: (training images per batch file,
+    of which CIFAR-10 has five, and the batch size). Every other setting is the recipe's or
+    the command's default (augmentation, loader workers, mixed precision), the same for both.
+    """
+    from multispike.cli import main as multispike
+    from multispike.data.testing import write_cifar
+
+    per_file, batch = sizes or (QUICK_E2E_SIZES if quick else E2E_SIZES)
+    row = {"recipe": recipe, "device": str(dev), "train_images": 5 * per_file,
+           "test_images": per_file, "batch_size": batch, "epochs": 2}
+    twins = {"snn": ["--timesteps", "2"], "ann": ["--firing", "ann", "--timesteps", "1"]}
+    with tempfile.TemporaryDirectory(prefix="multispike-e2e-") as tmp:
+        t0 = time.perf_counter()
+        write_cifar(Path(tmp) / "data", "cifar10", per_batch=per_file, tarball=False)
+        row["write_s"] = time.perf_counter() - t0
+        for name, flags in twins.items():
+            if common.out_of_time():
+                row[f"{name}_error"] = f"skipped: past ${common.DEADLINE_ENV}"
+                continue
+            _log(f"multispike train --recipe {recipe} {' '.join(flags)} ({dev})")
+            out = Path(tmp) / name
+            argv = ["train", "--recipe", recipe, "--data-dir", str(Path(tmp) / "data"),
+                    "--epochs", "2", "--batch-size", str(batch), "--device", str(dev),
+                    "--out", str(out), "--no-progress", *flags]
+            row[f"{name}_command"] = "multispike " + " ".join(a.replace(tmp, "$TMP")
+                                                              for a in argv)
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout for --json
+                code = multispike(argv)
+            row[f"{name}_wall_s"] = time.perf_counter() - t0
+            if code != 0:
+                row[f"{name}_error"] = f"exit {code} (its message is in the log)"
+                continue
+            with open(out / "metrics.csv", newline="") as f:
+                epochs = list(csv.DictReader(f))
+            row[f"{name}_warmup_images_per_s"] = float(epochs[0]["images_per_s"])
+            row[f"{name}_images_per_s"] = float(epochs[-1]["images_per_s"])
+    if "snn_images_per_s" in row and "ann_images_per_s" in row:
+        row["snn_vs_ann"] = row["snn_images_per_s"] / row["ann_images_per_s"]
+        _log(f"train e2e: snn/ann images/s {row['snn_vs_ann']:.2f}")
+    return row
+
+
+def e2e_report(row: dict) -> list[str]:
+    cols = [("twin", "run", "{}"), ("images_per_s", "images/s (epoch 2)", "{:.1f}"),
+            ("warmup", "epoch 1 (warm-up)", "{:.1f}"), ("wall_s", "wall s", "{:.1f}"),
+            ("error", "error", "{}")]
+    rows = [{"twin": twin, "images_per_s": row.get(f"{key}_images_per_s"),
+             "warmup": row.get(f"{key}_warmup_images_per_s"), "wall_s": row.get(f"{key}_wall_s"),
+             "error": row.get(f"{key}_error")}
+            for key, twin in (("snn", "SNN (vgg9 MT, T=2)"), ("ann", "ANN twin"))]
+    out = [f"multispike train end to end ({row['device']}): --recipe {row['recipe']}, "
+           f"{row['train_images']} training images (CIFAR-10 format), batch "
+           f"{row['batch_size']}, images/s of epoch 2 of 2",
+           common.fmt_table(rows, cols)]
+    for key in ("snn", "ann"):
+        if row.get(f"{key}_command"):
+            out.append(f"{key}: {row[f'{key}_command']}")
+    if row.get("snn_vs_ann") is not None:
+        out.append(f"SNN/ANN images/s: {row['snn_vs_ann']:.2f}")
+    return out
+
+
+def e2e_goal_line(row: dict) -> str:
+    goal = GOALS["train_vs_ann"]
+    x = row.get("snn_vs_ann")
+    verdict = ("not measured" if x is None else
+               f"{x:.2f}x, {'met' if x >= goal else 'NOT met'}")
+    return (f"goal: multispike train images/s >= {goal}x the ANN twin ({row['recipe']}, batch "
+            f"{row['batch_size']}, {row['device']}): {verdict}")
+
+
+# -- the CUDA tests of bench/gpu_check.sh -------------------------------------------------------
+_CUDA = re.compile(r"cuda|gpu", re.IGNORECASE)
+
+
+def is_cuda_test(item) -> bool:
+    """Whether a collected pytest item is one of the CUDA tests (``gpu_check.sh`` runs them
+    first): it has a ``skip``/``skipif`` marker (its own, its module's or its parameter's)
+    whose reason or condition names CUDA or a GPU, whatever the condition's value, i.e. the
+    tests that skip without CUDA; or its node id names CUDA (test name, parameter id); or its
+    test function's source mentions CUDA (a test that takes another path where CUDA is
+    present, as the Triton checks do)."""
+    for mark in item.iter_markers():
+        if mark.name in ("skip", "skipif"):
+            words = [str(mark.kwargs.get("reason", "")),
+                     *(a for a in mark.args if isinstance(a, str))]
+            if any(_CUDA.search(w) for w in words):
+                return True
+    if "cuda" in item.nodeid.lower():
+        return True
+    try:
+        source = inspect.getsource(item.function)
+    except (AttributeError, OSError, TypeError):
+        return False
+    # the body only: a decorator naming CUDA (a parameter of its own) is judged above
+    body = re.split(r"^\s*(?:async\s+)?def\s", source, maxsplit=1, flags=re.MULTILINE)[-1]
+    return "cuda" in body.lower()
+
+
+def list_cuda_tests(args: list[str]) -> list[str]:
+    """Node ids of the CUDA tests among what ``pytest --collect-only ARGS`` collects."""
+    import pytest
+
+    picked: list[str] = []
+
+    class Select:
+        def pytest_collection_modifyitems(self, items):
+            picked.extend(i.nodeid for i in items if is_cuda_test(i))
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                           plugins=[Select()])
+    if code not in (0, 5):  # collection errors: say so; the ids that did collect still run
+        print(buf.getvalue()[-3000:], file=sys.stderr)
+    return picked
+
+
 # -- the suite ----------------------------------------------------------------------------------
 def run(quick: bool = False, device: str = "cuda") -> dict:
     import torch
@@ -225,9 +380,11 @@ def run(quick: bool = False, device: str = "cuda") -> dict:
     dev = torch.device(device)
     res = {"name": "gpu", "quick": quick, "device": device, "errors": {}, "goals": GOALS}
     parts = (("overhead", lambda: overhead(dev, quick)),
+             ("host", lambda: default_path.host_time(quick, "cpu")),
              ("bandwidth", lambda: bandwidth_rows(dev, quick)),
-             ("peers", lambda: default_path.run(quick, device)),
-             ("train", lambda: train_rows(dev, quick)))
+             ("peers", lambda: default_path.run(quick, device, host=False)),
+             ("train", lambda: train_rows(dev, quick)),
+             ("train_e2e", lambda: train_e2e(dev, quick)))
     for part, fn in parts:
         if common.out_of_time():
             res["errors"][part] = f"skipped: past ${common.DEADLINE_ENV}"
@@ -252,6 +409,8 @@ def goal_lines(res: dict) -> list[str]:
         if r["config"] in ("default", "train"):
             out.append(f"goal: per-call overhead <= {GOALS['overhead_ms']} ms ({r['path']}): "
                        f"{r['ms']:.3f} ms, {verdict(r['ms'] <= GOALS['overhead_ms'])}")
+    if res.get("host"):
+        out += default_path.host_goal_lines(res["host"])
     if res.get("peers"):
         out.append(default_path.goal_line(res["peers"]))
     big = max((r["shape"] for r in res.get("bandwidth") or []), default=None, key=math.prod)
@@ -267,6 +426,8 @@ def goal_lines(res: dict) -> list[str]:
         out.append(f"goal: peak memory <= {GOALS['mem_vs_ann_bt']} x ANN at BxT "
                    f"({r['model']}): {r['snn_mem_vs_ann_bt']:.2f}, "
                    f"{verdict(r['snn_mem_vs_ann_bt'] <= GOALS['mem_vs_ann_bt'])}")
+    if res.get("train_e2e"):
+        out.append(e2e_goal_line(res["train_e2e"]))
     return out
 
 
@@ -312,6 +473,8 @@ def report(res: dict) -> str:
         out += [f"Per-call overhead, forward + backward, input {list(OVERHEAD_SHAPE)} "
                 f"({res['device']}), {res['overhead'][0]['inner']} calls per round",
                 common.fmt_table(res["overhead"], cols), ""]
+    if res.get("host"):
+        out += [default_path.host_report(res["host"]), ""]
     if res.get("bandwidth"):
         cols = [("shape", "input", "{}"), ("path", "layer", "{}"),
                 ("fused_ms", "fused ms", "{:.3f}"), ("copy_ms", "copy_ ms", "{:.3f}"),
@@ -325,6 +488,8 @@ def report(res: dict) -> str:
         out += [default_path.report(res["peers"]), ""]
     if res.get("train"):
         out += [*train_report(res["train"], res["device"]), ""]
+    if res.get("train_e2e"):
+        out += [*e2e_report(res["train_e2e"]), ""]
     out += goal_lines(res)
     for part, err in (res.get("errors") or {}).items():
         out.append(f"error: {part}: {err}")
@@ -332,6 +497,11 @@ def report(res: dict) -> str:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--list-cuda-tests"]:  # bench/gpu_check.sh: one node id a line
+        ids = list_cuda_tests(argv[1:])
+        print("\n".join(ids))
+        raise SystemExit(0 if ids else 5)
     common.suite_main(__doc__, run, report, argv, device="cuda")
 
 

@@ -19,7 +19,9 @@ surrogate (SpikingJelly's default) unless the row says otherwise. These competit
 kernels themselves (``check_input=False``, in this process's allocator setting). The report's
 first table (:mod:`default_path`) is what a user gets instead: ``LIFNode`` with its default
 ``check_input=True`` in a fresh process with glibc's default allocator, beside the layer as
-``multispike train`` runs it, each against SpikingJelly and snnTorch. The last table runs
+``multispike train`` runs it, each against SpikingJelly and snnTorch, then the host time per
+call of four default layers at a tiny input against one autograd op
+(:func:`default_path.host_time`). The last table runs
 every firing rule of multispike, fused against its loop; rows marked ``learn θ`` learn their
 thresholds (``learn_thresholds=True``) and are also timed side by side with the same layer
 with fixed thresholds (``vs fixed``: learned-threshold time over fixed-threshold time, both

@@ -7,6 +7,8 @@
     python bench/run.py --report bench.json   # the tables of a saved --json run
 
     python bench/run.py --device cuda   # the GPU suites (exits 2 when no GPU is visible)
+    python bench/run.py --device cuda --json-out bench.json   # tables on stdout, and the
+                                        # JSON document rewritten after every suite
 
 Every figure is a ratio measured side by side in the same run (see bench/common.py). On the
 CPU every competitor runs with the allocator setting ``multispike train`` uses
@@ -49,6 +51,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator at its default (freed large tensors go back "
                          "to the system and are page-faulted in again)")
+    ap.add_argument("--json-out", metavar="FILE",
+                    help="also write the JSON document to FILE, rewritten after every suite "
+                         "(a run stopped by a time limit keeps the suites that finished)")
     ap.add_argument("--report", metavar="JSON",
                     help="print the tables of a saved `--json` run instead of measuring")
     args = ap.parse_args(argv)
@@ -77,6 +82,8 @@ def main(argv=None) -> None:
         res["wall_s"] = time.perf_counter() - t0
         res["loadavg_1min_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         results["suites"][name] = res
+        if args.json_out:
+            write_atomic(args.json_out, common.dump(results))
         if not args.json:
             print(suite_report(name, res))
             print(flush=True)
@@ -84,6 +91,13 @@ def main(argv=None) -> None:
         print(common.dump(results))
     else:
         print(machine_line(results["machine"]))
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step (a reader never sees half a document)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def suite_report(name: str, res: dict) -> str:

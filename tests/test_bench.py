@@ -198,3 +198,159 @@ def test_cpu_load_report_puts_the_policy_beside_torchs_default():
     text = cpu_load.report({**res(1.2, None), "torch_default": res(14.0, 2)})
     assert "chosen by multispike" in text and "2 (fixed)" in text
     assert "14.00x" in text and "goal: one busy core costs at most 2x (here 1.20x" in text
+
+
+# -- bench/gpu_check.sh: the GPU check fits a short GPU slot ---------------------------------------
+GPU_CHECK = BENCH / "gpu_check.sh"
+#: the script's parts, in the order they must run, and the most seconds and files it may take
+GPU_CHECK_PARTS = ["wheels", "env", "cuda_tests", "suite", "bench"]
+GPU_CHECK_BUDGET_S = 420
+GPU_CHECK_FILES = 8
+
+
+def test_gpu_check_script_fits_its_budget():
+    import re
+
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)]).returncode == 0
+    text = GPU_CHECK.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    limits = {k: int(v) for k, v in re.findall(r'^(\w+_S)="\$\{\1:-(\d+)\}"$', code, re.M)}
+    calls = re.findall(r'^\s*part (\w+) "\$(\w+_S)" (\w+)', code, re.M)
+    # every part, in order, under a limit of its own; the limits fit the budget
+    assert [name for name, _, _ in calls] == GPU_CHECK_PARTS
+    assert sorted(var for _, var, _ in calls) == sorted(limits)
+    assert sum(limits.values()) <= GPU_CHECK_BUDGET_S, limits
+    # every command that may take long runs inside a part (under `timeout`)
+    assert 'term=$(( secs > 10 ? secs - 5 : secs ))' in code  # SIGKILL within the limit
+    assert 'timeout -k 5 "$term" bash -c "$fn"' in code
+    for _, _, fn in calls:
+        assert re.search(rf"^{fn}\(\) \{{", code, re.M), fn
+    assert "export -f" in code
+    # the files it writes under $OUT
+    files = set(re.findall(r'\$OUT/([\w.-]+)', code)) | set(re.findall(r'"\$OUT"/([\w.-]+)', code))
+    assert len(files) <= GPU_CHECK_FILES, sorted(files)
+    assert {"env.txt", "cuda_tests.txt", "suite.txt", "summary.txt"} <= files
+
+
+STUB_PYTHON = r'''#!/usr/bin/env bash
+# a stand-in for python3: records each call, answers as the real commands would
+echo "python $*" >> "$CALLS"
+case "$*" in
+  *"bench/gpu.py --list-cuda-tests"*)
+    printf '%s\n' 'tests/test_a.py::test_cuda' 'tests/test_b.py::test_x[cuda]' ;;
+  *"-m pytest"*) echo "1 passed in 0.01s" ;;
+  *"bench/run.py"*) echo "goal: a stand-in goal: 1.00x, met"; echo "{}" > "${@: -1}" ;;
+  *"-c"*) echo "pytest-xdist 3.8.0"; echo "pytest-timeout 2.3.1" ;;
+esac
+'''
+
+
+def test_gpu_check_runs_its_parts_in_order_into_few_files(tmp_path):
+    # the whole script with stand-ins for python3 and nvidia-smi: seconds, and no GPU needed
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "python3").write_text(STUB_PYTHON)
+    (stubs / "nvidia-smi").write_text("#!/bin/sh\necho 'a stand-in GPU'\n")
+    for f in stubs.iterdir():
+        f.chmod(0o755)
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", OUT=str(out),
+               CALLS=str(calls), TMPDIR=str(tmp_path))
+    env.pop("PYTHON", None)
+    p = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    written = sorted(f.name for f in out.iterdir())
+    assert len(written) <= GPU_CHECK_FILES, written
+    summary = (out / "summary.txt").read_text().splitlines()
+    parts = [line.split(":")[0] for line in summary if ": exit " in line]
+    wheels = any((BENCH.parent / "wheels").glob("*.whl"))  # installed by the stand-in pip
+    assert parts == [p for p in GPU_CHECK_PARTS if wheels or p != "wheels"]
+    assert all(": exit 0 after " in line for line in summary if ": exit " in line)
+    assert "goal: a stand-in goal: 1.00x, met" in summary
+    assert "  1 passed in 0.01s" in summary
+    pytest_calls = [c for c in calls.read_text().splitlines() if "-m pytest" in c]
+    assert len(pytest_calls) == 2
+    cuda, suite = pytest_calls
+    assert "-rfE --tb=short" in cuda and "-n 4 --timeout=120" in cuda
+    assert cuda.endswith("tests/test_a.py::test_cuda tests/test_b.py::test_x[cuda]")
+    assert "-n 8 --timeout=120 tests" in suite
+    assert "2 CUDA tests" in (out / "cuda_tests.txt").read_text()
+    assert "a stand-in GPU" in (out / "env.txt").read_text()
+
+
+CUDA_SELECTION = '''
+import pytest
+
+GPU = pytest.mark.skipif(False, reason="needs a CUDA GPU")
+
+
+@GPU
+def test_skips_without_cuda():
+    pass
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu0", marks=GPU)])
+def test_parametrised(device):
+    pass
+
+
+def test_cuda_in_its_name():
+    pass
+
+
+def test_branches_on_cuda():
+    device = "cuda"
+    assert device
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_device(device):
+    pass
+
+
+@pytest.mark.skipif(True, reason="nir not installed")
+def test_other_skip():
+    pass
+
+
+def test_plain():
+    pass
+'''
+
+
+def test_cuda_tests_are_those_that_skip_without_cuda_or_name_it(tmp_path):
+    (tmp_path / "test_sel.py").write_text(CUDA_SELECTION)
+    p = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--list-cuda-tests",
+                        "test_sel.py"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [f"test_sel.py::{t}" for t in (
+        "test_skips_without_cuda", "test_parametrised[gpu0]", "test_cuda_in_its_name",
+        "test_branches_on_cuda", "test_device[cuda]")]
+
+
+def test_host_time_row_puts_each_layer_beside_one_autograd_op():
+    host = default_path.host_time(rounds=2, inner=2)
+    assert [r["layer"] for r in host["rows"]] == list(default_path.HOST_LAYERS)
+    assert host["shape"] == [4, 2, 16, 8, 8] and host["op_us"] > 0
+    for r in host["rows"]:
+        assert r["us"] > 0 and r["x_op"] > 0
+    lines = default_path.host_goal_lines(host)
+    assert len(lines) == 4
+    assert all(line.startswith("goal: host time per call <= 2.5x one autograd op (x * 0.5)")
+               for line in lines)
+    assert "LIFNode(firing=\"mt\", learn_thresholds=True)" in default_path.host_report(host)
+
+
+def test_train_e2e_row_runs_multispike_train_on_the_cpu():
+    # the `multispike train` row with tiny sizes: 5 CIFAR-format images, one step per epoch
+    row = gpu.train_e2e(torch.device("cpu"), sizes=(1, 5))
+    for twin in ("snn", "ann"):
+        assert row[f"{twin}_images_per_s"] > 0, row.get(f"{twin}_error")
+        assert row[f"{twin}_command"].startswith("multispike train --recipe mt-vgg9-cifar10")
+    assert "--firing ann --timesteps 1" in row["ann_command"]
+    assert row["snn_vs_ann"] == pytest.approx(row["snn_images_per_s"] / row["ann_images_per_s"])
+    line = gpu.e2e_goal_line(row)
+    assert line.startswith("goal: multispike train images/s >= 0.9x the ANN twin")
+    assert line in gpu.report({"device": "cpu", "train_e2e": row, "errors": {}})

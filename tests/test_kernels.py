@@ -212,7 +212,7 @@ def _learned_cases(dynamics, firing, reset, dtype=torch.float64):
                      surrogate=surrogate, reset_grad=reset_grad, learn_thresholds=True, **opts)
         g = torch.Generator().manual_seed(len(firing) + 3 * len(reset))
         with torch.no_grad():
-            rho = node.threshold_log_gains
+            rho = node.threshold_rho
             rho.copy_(0.3 * torch.randn(rho.shape, generator=g, dtype=torch.float64))
         yield node
 
@@ -223,7 +223,7 @@ def _learned_cases(dynamics, firing, reset, dtype=torch.float64):
 @pytest.mark.parametrize("dynamics", list(DYNAMICS))
 def test_learned_thresholds_equal_reference(dynamics, firing, reset, impl):
     """learn_thresholds=True on the fused paths: spikes equal the reference loop's, and the
-    gradients of the input, τ, the amplitude and threshold_log_gains (the kernels' sum of
+    gradients of the input, τ, the amplitude and threshold_rho (the kernels' sum of
     dL/dθ over every neuron and step, chained by autograd) agree to 1e-10 in float64."""
     for node in _learned_cases(dynamics, firing, reset):
         spec = node.kernel_spec
@@ -231,7 +231,7 @@ def test_learned_thresholds_equal_reference(dynamics, firing, reset, impl):
         for T in (1, 5):
             x = _x(T, 3, 61, seed=T, scale=1.2 if dynamics != "plif" else 2.4)
             _compare(node, x, impl, TOL[torch.float64])
-            assert node.threshold_log_gains.grad.abs().sum() > 0
+            assert node.threshold_rho.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -253,7 +253,7 @@ def test_learned_thresholds_bfloat16_spikes(impl):
         node = _node(dynamics, firing, True, False, dtype=torch.float32, reset=reset,
                      v_threshold=0.3, learn_thresholds=True, **opts)
         with torch.no_grad():
-            node.threshold_log_gains.uniform_(-0.3, 0.3)
+            node.threshold_rho.uniform_(-0.3, 0.3)
         x = _x(5, 3, 200, seed=3, dtype=torch.bfloat16)
         node.backend = "torch"
         with torch.no_grad():
@@ -271,7 +271,7 @@ def test_learning_layer_runs_fused():
         assert node.path.impl == "cpu" and "learned thresholds" in node.path.reason
     spec = node.kernel_spec
     with torch.no_grad():
-        node.threshold_log_gains.add_(0.2)
+        node.threshold_rho.add_(0.2)
     assert node.kernel_spec is spec
     node.backend = "fused"
     assert node.path.fused
@@ -613,50 +613,85 @@ def test_kernel_module_surface():
 
 # -- Triton: on CUDA when a device is present, else in Triton's CPU interpreter -----------------
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+#: every variant of a check on CUDA too (default there: the sample of :func:`_sampled`)
+TRITON_FULL_ENV = "MULTISPIKE_TRITON_FULL"
+TRITON_DTYPES = (torch.float64, torch.float32, torch.bfloat16)
+#: triton_check's option sets: amplitude, detach, surrogate, reset_grad, v_reset, reset
+TRITON_CASES = (
+    (True, False, "rectangular", "surrogate", 0.0, None),
+    (False, True, "sigmoid", "surrogate", 0.0, None),
+    (True, True, "clamp", "surrogate", 0.0, None),
+    (True, False, "atan", "spike", 0.2, None),
+    (False, False, "sigmoid", "surrogate", -0.3, None),
+    (True, False, "rectangular", "surrogate", 0.0, "soft"),
+    (False, True, "clamp", "surrogate", 0.0, "soft"),
+    (True, False, "sigmoid", "spike", 0.1, "any"),
+)
 
 
-def triton_check(device: str) -> None:
+def _sample_on(device: str) -> bool:
+    """Whether a check on ``device`` runs the sample: on CUDA, unless ``$MULTISPIKE_TRITON_FULL``
+    is ``1``; in the interpreter (``"cpu"``) every variant, always."""
+    return device != "cpu" and os.environ.get(TRITON_FULL_ENV) != "1"
+
+
+def _sampled(groups, n: int, sample: bool):
+    """``(group, j)`` for each group and each of its ``n`` option sets: all of them, or, with
+    ``sample``, one per group: the ``g``-th group takes option set ``(g + g // n) % n``.
+
+    The sample is fixed (no randomness: the same variants run on every machine). Each group
+    (a rule x dynamics x dtype, or rule x dynamics for the learned thresholds) is checked
+    once, and the option sets rotate over the groups, shifted by one every ``n`` groups, so
+    that each option set meets several rules, dynamics and dtypes. On CUDA every variant
+    compiles kernels of its own (its options are ``tl.constexpr``), a second or so each on a
+    cold cache: all of them took minutes, the sample keeps each test well under a minute;
+    the interpreter on the CPU still checks every variant (``_run_triton_check``).
+    """
+    for g, group in enumerate(groups):
+        for j in range(n):
+            if not sample or j == (g + g // n) % n:
+                yield group, j
+
+
+def triton_variants(sample: bool) -> list[tuple]:
+    """``(dynamics, firing, dtype, option set)`` checked by :func:`triton_check`."""
+    groups = itertools.product(DYNAMICS, FIRINGS, TRITON_DTYPES)
+    return [(*group, TRITON_CASES[j]) for group, j in _sampled(groups, len(TRITON_CASES), sample)]
+
+
+def triton_check(device: str, sample: bool | None = None) -> None:
     """Triton kernels against the reference on ``device`` (called in-process on CUDA, in a
-    subprocess with ``TRITON_INTERPRET=1`` on CPU)."""
-    dtypes = [torch.float64, torch.float32, torch.bfloat16]
-    for (dynamics, firing), dtype in itertools.product(
-        itertools.product(DYNAMICS, FIRINGS), dtypes
-    ):
-        for amplitude, detach, surrogate, reset_grad, v_reset, reset in (
-            (True, False, "rectangular", "surrogate", 0.0, None),
-            (False, True, "sigmoid", "surrogate", 0.0, None),
-            (True, True, "clamp", "surrogate", 0.0, None),
-            (True, False, "atan", "spike", 0.2, None),
-            (False, False, "sigmoid", "surrogate", -0.3, None),
-            (True, False, "rectangular", "surrogate", 0.0, "soft"),
-            (False, True, "clamp", "surrogate", 0.0, "soft"),
-            (True, False, "sigmoid", "spike", 0.1, "any"),
-        ):
-            mt = firing in ("mt", "ternary-mt")
-            deltas = {"deltas": (-0.4, 0.3)} if mt and reset is not None else {}
-            node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
-                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
-                         **deltas).to(device)
-            for T in (1, 5):
-                x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
-                weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
-                ref_out, ref_grads = _run(node, x, weight)
-                spec = spec_of(node)
-                node.zero_grad(set_to_none=True)
-                xi = x.clone().requires_grad_(True)
-                tau, amp = _scalars(node, spec, dtype)
-                out = fused(xi, Plan(spec, "triton"), tau, amp)
-                (out * weight).sum().backward()
-                grads = [xi.grad] + [p.grad for p in node.parameters()]
-                assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T)
-                if dtype != torch.bfloat16:
-                    for g, r in zip(grads, ref_grads, strict=True):
-                        torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
-                elif amplitude:  # as accurate as the reference (see the bfloat16 test above)
-                    truth = _oracle(node, x, weight)
-                    for g, r, t in zip(grads, ref_grads, truth, strict=True):
-                        err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
-                        assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, firing, T)
+    subprocess with ``TRITON_INTERPRET=1`` on CPU): every dynamics x rule x dtype with the
+    option sets of :data:`TRITON_CASES`, all of them (the interpreter) or the sample of
+    :func:`_sampled` (``sample``; default: on CUDA, see :func:`_sample_on`)."""
+    sample = _sample_on(device) if sample is None else sample
+    for dynamics, firing, dtype, case in triton_variants(sample):
+        amplitude, detach, surrogate, reset_grad, v_reset, reset = case
+        mt = firing in ("mt", "ternary-mt")
+        deltas = {"deltas": (-0.4, 0.3)} if mt and reset is not None else {}
+        node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                     surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
+                     **deltas).to(device)
+        for T in (1, 5):
+            x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
+            weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+            ref_out, ref_grads = _run(node, x, weight)
+            spec = spec_of(node)
+            node.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_(True)
+            tau, amp = _scalars(node, spec, dtype)
+            out = fused(xi, Plan(spec, "triton"), tau, amp)
+            (out * weight).sum().backward()
+            grads = [xi.grad] + [p.grad for p in node.parameters()]
+            assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T, case)
+            if dtype != torch.bfloat16:
+                for g, r in zip(grads, ref_grads, strict=True):
+                    torch.testing.assert_close(g, r, rtol=TOL[dtype], atol=TOL[dtype])
+            elif amplitude:  # as accurate as the reference (see the bfloat16 test above)
+                truth = _oracle(node, x, weight)
+                for g, r, t in zip(grads, ref_grads, truth, strict=True):
+                    err, ref_err = (g.double() - t).norm(), (r.double() - t).norm()
+                    assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, firing, T, case)
 
 
 INTEGER_CASES = (  # amplitude, detach, surrogate, reset_grad, v_reset, reset
@@ -690,33 +725,56 @@ def _triton_compare(node, x, weight, dtype):
             assert err <= 1.5 * ref_err + 0.01 * t.norm(), (node, err, ref_err)
 
 
-def triton_integer_check(device: str) -> None:
-    """The Triton kernels for the integer rules, every dynamics x reset, three dtypes."""
-    for dynamics, firing, dtype in itertools.product(
-        DYNAMICS, INTEGER_RULES, [torch.float64, torch.float32, torch.bfloat16]
-    ):
-        for amplitude, detach, surrogate, reset_grad, v_reset, reset in INTEGER_CASES:
-            if dynamics == "plif" and v_reset:
-                v_reset = 0.0
-            node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
-                         surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
-                         levels=3, v_threshold=0.7).to(device)
-            for T in (1, 5):
-                x = _x(T, 3, 41, seed=T, scale=2.5, dtype=dtype).to(device)
-                weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
-                _triton_compare(node, x, weight, dtype)
+def triton_integer_variants(sample: bool) -> list[tuple]:
+    """``(dynamics, firing, dtype, option set)`` checked by :func:`triton_integer_check`."""
+    groups = itertools.product(DYNAMICS, INTEGER_RULES, TRITON_DTYPES)
+    return [(*group, INTEGER_CASES[j])
+            for group, j in _sampled(groups, len(INTEGER_CASES), sample)]
 
 
-def triton_learned_check(device: str) -> None:
+def triton_integer_check(device: str, sample: bool | None = None) -> None:
+    """The Triton kernels for the integer rules, every dynamics x reset, three dtypes (with
+    ``sample``, default on CUDA: one option set of :data:`INTEGER_CASES` per rule x dynamics x
+    dtype, see :func:`_sampled`)."""
+    sample = _sample_on(device) if sample is None else sample
+    for dynamics, firing, dtype, case in triton_integer_variants(sample):
+        amplitude, detach, surrogate, reset_grad, v_reset, reset = case
+        if dynamics == "plif" and v_reset:
+            v_reset = 0.0
+        node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
+                     surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
+                     levels=3, v_threshold=0.7).to(device)
+        for T in (1, 5):
+            x = _x(T, 3, 41, seed=T, scale=2.5, dtype=dtype).to(device)
+            weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
+            _triton_compare(node, x, weight, dtype)
+
+
+def triton_learned_variants(sample: bool) -> list[tuple]:
+    """``(dynamics, firing, reset, k)`` checked in float64 by :func:`triton_learned_check`:
+    the ``k``-th layer of ``_learned_cases(dynamics, firing, reset)``. All of them, or, with
+    ``sample``, one per rule x dynamics: the reset :func:`_sampled` picks (every rule and every
+    dynamics meets each reset) and, in turn, one of the layers that reset accepts."""
+    out = []
+    groups = itertools.product(DYNAMICS, FIRINGS + INTEGER_RULES)
+    for g, ((dynamics, firing), j) in enumerate(_sampled(groups, len(RESETS), sample)):
+        n = sum(1 for _ in _learned_cases(dynamics, firing, RESETS[j]))
+        out += [(dynamics, firing, RESETS[j], k) for k in ([g % n] if sample else range(n))]
+    return out
+
+
+def triton_learned_check(device: str, sample: bool | None = None) -> None:
     """The Triton kernels with learned thresholds: every rule x dynamics x reset (float64,
-    gradients of threshold_log_gains included), and float32 / bfloat16 spikes."""
-    for dynamics, firing, reset in itertools.product(DYNAMICS, FIRINGS + INTEGER_RULES, RESETS):
-        for node in _learned_cases(dynamics, firing, reset):
-            node = node.to(device)
-            for T in (1, 4):
-                x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=torch.float64).to(device)
-                weight = _x(*x.shape, seed=7, dtype=torch.float64).to(device)
-                _triton_compare(node, x, weight, torch.float64)
+    gradients of threshold_rho included; with ``sample``, default on CUDA, the variants of
+    :func:`triton_learned_variants`), and float32 / bfloat16 spikes (always all eight)."""
+    sample = _sample_on(device) if sample is None else sample
+    for dynamics, firing, reset, k in triton_learned_variants(sample):
+        node = next(itertools.islice(_learned_cases(dynamics, firing, reset), k, None))
+        node = node.to(device)
+        for T in (1, 4):
+            x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=torch.float64).to(device)
+            weight = _x(*x.shape, seed=7, dtype=torch.float64).to(device)
+            _triton_compare(node, x, weight, torch.float64)
     for dtype in (torch.float32, torch.bfloat16):
         for dynamics, firing, reset in (("plif", "mt", "main"), ("lif", "ternary-mt", "soft"),
                                         ("if", "integer", "any"), ("lif", "signed-integer",
@@ -728,6 +786,8 @@ def triton_learned_check(device: str) -> None:
 
 
 def _run_triton_check(name: str) -> None:
+    """``name('cpu')``, every variant, in Triton's interpreter in a fresh interpreter process
+    (``TRITON_INTERPRET`` must be set before triton is imported)."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
@@ -740,7 +800,7 @@ def _run_triton_check(name: str) -> None:
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
 def test_triton_learned_thresholds_equal_reference():
     if torch.cuda.is_available():
-        triton_learned_check("cuda")
+        triton_learned_check("cuda")  # the sample (see _sampled); every variant on the CPU
         return
     _run_triton_check("triton_learned_check")
 
@@ -748,29 +808,45 @@ def test_triton_learned_thresholds_equal_reference():
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
 def test_triton_integer_kernels_equal_reference():
     if torch.cuda.is_available():
-        triton_integer_check("cuda")
+        triton_integer_check("cuda")  # the sample (see _sampled); every variant on the CPU
         return
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
-    code = "from tests.test_kernels import triton_integer_check; triton_integer_check('cpu')"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_triton_check("triton_integer_check")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
 def test_triton_kernels_equal_reference():
     if torch.cuda.is_available():
-        triton_check("cuda")
+        triton_check("cuda")  # the sample (see _sampled); every variant on the CPU
         return
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
-    code = "from tests.test_kernels import triton_check; triton_check('cpu')"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_triton_check("triton_check")
+
+
+def test_triton_cuda_sample_covers_every_rule_dynamics_and_dtype(monkeypatch):
+    # what the CUDA runs of the three checks above compile: a fixed eighth to sixth of the
+    # variants, each rule x dynamics x dtype at least once, and every option set somewhere
+    monkeypatch.delenv(TRITON_FULL_ENV, raising=False)
+    assert _sample_on("cuda") and not _sample_on("cpu")
+    monkeypatch.setenv(TRITON_FULL_ENV, "1")
+    assert not _sample_on("cuda")
+    for variants, dtypes, cases, n_full in (
+        (triton_variants, TRITON_DTYPES, TRITON_CASES, 288),
+        (triton_integer_variants, TRITON_DTYPES, INTEGER_CASES, 108),
+    ):
+        full, sample = variants(False), variants(True)
+        rules = {v[1] for v in full}
+        assert len(full) == n_full and len(set(full)) == n_full
+        assert set(sample) < set(full) and sample == variants(True)
+        assert {v[:3] for v in sample} == set(itertools.product(DYNAMICS, rules, dtypes))
+        assert len(sample) == len(full) // len(cases)
+        assert {v[3] for v in sample} == set(cases)
+    full, sample = triton_learned_variants(False), triton_learned_variants(True)
+    assert len(full) == sum(1 for d, f, r in itertools.product(
+        DYNAMICS, FIRINGS + INTEGER_RULES, RESETS) for _ in _learned_cases(d, f, r))
+    assert set(sample) < set(full) and len(sample) == len(DYNAMICS) * 6 <= len(full) // 4
+    assert {v[:2] for v in sample} == set(itertools.product(DYNAMICS, FIRINGS + INTEGER_RULES))
+    assert {(v[1], v[2]) for v in sample} == set(itertools.product(FIRINGS + INTEGER_RULES,
+                                                                   RESETS))
+    assert {(v[0], v[2]) for v in sample} == set(itertools.product(DYNAMICS, RESETS))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
