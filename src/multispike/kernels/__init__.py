@@ -63,14 +63,7 @@ from multispike.errors import ConfigError, InputError
 from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes, tag
 from multispike.kernels.direct import CpuLauncher
-from multispike.kernels.function import (
-    IMPLS,
-    FusedMultistep,
-    Plan,
-    fused,
-    save_mode_for,
-    spike_range,
-)
+from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
 from multispike.kernels.spec import SAVE_NONE, KernelSpec, spec_of, threshold_vector
 
 BACKENDS = ("auto", "torch", "fused")
@@ -171,31 +164,30 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
         )
     if impl == "cpu":
         return _launch(CpuLauncher(spec, x_seq.dtype, type(neuron).__name__), neuron, x_seq,
-                       spec, check=False)
+                       check=False)
     w, amp = _scalars(neuron, spec, x_seq.dtype)
     return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec))
 
 
-def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, spec: KernelSpec, *,
-            check: bool) -> Tensor:
+def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, *, check: bool) -> Tensor:
     """Run the C++ kernel on the layer's parameters as they are (no torch op on them)."""
-    w = neuron.w if spec.dynamics == "plif" else None
-    amp = neuron.amplitude
-    rho = neuron.threshold_rho if spec.learned else None
-    params = [p for p in (w, amp, rho) if p is not None]
-    wants_grad = torch.is_grad_enabled() and (
-        x_seq.requires_grad or any(p.requires_grad for p in params))
+    params = getattr(neuron, "_parameters", None)  # a module's: faster than its __getattr__
+    if params is None:
+        params = {"w": getattr(neuron, "w", None), "amplitude": neuron.amplitude,
+                  "threshold_rho": getattr(neuron, "threshold_rho", None)}
+    w = params["w"] if launcher.plif else None
+    amp = params.get("amplitude")
+    rho = params["threshold_rho"] if launcher.learned else None
     if x_seq.numel() == 0:  # nothing to launch a kernel for
+        spec = launcher.spec
         return fused(x_seq, Plan(spec, "eager"), w, amp, _thresholds(neuron, spec))
-    mode = SAVE_NONE
-    if wants_grad:
-        need_tau = w is not None and w.requires_grad
-        mode = save_mode_for(Plan(spec, "cpu"), need_tau)
-    out = launcher(x_seq, w, amp, rho, mode, check)
-    if wants_grad:
-        tag(out, amp, *spike_range(spec))  # compact_spikes() may pack them where saved
+    wants_grad = torch.is_grad_enabled() and (
+        x_seq.requires_grad or any(p is not None and p.requires_grad for p in (w, amp, rho)))
+    if not wants_grad:
+        return launcher(x_seq, w, amp, rho, SAVE_NONE, check)
+    out = launcher(x_seq, w, amp, rho, launcher.modes[w is not None and w.requires_grad], check)
+    tag(out, amp, *launcher.spikes)  # compact_spikes() may pack them where saved
     return out
-
 
 
 def _warn_once(key: str, msg: str) -> None:
@@ -325,23 +317,25 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
         routes = getattr(neuron, "__dict__", {}).get("_routes")
         key = (x_seq.device.type, x_seq.dtype)
         impl = _MISSING if routes is None else routes.get(key, _MISSING)
+        if type(impl) is CpuLauncher:  # the common case on the CPU: straight to the kernel
+            return _launch(impl, neuron, x_seq, check=bool(neuron.check_input))
         if impl is _MISSING:
             impl = choose(neuron, x_seq)
-            if routes is not None:
-                routes[key] = impl
             if impl is None and getattr(neuron, "backend", "auto") == "fused":
                 _warn_once(type(neuron).__name__, f"multispike: {route(neuron, x_seq).reason}")
+            if impl == "cpu":  # prepared once, kept until the layer changes or moves
+                impl = CpuLauncher(getattr(neuron, "kernel_spec", None) or spec_of(neuron),
+                                   x_seq.dtype, type(neuron).__name__)
+            if routes is not None:
+                routes[key] = impl
+            if type(impl) is CpuLauncher:
+                return _launch(impl, neuron, x_seq,
+                               check=bool(getattr(neuron, "check_input", False)))
     if impl is None:
         return None
     spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
     check = bool(getattr(neuron, "check_input", False))
     where = type(neuron).__name__
-    if impl == "cpu" and not compiling:
-        launchers = neuron.__dict__.setdefault("_launchers", {})
-        launcher = launchers.get(x_seq.dtype)
-        if launcher is None or launcher.spec is not spec:
-            launcher = launchers[x_seq.dtype] = CpuLauncher(spec, x_seq.dtype, where)
-        return _launch(launcher, neuron, x_seq, spec, check=check)
     if impl == "eager" and check:
         check_finite(x_seq, where)
     w, amp = _scalars(neuron, spec, x_seq.dtype)

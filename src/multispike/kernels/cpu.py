@@ -233,14 +233,14 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
     ``nonfinite`` is True when ``args.check`` is set and ``x`` holds a NaN or an infinity.
     Large outputs come from :mod:`multispike.kernels.pool` (no page faults on reuse).
     """
-    lib = library()
+    lib = _lib or library()
     assert lib is not None
-    out = pool.empty(tuple(x.shape), x.dtype)
+    out = pool.empty_like(x)
     saved = None
     if args.save_mode == 1:
-        saved = pool.empty(tuple(x.shape), x.dtype)
+        saved = pool.empty_like(x)
     elif args.save_mode == 2:
-        saved = pool.empty(tuple(x.shape), torch.uint8)
+        saved = pool.empty_like(x, torch.uint8)
     args.nthreads = _threads(x.numel())
     args.stream = _stream(x)
     flag = ctypes.c_int32(0)
@@ -269,9 +269,9 @@ def backward(grad: Tensor, saved: Tensor, args: Args, n_thr: int = 0
     """Reverse loop; returns ``(grad_x, dL/dtau, dL/damp, dL/dthr)`` (the sums are 0 if not
     asked; ``dL/dthr``, ``n_thr`` floats like the learned thresholds' vector that ``args.lthr``
     points to, only when ``n_thr`` > 0). No tensor is made but ``grad_x``."""
-    lib = library()
+    lib = _lib or library()
     assert lib is not None
-    gx = pool.empty(tuple(grad.shape), grad.dtype)
+    gx = pool.empty_like(grad)
     sums = (ctypes.c_double * 2)()
     g_thr = None
     if n_thr:

@@ -22,15 +22,14 @@ True
 from __future__ import annotations
 
 import ctypes
-import math
 from functools import lru_cache
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from multispike.functional.firing import initial_thresholds
 from multispike.kernels import cpu, host
+from multispike.kernels.function import Plan, save_mode_for, spike_range
 from multispike.kernels.spec import SAVE_NONE, KernelSpec
 
 
@@ -42,12 +41,18 @@ def _initial(rule, v_threshold: float) -> tuple[tuple[float, ...], int]:
 class CpuLauncher:
     """The C++ kernel for one layer kind and input dtype, with everything static prepared."""
 
-    __slots__ = ("spec", "dtype", "static", "initial", "main", "where")
+    __slots__ = ("spec", "dtype", "static", "initial", "main", "where", "plif", "learned",
+                 "modes", "spikes")
 
     def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
         self.spec, self.dtype, self.where = spec, dtype, where
         self.static = cpu._static_args(spec.static, dtype)
         self.initial, self.main = _initial(spec.rule, spec.v_threshold)
+        self.plif, self.learned = spec.dynamics == "plif", spec.learned
+        #: what the forward saves for the backward, without and with a gradient for ``w``
+        self.modes = tuple(save_mode_for(Plan(spec, "cpu"), need_w) for need_w in (False, True))
+        #: the smallest and largest spike value (for compact_spikes' tag)
+        self.spikes = spike_range(spec)
 
     def __reduce__(self):  # copies and pickles of a layer rebuild it (the struct holds pointers)
         return CpuLauncher, (self.spec, self.dtype, self.where)
@@ -57,9 +62,11 @@ class CpuLauncher:
 
     def args(self, x: Tensor, w: Tensor | None, amp: Tensor | None, rho: Tensor | None
              ) -> tuple[cpu.Args, float, host.Thresholds | None]:
-        """The kernel's arguments for ``x`` ``[T, N]``, ``exp(−w)`` and the thresholds."""
+        """The kernel's arguments for contiguous ``x`` ``[T, ...]``, ``exp(−w)`` and the
+        thresholds."""
         a = cpu.Args.from_buffer_copy(self.static)
-        a.T, a.N = x.shape[0], x.shape[1]
+        a.T = x.shape[0]
+        a.N = x.numel() // a.T
         e = 0.0
         if w is not None:
             a.A, a.D, a.tau, e = host.plif_scalars(w.item(), self.dtype)
@@ -81,41 +88,50 @@ class CpuLauncher:
 
     def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
                  rho: Tensor | None, save_mode: int, check: bool) -> Tensor:
-        shape = x_seq.shape
-        x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-        if save_mode == SAVE_NONE:
-            a, _, _ = self.args(x, w, amp, rho)
-            out, _ = self.forward(a, x, save_mode, check)
-        else:
-            out = _CpuNeuron.apply(x, w, amp, rho, self, save_mode, check)
-        return out.view(shape)
+        """Spikes for ``x_seq`` ``[T, B, ...]`` (any shape with T first; the kernel walks it as
+        ``[T, N]``), through autograd unless ``save_mode`` is ``SAVE_NONE``."""
+        if save_mode != SAVE_NONE:
+            return _CpuNeuron.apply(x_seq, w, amp, rho, (self, save_mode, check))
+        x = x_seq.contiguous()
+        a, _, _ = self.args(x, w, amp, rho)
+        return self.forward(a, x, save_mode, check)[0]
 
 
 class _CpuNeuron(torch.autograd.Function):
-    """``out = _CpuNeuron.apply(x, w, amp, rho, launcher, save_mode, check)``: ``x`` ``[T, N]``
-    contiguous; ``w``, ``amp``, ``rho`` the layer's parameters (or None)."""
+    """``out = _CpuNeuron.apply(x, w, amp, rho, (launcher, save_mode, check))``: ``x``
+    ``[T, B, ...]``; ``w``, ``amp``, ``rho`` the layer's parameters (or None). One autograd
+    node: no reshape or view around it."""
 
     @staticmethod
-    def forward(ctx, x, w, amp, rho, launcher, save_mode, check):
+    def forward(ctx, x, w, amp, rho, call):
+        launcher, save_mode, check = call
+        x = x.contiguous()
         a, e, thr = launcher.args(x, w, amp, rho)
         out, saved = launcher.forward(a, x, save_mode, check)
-        ctx.launcher, ctx.a, ctx.e, ctx.thr = launcher, a, e, thr
-        ctx.dtypes = tuple(None if p is None else p.dtype for p in (w, amp, rho))
+        ctx.a, ctx.e, ctx.thr = a, e, thr
+        #: the parameters' dtypes (None for those the layer lacks), or None without any
+        ctx.params = None if w is None and amp is None and rho is None else tuple(
+            None if p is None else p.dtype for p in (w, amp, rho))
         ctx.save_for_backward(saved)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: these gradients have no graph
+            raise RuntimeError("the fused neuron kernels are differentiable once; use "
+                               "backend='torch' for higher-order gradients")
         (saved,) = ctx.saved_tensors
-        need_w, need_amp, need_rho = (ctx.needs_input_grad[i] and ctx.dtypes[i - 1] is not None
-                                      for i in (1, 2, 3))
-        a = ctx.a
+        a, params = ctx.a, ctx.params
+        if params is None:  # no parameters: the common case, nothing else to work out
+            gx, _, _, _ = cpu.backward(grad_out.contiguous(), saved, a)
+            return gx, None, None, None, None
+        needs = ctx.needs_input_grad
+        need_w, need_amp, need_rho = (needs[i] and params[i - 1] is not None for i in (1, 2, 3))
         a.need_tau, a.need_amp = int(need_w), int(need_amp)
         n_thr = len(ctx.thr.vector) if need_rho else 0
         gx, g_tau, g_amp, g_vec = cpu.backward(grad_out.contiguous(), saved, a, n_thr)
-        w_dt, amp_dt, rho_dt = ctx.dtypes
+        w_dt, amp_dt, rho_dt = params
         g_w = torch.tensor(host.grad_w(g_tau, ctx.e), dtype=w_dt) if need_w else None
         g_a = torch.tensor(g_amp, dtype=amp_dt) if need_amp else None
         g_rho = torch.tensor(ctx.thr.grad_rho(g_vec), dtype=rho_dt) if need_rho else None
-        return gx, g_w, g_a, g_rho, None, None, None
+        return gx, g_w, g_a, g_rho, None
