@@ -131,7 +131,7 @@ class _CpuNeuron(torch.autograd.Function):
         n_thr = len(ctx.thr.vector) if need_rho else 0
         gx, g_tau, g_amp, g_vec = cpu.backward(grad_out.contiguous(), saved, a, n_thr)
         w_dt, amp_dt, rho_dt = params
-        g_w = torch.tensor(host.grad_w(g_tau, ctx.e), dtype=w_dt) if need_w else None
-        g_a = torch.tensor(g_amp, dtype=amp_dt) if need_amp else None
+        g_w = torch.scalar_tensor(host.grad_w(g_tau, ctx.e), dtype=w_dt) if need_w else None
+        g_a = torch.scalar_tensor(g_amp, dtype=amp_dt) if need_amp else None
         g_rho = torch.tensor(ctx.thr.grad_rho(g_vec), dtype=rho_dt) if need_rho else None
         return gx, g_w, g_a, g_rho, None

@@ -31,22 +31,19 @@ tensors through their pointers), constants are cached per device.
 
 from __future__ import annotations
 
-from typing import Optional  # noqa: UP035 - torch.library parses the annotations
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from multispike.kernels import cpu, host
-from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
-
-
-def _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-            reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned) -> Static:
-    return Static(int(form), float(decay), tuple(float(t) for t in thresholds), bool(signed),
-                  int(sg_kind), float(sg_param), float(v_reset), bool(detach), int(reset_grad),
-                  bool(soft), float(reset_thr), float(v_th), int(levels), float(inv_th),
-                  bool(by_value), bool(learned))
+from multispike.kernels.spec import (
+    SAVE_CODE,
+    SAVE_H,
+    SAVE_NONE,
+    STATIC_FIELDS,
+    Static,
+    static_schema,
+)
 
 
 def kernel_thresholds(thr: Tensor, dtype: torch.dtype) -> Tensor:
@@ -70,35 +67,26 @@ def _empty_saved(x: Tensor, save_mode: int) -> Tensor:
     return x.new_empty(0)
 
 
-@torch.library.custom_op("multispike::neuron_forward", mutates_args=())
-def neuron_forward(
-    x: Tensor,
-    w: Optional[Tensor],  # noqa: UP045
-    amp: Optional[Tensor],  # noqa: UP045
-    thr: Optional[Tensor],  # noqa: UP045
-    form: int,
-    decay: float,
-    thresholds: list[float],
-    signed: bool,
-    sg_kind: int,
-    sg_param: float,
-    v_reset: float,
-    detach: bool,
-    reset_grad: int,
-    soft: bool,
-    reset_thr: float,
-    v_th: float,
-    levels: int,
-    inv_th: float,
-    by_value: bool,
-    learned: bool,
-    save_mode: int,
-    impl: str,
-    check: bool,
-    where: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
+_N_STATIC = len(STATIC_FIELDS)
+_LIB = torch.library.Library("multispike", "FRAGMENT")  # noqa: TOR901 - ops defined below
+_LIB.define(f"neuron_forward(Tensor x, Tensor? w, Tensor? amp, Tensor? thr, {static_schema()}, "
+            "int save_mode, str impl, bool check, str where) -> (Tensor, Tensor, Tensor)")
+_LIB.define(f"neuron_backward(Tensor grad, Tensor saved, Tensor? w, Tensor? amp, Tensor? thr, "
+            f"{static_schema()}, int save_mode, str impl, bool need_w, bool need_amp, "
+            "bool need_thr) -> (Tensor, Tensor, Tensor, Tensor)")
+
+
+def _split(args: tuple, head: int) -> tuple[tuple, Static, tuple]:
+    """``(tensors, static record, options)`` of a custom op's arguments: the ``head`` first
+    tensors, the :data:`~multispike.kernels.spec.STATIC_FIELDS` block, the call's options."""
+    return (args[:head], Static.from_args(args[head:head + _N_STATIC]),
+            args[head + _N_STATIC:])
+
+
+@torch.library.impl("multispike::neuron_forward", "CompositeExplicitAutograd")
+def neuron_forward(*args) -> tuple[Tensor, Tensor, Tensor]:
+    """``neuron_forward(x, w, amp, thr, *static, save_mode, impl, check, where)``."""
+    (x, w, amp, thr), st, (save_mode, impl, check, where) = _split(args, 4)
     return forward_impl(x, w, amp, thr, st, save_mode, impl, check, where)
 
 
@@ -125,47 +113,21 @@ def forward_impl(x: Tensor, w: Tensor | None, amp: Tensor | None, thr: Tensor | 
     return out, saved if saved is not None else x.new_empty(0), bad
 
 
-@neuron_forward.register_fake
-def _(x, w, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-      reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode, impl,
-      check, where):
+@torch.library.register_fake("multispike::neuron_forward")
+def _(*args):
+    (x, _w, _amp, _thr), _st, (save_mode, impl, check, _where) = _split(args, 4)
     n = 1 if check and impl != "cpu" else 0
     return torch.empty_like(x), _empty_saved(x, save_mode), x.new_empty(n, dtype=torch.int32)
 
 
-@torch.library.custom_op("multispike::neuron_backward", mutates_args=())
-def neuron_backward(
-    grad: Tensor,
-    saved: Tensor,
-    w: Optional[Tensor],  # noqa: UP045
-    amp: Optional[Tensor],  # noqa: UP045
-    thr: Optional[Tensor],  # noqa: UP045
-    form: int,
-    decay: float,
-    thresholds: list[float],
-    signed: bool,
-    sg_kind: int,
-    sg_param: float,
-    v_reset: float,
-    detach: bool,
-    reset_grad: int,
-    soft: bool,
-    reset_thr: float,
-    v_th: float,
-    levels: int,
-    inv_th: float,
-    by_value: bool,
-    learned: bool,
-    save_mode: int,
-    impl: str,
-    need_w: bool,
-    need_amp: bool,
-    need_thr: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    st = _static(form, decay, thresholds, signed, sg_kind, sg_param, v_reset, detach,
-                 reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned)
+@torch.library.impl("multispike::neuron_backward", "CompositeExplicitAutograd")
+def neuron_backward(*args) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``neuron_backward(grad, saved, w, amp, thr, *static, save_mode, impl, need_w, need_amp,
+    need_thr)``."""
+    (grad, saved, w, amp, thr), st, (save_mode, impl, need_w, need_amp, need_thr) = _split(
+        args, 5)
     gx, g_w, g_amp, g_thr = backward_impl(grad, saved, w, amp, thr, st, save_mode, impl,
-                                            need_w, need_amp, need_thr)
+                                          need_w, need_amp, need_thr)
     return (gx, g_w if g_w is not None else grad.new_empty(0),
             g_amp if g_amp is not None else grad.new_empty(0),
             g_thr if g_thr is not None else grad.new_empty(0))
@@ -198,17 +160,14 @@ def backward_impl(grad: Tensor, saved: Tensor, w: Tensor | None, amp: Tensor | N
     return gx, g_w, g_amp, (g_thr.to(thr.dtype) if g_thr is not None else None)
 
 
-@neuron_backward.register_fake
-def _(grad, saved, w, amp, thr, form, decay, thresholds, signed, sg_kind, sg_param, v_reset,
-      detach, reset_grad, soft, reset_thr, v_th, levels, inv_th, by_value, learned, save_mode,
-      impl, need_w, need_amp, need_thr):
+@torch.library.register_fake("multispike::neuron_backward")
+def _(*args):
+    (grad, _saved, w, amp, thr), _st, (_mode, _impl, need_w, need_amp, need_thr) = _split(
+        args, 5)
     g_w = torch.empty_like(w) if need_w and w is not None else grad.new_empty(0)
     g_amp = torch.empty_like(amp) if need_amp and amp is not None else grad.new_empty(0)
     g_thr = torch.empty_like(thr) if need_thr and thr is not None else grad.new_empty(0)
     return torch.empty_like(grad), g_w, g_amp, g_thr
-
-
-_N_STATIC = len(Static.__dataclass_fields__)  # form ... levels, inv_th, by_value, learned
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -225,7 +184,7 @@ def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
     need_w = ctx.has_w and ctx.needs_input_grad[1]
     need_amp = ctx.has_amp and ctx.needs_input_grad[2]
     need_thr = ctx.has_thr and ctx.needs_input_grad[3]
-    gx, g_w, g_amp, g_thr = neuron_backward(
+    gx, g_w, g_amp, g_thr = torch.ops.multispike.neuron_backward(
         grad_out.contiguous(), saved, w, amp, thr, *ctx.static, ctx.save_mode, ctx.impl,
         need_w, need_amp, need_thr)
     rest = [None] * (_N_STATIC + 4)  # the static record, save_mode, impl, check, where
@@ -233,7 +192,8 @@ def _backward(ctx, grad_out: Tensor, _grad_saved: Tensor, _grad_bad: Tensor):
             g_thr if need_thr else None, *rest)
 
 
-neuron_forward.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd("multispike::neuron_forward", _backward,
+                                setup_context=_setup_context)
 
 
 class _Eager(torch.autograd.Function):

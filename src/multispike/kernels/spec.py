@@ -21,7 +21,7 @@ firing rule and surrogate; otherwise only the eager fused path (any rule, any su
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Any
 
 from multispike.functional.dynamics import IF, LIF, PLIF, resolve_reset
@@ -60,49 +60,66 @@ def cast_scalar(value: float, dtype: Any) -> float:
     return rounder(dtype)(float(value))
 
 
-@dataclass(frozen=True)
-class Static:
-    """What the compiled kernels need of a layer, in plain numbers (custom-op arguments).
+#: The neuron at the kernel boundary, as ONE record: every static option the compiled kernels
+#: read, in order, as ``(name, type, doc)``. :class:`Static` is made from it, and so are the
+#: custom ops' schemas and fakes (:mod:`multispike.kernels.ops`); the C++ kernel's
+#: ``struct Args`` and the Triton constexprs take their options from a :class:`Static`
+#: (``cpu._static_args``, ``triton_impl._forward_meta``). A new option is one row here plus
+#: its use in the kernels.
+STATIC_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("form", int, "charge: 0 H = A·V + X (IF: A = 1, LIF: A = decay), 1 PLIF with V_reset = 0, "
+                  "2 PLIF with V_reset ≠ 0 (MT-SNN Eq 6)"),
+    ("decay", float, "A of form 0"),
+    ("thresholds", tuple, "the positive thresholds the kernels count, main first ((V_th,) for "
+                          "the integer rules)"),
+    ("signed", bool, "the rule fires negative spikes at the mirrored thresholds"),
+    ("sg_kind", int, "surrogate: 0 rectangular, 1 clamp, 2 sigmoid, 3 atan"),
+    ("sg_param", float, "the surrogate's number: window width, or sharpness alpha"),
+    ("v_reset", float, "V_reset"),
+    ("detach", bool, "detach_reset"),
+    ("reset_grad", int, "0: the hard reset's gradient through the surrogate; 1: through |b| of "
+                        "the resetting spike (functional.reset_spike)"),
+    ("soft", bool, "soft reset V = H − b·v_th instead of a hard one at ±reset_thr"),
+    ("reset_thr", float, "the threshold whose crossing resets (hard reset)"),
+    ("v_th", float, "V_th: the soft reset's quantum"),
+    ("levels", int, "0 for the threshold rules; D >= 1 for the integer rules, "
+                    "b = round(clamp(H·inv_th, lo, D)) with lo = 0 or −D (signed)"),
+    ("inv_th", float, "1/V_th of the integer rules"),
+    ("by_value", bool, "integer rules with reset='any': the hard reset fires where b != 0"),
+    ("learned", bool, "the thresholds, reset_thr, v_th and inv_th come from a tensor "
+                      "(threshold_vector) whose gradient the backward returns; the numbers "
+                      "here are the initial ones"),
+)
+#: the custom-op schema type of each field type
+SCHEMA_TYPES = {int: "int", float: "float", bool: "bool", tuple: "float[]"}
 
-    ``form`` is the charge of ``csrc/multistep.cpp``: 0 ``H = A·V + X`` (IF: ``A = 1``,
-    LIF: ``A = decay``), 1 PLIF with ``V_reset = 0``, 2 PLIF with ``V_reset ≠ 0`` (MT-SNN Eq 6).
-    ``sg_param`` is the surrogate's number (window width, or sharpness ``alpha``).
-    ``reset_grad`` is 0 for ``"surrogate"``, 1 for ``"spike"`` (the reset's gradient through
-    ``|b|`` of the resetting spike; see :func:`multispike.functional.reset_spike`).
-    ``soft`` is 0 for a hard reset at ``±reset_thr`` (MT-SNN Eq 3: the main threshold for
-    ``reset="main"``, the lowest for ``"any"``), 1 for the soft reset ``V = H − b·v_th``.
-    ``levels`` is 0 for the threshold rules; ``D >= 1`` for the integer rules, which fire
-    ``b = round(clamp(H·inv_th, lo, D))`` (``lo = 0``, or ``−D`` with ``signed``) instead of
-    counting ``thresholds`` (then ``(V_th,)``, the main spike's); ``by_value`` (integer rules,
-    ``reset="any"``): the hard reset fires where ``b != 0``, its gradient at ``±reset_thr``.
-    ``learned``: the thresholds, ``reset_thr``, ``v_th`` and ``inv_th`` are read from a tensor
-    (:func:`threshold_vector`) instead, whose gradient the backward returns; the numbers here
-    are then the initial ones (only their count is used).
-    """
 
-    form: int
-    decay: float
-    thresholds: tuple[float, ...]
-    signed: bool
-    sg_kind: int
-    sg_param: float
-    v_reset: float
-    detach: bool
-    reset_grad: int = 0
-    soft: bool = False
-    reset_thr: float = 1.0
-    v_th: float = 1.0
-    levels: int = 0
-    inv_th: float = 1.0
-    by_value: bool = False
-    learned: bool = False
+def _static_args(self) -> tuple:
+    """The custom ops' static arguments, in the order of :data:`STATIC_FIELDS`."""
+    return tuple(list(getattr(self, name)) if kind is tuple else getattr(self, name)
+                 for name, kind, _ in STATIC_FIELDS)
 
-    def args(self) -> tuple:
-        """The custom ops' static arguments, in their order."""
-        return (self.form, self.decay, list(self.thresholds), self.signed, self.sg_kind,
-                self.sg_param, self.v_reset, self.detach, self.reset_grad, self.soft,
-                self.reset_thr, self.v_th, self.levels, self.inv_th, self.by_value,
-                self.learned)
+
+def _static_from_args(cls, values) -> Static:
+    """A :class:`Static` from the custom ops' static arguments (plain numbers, as the schema
+    hands them over)."""
+    return cls(*(tuple(float(v) for v in value) if kind is tuple else kind(value)
+                 for (_, kind, _), value in zip(STATIC_FIELDS, values, strict=True)))
+
+
+Static = make_dataclass(
+    "Static", [(name, kind) for name, kind, _ in STATIC_FIELDS], frozen=True,
+    namespace={"args": _static_args, "from_args": classmethod(_static_from_args),
+               "__module__": __name__})
+Static.__doc__ = (
+    "What the compiled kernels need of a layer, in plain numbers (the custom ops' static "
+    "arguments); one field per row of :data:`STATIC_FIELDS`:\n\n"
+    + "\n".join(f"- ``{name}``: {doc}" for name, _, doc in STATIC_FIELDS))
+
+
+def static_schema() -> str:
+    """The static fields as custom-op schema arguments (``"int form, float decay, ..."``)."""
+    return ", ".join(f"{SCHEMA_TYPES[kind]} {name}" for name, kind, _ in STATIC_FIELDS)
 
 
 @dataclass(frozen=True)
