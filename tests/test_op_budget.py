@@ -113,20 +113,27 @@ TRITON_LAYERS = {
     'LIFNode(firing="ternary", learn_amplitude=True)':
         (lambda: LIFNode(firing="ternary", learn_amplitude=True), 1, 2),
     'PLIFNode(firing="mt")': (lambda: PLIFNode(firing="mt"), 1, 2),
+    # the thresholds from ρ in one single-program launch, dL/dρ in the backward's second
+    'LIFNode(firing="mt", learn_thresholds=True)':
+        (lambda: LIFNode(firing="mt", learn_thresholds=True), 2, 2),
+    'IFNode(firing="integer", reset="any", learn_thresholds=True)':
+        (lambda: IFNode(firing="integer", reset="any", learn_thresholds=True), 2, 2),
 }
 
 
 @pytest.mark.parametrize("name", list(TRITON_LAYERS))
 def test_triton_path_launches_and_nothing_else(name, monkeypatch):
     """The CUDA path's budget with the kernels mocked out: per direction one launch (the
-    backward a second, single-program one where ``w`` or ``a`` wants a gradient), and no
-    device op besides the kernels' output buffers: no torch op on τ, the amplitude, the NaN
-    flag or the gradients' sums."""
+    backward a second, single-program one where a parameter wants a gradient; learned
+    thresholds a single-program one in the forward too), and no device op besides the
+    kernels' output buffers: no torch op on τ, the amplitude, the thresholds, the NaN flag or
+    the gradients' sums."""
     from multispike import kernels
     from multispike.kernels import triton_impl
 
     launches: list[str] = []
-    for kernel in ("_forward_kernel", "_backward_kernel", "_finish_kernel"):
+    for kernel in ("_forward_kernel", "_backward_kernel", "_finish_kernel",
+                   "_learned_consts_kernel"):
         monkeypatch.setattr(triton_impl, kernel, _Launches(kernel, launches), raising=False)
     native = kernels.native_impl
     monkeypatch.setattr(kernels, "native_impl",

@@ -62,7 +62,7 @@ from torch import Tensor
 from multispike.errors import ConfigError, InputError
 from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes, tag
-from multispike.kernels.direct import CpuLauncher
+from multispike.kernels.direct import CpuLauncher, TritonLauncher
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
 from multispike.kernels.spec import SAVE_NONE, KernelSpec, spec_of, threshold_vector
 
@@ -162,15 +162,28 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
             f"(firing {spec.rule.name}, surrogate {type(spec.surrogate).__name__}); use "
             "impl='eager' or 'auto'"
         )
-    if impl == "cpu":
-        return _launch(CpuLauncher(spec, x_seq.dtype, type(neuron).__name__), neuron, x_seq,
-                       check=False)
+    if impl in _LAUNCHER_OF and _direct(impl, spec, neuron):
+        launcher = _LAUNCHER_OF[impl](spec, x_seq.dtype, type(neuron).__name__)
+        return _launch(launcher, neuron, x_seq, check=False)
     w, amp = _scalars(neuron, spec, x_seq.dtype)
     return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec))
 
 
-def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, *, check: bool) -> Tensor:
-    """Run the C++ kernel on the layer's parameters as they are (no torch op on them)."""
+_LAUNCHER_OF = {"cpu": CpuLauncher, "triton": TritonLauncher}
+_LAUNCHERS = (CpuLauncher, TritonLauncher)
+
+
+def _direct(impl: str, spec: KernelSpec, neuron: Any) -> bool:
+    """True when the launcher of ``impl`` serves the layer: always on the CPU; on CUDA unless
+    its learned thresholds are of a dtype the in-kernel computation does not take."""
+    rho = getattr(neuron, "threshold_rho", None)
+    return impl == "cpu" or not spec.learned or (
+        rho is not None and rho.dtype in (torch.float32, torch.float64))
+
+
+def _launch(launcher: CpuLauncher | TritonLauncher, neuron: Any, x_seq: Tensor, *,
+            check: bool) -> Tensor:
+    """Run a compiled kernel on the layer's parameters as they are (no torch op on them)."""
     params = getattr(neuron, "_parameters", None)  # a module's: faster than its __getattr__
     if params is None:
         params = {"w": getattr(neuron, "w", None), "amplitude": neuron.amplitude,
@@ -183,6 +196,8 @@ def _launch(launcher: CpuLauncher, neuron: Any, x_seq: Tensor, *, check: bool) -
         return fused(x_seq, Plan(spec, "eager"), w, amp, _thresholds(neuron, spec))
     wants_grad = torch.is_grad_enabled() and (
         x_seq.requires_grad or any(p is not None and p.requires_grad for p in (w, amp, rho)))
+    if type(launcher) is TritonLauncher:
+        check = _flag(neuron, x_seq) if check else None  # the kernel ORs into it
     if not wants_grad:
         return launcher(x_seq, w, amp, rho, SAVE_NONE, check)
     out = launcher(x_seq, w, amp, rho, launcher.modes[w is not None and w.requires_grad], check)
@@ -317,18 +332,19 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
         routes = getattr(neuron, "__dict__", {}).get("_routes")
         key = (x_seq.device.type, x_seq.dtype)
         impl = _MISSING if routes is None else routes.get(key, _MISSING)
-        if type(impl) is CpuLauncher:  # the common case on the CPU: straight to the kernel
+        if type(impl) in _LAUNCHERS:  # the common case: straight to the kernel
             return _launch(impl, neuron, x_seq, check=bool(neuron.check_input))
         if impl is _MISSING:
             impl = choose(neuron, x_seq)
             if impl is None and getattr(neuron, "backend", "auto") == "fused":
                 _warn_once(type(neuron).__name__, f"multispike: {route(neuron, x_seq).reason}")
-            if impl == "cpu":  # prepared once, kept until the layer changes or moves
-                impl = CpuLauncher(getattr(neuron, "kernel_spec", None) or spec_of(neuron),
-                                   x_seq.dtype, type(neuron).__name__)
+            if impl in _LAUNCHER_OF:  # prepared once, kept until the layer changes or moves
+                spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
+                if _direct(impl, spec, neuron):
+                    impl = _LAUNCHER_OF[impl](spec, x_seq.dtype, type(neuron).__name__)
             if routes is not None:
                 routes[key] = impl
-            if type(impl) is CpuLauncher:
+            if type(impl) in _LAUNCHERS:
                 return _launch(impl, neuron, x_seq,
                                check=bool(getattr(neuron, "check_input", False)))
     if impl is None:

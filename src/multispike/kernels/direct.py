@@ -135,3 +135,72 @@ class _CpuNeuron(torch.autograd.Function):
         g_a = torch.scalar_tensor(g_amp, dtype=amp_dt) if need_amp else None
         g_rho = torch.tensor(ctx.thr.grad_rho(g_vec), dtype=rho_dt) if need_rho else None
         return gx, g_w, g_a, g_rho, None
+
+
+class TritonLauncher:
+    """The Triton kernels for one layer kind and input dtype, with everything static prepared:
+    one launch per direction (two where the thresholds are learned, or a parameter wants a
+    gradient: a single-program launch each), no other device op but the output buffers.
+    The kernels read PLIF's ``w``, the amplitude and learned thresholds' ``ρ`` on the device
+    (:mod:`multispike.kernels.triton_impl`)."""
+
+    __slots__ = ("spec", "dtype", "where", "plif", "learned", "plan", "modes", "spikes")
+
+    def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
+        from multispike.kernels import triton_impl
+
+        self.spec, self.dtype, self.where = spec, dtype, where
+        self.plif, self.learned = spec.dynamics == "plif", spec.learned
+        self.plan = triton_impl.learned_plan(spec) if spec.learned else None
+        self.modes = tuple(save_mode_for(Plan(spec, "triton"), need_w)
+                           for need_w in (False, True))
+        self.spikes = spike_range(spec)
+
+    def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
+                 rho: Tensor | None, save_mode: int, flag: Tensor | None) -> Tensor:
+        """Spikes for ``x_seq`` ``[T, B, ...]``; ``flag``: the layer's NaN/inf flag, or None
+        (no input check)."""
+        if save_mode != SAVE_NONE:
+            return _TritonNeuron.apply(x_seq, w, amp, rho, (self, save_mode, flag))
+        from multispike.kernels import triton_impl
+
+        x = x_seq.contiguous()
+        c = None if rho is None else triton_impl.learned_consts(
+            self.spec.static, self.plan, x.dtype, rho.detach())
+        return triton_impl.forward(self.spec.static, x, w, amp, save_mode, flag, c=c)[0]
+
+
+class _TritonNeuron(torch.autograd.Function):
+    """``out = _TritonNeuron.apply(x, w, amp, rho, (launcher, save_mode, flag))``: one
+    autograd node, the kernels reading the parameters on the device."""
+
+    @staticmethod
+    def forward(ctx, x, w, amp, rho, call):
+        from multispike.kernels import triton_impl
+
+        launcher, save_mode, flag = call
+        x = x.contiguous()
+        st = launcher.spec.static
+        c = None if rho is None else triton_impl.learned_consts(st, launcher.plan, x.dtype,
+                                                                 rho.detach())
+        out, saved = triton_impl.forward(st, x, w, amp, save_mode, flag, c=c)
+        ctx.launcher, ctx.save_mode = launcher, save_mode
+        ctx.has = (w is not None, amp is not None, rho is not None)
+        ctx.save_for_backward(saved, w, amp, rho, c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from multispike.kernels import triton_impl
+
+        if torch.is_grad_enabled():  # create_graph=True: these gradients have no graph
+            raise RuntimeError("the fused neuron kernels are differentiable once; use "
+                               "backend='torch' for higher-order gradients")
+        saved, w, amp, rho, c = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need_w, need_amp, need_rho = (needs[i] and ctx.has[i - 1] for i in (1, 2, 3))
+        launcher = ctx.launcher
+        gx, g_w, g_amp, g_rho = triton_impl.backward(
+            launcher.spec.static, grad_out.contiguous(), saved, ctx.save_mode, w, amp, need_w,
+            need_amp, need_thr=need_rho, c=c, rho=rho, plan=launcher.plan)
+        return gx, g_w, g_amp, g_rho, None

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -163,12 +164,17 @@ if HAVE_TRITON:
         return A, D, tau, amp
 
     @triton.jit
-    def _finish_kernel(part_ptr, nprog, w_ptr, const_ptr, out_ptr, STRIDE: tl.constexpr,
-                       NEED_TAU: tl.constexpr, NEED_AMP: tl.constexpr, ROUND: tl.constexpr,
-                       INTERP: tl.constexpr, RB: tl.constexpr):
-        """The scalar gradients from the backward's per-program sums, in one program:
-        ``out = [dL/dw, dL/da]`` with ``dL/dτ = −Σ/τ`` and ``dL/dw = −dL/dτ·exp(−w)``; the
-        programs' rows are added in a fixed order (deterministic)."""
+    def _finish_kernel(part_ptr, nprog, w_ptr, const_ptr, out_ptr, rho_ptr, lc_ptr,
+                       STRIDE: tl.constexpr, NEED_TAU: tl.constexpr, NEED_AMP: tl.constexpr,
+                       ROUND: tl.constexpr, INTERP: tl.constexpr, RB: tl.constexpr,
+                       IS64: tl.constexpr = False, LEARN: tl.constexpr = False,
+                       K: tl.constexpr = 1, KP: tl.constexpr = 1, MAIN: tl.constexpr = 0,
+                       RS_IDX: tl.constexpr = 0, RS_W: tl.constexpr = 1.0,
+                       RHO64: tl.constexpr = False):
+        """The parameters' gradients from the backward's per-program sums, in one program:
+        ``out = [dL/dw, dL/da, dL/dρ…]`` with ``dL/dτ = −Σ/τ`` and ``dL/dw = −dL/dτ·exp(−w)``,
+        ``dL/dρ`` by :func:`_learned_grad`; the programs' rows are added in a fixed order
+        (deterministic)."""
         decay = tl.load(const_ptr + 0)
         acc_tau = tl.zeros([RB], dtype=decay.dtype)
         acc_amp = tl.zeros([RB], dtype=decay.dtype)
@@ -179,10 +185,126 @@ if HAVE_TRITON:
             acc_amp += tl.load(part_ptr + rows * STRIDE + 1, mask=m, other=0.0)
         if NEED_TAU:
             tau, e = _plif_tau(w_ptr, decay, ROUND, INTERP)
-            g_tau = _rnd(-tl.sum(acc_tau, axis=0) / tau, ROUND)
+            g_tau = _rnd(_div(-tl.sum(acc_tau, axis=0), tau, IS64), ROUND)
             tl.store(out_ptr, _rnd(-(g_tau * e), ROUND).to(out_ptr.dtype.element_ty))
         if NEED_AMP:
             tl.store(out_ptr + 1, tl.sum(acc_amp, axis=0).to(out_ptr.dtype.element_ty))
+        if LEARN:
+            _learned_grad(part_ptr, nprog, rho_ptr, lc_ptr, out_ptr + 2, STRIDE, K, KP, MAIN,
+                          RS_IDX, RS_W, RHO64, RB)
+
+    @triton.jit
+    def _growth(rho, RHO64: tl.constexpr):
+        """``(e, slope)`` of :func:`~multispike.functional.firing.threshold_growth` at ``ρ``
+        (each op rounded in ρ's dtype as PyTorch rounds it; the slope for the chain rule)."""
+        if RHO64:
+            big = tl.full(rho.shape, 1.7976931348623157e308, tl.float64)
+        else:
+            big = tl.full(rho.shape, 3.4028234663852886e38, tl.float32)
+        finite = (rho == rho) & (rho < big) & (rho > -big)
+        r = tl.where(rho == rho, rho, 0.0)
+        r = tl.minimum(tl.maximum(r, -big), big)  # nan_to_num: ±inf → ±max
+        up = r >= 0.0
+        a = tl.where(up, r, -r)
+        q = 1.0 + _div(a, 15.0 + a * 0.0, RHO64)
+        g = _div(a, q, RHO64)
+        p = 1.0 + g
+        e = tl.where(up, g, -_div(g, p, RHO64))
+        slope = tl.where(finite, 1.0 / (q * q), 0.0)
+        slope = tl.where(up, slope, slope / (p * p))
+        return e, slope
+
+    @triton.jit
+    def _learned_consts_kernel(rho_ptr, lc_ptr, c_ptr, out_ptr, K: tl.constexpr,
+                               MAIN: tl.constexpr, RS_IDX: tl.constexpr, RS_W: tl.constexpr,
+                               SOFT: tl.constexpr, RHO64: tl.constexpr, X64: tl.constexpr,
+                               ROUND: tl.constexpr):
+        """The layer's constants with its learned thresholds, in one program: ``out`` is
+        ``c`` (:func:`consts`) with ``θ_k`` (rule order: the main threshold first), ``θ_r``,
+        ``V_th`` and ``1/V_th`` computed from ``ρ`` exactly as
+        :func:`~multispike.functional.learned_thresholds` and
+        :func:`~multispike.kernels.ops.kernel_thresholds` compute them (``lc``: the segments
+        ``c_j`` and initial thresholds ``θ⁰_j`` in ρ's dtype)."""
+        tl.store(out_ptr + 0, tl.load(c_ptr + 0))  # decay
+        tl.store(out_ptr + K + 1, tl.load(c_ptr + K + 1))  # v_reset
+        tl.store(out_ptr + K + 5, tl.load(c_ptr + K + 5))  # the integer rules' bounds
+        tl.store(out_ptr + K + 6, tl.load(c_ptr + K + 6))
+        zero = tl.load(lc_ptr) * 0.0
+        acc = zero
+        for kk in tl.static_range(K):
+            e, _s = _growth(tl.load(rho_ptr + kk) + zero, RHO64)
+            acc = acc + tl.load(lc_ptr + kk) * e
+            val = tl.load(lc_ptr + K + kk) + acc
+            if X64:
+                cx = val.to(tl.float64)
+            else:
+                cx = _rnd(val.to(tl.float32), ROUND)
+            if kk == MAIN:
+                tl.store(out_ptr + 1, cx.to(out_ptr.dtype.element_ty))
+                inv = (1.0 / val.to(tl.float64)).to(val.dtype)
+                tl.store(out_ptr + K + 3, val.to(out_ptr.dtype.element_ty))
+                tl.store(out_ptr + K + 4, inv.to(out_ptr.dtype.element_ty))
+                if SOFT:
+                    tl.store(out_ptr + K + 2, cx.to(out_ptr.dtype.element_ty))
+                elif RS_IDX < 0:  # θ_r = 0.5·V_th (integer rules, reset "any")
+                    half = val * 0.5
+                    if X64:
+                        hx = half.to(tl.float64)
+                    else:
+                        hx = _rnd(half.to(tl.float32), ROUND)
+                    tl.store(out_ptr + K + 2, hx.to(out_ptr.dtype.element_ty))
+            elif kk < MAIN:
+                tl.store(out_ptr + 2 + kk, cx.to(out_ptr.dtype.element_ty))
+            else:
+                tl.store(out_ptr + 1 + kk, cx.to(out_ptr.dtype.element_ty))
+            if not SOFT:
+                if kk == RS_IDX:
+                    tl.store(out_ptr + K + 2, cx.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _learned_grad(part_ptr, nprog, rho_ptr, lc_ptr, out_ptr, STRIDE: tl.constexpr,
+                      K: tl.constexpr, KP: tl.constexpr, MAIN: tl.constexpr,
+                      RS_IDX: tl.constexpr, RS_W: tl.constexpr, RHO64: tl.constexpr,
+                      RB: tl.constexpr):
+        """``dL/dρ`` (``K`` values at ``out``) from the programs' sums of ``dL/d(vector)``
+        (columns ``2 … 2 + K + 2`` of ``part``): each entry of the vector back to the
+        ascending threshold it is, ``1/V_th`` by ``−1/V_th²``, ``0.5·V_th`` by ``0.5``, then
+        ``dθ_k/dρ_j = c_j·e'(ρ_j)`` for ``j <= k``."""
+        cols = tl.arange(0, KP)
+        acc = tl.zeros([RB, KP], dtype=tl.load(part_ptr).dtype)
+        for start in range(0, nprog, RB):
+            rows = start + tl.arange(0, RB)
+            m = (rows[:, None] < nprog) & (cols[None, :] < K + 3)
+            acc += tl.load(part_ptr + rows[:, None] * STRIDE + 2 + cols[None, :], mask=m,
+                           other=0.0)
+        gvec = tl.sum(acc, axis=0)  # [KP]: dL/d(vector)
+        # V_th = θ_MAIN, recomputed as the forward did
+        zero = tl.load(lc_ptr) * 0.0
+        run = zero
+        v = zero
+        for kk in tl.static_range(K):
+            e, _s = _growth(tl.load(rho_ptr + kk) + zero, RHO64)
+            run = run + tl.load(lc_ptr + kk) * e
+            if kk == MAIN:
+                v = tl.load(lc_ptr + K + kk) + run
+        v = v.to(gvec.dtype)
+        # which ascending threshold each entry is, and its weight
+        src = tl.where(cols == 0, MAIN, tl.where(cols - 1 < MAIN, cols - 1, cols))
+        src = tl.where(cols == K, RS_IDX, src)
+        src = tl.where(cols >= K + 1, MAIN, src)
+        wgt = tl.where(cols == K, RS_W, 1.0)
+        wgt = tl.where(cols == K + 2, -1.0 / (v * v), wgt)
+        wgt = tl.where(cols < K + 3, wgt, 0.0)
+        ks = tl.arange(0, KP)
+        hit = src[None, :] == ks[:, None]  # [k, i]
+        g_asc = tl.sum(tl.where(hit, (wgt * gvec)[None, :], 0.0), axis=1)  # [KP] by k
+        tail = tl.sum(tl.where(ks[None, :] >= ks[:, None], g_asc[None, :], 0.0), axis=1)
+        m = ks < K
+        rho = tl.load(rho_ptr + ks, mask=m, other=0.0)
+        _e, slope = _growth(rho, RHO64)
+        seg = tl.load(lc_ptr + ks, mask=m, other=0.0)
+        g_rho = seg.to(gvec.dtype) * slope.to(gvec.dtype) * tail
+        tl.store(out_ptr + ks, g_rho.to(out_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
     def _forward_kernel(
@@ -480,22 +602,94 @@ def _backward_meta(st: Static, dtype: torch.dtype, code: bool, need_tau: bool, h
         enable_fp_fusion=False)
 
 
+@dataclass(frozen=True)
+class LearnedPlan:
+    """What the in-kernel learned thresholds need of a layer (static): ``k`` thresholds,
+    ascending, the main one at ``main``; the hard reset's threshold at ascending index
+    ``rs_idx`` (−1: ``0.5·V_th``, the integer rules' reset "any"), ``soft`` reset; for the
+    backward, the index ``rs_grad`` and weight ``rs_w`` of ``θ_r``'s gradient; ``initial``
+    the initial thresholds."""
+
+    k: int
+    main: int
+    rs_idx: int
+    rs_grad: int
+    rs_w: float
+    soft: bool
+    initial: tuple[float, ...]
+
+
+def learned_plan(spec) -> LearnedPlan:
+    """The :class:`LearnedPlan` of a learning layer's
+    :class:`~multispike.kernels.spec.KernelSpec`."""
+    from multispike.functional.firing import initial_thresholds
+
+    initial, main = initial_thresholds(spec.rule, spec.v_threshold)
+    k = len(initial)
+    if spec.reset == "soft":
+        rs = main
+    else:
+        th = [initial[main]] + [t for i, t in enumerate(initial) if i != main]
+        rt = spec.rule.reset_threshold(initial[main], spec.reset, th if k > 1 else None)
+        rs = initial.index(rt) if rt in initial else -1
+    return LearnedPlan(k=k, main=main, rs_idx=rs, rs_grad=main if rs < 0 else rs,
+                       rs_w=0.5 if rs < 0 else 1.0, soft=spec.reset == "soft",
+                       initial=tuple(initial))
+
+
+_lconsts: dict[tuple, Tensor] = {}
+
+
+def _learned_static(plan: LearnedPlan, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[c_0 … c_{K−1}, θ⁰_0 … θ⁰_{K−1}]`` in ``dtype`` (ρ's) on ``device``: the segments
+    and initial thresholds as :func:`~multispike.functional.learned_thresholds` meets them
+    (Python floats rounded to the op's compute type); made by fills once, cached."""
+    key = (plan.initial, dtype, device)
+    t = _lconsts.get(key)
+    if t is None:
+        prev, values = 0.0, []
+        for th0 in plan.initial:
+            values.append(th0 - prev)
+            prev = th0
+        values += list(plan.initial)
+        t = torch.empty(len(values), dtype=dtype, device=device)
+        for i, v in enumerate(values):  # fills on the device: no pageable copy, no sync
+            t[i].fill_(v)
+        _lconsts[key] = t
+    return t
+
+
+def learned_consts(st: Static, plan: LearnedPlan, x_dtype: torch.dtype, rho: Tensor) -> Tensor:
+    """:func:`consts` with the thresholds learned from ``rho`` (one single-program launch:
+    :func:`_learned_consts_kernel`); ``rho`` float32 or float64."""
+    c = consts(st, x_dtype, rho.device)
+    out = torch.empty_like(c)
+    _learned_consts_kernel[(1,)](
+        rho, _learned_static(plan, rho.dtype, rho.device), c, out, K=plan.k, MAIN=plan.main,
+        RS_IDX=plan.rs_idx, RS_W=plan.rs_w, SOFT=plan.soft, RHO64=rho.dtype == torch.float64,
+        X64=x_dtype == torch.float64, ROUND=_ROUND[x_dtype], enable_fp_fusion=False)
+    return out
+
+
 def forward(
     st: Static, x: Tensor, w: Tensor | None, amp: Tensor | None, save_mode: int,
-    flag: Tensor | None = None, thr: Tensor | None = None,
+    flag: Tensor | None = None, thr: Tensor | None = None, c: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """``x`` ``[T, N]`` contiguous → ``(out, saved)`` in one launch; ``w``: PLIF's parameter
-    (the kernel computes ``τ``), ``amp`` the amplitude (both read on the device); with
-    ``flag`` (int32, one element), sets it to 1 when ``x`` holds a NaN or an infinity (no
-    host sync); ``thr``: learned thresholds (see :func:`consts_with`), or None."""
-    T, N = x.shape
+    """Contiguous ``x`` ``[T, ...]`` → ``(out, saved)`` of its shape, in one launch; ``w``:
+    PLIF's parameter (the kernel computes ``τ``), ``amp`` the amplitude (both read on the
+    device); with ``flag`` (int32, one element), sets it to 1 when ``x`` holds a NaN or an
+    infinity (no host sync); ``thr``: learned thresholds (see :func:`consts_with`), or None;
+    ``c``: the constants already made (:func:`learned_consts`), instead."""
+    T = x.shape[0]
+    N = x.numel() // T
     sc = _static(st, x.dtype)
-    c = consts_with(st, x.dtype, x.device, thr)
+    if c is None:
+        c = consts_with(st, x.dtype, x.device, thr)
     out = torch.empty_like(x)
     if save_mode == SAVE_H:
         saved = torch.empty_like(x)
     elif save_mode == SAVE_CODE:
-        saved = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+        saved = torch.empty_like(x, dtype=torch.uint8)
     else:
         saved = None
     meta = _forward_meta(st, x.dtype, save_mode if save_mode != SAVE_NONE else 0,
@@ -510,18 +704,24 @@ def forward(
 def backward(
     st: Static, grad: Tensor, saved: Tensor, save_mode: int, w: Tensor | None,
     amp: Tensor | None, need_w: bool, need_amp: bool, thr: Tensor | None = None,
-    need_thr: bool = False,
+    need_thr: bool = False, c: Tensor | None = None, rho: Tensor | None = None,
+    plan: LearnedPlan | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Reverse loop; returns ``(grad_x, dL/dw, dL/damp, dL/dthr)`` (on the device; the
-    parameter gradients in their parameter's dtype, the last with ``thr``'s shape, summed over
-    every neuron and step). One launch, and one more (a single program) that adds up the
-    programs' sums where ``w`` or ``amp`` wants a gradient."""
-    T, N = grad.shape
+    """Reverse loop over contiguous ``grad`` ``[T, ...]``; returns ``(grad_x, dL/dw,
+    dL/damp, dL/dthr)`` (on the device; the parameter gradients in their parameter's dtype,
+    the last with ``thr``'s shape, summed over every neuron and step; with ``rho`` and
+    ``plan`` instead: ``dL/dρ``). One launch, and one more (a single program,
+    :func:`_finish_kernel`) that adds up the programs' sums where a parameter wants a
+    gradient."""
+    T = grad.shape[0]
+    N = grad.numel() // T
     sc = _static(st, grad.dtype)
-    c = consts_with(st, grad.dtype, grad.device, thr)
+    if c is None:
+        c = consts_with(st, grad.dtype, grad.device, thr)
     gx = torch.empty_like(grad)
     nprog = (N + BLOCK - 1) // BLOCK
-    learn = need_thr and thr is not None
+    in_kernel = rho is not None and need_thr
+    learn = need_thr and (thr is not None or in_kernel)
     n_thr = len(st.thresholds) + 3
     kp = 1 << (n_thr - 1).bit_length() if learn else 1  # the next power of 2
     parts = torch.empty((nprog, 2 + kp), dtype=c.dtype, device=grad.device)
@@ -532,13 +732,23 @@ def backward(
         N, T, sc["half"], sc["alpha"], sc["sk"], sc["sc"], sc["scale"],
         0.0 if st.detach else 1.0, **meta)
     g_w = g_amp = g_thr = None
-    if need_w or need_amp:
-        g = torch.empty(2, dtype=c.dtype, device=grad.device)
-        _finish_kernel[(1,)](parts, nprog, w if w is not None else c, c, g, STRIDE=2 + kp,
-                             NEED_TAU=need_w, NEED_AMP=need_amp, ROUND=_ROUND[grad.dtype],
-                             INTERP=interpreting(), RB=256)
+    if need_w or need_amp or in_kernel:
+        k = plan.k if in_kernel else 0
+        g = torch.empty(2 + k, dtype=c.dtype, device=grad.device)
+        extra = {}
+        if in_kernel:
+            extra = dict(LEARN=True, K=plan.k, KP=kp, MAIN=plan.main, RS_IDX=plan.rs_grad,
+                         RS_W=plan.rs_w, RHO64=rho.dtype == torch.float64)
+        _finish_kernel[(1,)](
+            parts, nprog, w if w is not None else c, c, g, rho if in_kernel else c,
+            _learned_static(plan, rho.dtype, rho.device) if in_kernel else c,
+            STRIDE=2 + kp, NEED_TAU=need_w, NEED_AMP=need_amp, ROUND=_ROUND[grad.dtype],
+            INTERP=interpreting(), RB=256, IS64=grad.dtype == torch.float64, **extra,
+            enable_fp_fusion=False)
         g_w = g[0].to(w.dtype) if need_w else None
         g_amp = g[1].to(amp.dtype) if need_amp else None
-    if learn:
+        if in_kernel:
+            g_thr = g[2:].to(rho.dtype)
+    if learn and not in_kernel:
         g_thr = parts[:, 2:2 + n_thr].sum(0)
     return gx, g_w, g_amp, g_thr
