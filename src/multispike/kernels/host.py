@@ -35,8 +35,15 @@ from multispike.functional.firing import THRESHOLD_BOUND
 _INF = float("inf")
 
 
+_F32 = struct.Struct("f")
+
+
 def _f32(v: float) -> float:
-    return array("f", (v,))[0]  # C cast: round to nearest even, ±inf beyond float32's range
+    """``v`` rounded to float32 (nearest even); ±inf beyond its range, as a C cast gives."""
+    try:
+        return _F32.unpack(_F32.pack(v))[0]
+    except OverflowError:  # struct refuses what rounds past float32's largest number
+        return array("f", (v,))[0]
 
 
 def _bf16(v: float) -> float:
@@ -107,12 +114,16 @@ def _growth(rho: float, r: Callable[[float], float], big: float) -> tuple[float,
 
 
 @lru_cache(maxsize=512)
-def _segments(initial: tuple[float, ...]) -> tuple[float, ...]:
-    prev, out = 0.0, []
+def _segments(initial: tuple[float, ...], dtype: torch.dtype
+              ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(c, c rounded, θ⁰ rounded)``: the segments ``c_j`` and initial thresholds as the
+    reference's Python scalars meet ``dtype`` (rounded to its compute type)."""
+    rc = compute_rounder(dtype)
+    prev, segs = 0.0, []
     for th0 in initial:
-        out.append(th0 - prev)
+        segs.append(th0 - prev)
         prev = th0
-    return tuple(out)
+    return tuple(segs), tuple(rc(c) for c in segs), tuple(rc(t) for t in initial)
 
 
 def learned_values(rho: Sequence[float], initial: tuple[float, ...], dtype: torch.dtype
@@ -120,16 +131,15 @@ def learned_values(rho: Sequence[float], initial: tuple[float, ...], dtype: torc
     """``(θ, dθ/dρ factors)``: :func:`~multispike.functional.learned_thresholds` as floats
     (ascending, rounded to ``dtype`` op by op) and ``c_j·e'(ρ_j)`` for the chain rule."""
     r = rounder(dtype)
-    rc = compute_rounder(dtype)
     big = torch.finfo(dtype).max
-    segs = _segments(initial)
+    segs, segs_r, th0_r = _segments(initial, dtype)
     out, slopes = [], []
     acc = None
-    for k, th0 in enumerate(initial):
+    for k in range(len(initial)):
         e, slope = _growth(rho[k], r, big)
-        term = r(rc(segs[k]) * e)
+        term = r(segs_r[k] * e)
         acc = term if acc is None else r(acc + term)
-        out.append(r(rc(th0) + acc))
+        out.append(r(th0_r[k] + acc))
         slopes.append(segs[k] * slope)
     return out, slopes
 
