@@ -157,7 +157,7 @@ if HAVE_TRITON:
             tau, _e = _plif_tau(w_ptr, decay, ROUND, INTERP)
             A = _rnd(1.0 - _rnd(_div(one, tau, IS64), ROUND), ROUND)
         if HAS_AMP:
-            amp = tl.load(amp_ptr).to(decay.dtype)
+            amp = _rnd(tl.load(amp_ptr).to(decay.dtype), ROUND)  # a.to(dtype), as the reference
         else:
             amp = one
         D = one if FORM == 0 else tau  # dH/dX = 1/τ in both PLIF forms
