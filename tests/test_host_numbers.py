@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from multispike.functional import initial_thresholds, learned_thresholds, split_thresholds
+from multispike.functional import learned_thresholds, split_thresholds
 from multispike.kernels import host
 from multispike.kernels.spec import spec_of, threshold_vector
 from multispike.neurons import IFNode, LIFNode
