@@ -26,6 +26,7 @@ from multispike.engine import (
     save_checkpoint,
     train_model,
 )
+from multispike.engine.checkpoint import FORMAT
 from multispike.errors import CheckpointError, ConfigError
 from tests.torchrun import torchrun
 
@@ -129,7 +130,7 @@ def test_recipe_may_set_compile_and_a_flag_overrides_it(tmp_path):
 def test_checkpoint_is_atomic_and_safe(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(path, {"model_args": {"name": "digits_net"}, "model": {}})
-    assert load_checkpoint(path)["format"] == 1
+    assert load_checkpoint(path)["format"] == FORMAT == 2
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt") as e:

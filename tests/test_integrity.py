@@ -91,6 +91,10 @@ def test_old_checkpoints_without_digest_load_but_not_with_nonfinite_weights(trai
     ckpt = torch.load(trained, weights_only=True)
     ckpt.pop("digest", None)
     old = tmp_path / "old.pt"
+    torch.save(ckpt, old)  # format 2 without its digest: edited
+    with pytest.raises(CheckpointError, match="lacks its digest"):
+        load_model(old)
+    ckpt["format"] = 1  # format 1, written before the digest existed
     torch.save(ckpt, old)
     model, loaded = load_model(old)  # no digest to check
     assert "digest" not in loaded
@@ -180,6 +184,7 @@ def test_crafted_checkpoint_is_one_line(trained, tmp_path, capsys, case):
     edit, text = CRAFTED[case]
     ckpt = torch.load(trained, weights_only=True)
     ckpt.pop("digest", None)
+    ckpt["format"] = 1  # a format-1 file (no digest over model_args) reaches the checks below
     if edit is None:
         ckpt = [ckpt]
     else:
@@ -318,3 +323,39 @@ def test_frames_cached_from_an_empty_recording_are_not_reused(tmp_path, monkeypa
         dvs.convert_recordings(root, 2, num_workers=0, progress=False)
     msg = one_line(exc)
     assert str(empty) in msg and "empty (0 bytes)" in msg
+
+
+# -- 3. the digest covers what the model computes; formats and dtypes ----------------------------
+def test_edited_model_args_are_refused(trained, tmp_path, capsys):
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["model_args"]["firing"] = "ternary" if ckpt["model_args"].get("firing") != "ternary" \
+        else "mt"
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as exc:
+        load_model(path)
+    assert "weights or model_args do not match the digest" in one_line(exc)
+    fails(["eval", "--checkpoint", str(path)], capsys, "model_args do not match")
+
+
+def test_a_format_newer_than_the_code_is_refused(trained, tmp_path):
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["format"] = 99
+    path = tmp_path / "future.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path)
+    assert "format 99, newer than" in one_line(exc)
+
+
+def test_integer_tensors_where_the_model_has_floats_are_refused(trained, tmp_path):
+    ckpt = load_checkpoint(trained)
+    state = dict(ckpt["model"])
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)
+    state[name] = state[name].round().to(torch.int64)
+    path = save_checkpoint(tmp_path / "ints.pt", {"model_args": ckpt["model_args"],
+                                                  "model": state})
+    with pytest.raises(CheckpointError) as exc:
+        load_model(path)
+    msg = one_line(exc)
+    assert repr(name) in msg and "int64" in msg and "float32" in msg

@@ -12,6 +12,12 @@ Example::
     Traceback (most recent call last):
     ...
     multispike.errors.ConfigError: --batches must be an integer >= 1, got 0
+    >>> boolean("learn_thresholds", "no")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    multispike.errors.ConfigError: learn_thresholds must be true or false, got 'no'; ...
+    >>> parse_boolean("--option learn_thresholds", "no")
+    False
     >>> plain({"deltas": (-0.5, 0.5), "lr": float("nan")})
     {'deltas': [-0.5, 0.5], 'lr': None}
 """
@@ -52,6 +58,46 @@ def positive_number(name: str, value: Any, where: str | None = None) -> float:
     ):
         raise ConfigError(f"{_prefix(where)}{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def seed(name: str, value: Any, where: str | None = None) -> int:
+    """``int(value)`` if it is a whole number in ``[0, 2**63)`` (what every random generator
+    takes), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not 0 <= value < 2**63:
+        raise ConfigError(f"{_prefix(where)}{name} must be an integer in [0, 2**63), got "
+                          f"{value!r}; e.g. {name} 0")
+    return int(value)
+
+
+#: spellings of true and false the command line and TOML files accept (case-insensitive)
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def boolean(name: str, value: Any, where: str | None = None) -> bool:
+    """``value`` if it is a real boolean (``True``/``False``, NumPy's too), else
+    :class:`ConfigError`: ``"no"`` or ``"False"`` would otherwise count as true."""
+    if type(value).__name__ == "bool_" and hasattr(value, "item"):  # numpy.bool_
+        value = value.item()
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_prefix(where)}{name} must be true or false, got {value!r}; pass "
+                          "True or False (on the command line: true/false, yes/no, 1/0)")
+    return value
+
+
+def parse_boolean(name: str, value: Any) -> bool:
+    """A yes/no setting as the command line or a TOML file spells it: a boolean, or one of
+    :data:`TRUE_WORDS`/:data:`FALSE_WORDS` (text, or the numbers 1 and 0); else
+    :class:`ConfigError` naming ``name`` and the spellings."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} takes true or false (or yes/no, on/off, 1/0), got {value!r}")
 
 
 def plain(value: Any, *, keep_inf: bool = False) -> Any:

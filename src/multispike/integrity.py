@@ -18,7 +18,9 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -42,6 +44,18 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
         head = f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0{t.nbytes}\0"
         h.update(head.encode())
         h.update(memoryview(raw))
+    return DIGEST_PREFIX + h.hexdigest()
+
+
+def model_digest(state: Mapping[str, torch.Tensor], model_args: Any) -> str:
+    """``"sha256:<hex>"`` over everything that decides what a checkpoint's model computes: the
+    :func:`multispike.models.create` arguments (as canonical JSON) and :func:`weights_digest`
+    of the weights. Editing either (firing ``mt`` to ``ternary``, a byte of a tensor) changes it.
+    """
+    from multispike.checks import plain
+
+    args = json.dumps(plain(model_args), sort_keys=True, default=str)
+    h = hashlib.sha256(f"model_args\0{args}\0weights\0{weights_digest(state)}".encode())
     return DIGEST_PREFIX + h.hexdigest()
 
 

@@ -85,7 +85,7 @@ import torch
 from torch import Tensor, nn
 
 from multispike import kernels
-from multispike.checks import finite_number
+from multispike.checks import boolean, finite_number
 from multispike.errors import ConfigError, InputError
 from multispike.functional import (
     IF,
@@ -176,7 +176,7 @@ class Neuron(nn.Module):
         self.rule = get_firing(firing, deltas, levels)
         self.rule.validate(self.v_threshold)
         self.surrogate = get_surrogate(surrogate, surrogate_width, alpha=surrogate_alpha)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = boolean("detach_reset", detach_reset)
         if reset_grad not in RESET_GRADS:
             raise ConfigError(
                 f"unknown reset_grad {reset_grad!r}; choose one of {', '.join(RESET_GRADS)}"
@@ -187,7 +187,7 @@ class Neuron(nn.Module):
                                  self.detach_reset)
         check_surrogate(self.rule, self.surrogate, self.reset, self.detach_reset)
         #: True where ``V_th`` (and an MT rule's deltas) are learnt: :attr:`threshold_rho`
-        self.learn_thresholds = bool(learn_thresholds)
+        self.learn_thresholds = boolean("learn_thresholds", learn_thresholds)
         self.threshold_rho: nn.Parameter | None
         if self.learn_thresholds:
             initial, _ = initial_thresholds(self.rule, self.v_threshold)
@@ -195,9 +195,9 @@ class Neuron(nn.Module):
             self.threshold_rho = nn.Parameter(torch.zeros(len(initial)))
         else:
             self.register_parameter("threshold_rho", None)
-        self.check_input = bool(check_input)
+        self.check_input = boolean("check_input", check_input)
         self.amplitude: nn.Parameter | None
-        if learn_amplitude:
+        if boolean("learn_amplitude", learn_amplitude):
             self.amplitude = nn.Parameter(torch.tensor(1.0))
         else:
             self.register_parameter("amplitude", None)

@@ -27,6 +27,7 @@ one: the arrows point from here down.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from multispike.cli._common import _warning_line as _warning_line  # one-line warnings
@@ -65,7 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def joined_number_lists(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``FLAG -0.5,0.5`` written ``FLAG=-0.5,0.5``: argparse takes a value that
+    starts with ``-`` (and is not one plain number) for a flag of its own, so the form
+    ``--help`` shows would be refused.
+
+    >>> joined_number_lists(["train", "--deltas", "-0.5,0.5", "--lr", "0.1"])
+    ['train', '--deltas=-0.5,0.5', '--lr', '0.1']
+    """
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _number_list(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _number_list(text: str) -> bool:
+    """``-0.5,0.5`` or ``-1e-3,2``: a comma-separated list of numbers that starts with ``-``."""
+    if not text.startswith("-") or "," not in text:
+        return False
+    try:
+        [float(part) for part in text.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``multispike ARGV``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(joined_number_lists(argv))
     return run_command(args)

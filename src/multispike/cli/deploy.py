@@ -16,13 +16,19 @@ from typing import Any
 from multispike.cli._common import run_command
 
 
+def _nir_choice(flag: bool | None) -> bool | str:
+    """``--nir`` asks for the file (no file: exit 2), no flag writes it where NIR can express
+    the model, ``--no-nir`` writes none."""
+    return True if flag is None else ("required" if flag else False)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """:func:`~multispike.engine.deploy.deploy_checkpoint` with the flags, then a short
     report; exit code 1 when the deployed model's outputs differ from the checkpoint's."""
     from multispike.engine.deploy import deploy_checkpoint, report
 
     summary = deploy_checkpoint(
-        args.checkpoint, args.out, nir=args.nir, dt=args.dt, split=args.split_planes,
+        args.checkpoint, args.out, nir=_nir_choice(args.nir), dt=args.dt, split=args.split_planes,
         verify_batches=args.verify_batches, batch_size=args.batch_size,
         executor=args.executor, seed=args.seed, force=args.force, device=args.device,
     )
@@ -46,8 +52,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json, "
                    "model.nir")
-    p.add_argument("--nir", action=argparse.BooleanOptionalAction, default=True,
-                   help="also write model.nir where NIR can express the model (default: yes)")
+    p.add_argument("--nir", action=argparse.BooleanOptionalAction, default=None,
+                   help="write model.nir; with --nir a model NIR cannot express is refused "
+                   "(exit 2), with neither flag it is written where NIR can express the model")
     p.add_argument("--dt", type=float, default=1.0,
                    help="NIR time per model step (1; snnTorch/SpikingJelly assume 1e-4)")
     p.add_argument("--split-planes", action=argparse.BooleanOptionalAction, default=True,
@@ -60,7 +67,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random images")
     p.add_argument("--device", default="cpu",
                    help="where to fold and verify: cpu (default), auto, cuda or cuda:N")
-    p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out")
+    p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out "
+                   "(a folder holding a training run is never overwritten)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_deploy)
     return p

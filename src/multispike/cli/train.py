@@ -38,7 +38,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device, "amp": args.amp, "compile": args.compile,
         "cuda_graphs": args.cuda_graphs or None,
         "num_workers": args.workers, "val_split": args.val_split,
-        "sync_bn": args.sync_bn or None, "download": args.download or None,
+        "sync_bn": args.sync_bn, "download": args.download or None,
         "progress": False if args.no_progress else None,
         "model_options": model_options or None,
     }
@@ -73,9 +73,41 @@ def _check_resumable_file(out: str) -> None:
 
 def _no_space(e: OSError, out: str | None) -> MultispikeError:
     where = out or (Path(e.filename).parent if e.filename else "the output folder")
+    last = Path(out) / "last.pt" if out else None
+    if last is not None and last.is_file():
+        kept = f"the previous {last} is intact: free space, then continue with --resume"
+    else:
+        kept = "no checkpoint had been written yet: free space, then run again"
     return MultispikeError(
-        f"no space left on the device of {where} while writing a checkpoint; the previous "
-        "last.pt is intact: free space, then continue with --resume")
+        f"no space left on the device of {where} while writing a checkpoint; {kept}")
+
+
+def check_flag_conflicts(args: argparse.Namespace) -> None:
+    """Refuse (one line) flags that contradict each other, before anything runs."""
+    import os
+
+    if args.seed is not None and args.seeds is not None:
+        raise MultispikeError(f"--seed {args.seed} and --seeds {args.seeds} both set the seed; "
+                              "give one (--seeds runs once per seed)")
+    if args.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        raise MultispikeError("--sync-bn synchronises batch norm across the processes of a "
+                              "torchrun job, and this run is one process; drop --sync-bn or "
+                              "start it with torchrun --nproc-per-node N")
+
+
+def _check_device(cfg) -> None:
+    """Refuse (one line) a device multispike cannot run on, and SyncBatchNorm off CUDA GPUs,
+    before anything is trained or written."""
+    import os
+
+    from multispike.engine.train import pick_device
+
+    device = pick_device(cfg.device)
+    if cfg.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 \
+            and device.type != "cuda":
+        raise MultispikeError("SyncBatchNorm works only on CUDA GPUs, and this torchrun job "
+                              "runs on the CPU; drop --sync-bn (--no-sync-bn over a recipe's "
+                              "sync_bn = true): each process then normalises its own batch")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -84,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from multispike.engine import resolve_config, resume_config, train_model
 
     check_out_folder(args.out)
+    check_flag_conflicts(args)
     overrides = train_overrides(args)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
 
@@ -94,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = resume_config(run["out"], args.recipe, run)
         else:
             cfg = resolve_config(args.recipe, run)
+        _check_device(cfg)
         _check_train_memory(cfg)
         return cfg
 
@@ -240,7 +274,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="capture the whole training step (forward, backward, optimizer) in a "
                    "CUDA graph and replay it; CUDA only (refused on the CPU)")
     p.add_argument("--workers", type=int, help="data loader worker processes")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="SyncBatchNorm under torchrun on CUDA GPUs (--no-sync-bn turns a "
+                   "recipe's off)")
     p.add_argument("--val-split", type=float, metavar="FRACTION",
                    help="hold out this fraction of the training set and choose the best "
                    "epoch on it (default 0: the papers' convention, the best epoch on the "

@@ -7,17 +7,26 @@ A checkpoint is one ``torch.save`` file of plain containers and tensors, read ba
 - ``model``: the state dict;
 - ``optimizer``, ``scheduler``, ``epoch``, ``best_accuracy``, ``config``: what ``--resume``
   needs to continue exactly;
-- ``digest``: ``"sha256:<hex>"`` of the weights (:func:`weights_digest`), written at save time;
-- ``format``: the checkpoint format version.
+- ``digest``: ``"sha256:<hex>"`` of the weights and ``model_args`` together
+  (:func:`~multispike.integrity.model_digest`), written at save time;
+- ``format``: the checkpoint format version (:data:`FORMAT`).
+
+Format versions: 1 had a digest of the weights alone; 2 (now) covers everything that decides
+what the model computes, the weights and the ``model_args`` that rebuild it, and every format-2
+checkpoint must carry it. Format-1 files still load, with the weights checked against their
+digest but ``model_args`` unchecked (it had no digest then); a format newer than this code
+knows is refused, since its entries may mean something this code cannot tell.
 
 Writes go to a temporary file in the same folder, then ``os.replace`` renames it over the
 target, so a run killed mid-write leaves the previous checkpoint intact.
 
 Integrity: :func:`load_checkpoint` refuses (one-line :class:`CheckpointError`) a file that is
-not a checkpoint, a checkpoint whose entries have the wrong types, weights that no longer match
-the digest stored at save time (``torch.load`` does not check the zip CRCs, so overwritten
-bytes would otherwise load silently) and non-finite weights. Checkpoints written before the
-digest existed load without the digest check; the finiteness check applies to them too.
+not a checkpoint, a checkpoint whose entries have the wrong types, weights or ``model_args``
+that no longer match the digest stored at save time (``torch.load`` does not check the zip
+CRCs, so overwritten bytes would otherwise load silently), a format newer than :data:`FORMAT`
+and non-finite weights; :func:`load_state` refuses integer tensors where the model holds
+floating-point ones (they would be cast silently). Checkpoints written before the digest
+existed load without the digest check; the finiteness check applies to them too.
 """
 
 from __future__ import annotations
@@ -38,10 +47,12 @@ from multispike.integrity import (  # noqa: F401 - re-exported: part of the chec
     DIGEST_PREFIX,
     check_weights,
     first_nonfinite,
+    model_digest,
     weights_digest,
 )
 
-FORMAT = 1
+#: the checkpoint format this code writes (see the module's docs for what each version holds)
+FORMAT = 2
 #: entries a training checkpoint (as ``multispike train`` writes it) holds besides the model
 #: and their types; a checkpoint with any of them must hold all of them.
 TRAINING_ENTRIES: dict[str, tuple[type, ...]] = {
@@ -53,7 +64,8 @@ TRAINING_ENTRIES: dict[str, tuple[type, ...]] = {
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (write a temporary file, then rename).
 
-    A ``model`` state dict gets its :func:`weights_digest` stored beside it as ``digest``.
+    A ``model`` state dict gets the :func:`~multispike.integrity.model_digest` of itself and
+    ``model_args`` stored beside it as ``digest``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     state = payload.get("model")
     if isinstance(state, Mapping) and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        record["digest"] = weights_digest(state)
+        record["digest"] = model_digest(state, payload.get("model_args"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -70,10 +82,24 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_behind(e)
+        if cause is not None:  # torch.save reports a full disk as a RuntimeError
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
     return path
+
+
+def _os_error_behind(e: BaseException) -> OSError | None:
+    """The :class:`OSError` (no space, a read-only disk, ...) behind a failed write, found in
+    the chain of exceptions ``torch.save`` raises on top of it; ``None`` if there is none."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
@@ -179,9 +205,33 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as e:  # any failure to read the file is the same problem to the user
         raise _not_a_checkpoint(path, _load_reason(path, e)) from None
     ckpt = _checked(path, ckpt)
-    check_weights(ckpt["model"], ckpt.get("digest"), f"checkpoint {path}",
-                  "use best.pt beside it or re-train")
+    fix = "use best.pt beside it or re-train"
+    if _format(path, ckpt) >= 2:
+        if model_digest(ckpt["model"], ckpt["model_args"]) != ckpt["digest"]:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or edited: its weights or model_args do not match "
+                f"the digest stored at save time; {fix}")
+        check_weights(ckpt["model"], None, f"checkpoint {path}", fix)
+    else:  # format 1: the digest covered the weights alone
+        check_weights(ckpt["model"], ckpt.get("digest"), f"checkpoint {path}", fix)
     return ckpt
+
+
+def _format(path: Path, ckpt: dict[str, Any]) -> int:
+    """The checkpoint's format version; refuses one this code does not know (one line)."""
+    fmt = ckpt.get("format", 1)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise CheckpointError(f"checkpoint {path} has format {fmt!r}, not a version number; it "
+                              "was not written by multispike train: use best.pt or last.pt of "
+                              "a training run")
+    if fmt > FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {fmt}, newer than the {FORMAT} this "
+                              "multispike reads; upgrade multispike to read it")
+    if fmt >= 2 and not isinstance(ckpt.get("digest"), str):
+        raise CheckpointError(f"checkpoint {path} (format {fmt}) lacks its digest; it was "
+                              "edited or not written by multispike: use best.pt beside it or "
+                              "re-train")
+    return fmt
 
 
 def build_model(model_args: dict[str, Any]) -> nn.Module:
@@ -193,7 +243,16 @@ def build_model(model_args: dict[str, Any]) -> nn.Module:
 
 
 def load_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line :class:`CheckpointError` on mismatch."""
+    """``load_state_dict(strict=True)`` with a one-line :class:`CheckpointError` on mismatch,
+    including a tensor whose kind (floating point or integer) is not the model's: torch would
+    cast integers into float weights silently."""
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].is_floating_point() != v.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint {source} holds {k!r} as {str(v.dtype).removeprefix('torch.')}, where "
+                f"the model has {str(own[k].dtype).removeprefix('torch.')}; it was edited or "
+                "written by another program: use best.pt beside it or re-train")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -22,7 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from multispike.checks import positive_int
+from multispike.checks import parse_boolean, positive_int
+from multispike.checks import seed as check_seed
 from multispike.errors import CheckpointError, ConfigError
 
 if sys.version_info >= (3, 11):
@@ -44,6 +45,8 @@ def parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds takes integers like 0,1,2; got {text!r}") from None
     if not seeds:
         raise ConfigError("--seeds is empty; give e.g. --seeds 0,1,2")
+    for s in seeds:
+        check_seed("--seeds", s)
     twice = sorted({s for s in seeds if seeds.count(s) > 1})
     if twice:
         raise ConfigError(f"--seeds names seed {twice[0]} twice ({text}); give each seed once: "
@@ -58,6 +61,40 @@ def check_compile_mode(mode: object) -> str:
             f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}"
         )
     return str(mode)
+
+
+def boolean_options() -> frozenset[str]:
+    """The yes/no model and neuron options: those whose default is a boolean (``mt_on_fc``,
+    ``learn_thresholds``, ``learn_amplitude``, ``detach_reset``, ...)."""
+    import inspect
+
+    from multispike.models.base import MT_SNN_DEFAULTS, SpikingModel
+    from multispike.neurons import NEURONS, Neuron
+
+    names = {k for k, v in MT_SNN_DEFAULTS.items() if isinstance(v, bool)}
+    for cls in (Neuron, *NEURONS.values()):
+        names |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
+                  if isinstance(p.default, bool)}
+    families = list(SpikingModel.__subclasses__())
+    while families:
+        cls = families.pop()
+        families.extend(cls.__subclasses__())
+        names |= {k for k, v in cls.family_defaults.items() if isinstance(v, bool)}
+    return frozenset(names)
+
+
+def parse_boolean_options(options: dict[str, Any], where: str = "--option") -> dict[str, Any]:
+    """``options`` with the yes/no ones parsed from the spellings of the command line and TOML
+    (true/false, yes/no, on/off, 1/0); another value of such an option is a one-line
+    :class:`ConfigError`. Where strings from the user become objects: the command line, recipes.
+    """
+    names = boolean_options()
+    return {k: parse_boolean(f"{where} {k}", v) if k in names else v
+            for k, v in options.items()}
+
+
+#: training settings that have their own flag: a model option may not set them a second time
+OWN_FLAG = {"timesteps": "--timesteps", "firing": "--firing", "neuron": "--neuron"}
 
 
 @dataclass
@@ -136,9 +173,26 @@ class TrainConfig:
                 f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}"
             )
         check_compile_mode(self.compile)
+        self._check_model_options()
+        check_seed("--seed", self.seed)
         if not isinstance(self.cuda_graphs, bool):
             raise ConfigError(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}")
         return self
+
+    def _check_model_options(self) -> None:
+        """One place per setting: T, firing and neuron have their own flags (a model option
+        setting them too trained at one T while config.json recorded another), and the class
+        count is the dataset's."""
+        for key, flag in OWN_FLAG.items():
+            if key in self.model_options:
+                raise ConfigError(
+                    f"--option {key}={self.model_options[key]!r} sets what {flag} sets; give "
+                    f"{flag} {self.model_options[key]} instead (in a recipe: {key} at the top "
+                    "level)")
+        if "num_classes" in self.model_options:
+            raise ConfigError(
+                f"--option num_classes={self.model_options['num_classes']!r}: the class count "
+                f"comes from the dataset ({self.dataset}); drop the option")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -201,6 +255,9 @@ def load_recipe(name: str) -> dict[str, Any]:
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise ConfigError(f"recipe {path} has unknown key {unknown[0]!r}; known: {sorted(FIELDS)}")
+    if isinstance(data.get("model_options"), dict):
+        data["model_options"] = parse_boolean_options(data["model_options"],
+                                                      f"recipe {path}: model_options")
     data["recipe"] = name
     return data
 
@@ -261,26 +318,43 @@ def differing_settings(saved: dict[str, Any], asked: dict[str, Any]) -> list[str
     return out
 
 
+def _saved_config(path: Path) -> dict[str, Any]:
+    """The settings of the run whose ``config.json`` is ``path``; where that file is missing or
+    unreadable, the copy in ``last.pt`` beside it (every checkpoint holds the configuration)."""
+    try:
+        saved = json.loads(path.read_text())
+        if isinstance(saved, dict):
+            return saved
+    except (OSError, ValueError):
+        pass
+    last = path.parent / "last.pt"
+    if not last.is_file():
+        if not path.exists():
+            raise CheckpointError(f"nothing to resume: neither {path} nor {last} exists; start "
+                                  "the run without --resume")
+        raise CheckpointError(f"{path} is not a readable run configuration and there is no "
+                              f"{last} to take it from; start a new run in another --out")
+    from multispike.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(last)
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path} is missing or unreadable and {last} holds no run "
+                              "configuration; start a new run in another --out")
+    return ckpt["config"]
+
+
 def resume_config(
     out: str | Path, recipe: str | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """The configuration of the run in ``out``, from its ``config.json``, for ``--resume``.
+    """The configuration of the run in ``out``, from its ``config.json`` (or, where that is
+    missing or corrupt, from ``last.pt``, which holds it too), for ``--resume``.
 
     ``--out`` alone is enough. A recipe or flag given as well must agree with the saved run,
     except the settings in :data:`RESUME_SAFE` and ``epochs``, which apply; any other
     difference is a one-line :class:`ConfigError` naming the flag.
     """
     path = Path(out) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"nothing to resume: {path} does not exist; start the run without --resume")
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path} ({type(e).__name__}); the run's "
-                              "configuration is lost: start a new run") from None
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} is not a run configuration; start a new run")
+    saved = _saved_config(path)
     values = {k: v for k, v in saved.items() if k in FIELDS}
     asked: dict[str, Any] = load_recipe(recipe) if recipe else {}
     for key, value in (overrides or {}).items():

@@ -31,13 +31,15 @@ import torch
 from torch import nn
 
 from multispike.checks import positive_int, positive_number
+from multispike.checks import seed as check_seed
 from multispike.errors import ConfigError
 
 #: float64 outputs of the deployed model must match the trained model's to this (relative)
 TOLERANCE = 1e-6
 
 
-def _check_args(verify_batches: int, batch_size: int, dt: float) -> None:
+def _check_args(verify_batches: int, batch_size: int, dt: float, seed: int) -> None:
+    check_seed("--seed", seed)
     positive_int("--verify-batches", verify_batches)
     positive_int("--batch-size", batch_size)
     positive_number("--dt", dt)
@@ -47,7 +49,7 @@ def deploy_checkpoint(
     checkpoint: str,
     out: str,
     *,
-    nir: bool = True,
+    nir: bool | str = True,
     dt: float = 1.0,
     split: bool = True,
     verify_batches: int = 2,
@@ -60,17 +62,24 @@ def deploy_checkpoint(
     """Deploy one checkpoint into ``out``; returns the summary written into ``config.json``.
 
     ``device``: where the model is folded, split and verified (``cpu``, ``auto``, ``cuda``,
-    ``cuda:N`` or a ``torch.device``).
+    ``cuda:N`` or a ``torch.device``). ``nir``: True writes ``model.nir`` where NIR can
+    express the model, ``"required"`` (an explicit ``--nir``) refuses a model it cannot
+    express before anything is written, False writes none. A folder holding a training run is
+    never a target, ``force`` or not.
     """
     from multispike.deploy import fold_amplitudes, split_planes
     from multispike.deploy.io import CONFIG, WEIGHTS, save_deployed
     from multispike.engine.evaluate import open_checkpoint
-    from multispike.engine.runlock import check_out_folder
+    from multispike.engine.runlock import check_out_folder, holds_training_run
     from multispike.engine.train import pick_device
 
-    _check_args(verify_batches, batch_size, dt)
+    _check_args(verify_batches, batch_size, dt, seed)
     check_out_folder(str(out))
     out_dir = Path(out)
+    if holds_training_run(out_dir):  # its config.json is the run's: never overwritten
+        raise ConfigError(f"{out_dir} holds a training run (checkpoints, metrics or its "
+                          "config.json), which deploy never overwrites, --force or not; choose "
+                          f"another --out, e.g. {out_dir / 'deployed'}")
     if not force and any((out_dir / f).exists() for f in (WEIGHTS, CONFIG, "model.nir")):
         raise ConfigError(f"{out_dir} already holds a deployed model; pass --force to overwrite")
     dev = pick_device(str(device))
@@ -101,6 +110,9 @@ def deploy_checkpoint(
         summary["executor"] = _executor(deployed, shape, seed)
     summary["nir"] = _nir(deployed, out_dir, dt, shape, seed) if nir else {"written": False,
                                                                           "note": "--no-nir"}
+    if nir == "required" and not summary["nir"]["written"]:  # nothing written yet
+        raise ConfigError(f"--nir asked for model.nir, but {summary['nir']['note']}; deploy "
+                          "without --nir (or with --no-nir) to write the safetensors alone")
     paths = save_deployed(deployed, out_dir, extra={"summary": summary})
     summary["files"] = {k: str(v) for k, v in paths.items()}
     if summary["nir"].get("written"):

@@ -100,6 +100,9 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    if device.type not in ("cpu", "cuda"):  # multispike's kernels exist for these two
+        raise ConfigError(f"device {name!r} is not supported: multispike runs on the CPU and on "
+                          "CUDA GPUs; use --device cpu, cuda or cuda:N")
     return device
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from multispike.checks import plain, positive_int
+from multispike.checks import boolean, plain, positive_int
 from multispike.errors import ConfigError, InputError
 from multispike.layers import (
     FIRINGS,
@@ -194,7 +194,9 @@ class SpikingModel(nn.Module):
                 f"{name}: unknown output {opts['output']!r}; choose one of {', '.join(OUTPUTS)}"
             )
         get_norm(opts["norm"])  # "unknown norm ...; choose one of ..."
-        opts["mt_on_fc"] = bool(opts["mt_on_fc"])
+        for key, default in defaults.items():  # yes/no options: real booleans only
+            if isinstance(default, bool):
+                opts[key] = boolean(key, opts[key], where=name)
         opts["neuron"] = _neuron_name(opts["neuron"])
         neuron_cls: type[Neuron] = get_neuron_class(opts["neuron"])
         allowed = neuron_option_names(neuron_cls)
