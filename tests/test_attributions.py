@@ -123,3 +123,114 @@ def test_a_step_stats_stem_deploys_exactly():
     folded = fold_batchnorm(model)
     assert_close(folded(x), model(x))
     assert not any(isinstance(m, BatchNormFold) for m in folded.modules())
+
+
+# -- issue 23: the Ternary Spike recipes follow the authors' code, or say which choice is ours ---
+def _ternary_rows() -> list[str]:
+    return [n for n in _paper_rows() if "ternary" in n]
+
+
+def _model(name: str):
+    cfg = resolve_config(name)
+    in_channels = 2 if "dvs" in name else 3
+    with torch.device("meta"):
+        return create(cfg.model, timesteps=2, in_channels=in_channels, **cfg.model_options)
+
+
+def _stem_norms(model) -> list[nn.Module]:
+    """Every BN of the stem: ``stem_norm`` and, for resnet20m, the two in ``stem_rest``."""
+    rest = [m.norm for m in model.stem_rest if hasattr(m, "norm")]
+    return [model.stem_norm, *rest]
+
+
+def test_every_ternary_recipe_starts_its_convolutions_as_the_authors_code():
+    names = _ternary_rows()
+    assert len(names) == 16
+    for name in names:
+        assert resolve_config(name).model_options.get("init") == "kaiming-fan-out", name
+        assert "a choice of\n# ours" in _text(name) or "a choice of ours" in _text(name), name
+
+
+def test_resnet20m_recipes_zero_their_residual_bns_and_normalise_the_stem_per_step():
+    """The authors' resnet20_cifar_modified: bn2.weight = 0 in every block, and its three stem
+    BNs normalise each time step; their ResNet-19 and ImageNet ResNets zero nothing."""
+    for name in _ternary_rows():
+        model, opts = _model(name), resolve_config(name).model_options
+        zero = "resnet20m" in name
+        assert bool(opts.get("zero_init_residual")) == zero, name
+        assert "zero_init_residual" in _text(name), name  # followed, or its absence explained
+        if zero:
+            stem = _stem_norms(model)
+            assert len(stem) == 3 and all(isinstance(m, BatchNormStepStats) for m in stem), name
+
+
+def test_zero_init_residual_zeroes_the_last_bn_of_every_branch_and_still_trains():
+    from multispike.layers import SpikeBlock
+
+    for norm in ("fold", "per-step", "tdbn"):
+        model = create("resnet19", norm=norm, zero_init_residual=True)
+        blocks = [m for m in model.modules() if isinstance(m, SpikeBlock)]
+        assert len(blocks) == 8
+        for b in blocks:
+            weights = [p for n, p in b.bn2.named_parameters() if n.endswith("weight")]
+            assert weights and all(float(p.detach().abs().sum()) == 0 for p in weights), norm
+            first = [p for n, p in b.bn1.named_parameters() if n.endswith("weight")]
+            assert all(float(p.detach().abs().sum()) > 0 for p in first), norm
+    assert not create("resnet19").model_args["zero_init_residual"]
+    model = create("resnet20m", zero_init_residual=True, stem_norm="step-stats",
+                   init="kaiming-fan-out")
+    x = torch.rand(2, 3, 16, 16)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_step_stats_covers_all_three_stem_bns_of_resnet20m():
+    model = create("resnet20m", stem_norm="step-stats")
+    stem = _stem_norms(model)
+    assert len(stem) == 3 and all(isinstance(m, BatchNormStepStats) for m in stem)
+    blocks = [m for m in model.stages.modules() if isinstance(m, BatchNormStepStats)]
+    assert not blocks  # the stages keep the model's norm
+    assert all(type(m) is BatchNormFold for m in _stem_norms(create("resnet20m")))
+
+
+def test_imagenet_recipes_state_the_global_batch_and_the_recipes_command_shows_it(capsys):
+    from multispike.cli import main
+
+    names = [n for n in _ternary_rows() if "imagenet" in n]
+    assert len(names) == 4
+    for name in names:
+        text = _text(name)
+        assert "a global batch of 320" in text and "batch_size is per process" in text, name
+        assert load_recipe(name)["batch_size"] == 40
+    assert main(["recipes", names[0]]) == 0
+    out = capsys.readouterr().out
+    assert "batch_size is per process" in out and "a choice of ours" in out
+    assert "per process: the global batch is batch_size x processes" in out
+
+
+def test_the_mt_dvs_recipe_does_not_cite_the_static_section_for_its_training():
+    text = _text("mt-vgg12-cifar10-dvs")
+    assert "(MT-SNN Sec 5.2)" not in text
+    assert "Sec 5.3 (CIFAR10-DVS) states no training settings" in text
+
+
+def _words(path: Path) -> str:
+    return " ".join(path.read_text().split())
+
+
+def test_mt_snn_defaults_the_paper_does_not_state_are_marked_as_ours():
+    models = _words(DOCS / "models.md")
+    assert "Paper defaults" not in models
+    assert "It states no value for the rest, so these defaults are **ours**: `init_tau = 2`" \
+        in models
+    for ours in ("`V_th = 1`", "deltas (−0.5, +0.5)·V_th", "T = 4 for CIFAR"):
+        assert ours in models.split("**ours**", 1)[1].split("Ternary Spike:", 1)[0], ours
+
+
+def test_the_readme_claims_no_more_than_was_measured():
+    readme = _words(DOCS.parent / "README.md")
+    assert "Table 5 reproduced approximately (energy within 0.2%, #SOPs 1.3% under" in readme
+    assert "#Sign from a definition we fitted" in readme
+    assert "equals the addition-only executor's exact count on every layer in float64" in readme
+    assert "come with ResNets on CIFAR-100 and ImageNet" not in readme
+    assert "come with ResNets on CIFAR-10, CIFAR-100, ImageNet and CIFAR10-DVS" in readme

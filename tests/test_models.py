@@ -276,6 +276,7 @@ def test_model_args_record_resolved_defaults():
         "vote_group": 10,
         "stem_norm": None,
         "init": "default",
+        "zero_init_residual": False,
     }
 
 

@@ -122,11 +122,15 @@ def test_report_numbers_are_those_of_train_eval_and_energy(report_dir, capsys):
         s = rep["seeds"][seed]
         assert s["best_accuracy"] == load_checkpoint(ckpt)["best_accuracy"]  # what train says
         capsys.readouterr()
-        assert main(["eval", "--checkpoint", str(ckpt), "--timesteps", "1,2", "--device", "cpu",
-                     "--json"]) == 0
-        rows = json.loads(capsys.readouterr().out)
-        for row in rows:
-            assert s["accuracy"][str(row["timesteps"])] == pytest.approx(100 * row["accuracy"])
+        # each T of the sweep is its own model, trained at that T (OUT/T1/seedN at T = 1)
+        for t, run in (("2", s), ("1", rep["sweep_seeds"]["1"][seed])):
+            path = Path(run["checkpoint"])
+            assert path == (ckpt if t == "2" else report_dir / "T1" / f"seed{seed}" / "best.pt")
+            assert load_checkpoint(path)["model_args"]["timesteps"] == int(t)
+            assert main(["eval", "--checkpoint", str(path), "--timesteps", t, "--device", "cpu",
+                         "--json"]) == 0
+            (row,) = json.loads(capsys.readouterr().out)
+            assert run["accuracy"] == {t: pytest.approx(100 * row["accuracy"])}
         # what the report's accuracy at the paper's T is: train's best epoch, as eval measures it
         assert s["accuracy"]["2"] == pytest.approx(100 * s["best_accuracy"])
         assert main(["energy", "--checkpoint", str(ckpt), "--dataset", "digits",
@@ -186,7 +190,7 @@ def test_the_command_reuses_the_finished_run_and_prints_one_line(report_dir, cap
     assert main(["reproduce", "mt-digits", "--seeds", "0,1", "--epochs", "1", "--out",
                  str(report_dir), "--device", "cpu", "--no-progress"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("mt-digits: ours ") and "paper 99.81" in out[-1]
+    assert out[-1].startswith("mt-digits: ours ") and "our demo's claim 99.81" in out[-1]
     assert (report_dir / "seed0" / "last.pt").read_bytes() == before
 
 
@@ -215,3 +219,77 @@ def test_reproduce_under_torchrun_trains_on_every_process_and_reports_once(tmp_p
     assert config["world_size"] == 2
     rep = json.loads((out / "report.json").read_text())
     assert rep["seeds"]["0"]["epochs"] == 1
+
+
+# -- issue 23: a report that compares like with like and says what it is ----------------------
+def test_every_T_row_is_a_model_trained_at_that_T_and_says_so(report_dir):
+    rep = json.loads((report_dir / "report.json").read_text())
+    assert rep["sweep"] == "train"
+    rows = rep["accuracy_vs_T"]
+    assert {t: (r["trained_T"], r["eval_T"]) for t, r in rows.items()} == {"1": (1, 1),
+                                                                         "2": (2, 2)}
+    accs = [rep["sweep_seeds"]["1"][s]["accuracy"]["1"] for s in ("0", "1")]
+    assert rows["1"]["ours"] == accs and rows["1"]["paper"] == 99.44
+    md = (report_dir / "report.md").read_text()
+    assert "| 1 | trained at T = 1 | 99.44 |" in md and "evaluated at" not in md
+
+
+def test_the_cheap_sweep_keeps_one_model_and_labels_its_rows(report_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "eval"
+    for seed in ("seed0", "seed1"):  # the finished T = 2 runs: nothing is trained again
+        shutil.copytree(report_dir / seed, out / seed)
+    rep = rp.reproduce("mt-digits", seeds=[0, 1], epochs=1, out=out, device="cpu",
+                       progress=False, sweep="eval")
+    assert not (out / "T1").exists() and rep["sweep_seeds"] == {}
+    assert (rep["accuracy_vs_T"]["1"]["trained_T"], rep["accuracy_vs_T"]["1"]["eval_T"]) == (2, 1)
+    md = (out / "report.md").read_text()
+    assert "| 1 | evaluated at T = 1, trained at T = 2 |" in md
+    assert "`--sweep eval` (instead of train: one model per T)" in md
+    with pytest.raises(ConfigError, match="unknown sweep 'both'"):
+        rp.reproduce("mt-digits", out=tmp_path / "x", sweep="both")
+
+
+def test_the_report_header_names_every_command_line_override(report_dir):
+    rep = json.loads((report_dir / "report.json").read_text())
+    assert rep["overrides"] == {"--epochs": {"value": 1, "instead_of": "the recipe's 12"},
+                                "--seeds": {"value": "0,1", "instead_of": "0,1,2"},
+                                "--device": {"value": "cpu", "instead_of": "auto"}}
+    header = (report_dir / "report.md").read_text().split("\n## ")[0]
+    assert ("Settings overridden on the command line: `--epochs 1` (instead of the recipe's "
+            "12), `--seeds 0,1` (instead of 0,1,2), `--device cpu` (instead of auto).") in header
+    assert rp.settings_line({}).startswith("Settings: the recipe's")
+
+
+def test_a_claim_of_ours_is_labelled_as_ours(report_dir):
+    md = (report_dir / "report.md").read_text()
+    assert "This claim is our own number" in md
+    assert "| | claim (ours) | ours (mean ± std, 2 seeds) |" in md
+    assert "| | paper |" not in md
+    assert rp.own_claim(rp.paper_claim("ternary-digits"))
+    assert not rp.own_claim(rp.paper_claim("mt-vgg9-cifar10"))
+    from multispike.cli.info import claim_text
+
+    assert "(ours: multispike demo (README))" in claim_text(rp.paper_claim("mt-digits"))
+
+
+def _fake_seed(acc: float, ts: list[int]) -> dict:
+    return {"accuracy": {str(t): acc for t in ts}, "mean_firing_rate": {str(ts[0]): 0.1},
+            "best_epoch": 1,
+            "energy": {"energy_uj": 1.0, "convention": "events"},
+            "deploy": {"ok": True, "max_abs_diff_float64": 0.0}}
+
+
+@pytest.mark.parametrize("recipe, paper", [("mt-vgg9-cifar10", "94.71 ± n/a"),
+                                           ("ternary-resnet20m-cifar10", "94.46 ± 0.0")])
+def test_a_missing_standard_deviation_is_n_a_not_zero(recipe, paper):
+    """MT-SNN prints no ±, and one seed has no spread: both are n/a; Ternary Table 2's ±0.0
+    is printed as the paper prints it."""
+    claim = rp.paper_claim(recipe)
+    seed = _fake_seed(90.0, rp.sweep_timesteps(claim))
+    rep = rp.summarize(recipe, claim, {0: seed}, 1.0, sweep="eval")
+    md = rp.report_markdown(rep)
+    assert f"| {paper} | 90.00 ± n/a |" in md
+    assert "± 0.00" not in md and rep["accuracy"]["ours_std"] is None
+    assert rep["accuracy"]["paper_within_our_spread"] is None

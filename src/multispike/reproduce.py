@@ -3,17 +3,24 @@
 For a recipe (one TOML per table row, with the paper's claim in its ``[paper]`` table) and a
 list of seeds, :func:`reproduce`
 
-1. trains each seed into ``OUT/seedN`` (:func:`multispike.engine.train_model`: the run lock,
-   exact resume; a seed whose run exists is resumed, a finished one is not trained again);
+1. trains each seed into ``OUT/seedN`` at the paper's T, and, for every other T of the paper's
+   sweep (MT-SNN Table 3 / Fig 3-4, Ternary Table 2), one more model per seed into
+   ``OUT/T{T}/seedN``, as the papers trained one model per T
+   (:func:`multispike.engine.train_model`: the run lock, exact resume; a seed whose run exists
+   is resumed, a finished one is not trained again). ``sweep="eval"`` (``--sweep eval``) keeps
+   the cheap reading instead: the paper-T model evaluated at the other T, rows labelled so;
 2. evaluates each seed's ``best.pt`` (the papers report the best epoch on the test set) at the
-   paper's T and at every T of the paper's sweep (MT-SNN Table 3 / Fig 3-4), with
-   :func:`multispike.engine.evaluate_model`, as ``multispike eval`` does;
+   T it was trained at (and, with ``sweep="eval"``, at every T of the sweep), with
+   :func:`multispike.engine.evaluate_model`, as ``multispike eval`` does; every T row of the
+   report carries ``trained_T`` and ``eval_T``;
 3. measures firing rates and bills energy from them (``events`` convention, the defaults of
    ``multispike energy --checkpoint``: 8 test batches of 64, ``hu2021``);
 4. deploys: folds BN and amplitudes (:func:`multispike.deploy.fold_amplitudes`) and checks that
    the folded model reproduces the outputs;
 5. writes ``OUT/report.json``, ``OUT/report.md`` and ``OUT/accuracy_vs_T.png`` (ours, mean ±
-   std over seeds, with the paper's points).
+   std over seeds, with the paper's points). ``report.md`` names in its header every setting
+   given on the command line that is not the recipe's (``--epochs``, seeds, ``--device``,
+   ``--sweep``), and labels a claim that is our own number (the digits recipes' demo rows).
 
 Each seed's results are kept in ``OUT/seedN/reproduce.json`` keyed by the checkpoint's bytes,
 so an interrupted run continues where it stopped. Under ``torchrun`` training uses every
@@ -51,7 +58,9 @@ else:  # pragma: no cover - Python 3.10
 
 #: ``multispike energy --checkpoint``'s defaults, which the report uses too
 ENERGY_BATCHES, ENERGY_BATCH_SIZE, COST_TABLE = 8, 64, "hu2021"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+#: the seeds when none are given; how the accuracy-against-T rows are made
+DEFAULT_SEEDS, SWEEPS = (0, 1, 2), ("train", "eval")
 
 
 # -- the paper's claim ------------------------------------------------------------------------
@@ -78,6 +87,17 @@ def sweep_timesteps(claim: dict[str, Any]) -> list[int]:
     """The T to evaluate at: the claim's T and every T of its sweep."""
     ts = {int(claim["timesteps"])} | {int(t) for t in claim.get("sweep_timesteps", [])}
     return sorted(ts)
+
+
+def own_claim(claim: dict[str, Any]) -> bool:
+    """Whether the claim is our own number, not a paper's (the digits recipes' demo rows)."""
+    return str(claim.get("source", "")).startswith("multispike demo")
+
+
+def seed_dir(out_dir: Path, seed: int, t: int, t_paper: int) -> Path:
+    """Where the model of ``seed`` trained at T = ``t`` lives: ``OUT/seedN`` at the paper's T,
+    ``OUT/T{t}/seedN`` at another T of the sweep."""
+    return out_dir / f"seed{seed}" if t == t_paper else out_dir / f"T{t}" / f"seed{seed}"
 
 
 # -- one seed ---------------------------------------------------------------------------------
@@ -150,35 +170,49 @@ def _deploy(model: Any, dataset: str, data_dir: str | None) -> dict[str, Any]:
     return {"max_abs_diff_float64": diff, "ok": diff <= 1e-6}
 
 
+def _cached(cache: Path, key: str, eval_ts: list[int], full: bool) -> dict[str, Any] | None:
+    """The saved evaluation of the checkpoint with sha256 ``key``, if it covers the same work."""
+    if not cache.is_file():
+        return None
+    try:
+        saved = json.loads(cache.read_text())
+    except ValueError:
+        return None
+    same = (saved.get("checkpoint_sha256"), saved.get("version"), saved.get("eval_T"),
+            "energy" in saved) == (key, REPORT_VERSION, eval_ts, full)
+    return saved if same else None
+
+
 def evaluate_seed(run_dir: Path, dataset: str, data_dir: str | None, claim: dict[str, Any],
-                  device: str) -> dict[str, Any]:
-    """Accuracy at every T, energy and deployment of one trained seed (cached in the folder)."""
+                  device: str, eval_ts: Sequence[int] | None = None,
+                  full: bool = True) -> dict[str, Any]:
+    """Accuracy at each T of ``eval_ts`` (default: every T of the claim) of one trained seed,
+    and with ``full`` its energy and deployment at the paper's T (cached in the folder)."""
     from multispike.engine import evaluate_model, load_model
 
     best = run_dir / "best.pt"
     cache = run_dir / "reproduce.json"
     key = _file_key(best)
-    if cache.is_file():
-        try:
-            saved = json.loads(cache.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("checkpoint_sha256") == key and saved.get("version") == REPORT_VERSION:
-            return saved
+    ts = sorted(int(t) for t in (eval_ts or sweep_timesteps(claim)))
+    saved = _cached(cache, key, ts, full)
+    if saved is not None:
+        return saved
     model, ckpt = load_model(best)
-    ts = sweep_timesteps(claim)
+    trained_t = model.timesteps  # the checkpoint's T: the T it was trained at
     rows = evaluate_model(model, dataset, ts, data_dir=data_dir, device=device, rates=True)
-    t_paper = int(claim["timesteps"])
     result = {
         "version": REPORT_VERSION,
         "checkpoint": str(best),
         "checkpoint_sha256": key,
         "best_epoch": ckpt.get("epoch"),
+        "trained_T": trained_t,
+        "eval_T": ts,
         "accuracy": {str(r["timesteps"]): 100 * r["accuracy"] for r in rows},
         "mean_firing_rate": {str(r["timesteps"]): r.get("mean_firing_rate") for r in rows},
-        "energy": _energy(model, dataset, data_dir, t_paper),
-        "deploy": _deploy(model, dataset, data_dir),
     }
+    if full:
+        result["energy"] = _energy(model, dataset, data_dir, int(claim["timesteps"]))
+        result["deploy"] = _deploy(model, dataset, data_dir)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(cache)
@@ -222,36 +256,66 @@ def environment(wall_s: float, device: str) -> dict[str, Any]:
     }
 
 
+def _spread(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation; the deviation is None (n/a) for one value."""
+    mean, std = mean_std(values)
+    return mean, (std if len(values) > 1 else None)
+
+
+def sweep_rows(claim: dict[str, Any], seeds: dict[int, dict[str, Any]],
+               sweep_seeds: dict[int, dict[int, dict[str, Any]]] | None,
+               sweep: str) -> dict[str, dict[str, Any]]:
+    """Accuracy against T, one row per T of the claim, each with ``trained_T`` and ``eval_T``.
+
+    ``sweep="train"``: row T reads the models trained at T (``sweep_seeds[T]``; ``seeds`` at
+    the paper's T). ``"eval"``: every row reads ``seeds``, the models trained at the paper's T.
+    """
+    t_paper = int(claim["timesteps"])
+    rows: dict[str, dict[str, Any]] = {}
+    for t in sweep_timesteps(claim):
+        apart = sweep == "train" and t != t_paper
+        runs = (sweep_seeds or {})[t] if apart else seeds
+        vals = [r["accuracy"][str(t)] for r in runs.values()]
+        mean, std = _spread(vals)
+        rows[str(t)] = {"trained_T": t if apart else t_paper, "eval_T": t, "ours_mean": mean,
+                        "ours_std": std, "ours": vals}
+    for t, acc in zip(claim.get("sweep_timesteps", []), claim.get("sweep_accuracy", []),
+                      strict=False):
+        rows.setdefault(str(t), {})["paper"] = acc
+    return rows
+
+
 def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any]],
-              wall_s: float, device: str = "cpu") -> dict[str, Any]:
-    """The report: paper vs ours (mean ± std over seeds), accuracy against T, energy;
-    ``device``: where the seeds trained (``"cpu"``, ``"cuda:0"``)."""
-    t = str(int(claim["timesteps"]))
-    ours = [s["accuracy"][t] for s in seeds.values()]
-    mean, std = mean_std(ours)
+              wall_s: float, device: str = "cpu", *,
+              sweep_seeds: dict[int, dict[int, dict[str, Any]]] | None = None,
+              sweep: str = "eval", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report: paper vs ours (mean ± std over seeds; std None with one seed), accuracy
+    against T (:func:`sweep_rows`), energy. ``device``: where the seeds trained (``"cpu"``,
+    ``"cuda:0"``); ``overrides``: the command-line settings that are not the recipe's
+    (:func:`command_overrides`)."""
+    t = int(claim["timesteps"])
+    ours = [s["accuracy"][str(t)] for s in seeds.values()]
+    mean, std = _spread(ours)
     paper = claim.get("accuracy")
-    row: dict[str, Any] = {"timesteps": int(t), "paper": paper, "paper_std": claim.get("std"),
+    row: dict[str, Any] = {"timesteps": t, "trained_T": t, "eval_T": t, "paper": paper,
+                           "paper_std": claim.get("std"), "claim_is_ours": own_claim(claim),
                            "ours_mean": mean, "ours_std": std, "ours": ours}
     if paper is not None:
         row["difference"] = mean - float(paper)
-        row["paper_within_our_spread"] = abs(mean - float(paper)) <= std
-    sweep = {}
-    for tt in sweep_timesteps(claim):
-        vals = [s["accuracy"][str(tt)] for s in seeds.values()]
-        m, sd = mean_std(vals)
-        sweep[str(tt)] = {"ours_mean": m, "ours_std": sd}
-    for tt, acc in zip(claim.get("sweep_timesteps", []), claim.get("sweep_accuracy", []),
-                       strict=False):
-        sweep.setdefault(str(tt), {})["paper"] = acc
+        row["paper_within_our_spread"] = None if std is None else abs(mean - float(paper)) <= std
     energies = [s["energy"]["energy_uj"] for s in seeds.values()]
-    em, es = mean_std(energies)
+    em, es = _spread(energies)
     return {
         "recipe": recipe,
         "claim": claim,
+        "overrides": overrides or {},
+        "sweep": sweep,
         "seeds": {str(k): v for k, v in seeds.items()},
+        "sweep_seeds": {str(tt): {str(k): v for k, v in runs.items()}
+                        for tt, runs in (sweep_seeds or {}).items()},
         "accuracy": row,
-        "accuracy_vs_T": sweep,
-        "energy_uj_per_image": {"mean": em, "std": es, "timesteps": int(t),
+        "accuracy_vs_T": sweep_rows(claim, seeds, sweep_seeds, sweep),
+        "energy_uj_per_image": {"mean": em, "std": es, "timesteps": t,
                                 "convention": next(iter(seeds.values()))["energy"]["convention"],
                                 "cost_table": COST_TABLE},
         "deploy_ok": all(s["deploy"]["ok"] for s in seeds.values()),
@@ -267,45 +331,101 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def pm(mean: float, std: float | None, digits: int = 2) -> str:
+    """``mean ± std``; ``± n/a`` where there is no standard deviation (one seed).
+
+    >>> pm(97.5, None), pm(97.5, 0.25)
+    ('97.50 ± n/a', '97.50 ± 0.25')
+    """
+    return f"{mean:.{digits}f} ± " + ("n/a" if std is None else f"{std:.{digits}f}")
+
+
+def claim_pm(value: float | None, std: float | None) -> str:
+    """A claimed accuracy with its ± as the source prints it (Ternary Table 2's ``±0.0`` stays
+    ``0.0``); ``n/a`` where the text gives none (MT-SNN); ``–`` with no number.
+
+    >>> claim_pm(94.71, None), claim_pm(94.46, 0.0), claim_pm(66.9, 0.19)
+    ('94.71 ± n/a', '94.46 ± 0.0', '66.90 ± 0.19')
+    """
+    if value is None:
+        return "–"
+    return f"{value:.2f} ± " + ("n/a" if std is None else str(float(std)))
+
+
+def settings_line(overrides: dict[str, Any]) -> str:
+    """The report's header line naming every setting given on the command line."""
+    if not overrides:
+        return ("Settings: the recipe's, with the default seeds (0,1,2); nothing was "
+                "overridden on the command line.")
+    parts = [f"`{flag} {o['value']}` (instead of {o['instead_of']})"
+             for flag, o in overrides.items()]
+    return "Settings overridden on the command line: " + ", ".join(parts) + "."
+
+
+def _sweep_note(rep: dict[str, Any], noun: str) -> str:
+    t0 = rep["accuracy"]["timesteps"]
+    if rep.get("sweep") == "train":
+        return ("Each row's models (one per seed) were trained at that row's T, as the "
+                f"{noun}'s were.")
+    return (f"`--sweep eval`: every row is the models trained at T = {t0}, evaluated at that T; "
+            f"the {noun}'s points are models trained at each T, so only the T = {t0} row "
+            "compares like with like.")
+
+
+def _model_cell(v: dict[str, Any]) -> str:
+    if v.get("trained_T") == v.get("eval_T"):
+        return f"trained at T = {v['trained_T']}"
+    return f"evaluated at T = {v['eval_T']}, trained at T = {v['trained_T']}"
+
+
 def report_markdown(rep: dict[str, Any]) -> str:
     claim, acc, env = rep["claim"], rep["accuracy"], rep["environment"]
     n = len(rep["seeds"])
-    lines = [f"# Reproduction of `{rep['recipe']}`", ""]
+    ours_claim = own_claim(claim)
+    who = "claim (ours)" if ours_claim else "paper"  # a column's header
+    noun = "claim" if ours_claim else "paper"  # in the prose
+    lines = [f"# Reproduction of `{rep['recipe']}`", "", settings_line(rep.get("overrides", {})),
+             ""]
     lines += [f"Claim: {claim.get('method', '')} {claim.get('architecture', '')} on "
               f"{claim.get('dataset', '')} at T = {claim['timesteps']}, {claim['source']}."]
+    if ours_claim:
+        lines += ["", "This claim is our own number (the README's `multispike demo` table, "
+                  "measured with this package), not a published one."]
     if claim.get("claim"):
         lines += ["", f"The paper says: {claim['claim']}."]
     lines += ["", "Accuracy is the best test accuracy over the epochs (the papers' convention: "
-              "the best epoch is chosen on the test set). The paper's value lies within our "
-              "spread when it is within one standard deviation of our mean.", ""]
-    lines += ["| | paper | ours (mean ± std, "
-              f"{n} seed{'s' if n != 1 else ''}) | difference | paper within our spread |",
+              f"the best epoch is chosen on the test set). The {noun}'s value lies within our "
+              "spread when it is within one standard deviation of our mean (n/a with one seed: "
+              "no standard deviation).", ""]
+    lines += [f"| | {who} | ours (mean ± std, "
+              f"{n} seed{'s' if n != 1 else ''}) | difference | {who} within our spread |",
               "|---|---|---|---|---|"]
-    paper = (f"{acc['paper']:.2f}" + (f" ± {acc['paper_std']:.2f}" if acc.get("paper_std")
-                                       is not None else "")) if acc["paper"] is not None else "–"
     within = acc.get("paper_within_our_spread")
-    said = "–" if within is None else ("yes" if within else "no")
-    lines += [f"| top-1 accuracy (%) at T = {acc['timesteps']} | {paper} | "
-              f"{acc['ours_mean']:.2f} ± {acc['ours_std']:.2f} | "
+    said = "n/a" if within is None else ("yes" if within else "no")
+    lines += [f"| top-1 accuracy (%) at T = {acc['timesteps']} | "
+              f"{claim_pm(acc['paper'], acc.get('paper_std'))} | "
+              f"{pm(acc['ours_mean'], acc['ours_std'])} | "
               f"{_fmt(acc.get('difference'))} | {said} |"]
     comp = claim.get("comparison")
     if comp:
-        lines += ["", f"The paper's comparison: against {comp.get('against')} "
+        lines += ["", f"The {noun}'s comparison: against {comp.get('against')} "
                   f"({comp.get('source')}"
                   + (f", {comp['accuracy']:.2f}% at T = {comp['timesteps']}"
                      if comp.get("accuracy") is not None else "")
                   + (f": {comp['claim']}" if comp.get("claim") else "") + ")."]
-    lines += ["", "## Accuracy against T", "", "![accuracy against T](accuracy_vs_T.png)", "",
-              "| T | paper | ours |", "|---|---|---|"]
+    lines += ["", "## Accuracy against T", "", _sweep_note(rep, noun), "",
+              "![accuracy against T](accuracy_vs_T.png)", "",
+              f"| T | our models | {who} | ours |", "|---|---|---|---|"]
     for tt, v in sorted(rep["accuracy_vs_T"].items(), key=lambda kv: int(kv[0])):
-        ours = (f"{v['ours_mean']:.2f} ± {v['ours_std']:.2f}" if "ours_mean" in v else "–")
-        lines += [f"| {tt} | {_fmt(v.get('paper'))} | {ours} |"]
+        ours = pm(v["ours_mean"], v["ours_std"]) if "ours_mean" in v else "–"
+        lines += [f"| {tt} | {_model_cell(v)} | {_fmt(v.get('paper'))} | {ours} |"]
     e = rep["energy_uj_per_image"]
     lines += ["", "## Energy per image", "",
-              f"{e['mean']:.3f} ± {e['std']:.3f} µJ at T = {e['timesteps']} "
+              f"{pm(e['mean'], e['std'], 3)} µJ at T = {e['timesteps']} "
               f"(cost table {e['cost_table']}, convention {e['convention']}, rates measured on "
               f"{ENERGY_BATCHES} test batches of {ENERGY_BATCH_SIZE}).", ""]
-    lines += ["## Per seed", "", "| seed | best epoch | accuracy at T (%) | firing rate | "
+    lines += [f"## Per seed (the models trained at T = {acc['timesteps']})", "",
+              "| seed | best epoch | accuracy at T (%) | firing rate | "
               "energy (µJ) | deploy max diff (float64) | train img/s |",
               "|---|---|---|---|---|---|---|"]
     t = str(acc["timesteps"])
@@ -330,39 +450,80 @@ def plot_report(rep: dict[str, Any], path: Path) -> Path:
     ax = fig.subplots()
     pts = sorted(rep["accuracy_vs_T"].items(), key=lambda kv: int(kv[0]))
     ours = [(int(t), v) for t, v in pts if "ours_mean" in v]
+    how = ("one model per T" if rep.get("sweep") == "train"
+           else f"trained at T = {rep['accuracy']['timesteps']}")
     ax.errorbar([t for t, _ in ours], [v["ours_mean"] for _, v in ours],
-                yerr=[v["ours_std"] for _, v in ours], marker="o", capsize=3,
-                label=f"ours (mean ± std, {len(rep['seeds'])} seeds)")
+                yerr=[v["ours_std"] or 0.0 for _, v in ours], marker="o", capsize=3,
+                label=f"ours (mean ± std, {len(rep['seeds'])} seeds, {how})")
     paper = [(int(t), v["paper"]) for t, v in pts if v.get("paper") is not None]
     if not paper and rep["accuracy"]["paper"] is not None:
         paper = [(rep["accuracy"]["timesteps"], rep["accuracy"]["paper"])]
     if paper:
+        who = "our demo's claim" if own_claim(rep["claim"]) else "paper"
         ax.plot([t for t, _ in paper], [a for _, a in paper], "s--", color="black",
-                label=f"paper ({rep['claim']['source']})")
+                label=f"{who} ({rep['claim']['source']})")
     span_ylim(ax, [v["ours_mean"] for _, v in ours] + [a for _, a in paper])
     ax.set_xticks(sorted({t for t, _ in ours} | {t for t, _ in paper}))
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{rep['recipe']}: paper vs ours\nerror bars: standard deviation over seeds",
-                 fontsize=10)
+    ax.set_title(f"{rep['recipe']}: {'claim' if own_claim(rep['claim']) else 'paper'} vs ours"
+                 "\nerror bars: standard deviation over seeds", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
 # -- the whole command ------------------------------------------------------------------------
+def command_overrides(recipe: str, seeds: Sequence[int], epochs: int | None, device: str,
+                      sweep: str) -> dict[str, Any]:
+    """The settings given on the command line that differ from the recipe's or the defaults:
+    ``{"--epochs": {"value": 2, "instead_of": 12}, ...}``."""
+    from multispike.engine import resolve_config
+
+    out: dict[str, Any] = {}
+    if epochs is not None:
+        out["--epochs"] = {"value": epochs,
+                           "instead_of": f"the recipe's {resolve_config(recipe).epochs}"}
+    if tuple(seeds) != DEFAULT_SEEDS:
+        out["--seeds"] = {"value": ",".join(map(str, seeds)),
+                          "instead_of": ",".join(map(str, DEFAULT_SEEDS))}
+    if device != "auto":
+        out["--device"] = {"value": device, "instead_of": "auto"}
+    if sweep != "train":
+        out["--sweep"] = {"value": sweep, "instead_of": "train: one model per T"}
+    return out
+
+
+def _train_all(recipe: str, out_dir: Path, seeds: list[int], ts: list[int], t_paper: int,
+               overrides: dict[str, Any], progress: bool) -> dict[int, dict[int, Any]]:
+    """Train every seed at every T of ``ts`` (the paper's T first): ``{T: {seed: summary}}``."""
+    trained: dict[int, dict[int, Any]] = {}
+    for t in [t_paper] + [tt for tt in ts if tt != t_paper]:
+        trained[t] = {}
+        for seed in seeds:
+            run = {**overrides, "seed": seed, "timesteps": None if t == t_paper else t}
+            trained[t][seed] = _train(recipe, seed_dir(out_dir, seed, t, t_paper), run)
+            if progress and int(os.environ.get("RANK", "0")) == 0:
+                print(f"seed {seed}, T = {t}: best test accuracy "
+                      f"{trained[t][seed]['best_accuracy']:.4f}", flush=True)
+    return trained
+
+
 def reproduce(
     recipe: str,
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     out: str | os.PathLike | None = None,
     data_dir: str | None = None,
     epochs: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    sweep: str = "train",
 ) -> dict[str, Any] | None:
     """Train, evaluate, measure, deploy and report one recipe over ``seeds`` (module docs).
 
+    ``sweep``: ``"train"`` trains one model per seed and T of the paper's sweep, as the papers
+    did; ``"eval"`` evaluates the paper-T models at the other T (cheaper; the rows say so).
     Returns the report (also written to ``out``), or ``None`` on ranks other than 0.
     """
     start = time.perf_counter()
@@ -370,27 +531,33 @@ def reproduce(
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct integers, got {seeds}")
+    if sweep not in SWEEPS:
+        raise ConfigError(f"unknown sweep {sweep!r}; choose one of {', '.join(SWEEPS)}")
     out_dir = Path(out) if out is not None else Path("runs") / "reproduce" / Path(recipe).stem
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder; choose a folder")
+    given = command_overrides(recipe, seeds, epochs, device, sweep)
     overrides: dict[str, Any] = {"data_dir": data_dir, "epochs": epochs, "device": device,
                                  "progress": progress}
-    trained: dict[int, dict[str, Any]] = {}
-    for seed in seeds:
-        trained[seed] = _train(recipe, out_dir / f"seed{seed}", {**overrides, "seed": seed})
-        if progress and int(os.environ.get("RANK", "0")) == 0:
-            print(f"seed {seed}: best test accuracy {trained[seed]['best_accuracy']:.4f}",
-                  flush=True)
+    t0, ts = int(claim["timesteps"]), sweep_timesteps(claim)
+    trained = _train_all(recipe, out_dir, seeds, ts if sweep == "train" else [t0], t0,
+                         overrides, progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    dataset = next(iter(trained.values()))["dataset"]
+    dataset = next(iter(trained[t0].values()))["dataset"]
     results: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        r = evaluate_seed(out_dir / f"seed{seed}", dataset, data_dir, claim, device)
-        results[seed] = {**r, **{k: trained[seed][k] for k in
+        r = evaluate_seed(out_dir / f"seed{seed}", dataset, data_dir, claim, device,
+                          eval_ts=[t0] if sweep == "train" else ts)
+        results[seed] = {**r, **{k: trained[t0][seed][k] for k in
                                  ("best_accuracy", "epochs", "train_images_per_s")}}
-    used = ", ".join(sorted({t["device"] for t in trained.values()}))  # one, in practice
-    rep = summarize(recipe, claim, results, time.perf_counter() - start, used)
+    apart = {t: {seed: {**evaluate_seed(seed_dir(out_dir, seed, t, t0), dataset, data_dir,
+                                        claim, device, eval_ts=[t], full=False),
+                        **{k: trained[t][seed][k] for k in ("best_accuracy", "epochs")}}
+                 for seed in seeds} for t in trained if t != t0}
+    used = ", ".join(sorted({r["device"] for runs in trained.values() for r in runs.values()}))
+    rep = summarize(recipe, claim, results, time.perf_counter() - start, used,
+                    sweep_seeds=apart, sweep=sweep, overrides=given)
     (out_dir / "report.json").write_text(json.dumps(rep, indent=2, default=_json_default))
     plot_report(rep, out_dir / "accuracy_vs_T.png")
     (out_dir / "report.md").write_text(report_markdown(rep))

@@ -40,25 +40,47 @@ def recipe_rows() -> list[dict]:
     return rows
 
 
+def recipe_notes(name: str) -> list[str]:
+    """The comments of a recipe file, in order, without ``#``: its sources, and the settings
+    that are choices of ours rather than the paper's or the authors' code's."""
+    from multispike.engine.config import recipe_dir
+
+    path = Path(name) if Path(name).suffix == ".toml" else recipe_dir() / f"{name}.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.strip()[1:].strip() for ln in lines if ln.strip().startswith("#")]
+
+
 #: what the recipe table shows for a recipe without a published claim
 NO_CLAIM = "- (beyond the papers: no published number)"
 
 
 def claim_text(claim: dict | None) -> str:
-    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one; :data:`NO_CLAIM` for
-    None.
+    """``94.71% (MT-SNN Table 3)``, with ± where the paper gives one, as it prints it
+    (``± 0.0``, not ``± 0.00``); ``ours:`` before the source of a claim that is our own number
+    (the digits recipes' demo rows); :data:`NO_CLAIM` for None.
 
     >>> claim_text({"accuracy": 94.71, "source": "MT-SNN Table 3"})
     '94.71% (MT-SNN Table 3)'
+    >>> claim_text({"accuracy": 94.46, "std": 0.0, "source": "Ternary Spike Table 2"})
+    '94.46% ± 0.0 (Ternary Spike Table 2)'
+    >>> claim_text({"accuracy": 99.81, "std": 0.32, "source": "multispike demo (README)"})
+    '99.81% ± 0.32 (ours: multispike demo (README))'
     >>> claim_text(None)
     '- (beyond the papers: no published number)'
     """
+    from multispike.reproduce import own_claim
+
     if claim is None:
         return NO_CLAIM
+    source = f"ours: {claim['source']}" if own_claim(claim) else claim["source"]
     if claim.get("accuracy") is None:
-        return f"{claim.get('claim', '-')} ({claim['source']})"
-    pm = f" ± {claim['std']:.2f}" if claim.get("std") is not None else ""
-    return f"{claim['accuracy']:.2f}%{pm} ({claim['source']})"
+        return f"{claim.get('claim', '-')} ({source})"
+    pm = f" ± {float(claim['std'])}" if claim.get("std") is not None else ""
+    return f"{claim['accuracy']:.2f}%{pm} ({source})"
+
+
+#: datasets that ship with their package (scikit-learn's digits): no --data-dir to give
+BUNDLED = frozenset({"digits"})
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -68,16 +90,23 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         raw = {k: v for k, v in load_recipe(args.name).items() if k != "recipe"}
         resolved = resolve_config(args.name).to_dict()
         claim = recipe_claim(args.name)
+        notes = recipe_notes(args.name)
         if args.json:
             print(json.dumps({"name": args.name, "recipe": raw, "config": resolved,
-                              "paper": claim}, indent=2))
+                              "paper": claim, "notes": notes}, indent=2))
             return 0
         print(f"recipe {args.name}: every setting of the run it makes (recipe: set by the "
               "recipe file; default: TrainConfig's, or the dataset's/model's where None)")
         for key, value in resolved.items():
             if key == "recipe":
                 continue
-            print(f"  {key:<16}{json.dumps(value):<40} {'recipe' if key in raw else 'default'}")
+            where = "recipe" if key in raw else "default"
+            if key == "batch_size":  # DataLoader batch of each torchrun process
+                where += " (per process: the global batch is batch_size x processes)"
+            print(f"  {key:<16}{json.dumps(value):<40} {where}")
+        if notes:
+            print("the recipe's notes (its comments: sources, and which settings are ours):")
+            print("\n".join(f"  {ln}" for ln in notes))
         if claim is None:
             print(f"the paper: {NO_CLAIM}")
         else:
@@ -86,8 +115,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
                      if claim.get("comparison") else ""))
         print(f"train it: multispike train --recipe {args.name} --out runs/{Path(args.name).stem}")
         if claim is not None:
+            data_dir = "" if resolved["dataset"] in BUNDLED else " --data-dir DATA"
             print(f"reproduce it (train, evaluate, energy, deploy, report): multispike "
-                  f"reproduce {args.name} --data-dir DATA")
+                  f"reproduce {args.name}{data_dir}")
         return 0
     rows = recipe_rows()
     if args.json:

@@ -14,18 +14,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         positive_int("--epochs", args.epochs)
     from multispike.engine.config import parse_seeds
-    from multispike.reproduce import reproduce
+    from multispike.engine.runlock import check_out_folder
+    from multispike.engine.train import pick_device
+    from multispike.reproduce import own_claim, pm, reproduce
+
+    check_out_folder(args.out or str(Path("runs") / "reproduce" / Path(args.recipe).stem))
+    pick_device(args.device)  # an unsupported device: one line before anything is trained
 
     rep = reproduce(args.recipe, seeds=parse_seeds(args.seeds), out=args.out,
                     data_dir=args.data_dir, epochs=args.epochs, device=args.device,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, sweep=args.sweep)
     if rep is None:
         return 0
     acc = rep["accuracy"]
     out = Path(args.out) if args.out else Path("runs") / "reproduce" / Path(args.recipe).stem
     paper = "–" if acc["paper"] is None else f"{acc['paper']:.2f}"
-    print(f"{rep['recipe']}: ours {acc['ours_mean']:.2f} ± {acc['ours_std']:.2f} % at "
-          f"T = {acc['timesteps']} over {len(rep['seeds'])} seeds, paper {paper} "
+    who = "our demo's claim" if own_claim(rep["claim"]) else "paper"
+    print(f"{rep['recipe']}: ours {pm(acc['ours_mean'], acc['ours_std'])} % at "
+          f"T = {acc['timesteps']} over {len(rep['seeds'])} seeds, {who} {paper} "
           f"({rep['claim']['source']}); report in {out / 'report.md'}")
     return 0
 
@@ -41,5 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="report folder (default runs/reproduce/RECIPE)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. a quick run)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--sweep", choices=("train", "eval"), default="train",
+                   help="accuracy against T: train one model per T of the paper's sweep, as "
+                   "the papers did (train, default), or evaluate the model trained at the "
+                   "paper's T at the other T (eval: cheaper; its rows say 'evaluated at T, "
+                   "trained at T0')")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)

@@ -16,6 +16,7 @@ every image counts exactly once and the accuracy equals a one-process evaluation
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -77,18 +78,28 @@ def setup(device: str | torch.device | None = "auto") -> DistContext:
         dev = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        atexit.register(_end_group)
     return DistContext(True, rank, world, local, dev)
 
 
 def cleanup(ctx: DistContext) -> None:
-    """Wait for every rank, then end the process group.
+    """Wait for every rank at the end of a run. The process group stays up for the next run
+    of this process (``reproduce`` trains several): ending it and starting it again raced
+    (rank 0 re-opens its store while another rank already connects: "Connection refused");
+    it ends when the process exits."""
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def _end_group() -> None:
+    """End the process group at exit, after a last barrier.
 
     After the barrier, gloo's worker thread still frees the barrier's work, which needs the
     GIL; if the group is destroyed meanwhile (here, or when the DDP wrapper that holds it is
     freed), its destructor waits for that thread while holding the GIL, and both wait for ever.
     A short sleep releases the GIL so that the worker finishes first.
     """
-    if ctx.enabled and dist.is_initialized():
+    if dist.is_initialized():
         dist.barrier()
         time.sleep(0.2)
         dist.destroy_process_group()

@@ -81,11 +81,15 @@ class ResNetSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-#: options of every ResNet besides the common ones: ``stem_norm`` (None: as ``norm``; the
-#: Ternary Spike code normalises its stem per time step, ``"step-stats"``) and ``init``
-#: (``"default"``: PyTorch's; ``"kaiming-fan-out"``: He normal, fan-out, as the Ternary Spike
-#: code initialises its convolutions)
-RESNET_OPTIONS: dict[str, Any] = {"stem_norm": None, "init": "default"}
+#: options of every ResNet besides the common ones: ``stem_norm`` (None: as ``norm``; the BN of
+#: every stem conv: one, or resnet20m's three; the Ternary Spike code normalises resnet20m's
+#: stem per time step, ``"step-stats"``), ``init`` (``"default"``: PyTorch's;
+#: ``"kaiming-fan-out"``: He normal, fan-out, as the Ternary Spike code initialises its
+#: convolutions) and ``zero_init_residual`` (torchvision's name: the last BN of each residual
+#: branch starts with weight 0, so each block starts as its shortcut; the Ternary Spike code's
+#: resnet20m does so)
+RESNET_OPTIONS: dict[str, Any] = {"stem_norm": None, "init": "default",
+                                  "zero_init_residual": False}
 INITS = ("default", "kaiming-fan-out")
 
 
@@ -104,17 +108,29 @@ def init_weights(model: nn.Module, init: str, name: str) -> None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
+def zero_init_residual(blocks: nn.Module) -> None:
+    """Set the weight (BN scale ``γ``) of the last BN of every residual branch, ``bn2`` of each
+    block in ``blocks``, to 0: per-step BN's every step, tdBN's ``λ``. Each block's branch then
+    starts at its BN bias, and the block at its shortcut (torchvision's
+    ``zero_init_residual``)."""
+    for block in blocks.modules():
+        if isinstance(block, (MembraneBlock, SpikeBlock)):
+            for name, p in block.bn2.named_parameters():
+                if name.rsplit(".", 1)[-1] == "weight":
+                    nn.init.zeros_(p)
+
+
 class ResNet(SpikingModel):
     """Spiking ResNet of a :class:`ResNetSpec`.
 
     Options (keyword-only, ``None`` = the spec's default) are those of
-    :func:`~multispike.models.create`, ``stem_norm`` and ``init`` (see
+    :func:`~multispike.models.create`, ``stem_norm``, ``init`` and ``zero_init_residual`` (see
     :data:`RESNET_OPTIONS`); ``resnet20`` also takes ``shortcut_kernel`` (3, the default, gives
     MT-SNN Table 2's 4.66M parameters; 1 gives 4.34M). Remaining keyword arguments are neuron
     options.
     """
 
-    family_options = ("shortcut_kernel", "stem_norm", "init")
+    family_options = ("shortcut_kernel", "stem_norm", "init", "zero_init_residual")
     family_defaults = RESNET_OPTIONS
 
     def __init__(self, spec: ResNetSpec, **kwargs: Any) -> None:
@@ -122,21 +138,22 @@ class ResNet(SpikingModel):
         o = self.model_args
         neurons, steps = self.neuron_factory, o["timesteps"]
 
-        def norm_layer(c: int) -> nn.Module:
-            return build_norm(o["norm"], c, timesteps=steps, v_threshold=neurons.v_threshold)
-
         w = spec.stem_width
         if spec.stem == "imagenet":
             self.stem_conv = nn.Conv2d(self.in_channels, w, 7, stride=2, padding=3, bias=False)
         else:
             self.stem_conv = conv3x3(self.in_channels, w)
         stem_norm = o["stem_norm"] or o["norm"]
-        self.stem_norm = build_norm(stem_norm, w, timesteps=steps,
-                                    v_threshold=neurons.v_threshold)
+
+        def stem_norm_layer(c: int) -> nn.Module:
+            return build_norm(stem_norm, c, timesteps=steps, v_threshold=neurons.v_threshold)
+
+        self.stem_norm = stem_norm_layer(w)
         self.stem_act = nn.Identity() if spec.stem == "ms" else neurons.conv()
         rest: list[nn.Module] = []
-        if spec.stem == "sengupta":
-            rest += [ConvUnit(conv3x3(w, w), norm_layer(w), neurons.conv()) for _ in range(2)]
+        if spec.stem == "sengupta":  # every stem BN is the stem's norm
+            rest += [ConvUnit(conv3x3(w, w), stem_norm_layer(w), neurons.conv())
+                     for _ in range(2)]
             rest.append(TimeFold(nn.AvgPool2d(2)))
         elif spec.stem == "imagenet":
             rest.append(TimeFold(nn.AvgPool2d(3, 2, 1)))
@@ -182,6 +199,8 @@ class ResNet(SpikingModel):
         down = math.prod(spec.strides) * {"imagenet": 4, "sengupta": 2}.get(spec.stem, 1)
         self.min_input_size = down
         init_weights(self, o["init"], spec.name)
+        if o["zero_init_residual"]:
+            zero_init_residual(self.stages)
         self.input_size = (spec.input_size, spec.input_size)
 
     @classmethod
