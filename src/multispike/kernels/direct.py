@@ -38,6 +38,14 @@ def _initial(rule, v_threshold: float) -> tuple[tuple[float, ...], int]:
     return initial_thresholds(rule, v_threshold)
 
 
+def _differentiable_once() -> None:
+    """Refuse a backward that builds a graph (``create_graph=True``): the kernels' gradients
+    have none, and higher-order gradients would silently be zero."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("the fused neuron kernels are differentiable once; use "
+                           "backend='torch' for higher-order gradients")
+
+
 class CpuLauncher:
     """The C++ kernel for one layer kind and input dtype, with everything static prepared."""
 
@@ -117,9 +125,7 @@ class _CpuNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if torch.is_grad_enabled():  # create_graph=True: these gradients have no graph
-            raise RuntimeError("the fused neuron kernels are differentiable once; use "
-                               "backend='torch' for higher-order gradients")
+        _differentiable_once()
         (saved,) = ctx.saved_tensors
         a, params = ctx.a, ctx.params
         if params is None:  # no parameters: the common case, nothing else to work out
@@ -165,9 +171,17 @@ class TritonLauncher:
         from multispike.kernels import triton_impl
 
         x = x_seq.contiguous()
-        c = None if rho is None else triton_impl.learned_consts(
-            self.spec.static, self.plan, x.dtype, rho.detach())
-        return triton_impl.forward(self.spec.static, x, w, amp, save_mode, flag, c=c)[0]
+        return triton_impl.forward(self.spec.static, x, w, amp, save_mode, flag,
+                                   c=self.constants(x, rho))[0]
+
+    def constants(self, x: Tensor, rho: Tensor | None) -> Tensor | None:
+        """The kernels' constants with the thresholds learned from ``rho`` (one launch), or
+        None for a layer whose thresholds are fixed (its cached constants serve)."""
+        from multispike.kernels import triton_impl
+
+        if rho is None:
+            return None
+        return triton_impl.learned_consts(self.spec.static, self.plan, x.dtype, rho.detach())
 
 
 class _TritonNeuron(torch.autograd.Function):
@@ -180,10 +194,8 @@ class _TritonNeuron(torch.autograd.Function):
 
         launcher, save_mode, flag = call
         x = x.contiguous()
-        st = launcher.spec.static
-        c = None if rho is None else triton_impl.learned_consts(st, launcher.plan, x.dtype,
-                                                                 rho.detach())
-        out, saved = triton_impl.forward(st, x, w, amp, save_mode, flag, c=c)
+        c = launcher.constants(x, rho)
+        out, saved = triton_impl.forward(launcher.spec.static, x, w, amp, save_mode, flag, c=c)
         ctx.launcher, ctx.save_mode = launcher, save_mode
         ctx.has = (w is not None, amp is not None, rho is not None)
         ctx.save_for_backward(saved, w, amp, rho, c)
@@ -193,9 +205,7 @@ class _TritonNeuron(torch.autograd.Function):
     def backward(ctx, grad_out):
         from multispike.kernels import triton_impl
 
-        if torch.is_grad_enabled():  # create_graph=True: these gradients have no graph
-            raise RuntimeError("the fused neuron kernels are differentiable once; use "
-                               "backend='torch' for higher-order gradients")
+        _differentiable_once()
         saved, w, amp, rho, c = ctx.saved_tensors
         needs = ctx.needs_input_grad
         need_w, need_amp, need_rho = (needs[i] and ctx.has[i - 1] for i in (1, 2, 3))
