@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from multispike.engine.config import parse_boolean_options
 from multispike.errors import ConfigError, MultispikeError
 
 
@@ -30,6 +29,8 @@ def parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
     """``KEY=VALUE`` pairs of a repeatable flag as a dict: values parsed as JSON where they
     parse (else kept as text), dashes in keys become underscores; yes/no options take
     true/false, yes/no, on/off or 1/0 (anything else is refused in one line)."""
+    from multispike.engine.config import parse_boolean_options  # here: the engine loads torch
+
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = str(pair).partition("=")

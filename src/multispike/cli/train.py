@@ -11,8 +11,6 @@ from typing import Any
 
 from multispike.checks import positive_int
 from multispike.cli._common import add_compile_flag, parse_options
-from multispike.engine.config import parse_seeds
-from multispike.engine.runlock import check_out_folder
 from multispike.errors import MultispikeError
 
 
@@ -114,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import statistics
 
     from multispike.engine import resolve_config, resume_config, train_model
+    from multispike.engine.config import parse_seeds
+    from multispike.engine.runlock import check_out_folder
 
     check_out_folder(args.out)
     check_flag_conflicts(args)
@@ -203,7 +203,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    from multispike.engine.config import parse_seeds
     from multispike.engine.demo import demo_reading, plot_demo, run_demo
+    from multispike.engine.runlock import check_out_folder
     from multispike.engine.train import pick_device
 
     check_out_folder(args.out)  # before anything is trained
@@ -256,14 +258,20 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other model or neuron option, e.g. --option norm=tdbn, "
                    "levels=4, reset=soft, learn_thresholds=true (repeatable)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=int,
+                   help="full passes over the training set (default: the recipe's, else 10)")
+    p.add_argument("--batch-size", type=int,
+                   help="samples per step, per process under torchrun (default: the "
+                   "recipe's, else 64)")
+    p.add_argument("--lr", type=float,
+                   help="initial SGD learning rate (default: the recipe's, else 0.1)")
+    p.add_argument("--weight-decay", type=float,
+                   help="L2 weight decay, 0 for none (default: the recipe's, else 5e-4)")
     p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default 0.9)")
     p.add_argument("--schedule", help="cosine, step or constant")
     p.add_argument("--augment", help="augmentation name of the dataset")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int,
+                   help="random seed of weights, data order and augmentation (default 0)")
     p.add_argument("--seeds", help="run once per seed, e.g. 0,1,2, and report mean ± std")
     p.add_argument("--out", help="folder for last.pt, best.pt, metrics.csv, config.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")

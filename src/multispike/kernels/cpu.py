@@ -6,9 +6,10 @@ compiler (``$CXX``, else ``g++``, else ``c++``), with
 (about 40 s of one core in all: a template instance per common configuration; about 20 s on
 two cores) and linked, and cached under
 ``$MULTISPIKE_CACHE`` (default ``~/.cache/multispike``), keyed by the source, the compiler, the
-flags and the host CPU. It links the OpenMP runtime PyTorch has already loaded (same soname),
-so both share one thread pool; it uses ``torch.get_num_threads()`` threads, fewer while other
-processes keep cores busy (:func:`_threads`).
+flags and the host CPU; a build announces itself in one line on stderr. It links the OpenMP
+runtime PyTorch has already loaded (same soname), so both share one thread pool; it uses
+``torch.get_num_threads()`` threads, fewer while other processes keep cores busy
+(:func:`_threads`).
 
 :func:`library` returns ``None`` (after one warning) when the build or the load fails; the
 caller then uses the eager fused path.
@@ -150,11 +151,18 @@ def _build(cxx: str) -> Path:
             fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():
             return lib
+        _announce_build(lib)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp_dir:
             tmp = os.path.join(tmp_dir, "multistep.so")
             _compile(cxx, tmp_dir, tmp)
             os.replace(tmp, lib)
     return lib
+
+
+def _announce_build(lib: Path) -> None:
+    """One line on stderr before a build: the first call otherwise sits silent for ~30 s."""
+    print(f"multispike: building the CPU kernel, once per compiler and CPU (about 30 s; "
+          f"cached as {lib})", file=sys.stderr, flush=True)
 
 
 def _compile(cxx: str, tmp_dir: str, out: str) -> None:
