@@ -198,7 +198,7 @@ def test_yes_no_options_parse_at_the_command_line(text, value, tmp_path, capsys,
 
     seen = {}
     monkeypatch.setattr(engine, "train_model",
-                        lambda cfg: seen.setdefault("cfg", cfg) and pytest.skip("seen"))
+                        lambda cfg, **_: seen.setdefault("cfg", cfg) and pytest.skip("seen"))
     with pytest.raises(pytest.skip.Exception):
         main([*TRAIN, "--option", f"learn_thresholds={text}"])
     assert seen["cfg"].model_options["learn_thresholds"] is value
@@ -332,7 +332,7 @@ def test_deltas_in_the_form_help_shows(capsys, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(engine, "train_model",
-                        lambda cfg: seen.setdefault("cfg", cfg) and pytest.skip("seen"))
+                        lambda cfg, **_: seen.setdefault("cfg", cfg) and pytest.skip("seen"))
     with pytest.raises(pytest.skip.Exception):
         main([*TRAIN, "--deltas", "-0.5,0.5"])
     assert seen["cfg"].model_options["deltas"] == [-0.5, 0.5]
@@ -341,7 +341,7 @@ def test_deltas_in_the_form_help_shows(capsys, monkeypatch):
 def test_an_interrupt_says_how_to_resume(run, tmp_path, capsys, monkeypatch):
     import multispike.engine as engine
 
-    def interrupted(cfg):
+    def interrupted(cfg, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "train_model", interrupted)

@@ -293,3 +293,19 @@ def test_a_missing_standard_deviation_is_n_a_not_zero(recipe, paper):
     assert f"| {paper} | 90.00 ± n/a |" in md
     assert "± 0.00" not in md and rep["accuracy"]["ours_std"] is None
     assert rep["accuracy"]["paper_within_our_spread"] is None
+
+
+def test_the_report_names_the_thread_count_and_the_batches_it_measured(report_dir):
+    """digits' 360 test images are 6 batches of 64, not the 8 the energy asks for."""
+    rep = json.loads((report_dir / "report.json").read_text())
+    threads = rep["environment"]["threads"]
+    counts = threads if isinstance(threads, list) else [threads]  # a list if the runs differed
+    assert all(isinstance(n, int) and n >= 1 for n in counts)
+    text = (report_dir / "report.md").read_text()
+    header = text.split("\n## ")[0]
+    assert f"CPU threads: {threads} (the same seed and the same thread count" in header
+    e = rep["energy_uj_per_image"]
+    assert (e["batches"], e["images"]) == (6, 360)
+    assert "rates measured on 6 test batches of up to 64: 360 images)." in text
+    assert "8 test batches" not in text
+    assert rp.threads_line(None).startswith("CPU threads: –")

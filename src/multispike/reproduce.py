@@ -14,7 +14,8 @@ list of seeds, :func:`reproduce`
    :func:`multispike.engine.evaluate_model`, as ``multispike eval`` does; every T row of the
    report carries ``trained_T`` and ``eval_T``;
 3. measures firing rates and bills energy from them (``events`` convention, the defaults of
-   ``multispike energy --checkpoint``: 8 test batches of 64, ``hu2021``);
+   ``multispike energy --checkpoint``: 8 test batches of 64, or fewer in a smaller test set,
+   ``hu2021``);
 4. deploys: folds BN and amplitudes (:func:`multispike.deploy.fold_amplitudes`) and checks that
    the folded model reproduces the outputs;
 5. writes ``OUT/report.json``, ``OUT/report.md`` and ``OUT/accuracy_vs_T.png`` (ours, mean ±
@@ -58,7 +59,7 @@ else:  # pragma: no cover - Python 3.10
 
 #: ``multispike energy --checkpoint``'s defaults, which the report uses too
 ENERGY_BATCHES, ENERGY_BATCH_SIZE, COST_TABLE = 8, 64, "hu2021"
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: the energy records the batches it measured
 #: the seeds when none are given; how the accuracy-against-T rows are made
 DEFAULT_SEEDS, SWEEPS = (0, 1, 2), ("train", "eval")
 
@@ -129,6 +130,7 @@ def _train(recipe: str, run_dir: Path, overrides: dict[str, Any]) -> dict[str, A
         "dataset": cfg.dataset,
         "data_dir": cfg.data_dir,
         "device": result["device"],
+        "threads": result["threads"],
     }
 
 
@@ -144,9 +146,12 @@ def _energy(model: Any, dataset: str, data_dir: str | None, timesteps: int) -> d
                                     timesteps=timesteps)
     report = model_energy(model, spec, timesteps, get_cost_table(COST_TABLE), loader=loader,
                           transform=transform, batches=ENERGY_BATCHES)
+    batches = min(ENERGY_BATCHES, len(loader))  # a small test set has fewer
+    images = min(ENERGY_BATCHES * ENERGY_BATCH_SIZE, len(loader.dataset))
     return {"energy_uj": report.energy_uj, "sops": report.sops,
             "flops": report.first_layer_flops, "mean_rate": report.mean_rate,
-            "convention": report.convention, "timesteps": timesteps}
+            "convention": report.convention, "timesteps": timesteps,
+            "batches": batches, "images": images}
 
 
 def _deploy(model: Any, dataset: str, data_dir: str | None) -> dict[str, Any]:
@@ -227,9 +232,10 @@ def device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def environment(wall_s: float, device: str) -> dict[str, Any]:
+def environment(wall_s: float, device: str, threads: Any = None) -> dict[str, Any]:
     """Where and with what the run ran: ``device`` is the one it trained on (``"cpu"``,
-    ``"cuda:0"``), named in ``device_name``; ``gpu`` says whether that was a GPU."""
+    ``"cuda:0"``), named in ``device_name``; ``gpu`` says whether that was a GPU; ``threads``:
+    the CPU thread count of the trainings (``None`` on a GPU)."""
     from importlib import metadata
 
     try:
@@ -247,6 +253,7 @@ def environment(wall_s: float, device: str) -> dict[str, Any]:
         "device": device,
         "device_name": device_name(device),
         "gpu": device.startswith("cuda"),
+        "threads": threads,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "multispike": version,
@@ -288,11 +295,12 @@ def sweep_rows(claim: dict[str, Any], seeds: dict[int, dict[str, Any]],
 def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any]],
               wall_s: float, device: str = "cpu", *,
               sweep_seeds: dict[int, dict[int, dict[str, Any]]] | None = None,
-              sweep: str = "eval", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              sweep: str = "eval", overrides: dict[str, Any] | None = None,
+              threads: Any = None) -> dict[str, Any]:
     """The report: paper vs ours (mean ± std over seeds; std None with one seed), accuracy
     against T (:func:`sweep_rows`), energy. ``device``: where the seeds trained (``"cpu"``,
     ``"cuda:0"``); ``overrides``: the command-line settings that are not the recipe's
-    (:func:`command_overrides`)."""
+    (:func:`command_overrides`); ``threads``: the CPU thread count of the trainings."""
     t = int(claim["timesteps"])
     ours = [s["accuracy"][str(t)] for s in seeds.values()]
     mean, std = _spread(ours)
@@ -305,6 +313,7 @@ def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any
         row["paper_within_our_spread"] = None if std is None else abs(mean - float(paper)) <= std
     energies = [s["energy"]["energy_uj"] for s in seeds.values()]
     em, es = _spread(energies)
+    first = next(iter(seeds.values()))["energy"]
     return {
         "recipe": recipe,
         "claim": claim,
@@ -316,10 +325,11 @@ def summarize(recipe: str, claim: dict[str, Any], seeds: dict[int, dict[str, Any
         "accuracy": row,
         "accuracy_vs_T": sweep_rows(claim, seeds, sweep_seeds, sweep),
         "energy_uj_per_image": {"mean": em, "std": es, "timesteps": t,
-                                "convention": next(iter(seeds.values()))["energy"]["convention"],
-                                "cost_table": COST_TABLE},
+                                "convention": first["convention"], "cost_table": COST_TABLE,
+                                "batches": first.get("batches", ENERGY_BATCHES),
+                                "images": first.get("images")},
         "deploy_ok": all(s["deploy"]["ok"] for s in seeds.values()),
-        "environment": environment(wall_s, device),
+        "environment": environment(wall_s, device, threads),
     }
 
 
@@ -378,6 +388,21 @@ def _model_cell(v: dict[str, Any]) -> str:
     return f"evaluated at T = {v['eval_T']}, trained at T = {v['trained_T']}"
 
 
+def threads_line(threads: Any) -> str:
+    """The report's header line naming the CPU thread count the seeds trained with."""
+    if threads is None:
+        return "CPU threads: – (trained on a GPU)."
+    return (f"CPU threads: {threads} (the same seed and the same thread count give the same "
+            "result; `multispike train --threads N` fixes the count).")
+
+
+def _measured_on(e: dict[str, Any]) -> str:
+    """The batches the energy's firing rates were measured on, as many as there were."""
+    n = e.get("batches", ENERGY_BATCHES)
+    images = f": {e['images']} images" if e.get("images") is not None else ""
+    return f"{n} test batch{'es' if n != 1 else ''} of up to {ENERGY_BATCH_SIZE}{images}"
+
+
 def report_markdown(rep: dict[str, Any]) -> str:
     claim, acc, env = rep["claim"], rep["accuracy"], rep["environment"]
     n = len(rep["seeds"])
@@ -385,7 +410,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
     who = "claim (ours)" if ours_claim else "paper"  # a column's header
     noun = "claim" if ours_claim else "paper"  # in the prose
     lines = [f"# Reproduction of `{rep['recipe']}`", "", settings_line(rep.get("overrides", {})),
-             ""]
+             "", threads_line(env.get("threads")), ""]
     lines += [f"Claim: {claim.get('method', '')} {claim.get('architecture', '')} on "
               f"{claim.get('dataset', '')} at T = {claim['timesteps']}, {claim['source']}."]
     if ours_claim:
@@ -423,7 +448,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
     lines += ["", "## Energy per image", "",
               f"{pm(e['mean'], e['std'], 3)} µJ at T = {e['timesteps']} "
               f"(cost table {e['cost_table']}, convention {e['convention']}, rates measured on "
-              f"{ENERGY_BATCHES} test batches of {ENERGY_BATCH_SIZE}).", ""]
+              f"{_measured_on(e)}).", ""]
     lines += [f"## Per seed (the models trained at T = {acc['timesteps']})", "",
               "| seed | best epoch | accuracy at T (%) | firing rate | "
               "energy (µJ) | deploy max diff (float64) | train img/s |",
@@ -556,8 +581,11 @@ def reproduce(
                         **{k: trained[t][seed][k] for k in ("best_accuracy", "epochs")}}
                  for seed in seeds} for t in trained if t != t0}
     used = ", ".join(sorted({r["device"] for runs in trained.values() for r in runs.values()}))
+    counts = sorted({r.get("threads") for runs in trained.values() for r in runs.values()},
+                    key=str)
     rep = summarize(recipe, claim, results, time.perf_counter() - start, used,
-                    sweep_seeds=apart, sweep=sweep, overrides=given)
+                    sweep_seeds=apart, sweep=sweep, overrides=given,
+                    threads=counts[0] if len(counts) == 1 else counts)
     (out_dir / "report.json").write_text(json.dumps(rep, indent=2, default=_json_default))
     plot_report(rep, out_dir / "accuracy_vs_T.png")
     (out_dir / "report.md").write_text(report_markdown(rep))

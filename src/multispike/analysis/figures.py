@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from multispike.analysis._io import new_figure, save_figure, write_csv
 from multispike.errors import ConfigError
 
@@ -274,3 +276,47 @@ def plot_accuracy_vs_bits(
     ax.legend(fontsize=8)
     png = save_figure(fig, png)
     return {"png": png, "csv": csv_path}
+
+
+def plot_training_curves(
+    epochs: Sequence[int],
+    curves: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    title: str = "Training curves",
+) -> Path:
+    """Loss, accuracy (%) and learning rate against the epoch, one panel each; PNG.
+
+    ``curves``: plain lists of one value per epoch, named as a run's ``metrics.csv`` columns
+    (``train_loss``, ``test_loss``, ``train_accuracy``, ``test_accuracy``, ``val_accuracy``,
+    ``lr``); the panels draw those given.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     png = plot_training_curves([1, 2], {"train_loss": [2.0, 1.0], "lr": [0.1, 0.05]},
+    ...                                pathlib.Path(tmp) / "curves.png")
+    ...     png.name
+    'curves.png'
+    """
+    if not epochs:
+        raise ConfigError("no epochs to plot training curves of")
+    panels = (("loss", ("train_loss", "test_loss", "val_loss")),
+              ("accuracy (%)", ("train_accuracy", "test_accuracy", "val_accuracy")),
+              ("learning rate", ("lr",)))
+    fig = new_figure(10.0, 3.4)
+    axes = fig.subplots(1, 3)
+    for ax, (label, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            values = curves.get(key)
+            if values:
+                shown = _percent(values, key) if "accuracy" in key else list(values)
+                ax.plot(list(epochs), shown, marker="o", markersize=3,
+                        label=key.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0] and label != "learning rate":
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -108,6 +108,31 @@ def _check_device(cfg) -> None:
                               "sync_bn = true): each process then normalises its own batch")
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """One epoch's metrics row as one line (``--no-progress`` prints it per epoch)."""
+    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"train {row['train_accuracy']:.4f}  test {row['test_accuracy']:.4f}  "
+            f"lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s")
+
+
+def start_line(info: dict) -> str:
+    """Where a run trains, with its CPU thread count (printed at the start of a run)."""
+    if info.get("threads") is None:
+        return f"training on {info['device']}"
+    n = info["threads"]
+    return (f"training on {info['device']} with {n} thread{'s' if n > 1 else ''} "
+            "(the same seed and thread count give the same result; --threads N fixes it)")
+
+
+def _apply_threads(n: int | None) -> None:
+    """``--threads N``: the same as ``MULTISPIKE_THREADS=N``."""
+    import os
+
+    if n is not None:
+        positive_int("--threads", n)
+        os.environ["MULTISPIKE_THREADS"] = str(n)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import statistics
 
@@ -117,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_out_folder(args.out)
     check_flag_conflicts(args)
+    _apply_threads(args.threads)
     overrides = train_overrides(args)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
 
@@ -133,8 +159,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def train(run: dict) -> dict:
         cfg = config(run)
+        on_epoch = None
+        if args.no_progress:  # no bar: one line per epoch instead
+            def on_epoch(row, epochs=cfg.epochs):
+                print(epoch_line(row, epochs), flush=True)
         try:
-            return train_model(cfg)
+            return train_model(cfg, on_epoch=on_epoch,
+                               on_start=lambda info: print(start_line(info), flush=True))
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise _no_space(e, run.get("out")) from None
@@ -195,7 +226,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['timesteps']:>4}{r['accuracy']:>10.4f}{r['loss']:>9.4f}"
               f"{r['mean_firing_rate']:>8.4f}")
-    print("\nfiring rate per layer (spikes per neuron per step; -1 and MT planes count):")
+    print(f"\nfiring rate per layer at T = {rows[-1]['timesteps']} (spikes per neuron per step; "
+          "-1 and MT planes count):")
     for layer, rate in rows[-1]["firing_rates"].items():
         print(f"  {layer:<40}{rate:.4f}")
     return 0
@@ -282,6 +314,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="capture the whole training step (forward, backward, optimizer) in a "
                    "CUDA graph and replay it; CUDA only (refused on the CPU)")
     p.add_argument("--workers", type=int, help="data loader worker processes")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: the cores other processes leave free; the "
+                   "same as MULTISPIKE_THREADS=N)")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="SyncBatchNorm under torchrun on CUDA GPUs (--no-sync-bn turns a "
                    "recipe's off)")

@@ -549,7 +549,8 @@ def _tensorboard(out: Path | None):
     return SummaryWriter(str(out / "tb"))
 
 
-def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
+def train_model(cfg: TrainConfig, *, on_epoch: Any = None,
+                on_start: Any = None) -> dict[str, Any]:
     """Run one training: returns ``model``, ``best_accuracy``, ``final_accuracy``, ``history``,
     ``rank``, ``threads`` and ``device`` (where it trained: ``"cpu"``, ``"cuda:0"``, …).
 
@@ -559,6 +560,7 @@ def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
     ``rank`` says which process returns (print only where it is 0). ``threads``: PyTorch's
     thread count during a CPU run (``None`` on a GPU); the count before the run is restored.
     ``on_epoch``: called on rank 0 with each epoch's metrics row (progress for callers).
+    ``on_start``: called on rank 0 before the first epoch with ``threads`` and ``device``.
     """
     cfg.validate()
     ctx = dist_utils.setup(cfg.device)
@@ -572,7 +574,7 @@ def train_model(cfg: TrainConfig, *, on_epoch: Any = None) -> dict[str, Any]:
     # one training per folder: a second one fails at once, naming the process that holds it
     lock = run_lock(out) if out is not None and ctx.rank == 0 else contextlib.nullcontext()
     with lock, threads.restored():
-        return _train(cfg, ctx, device, out, on_epoch)
+        return _train(cfg, ctx, device, out, on_epoch, on_start)
 
 
 def resolved(cfg: TrainConfig, model: nn.Module, spec: Any) -> TrainConfig:
@@ -619,7 +621,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None
 
 
 def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
-           on_epoch: Any = None) -> dict:
+           on_epoch: Any = None, on_start: Any = None) -> dict:
     from multispike import data
 
     main = ctx.rank == 0
@@ -705,6 +707,8 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
             {**cfg.to_dict(), "model_args": model_args, "world_size": ctx.world_size,
              "threads": n_threads}, indent=2))
     writer = _tensorboard(out) if main else None
+    if on_start is not None and main:
+        on_start({"threads": n_threads, "device": device_label(device)})
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(epoch_seed(cfg.seed, epoch))
@@ -771,11 +775,27 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
                 _write_metrics(out / "metrics.csv", history)
     if writer is not None:
         writer.close()
+    if out and main and history:
+        _write_curves(out / "curves.png", history)
     dist_utils.cleanup(ctx)
     final = history[-1]["test_accuracy"] if history else float("nan")
     return {"model": model, "best_accuracy": best, "final_accuracy": final,
             "history": history, "model_args": model_args, "out": str(out) if out else None,
             "rank": ctx.rank, "threads": n_threads, "device": device_label(device)}
+
+
+def _write_curves(path: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``curves.png``: the metrics.csv columns against the epoch (skipped without
+    matplotlib)."""
+    try:
+        from multispike.analysis.figures import plot_training_curves
+    except ImportError:
+        return None
+    keys = ("train_loss", "test_loss", "val_loss", "train_accuracy", "test_accuracy",
+            "val_accuracy", "lr")
+    curves = {k: [row[k] for row in history] for k in keys if all(k in r for r in history)}
+    return plot_training_curves([row["epoch"] for row in history], curves, path,
+                                title=f"Training curves of {path.parent.name}")
 
 
 def device_label(device: torch.device) -> str:
