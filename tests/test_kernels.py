@@ -679,8 +679,8 @@ def triton_check(device: str, sample: bool | None = None) -> None:
             spec = spec_of(node)
             node.zero_grad(set_to_none=True)
             xi = x.clone().requires_grad_(True)
-            tau, amp = _scalars(node, spec, dtype)
-            out = fused(xi, Plan(spec, "triton"), tau, amp)
+            w, amp = _scalars(node, spec)
+            out = fused(xi, Plan(spec, "triton"), w, amp)
             (out * weight).sum().backward()
             grads = [xi.grad] + [p.grad for p in node.parameters()]
             assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T, case)
@@ -709,8 +709,8 @@ def _triton_compare(node, x, weight, dtype):
     spec = spec_of(node)
     node.zero_grad(set_to_none=True)
     xi = x.clone().requires_grad_(True)
-    tau, amp = _scalars(node, spec, dtype)
-    out = fused(xi, Plan(spec, "triton"), tau, amp, _thresholds(node, spec))
+    w, amp = _scalars(node, spec)
+    out = fused(xi, Plan(spec, "triton"), w, amp, _thresholds(node, spec))
     (out * weight).sum().backward()
     grads = [xi.grad] + [p.grad for p in node.parameters()]
     assert len(grads) == len(ref_grads) and all(g is not None for g in grads)

@@ -16,10 +16,12 @@ input's dtype, or a single byte (window count, main spike, spike value) when the
 no membrane value (rectangular or clamp surrogate with ``detach_reset``, no learnable τ and
 no learned thresholds).
 
-Learned thresholds (``learn_thresholds=True``) run fused too: the current thresholds go in as
-one tensor on the layer's device (:func:`~multispike.kernels.spec.threshold_vector`), and the
-backward returns its gradient summed over every neuron and step on the device, which
-autograd chains on to ``threshold_rho``.
+Learned thresholds (``learn_thresholds=True``) run fused too. Eager calls go through a
+launcher cached per layer (:mod:`multispike.kernels.direct`): the C++ kernel gets the
+thresholds as host numbers computed from ``threshold_rho``, the Triton kernels compute them
+from it on the device, and both return ``dL/dρ``. Under ``torch.compile`` the custom ops take
+them as one tensor (:func:`~multispike.kernels.spec.threshold_vector`) and return its
+gradient, which autograd chains on to ``threshold_rho``.
 
 Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
 their spike inputs bit-packed, 1 to 8 bits per spike (:mod:`multispike.kernels.compact`).
@@ -116,10 +118,10 @@ def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
     return None
 
 
-def _scalars(neuron: Any, spec: KernelSpec, dtype: torch.dtype) -> tuple[Tensor | None, ...]:
+def _scalars(neuron: Any, spec: KernelSpec) -> tuple[Tensor | None, ...]:
     """``(w, amp)``: the layer's PLIF ``w`` (None for other dynamics) and amplitude, as they
     are (the kernels read them; :func:`~multispike.kernels.function.fused` casts for the eager
-    path). ``dtype`` is unused (kept for callers)."""
+    path)."""
     return (neuron.w if spec.dynamics == "plif" else None), neuron.amplitude
 
 
@@ -162,10 +164,10 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
             f"(firing {spec.rule.name}, surrogate {type(spec.surrogate).__name__}); use "
             "impl='eager' or 'auto'"
         )
-    if impl in _LAUNCHER_OF and _direct(impl, spec, neuron):
-        launcher = _LAUNCHER_OF[impl](spec, x_seq.dtype, type(neuron).__name__)
+    launcher = _launcher(impl, spec, neuron, x_seq.dtype)
+    if type(launcher) in _LAUNCHERS:
         return _launch(launcher, neuron, x_seq, check=False)
-    w, amp = _scalars(neuron, spec, x_seq.dtype)
+    w, amp = _scalars(neuron, spec)
     return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec))
 
 
@@ -173,12 +175,17 @@ _LAUNCHER_OF = {"cpu": CpuLauncher, "triton": TritonLauncher}
 _LAUNCHERS = (CpuLauncher, TritonLauncher)
 
 
-def _direct(impl: str, spec: KernelSpec, neuron: Any) -> bool:
-    """True when the launcher of ``impl`` serves the layer: always on the CPU; on CUDA unless
-    its learned thresholds are of a dtype the in-kernel computation does not take."""
+def _launcher(impl: str | None, spec: KernelSpec, neuron: Any, dtype: torch.dtype) -> Any:
+    """The launcher of ``impl`` for the layer and input dtype (C++ always; Triton unless its
+    learned thresholds are of a dtype the in-kernel computation does not take), else
+    ``impl`` itself (the path :func:`fused` takes)."""
+    if impl not in _LAUNCHER_OF:
+        return impl
     rho = getattr(neuron, "threshold_rho", None)
-    return impl == "cpu" or not spec.learned or (
-        rho is not None and rho.dtype in (torch.float32, torch.float64))
+    if impl == "triton" and spec.learned and (
+            rho is None or rho.dtype not in (torch.float32, torch.float64)):
+        return impl
+    return _LAUNCHER_OF[impl](spec, dtype, type(neuron).__name__)
 
 
 def _launch(launcher: CpuLauncher | TritonLauncher, neuron: Any, x_seq: Tensor, *,
@@ -339,9 +346,8 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
             if impl is None and getattr(neuron, "backend", "auto") == "fused":
                 _warn_once(type(neuron).__name__, f"multispike: {route(neuron, x_seq).reason}")
             if impl in _LAUNCHER_OF:  # prepared once, kept until the layer changes or moves
-                spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
-                if _direct(impl, spec, neuron):
-                    impl = _LAUNCHER_OF[impl](spec, x_seq.dtype, type(neuron).__name__)
+                impl = _launcher(impl, getattr(neuron, "kernel_spec", None) or spec_of(neuron),
+                                 neuron, x_seq.dtype)
             if routes is not None:
                 routes[key] = impl
             if type(impl) in _LAUNCHERS:
@@ -354,7 +360,7 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     where = type(neuron).__name__
     if impl == "eager" and check:
         check_finite(x_seq, where)
-    w, amp = _scalars(neuron, spec, x_seq.dtype)
+    w, amp = _scalars(neuron, spec)
     flag = _flag(neuron, x_seq) if check and impl == "triton" else None
     return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec), flag=flag,
                  check=check, where=where)
