@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import doctest
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,13 +200,14 @@ def _kept(fn):
     def pack(t):
         p = _pack(t)
         kept["plain"] += t.numel() * t.element_size()
-        if isinstance(p, _Packed):
+        if isinstance(p, (_Packed, compact._Codes)):
             kept["spikes"] += p.nbytes
         else:
             kept["other"] += t.numel() * t.element_size()
         return p
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
+    # compact_spikes (the kernels write packed codes inside it), seen through a recorder
+    with compact_spikes(), torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
         fn()
     return kept
 
@@ -319,7 +325,8 @@ def test_neuron_network_gradients_exact(declare_range, neuron, rule, lo, hi, bit
 
     _assert_same_grads(loss, params)
     kept = _kept(loss)
-    assert kept["spikes"] == math.ceil(x.numel() * bits / 8)
+    # the C++ kernel's codes: a row of ceil(N·bits/8) bytes per step
+    assert kept["spikes"] == 3 * math.ceil(x.numel() // 3 * bits / 8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -384,8 +391,97 @@ def test_large_kernel_outputs_from_the_pool_are_packed_too():
     node = LIFNode(firing="binary", check_input=False)
     x = torch.randn(4, 1 << 20, requires_grad=True)  # 16 MiB: from the pool
     assert 4 * x.numel() >= pool.MIN_BYTES
-    out = node(x)
+    with compact_spikes():  # the kernel writes the codes
+        out = node(x)
+    assert out._base is not None  # a view of the pool's buffer
     packed = compact._pack(out.view(4, 1024, 1024))
-    assert isinstance(packed, compact._Packed)
-    assert packed.nbytes <= x.numel() // 8 + 64
+    assert isinstance(packed, compact._Codes)
+    assert packed.nbytes == x.numel() // 8
     assert torch.equal(compact._unpack(packed), out.view(4, 1024, 1024))
+
+
+# -- the compiled kernels write the packed codes themselves ------------------------------------
+
+KERNEL_CASES = [  # (layer options, bits per code)
+    ({"firing": "binary"}, 1),
+    ({"firing": "ternary", "learn_amplitude": True}, 2),
+    ({"firing": "mt"}, 2),
+    ({"firing": "mt", "deltas": (0.25, 0.5, 0.75, 1.0)}, 4),
+    ({"firing": "signed-integer", "levels": 2}, 4),
+    ({"firing": "integer", "levels": 20}, 8),
+]
+
+
+def kernel_compact_errors(device: str = "cpu") -> list[str]:
+    """What differs, per case and dtype, between a layer after a neuron saving its spikes as
+    they are and keeping the kernel's packed codes inside compact_spikes (gradients bit for
+    bit; every saved spike tensor a reference to the codes, ``bits`` per spike)."""
+    from multispike.neurons import LIFNode, PLIFNode
+
+    errors = []
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        for i, (opts, bits) in enumerate(KERNEL_CASES):
+            g = torch.Generator().manual_seed(i)
+            node = (PLIFNode if i % 2 else LIFNode)(**opts).to(device, dtype)
+            if "learn_amplitude" in opts:
+                with torch.no_grad():
+                    node.amplitude.fill_(0.3)
+            conv = torch.nn.Conv2d(3, 2, 3, bias=False).to(device, dtype)
+            x = (1.5 * torch.randn(3, 2, 3, 5, 7, generator=g)).to(device, dtype)  # odd N
+            grads, kept = [], []
+            for compact_ in (False, True):
+                node.zero_grad(set_to_none=True)
+                conv.zero_grad(set_to_none=True)
+                xi = x.clone().requires_grad_(True)
+
+                def pack(t, kept=kept):
+                    p = compact._pack(t)
+                    kept.append(p)
+                    return p
+
+                with contextlib.ExitStack() as stack:
+                    if compact_:  # its hooks, seen through a recorder (the innermost hooks)
+                        stack.enter_context(compact_spikes())
+                        stack.enter_context(
+                            torch.autograd.graph.saved_tensors_hooks(pack, compact._unpack))
+                    s = node(xi)
+                    y = conv(s.flatten(0, 1)).sum() + conv(s[1:].flatten(0, 1)).square().sum()
+                y.backward()
+                grads.append([xi.grad, conv.weight.grad] + [p.grad for p in node.parameters()])
+            case = f"{opts}/{dtype}"
+            codes = [p for p in kept if type(p) is compact._Codes]
+            if len(codes) != 2 or any(p.bits != bits for p in codes):
+                errors.append(f"{case}: saved spikes not kept as {bits}-bit kernel codes")
+            if len(codes) == 2 and codes[0].codes is not codes[1].codes:
+                errors.append(f"{case}: two views of one output keep two code buffers")
+            for a, b in zip(*grads, strict=True):
+                if a is None or b is None or not torch.equal(a, b):
+                    errors.append(f"{case}: gradients differ")
+    return errors
+
+
+def test_cpu_kernel_writes_the_packed_codes():
+    assert kernel_compact_errors("cpu") == []
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("triton") is None,
+                    reason="triton not installed")
+def test_triton_kernel_writes_the_packed_codes():
+    """The Triton forward writes the codes and one launch rebuilds them (in Triton's
+    interpreter on a machine without CUDA)."""
+    if torch.cuda.is_available():
+        assert kernel_compact_errors("cuda") == []
+        return
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    code = ("import json; from multispike import kernels; n = kernels.native_impl; "
+            "kernels.native_impl = lambda s, x: 'triton' if n(s, x) else None; "
+            "from multispike.kernels import compact; "
+            "compact.TRITON_DEVICES.add('cpu'); "
+            "from tests.test_compact import kernel_compact_errors as f; "
+            "print(json.dumps(f()))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

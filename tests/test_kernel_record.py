@@ -14,7 +14,8 @@ from multispike.kernels.spec import STATIC_FIELDS, Static, spec_of
 from multispike.neurons import IFNode, LIFNode, PLIFNode
 
 C_TYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32, "double": ctypes.c_double,
-           "const double*": ctypes.c_void_p, "double*": ctypes.c_void_p}
+           "const double*": ctypes.c_void_p, "double*": ctypes.c_void_p,
+           "uint8_t*": ctypes.c_void_p}
 
 
 def _cpp_args_fields() -> list[tuple[str, object]]:

@@ -154,3 +154,29 @@ def test_triton_path_launches_and_nothing_else(name, monkeypatch):
     assert (n_fwd, len(launches) - n_fwd) == (want_fwd, want_bwd), launches
     others = [op for op in fwd.ops + bwd.ops if op not in ALLOCATIONS]
     assert others == [], others
+
+
+def test_compact_spikes_costs_two_ops_with_the_kernel():
+    """Inside compact_spikes a convolution after the neuron keeps the kernel's packed codes:
+    one op more in the forward (the codes' buffer) and one in the backward (the rebuild),
+    where packing in tensor ops took 7 and unpacking 4 to 5 more."""
+    from multispike.kernels import compact_spikes
+
+    node, conv = PLIFNode(firing="mt"), torch.nn.Conv2d(16, 16, 3, padding=1)
+
+    def ops(compact: bool) -> list[str]:
+        x = torch.randn(4, 2, 16, 8, 8, requires_grad=True)
+        node.zero_grad(set_to_none=True)
+        conv.zero_grad(set_to_none=True)
+        with OpRecorder() as rec:
+            with compact_spikes() if compact else torch.enable_grad():
+                y = conv(node(x).flatten(0, 1))
+            y.sum().backward()
+        return rec.ops
+
+    ops(True)  # warm-up
+    plain, packed = ops(False), ops(True)
+    extra = list(packed)
+    for op in plain:
+        extra.remove(op)
+    assert sorted(extra) == ["aten.empty.memory_format"] * 2, extra

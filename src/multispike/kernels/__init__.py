@@ -63,7 +63,7 @@ from torch import Tensor
 
 from multispike.errors import ConfigError, InputError
 from multispike.kernels import cpu
-from multispike.kernels.compact import compact_spikes, tag
+from multispike.kernels.compact import compact_spikes, packing
 from multispike.kernels.direct import CpuLauncher, TritonLauncher
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
 from multispike.kernels.spec import SAVE_NONE, KernelSpec, spec_of, threshold_vector
@@ -207,9 +207,10 @@ def _launch(launcher: CpuLauncher | TritonLauncher, neuron: Any, x_seq: Tensor, 
         check = _flag(neuron, x_seq) if check else None  # the kernel ORs into it
     if not wants_grad:
         return launcher(x_seq, w, amp, rho, SAVE_NONE, check)
-    out = launcher(x_seq, w, amp, rho, launcher.modes[w is not None and w.requires_grad], check)
-    tag(out, amp, *launcher.spikes)  # compact_spikes() may pack them where saved
-    return out
+    # inside compact_spikes() the kernel also writes the spikes' packed codes, which a layer
+    # that saves the spikes keeps instead
+    return launcher(x_seq, w, amp, rho, launcher.modes[w is not None and w.requires_grad],
+                    check, packing())
 
 
 def _warn_once(key: str, msg: str) -> None:

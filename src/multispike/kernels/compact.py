@@ -28,6 +28,13 @@ from the low bits up, the last plane padded with zeros), so packing and unpackin
 tensor ops on contiguous uint8 (shifts, masks, ORs), with no host synchronisation, on any
 device.
 
+The compiled kernels (C++ on the CPU, Triton on CUDA) do better: inside the block they write
+the packed codes themselves, in the same pass that computes the spikes (row ``t`` holds
+``ceil(N·bits/8)`` bytes, neuron ``i`` in byte ``i // (8 // bits)`` from the low bits up),
+and a saved spike tensor becomes a reference to those codes: packing costs no op at all, and
+the backward rebuilds the spikes in one pass (:func:`rebuild`). Outputs of the eager fused
+path are packed by the tensor ops below.
+
 It uses :func:`torch.autograd.graph.saved_tensors_hooks`, so it applies to whatever layers
 follow the neurons. PyTorch applies only the innermost such hooks: inside another
 ``saved_tensors_hooks`` context (activation offloading, say) this one does nothing. Only
@@ -57,6 +64,9 @@ from torch import Tensor
 
 #: the widths a spike code may take: 8 // bits codes share a byte
 WIDTHS = (1, 2, 4, 8)
+#: devices whose packed codes the Triton kernel rebuilds (the tests add "cpu" when they run
+#: the Triton kernels in its interpreter)
+TRITON_DEVICES = {"cuda"}
 
 
 def bits_for(lo: int, hi: int) -> int:
@@ -69,17 +79,72 @@ def bits_for(lo: int, hi: int) -> int:
     raise ValueError(f"spike range {lo}..{hi} needs more than 8 bits")
 
 
+_active = 0
+
+
+def packing() -> bool:
+    """True inside :func:`compact_spikes`: the compiled kernels then write packed codes."""
+    return _active > 0
+
+
 class SpikeTag:
     """Attached to a fused neuron's output: the amplitude its spikes carry (None: 1) and the
-    range ``lo..hi`` of the integers ``b`` (None: not declared, stored as int8)."""
+    range ``lo..hi`` of the integers ``b`` (None: not declared, stored as int8); ``codes``:
+    the packed codes a compiled kernel wrote (see the module docs), or None."""
 
-    __slots__ = ("amp", "lo", "hi", "bits")
+    __slots__ = ("amp", "lo", "hi", "bits", "codes")
 
     def __init__(
-        self, amp: Tensor | None, lo: int | None = None, hi: int | None = None
+        self, amp: Tensor | float | None, lo: int | None = None, hi: int | None = None,
+        codes: Tensor | None = None,
     ) -> None:
-        self.amp, self.lo, self.hi = amp, lo, hi
+        self.amp, self.lo, self.hi, self.codes = amp, lo, hi, codes
         self.bits = None if lo is None else bits_for(lo, hi)
+
+
+class _Codes:
+    """A saved spike tensor kept as a reference to the kernel's packed codes: ``codes``
+    ``[T, ceil(n·bits/8)]``, and the saved tensor's view (``shape``, ``stride``, ``offset``)
+    of the root output (contiguous, ``T·n`` elements in any shape)."""
+
+    __slots__ = ("codes", "n", "bits", "lo", "amp", "dtype", "shape", "stride", "offset")
+
+    def __init__(self, t: Tensor, root: Tensor, tag_: SpikeTag) -> None:
+        self.codes, self.bits, self.lo, self.amp = tag_.codes, tag_.bits, tag_.lo, tag_.amp
+        self.n, self.dtype = root.numel() // tag_.codes.shape[0], t.dtype
+        self.shape, self.stride = t.shape, t.stride()
+        self.offset = t.storage_offset() - root.storage_offset()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept codes (shared by every saved view of one output)."""
+        return self.codes.numel()
+
+
+def packed_codes(lo: int, hi: int, t: int, n: int, device: torch.device) -> Tensor:
+    """The buffer a compiled kernel writes the packed codes of ``t`` steps of ``n`` neurons
+    with spikes ``lo..hi`` into."""
+    per = 8 // bits_for(lo, hi)
+    return torch.empty(t, -(-n // per), dtype=torch.uint8, device=device)
+
+
+def rebuild(codes: Tensor, n: int, bits: int, lo: int, amp: Tensor | float | None,
+            dtype: torch.dtype) -> Tensor:
+    """The spikes ``a·b`` ``[T, n]`` in ``dtype`` from a kernel's packed codes, in one pass
+    (the C++ kernel's, or the Triton one's), else in tensor ops."""
+    if codes.device.type in TRITON_DEVICES and not isinstance(amp, float):
+        from multispike.kernels import triton_impl
+
+        return triton_impl.unpack(codes, n, bits, lo, amp, dtype)
+    if codes.device.type == "cpu" and not isinstance(amp, Tensor):
+        from multispike.kernels import cpu
+
+        if dtype in cpu.DTYPES and cpu.library() is not None:
+            return cpu.unpack(codes, n, bits, lo, 1.0 if amp is None else amp, dtype)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=codes.device)
+    c = (codes.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    b = c.view(codes.shape[0], -1)[:, :n].to(dtype) + lo
+    return b if amp is None else b * (amp.to(dtype) if isinstance(amp, Tensor) else amp)
 
 
 class _Packed:
@@ -108,12 +173,15 @@ class _Packed:
         return self.q.numel() * self.q.element_size()
 
 
-def tag(out: Tensor, amp: Tensor | None, lo: int | None = None, hi: int | None = None) -> None:
+def tag(out: Tensor, amp: Tensor | float | None, lo: int | None = None, hi: int | None = None,
+        codes: Tensor | None = None) -> None:
     """Mark ``out`` (a fused neuron's output, not a view) as spikes ``amp · b``.
 
     ``lo`` and ``hi``: the smallest and largest ``b`` the rule emits (binary 0, 1; ternary
     -1, 1; ``K`` thresholds 0, K; ternary with ``K`` thresholds -K, K). With them the saved
-    spikes are bit-packed; without them they are kept as int8.
+    spikes are bit-packed; without them they are kept as int8. ``codes``: the packed codes a
+    compiled kernel wrote for ``out`` (``[T, ...]``, contiguous); a saved view of ``out`` then
+    keeps a reference to them.
     """
     if (lo is None) != (hi is None):
         raise ValueError("give both lo and hi, or neither")
@@ -127,7 +195,7 @@ def tag(out: Tensor, amp: Tensor | None, lo: int | None = None, hi: int | None =
         target = out._base
     # the amplitude itself: _pack snapshots its value when a layer saves these spikes (in the
     # same forward), so that tagging costs no op
-    target._ms_spike = SpikeTag(amp, lo, hi)
+    target._ms_spike = SpikeTag(amp, lo, hi, codes)
 
 
 def _dense_order(t: Tensor) -> list[int]:
@@ -162,6 +230,8 @@ def _pack(t: Tensor):
     tag_ = getattr(root, "_ms_spike", None)
     if tag_ is None or not t.is_floating_point():
         return t
+    if tag_.codes is not None:  # the kernel packed them already: keep a reference
+        return _Codes(t, root, tag_)
     with torch.no_grad():
         amp = None if tag_.amp is None else tag_.amp.detach().clone()  # its value now
         # a·b was rounded once in t's dtype: dividing and rounding gives b back exactly
@@ -194,6 +264,9 @@ def _pack(t: Tensor):
 
 
 def _unpack(p):
+    if type(p) is _Codes:
+        b = rebuild(p.codes, p.n, p.bits, p.lo, p.amp, p.dtype)
+        return b.as_strided(p.shape, p.stride, p.offset)
     if not isinstance(p, _Packed):
         return p
     if p.bits is None:
@@ -224,5 +297,10 @@ def _unpack(p):
 @contextlib.contextmanager
 def compact_spikes() -> Iterator[None]:
     """Store saved spike tensors bit-packed inside the block (see the module docs)."""
-    with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
-        yield
+    global _active
+    _active += 1
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+            yield
+    finally:
+        _active -= 1

@@ -46,7 +46,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-sha
 PARTS = 6
 MAX_THR = 16
 #: ``ms_abi_version()`` of csrc/multistep.cpp this module's :class:`Args` mirrors
-ABI_VERSION = 8
+ABI_VERSION = 9
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
 
@@ -96,6 +96,9 @@ class Args(ctypes.Structure):
         ("pad_", ctypes.c_int32),
         ("lthr", ctypes.c_void_p),
         ("gthr", ctypes.c_void_p),
+        ("pack", ctypes.c_void_p),
+        ("pack_bits", ctypes.c_int32),
+        ("pack_lo", ctypes.c_int32),
     ]
 
 
@@ -212,6 +215,10 @@ def library() -> ctypes.CDLL | None:
             lib.ms_forward.restype = ctypes.c_int
             lib.ms_backward.argtypes = [ctypes.POINTER(Args)] + [ctypes.c_void_p] * 4
             lib.ms_backward.restype = ctypes.c_int
+            lib.ms_unpack.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                      ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
+                                      ctypes.c_double, ctypes.c_int32, ctypes.c_int32]
+            lib.ms_unpack.restype = ctypes.c_int
             if lib.ms_abi_version() != ABI_VERSION:
                 raise RuntimeError("stale kernel library (ABI version mismatch)")
             _lib = lib
@@ -239,7 +246,9 @@ def forward(x: Tensor, args: Args) -> tuple[Tensor, Tensor | None, bool]:
     """Run the forward over contiguous ``x`` ``[T, N]``; returns ``(out, saved, nonfinite)``.
 
     ``nonfinite`` is True when ``args.check`` is set and ``x`` holds a NaN or an infinity.
-    Large outputs come from :mod:`multispike.kernels.pool` (no page faults on reuse).
+    Large outputs come from :mod:`multispike.kernels.pool` (no page faults on reuse). With
+    ``args.pack`` set, the spikes' packed codes are written too (row ``t`` of ``[T,
+    ceil(N·pack_bits/8)]`` uint8: :func:`multispike.kernels.compact.packed_codes`).
     """
     lib = _lib or library()
     assert lib is not None
@@ -270,6 +279,20 @@ def checked_forward(x: Tensor, args: Args, save_mode: int, check: bool, where: s
         raise InputError(f"{where} input contains NaN or inf; check the layer before it or the "
                          "data")
     return out, saved
+
+
+def unpack(codes: Tensor, n: int, bits: int, lo: int, amp: float, dtype: torch.dtype
+           ) -> Tensor:
+    """The spikes ``amp·(code + lo)`` ``[T, n]`` in ``dtype`` (rounded as the forward rounds
+    them) from the forward's packed codes ``[T, ceil(n·bits/8)]``, in one pass."""
+    lib = _lib or library()
+    assert lib is not None
+    out = torch.empty(codes.shape[0], n, dtype=dtype)
+    rc = lib.ms_unpack(codes.data_ptr(), out.data_ptr(), codes.shape[0], n, bits, lo, amp,
+                       DTYPES[dtype], _threads(out.numel()))
+    if rc != 0:
+        raise RuntimeError(f"multispike CPU kernel unpack failed (code {rc})")
+    return out
 
 
 def backward(grad: Tensor, saved: Tensor, args: Args, n_thr: int = 0

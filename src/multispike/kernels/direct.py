@@ -29,6 +29,7 @@ from torch import Tensor
 
 from multispike.functional.firing import initial_thresholds
 from multispike.kernels import cpu, host
+from multispike.kernels.compact import bits_for, packed_codes, tag
 from multispike.kernels.function import Plan, save_mode_for, spike_range
 from multispike.kernels.spec import SAVE_NONE, KernelSpec
 
@@ -95,11 +96,13 @@ class CpuLauncher:
         return cpu.checked_forward(x, a, save_mode, check, self.where)
 
     def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
-                 rho: Tensor | None, save_mode: int, check: bool) -> Tensor:
+                 rho: Tensor | None, save_mode: int, check: bool, pack: bool = False
+                 ) -> Tensor:
         """Spikes for ``x_seq`` ``[T, B, ...]`` (any shape with T first; the kernel walks it as
-        ``[T, N]``), through autograd unless ``save_mode`` is ``SAVE_NONE``."""
+        ``[T, N]``), through autograd unless ``save_mode`` is ``SAVE_NONE``; ``pack``: write
+        the packed spike codes too and tag the output with them (inside ``compact_spikes``)."""
         if save_mode != SAVE_NONE:
-            return _CpuNeuron.apply(x_seq, w, amp, rho, (self, save_mode, check))
+            return _CpuNeuron.apply(x_seq, w, amp, rho, (self, save_mode, check, pack))
         x = x_seq.contiguous()
         a, _, _ = self.args(x, w, amp, rho)
         return self.forward(a, x, save_mode, check)[0]
@@ -112,10 +115,17 @@ class _CpuNeuron(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, amp, rho, call):
-        launcher, save_mode, check = call
+        launcher, save_mode, check, pack = call
         x = x.contiguous()
         a, e, thr = launcher.args(x, w, amp, rho)
+        codes = None
+        if pack:  # the kernel writes the packed codes beside the spikes
+            lo, hi = launcher.spikes
+            codes = packed_codes(lo, hi, a.T, a.N, x.device)
+            a.pack, a.pack_bits, a.pack_lo = codes.data_ptr(), bits_for(lo, hi), lo
         out, saved = launcher.forward(a, x, save_mode, check)
+        if codes is not None:
+            tag(out, a.amp if a.has_amp else None, *launcher.spikes, codes)
         ctx.a, ctx.e, ctx.thr = a, e, thr
         #: the parameters' dtypes (None for those the layer lacks), or None without any
         ctx.params = None if w is None and amp is None and rho is None else tuple(
@@ -163,11 +173,12 @@ class TritonLauncher:
         self.spikes = spike_range(spec)
 
     def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
-                 rho: Tensor | None, save_mode: int, flag: Tensor | None) -> Tensor:
+                 rho: Tensor | None, save_mode: int, flag: Tensor | None, pack: bool = False
+                 ) -> Tensor:
         """Spikes for ``x_seq`` ``[T, B, ...]``; ``flag``: the layer's NaN/inf flag, or None
-        (no input check)."""
+        (no input check); ``pack``: as :meth:`CpuLauncher.__call__`."""
         if save_mode != SAVE_NONE:
-            return _TritonNeuron.apply(x_seq, w, amp, rho, (self, save_mode, flag))
+            return _TritonNeuron.apply(x_seq, w, amp, rho, (self, save_mode, flag, pack))
         from multispike.kernels import triton_impl
 
         x = x_seq.contiguous()
@@ -192,10 +203,18 @@ class _TritonNeuron(torch.autograd.Function):
     def forward(ctx, x, w, amp, rho, call):
         from multispike.kernels import triton_impl
 
-        launcher, save_mode, flag = call
+        launcher, save_mode, flag, pack = call
         x = x.contiguous()
         c = launcher.constants(x, rho)
-        out, saved = triton_impl.forward(launcher.spec.static, x, w, amp, save_mode, flag, c=c)
+        codes = None
+        if pack:  # the kernel writes the packed codes beside the spikes
+            lo, hi = launcher.spikes
+            codes = packed_codes(lo, hi, x.shape[0], x.numel() // x.shape[0], x.device)
+            pack = (codes, bits_for(lo, hi), lo)
+        out, saved = triton_impl.forward(launcher.spec.static, x, w, amp, save_mode, flag, c=c,
+                                         pack=None if codes is None else pack)
+        if codes is not None:
+            tag(out, amp, *launcher.spikes, codes)
         ctx.launcher, ctx.save_mode = launcher, save_mode
         ctx.has = (w is not None, amp is not None, rho is not None)
         ctx.save_for_backward(saved, w, amp, rho, c)

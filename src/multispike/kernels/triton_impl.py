@@ -309,10 +309,12 @@ if HAVE_TRITON:
     @triton.jit
     def _forward_kernel(
         x_ptr, out_ptr, saved_ptr, tau_ptr, amp_ptr, const_ptr, flag_ptr, N, T, half,
+        pack_ptr, prow, plo,
         FORM: tl.constexpr, K: tl.constexpr, SGN: tl.constexpr, SAVE: tl.constexpr,
         HAS_AMP: tl.constexpr, CHECK: tl.constexpr, SOFT: tl.constexpr,
         ROUND: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
         INTEGER: tl.constexpr = False, BYVAL: tl.constexpr = False, INTERP: tl.constexpr = False,
+        PBITS: tl.constexpr = 0, PPER: tl.constexpr = 1,
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -362,6 +364,13 @@ if HAVE_TRITON:
                     s += tl.where(h <= -rthr, 1.0, 0.0).to(A.dtype)
             o = _rnd(amp * b, ROUND)
             tl.store(out_ptr + base + offs, o.to(out_ptr.dtype.element_ty), mask=mask)
+            if PBITS > 0:  # compact_spikes: the codes b − lo, PPER to a byte (compact.py)
+                code = tl.where(mask, b.to(tl.int32) - plo, 0) & ((1 << PBITS) - 1)
+                shift = (tl.arange(0, PPER) * PBITS)[None, :]
+                byte = tl.sum(tl.reshape(code, (BLOCK // PPER, PPER)) << shift, axis=1)
+                poffs = pid.to(tl.int64) * (BLOCK // PPER) + tl.arange(0, BLOCK // PPER)
+                tl.store(pack_ptr + tl.cast(t, tl.int64) * prow + poffs, byte.to(tl.uint8),
+                         mask=poffs < prow)
             if SAVE == 1:
                 tl.store(saved_ptr + base + offs, h.to(saved_ptr.dtype.element_ty), mask=mask)
             if SAVE == 2:
@@ -380,6 +389,25 @@ if HAVE_TRITON:
         if CHECK:
             nbad = tl.max(tl.where(mask, bad, 0), axis=0)
             tl.atomic_max(flag_ptr, nbad)
+
+    @triton.jit
+    def _unpack_kernel(codes_ptr, amp_ptr, out_ptr, N, prow, lo, HAS_AMP: tl.constexpr,
+                       PBITS: tl.constexpr, PPER: tl.constexpr, ROUND: tl.constexpr,
+                       IS64: tl.constexpr, BLOCK: tl.constexpr):
+        """Spikes ``a·(code + lo)`` of one step (program axis 1) from the packed codes the
+        forward kernel wrote, rounded as it rounds them."""
+        t = tl.program_id(1).to(tl.int64)
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        byte = tl.load(codes_ptr + t * prow + offs // PPER, mask=mask, other=0).to(tl.int32)
+        code = (byte >> ((offs % PPER) * PBITS).to(tl.int32)) & ((1 << PBITS) - 1)
+        if IS64:
+            b = (code + lo).to(tl.float64)
+        else:
+            b = (code + lo).to(tl.float32)
+        if HAS_AMP:
+            b = _rnd(_rnd(tl.load(amp_ptr).to(b.dtype), ROUND) * b, ROUND)
+        tl.store(out_ptr + t * N + offs, b.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _backward_kernel(
@@ -580,14 +608,15 @@ def consts_with(st: Static, dtype: torch.dtype, device: torch.device,
 
 
 @functools.lru_cache(maxsize=1024)
-def _forward_meta(st: Static, dtype: torch.dtype, save: int, has_amp: bool, check: bool
-                  ) -> dict:
-    """The forward kernel's constexprs for one layer kind and call kind (prepared once)."""
+def _forward_meta(st: Static, dtype: torch.dtype, save: int, has_amp: bool, check: bool,
+                  pbits: int = 0) -> dict:
+    """The forward kernel's constexprs for one layer kind and call kind (prepared once);
+    ``pbits``: bits per packed spike code (0: none written)."""
     return dict(
         FORM=st.form, K=len(st.thresholds), SGN=st.signed, SAVE=save, HAS_AMP=has_amp,
         CHECK=check, SOFT=st.soft, ROUND=_ROUND[dtype], IS64=dtype == torch.float64,
         BLOCK=BLOCK, INTEGER=st.levels > 0, BYVAL=st.by_value, INTERP=interpreting(),
-        enable_fp_fusion=False)
+        PBITS=pbits, PPER=8 // pbits if pbits else 1, enable_fp_fusion=False)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -674,12 +703,15 @@ def learned_consts(st: Static, plan: LearnedPlan, x_dtype: torch.dtype, rho: Ten
 def forward(
     st: Static, x: Tensor, w: Tensor | None, amp: Tensor | None, save_mode: int,
     flag: Tensor | None = None, thr: Tensor | None = None, c: Tensor | None = None,
+    pack: tuple[Tensor, int, int] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Contiguous ``x`` ``[T, ...]`` → ``(out, saved)`` of its shape, in one launch; ``w``:
     PLIF's parameter (the kernel computes ``τ``), ``amp`` the amplitude (both read on the
     device); with ``flag`` (int32, one element), sets it to 1 when ``x`` holds a NaN or an
     infinity (no host sync); ``thr``: learned thresholds (see :func:`consts_with`), or None;
-    ``c``: the constants already made (:func:`learned_consts`), instead."""
+    ``c``: the constants already made (:func:`learned_consts`), instead; ``pack``: ``(codes,
+    bits, lo)``, a buffer (:func:`multispike.kernels.compact.packed_codes`) the kernel writes
+    the spikes' codes ``b − lo`` into, ``bits`` each."""
     T = x.shape[0]
     N = x.numel() // T
     sc = _static(st, x.dtype)
@@ -692,13 +724,28 @@ def forward(
         saved = torch.empty_like(x, dtype=torch.uint8)
     else:
         saved = None
+    codes, pbits, plo = (out, 0, 0) if pack is None else pack
     meta = _forward_meta(st, x.dtype, save_mode if save_mode != SAVE_NONE else 0,
-                         amp is not None, flag is not None)
+                         amp is not None, flag is not None, pbits)
     _forward_kernel[((N + BLOCK - 1) // BLOCK,)](
         x, out, saved if saved is not None else out, w if w is not None else c,
         amp if amp is not None else c, c, flag if flag is not None else c, N, T, sc["half"],
-        **meta)
+        codes, codes.shape[-1] if pbits else 0, plo, **meta)
     return out, saved
+
+
+def unpack(codes: Tensor, n: int, bits: int, lo: int, amp: Tensor | None,
+           dtype: torch.dtype) -> Tensor:
+    """The spikes ``[T, n]`` in ``dtype`` from the forward's packed codes ``[T, ceil(n·bits
+    / 8)]`` (``amp``: the layer's amplitude, or None), in one launch."""
+    T = codes.shape[0]
+    out = torch.empty(T, n, dtype=dtype, device=codes.device)
+    if out.numel():
+        _unpack_kernel[((n + BLOCK - 1) // BLOCK, T)](
+            codes, amp if amp is not None else codes, out, n, codes.shape[1], lo,
+            HAS_AMP=amp is not None, PBITS=bits, PPER=8 // bits, ROUND=_ROUND[dtype],
+            IS64=dtype == torch.float64, BLOCK=BLOCK)
+    return out
 
 
 def backward(

@@ -115,7 +115,37 @@ struct Args {
   int32_t pad_;
   const double* lthr; // learned thresholds [th_0 .. th_{K-1}, th_r, vth, inv], or null
   double* gthr;       // backward, need_thr: dL/dlthr, K + 3 numbers
+  uint8_t* pack;      // forward, or null: the spikes' codes b - pack_lo, packed (see below)
+  int32_t pack_bits;  // 1, 2, 4 or 8 bits per code: 8 / pack_bits codes per byte
+  int32_t pack_lo;    // the smallest spike value b
 };
+
+// The packed spike codes (compact_spikes keeps them instead of the spikes a layer saves):
+// row t holds ceil(N / per) bytes, per = 8 / pack_bits; byte j of row t holds the codes of
+// neurons per*j .. per*j + per - 1 from the low bits up (a short last byte padded with zeros).
+inline int64_t pack_row(int64_t N, int bits) {
+  const int per = 8 / bits;
+  return (N + per - 1) / per;
+}
+
+// Pack n codes (n <= BLK, the chunk starting at neuron i0, a multiple of 8) into dst.
+inline void pack_codes(const uint8_t* __restrict codes, int n, int bits,
+                       uint8_t* __restrict dst) {
+  if (bits == 8) {
+    std::memcpy(dst, codes, static_cast<size_t>(n));
+    return;
+  }
+  const int per = 8 / bits;
+  const uint8_t mask = static_cast<uint8_t>((1 << bits) - 1);
+  const int nb = (n + per - 1) / per;
+  for (int j = 0; j < nb; ++j) {
+    uint8_t byte = 0;
+    const int k1 = std::min(per, n - j * per);
+    for (int k = 0; k < k1; ++k)
+      byte |= static_cast<uint8_t>((codes[j * per + k] & mask) << (k * bits));
+    dst[j] = byte;
+  }
+}
 
 // ---- storage types ------------------------------------------------------------------------
 template <typename S>
@@ -283,6 +313,9 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
     C th[MAX_THR];
     for (int k = 0; k < a.n_thr; ++k) th[k] = C(L ? L[k] : a.thr[k]);
     const C th0 = th[0];
+    uint8_t* const pk = a.pack;
+    const int pbits = a.pack_bits > 0 ? a.pack_bits : 8, plo = a.pack_lo;
+    const int64_t prow = pack_row(N, pbits);
     S* __restrict saved_h = static_cast<S*>(saved);
     uint8_t* __restrict saved_code = static_cast<uint8_t*>(saved);
 #pragma omp for schedule(static)
@@ -293,6 +326,7 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
       alignas(64) S obuf[BLK];
       alignas(64) S hbuf[BLK];
       alignas(64) uint8_t cbuf[BLK];
+      alignas(64) uint8_t pbuf[BLK];  // b - pack_lo: the codes compact_spikes keeps
       alignas(64) C bad[BLK];  // per lane: non-finite inputs seen (only with check)
       for (int i = 0; i < n; ++i) {
         v[i] = vr;  // the membrane starts at V_reset (as the reference loop)
@@ -332,6 +366,7 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
                       : by_value ? (b != C(0) ? C(1) : C(0))
                                  : (h >= rthr ? C(1) : C(0)) + (sgn && h <= -rthr ? C(1) : C(0));
           obuf[i] = T::st(T::rnd(amp * b));
+          pbuf[i] = static_cast<uint8_t>(static_cast<int>(b) - plo);
           if (save == 1) hbuf[i] = T::st(h);
           if (save == 2) {
             C cnt = C(0);
@@ -349,6 +384,7 @@ void forward_impl(const Args& a, const S* __restrict x, S* __restrict out, void*
         put(out + off, obuf, n, stream);
         if (save == 1) put(saved_h + off, hbuf, n, stream);
         if (save == 2) put(saved_code + off, cbuf, n, stream);
+        if (pk) pack_codes(pbuf, n, pbits, pk + t * prow + i0 / (8 / pbits));
       }
       if (check) {
         C any = C(0);
@@ -423,6 +459,7 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
       alignas(64) C acc_amp[BLK];
       alignas(64) S vstart[BLK];  // h[-1] := V_reset, whose reset is V_reset (see below)
       alignas(64) S gbuf[BLK];
+      alignas(64) C dhb[BLK];  // dL/dH of the step, kept for dL/dtau
       // learned thresholds: rows 0..K-1 the thresholds, K the reset's, K+1 vth, K+2 inv
       alignas(64) C acc_thr[LT == 0 ? 1 : MAX_THR + 3][BLK];
       for (int i = 0; i < n; ++i) {
@@ -521,7 +558,17 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
             } else {
               dh = gb * gsum + dvi * (C(1) - s) + keep * (dvi * (vr - h) * gm);
             }
-            if (need_tau) {
+            dhb[i] = dh;  // dL/dH[t], for dL/dtau below
+            gbuf[i] = T::st(dh / D);
+            dv[i] = dh * A;
+          }
+          // dL/dtau in a loop of its own: a runtime branch inside the loop above would keep
+          // GCC from vectorising it (the same sums, element by element, in the same order)
+          if (need_tau) {
+#pragma omp simd
+            for (int i = 0; i < n; ++i) {
+              const C h = T::ld(ht[i]);
+              const C dh = dhb[i];
               const C hv = T::ld(hp[i]);
               C vprev;
               C bp = C(0);
@@ -541,8 +588,6 @@ void backward_impl(const Args& a, const S* __restrict gout, const void* saved, S
               }
               acc_tau[i] += dh * (h - vprev);
             }
-            gbuf[i] = T::st(dh / D);
-            dv[i] = dh * A;
           }
         }
         put(gx + off, gbuf, n, stream);
@@ -770,9 +815,30 @@ MS_BWD_UNIT(ms_bwd_bf16_rest, backward_fast_rest, uint16_t)
 #endif
 
 #if MS_IN_PART(0)  // the entry points and the general instances (float64: only those)
+template <typename S>
+int unpack_impl(const uint8_t* pack, S* out, int64_t T, int64_t N, int bits, int lo, double amp,
+                int nthreads) {
+  using Q = Tr<S>;
+  using C = typename Q::C;
+  const int per = 8 / bits;
+  const int mask = (1 << bits) - 1;
+  const int64_t row = pack_row(N, bits);
+  const C a = C(amp);
+  C value[256];  // every code's spike a·(code + lo), rounded as the forward rounds it
+  for (int c = 0; c < 256; ++c) value[c] = Q::rnd(a * C((c & mask) + lo));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const uint8_t* src = pack + t * row;
+    S* dst = out + t * N;
+    for (int64_t i = 0; i < N; ++i)
+      dst[i] = Q::st(value[(src[i / per] >> ((i % per) * bits)) & mask]);
+  }
+  return 0;
+}
+
 extern "C" {
 
-int ms_abi_version() { return 8; }
+int ms_abi_version() { return 9; }
 
 // nonfinite: set to 1 when a->check and an input element is NaN or infinite (else untouched)
 int ms_forward(const Args* a, const void* x, void* out, void* saved, int32_t* nonfinite) {
@@ -809,6 +875,23 @@ int ms_backward(const Args* a, const void* gout, const void* saved, void* gx, do
       if (!(fast && (fixed ? ms_bwd_bf16_fixed : ms_bwd_bf16_rest)(a, gout, saved, gx, sums)))
         backward_general<uint16_t>(*a, gout, saved, gx, sums);
       return 0;
+    default:
+      return -2;
+  }
+}
+
+// out[t, i] = amp * (code + lo) in the storage dtype: the inverse of the packed codes above
+int ms_unpack(const uint8_t* pack, void* out, int64_t T, int64_t N, int32_t bits, int32_t lo,
+              double amp, int32_t dtype, int32_t nthreads) {
+  if (bits != 1 && bits != 2 && bits != 4 && bits != 8) return -1;
+  switch (dtype) {
+    case 0:
+      return unpack_impl<float>(pack, static_cast<float*>(out), T, N, bits, lo, amp, nthreads);
+    case 1:
+      return unpack_impl<double>(pack, static_cast<double*>(out), T, N, bits, lo, amp, nthreads);
+    case 2:
+      return unpack_impl<uint16_t>(pack, static_cast<uint16_t*>(out), T, N, bits, lo, amp,
+                                   nthreads);
     default:
       return -2;
   }
