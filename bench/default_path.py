@@ -37,6 +37,7 @@ Run: ``python bench/default_path.py [--quick] [--json] [--device cuda]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -175,10 +176,59 @@ def spawn(device: str, shape, rounds: int, configs, *, tuned: bool, inner: int =
 
 
 # -- host time per call ------------------------------------------------------------------------
+def _layer_step(node, x, g):
+    """One training-style call: the layer's gradients set to None first (as an optimizer's
+    ``zero_grad`` does), forward, backward."""
+    params = list(node.parameters())
+
+    def step():
+        x.grad = None
+        for p in params:
+            p.grad = None
+        node(x).backward(g)
+
+    return step
+
+
+class _MockedTriton:
+    """The CUDA path on the CPU with every Triton launch a no-op: what remains is the path's
+    host work (Python, dispatch, autograd, the output buffers), the issue's way of measuring
+    it without a GPU. Needs Triton importable."""
+
+    KERNELS = ("_forward_kernel", "_backward_kernel", "_finish_kernel",
+               "_learned_consts_kernel")
+
+    def __enter__(self):
+        from multispike import kernels
+        from multispike.kernels import triton_impl
+
+        def no_launch(*args, **kwargs):
+            return None
+
+        class Kernel:
+            def __getitem__(self, grid):
+                return no_launch
+
+        self.saved = [(triton_impl, k, getattr(triton_impl, k)) for k in self.KERNELS]
+        self.saved.append((kernels, "native_impl", kernels.native_impl))
+        native = kernels.native_impl
+        for _, name, _ in self.saved[:-1]:
+            setattr(triton_impl, name, Kernel())
+        kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+        return self
+
+    def __exit__(self, *exc):
+        for mod, name, value in self.saved:
+            setattr(mod, name, value)
+
+
 def host_time(quick: bool = False, device: str = "cpu", rounds: int | None = None,
-              inner: int | None = None) -> dict:
+              inner: int | None = None, mocked_triton: bool = False) -> dict:
     """Time per call of each layer of :data:`HOST_LAYERS` and of one autograd op, forward +
-    backward at :data:`HOST_SHAPE`, side by side in this process; the ratio per layer."""
+    backward at :data:`HOST_SHAPE`, side by side in this process; the ratio per layer.
+
+    ``mocked_triton``: the layers take the CUDA path (:class:`_MockedTriton`) instead of
+    the C++ kernel."""
     import neuron_layer
     import torch
 
@@ -187,19 +237,22 @@ def host_time(quick: bool = False, device: str = "cpu", rounds: int | None = Non
     dev = torch.device(device)
     x = torch.randn(*HOST_SHAPE, device=dev, requires_grad=True)
     g = torch.randn(*HOST_SHAPE, device=dev)
-    fns = {}
-    for label, (cls, opts) in HOST_LAYERS.items():
-        fns[label] = neuron_layer._train_step(getattr(neurons, cls)(**opts).to(dev), x, g)
-    fns["torch_op"] = neuron_layer._train_step(lambda t: t * 0.5, x, g)
     rounds = rounds or (5 if quick else 41)
     inner = inner or (10 if quick else 100)
-    res = common.timed(fns, rounds, dev, inner=inner, warmup=2)
+    with _MockedTriton() if mocked_triton else contextlib.nullcontext():
+        fns = {}
+        for label, (cls, opts) in HOST_LAYERS.items():
+            fns[label] = _layer_step(getattr(neurons, cls)(**opts).to(dev), x, g)
+        fns["torch_op"] = neuron_layer._train_step(lambda t: t * 0.5, x, g)
+        res = common.timed(fns, rounds, dev, inner=inner, warmup=2)
     rows = [{"layer": label, "us": res[label]["ms"] * 1e3, "min_us": res[label]["min_ms"] * 1e3,
              "op_us": res["torch_op"]["ms"] * 1e3, "x_op": common.ratio(res, label, "torch_op")}
             for label in HOST_LAYERS]
     return {"device": device, "shape": list(HOST_SHAPE), "rounds": rounds, "inner": inner,
             "op": HOST_OP, "op_us": res["torch_op"]["ms"] * 1e3, "goal_x_op": HOST_GOAL,
-            "threads": torch.get_num_threads(), "rows": rows}
+            "threads": torch.get_num_threads(), "rows": rows,
+            "path": "CUDA path, Triton launches mocked" if mocked_triton else
+            "C++ kernel (runs on the host)"}
 
 
 def host_report(host: dict) -> str:
@@ -207,7 +260,8 @@ def host_report(host: dict) -> str:
             ("us", "us per call", "{:.1f}"), ("min_us", "min", "{:.1f}"),
             ("op_us", "one op us", "{:.1f}"), ("x_op", "vs one op", "{:.2f}x")]
     return "\n".join([
-        f"Host time per call, forward + backward, input {host['shape']} ({host['device']}, "
+        f"Host time per call ({host.get('path', 'C++ kernel')}), forward + backward, input "
+        f"{host['shape']} ({host['device']}, "
         f"{host['threads']} threads), median of {host['rounds']} rounds of {host['inner']} "
         f"calls, beside {host['op']} forward + backward",
         common.fmt_table(host["rows"], cols), *host_goal_lines(host)])

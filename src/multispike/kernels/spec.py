@@ -107,10 +107,20 @@ def _static_from_args(cls, values) -> Static:
                  for (_, kind, _), value in zip(STATIC_FIELDS, values, strict=True)))
 
 
+def _static_hash(self) -> int:
+    """The fields' hash, worked out once: a launch looks its cached constants up by the
+    record, every call."""
+    h = self.__dict__.get("_hash")
+    if h is None:
+        h = hash(tuple(getattr(self, name) for name, _, _ in STATIC_FIELDS))
+        object.__setattr__(self, "_hash", h)
+    return h
+
+
 Static = make_dataclass(
     "Static", [(name, kind) for name, kind, _ in STATIC_FIELDS], frozen=True,
     namespace={"args": _static_args, "from_args": classmethod(_static_from_args),
-               "__module__": __name__})
+               "__hash__": _static_hash, "__module__": __name__})
 Static.__doc__ = (
     "What the compiled kernels need of a layer, in plain numbers (the custom ops' static "
     "arguments); one field per row of :data:`STATIC_FIELDS`:\n\n"

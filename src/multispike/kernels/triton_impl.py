@@ -631,6 +631,20 @@ def _backward_meta(st: Static, dtype: torch.dtype, code: bool, need_tau: bool, h
         enable_fp_fusion=False)
 
 
+@functools.lru_cache(maxsize=1024)
+def _finish_meta(dtype: torch.dtype, need_w: bool, need_amp: bool, kp: int,
+                 plan: LearnedPlan | None, rho_dtype: torch.dtype | None) -> dict:
+    """The finishing kernel's constexprs for one call kind (prepared once); ``plan``: the
+    learned thresholds' when their gradient is computed in the kernel, else None."""
+    extra = {}
+    if plan is not None:
+        extra = dict(LEARN=True, K=plan.k, KP=kp, MAIN=plan.main, RS_IDX=plan.rs_grad,
+                     RS_W=plan.rs_w, RHO64=rho_dtype == torch.float64)
+    return dict(STRIDE=2 + kp, NEED_TAU=need_w, NEED_AMP=need_amp, ROUND=_ROUND[dtype],
+                INTERP=interpreting(), RB=256, IS64=dtype == torch.float64, **extra,
+                enable_fp_fusion=False)
+
+
 @dataclass(frozen=True)
 class LearnedPlan:
     """What the in-kernel learned thresholds need of a layer (static): ``k`` thresholds,
@@ -694,10 +708,17 @@ def learned_consts(st: Static, plan: LearnedPlan, x_dtype: torch.dtype, rho: Ten
     c = consts(st, x_dtype, rho.device)
     out = torch.empty_like(c)
     _learned_consts_kernel[(1,)](
-        rho, _learned_static(plan, rho.dtype, rho.device), c, out, K=plan.k, MAIN=plan.main,
-        RS_IDX=plan.rs_idx, RS_W=plan.rs_w, SOFT=plan.soft, RHO64=rho.dtype == torch.float64,
-        X64=x_dtype == torch.float64, ROUND=_ROUND[x_dtype], enable_fp_fusion=False)
+        rho, _learned_static(plan, rho.dtype, rho.device), c, out,
+        **_learned_meta(plan, rho.dtype, x_dtype))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _learned_meta(plan: LearnedPlan, rho_dtype: torch.dtype, x_dtype: torch.dtype) -> dict:
+    """:func:`_learned_consts_kernel`'s constexprs for one layer kind (prepared once)."""
+    return dict(K=plan.k, MAIN=plan.main, RS_IDX=plan.rs_idx, RS_W=plan.rs_w, SOFT=plan.soft,
+                RHO64=rho_dtype == torch.float64, X64=x_dtype == torch.float64,
+                ROUND=_ROUND[x_dtype], enable_fp_fusion=False)
 
 
 def forward(
@@ -782,20 +803,16 @@ def backward(
     if need_w or need_amp or in_kernel:
         k = plan.k if in_kernel else 0
         g = torch.empty(2 + k, dtype=c.dtype, device=grad.device)
-        extra = {}
-        if in_kernel:
-            extra = dict(LEARN=True, K=plan.k, KP=kp, MAIN=plan.main, RS_IDX=plan.rs_grad,
-                         RS_W=plan.rs_w, RHO64=rho.dtype == torch.float64)
         _finish_kernel[(1,)](
             parts, nprog, w if w is not None else c, c, g, rho if in_kernel else c,
             _learned_static(plan, rho.dtype, rho.device) if in_kernel else c,
-            STRIDE=2 + kp, NEED_TAU=need_w, NEED_AMP=need_amp, ROUND=_ROUND[grad.dtype],
-            INTERP=interpreting(), RB=256, IS64=grad.dtype == torch.float64, **extra,
-            enable_fp_fusion=False)
-        g_w = g[0].to(w.dtype) if need_w else None
-        g_amp = g[1].to(amp.dtype) if need_amp else None
+            **_finish_meta(grad.dtype, need_w, need_amp, kp, plan if in_kernel else None,
+                           rho.dtype if in_kernel else None))
+        # select/narrow: views, cheaper on the host than indexing
+        g_w = g.select(0, 0).to(w.dtype) if need_w else None
+        g_amp = g.select(0, 1).to(amp.dtype) if need_amp else None
         if in_kernel:
-            g_thr = g[2:].to(rho.dtype)
+            g_thr = g.narrow(0, 2, k).to(rho.dtype)
     if learn and not in_kernel:
         g_thr = parts[:, 2:2 + n_thr].sum(0)
     return gx, g_w, g_amp, g_thr
