@@ -31,6 +31,9 @@ accumulated into ``x.grad``), the least any layer costs. At this size the work i
 (Python, dispatch, autograd bookkeeping), which on a GPU bounds the time per call however
 fast the kernel is; the goal is at most :data:`HOST_GOAL` times that op. Medians over many
 rounds of many calls (:func:`common.timed`); the ratio is the median of per-round ratios.
+Two rows: the C++ kernel's path (its kernel runs on the host too, so its compute is in the
+figure), and the CUDA path with every Triton launch mocked out (:class:`_MockedTriton`,
+where Triton is importable): the glue alone, as a GPU meets it before any kernel runs.
 
 Run: ``python bench/default_path.py [--quick] [--json] [--device cuda]``.
 """
@@ -38,6 +41,7 @@ Run: ``python bench/default_path.py [--quick] [--json] [--device cuda]``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -292,6 +296,8 @@ def run(quick: bool = False, device: str = "cpu", host: bool = True) -> dict:
             res["rows"].append(_row(kind, path, child, child))
         if host:
             res["host"] = host_time(quick, device)
+            if importlib.util.find_spec("triton") is not None:
+                res["host_cuda_path"] = host_time(quick, device, mocked_triton=True)
         return res
     for impl in SJ_CUDA_IMPLS:
         if common.out_of_time():
@@ -373,8 +379,9 @@ def report(res: dict) -> str:
                           "error": c.get("error") or c.get("notes", {}).get("sj")})
         out += ["", "SpikingJelly's CUDA implementations (one process each, multispike timed "
                 "beside each)", common.fmt_table(irows, icols)]
-    if res.get("host"):
-        out += ["", host_report(res["host"])]
+    for key in ("host", "host_cuda_path"):
+        if res.get(key):
+            out += ["", host_report(res[key])]
     for r in res["rows"]:
         if r.get("error"):
             out.append(f"note: {r['path']}: {r['error']}")

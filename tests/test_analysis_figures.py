@@ -156,3 +156,118 @@ def test_membrane_thresholds_are_the_learned_ones():
     v_th, rule = node.fixed_firing()
     assert neuron_thresholds(net)["0"] == pytest.approx(sorted(rule.thresholds(v_th)))
     assert neuron_thresholds(net)["0"] != pytest.approx([0.5, 1.0, 1.5])
+
+
+# -- layouts: nothing cut off, no legend over data, labels or another panel -----------------------
+def _figures_of(monkeypatch, module):
+    """The figures ``module`` saves (its ``save_figure``), kept for :func:`layout_problems`."""
+    figs = []
+    save = module.save_figure
+    monkeypatch.setattr(module, "save_figure", lambda fig, path: (figs.append(fig),
+                                                                  save(fig, path))[1])
+    return figs
+
+
+def test_layout_problems_finds_each_fault():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from multispike.analysis._io import new_figure
+    from multispike.analysis.figures import layout_problems, legend_outside
+
+    def two_panels(fig):
+        top, bottom = fig.subplots(2, 1)
+        top.bar([0, 1, 2], [1, 2, 3], label="rate")
+        bottom.plot([0, 1], [0, 1], label="line")
+        return top
+
+    fixed = Figure(figsize=(4, 5))  # no layout engine: nothing moves out of a legend's way
+    FigureCanvasAgg(fixed)
+    top = two_panels(fixed)
+    assert layout_problems(fixed) == []
+    top.legend(loc="upper right")  # on the highest bar
+    assert layout_problems(fixed) == ["the legend of panel 1 covers 1 data point(s) of its panel"]
+    top.legend(loc="upper left", bbox_to_anchor=(0.0, -0.05))  # down onto the lower panel
+    assert "the legend of panel 1 covers panel 2" in layout_problems(fixed)
+    top.legend(loc="upper right", bbox_to_anchor=(0.0, 1.0))  # off the left edge
+    assert layout_problems(fixed) == [
+        "panel 1 (with its labels) reaches outside the figure",
+        "the legend of panel 1 reaches outside the figure (cut off)",
+        "the legend of panel 1 covers labels of panel 1"]  # the y tick labels
+
+    fig = new_figure(4, 5)  # constrained layout makes room beside the panel
+    legend_outside(two_panels(fig))
+    assert layout_problems(fig) == []
+
+
+def _mt_summary(layers):
+    """Firing statistics of MT layers (thresholds 0.5, 1, 1.5: long plane labels), the last
+    layer firing most."""
+    out = []
+    for i in range(layers):
+        planes = [0.05 + 0.1 * i / layers, 0.2 + 0.2 * i / layers, 0.02]
+        out.append({"layer": f"features.{i}.act", "firing": "mt", "rate": sum(planes),
+                    "spikes": 100 * sum(planes), "neuron_steps": 100, "plane_rates": planes,
+                    "thresholds": [0.5, 1.0, 1.5], "value_fractions": {}})
+    return out
+
+
+@pytest.mark.parametrize("layers", [3, 12])
+def test_firing_stats_legends_are_beside_the_panels(layers, tmp_path, monkeypatch):
+    """The plane legend (``ncol=3`` over the lower panel) was cut off on the left and ran over
+    the panel's labels; beside the panels it shows whole and covers nothing."""
+    import multispike.analysis.stats as stats
+    from multispike.analysis.figures import layout_problems
+
+    figs = _figures_of(monkeypatch, stats)
+    plot_firing_stats(_mt_summary(layers), tmp_path / "firing_stats.png")
+    assert layout_problems(figs[-1]) == []
+
+
+def test_ternary_firing_stats_layout(tmp_path, monkeypatch, ternary_monitor):
+    import multispike.analysis.stats as stats
+    from multispike.analysis.figures import layout_problems
+
+    figs = _figures_of(monkeypatch, stats)
+    plot_firing_stats(ternary_monitor[1].summary(), tmp_path / "firing_stats.png")
+    assert layout_problems(figs[-1]) == []
+
+
+def test_demo_legend_covers_no_data_point():
+    """The README's demo table: inside the axes, the legend sat on binary's T=2 point."""
+    from multispike.analysis.figures import layout_problems
+    from multispike.engine.demo import demo_figure
+
+    accuracy = {"binary": (0.80, 0.86), "mt": (0.88, 0.91), "ternary": (0.85, 0.90),
+                "ternary + learned a": (0.86, 0.905), "integer D=3": (0.875, 0.915),
+                "mt + learned thresholds": (0.885, 0.92)}
+    rows = [{"label": label, "timesteps": t, "accuracy": a, "std": 0.01}
+            for label, pair in accuracy.items() for t, a in zip((1, 2), pair, strict=True)]
+    rows.append({"label": "ann", "timesteps": 1, "accuracy": 0.93, "std": 0.0})
+    assert layout_problems(demo_figure(rows)) == []
+
+
+def test_accuracy_figures_layout(tmp_path, monkeypatch):
+    import multispike.analysis.figures as figures
+    from multispike.analysis.figures import layout_problems, plot_accuracy_vs_bits
+
+    figs = _figures_of(monkeypatch, figures)
+    rows = [{"firing": f, "timesteps": t, "accuracy": base + 0.01 * t + 0.01 * seed}
+            for f, base in (("binary", 0.80), ("mt", 0.85), ("ternary", 0.86),
+                            ("ternary-mt", 0.83), ("integer", 0.84), ("signed-integer", 0.82))
+            for t in (1, 2, 4, 8) for seed in (0, 1)]
+    plot_accuracy_vs_timesteps([*rows, {"firing": "ann", "accuracy": 0.9}], tmp_path / "a.png")
+    plot_delta_sweep([{"mode": m, "delta": d, "accuracy": 90 + d + i}
+                      for i, m in enumerate(("neg", "pos", "both")) for d in (0.1, 0.3, 0.5)],
+                     tmp_path / "d.png", baseline=91.0)
+    plot_accuracy_vs_bits([{"label": lab, "spike_bits": math.log2(d + 1), "point": f"D={d}",
+                            "accuracy": 0.9 + 0.01 * d + k}
+                           for k, lab in enumerate(("integer", "signed")) for d in (1, 2, 3)],
+                          tmp_path / "b.png")
+    figures.plot_training_curves([1, 2, 3], {"train_loss": [2.0, 1.5, 1.2],
+                                             "test_loss": [2.1, 1.7, 1.5],
+                                             "train_accuracy": [0.5, 0.7, 0.8],
+                                             "test_accuracy": [0.45, 0.65, 0.75],
+                                             "lr": [0.1, 0.05, 0.01]}, tmp_path / "c.png")
+    assert len(figs) == 4
+    assert [layout_problems(f) for f in figs] == [[], [], [], []]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from multispike.analysis._io import new_figure, save_figure, write_csv
@@ -47,6 +48,90 @@ FIRING_LABELS = {
 
 #: least span of the accuracy axis, in percentage points
 MIN_SPAN = 5.0
+
+
+def legend_outside(ax: Any, **kwargs: Any) -> Any:
+    """``ax``'s legend beside it, on the right, top-aligned: it never covers a data point or
+    another panel, and the figure's constrained layout (:func:`~multispike.analysis._io.
+    new_figure`) makes room for it, so it is never cut off. Returns the legend."""
+    kwargs.setdefault("fontsize", 8)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def layout_problems(fig: Figure) -> list[str]:
+    """What is wrong with ``fig``'s layout once drawn at its size, one line each (``[]``: none):
+    a legend or a panel (with its labels and title) reaching outside the figure, a legend over
+    another panel, over the title, axis labels or tick labels of any panel, or over another
+    legend, a legend over a data point of its own panel (line vertices and markers, error bars,
+    bars).
+
+    >>> from multispike.analysis._io import new_figure
+    >>> fig = new_figure(4, 3)
+    >>> ax = fig.subplots()
+    >>> _ = ax.plot([0, 1, 2], [0, 1, 2], marker="o", label="data")
+    >>> _ = ax.legend(loc="center")                   # on the point (1, 1)
+    >>> layout_problems(fig)
+    ['the legend of panel 1 covers 1 data point(s) of its panel']
+    >>> _ = legend_outside(ax)
+    >>> layout_problems(fig)
+    []
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox.padded(0.5)  # half a pixel of rounding
+    problems = []
+    for i, ax in enumerate(fig.axes, 1):
+        if not _inside(ax.get_tightbbox(renderer), frame):
+            problems.append(f"panel {i} (with its labels) reaches outside the figure")
+    legends = [(i, ax, ax.get_legend()) for i, ax in enumerate(fig.axes, 1) if ax.get_legend()]
+    boxes = [(i, leg.get_window_extent(renderer)) for i, _, leg in legends]
+    for i, ax, leg in legends:
+        box = leg.get_window_extent(renderer)
+        if not _inside(box, frame):
+            problems.append(f"the legend of panel {i} reaches outside the figure (cut off)")
+        for j, other in enumerate(fig.axes, 1):
+            if other is not ax and box.overlaps(other.get_window_extent(renderer)):
+                problems.append(f"the legend of panel {i} covers panel {j}")
+            elif any(box.overlaps(t.get_window_extent(renderer)) for t in _texts(other)):
+                problems.append(f"the legend of panel {i} covers labels of panel {j}")
+        problems += [f"the legend of panel {i} covers the legend of panel {j}"
+                     for j, b in boxes if j > i and box.overlaps(b)]
+        covered = _covered_points(ax, box, renderer)
+        if covered:
+            problems.append(f"the legend of panel {i} covers {covered} data point(s) of its "
+                            "panel")
+    return problems
+
+
+def _texts(ax: Any) -> list[Any]:
+    """The title, axis labels and tick labels of ``ax`` that show."""
+    texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(),
+             *ax.get_yticklabels()]
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def _inside(box: Any, frame: Any) -> bool:
+    return (box.x0 >= frame.x0 and box.y0 >= frame.y0 and box.x1 <= frame.x1
+            and box.y1 <= frame.y1)
+
+
+def _covered_points(ax: Any, box: Any, renderer: Any) -> int:
+    """Data points of ``ax`` drawn inside ``box`` (display coordinates): line vertices and
+    markers, error-bar segments' ends, and bars (a bar counts when it overlaps ``box``)."""
+    import numpy as np
+
+    points = [line.get_transform().transform(line.get_xydata()) for line in ax.lines
+              if line.get_visible() and len(line.get_xydata())]
+    for coll in ax.collections:
+        transform = coll.get_transform()
+        points += [transform.transform(path.vertices) for path in coll.get_paths()]
+    xy = np.concatenate(points) if points else np.zeros((0, 2))
+    finite = xy[np.isfinite(xy).all(axis=1)]
+    inside = ((finite[:, 0] > box.x0) & (finite[:, 0] < box.x1) & (finite[:, 1] > box.y0)
+              & (finite[:, 1] < box.y1))
+    bars = sum(1 for p in ax.patches if p.get_visible() and p.get_height() != 0
+               and box.overlaps(p.get_window_extent(renderer)))
+    return int(inside.sum()) + bars
 
 
 def _num(row: Mapping[str, Any], key: str, where: str) -> float:
@@ -166,7 +251,7 @@ def plot_accuracy_vs_timesteps(
         title = f"{title}\nmean of up to {most} seeds; error bars: standard deviation over seeds"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     png = save_figure(fig, png)
     return {"png": png, "csv": csv_path}
 
@@ -218,7 +303,7 @@ def plot_delta_sweep(
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     png = save_figure(fig, png)
     return {"png": png, "csv": csv_path}
 
@@ -273,7 +358,7 @@ def plot_accuracy_vs_bits(
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     png = save_figure(fig, png)
     return {"png": png, "csv": csv_path}
 

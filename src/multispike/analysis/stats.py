@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from multispike.analysis._io import new_figure, save_figure, write_csv
+from multispike.analysis.figures import legend_outside
 from multispike.analysis.ops import EventCounts, count_events, event_model
 from multispike.checks import positive_int
 from multispike.errors import ConfigError
@@ -327,7 +328,7 @@ def plot_firing_stats(
     csv_path = write_csv(rows, png.with_suffix(".csv"))
     names = [r["layer"] or "<neuron>" for r in rows]
     x = list(range(len(rows)))
-    fig = new_figure(max(6.0, 0.35 * len(rows) + 2), 6.5)
+    fig = new_figure(max(6.0, 0.35 * len(rows) + 2) + 2.5, 6.5)  # + the legends beside
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.bar(x, [r["rate"] for r in rows], color="tab:blue")
     mean = sum(r["spikes"] for r in rows) / max(sum(r["neuron_steps"] for r in rows), 1)
@@ -335,7 +336,7 @@ def plot_firing_stats(
     ax1.set_ylim(0, max([r["rate"] for r in rows] + [1e-3]) * 1.25)
     ax1.set_ylabel("spikes / neuron / step")
     ax1.set_title(title)
-    ax1.legend(loc="upper right", fontsize=8)
+    legend_outside(ax1)
 
     value_cols = [c for c in _columns(rows, "value_") if c != "value_0"]
     plane_cols = _columns(rows, "plane_")
@@ -354,7 +355,7 @@ def plot_firing_stats(
         ax2.bar(xs, [r.get(c, 0.0) for r in rows], width=width, label=lab)
     if cols:
         ax2.set_ylim(0, max([r.get(c, 0.0) for r in rows for c in cols] + [1e-3]) * 1.3)
-        ax2.legend(loc="upper right", fontsize=8, ncol=min(len(cols), 4))
+        legend_outside(ax2)
     ax2.set_xticks(x)
     ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
     png = save_figure(fig, png)

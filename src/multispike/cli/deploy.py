@@ -24,13 +24,17 @@ def _nir_choice(flag: bool | None) -> bool | str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """:func:`~multispike.engine.deploy.deploy_checkpoint` with the flags, then a short
-    report; exit code 1 when the deployed model's outputs differ from the checkpoint's."""
+    report; exit code 1 when the deployed model's outputs differ from the checkpoint's (a
+    check that proves nothing, all outputs zero or layers silent, is reported INCONCLUSIVE with
+    exit code 0). Each stage prints one line with its duration (on stderr with ``--json``,
+    none with ``--no-progress``)."""
     from multispike.engine.deploy import deploy_checkpoint, report
 
     summary = deploy_checkpoint(
         args.checkpoint, args.out, nir=_nir_choice(args.nir), dt=args.dt, split=args.split_planes,
         verify_batches=args.verify_batches, batch_size=args.batch_size,
         executor=args.executor, seed=args.seed, force=args.force, device=args.device,
+        progress=not args.no_progress, log=sys.stderr if args.json else None,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -69,7 +73,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="where to fold and verify: cpu (default), auto, cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="overwrite a deployed model in --out "
                    "(a folder holding a training run is never overwritten)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (the "
+                   "stage lines then go to stderr)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no stage lines and no progress of the output check")
     p.set_defaults(func=cmd_deploy)
     return p
 

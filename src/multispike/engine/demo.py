@@ -21,6 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
+from multispike.analysis._io import new_figure, save_figure
+from multispike.analysis.figures import legend_outside
 from multispike.analysis.information import spike_bits
 from multispike.engine.config import TrainConfig
 from multispike.engine.evaluate import evaluate_model
@@ -145,15 +149,24 @@ def _run(timesteps, seeds, epochs, batch_size, lr, progress, device, sys) -> lis
 
 
 def plot_demo(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Accuracy (mean ± std over seeds) against T, one line per design; the ANN as a line."""
-    import matplotlib
+    """Accuracy (mean ± std over seeds) against T, one line per design; the ANN as a line
+    (:func:`demo_figure`), written as a PNG."""
+    return save_figure(demo_figure(rows), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+def demo_figure(rows: list[dict[str, Any]]) -> Figure:
+    """The demo's figure: its legend beside the axes (it covered data points inside them), the
+    figure laid out so that nothing is cut off
+    (:func:`~multispike.analysis.figures.layout_problems` finds nothing).
+
+    >>> from multispike.analysis.figures import layout_problems
+    >>> rows = [{"label": "binary", "timesteps": t, "accuracy": 0.8 + 0.03 * t, "std": 0.01}
+    ...         for t in (1, 2)] + [{"label": "ann", "timesteps": 1, "accuracy": 0.9, "std": 0}]
+    >>> layout_problems(demo_figure(rows))
+    []
+    """
+    fig = new_figure(7.5, 3.8)
+    ax = fig.subplots()
     all_t = sorted({r["timesteps"] for r in rows if r["label"] != "ann"})
     spiking = [d[0] for d in DESIGNS if d[0] != "ann"]
     for label, *_ in DESIGNS:
@@ -174,12 +187,9 @@ def plot_demo(rows: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("digits: accuracy against time steps\n"
                  "error bars: standard deviation over seeds", fontsize=10)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def demo_reading(rows: list[dict[str, Any]]) -> str:
