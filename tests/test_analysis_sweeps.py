@@ -218,7 +218,7 @@ def test_bits_sweeps_refuse_bad_input_before_training(tmp_path):
         levels_sweep(levels=(0, 2), out=tmp_path, train_fn=train)
     with pytest.raises(ConfigError, match="unknown reference rule 'integer'"):
         levels_sweep(references=("integer",), out=tmp_path, train_fn=train)
-    with pytest.raises(ConfigError, match="unknown firing rule 'quaternary'"):
+    with pytest.raises(ConfigError, match="unknown firing 'quaternary'"):
         learn_thresholds_sweep(rules=("mt", "quaternary"), out=tmp_path, train_fn=train)
     # a model that cannot be built stops the sweep before any run trains, in one line
     with pytest.raises(ConfigError, match="run integer D=1: .*reset_grad='spike'") as e:

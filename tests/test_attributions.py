@@ -59,9 +59,8 @@ def test_ternary_dvs_recipes_use_the_authors_stem_bn_and_initialisation():
     names = [n for n in _paper_rows() if "ternary" in n and "dvs" in n]
     assert len(names) == 4
     for name in names:
-        cfg = resolve_config(name)
-        opts = {k: v for k, v in cfg.model_options.items()}
-        model = create(cfg.model, timesteps=2, in_channels=2, **opts)
+        model = _recipe_model(name)  # as train builds it: no hand-set input channels
+        assert model.in_channels == 2, name
         assert isinstance(model.stem_norm, BatchNormStepStats), name
         assert model.model_args["init"] == "kaiming-fan-out"
 
@@ -130,11 +129,21 @@ def _ternary_rows() -> list[str]:
     return [n for n in _paper_rows() if "ternary" in n]
 
 
+def _recipe_model(name: str):
+    """The model of a recipe as ``train`` builds it: its input channels and size from the
+    dataset spec (tests/test_dataset_facts.py runs one batch through every recipe's)."""
+    from multispike.data import get_spec
+    from multispike.engine.checkpoint import build_for_dataset
+    from multispike.engine.train import model_args_for
+
+    cfg = resolve_config(name, {"timesteps": 2})
+    spec = get_spec(cfg.dataset, **cfg.data_options)
+    return build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)[0]
+
+
 def _model(name: str):
-    cfg = resolve_config(name)
-    in_channels = 2 if "dvs" in name else 3
     with torch.device("meta"):
-        return create(cfg.model, timesteps=2, in_channels=in_channels, **cfg.model_options)
+        return _recipe_model(name)
 
 
 def _stem_norms(model) -> list[nn.Module]:

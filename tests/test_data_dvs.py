@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,13 +42,13 @@ def dvs_root(tmp_path):
 
 def count_conversions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = dvs._convert_job
+    real = dvs._events_job
 
     def counting(job):
         seen.append(job[0])
         return real(job)
 
-    monkeypatch.setattr(dvs, "_convert_job", counting)
+    monkeypatch.setattr(dvs, "_events_job", counting)
     return seen
 
 
@@ -192,7 +196,7 @@ def test_dataset_items_match_the_recordings(dvs_root) -> None:
         assert frames.shape == (4, 2, 128, 128) and frames.dtype == torch.float32
         assert torch.equal(frames, msd.events_to_frames(written[path], 4))
         assert int(frames.sum()) == len(written[path])
-    assert ds.cache.parent == root and ds.cache.name.startswith("frames_T4_")
+    assert ds.cache.parent == root and ds.cache.name.startswith("events_")
 
 
 def test_resize_48(dvs_root) -> None:
@@ -206,22 +210,32 @@ def test_resize_48(dvs_root) -> None:
     assert np.allclose(frames.numpy(), dvs.resize_frames(full, (48, 48)))
 
 
-def test_cache_is_keyed_by_settings(dvs_root, tmp_path, monkeypatch) -> None:
-    root, _ = dvs_root
+def test_one_cache_serves_every_timesteps_and_resize(dvs_root, tmp_path, monkeypatch) -> None:
+    """eval at T = 1, 2, 4 (and a resize) decodes each recording once, not once per T."""
+    root, written = dvs_root
     seen = count_conversions(monkeypatch)
-    cache = tmp_path / "cache"
-    kw = dict(cache_dir=cache, num_workers=0, progress=False)
-    a = dvs.convert_recordings(root, 4, **kw)
-    assert len(seen) == 120
-    assert dvs.convert_recordings(root, 4, **kw) == a and len(seen) == 120  # reused
-    b = dvs.convert_recordings(root, 8, **kw)
-    c = dvs.convert_recordings(root, 4, resize=48, **kw)
-    d = dvs.convert_recordings(root, 4, resize=48, resize_mode="bilinear", **kw)
-    assert len({a, b, c, d}) == 4 and len(seen) == 4 * 120
-    assert b.name.startswith("frames_T8_")
-    for folder, T in ((a, 4), (b, 8)):
-        meta = json.loads((folder / "meta.json").read_text())
-        assert meta["settings"]["timesteps"] == T and len(meta["sources"]) == 120
+    kw = dict(cache_dir=tmp_path / "cache", convert_workers=0, progress=False)
+    sets = [dvs.CIFAR10DVS(root, train=False, timesteps=T, **kw) for T in (1, 2, 4)]
+    sets.append(dvs.CIFAR10DVS(root, train=False, timesteps=3, resize=48, **kw))
+    sets.append(dvs.CIFAR10DVS(root, train=True, timesteps=4, resize=48,
+                               resize_mode="bilinear", **kw))
+    assert len(seen) == 120  # once, by the first dataset
+    assert len({ds.cache for ds in sets}) == 1
+    for ds, T in zip(sets[:3], (1, 2, 4), strict=True):
+        path = ds.recordings[5]
+        assert torch.equal(ds[5][0], msd.events_to_frames(written[path], T))
+    small = sets[3]
+    full = msd.events_to_frames(written[small.recordings[0]], 3).numpy()
+    assert np.allclose(small[0][0].numpy(), dvs.resize_frames(full, (48, 48)))
+    lin = sets[4]
+    full = msd.events_to_frames(written[lin.recordings[2]], 4).numpy()
+    assert np.allclose(lin[2][0].numpy(), dvs.resize_frames(full, (48, 48), "bilinear"))
+    meta = json.loads((sets[0].cache / "meta.json").read_text())
+    assert meta["settings"] == dvs.cache_settings() and len(meta["sources"]) == 120
+    assert meta["dataset"] == str(root.resolve())
+    packed = np.load(sets[0].samples[0][0])  # the cache holds the events, packed, in order
+    ev = written[sets[0].recordings[0]]
+    assert packed.dtype == np.uint16 and packed.tolist() == dvs.pack_events(ev).tolist()
 
 
 def test_stale_cache_is_never_reused(dvs_root, tmp_path, monkeypatch) -> None:
@@ -303,7 +317,9 @@ def test_folder_errors(tmp_path) -> None:
 def test_options_are_checked(dvs_root) -> None:
     root, _ = dvs_root
     for kwargs in (dict(), dict(timesteps=0), dict(timesteps=4, resize=(1, 2, 3)),
-                   dict(timesteps=4, resize_mode="nearest"), dict(timesteps=4, colour=True)):
+                   dict(timesteps=4, resize_mode="nearest"), dict(timesteps=4, colour=True),
+                   dict(timesteps=4, resize=48.0), dict(timesteps=4, convert_workers="4"),
+                   dict(timesteps=4, convert_workers=-1)):
         with pytest.raises(ConfigError) as exc:
             msd.build("cifar10-dvs", data_dir=root, train=True, progress=False, **kwargs)
         one_line(exc)
@@ -323,3 +339,165 @@ def test_loader_error_from_a_worker_is_one_line(dvs_root) -> None:
     x, y = next(iter(msd.make_loader(torch.utils.data.Subset(ds, [0, 2]), 2, shuffle=False,
                                      num_workers=0)))
     assert x.shape == (2, 2, 2, 128, 128) and y.shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------
+# where the cache goes, what it prints, and torchrun
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch, *folders) -> None:
+    """Make ``folders`` read-only: chmod, and (as root, whom chmod does not stop) an os.access
+    that says so; the code under test decides by os.access before it writes anything."""
+    for folder in folders:
+        folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        refused = {str(f) for f in folders}
+
+        def access(path, mode, *args, **kwargs):
+            if str(path) in refused and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+
+
+def tree(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_read_only_dataset_folder_caches_per_user(tmp_path, monkeypatch, capsys) -> None:
+    """A read-only dataset folder is used as it is; its cache goes to the per-user folder,
+    keyed by the dataset folder (two datasets never share one), and one line says where."""
+    a, b = tmp_path / "a" / "cifar10-dvs", tmp_path / "b" / "cifar10-dvs"
+    written = write_cifar10_dvs(a, per_class=2, events=(5, 30), seed=1)
+    write_cifar10_dvs(b, per_class=2, events=(5, 30), seed=2)
+    before = tree(a)
+    monkeypatch.setenv("MULTISPIKE_CACHE", str(tmp_path / "user-cache"))
+    read_only(monkeypatch, a, b)
+    try:
+        ds_a = msd.build("cifar10-dvs", data_dir=a, train=False, timesteps=2,
+                         convert_workers=0, progress=False)
+        err = capsys.readouterr().err
+        ds_b = msd.build("cifar10-dvs", data_dir=b, train=False, timesteps=2,
+                         convert_workers=0, progress=False)
+        assert tree(a) == before  # nothing written into the dataset folder
+    finally:
+        a.chmod(0o755)
+        b.chmod(0o755)
+    assert ds_a.cache.is_relative_to(tmp_path / "user-cache" / "cifar10-dvs")
+    assert ds_a.cache.parent != ds_b.cache.parent
+    assert err.count("\n") == 1 and str(ds_a.cache) in err and "not writable" in err
+    assert "--data-option cache_dir=DIR" in err and "decoding 20 recordings" in err
+    path = ds_a.recordings[0]
+    assert torch.equal(ds_a[0][0], msd.events_to_frames(written[path], 2))
+    # an explicit cache_dir still wins
+    ds = msd.build("cifar10-dvs", data_dir=a, train=False, timesteps=2, convert_workers=0,
+                   progress=False, cache_dir=tmp_path / "mine")
+    assert ds.cache.parent == tmp_path / "mine"
+
+
+def test_progress_off_prints_nothing(dvs_root, tmp_path, capsys) -> None:
+    root, _ = dvs_root
+    msd.build("cifar10-dvs", data_dir=root, train=True, timesteps=2, convert_workers=0,
+              progress=False)
+    assert capsys.readouterr().err == ""
+    ds = msd.build("cifar10-dvs", data_dir=root, train=True, timesteps=2, convert_workers=0,
+                   cache_dir=tmp_path / "c", progress=True)
+    err = capsys.readouterr().err
+    assert f"decoding 120 recordings once into {ds.cache}" in err and "file" in err
+    msd.build("cifar10-dvs", data_dir=root, train=True, timesteps=3, convert_workers=0,
+              cache_dir=tmp_path / "c", progress=True)
+    assert capsys.readouterr().err == ""  # nothing left to decode
+    with pytest.raises(ConfigError) as exc:
+        msd.build("cifar10-dvs", data_dir=root, train=True, timesteps=2, progress="no")
+    assert "progress" in one_line(exc)
+
+
+def rank_main() -> None:
+    """One rank of test_rank_0_decodes_and_the_others_wait, in its own process."""
+    import torch.distributed as dist
+
+    good, bad = sys.argv[1:3]
+    dist.init_process_group("gloo")
+    seen: list[str] = []
+    real = dvs._events_job
+    dvs._events_job = lambda job: (seen.append(job[0]), real(job))[1]
+    ds = msd.build("cifar10-dvs", data_dir=good, train=False, timesteps=2, convert_workers=0,
+                   progress=True)
+    out = {"decoded": len(seen), "len": len(ds), "sum": float(ds[3][0].sum())}
+    try:
+        msd.build("cifar10-dvs", data_dir=bad, train=False, timesteps=2, convert_workers=0,
+                  progress=True)
+    except DataError as exc:
+        out["error"] = str(exc)
+    print(json.dumps(out), flush=True)
+    dist.destroy_process_group()
+
+
+def test_rank_0_decodes_and_the_others_wait(tmp_path) -> None:
+    """Two gloo processes: rank 0 decodes every recording and prints the only bar; rank 1
+    decodes none and reads the same items; an error on rank 0 reaches rank 1 (no hang)."""
+    from tests.torchrun import free_port
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    written = write_cifar10_dvs(good, per_class=3, events=(5, 40), seed=4)
+    write_cifar10_dvs(bad, per_class=1, events=(5, 10), seed=5)
+    broken = bad / "ship" / "cifar10_ship_0.aedat"
+    broken.write_bytes(broken.read_bytes()[:-3])
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", "from tests.test_data_dvs import rank_main; rank_main()",
+         str(good), str(bad)], cwd=root, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    r0, r1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert r0["decoded"] == 30 and r1["decoded"] == 0
+    assert r0["len"] == r1["len"] == 10 and r0["sum"] == r1["sum"]
+    test = dvs.list_recordings(good, train=False)
+    assert r0["sum"] == len(written[test[3].path])
+    assert "decoding 30 recordings once" in outs[0][1] and "decoding" not in outs[1][1]
+    assert "\n" not in r0["error"] and r0["error"] == r1["error"] and str(broken) in r0["error"]
+
+
+def test_read_only_dataset_folder_from_the_command_line(tmp_path, monkeypatch, capsys) -> None:
+    """`multispike train` on a read-only CIFAR10-DVS folder: exit 0, nothing written there,
+    the cache in the per-user folder and one line saying so (even under --no-progress)."""
+    from multispike.cli import main
+
+    data = tmp_path / "data"
+    write_cifar10_dvs(data, per_class=2, events=(20, 40), seed=3)
+    before = tree(data)
+    monkeypatch.setenv("MULTISPIKE_CACHE", str(tmp_path / "user-cache"))
+    read_only(monkeypatch, data)
+    try:
+        rc = main(["train", "--dataset", "cifar10-dvs", "--model", "digits_net", "--data-dir",
+                   str(data), "--timesteps", "2", "--epochs", "1", "--batch-size", "8",
+                   "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu",
+                   "--data-option", "resize=16", "--data-option", "convert_workers=0"])
+        assert tree(data) == before
+    finally:
+        data.chmod(0o755)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if "recordings once into" in line]
+    assert len(lines) == 1 and "not writable" in lines[0]
+    assert str(tmp_path / "user-cache" / "cifar10-dvs") in lines[0]
+
+
+def test_no_progress_on_the_command_line_shows_no_conversion_bar(tmp_path, capsys) -> None:
+    from multispike.cli import main
+
+    data = tmp_path / "data"
+    write_cifar10_dvs(data, per_class=2, events=(20, 40), seed=3)
+    rc = main(["train", "--dataset", "cifar10-dvs", "--model", "digits_net", "--data-dir",
+               str(data), "--timesteps", "2", "--epochs", "1", "--batch-size", "8", "--out",
+               str(tmp_path / "run"), "--no-progress", "--device", "cpu", "--data-option",
+               "resize=16", "--data-option", "convert_workers=0"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "CIFAR10-DVS" not in err

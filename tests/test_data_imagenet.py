@@ -8,8 +8,8 @@ from PIL import Image
 
 import multispike.data as msd
 from multispike.data import imagenet
-from multispike.data.testing import write_imagenet
-from multispike.errors import DataError
+from multispike.data.testing import add_macos_litter, damage_image, write_imagenet
+from multispike.errors import ConfigError, DataError
 
 CLASSES = ("n01440764", "n01443537", "n01484850")
 
@@ -129,3 +129,63 @@ def test_undecodable_image_in_a_worker_is_one_line(root) -> None:
             pass
     msg = one_line(exc)
     assert bad in msg and "replace or delete" in msg
+
+
+# -- hidden files and undecodable images ------------------------------------------------------
+
+
+def test_hidden_files_and_folders_are_not_listed(root) -> None:
+    """macOS's ``._*`` twins (undecodable, with an image ending), ``.DS_Store`` and hidden
+    folders are skipped when listing, so a whole epoch runs."""
+    litter = add_macos_litter(root)
+    assert any(p.name.startswith("._") and p.suffix == ".JPEG" for p in litter)
+    for train in (True, False):
+        ds = msd.build("imagenet", data_dir=root, train=train)
+        assert len(ds) == (9 if train else 6) and ds.classes == list(CLASSES)
+        assert not any("/." in path for path, _ in ds.samples)
+        for x, _ in msd.make_loader(ds, 4, shuffle=False, num_workers=0):
+            assert x.shape[1:] == (3, 224, 224)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty"])
+def test_bad_image_by_default_names_the_file_and_the_flag(root, how) -> None:
+    ds = msd.build("imagenet", data_dir=root, train=True)
+    bad = damage_image(ds.samples[4][0], how)
+    with pytest.raises(DataError) as exc:
+        ds[4]
+    msg = one_line(exc)
+    assert str(bad) in msg and "skip_bad=True" in msg
+
+
+def test_skip_bad_replaces_and_counts_across_workers(root, capfd) -> None:
+    """With skip_bad=True a bad image gives the next image in its place (batches keep their
+    size), one stderr line names it, and the count is read in the main process although a
+    loader worker found it."""
+    ds = msd.build("imagenet", data_dir=root, train=False, skip_bad=True)
+    assert ds.skipped == [] and ds.skip_report() == ""
+    first, second = damage_image(ds.samples[1][0]), damage_image(ds.samples[2][0], "truncated")
+    batches = list(msd.make_loader(ds, 3, shuffle=False, num_workers=1))
+    assert [len(y) for _, y in batches] == [3, 3]
+    assert ds.skipped == [str(first), str(second)]
+    report = ds.skip_report()
+    assert "\n" not in report and "2 undecodable images skipped" in report
+    assert str(first) in report
+    err = capfd.readouterr().err
+    assert err.count("skipped undecodable image") == 2 and str(second) in err
+    x, y = batches[0]
+    want, label = ds[3]  # items 1 and 2 were both replaced by item 3, with its label
+    assert torch.equal(x[1], want) and torch.equal(x[2], want) and y.tolist()[1:] == [label] * 2
+    ds[1]  # known bad files are not reported twice
+    assert capfd.readouterr().err == ""
+
+
+def test_skip_bad_with_nothing_decodable_and_a_bad_flag(root) -> None:
+    ds = msd.build("imagenet", data_dir=root, train=False, skip_bad=True)
+    for path, _ in ds.samples:
+        damage_image(path)
+    with pytest.raises(DataError) as exc:
+        ds[0]
+    assert str(root / "val") in one_line(exc)
+    with pytest.raises(ConfigError) as exc:
+        msd.build("imagenet", data_dir=root, train=False, skip_bad="yes")
+    assert "skip_bad" in one_line(exc)

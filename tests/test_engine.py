@@ -268,7 +268,9 @@ def test_kernel_input_flags_are_read_with_the_loss_and_name_the_layer(monkeypatc
         net.fc1_act.register_forward_hook(set_flag)
         return net
 
-    monkeypatch.setattr(train_mod, "build_model", build)
+    from multispike.engine import checkpoint as ckpt_mod
+
+    monkeypatch.setattr(ckpt_mod, "build_model", build)  # train builds through it
     with pytest.raises(InputError, match="NaN or inf reached neuron layer fc1_act;") as e:
         train_model(TrainConfig(**QUICK))
     assert named == ["VGG"] and "\n" not in str(e.value)

@@ -97,10 +97,34 @@ def test_delta_below_minus_threshold_rejected():
 def test_get_firing_names():
     assert isinstance(get_firing("binary"), Binary)
     assert isinstance(get_firing("ternary_mt", deltas=(0.3,)), TernaryMultiThreshold)
-    with pytest.raises(ConfigError, match="unknown firing rule 'quaternary'; choose one of"):
+    with pytest.raises(ConfigError, match="unknown firing 'quaternary'; choose one of"):
         get_firing("quaternary")
     with pytest.raises(ConfigError, match="deltas apply"):
         get_firing("binary", deltas=(0.3,))
+
+
+def test_one_firing_vocabulary():
+    """The rule classes answer what the other layers ask (options, planes, the FC fallback);
+    the model-level names and the deploy's plane test are read from them, not kept apart."""
+    from multispike import layers
+    from multispike.deploy.planes import is_multi_plane
+    from multispike.functional import FIRING_RULES, firing
+
+    assert layers.FIRINGS == (*FIRING_RULES, "ann")
+    assert layers.MT_FIRINGS == ("mt", "ternary-mt")
+    assert layers.INTEGER_FIRINGS == ("integer", "signed-integer")
+    for name, cls in FIRING_RULES.items():
+        assert cls.name == name and firing.firing_key(name.upper().replace("-", "_")) == name
+        rule = get_firing(name)
+        # more than one plane per sign: exactly the rules deployment splits
+        assert rule.multi_plane == is_multi_plane(rule) == (
+            len(rule.plane_signs) > (2 if rule.signed else 1))
+    assert [n for n, c in FIRING_RULES.items() if c.single_threshold] == ["mt", "ternary-mt"]
+    assert get_firing("integer", levels=1).multi_plane is False
+    assert get_firing("signed-integer", levels=2).multi_plane is True
+    with pytest.raises(ConfigError, match="unknown firing 'relu'; choose one of binary"):
+        layers.model_firing("relu")
+    assert layers.model_firing("ANN") == "ann"
 
 
 def test_charge_equations():

@@ -143,7 +143,7 @@ def test_options_and_errors():
         with pytest.raises(ConfigError, match="levels") as e:
             LIFNode(firing="integer", levels=bad)
         assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match="levels apply to the integer"):
+    with pytest.raises(ConfigError, match="levels apply to firing 'integer'"):
         LIFNode(firing="mt", levels=3)
     with pytest.raises(ConfigError, match="deltas apply"):
         LIFNode(firing="integer", deltas=(0.5,))

@@ -231,7 +231,7 @@ def test_bad_input(x, match):
         (lambda: PLIFNode(firing="mt", deltas=(0.5, -0.5)), "not sorted"),
         (lambda: PLIFNode(firing="mt", deltas=(0.5, 0.5)), "duplicates"),
         (lambda: PLIFNode(firing="mt", deltas=(-1.5,)), "fire at rest"),
-        (lambda: PLIFNode(firing="spiky"), "unknown firing rule"),
+        (lambda: PLIFNode(firing="spiky"), "unknown firing 'spiky'"),
         (lambda: PLIFNode(surrogate="relu"), "unknown surrogate"),
         (lambda: LIFNode(decay=1.5), "decay must lie in"),
         (lambda: IFNode(v_threshold=float("nan")), "finite number"),

@@ -309,3 +309,19 @@ def test_the_report_names_the_thread_count_and_the_batches_it_measured(report_di
     assert "rates measured on 6 test batches of up to 64: 360 images)." in text
     assert "8 test batches" not in text
     assert rp.threads_line(None).startswith("CPU threads: –")
+
+
+def test_deploy_check_of_a_silent_model_is_not_ok():
+    """A model whose neurons never fire gives equal outputs folded or not: that proves
+    nothing, so the report's deploy check is not "ok" and says why."""
+    from multispike.engine.evaluate import RunData
+    from multispike.models import create
+    from multispike.reproduce import _deploy
+
+    run = RunData("digits", None, {})
+    silent = create("digits_net", firing="binary", timesteps=2, v_threshold=1e6)
+    res = _deploy(silent, run)
+    assert res["ok"] is False and "no neuron fired" in res["note"]
+    firing = create("digits_net", firing="binary", timesteps=2, v_threshold=0.01)
+    res = _deploy(firing, run)
+    assert res["ok"] is True and res["note"] is None, res

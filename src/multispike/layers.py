@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 
 from multispike.checks import positive_int
 from multispike.errors import ConfigError
+from multispike.functional.firing import FIRING_RULES, check_rule_options, firing_key
 from multispike.neurons import Neuron, get_neuron_class
 
 __all__ = [
@@ -442,14 +444,36 @@ class VotingLayer(nn.Module):
 # -- neuron slots ------------------------------------------------------------------------------
 #: the ANN twin's firing name: ReLU in every neuron slot, no spikes
 ANN = "ann"
-#: model-level firing names
-FIRINGS: tuple[str, ...] = ("binary", "mt", "ternary", "ternary-mt", "integer",
-                            "signed-integer", ANN)
-#: the firing rules that take ``deltas`` (the MT rules) and ``levels`` (the integer rules)
-MT_FIRINGS: tuple[str, ...] = ("mt", "ternary-mt")
-INTEGER_FIRINGS: tuple[str, ...] = ("integer", "signed-integer")
-_NOT_MT = {"mt": "binary", "ternary-mt": "ternary"}
+#: model-level firing names: the rules' (:data:`~multispike.functional.FIRING_RULES`) and
+#: the ANN twin's
+FIRINGS: tuple[str, ...] = (*FIRING_RULES, ANN)
+#: the firing rules that take ``deltas`` (the MT rules) and ``levels`` (the integer rules),
+#: as the rules say
+MT_FIRINGS: tuple[str, ...] = tuple(k for k, c in FIRING_RULES.items() if c.accepts("deltas"))
+INTEGER_FIRINGS: tuple[str, ...] = tuple(
+    k for k, c in FIRING_RULES.items() if c.accepts("levels"))
 _MODEL_LEVEL = {"firing", "check_input", "self"}
+
+
+def model_firing(name: str, where: str = "") -> str:
+    """A model's firing name in its one spelling: a rule's, or ``"ann"``."""
+    return firing_key(name, extra=(ANN,), where=where)
+
+
+def check_neuron_options(cls: type[Neuron], options: Mapping[str, Any], *,
+                         where: str = "", model_options: Sequence[str] = ()) -> None:
+    """Refuse keyword options ``cls`` does not take, in one line listing the ones it does
+    (and the model's, where a model passes them along)."""
+    allowed = neuron_option_names(cls)
+    bad = sorted(set(options) - allowed)
+    if not bad:
+        return
+    if model_options:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(bad)}; model options: "
+                          f"{', '.join(model_options)}; {cls.__name__} options: "
+                          f"{', '.join(sorted(allowed))}")
+    raise ConfigError(f"unknown neuron option(s) {', '.join(bad)} for {cls.__name__}; "
+                      f"choose from {', '.join(sorted(allowed))}")
 
 
 def neuron_option_names(cls: type[Neuron]) -> set[str]:
@@ -501,26 +525,16 @@ class NeuronFactory:
         mt_on_fc: bool = False,
         options: dict[str, Any] | None = None,
     ) -> None:
-        key = str(firing).lower().replace("_", "-")
-        if key not in FIRINGS:
-            raise ConfigError(f"unknown firing {firing!r}; choose one of {', '.join(FIRINGS)}")
+        key = model_firing(firing)
         self.cls = get_neuron_class(neuron)
         self.firing = key
         self.mt_on_fc = bool(mt_on_fc)
         #: the neuron keyword options every slot receives (``deltas`` only where MT applies)
         self.neuron_args = dict(options or {})
-        allowed = neuron_option_names(self.cls)
-        unknown = sorted(set(self.neuron_args) - allowed)
-        if unknown:
-            raise ConfigError(
-                f"unknown neuron option(s) {', '.join(unknown)} for {self.cls.__name__}; "
-                f"choose from {', '.join(sorted(allowed))}"
-            )
-        if self.neuron_args.get("deltas") is not None and key not in (*MT_FIRINGS, ANN):
-            raise ConfigError(f"deltas apply to firing 'mt' and 'ternary-mt', not to {key!r}")
-        if self.neuron_args.get("levels") is not None and key not in (*INTEGER_FIRINGS, ANN):
-            raise ConfigError(f"levels apply to firing 'integer' and 'signed-integer', not to "
-                              f"{key!r}; use e.g. firing='integer', levels=4")
+        check_neuron_options(self.cls, self.neuron_args)
+        if key != ANN:
+            check_rule_options(key, deltas=self.neuron_args.get("deltas"),
+                               levels=self.neuron_args.get("levels"))
         #: firing threshold of the neurons (1.0 for the ANN twin); tdBN scales by it
         self.v_threshold = 1.0
         if not self.is_ann:
@@ -534,14 +548,12 @@ class NeuronFactory:
         """The firing rule of FC slots: MT rules lose their extra thresholds unless mt_on_fc."""
         if self.mt_on_fc or self.is_ann:
             return self.firing
-        return _NOT_MT.get(self.firing, self.firing)
+        return FIRING_RULES[self.firing].single_threshold or self.firing
 
     def _make(self, firing: str) -> Neuron:
-        opts = dict(self.neuron_args)
-        if firing not in MT_FIRINGS:
-            opts.pop("deltas", None)
-        if firing not in INTEGER_FIRINGS:
-            opts.pop("levels", None)
+        rule = FIRING_RULES[firing]
+        opts = {k: v for k, v in self.neuron_args.items()
+                if k not in ("deltas", "levels") or rule.accepts(k)}
         return self.cls(firing=firing, check_input=False, **opts)
 
     def conv(self) -> nn.Module:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-#: the firing rules the table compares (the integer rules at their default levels, D = 4)
-FIRING_RULES = ("binary", "mt", "ternary", "ternary-mt", "integer", "signed-integer")
-
 
 def neuron_table(timesteps: int = 8) -> list[dict[str, Any]]:
     """Drive one neuron per constant input current and summarise what each rule emits.
@@ -30,6 +27,7 @@ def neuron_table(timesteps: int = 8) -> list[dict[str, Any]]:
     """
     import torch
 
+    from multispike.functional import FIRING_RULES  # every rule (integer ones at D = 4)
     from multispike.monitor import record_activity
     from multispike.neurons import LIFNode, PLIFNode
 

@@ -400,14 +400,11 @@ def learn_thresholds_sweep(
         integer D=3 True 2.0 0.9
     """
     _check_common(epochs, [timesteps])
-    from multispike.functional import FIRING_RULES
+    from multispike.functional.firing import firing_key
 
     if not rules:
         raise ConfigError("give at least one firing rule, e.g. mt,integer")
-    bad = [r for r in rules if r not in FIRING_RULES]
-    if bad:
-        raise ConfigError(f"unknown firing rule {bad[0]!r}; choose from "
-                          f"{', '.join(FIRING_RULES)}")
+    rules = [firing_key(r) for r in rules]  # "unknown firing ...; choose one of ..."
     positive_int("levels", levels)
     out = Path(out)
     base = _base_settings(dataset, model, epochs, batch_size, lr, seed, recipe, settings)

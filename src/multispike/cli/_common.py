@@ -44,6 +44,45 @@ def parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
     return parse_boolean_options(out, flag)
 
 
+#: dataset options that are yes/no (cifar100 ``coarse``, the download/conversion ``progress``,
+#: imagenet ``skip_bad``)
+DATA_BOOLEANS = frozenset({"coarse", "progress", "skip_bad"})
+
+
+def parse_data_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``--data-option KEY=VALUE`` pairs as dataset options: values parsed as JSON where they
+    parse (``resize=48`` is a number, ``cache_dir=/scratch/dvs`` stays text), yes/no ones from
+    true/false, yes/no, on/off or 1/0. Which keys a dataset knows is checked once, by the
+    dataset registry.
+
+    >>> parse_data_options(["resize=48", "cache-dir=/scratch/dvs", "coarse=yes"])
+    {'resize': 48, 'cache_dir': '/scratch/dvs', 'coarse': True}
+    """
+    from multispike.checks import parse_boolean
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = str(pair).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--data-option takes KEY=VALUE, e.g. resize=48; got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+        if key in DATA_BOOLEANS:
+            out[key] = parse_boolean(f"--data-option {key}", out[key])
+    return out
+
+
+def add_data_option_flag(p: argparse.ArgumentParser, default: str) -> None:
+    """The repeatable ``--data-option KEY=VALUE`` flag; ``default``: what it does without."""
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option, e.g. resize=48 or cache_dir=DIR for cifar10-dvs, "
+                   f"coarse=true for cifar100 (repeatable; {default}; `multispike datasets` "
+                   "lists each dataset's options)")
+
+
 def add_compile_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                    help="run the model through torch.compile: default (MODE left out), "

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from multispike.checks import positive_int
-from multispike.cli._common import parse_options
+from multispike.cli._common import add_data_option_flag, parse_data_options, parse_options
 from multispike.errors import ConfigError
 
 #: what energy and analyze assume without a checkpoint
@@ -48,21 +48,45 @@ def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
 
 def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | None = None
                             ) -> tuple[Any, list[str]]:
-    """Fill ``args.dataset``, ``args.timesteps`` and ``args.data_dir`` from ``--checkpoint``
-    (flags given win, each with a note), else from the defaults; returns ``(model, notes)``:
-    the checkpoint's model (None without one) and ``note: ...`` lines for the output.
+    """Fill ``args.dataset``, ``args.timesteps``, ``args.data_dir`` and ``args.data_options``
+    from ``--checkpoint`` (the run's dataset, folder and dataset options; flags given win,
+    each with a note), else from the defaults and ``--data-option``; returns
+    ``(model, notes)``: the checkpoint's model (None without one) and ``note: ...`` lines.
 
     A ``--model`` or ``--firing`` other than the checkpoint's is refused (one line): a trained
     model keeps its architecture and firing rule.
     """
     notes: list[str] = []
+    options = parse_data_options(getattr(args, "data_option", None))
+    args.data_given = ("--dataset",) * bool(args.dataset) + ("--data-option",) * bool(options)
     if not getattr(args, "checkpoint", None):
         if args.timesteps is None:
             args.timesteps = DEFAULTS["timesteps"]
         if args.dataset is None:
             args.dataset = default_dataset
+        args.data_options = options
         return None, notes
+    from multispike.engine.evaluate import run_data
+
     model, saved = _load_checkpoint(args.checkpoint)
+    _same_model(args, model, saved)
+    saved_t = saved.get("timesteps") or getattr(model, "timesteps", None)
+    if args.timesteps is None:
+        args.timesteps = saved_t or DEFAULTS["timesteps"]
+    elif saved_t and args.timesteps != saved_t:
+        notes.append(f"note: --timesteps {args.timesteps} overrides the checkpoint's "
+                     f"T = {saved_t}")
+    if args.dataset is not None and saved.get("dataset") and args.dataset != saved["dataset"]:
+        notes.append(f"note: --dataset {args.dataset} overrides the checkpoint's dataset "
+                     f"{saved['dataset']}")
+    run = run_data(saved, dataset=args.dataset, data_dir=getattr(args, "data_dir", None),
+                   options=options)
+    args.dataset, args.data_dir, args.data_options = run.dataset, run.data_dir, run.options
+    return model, notes
+
+
+def _same_model(args: argparse.Namespace, model: Any, saved: dict[str, Any]) -> None:
+    """Refuse (one line) a ``--model`` or ``--firing`` other than the checkpoint's."""
     name = saved.get("model") or getattr(model, "name", None)
     if args.model and name and args.model != name:
         raise ConfigError(f"--model {args.model} differs from the checkpoint's model {name}; "
@@ -71,50 +95,30 @@ def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | Non
     if getattr(args, "firing", None) and firing and str(args.firing) != str(firing):
         raise ConfigError(f"--firing {args.firing} differs from the checkpoint's firing "
                           f"{firing}; drop --firing (a trained model keeps its firing rule)")
-    saved_t = saved.get("timesteps") or getattr(model, "timesteps", None)
-    if args.timesteps is None:
-        args.timesteps = saved_t or DEFAULTS["timesteps"]
-    elif saved_t and args.timesteps != saved_t:
-        notes.append(f"note: --timesteps {args.timesteps} overrides the checkpoint's "
-                     f"T = {saved_t}")
-    if args.dataset is None:
-        args.dataset = saved.get("dataset")
-        if args.dataset is None:
-            raise ConfigError(f"checkpoint {args.checkpoint} does not record its dataset; "
-                              "give --dataset")
-    elif saved.get("dataset") and args.dataset != saved["dataset"]:
-        notes.append(f"note: --dataset {args.dataset} overrides the checkpoint's dataset "
-                     f"{saved['dataset']}")
-    if getattr(args, "data_dir", None) is None and args.dataset == saved.get("dataset"):
-        args.data_dir = saved.get("data_dir")
-    return model, notes
 
 
-def _check_fits(model: Any, spec: Any) -> None:
-    """A checkpoint's model must take the input of ``--dataset`` (one line otherwise)."""
-    want = [getattr(model, "in_channels", None), *(getattr(model, "input_size", None) or ())]
-    have = list(spec.input_shape)
-    if want[0] is None or len(want) != len(have):
-        return
-    if [int(w) for w in want] != [int(h) for h in have]:
-        raise ConfigError(
-            f"the checkpoint's model takes {'x'.join(map(str, want))} input but --dataset "
-            f"{spec.name} gives {'x'.join(map(str, have))}; drop --dataset to use the one it "
-            "was trained on")
+def _spec(args: argparse.Namespace) -> Any:
+    """The dataset spec of ``args.dataset`` with its dataset options (input size, classes)."""
+    from multispike import data
+
+    return data.get_spec(str(args.dataset), **(getattr(args, "data_options", None) or {}))
 
 
 def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
     """The model of ``--checkpoint`` (``loaded``) at ``--timesteps``, checked against the
-    dataset's input; else ``--model`` (or the dataset's default), untrained."""
+    dataset's input; else ``--model`` (or the dataset's default), untrained, with the
+    dataset's input channels and size."""
+    from multispike.engine.evaluate import check_input_fits
+
     if loaded is not None:
         if getattr(args, "option", None):
             raise ConfigError("--option sets options of an untrained --model; a --checkpoint "
                               "keeps the options it was trained with: drop --option")
         if hasattr(loaded, "timesteps"):
             loaded.timesteps = args.timesteps
-        _check_fits(loaded, spec)
+        check_input_fits(loaded, spec, getattr(args, "data_given", ()))
         return loaded
-    from multispike import models
+    from multispike.engine.checkpoint import build_for_dataset
 
     kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
     firing = getattr(args, "firing", None)
@@ -122,10 +126,10 @@ def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
         kwargs["firing"] = firing
         if str(firing).lower() == "ann":
             kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
-    if spec.input_shape[0] != 3:
-        kwargs["in_channels"] = spec.input_shape[0]
-    kwargs.update(parse_options(getattr(args, "option", None) or []))
-    return models.create(args.model or spec.default_model, **kwargs)
+    options = parse_options(getattr(args, "option", None) or [])
+    model, _ = build_for_dataset({"name": args.model or spec.default_model, **kwargs,
+                                  **options}, spec, options)
+    return model
 
 
 def _device(name: Any) -> Any:
@@ -145,10 +149,16 @@ def _loader(args: argparse.Namespace, spec: Any, desc: str) -> tuple[Any, Any]:
     """The test split of ``--dataset`` in ``--batch-size`` batches, with a progress display of
     ``--batches`` batches (off with ``--no-progress``), and its evaluation transform."""
     from multispike.analysis.measure import eval_loader
-    from multispike.engine.evaluate import Progress
+    from multispike.engine.evaluate import Progress, split_loader
 
-    loader, transform = eval_loader(spec, data_dir=args.data_dir, batch_size=args.batch_size,
-                                    timesteps=args.timesteps)
+    options = getattr(args, "data_options", None)
+    if options:  # the run's dataset options (eval_loader builds the dataset's defaults)
+        loader, transform = split_loader(spec.name, data_dir=args.data_dir,
+                                        batch_size=args.batch_size, timesteps=args.timesteps,
+                                        data_options=options)
+    else:
+        loader, transform = eval_loader(spec, data_dir=args.data_dir,
+                                        batch_size=args.batch_size, timesteps=args.timesteps)
     try:
         total = min(len(loader), args.batches)
     except TypeError:
@@ -161,7 +171,6 @@ def _loader(args: argparse.Namespace, spec: Any, desc: str) -> tuple[Any, Any]:
 def energy_report(args: argparse.Namespace) -> Any:
     """The flags of ``multispike energy`` as an :class:`~multispike.analysis.EnergyReport`:
     the model built or loaded, its operations counted, its rates assumed or measured."""
-    from multispike import data
     from multispike.analysis.energy import get_cost_table
     from multispike.analysis.measure import model_energy
     from multispike.analysis.ops import trace_ops
@@ -183,7 +192,7 @@ def energy_report(args: argparse.Namespace) -> Any:
     if not args.checkpoint and args.firing is None:
         args.firing = DEFAULTS["firing"]
     t = positive_int("--timesteps", args.timesteps)
-    spec = data.get_spec(str(args.dataset))
+    spec = _spec(args)
     model = _build_model(args, spec, loaded)
     if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
         t = 1  # the ANN twin sees the image once
@@ -363,7 +372,6 @@ def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
-    from multispike import data
     from multispike.analysis.figures import plot_accuracy_vs_timesteps
     from multispike.analysis.measure import activity_report
     from multispike.engine.runlock import check_out_folder
@@ -396,7 +404,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     if args.checkpoint or args.model:
         if not args.dataset:
             raise ConfigError("--model needs --dataset to feed the model")
-        spec = data.get_spec(str(args.dataset))
+        spec = _spec(args)
         model = _build_model(args, spec, loaded)
         device = _device(getattr(args, "device", None))
         _check_memory(model, spec, args.timesteps, args.batch_size, device)
@@ -471,7 +479,9 @@ def register(subparsers: Any) -> None:
                    "pooling, counted from recorded spikes; the default with --checkpoint) or "
                    "paper (the rate of the neuron feeding it, Ternary Spike Table 5; the only "
                    "choice, and the default, with --firing-rate)")
-    p.add_argument("--data-dir", help="dataset folder (with --checkpoint)")
+    p.add_argument("--data-dir", help="dataset folder (default with --checkpoint: the one it "
+                   "was trained on)")
+    add_data_option_flag(p, "default with --checkpoint: the options it was trained with")
     p.add_argument("--batches", type=int, default=8, help="test batches to measure (default 8)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--device", default="auto",
@@ -495,7 +505,9 @@ def register(subparsers: Any) -> None:
                    help="any other option of --model, e.g. levels=3 (repeatable)")
     p.add_argument("--dataset", help="data to feed --checkpoint/--model (default with "
                    "--checkpoint: the dataset it was trained on)")
-    p.add_argument("--data-dir", help="dataset folder")
+    p.add_argument("--data-dir", help="dataset folder (default with --checkpoint: the one it "
+                   "was trained on)")
+    add_data_option_flag(p, "default with --checkpoint: the options it was trained with")
     p.add_argument("--timesteps", type=int,
                    help="time steps T (default: the checkpoint's, else 2)")
     p.add_argument("--batches", type=int, default=4, help="test batches to record (default 4)")

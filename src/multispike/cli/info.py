@@ -179,7 +179,8 @@ def dataset_rows() -> list[dict]:
 
     return [{"name": s.name, "num_classes": s.num_classes, "input_shape": list(s.input_shape),
              "kind": "event" if s.is_event else "static", "default_model": s.default_model,
-             "augments": list(s.augments), "default_augment": s.default_augment}
+             "augments": list(s.augments), "default_augment": s.default_augment,
+             "options": list(s.options)}
             for s in DATASETS.values()]
 
 
@@ -188,11 +189,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<13}{'classes':>8}  {'input':<11}{'kind':<8}default model")
+    print(f"{'name':<13}{'classes':>8}  {'input':<11}{'kind':<8}{'default model':<15}options")
     for r in rows:
         print(f"{r['name']:<13}{r['num_classes']:>8}  {'x'.join(map(str, r['input_shape'])):<11}"
-              f"{r['kind']:<8}{r['default_model']}")
-    print("\ninput: channels x height x width of one image (event data: of one frame per step)")
+              f"{r['kind']:<8}{r['default_model']:<15}{', '.join(r['options']) or '-'}")
+    print("\ninput: channels x height x width of one image (event data: of one frame per step)"
+          "; a model takes its input channels and size from the dataset")
+    print("options: set with --data-option KEY=VALUE (train, eval, energy, analyze, reproduce) "
+          "or a recipe's [data_options]; a checkpoint's commands reuse the run's")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from multispike.checks import positive_int
+from multispike.cli._common import add_data_option_flag, parse_data_options
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -20,10 +21,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     check_out_folder(args.out or str(Path("runs") / "reproduce" / Path(args.recipe).stem))
     pick_device(args.device)  # an unsupported device: one line before anything is trained
+    options = parse_data_options(args.data_option)
 
     rep = reproduce(args.recipe, seeds=parse_seeds(args.seeds), out=args.out,
                     data_dir=args.data_dir, epochs=args.epochs, device=args.device,
-                    progress=not args.no_progress, sweep=args.sweep)
+                    progress=not args.no_progress, sweep=args.sweep, data_options=options)
     if rep is None:
         return 0
     acc = rep["accuracy"]
@@ -43,6 +45,8 @@ def register(sub: Any) -> None:
         "paper vs ours")
     p.add_argument("recipe", help="a recipe name (multispike recipes) or a .toml path")
     p.add_argument("--data-dir", help="folder holding the dataset files")
+    add_data_option_flag(p, "over the recipe's data_options; every evaluation of the trained "
+                         "models uses them too")
     p.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 (default)")
     p.add_argument("--out", help="report folder (default runs/reproduce/RECIPE)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. a quick run)")

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from multispike.checks import positive_int
-from multispike.cli._common import add_compile_flag, parse_options
+from multispike.cli._common import (
+    add_compile_flag,
+    add_data_option_flag,
+    parse_data_options,
+    parse_options,
+)
 from multispike.errors import MultispikeError
 
 
@@ -39,6 +44,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "sync_bn": args.sync_bn, "download": args.download or None,
         "progress": False if args.no_progress else None,
         "model_options": model_options or None,
+        "data_options": parse_data_options(args.data_option) or None,
     }
 
 
@@ -49,11 +55,11 @@ def _check_train_memory(cfg) -> None:
     if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
         return
     from multispike import data
-    from multispike.engine.checkpoint import build_model
+    from multispike.engine.checkpoint import build_for_dataset
     from multispike.engine.train import model_args_for, pick_device
 
     spec = data.get_spec(cfg.dataset, **cfg.data_options)
-    model = build_model(model_args_for(cfg, spec))
+    model, _ = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
     check_memory(model, spec.input_shape, cfg.timesteps, cfg.batch_size,
                  pick_device(cfg.device), training=True)
 
@@ -202,35 +208,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from multispike import data
     from multispike.engine import evaluate_model, parse_timesteps
     from multispike.engine.config import check_compile_mode
-    from multispike.engine.evaluate import check_memory, open_checkpoint
+    from multispike.engine.evaluate import (
+        check_input_fits,
+        check_memory,
+        checkpoint_settings,
+        default_batch_size,
+        default_timesteps,
+        open_checkpoint,
+        run_data,
+    )
     from multispike.engine.train import pick_device
 
-    timesteps = parse_timesteps(args.timesteps)
+    asked = None if args.timesteps is None else parse_timesteps(args.timesteps)
     compile_mode = check_compile_mode(args.compile or "off")
-    positive_int("--batch-size", args.batch_size)
+    if args.batch_size is not None:
+        positive_int("--batch-size", args.batch_size)
+    options = parse_data_options(args.data_option)
     device = pick_device(args.device)
     model, ckpt = open_checkpoint(args.checkpoint)
-    dataset = args.dataset or ckpt.get("config", {}).get("dataset") or "digits"
-    data_dir = args.data_dir or ckpt.get("config", {}).get("data_dir")
-    spec = data.get_spec(dataset)
-    check_memory(model, spec.input_shape, max(timesteps), args.batch_size, device,
-                 training=False)
-    rows = evaluate_model(model, dataset, timesteps, data_dir=data_dir,
-                          batch_size=args.batch_size, device=args.device,
+    trained = getattr(model, "timesteps", None)
+    timesteps = asked or default_timesteps(trained)
+    batch_size = args.batch_size or default_batch_size(ckpt, trained, timesteps)
+    run = run_data(checkpoint_settings(ckpt), dataset=args.dataset, data_dir=args.data_dir,
+                   options=options, default="digits")
+    spec = data.get_spec(run.dataset, **run.options)
+    check_input_fits(model, spec, run.given)
+    check_memory(model, spec.input_shape, max(timesteps), batch_size, device, training=False)
+    rows = evaluate_model(model, run.dataset, timesteps, data_dir=run.data_dir,
+                          data_options=run.options, batch_size=batch_size, device=args.device,
                           compile=compile_mode, progress=not args.no_progress)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{ckpt['model_args']['name']} on {dataset} ({args.checkpoint})")
+    print(f"{ckpt['model_args']['name']} on {run.dataset}{_options_text(run.options)} "
+          f"({args.checkpoint})")
     print(f"{'T':>4}{'accuracy':>10}{'loss':>9}{'rate':>8}")
     for r in rows:
         print(f"{r['timesteps']:>4}{r['accuracy']:>10.4f}{r['loss']:>9.4f}"
               f"{r['mean_firing_rate']:>8.4f}")
-    print(f"\nfiring rate per layer at T = {rows[-1]['timesteps']} (spikes per neuron per step; "
+    shown = next((r for r in rows if r["timesteps"] == trained), rows[-1])
+    print(f"\nfiring rate per layer at T = {shown['timesteps']} (spikes per neuron per step; "
           "-1 and MT planes count):")
-    for layer, rate in rows[-1]["firing_rates"].items():
+    for layer, rate in shown["firing_rates"].items():
         print(f"  {layer:<40}{rate:.4f}")
     return 0
+
+
+def _options_text(options: dict) -> str:
+    """`` (resize=48)``: the dataset options of an output's header; empty without any."""
+    return f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -290,6 +316,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other model or neuron option, e.g. --option norm=tdbn, "
                    "levels=4, reset=soft, learn_thresholds=true (repeatable)")
+    add_data_option_flag(p, "over a recipe's data_options")
     p.add_argument("--epochs", type=int,
                    help="full passes over the training set (default: the recipe's, else 10)")
     p.add_argument("--batch-size", type=int,
@@ -345,10 +372,17 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="accuracy at several T and firing rates of a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt file")
-    p.add_argument("--timesteps", default="1,2,4", help="e.g. 1,2,4 (default)")
+    p.add_argument("--timesteps",
+                   help="e.g. 1,2,4 (default: the T the model was trained at, then 1,2,4)")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--data-dir",
+                   help="dataset folder (default: the one the checkpoint was trained on)")
+    add_data_option_flag(p, "default: the options the checkpoint was trained with; these "
+                         "change or add to them")
+    p.add_argument("--batch-size", type=int,
+                   help="images per batch (default: the run's training batch size, smaller in "
+                   "proportion at a T above the trained one, so that memory stays that of "
+                   "training; 64 if the checkpoint does not record it)")
     p.add_argument("--device", default="auto")
     add_compile_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

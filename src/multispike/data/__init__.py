@@ -30,6 +30,7 @@ from multispike.data.registry import (
     build_loaders,
     get_spec,
     make_loader,
+    with_progress,
     names,
     parse_augment,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "events_to_frames",
     "get_spec",
     "make_loader",
+    "with_progress",
     "names",
     "parse_augment",
     "read_aedat",

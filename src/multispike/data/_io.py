@@ -18,6 +18,8 @@ from multispike.errors import DataError
 
 #: Environment variable naming the folder that holds all datasets when no data_dir is given.
 DATA_ENV = "MULTISPIKE_DATA"
+#: Environment variable naming multispike's per-user cache folder (kernels, dataset caches).
+CACHE_ENV = "MULTISPIKE_CACHE"
 
 _CHUNK = 1 << 20
 
@@ -35,6 +37,25 @@ def default_data_root() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "multispike" / "data"
+
+
+def default_cache_root() -> Path:
+    """multispike's per-user cache folder, for what it derives from a read-only dataset.
+
+    ``$MULTISPIKE_CACHE`` when set, else ``$XDG_CACHE_HOME/multispike``, else
+    ``~/.cache/multispike`` (the folder the compiled kernels use too).
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict("os.environ", {"MULTISPIKE_CACHE": "/scratch/ms"}):
+        ...     str(default_cache_root())
+        '/scratch/ms'
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "multispike"
 
 
 def one_line(text: str) -> str:

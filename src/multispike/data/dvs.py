@@ -19,28 +19,33 @@ Integration: the N events of a recording, in file (= time) order, are split by c
 chunks of ``N // T`` events, the remainder going to the last chunk, and each chunk is summed
 into a ``[2, 128, 128]`` count frame (PLIF's and MT-SNN's "split by number").
 
-Cache: frames are written once per recording to
-``<cache_dir>/frames_T{T}_<hash>/<class>/<stem>.npz``, where the hash covers every setting
-that changes the frames (T, split method, sensor size and address convention, resize and its
-mode, cache format version). ``meta.json`` in that folder repeats the settings and records
-each source file's size and mtime; a cache with other settings is never read, and a recording
-whose file changed is converted again. Conversion runs in a process pool with a progress bar.
+Cache: each recording is decoded once into its events, packed as uint16
+``(p * 128 + y) * 128 + x`` in file order, one ``.npy`` per recording in
+``<cache>/events_<hash>/<class>/<stem>.npy``; ``<cache>`` is ``cache_dir``, else the dataset
+folder when it is writable, else a per-user folder keyed by the dataset folder's path
+(:func:`cache_location`). The hash covers the cache format, sensor size and address
+convention; ``meta.json`` records each source file's size and mtime, and a recording whose file
+changed is decoded again. T and the resize are applied when an item is read (a bincount and,
+if asked, two small matrix products), so one cache serves every T. Under torch.distributed
+rank 0 decodes while the other ranks wait.
 
 Split: the dataset ships none; within each class the recordings are sorted by the number in
 their name and the first 90 % (``9 * n // 10``, 900 of 1,000) are training, the rest test.
 
-Transforms: an optional resize (e.g. 48 x 48, done once into the cache) and the random
+Transforms: an optional resize (e.g. 48 x 48, done as each item is read) and the random
 horizontal flip + roll of up to 5 pixels (the common DVS pipeline the Ternary Spike recipes
-choose), the latter batched
-on the training device (:class:`multispike.data.transforms.DVSFlipRoll`).
+choose), the latter batched on the training device
+(:class:`multispike.data.transforms.DVSFlipRoll`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,8 +57,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from multispike.checks import positive_int
-from multispike.data._io import default_data_root, one_line
+from multispike.checks import boolean, positive_int
+from multispike.data._io import default_cache_root, default_data_root, one_line
 from multispike.errors import ConfigError, DataError
 
 #: Class folders of the official dataset, in label order (the same order as CIFAR-10).
@@ -64,7 +69,7 @@ SENSOR_SIZE: tuple[int, int] = (128, 128)
 #: Structured dtype of the arrays :func:`read_aedat` returns.
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", np.int8)])
 #: Version of the frame cache layout; bump it when the stored frames change meaning.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Fraction of each class used for training.
 TRAIN_FRACTION = (9, 10)
 #: Download page (manual: the archives have no published checksums).
@@ -213,30 +218,62 @@ def _check_timesteps(timesteps: object) -> int:
     return positive_int("timesteps", timesteps)
 
 
+def pack_events(events: np.ndarray, size: tuple[int, int] = SENSOR_SIZE) -> np.ndarray:
+    """Each event's polarity and pixel as one integer ``(p * H + y) * W + x`` (int64).
+
+    This is the form the event cache stores (as uint16: it is below 2 * 128 * 128) and
+    :func:`bin_packed` integrates.
+
+    Raises:
+        DataError: an event outside the ``H x W`` frame or a polarity other than 0/1.
+
+    Example:
+        >>> ev = np.zeros(2, EVENT_DTYPE); ev["x"] = [1, 2]; ev["y"] = [0, 1]; ev["p"] = [0, 1]
+        >>> pack_events(ev, size=(2, 3)).tolist()   # (0*2 + 0)*3 + 1, (1*2 + 1)*3 + 2
+        [1, 11]
+    """
+    H, W = (int(s) for s in size)
+    x = np.asarray(events["x"], dtype=np.int64)
+    y = np.asarray(events["y"], dtype=np.int64)
+    p = np.asarray(events["p"], dtype=np.int64)
+    if x.size and (x.min() < 0 or x.max() >= W or y.min() < 0 or y.max() >= H
+                   or p.min() < 0 or p.max() > 1):
+        raise DataError(f"events fall outside a {H}x{W} frame with 2 polarities (x 0..{x.max()}, "
+                        f"y 0..{y.max()}, p {p.min()}..{p.max()}): pass the sensor size as size")
+    return (p * H + y) * W + x
+
+
+def bin_packed(packed: np.ndarray, timesteps: int, size: tuple[int, int] = SENSOR_SIZE,
+               dtype: type = np.int64) -> np.ndarray:
+    """Integrate packed events (:func:`pack_events`) into counts ``[T, 2, H, W]`` of ``dtype``.
+
+    The split by number of :func:`events_to_frames`: chunks of ``N // T`` events in the order
+    given, the ``N % T`` remainder (all events when N < T) in the last frame. One bincount
+    per frame, into one array: no temporary as large as the events or the T frames.
+
+    Example:
+        >>> bin_packed(np.array([0, 1, 1, 2, 3]), 2, size=(1, 2)).reshape(2, 4).tolist()
+        [[1, 1, 0, 0], [0, 1, 1, 1]]
+    """
+    T = _check_timesteps(timesteps)
+    H, W = (int(s) for s in size)
+    plane = 2 * H * W
+    packed = np.asarray(packed)
+    if packed.dtype.kind not in "iu":
+        packed = packed.astype(np.int64)
+    chunk = len(packed) // T
+    out = np.empty((T, plane), dtype=dtype)
+    for t in range(T):  # frame t: events [t * chunk, (t + 1) * chunk), the last to the end
+        part = packed[t * chunk:(t + 1) * chunk if t < T - 1 else None]
+        out[t] = np.bincount(part, minlength=plane)
+    return out.reshape(T, 2, H, W)
+
+
 def frame_counts(events: np.ndarray, timesteps: int,
                  size: tuple[int, int] = SENSOR_SIZE) -> np.ndarray:
     """Integer version of :func:`events_to_frames`: int64 counts ``[T, 2, H, W]`` (NumPy)."""
     T = _check_timesteps(timesteps)
-    H, W = (int(s) for s in size)
-    n = len(events)
-    counts = np.zeros(T * 2 * H * W, dtype=np.int64)
-    if n == 0:
-        return counts.reshape(T, 2, H, W)
-    x = np.asarray(events["x"], dtype=np.int64)
-    y = np.asarray(events["y"], dtype=np.int64)
-    p = np.asarray(events["p"], dtype=np.int64)
-    if x.min() < 0 or x.max() >= W or y.min() < 0 or y.max() >= H \
-            or p.min() < 0 or p.max() > 1:
-        raise DataError(f"events fall outside a {H}x{W} frame with 2 polarities (x 0..{x.max()}, "
-                        f"y 0..{y.max()}, p {p.min()}..{p.max()}): pass the sensor size as size")
-    chunk = n // T
-    if chunk:
-        frame = np.minimum(np.arange(n, dtype=np.int64) // chunk, T - 1)
-    else:  # fewer events than frames: all of them are the remainder, in the last frame
-        frame = np.full(n, T - 1, dtype=np.int64)
-    flat = ((frame * 2 + p) * H + y) * W + x
-    counts += np.bincount(flat, minlength=counts.size)
-    return counts.reshape(T, 2, H, W)
+    return bin_packed(pack_events(events, size), T, size)
 
 
 def events_to_frames(events: np.ndarray, timesteps: int,
@@ -284,6 +321,17 @@ def _resize_weights(n_in: int, n_out: int, mode: str) -> np.ndarray:
     return w
 
 
+def _area_last_axis(arr: np.ndarray, n_out: int) -> np.ndarray:
+    """Area-resize the last axis. The weight matrix of n_in -> n_out is block diagonal: with
+    g = gcd(n_in, n_out), g copies of the (n_in/g) -> (n_out/g) matrix (128 -> 48: 16 blocks
+    of 8 -> 3), so one product with a block does it, 16 times fewer operations."""
+    n_in = arr.shape[-1]
+    g = math.gcd(n_in, n_out)
+    block = _resize_weights(n_in // g, n_out // g, "area").astype(np.float32)
+    flat = np.ascontiguousarray(arr).reshape(-1, n_in // g)
+    return (flat @ block.T).reshape(*arr.shape[:-1], n_out)
+
+
 def resize_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int],
                   mode: str = "area") -> np.ndarray | torch.Tensor:
     """Resize ``[..., H, W]`` frames to ``size`` with separable resampling.
@@ -301,9 +349,14 @@ def resize_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int],
     h, w = (int(s) for s in size)
     is_torch = isinstance(frames, torch.Tensor)
     arr = frames.detach().cpu().numpy() if is_torch else np.asarray(frames)
-    wy = _resize_weights(arr.shape[-2], h, mode).astype(np.float32)
-    wx = _resize_weights(arr.shape[-1], w, mode).astype(np.float32)
-    out = wy @ arr.astype(np.float32) @ wx.T
+    arr = arr.astype(np.float32, copy=False)
+    if mode == "area":  # x, then y: each a product with one small block of the weights
+        out = np.swapaxes(_area_last_axis(np.swapaxes(_area_last_axis(arr, w), -1, -2), h),
+                          -1, -2)
+    else:
+        wy = _resize_weights(arr.shape[-2], h, mode).astype(np.float32)
+        wx = _resize_weights(arr.shape[-1], w, mode).astype(np.float32)
+        out = wy @ arr @ wx.T
     if is_torch:
         return torch.from_numpy(np.ascontiguousarray(out)).to(frames.device)
     return out
@@ -371,13 +424,16 @@ def list_recordings(data_dir: str | os.PathLike[str] | None = None, *,
 
 
 # --------------------------------------------------------------------------------------------
-# the frame cache
+# the event cache: each recording decoded once, whatever T
 
 
 def _normalise_resize(resize: int | Sequence[int] | None) -> tuple[int, int] | None:
     if resize is None:
         return None
-    size = (resize, resize) if isinstance(resize, (int, np.integer)) else tuple(resize)
+    try:
+        size = (resize, resize) if isinstance(resize, (int, np.integer)) else tuple(resize)
+    except TypeError:
+        size = ()
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
                              or s < 1 for s in size):
         raise ConfigError(f"resize must be a size like 48 or (48, 48), got {resize!r}")
@@ -385,62 +441,85 @@ def _normalise_resize(resize: int | Sequence[int] | None) -> tuple[int, int] | N
     return None if size == SENSOR_SIZE else size
 
 
-def cache_settings(timesteps: int, *, resize: int | Sequence[int] | None = None,
-                   resize_mode: str = "area") -> dict[str, object]:
-    """Every setting that changes the cached frames; the cache folder name hashes it.
+def _check_resize_mode(mode: object) -> str:
+    if mode not in _RESIZE_MODES:
+        raise ConfigError(f"resize_mode {mode!r} is unknown: use one of "
+                          f"{', '.join(_RESIZE_MODES)}")
+    return str(mode)
+
+
+def cache_settings() -> dict[str, object]:
+    """Every setting that changes what the cache stores; the cache folder name hashes it.
+
+    The cache holds each recording's events in file order, packed (:func:`pack_events`): T,
+    the resize and its mode are applied when an item is read, so they are not settings of the
+    cache and one cache serves every T.
 
     Example:
-        >>> cache_settings(10, resize=48)["resize"]
-        [48, 48]
+        >>> cache_settings()["content"]
+        'events'
     """
-    T = _check_timesteps(timesteps)
-    size = _normalise_resize(resize)
-    if resize_mode not in _RESIZE_MODES:
-        raise ConfigError(f"resize_mode {resize_mode!r} is unknown: use one of "
-                          f"{', '.join(_RESIZE_MODES)}")
     return {
         "format": CACHE_FORMAT,
-        "timesteps": T,
-        "split_by": "number",
-        "remainder": "last",
+        "content": "events",
+        "packing": "(p*128+y)*128+x as uint16, in file order",
         "sensor": list(SENSOR_SIZE),
         "address": "p=a&1 x=127-((a>>1)&127) y=(a>>8)&127",
-        "resize": list(size) if size else None,
-        "resize_mode": resize_mode if size else None,
     }
 
 
-def cache_folder(cache_dir: str | os.PathLike[str], settings: dict[str, object]) -> Path:
-    """``<cache_dir>/frames_T{T}_<12 hex digits of the settings' SHA-256>``."""
-    blob = json.dumps(settings, sort_keys=True).encode()
-    digest = hashlib.sha256(blob).hexdigest()[:12]
-    return Path(cache_dir) / f"frames_T{settings['timesteps']}_{digest}"
+def cache_folder(cache_dir: str | os.PathLike[str],
+                 settings: dict[str, object] | None = None) -> Path:
+    """``<cache_dir>/events_<12 hex digits of the settings' SHA-256>``.
+
+    Example:
+        >>> cache_folder("/scratch").name.startswith("events_")
+        True
+    """
+    blob = json.dumps(settings or cache_settings(), sort_keys=True).encode()
+    return Path(cache_dir) / f"events_{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
-def _frames_for(src: str, settings: dict[str, object]) -> np.ndarray:
-    counts = frame_counts(read_aedat(src), int(settings["timesteps"]))  # type: ignore[arg-type]
-    if settings["resize"] is None:
-        return counts.astype(np.uint16 if counts.max(initial=0) <= 0xFFFF else np.int32)
-    size = tuple(settings["resize"])  # type: ignore[arg-type]
-    return resize_frames(counts, size, str(settings["resize_mode"])).astype(np.float32)
+def cache_location(data_dir: str | os.PathLike[str] | None = None,
+                   cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The folder that holds the ``events_<hash>`` cache of a dataset folder, and why there.
+
+    ``cache_dir`` when given; else the dataset folder itself when it is writable; else a
+    per-user folder, ``<multispike cache>/cifar10-dvs/<name>-<hash of the dataset folder's
+    absolute path>`` (:func:`multispike.data._io.default_cache_root`), so that two dataset
+    folders never share a cache. The reason is ``""`` except for that fall-back.
+
+    Example:
+        >>> cache_location("/data/cifar10-dvs", "/scratch/dvs")
+        (PosixPath('/scratch/dvs'), '')
+    """
+    root = _root(data_dir)
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser(), ""
+    if os.access(root, os.W_OK | os.X_OK):
+        return root, ""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return (default_cache_root() / "cifar10-dvs" / f"{root.name}-{key}",
+            f"the dataset folder {root} is not writable")
 
 
-def _convert_job(job: tuple[str, str, str, dict[str, object]]) -> tuple[str, str | None]:
-    """Convert one recording to its cache file; returns (its key, an error message or None)."""
-    rel, src, dst, settings = job
+def _events_job(job: tuple[str, str, str]) -> tuple[str, str | None]:
+    """Decode one recording into its cache file; returns (its key, an error message or None)."""
+    rel, src, dst = job
     try:
-        frames = _frames_for(src, settings)
+        packed = pack_events(read_aedat(src)).astype(np.uint16)
         out = Path(dst)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, frames=frames)
+            np.save(fh, packed)
         os.replace(tmp, out)
     except DataError as exc:
         return rel, str(exc)
     except OSError as exc:
-        return rel, (f"cannot write the frames of {src} to {dst} "
-                     f"({one_line(exc.strerror or exc)}): pass a writable cache_dir")
+        return rel, (f"cannot write the events of {src} to {dst} "
+                     f"({one_line(exc.strerror or exc)}): pass a writable cache_dir "
+                     "(--data-option cache_dir=DIR)")
     except Exception as exc:  # report, never a traceback from a worker process
         return rel, (f"converting {src} failed ({type(exc).__name__}: {one_line(exc)}): "
                      "check the file")
@@ -463,106 +542,175 @@ def _read_meta(folder: Path, settings: dict[str, object]) -> dict[str, list[int]
     return sources if isinstance(sources, dict) else {}
 
 
-def _write_meta(folder: Path, settings: dict[str, object], sources: dict[str, list[int]]) -> None:
+def _write_meta(folder: Path, settings: dict[str, object], sources: dict[str, list[int]],
+                root: Path) -> None:
     tmp = folder / f"meta.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"settings": settings, "sources": sources}, indent=1,
-                              sort_keys=True))
+    tmp.write_text(json.dumps({"settings": settings, "dataset": str(root.resolve()),
+                               "sources": sources}, indent=1, sort_keys=True))
     os.replace(tmp, folder / "meta.json")
 
 
 def _cache_path(folder: Path, rec: Recording) -> Path:
-    return folder / rec.path.parent.name / (rec.path.stem + ".npz")
+    return folder / rec.path.parent.name / (rec.path.stem + ".npy")
 
 
-def convert_recordings(data_dir: str | os.PathLike[str] | None, timesteps: int, *,
-                       resize: int | Sequence[int] | None = None, resize_mode: str = "area",
-                       cache_dir: str | os.PathLike[str] | None = None,
-                       num_workers: int | None = None, progress: bool = True) -> Path:
-    """Make sure every recording has its frames in the cache for these settings.
-
-    Recordings whose cache file is missing, or whose ``.aedat`` changed size or mtime since it
-    was converted, are (re)converted in a process pool of ``num_workers`` processes (0: in this
-    process; None: one per CPU) with a tqdm progress bar.
-
-    Args:
-        data_dir: folder of the class folders.
-        timesteps: T.
-        resize: None for 128 x 128, or a size such as 48 / (48, 48).
-        resize_mode: ``"area"`` or ``"bilinear"``.
-        cache_dir: where the ``frames_T*`` folders go (default: ``data_dir``).
-        num_workers: conversion processes.
-        progress: show the progress bar.
-
-    Returns:
-        The cache folder of these settings.
-
-    Raises:
-        DataError: a corrupt recording (naming it) or an unwritable cache.
-
-    Example:
-        >>> convert_recordings("cifar10-dvs", 10, resize=48, num_workers=8)  # doctest: +SKIP
-        PosixPath('cifar10-dvs/frames_T10_3f0c...')
-    """
-    settings = cache_settings(timesteps, resize=resize, resize_mode=resize_mode)
-    recordings = list_recordings(data_dir)
-    root = _root(data_dir)
-    folder = cache_folder(Path(cache_dir).expanduser() if cache_dir is not None else root,
-                          settings)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the frame cache {folder} "
-                        f"({one_line(exc.strerror or exc)}): pass a writable cache_dir") from None
-    known = _read_meta(folder, settings)
+def _plan(recordings: list[Recording], folder: Path, known: dict[str, list[int]]
+          ) -> tuple[dict[str, list[int]], list[tuple[str, str, str]]]:
+    """Each recording's stamp, and the jobs of those whose cache file is missing or stale."""
     sources: dict[str, list[int]] = {}
-    todo: list[tuple[str, str, str, dict[str, object]]] = []
+    todo: list[tuple[str, str, str]] = []
     for rec in recordings:
         rel = f"{rec.path.parent.name}/{rec.path.name}"
         stamp = _stamp(rec.path)
         sources[rel] = stamp
         dst = _cache_path(folder, rec)
-        # a 0-byte source is converted again (and refused): frames cached from it before
+        # a 0-byte source is converted again (and refused): events cached from it before
         # read_aedat refused empty files are not a recording
         if known.get(rel) != stamp or not dst.is_file() or stamp[0] == 0:
-            todo.append((rel, str(rec.path), str(dst), settings))
-    if todo:
-        workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
-        desc = f"CIFAR10-DVS -> frames T={settings['timesteps']}"
-        errors: dict[str, str] = {}
-        bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress, leave=False)
-        with bar:
-            if workers <= 0 or len(todo) == 1:
-                for rel, err in map(_convert_job, todo):
+            todo.append((rel, str(rec.path), str(dst)))
+    return sources, todo
+
+
+def _run_jobs(todo: list[tuple[str, str, str]], workers: int, folder: Path,
+              show: bool) -> dict[str, str]:
+    """Run the jobs (in a process pool unless ``workers <= 0``); the errors, by recording."""
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="CIFAR10-DVS: decoding recordings", unit="file",
+               disable=not show, leave=False)
+    with bar:
+        if workers <= 0 or len(todo) == 1:
+            results = map(_events_job, todo)
+            for rel, err in results:
+                if err:
+                    errors[rel] = err
+                bar.update()
+            return errors
+        chunk = max(1, min(64, len(todo) // (workers * 8)))
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                for rel, err in pool.map(_events_job, todo, chunksize=chunk):
                     if err:
                         errors[rel] = err
                     bar.update()
-            else:
-                chunk = max(1, min(64, len(todo) // (workers * 8)))
-                try:
-                    with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                        for rel, err in pool.map(_convert_job, todo, chunksize=chunk):
-                            if err:
-                                errors[rel] = err
-                            bar.update()
-                except BrokenProcessPool:
-                    raise DataError(f"a conversion process died while filling {folder} (out of "
-                                    "memory?): run again with fewer workers (num_workers=0 "
-                                    "converts in this process)") from None
+        except BrokenProcessPool:
+            raise DataError(f"a conversion process died while filling {folder} (out of "
+                            "memory?): run again with fewer workers (convert_workers=0 "
+                            "converts in this process)") from None
+    return errors
+
+
+def _convert_here(data_dir: str | os.PathLike[str] | None,
+                  cache_dir: str | os.PathLike[str] | None, num_workers: int | None,
+                  progress: bool, speak: bool) -> Path:
+    """:func:`convert_recordings` in this process alone; ``speak``: this process may print."""
+    settings = cache_settings()
+    recordings = list_recordings(data_dir)
+    root = _root(data_dir)
+    base, why = cache_location(data_dir, cache_dir)
+    folder = cache_folder(base, settings)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the event cache {folder} "
+                        f"({one_line(exc.strerror or exc)}"
+                        f"{'; ' + why if why else ''}): pass a writable cache_dir "
+                        "(--data-option cache_dir=DIR)") from None
+    known = _read_meta(folder, settings)
+    sources, todo = _plan(recordings, folder, known)
+    if todo:
+        if speak and (progress or why):
+            where = f" ({why}; --data-option cache_dir=DIR chooses another)" if why else ""
+            print(f"CIFAR10-DVS: decoding {len(todo)} recordings once into {folder}{where}",
+                  file=sys.stderr, flush=True)
+        workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+        errors = _run_jobs(todo, workers, folder, progress and speak)
         if errors:
             _write_meta(folder, settings,
-                        {rel: st for rel, st in sources.items() if rel not in errors})
+                        {rel: st for rel, st in sources.items() if rel not in errors}, root)
             first = next(iter(errors.values()))
             more = f" ({len(errors) - 1} more recordings failed too)" if len(errors) > 1 else ""
             raise DataError(one_line(first) + more)
-    _write_meta(folder, settings, sources)
+    if todo or known != sources:
+        _write_meta(folder, settings, sources, root)
+    return folder
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size when torch.distributed is initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def convert_recordings(data_dir: str | os.PathLike[str] | None,
+                       timesteps: int | None = None, *,
+                       cache_dir: str | os.PathLike[str] | None = None,
+                       num_workers: int | None = None, progress: bool = True) -> Path:
+    """Make sure every recording has its decoded events in the cache; the cache folder.
+
+    Recordings whose cache file is missing, or whose ``.aedat`` changed size or mtime since it
+    was decoded, are (re)decoded in a process pool of ``num_workers`` processes (0: in this
+    process; None: one per CPU). The cache holds no frames, so it does not depend on T: a
+    dataset at another T (or resize) reuses it as it is.
+
+    Under ``torch.distributed`` (every rank must call this, e.g. by building the dataset) rank
+    0 decodes while the others wait, then they check the cache (where a node does not see rank
+    0's cache folder, it fills it itself); an error on rank 0 is raised on every rank.
+
+    Args:
+        data_dir: folder of the class folders.
+        timesteps: ignored (checked if given): the cache serves every T.
+        cache_dir: where the ``events_*`` folder goes (default: :func:`cache_location`).
+        num_workers: conversion processes.
+        progress: a progress bar and the cache's place, in one line (rank 0 only); the place
+            is printed anyway when the dataset folder is not writable.
+
+    Raises:
+        DataError: a corrupt recording (naming it) or an unwritable cache.
+
+    Example:
+        >>> convert_recordings("cifar10-dvs", num_workers=8)  # doctest: +SKIP
+        PosixPath('cifar10-dvs/events_3f0c...')
+    """
+    if timesteps is not None:
+        _check_timesteps(timesteps)
+    progress = boolean("progress", progress)
+    if num_workers is not None and (isinstance(num_workers, bool)
+                                    or not isinstance(num_workers, (int, np.integer))
+                                    or num_workers < 0):
+        raise ConfigError(f"convert_workers must be a whole number >= 0 (0: convert in this "
+                          f"process) or None (one per CPU), got {num_workers!r}")
+    rank, world = _rank_and_world()
+    if world == 1:
+        return _convert_here(data_dir, cache_dir, num_workers, progress, True)
+    failure: Exception | None = None
+    if rank == 0:
+        try:
+            folder = _convert_here(data_dir, cache_dir, num_workers, progress, True)
+        except Exception as exc:  # reaches every rank below; re-raised here
+            failure = exc
+    status = [None if failure is None else (type(failure).__name__, one_line(failure))]
+    torch.distributed.broadcast_object_list(status, src=0)  # the others wait for rank 0
+    if failure is not None:
+        raise failure
+    if status[0] is not None:
+        kind, message = status[0]
+        raise (ConfigError if kind == "ConfigError" else DataError)(
+            message if kind in ("ConfigError", "DataError")
+            else f"rank 0 failed to decode the recordings ({kind}: {message}): see its error")
+    if rank != 0:  # normally finds everything done; converts what this node cannot see
+        folder = _convert_here(data_dir, cache_dir, num_workers, False, False)
     return folder
 
 
 class CIFAR10DVS(Dataset):
-    """CIFAR10-DVS as cached event-count frames, items ``(float32 [T, 2, H, W], label)``.
+    """CIFAR10-DVS as event-count frames, items ``(float32 [T, 2, H, W], label)``.
 
-    Builds (or reuses) the frame cache on construction, then reads one ``.npz`` per item.
-    Frames are raw event counts (not normalised); augmentation is batched on the device
+    Decodes the recordings into the event cache once (:func:`convert_recordings`), then each
+    item reads one recording's packed events and integrates them into T frames
+    (:func:`bin_packed`, resized if asked): a dataset at another T reuses the cache. Frames
+    are raw event counts (not normalised); augmentation is batched on the device
     (:class:`multispike.data.transforms.DVSFlipRoll`).
 
     Args:
@@ -571,9 +719,9 @@ class CIFAR10DVS(Dataset):
         timesteps: T frames per recording.
         resize: None (128 x 128) or 48 / (48, 48) as the Ternary Spike DVS recipes choose.
         resize_mode: ``"area"`` (default) or ``"bilinear"``.
-        cache_dir: where the frame cache goes (default ``data_dir``).
+        cache_dir: where the event cache goes (default: :func:`cache_location`).
         convert_workers: processes for the one-off conversion (None: one per CPU).
-        progress: progress bar during conversion.
+        progress: progress bar during conversion (rank 0 only).
 
     Example:
         >>> ds = CIFAR10DVS("cifar10-dvs", train=True, timesteps=10, resize=48)  # doctest: +SKIP
@@ -581,18 +729,19 @@ class CIFAR10DVS(Dataset):
         torch.Size([10, 2, 48, 48])
     """
 
-    #: Suggested loader workers: each item is one small compressed file to read and inflate.
+    #: Suggested loader workers: each item is one small file to read and integrate.
     loader_workers = 4
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, train: bool,
                  timesteps: int, resize: int | Sequence[int] | None = None,
                  resize_mode: str = "area", cache_dir: str | os.PathLike[str] | None = None,
                  convert_workers: int | None = None, progress: bool = True) -> None:
-        self.cache = convert_recordings(data_dir, timesteps, resize=resize,
-                                        resize_mode=resize_mode, cache_dir=cache_dir,
+        self.timesteps = _check_timesteps(timesteps)
+        self.size = _normalise_resize(resize)
+        self.resize_mode = _check_resize_mode(resize_mode)
+        self.cache = convert_recordings(data_dir, cache_dir=cache_dir,
                                         num_workers=convert_workers, progress=progress)
         self.train = train
-        self.timesteps = int(timesteps)
         self.classes = list(CLASSES)
         recordings = list_recordings(data_dir, train=train)
         self.samples = [(_cache_path(self.cache, rec), rec.label) for rec in recordings]
@@ -602,12 +751,22 @@ class CIFAR10DVS(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def frames(self, packed: np.ndarray) -> np.ndarray:
+        """float32 ``[T, 2, H, W]`` frames of one recording's packed events."""
+        counts = bin_packed(packed, self.timesteps, dtype=np.float32)  # exact below 2**24
+        if self.size is None:
+            return counts
+        return np.ascontiguousarray(resize_frames(counts, self.size, self.resize_mode))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            with np.load(path) as npz:
-                frames = npz["frames"]
-        except Exception as exc:  # missing or damaged cache file
-            raise DataError(f"cannot read cached frames {path} ({type(exc).__name__}): delete "
-                            f"the cache folder {self.cache} and build the dataset again") from None
-        return torch.from_numpy(frames.astype(np.float32)), label
+            packed = np.load(path)
+            bad = packed.ndim != 1 or packed.dtype != np.uint16 or (
+                packed.size > 0 and int(packed.max()) >= 2 * SENSOR_SIZE[0] * SENSOR_SIZE[1])
+        except Exception:  # missing or damaged cache file
+            bad = True
+        if bad:
+            raise DataError(f"cannot read the cached events {path} (missing or damaged): "
+                            f"delete the cache folder {self.cache} and build the dataset again")
+        return torch.from_numpy(self.frames(packed)), label

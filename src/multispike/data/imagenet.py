@@ -5,7 +5,10 @@ Layout of ``data_dir``::
     data_dir/train/n01440764/n01440764_10026.JPEG ...   (one folder per class)
     data_dir/val/n01440764/ILSVRC2012_val_00000293.JPEG ...   (val sorted into the same folders)
 
-Class indices are the sorted folder names of ``train/`` (so train and val agree).
+Class indices are the sorted folder names of ``train/`` (so train and val agree). Hidden files
+and folders (names starting with ``.``: macOS's ``._*`` twins, ``.DS_Store``) are not listed.
+An undecodable image stops with a one-line error naming it, or with ``skip_bad=True`` is
+replaced by the next image and counted (:attr:`ImageFolder.skipped`).
 
 Transforms: images differ in size, so cropping runs per image in the loader workers, with
 Pillow (no torchvision): training takes a random resized crop (area 8-100 %, aspect 3/4-4/3)
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from multispike.checks import boolean
 from multispike.data._io import default_data_root, one_line
 from multispike.errors import DataError
 
@@ -122,7 +127,9 @@ class ResizeCenterCrop:
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
-    return entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file()
+    """An image file by its name; hidden files (``.DS_Store``, macOS's ``._*`` twins) are not."""
+    return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS) \
+        and entry.is_file()
 
 
 def find_classes(split_dir: str | os.PathLike[str]) -> list[str]:
@@ -148,7 +155,8 @@ def find_classes(split_dir: str | os.PathLike[str]) -> list[str]:
 
 def scan_images(split_dir: str | os.PathLike[str],
                 classes: list[str]) -> list[tuple[str, int]]:
-    """``(path, label)`` of every image under ``split_dir/<class>/``, in class and name order.
+    """``(path, label)`` of every image under ``split_dir/<class>/``, in class and name order
+    (hidden files, whose names start with ``.``, are not images).
 
     Raises:
         DataError: a class folder that is not in ``classes`` or that holds no images.
@@ -170,13 +178,25 @@ def scan_images(split_dir: str | os.PathLike[str],
     return samples
 
 
+#: What Pillow raises for a file it cannot decode (a truncated or foreign file, a bomb).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 class ImageFolder(Dataset):
     """Images in class folders, decoded with Pillow and passed through ``transform``.
+
+    Hidden files and folders (names starting with ``.``, e.g. macOS's ``._*`` twins) are not
+    listed. An image Pillow cannot decode raises a one-line :class:`DataError` naming it,
+    unless ``skip_bad``: then it is replaced by the next decodable image in list order (the
+    same class, unless it is the class's last), batches keep their size, one line on stderr
+    names it the first time, and :attr:`skipped` / :meth:`skip_report` count such files,
+    loader worker processes included.
 
     Args:
         split_dir: folder of class folders (e.g. ``imagenet/train``).
         transform: PIL image -> tensor (default :class:`ResizeCenterCrop`).
         classes: class names in label order (default: the sorted folder names).
+        skip_bad: skip undecodable images instead of stopping.
 
     Example (a tiny stand-in: 3 classes, 2 validation JPEGs each):
         >>> import tempfile
@@ -194,30 +214,78 @@ class ImageFolder(Dataset):
 
     def __init__(self, split_dir: str | os.PathLike[str],
                  transform: Callable[[Image.Image], torch.Tensor] | None = None,
-                 classes: list[str] | None = None) -> None:
+                 classes: list[str] | None = None, *, skip_bad: bool = False) -> None:
         self.root = Path(split_dir)
+        self.skip_bad = boolean("skip_bad", skip_bad)
         self.classes = list(classes) if classes is not None else find_classes(self.root)
         self.samples = scan_images(self.root, self.classes)
         self.targets = [label for _, label in self.samples]
         self.transform = transform if transform is not None else ResizeCenterCrop()
+        # which samples failed to decode, in shared memory: loader workers mark, all read
+        self._bad = torch.zeros(len(self.samples) if self.skip_bad else 0, dtype=torch.bool)
+        if self.skip_bad:
+            self._bad.share_memory_()
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    @property
+    def skipped(self) -> list[str]:
+        """The files skipped so far as undecodable (``skip_bad=True``), in list order."""
+        return [self.samples[i][0] for i in self._bad.nonzero().flatten().tolist()]
+
+    def skip_report(self) -> str:
+        """One line counting the skipped files (``""`` when none), e.g. for the end of an
+        epoch."""
+        bad = self.skipped
+        if not bad:
+            return ""
+        return (f"{self.root}: {len(bad)} undecodable image{'s' * (len(bad) > 1)} skipped "
+                f"(skip_bad=True), first {bad[0]}: replace or delete them")
+
+    def _decode(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                img.load()
-                x = self.transform(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot decode image {path} ({type(exc).__name__}: "
-                            f"{one_line(exc)}): replace or delete the file") from None
-        return x, label
+        with Image.open(path) as img:
+            img.load()
+            return self.transform(img), label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not (self.skip_bad and self._bad[index]):  # a known bad file is not read again
+            try:
+                return self._decode(index)
+            except DECODE_ERRORS as exc:
+                if not self.skip_bad:
+                    raise DataError(f"cannot decode image {self.samples[index][0]} "
+                                    f"({type(exc).__name__}: {one_line(exc)}): replace or "
+                                    "delete the file, or skip undecodable images with the "
+                                    "dataset option skip_bad=True (--data-option "
+                                    "skip_bad=true)") from None
+                self._mark(index, exc)
+        n = len(self.samples)
+        for step in range(1, n):
+            other = (index + step) % n
+            if self._bad[other]:
+                continue
+            try:
+                return self._decode(other)
+            except DECODE_ERRORS as exc:
+                self._mark(other, exc)
+        raise DataError(f"no image in {self.root} can be decoded (skip_bad=True skipped "
+                        f"{n}): check the folder, e.g. open a few of its files")
+
+    def _mark(self, index: int, exc: BaseException) -> None:
+        """Record a bad file and say so in one line, the first time."""
+        if self._bad[index]:
+            return
+        self._bad[index] = True
+        print(f"skipped undecodable image {self.samples[index][0]} ({type(exc).__name__}: "
+              f"{one_line(exc)}); {int(self._bad.sum())} skipped so far", file=sys.stderr,
+              flush=True)
 
 
 def imagenet(data_dir: str | os.PathLike[str] | None = None, *, train: bool,
-             augment: str = "rrcflip", crop: int = 224, resize: int = 256) -> ImageFolder:
+             augment: str = "rrcflip", crop: int = 224, resize: int = 256,
+             skip_bad: bool = False) -> ImageFolder:
     """The ImageNet train or val split with its per-image transform.
 
     Args:
@@ -227,6 +295,8 @@ def imagenet(data_dir: str | os.PathLike[str] | None = None, *, train: bool,
             transform also for training).
         crop: output side (224).
         resize: evaluation shorter side before the centre crop (256).
+        skip_bad: replace undecodable images by the next one and count them (see
+            :class:`ImageFolder`), instead of stopping with an error naming the file.
 
     Example (a tiny stand-in: 3 classes, 3 training JPEGs each):
         >>> import tempfile
@@ -249,4 +319,5 @@ def imagenet(data_dir: str | os.PathLike[str] | None = None, *, train: bool,
         transform: Callable[[Image.Image], torch.Tensor] = RandomResizedCropFlip(crop)
     else:
         transform = ResizeCenterCrop(resize, crop)
-    return ImageFolder(root / ("train" if train else "val"), transform, classes)
+    return ImageFolder(root / ("train" if train else "val"), transform, classes,
+                       skip_bad=skip_bad)

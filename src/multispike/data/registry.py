@@ -157,7 +157,8 @@ DATASETS: dict[str, DatasetSpec] = {
         name="imagenet", num_classes=1000, input_shape=(3, 224, 224), is_event=False,
         default_model="resnet18", mean=imagenet.IMAGENET_MEAN, std=imagenet.IMAGENET_STD,
         augments=("none", "rrcflip"), augment_extras=(), default_augment="rrcflip",
-        augment_on_device=False, options=("crop", "resize"), builder=_build_imagenet),
+        augment_on_device=False, options=("crop", "resize", "skip_bad"),
+        builder=_build_imagenet),
 }
 
 
@@ -172,7 +173,8 @@ def get_spec(name: str, **opts: Any) -> DatasetSpec:
     Args:
         name: a key of :data:`DATASETS`.
         **opts: the same dataset options as for :func:`build`; the ones that change the input
-            size are applied (cifar10-dvs ``resize``, imagenet ``crop``), others are checked.
+            size (cifar10-dvs ``resize``, imagenet ``crop``) or the class count (cifar100
+            ``coarse``) are applied, others are checked.
 
     Example:
         >>> get_spec("cifar10-dvs", resize=48).input_shape
@@ -190,7 +192,25 @@ def get_spec(name: str, **opts: Any) -> DatasetSpec:
             size = (size, size)
         h, w = (int(s) for s in size)
         spec = dataclasses.replace(spec, input_shape=(spec.input_shape[0], h, w))
+    if name == "cifar100" and opts.get("coarse"):
+        spec = dataclasses.replace(spec, num_classes=20)  # the 20 superclasses
     return spec
+
+
+def with_progress(name: str, opts: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``opts`` with ``progress`` set for a dataset that takes it (its conversion or download
+    bars), unless the options set it already: the command line's ``--no-progress`` reaches
+    the dataset.
+
+    >>> with_progress("cifar10-dvs", {"resize": 48}, False)
+    {'resize': 48, 'progress': False}
+    >>> with_progress("digits", {}, False)
+    {}
+    """
+    spec = DATASETS.get(name)
+    if spec is None or "progress" not in spec.options or "progress" in opts:
+        return dict(opts)
+    return {**opts, "progress": bool(progress)}
 
 
 def parse_augment(name: str, augment: str | None) -> tuple[str, tuple[str, ...]]:

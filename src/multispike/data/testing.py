@@ -166,3 +166,49 @@ def write_imagenet(root: str | os.PathLike[str], *,
                     f"ILSVRC2012_val_{len(classes) * i + classes.index(wnid):08d}.JPEG"
                 img.save(folder / name, "JPEG", quality=85)
     return root
+
+
+def add_macos_litter(root: str | os.PathLike[str]) -> list[Path]:
+    """Add what a Mac leaves in copied folders to every folder under ``root``: an AppleDouble
+    twin ``._<name>`` of each file (bytes no image decoder reads, but the same ending), a
+    ``.DS_Store`` and a hidden ``.thumbnails`` folder holding a real JPEG. A loader must list
+    none of them; returns the paths written.
+
+    Example:
+        >>> import tempfile
+        >>> root = write_imagenet(tempfile.mkdtemp(), classes=("n01",), val_per_class=1)
+        >>> sorted(p.name for p in add_macos_litter(root / "val"))[:2]
+        ['.DS_Store', '.DS_Store']
+    """
+    root = Path(root)
+    written: list[Path] = []
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    for folder in folders:
+        for f in [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]:
+            twin = folder / f"._{f.name}"
+            twin.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+            written.append(twin)
+        store = folder / ".DS_Store"
+        store.write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
+        hidden = folder / ".thumbnails" / "thumb.JPEG"
+        hidden.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (32, 32)).save(hidden, "JPEG")
+        written += [store, hidden]
+    return written
+
+
+def damage_image(path: str | os.PathLike[str], how: str = "garbage") -> Path:
+    """Make an image file undecodable: ``"garbage"`` (a JPEG start marker and then text, as an
+    HTML error page saved under the name would be), ``"truncated"`` (its first half, an
+    interrupted copy) or ``"empty"`` (0 bytes).
+
+    Example:
+        >>> import tempfile; p = Path(tempfile.mkdtemp()) / "a.JPEG"
+        >>> Image.new("RGB", (64, 64)).save(p); damage_image(p, "empty").stat().st_size
+        0
+    """
+    path = Path(path)
+    blobs = {"garbage": b"\xff\xd8\xff\xe0 <html>this is not really a jpeg</html>",
+             "truncated": path.read_bytes()[:path.stat().st_size // 2], "empty": b""}
+    path.write_bytes(blobs[how])
+    return path

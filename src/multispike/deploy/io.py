@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,11 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def deployment_config(model: nn.Module) -> dict[str, Any]:
-    """The JSON-ready description of a deployed model (see the module docstring)."""
+def deployment_config(model: nn.Module, input_shape: Sequence[int] | None = None
+                      ) -> dict[str, Any]:
+    """The JSON-ready description of a deployed model (see the module docstring);
+    ``input_shape``: ``(C, H, W)`` of the data it was trained on, where that is not the
+    model's own ``(in_channels, *input_size)`` (a ResNet trains at any size)."""
     graph = trace(model)
     rec = dict(getattr(model, "deployment", None) or {})
     neurons = {}
@@ -57,7 +61,8 @@ def deployment_config(model: nn.Module) -> dict[str, Any]:
         "model_args": getattr(model, "model_args", None),
         "timesteps": int(model.timesteps),
         "dtype": str(p.dtype).removeprefix("torch."),
-        "input_shape": [int(model.in_channels), *map(int, model.input_size)],
+        "input_shape": [int(v) for v in input_shape] if input_shape is not None
+        else [int(model.in_channels), *map(int, model.input_size)],
         "deployment": {
             "folded_norms": list(rec.get("folded_norms", [])),
             "scaled_votes": list(rec.get("scaled_votes", [])),
@@ -70,10 +75,12 @@ def deployment_config(model: nn.Module) -> dict[str, Any]:
 
 
 def save_deployed(model: nn.Module, out: str | os.PathLike[str],
-                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
+                  extra: dict[str, Any] | None = None,
+                  input_shape: Sequence[int] | None = None) -> dict[str, Path]:
     """Write ``out/model.safetensors`` and ``out/config.json``; returns their paths.
 
-    ``extra`` entries are added to the JSON (e.g. the verification the command ran).
+    ``extra`` entries are added to the JSON (e.g. the verification the command ran);
+    ``input_shape`` as for :func:`deployment_config`.
     """
     from safetensors.torch import save_file
 
@@ -81,7 +88,7 @@ def save_deployed(model: nn.Module, out: str | os.PathLike[str],
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = deployment_config(model)
+    config = deployment_config(model, input_shape)
     if config["model_args"] is None:
         raise CheckpointError("only zoo models (with model_args) can be saved as deployed models")
     config.update(extra or {})

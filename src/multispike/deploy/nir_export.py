@@ -77,9 +77,9 @@ from multispike.deploy.fold import fold_amplitudes, is_deployed
 from multispike.deploy.graph import Node, trace
 from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
-from multispike.functional import Binary, Integer
+from multispike.functional import IF, LIF, PLIF, Binary, Integer
 from multispike.layers import BatchNormPerStep
-from multispike.neurons import IFNode, LIFNode, Neuron, PLIFNode
+from multispike.neurons import Neuron
 
 
 def _nir() -> Any:
@@ -132,20 +132,21 @@ def neuron_node(name: str, neuron: Neuron, shape: tuple[int, ...], dt: float,
         raise ConfigError(f"NIR export: neuron {name} has an amplitude; fold it first")
     vth = _full(shape, v_threshold, dtype)
     vreset = _full(shape, neuron.v_reset, dtype)
-    if isinstance(neuron, PLIFNode):
+    record = neuron.dynamics_record  # the dynamics as data pick the NIR node, not the class
+    if isinstance(record, PLIF):
         tau = float(neuron.tau.detach())
         return nir.LIF(tau=_full(shape, tau * dt, dtype), r=_full(shape, 1.0, dtype),
                        v_leak=vreset.copy(), v_threshold=vth, v_reset=vreset)
-    if isinstance(neuron, LIFNode) and neuron.decay < 1:
+    if isinstance(record, LIF) and record.decay < 1:
         if neuron.v_reset != 0:
             raise ConfigError(
                 f"NIR export: LIF neuron {name} resets to {neuron.v_reset:g}; its leak is "
                 "towards 0, which NIR's LIF expresses only with v_reset = 0"
             )
-        d = neuron.decay
+        d = record.decay
         return nir.LIF(tau=_full(shape, dt / (1 - d), dtype), r=_full(shape, 1 / (1 - d), dtype),
                        v_leak=_full(shape, 0.0, dtype), v_threshold=vth, v_reset=vreset)
-    if isinstance(neuron, (IFNode, LIFNode)):  # IF, or LIF with decay 1 (no leak)
+    if isinstance(record, (IF, LIF)):  # IF, or LIF with decay 1 (no leak)
         return nir.IF(r=_full(shape, 1 / dt, dtype), v_threshold=vth, v_reset=vreset)
     raise ConfigError(f"NIR export: neuron {name} ({type(neuron).__name__}) has no NIR mapping")
 

@@ -77,7 +77,7 @@ from multispike.deploy.wrappers import (
     PlaneVote,
 )
 from multispike.errors import ConfigError
-from multispike.functional import FiringRule, Integer, MultiThreshold, TernaryMultiThreshold
+from multispike.functional import FiringRule
 from multispike.layers import SpikeBlock
 
 __all__ = [
@@ -107,10 +107,8 @@ def plane_ranks(rule: FiringRule, v_threshold: float) -> tuple[int, ...]:
 
 def is_multi_plane(rule: FiringRule) -> bool:
     """True for rules whose spikes need more than one (signed) plane: MT, ternary-MT, and the
-    integer rules with ``levels > 1``."""
-    if isinstance(rule, Integer):
-        return rule.levels > 1
-    return isinstance(rule, (MultiThreshold, TernaryMultiThreshold))
+    integer rules with ``levels > 1`` (the rule says: :attr:`FiringRule.multi_plane`)."""
+    return rule.multi_plane
 
 
 def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:

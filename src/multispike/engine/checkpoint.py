@@ -18,7 +18,9 @@ digest but ``model_args`` unchecked (it had no digest then); a format newer than
 knows is refused, since its entries may mean something this code cannot tell.
 
 Writes go to a temporary file in the same folder, then ``os.replace`` renames it over the
-target, so a run killed mid-write leaves the previous checkpoint intact.
+target, so a run killed mid-write leaves the previous checkpoint intact. The file gets the
+permissions the umask gives any new file (``0o666 & ~umask``: with umask 002 colleagues
+sharing a group folder can read it), not the private 0600 of a temporary file.
 
 Integrity: :func:`load_checkpoint` refuses (one-line :class:`CheckpointError`) a file that is
 not a checkpoint, a checkpoint whose entries have the wrong types, weights or ``model_args``
@@ -42,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multispike.errors import CheckpointError, MultispikeError
+from multispike.errors import CheckpointError, ConfigError, MultispikeError
 from multispike.integrity import (  # noqa: F401 - re-exported: part of the checkpoint API
     DIGEST_PREFIX,
     check_weights,
@@ -80,6 +82,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
         with os.fdopen(fd, "wb") as f:
             torch.save(record, f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp made it 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
@@ -89,6 +92,25 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
             raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it
+    (``/proc/self/status``), else set and restored at once.
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _os_error_behind(e: BaseException) -> OSError | None:
@@ -240,6 +262,55 @@ def build_model(model_args: dict[str, Any]) -> nn.Module:
 
     args = dict(model_args)
     return create(args.pop("name"), **args)
+
+
+def _refuse_conflict(key: str, value: Any, spec: Any) -> None:
+    """An explicit model option that contradicts the dataset: one :class:`ConfigError` line."""
+    c, h, w = spec.input_shape
+    raise ConfigError(
+        f"--option {key}={value!r} contradicts dataset {spec.name}, whose input is {c} "
+        f"channel{'s' if c != 1 else ''} of {h}x{w}; drop the option: the model takes its input "
+        "channels and size from the dataset (its size from dataset options such as resize)")
+
+
+def build_for_dataset(model_args: Mapping[str, Any], spec: Any,
+                      explicit: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict]:
+    """The model of ``model_args`` built for the dataset ``spec`` (a
+    :class:`~multispike.data.registry.DatasetSpec`, with its options applied): its input
+    channels, and for models that take one (the VGGs) its ``input_size``, come from
+    ``spec.input_shape``. ``explicit``: the options the user set; one that contradicts the
+    dataset is refused in one line. Returns ``(model, model_args)``, the arguments that rebuild
+    it (checkpoints store them). The random draws are those of one build with these arguments.
+
+    >>> from multispike.data import get_spec
+    >>> model, args = build_for_dataset({"name": "vgg12", "timesteps": 2},
+    ...                                 get_spec("cifar10-dvs", resize=64))
+    >>> args["in_channels"], args["input_size"], model.input_size
+    (2, 64, (64, 64))
+    """
+    explicit = explicit or {}
+    c, h, w = (int(s) for s in spec.input_shape)
+    args = dict(model_args)
+    if "in_channels" in explicit and explicit["in_channels"] != c:
+        _refuse_conflict("in_channels", explicit["in_channels"], spec)
+    args["in_channels"] = c
+    if "input_size" in explicit and explicit["input_size"] not in (h, [h, w], (h, w)):
+        _refuse_conflict("input_size", explicit["input_size"], spec)
+    state = torch.get_rng_state()
+    model = build_model(args)
+    takes_size = "input_size" in getattr(model, "model_args", {})
+    if takes_size and "input_size" not in explicit and model.model_args["input_size"] != h:
+        if h != w:
+            raise ConfigError(f"{args['name']} takes square inputs, and dataset {spec.name} "
+                              f"gives {h}x{w}; resize it to a square (a dataset option)")
+        torch.set_rng_state(state)  # the same draws as one build at this size
+        args["input_size"] = h
+        try:
+            model = build_model(args)
+        except ConfigError as e:
+            raise ConfigError(f"{spec.name} input of {h}x{w} does not fit: {e}; choose a size "
+                              "it takes (the resize dataset option)") from None
+    return model, args
 
 
 def load_state(model: nn.Module, state: dict[str, Any], source: str) -> None:

@@ -106,6 +106,9 @@ class TrainConfig:
     ``compile``: ``off`` (eager) or the ``torch.compile`` mode the trained model runs with;
     checkpoints hold the same uncompiled weights either way. ``cuda_graphs``: capture the whole
     training step (forward, backward, optimizer) in a CUDA graph and replay it; CUDA only.
+    ``data_options``: dataset options (``resize``, ``cache_dir``, ...; a recipe's
+    ``[data_options]``, ``--data-option``), recorded with the run so that every command that
+    reads its checkpoints reads the same data; ``model_options`` may not set them.
     """
 
     dataset: str = "digits"
@@ -189,6 +192,15 @@ class TrainConfig:
                     f"--option {key}={self.model_options[key]!r} sets what {flag} sets; give "
                     f"{flag} {self.model_options[key]} instead (in a recipe: {key} at the top "
                     "level)")
+        from multispike.data.registry import DATASETS
+
+        spec = DATASETS.get(self.dataset)
+        for key in self.model_options:
+            if spec is not None and key in spec.options:
+                raise ConfigError(
+                    f"--option {key}={self.model_options[key]!r} sets a model option, and {key} "
+                    f"is an option of dataset {self.dataset}: give --data-option "
+                    f"{key}={self.model_options[key]} (in a recipe: under [data_options])")
         if "num_classes" in self.model_options:
             raise ConfigError(
                 f"--option num_classes={self.model_options['num_classes']!r}: the class count "
@@ -289,7 +301,10 @@ RESUME_SAFE = frozenset(
      "cuda_graphs", "recipe"}
 )
 #: command-line spelling of the settings whose flag is not ``--`` + the name
-FLAGS = {"num_workers": "--workers", "model_options": "--option", "data_options": "--option"}
+FLAGS = {"num_workers": "--workers", "model_options": "--option",
+         "data_options": "--data-option"}
+#: dataset options a resumed run may change: where and how the data is read, not what it is
+RESUME_SAFE_DATA = frozenset({"cache_dir", "convert_workers", "progress"})
 
 
 def flag_of(key: str) -> str:
@@ -310,6 +325,8 @@ def differing_settings(saved: dict[str, Any], asked: dict[str, Any]) -> list[str
         if key in ("model_options", "data_options"):
             old = saved.get(key) or {}
             for k, v in (value or {}).items():
+                if key == "data_options" and k in RESUME_SAFE_DATA:
+                    continue
                 if not _same(v, old.get(k)):
                     out.append(f"{flag_of(key)} {k}={v!r} (the run has {old.get(k)!r})")
             continue

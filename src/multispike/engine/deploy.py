@@ -84,14 +84,13 @@ def deploy_checkpoint(
     out_dir = _target(out, force)
     stage = _Stages(progress, log)
     with stage(f"loaded {checkpoint}"):
-        model = _load(checkpoint, device)
+        model, shape = _load(checkpoint, device)
     with stage("folded BN and amplitudes") as label:
         deployed = fold_amplitudes(model)
         if split:
             split_planes(deployed, inplace=True)
             if deployed.deployment["split_planes"]:
                 label[0] += ", split the spike planes"
-    shape = (int(model.in_channels), *map(int, model.input_size))
     graph, note = _nir_export(deployed, dt, shape) if nir else (None, "--no-nir")
     if nir == "required" and graph is None:  # refused before the long check and any file
         raise ConfigError(f"--nir asked for model.nir, but {note}; deploy without --nir (or "
@@ -108,7 +107,7 @@ def deploy_checkpoint(
         with stage("checked model.nir through nirtorch"):
             summary["nir"] = _nir_write(deployed, graph, out_dir, dt, shape, seed)
     with stage(f"wrote {out_dir}"):
-        paths = save_deployed(deployed, out_dir, extra={"summary": summary})
+        paths = save_deployed(deployed, out_dir, extra={"summary": summary}, input_shape=shape)
     summary["files"] = {k: str(v) for k, v in paths.items()}
     if summary["nir"].get("written"):
         summary["files"]["nir"] = summary["nir"]["path"]
@@ -157,17 +156,18 @@ def _target(out: str, force: bool) -> Path:
     return out_dir
 
 
-def _load(checkpoint: str, device: str | torch.device) -> nn.Module:
-    """The checkpoint's model on ``device``, in eval mode; the ANN twin is refused."""
-    from multispike.engine.evaluate import open_checkpoint
+def _load(checkpoint: str, device: str | torch.device) -> tuple[nn.Module, tuple[int, ...]]:
+    """The checkpoint's model on ``device``, in eval mode, and the ``(C, H, W)`` of the data
+    its run trained on (a ResNet trains at any size); the ANN twin is refused."""
+    from multispike.engine.evaluate import checkpoint_input_shape, open_checkpoint
     from multispike.engine.train import pick_device
 
     dev = pick_device(str(device))
-    model, _ckpt = open_checkpoint(checkpoint)
+    model, ckpt = open_checkpoint(checkpoint)
     model.to(dev).eval()
     if getattr(model, "firing", None) == "ann":
         raise ConfigError("the checkpoint is the ANN twin (firing='ann'): no spikes to deploy")
-    return model
+    return model, checkpoint_input_shape(ckpt, model)
 
 
 def _summary(checkpoint: str, model: nn.Module, deployed: nn.Module,
@@ -228,7 +228,7 @@ def verify(model: nn.Module, deployed: nn.Module, shape: tuple[int, ...], batche
     diff64 = diff = scale = 0.0
     compared = 0
     images = _images(shape, batches, batch_size, seed, _device_of(model))
-    with _spike_counts(ref64) as spikes:
+    with spike_counts(ref64) as spikes:
         for x in Progress(images, "deploy: checking outputs", enabled=progress):
             a = ref64(x)
             diff64 = max(diff64, float((a - dep64(x)).abs().max()))
@@ -254,7 +254,7 @@ def verify(model: nn.Module, deployed: nn.Module, shape: tuple[int, ...], batche
 
 
 @contextmanager
-def _spike_counts(model: nn.Module) -> Iterator[dict[str, int]]:
+def spike_counts(model: nn.Module) -> Iterator[dict[str, int]]:
     """Non-zero outputs of each neuron layer of ``model`` while the block runs (forward hooks;
     no extra pass)."""
     from multispike.neurons import Neuron

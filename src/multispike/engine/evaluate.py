@@ -9,6 +9,7 @@ layers the activity monitor records.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,73 @@ def parse_timesteps(text: str | Sequence[int]) -> list[int]:
     return values
 
 
+#: the T that ``multispike eval`` evaluates besides the model's own
+EVAL_SWEEP = (1, 2, 4)
+#: the evaluation batch when a checkpoint records no training batch size
+DEFAULT_EVAL_BATCH = 64
+
+
+def default_timesteps(trained: int | None) -> list[int]:
+    """``eval``'s T without ``--timesteps``: the T the model was trained at first, then
+    :data:`EVAL_SWEEP`.
+
+    >>> default_timesteps(10), default_timesteps(2), default_timesteps(None)
+    ([10, 1, 2, 4], [2, 1, 4], [1, 2, 4])
+    """
+    first = [int(trained)] if trained else []
+    return first + [t for t in EVAL_SWEEP if t not in first]
+
+
+def default_batch_size(ckpt: dict[str, Any], trained: int | None,
+                       timesteps: Sequence[int]) -> int:
+    """``eval``'s batch without ``--batch-size``: the run's training batch size (64 where the
+    checkpoint does not record it), smaller in proportion where a T above the trained one is
+    evaluated, so that one evaluation batch holds no more samples x steps than a training
+    batch did (whose activations, kept for the backward, were larger still).
+
+    >>> default_batch_size({"config": {"batch_size": 128}}, 2, [2, 1, 4])
+    64
+    >>> default_batch_size({}, None, [1, 2, 4])
+    64
+    """
+    batch = (ckpt.get("config") or {}).get("batch_size")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        batch = DEFAULT_EVAL_BATCH
+    most = max(timesteps)
+    if trained and most > trained:
+        batch = max(1, batch * int(trained) // most)
+    return batch
+
+
+def split_loader(dataset: str, *, data_dir: str | None, batch_size: int, timesteps: int,
+                data_options: dict[str, Any] | None = None, progress: bool = True
+                ) -> tuple[Any, Any]:
+    """The test split of ``dataset`` with ``data_options`` (event data framed into
+    ``timesteps`` frames) in ``batch_size`` batches, in order, and its evaluation transform
+    (``None`` where there is none); ``progress``: the dataset's own bars (event decoding)."""
+    from multispike import data
+
+    opts = data.with_progress(dataset, dict(data_options or {}), progress)
+    spec = data.get_spec(dataset, **opts)
+    ds = data.build(dataset, data_dir=data_dir, train=False,
+                    **({"timesteps": timesteps} if spec.is_event else {}), **opts)
+    return (data.make_loader(ds, batch_size, shuffle=False),
+            data.batch_transform(dataset, train=False))
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: str,
     timesteps_list: Sequence[int],
     *,
     data_dir: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_EVAL_BATCH,
     device: str = "auto",
     rates: bool = True,
     max_batches_for_rates: int = 4,
     compile: str = "off",
     progress: bool = False,
+    data_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Accuracy (and per-layer firing rates) of ``model`` on the test split at each T.
 
@@ -55,14 +111,16 @@ def evaluate_model(
     the first ``max_batches_for_rates`` test batches (an ANN twin: none, and 0.0).
     ``compile``: ``off`` or a ``torch.compile`` mode for the accuracy pass (compiled on first
     use at each T); the firing-rate pass runs eagerly. ``progress``: show the batches of each
-    accuracy pass on stderr (see :class:`Progress`).
+    pass on stderr (see :class:`Progress`). ``data_options``: the dataset options (those the
+    run trained with: :func:`run_data`), e.g. ``{"resize": 48}`` for cifar10-dvs.
     """
     from multispike import data
 
     mode = check_compile_mode(compile)
     if rates:
         positive_int("max_batches_for_rates", max_batches_for_rates)
-    spec = data.get_spec(dataset)
+    spec = data.get_spec(dataset, **(data_options or {}))
+    check_input_fits(model, spec)
     dev = pick_device(device)
     before = torch.get_num_threads()
     if dev.type == "cpu":
@@ -76,16 +134,17 @@ def evaluate_model(
     try:
         for t in timesteps_list:
             model.timesteps = t
-            ds = data.build(dataset, data_dir=data_dir, train=False,
-                            **({"timesteps": t} if spec.is_event else {}))
-            loader = data.make_loader(ds, batch_size, shuffle=False)
-            tf = data.batch_transform(dataset, train=False)
+            loader, tf = split_loader(dataset, data_dir=data_dir, batch_size=batch_size,
+                                     timesteps=t, data_options=data_options,
+                                     progress=progress)
             result = evaluate(net, Progress(loader, f"eval T={t}", enabled=progress),
                               spec=spec, transform=tf, device=dev)
             row: dict[str, Any] = {"model": getattr(model, "name", type(model).__name__),
                                    "firing": firing, "timesteps": t, **result}
             if rates:  # eager: statistics recording needs every layer's hooks and steps
-                row.update(_rates(model, loader, spec, tf, dev, max_batches_for_rates))
+                shown = Progress(loader, f"rates T={t}", enabled=progress,
+                                 total=min(len(loader), max_batches_for_rates))
+                row.update(_rates(model, shown, spec, tf, dev, max_batches_for_rates))
             rows.append(row)
     finally:
         model.timesteps = original_t
@@ -207,16 +266,108 @@ def open_checkpoint(path: str | Path, fix: str = "") -> tuple[nn.Module, dict[st
 
 
 def checkpoint_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint says about its run: dataset, data_dir, timesteps, firing, model."""
+    """What a checkpoint says about its run: dataset, data_dir, data_options (``{}`` where a
+    checkpoint records none), timesteps, firing, model."""
     cfg = ckpt.get("config") or {}
     args = ckpt.get("model_args") or {}
+    options = cfg.get("data_options")
     return {
         "dataset": cfg.get("dataset"),
         "data_dir": cfg.get("data_dir"),
+        "data_options": dict(options) if isinstance(options, dict) else {},
         "timesteps": args.get("timesteps") or cfg.get("timesteps"),
         "firing": args.get("firing") or cfg.get("firing"),
         "model": args.get("name") or cfg.get("model"),
     }
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The data a command feeds a checkpoint's model: ``dataset``, ``data_dir`` and
+    ``options`` (dataset options); ``given``: the flags that chose them instead of the run
+    (``--dataset``, ``--data-dir``, ``--data-option``), for messages."""
+
+    dataset: str
+    data_dir: str | None
+    options: dict[str, Any]
+    given: tuple[str, ...] = ()
+
+
+def run_data(saved: dict[str, Any], *, dataset: str | None = None,
+             data_dir: str | None = None, options: dict[str, Any] | None = None,
+             default: str | None = None) -> RunData:
+    """The dataset, folder and dataset options of a run (``saved``: a checkpoint's
+    :func:`checkpoint_settings`), with those the user gave on top (``options`` key by key).
+    Another dataset than the run's takes none of the run's options or folder. A checkpoint that
+    records no options (older ones) gets none: the dataset's defaults. ``default``: the dataset
+    where the checkpoint names none (else a one-line :class:`ConfigError`). The options are
+    checked against the dataset here.
+
+    >>> saved = checkpoint_settings({"config": {"dataset": "cifar10-dvs",
+    ...                                         "data_options": {"resize": 48}}})
+    >>> run_data(saved, options={"cache_dir": "/tmp/c"}).options
+    {'resize': 48, 'cache_dir': '/tmp/c'}
+    >>> run_data(saved, dataset="cifar10").options
+    {}
+    """
+    from multispike import data
+
+    saved_name = saved.get("dataset")
+    name = dataset or saved_name or default
+    if name is None:
+        raise ConfigError("the checkpoint does not record its dataset; give --dataset")
+    same = name == saved_name
+    opts = {**((saved.get("data_options") or {}) if same else {}), **(options or {})}
+    data.get_spec(name, **opts)  # an option the dataset does not know: one line
+    given = tuple(flag for flag, value in (("--dataset", dataset if not same else None),
+                                           ("--data-dir", data_dir), ("--data-option", options))
+                  if value)
+    return RunData(name, data_dir or (saved.get("data_dir") if same else None), opts, given)
+
+
+def checkpoint_input_shape(ckpt: dict[str, Any], model: nn.Module) -> tuple[int, ...]:
+    """``(C, H, W)`` of the data the run that wrote ``ckpt`` trained on: its dataset with its
+    dataset options; where the checkpoint names no dataset, the model's own
+    ``(in_channels, *input_size)`` (a ResNet's ``input_size`` is only the paper's size: it
+    pools globally and trains on any).
+
+    >>> from multispike.models import create
+    >>> ckpt = {"config": {"dataset": "cifar10-dvs", "data_options": {"resize": 48}}}
+    >>> checkpoint_input_shape(ckpt, create("resnet20m", in_channels=2))
+    (2, 48, 48)
+    """
+    from multispike import data
+
+    saved = checkpoint_settings(ckpt)
+    if saved["dataset"] in data.DATASETS:
+        try:
+            return tuple(data.get_spec(saved["dataset"], **saved["data_options"]).input_shape)
+        except ConfigError:  # options of another multispike version: the model's own
+            pass
+    return (int(model.in_channels), *(int(s) for s in model.input_size))
+
+
+def check_input_fits(model: nn.Module, spec: Any, given: Sequence[str] = ()) -> None:
+    """Refuse (one :class:`ConfigError` line) data that ``model`` cannot take: other input
+    channels, or, for a model built for one input size (the VGGs: ``input_size`` in its
+    ``model_args``), another size. ``given``: the flags that chose the data, named in the fix."""
+    channels = getattr(model, "in_channels", None)
+    if channels is None:
+        return
+    want = [int(channels)]
+    have = [int(spec.input_shape[0])]
+    if "input_size" in getattr(model, "model_args", {}):
+        want += [int(s) for s in model.input_size]
+        have += [int(s) for s in spec.input_shape[1:]]
+    if want == have:
+        return
+    given = [flag for flag in given if flag in ("--dataset", "--data-option")]
+    fix = (f"drop {' and '.join(given)} to use the data it was trained on" if given else
+           "give the dataset and dataset options (--dataset, --data-option) it was trained on")
+    raise ConfigError(
+        f"the checkpoint's model takes {'x'.join(map(str, want))} input (channels"
+        f"{', height, width' if len(want) > 1 else ''}) but {spec.name} gives "
+        f"{'x'.join(map(str, have[:len(want)]))}; {fix}")
 
 
 # -- memory -------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from multispike.engine import distributed as dist_utils
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.checkpoint import (
+    build_for_dataset,
     build_model,
     load_checkpoint,
     load_state,
@@ -58,7 +59,7 @@ from multispike.engine.checkpoint import (
 )
 from multispike.engine.config import TrainConfig, check_compile_mode, differing_settings
 from multispike.engine.runlock import run_lock
-from multispike.errors import CheckpointError, ConfigError, MultispikeError
+from multispike.errors import CheckpointError, ConfigError, DataError, MultispikeError
 from multispike.kernels import compact_spikes
 
 
@@ -202,11 +203,17 @@ def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
     """The train and test datasets of ``cfg.dataset`` and their device-side transforms."""
     from multispike import data
 
-    common = dict(data_dir=cfg.data_dir, download=cfg.download, **cfg.data_options)
+    common = dict(data_dir=cfg.data_dir, download=cfg.download,
+                  **data.with_progress(cfg.dataset, cfg.data_options, cfg.progress))
     if spec.is_event:
         common["timesteps"] = cfg.timesteps
     train = data.build(cfg.dataset, train=True, augment=cfg.augment, **common)
     test = data.build(cfg.dataset, train=False, **common)
+    for split, ds in (("training", train), ("test", test)):
+        if len(ds) == 0:
+            where = cfg.data_dir or "its default folder"
+            raise DataError(f"the {split} split of {cfg.dataset} in {where} holds no sample: "
+                            "check --data-dir")
     val = None
     if cfg.val_split > 0:
         # a fixed draw per seed; the held-out images are read without augmentation
@@ -229,7 +236,8 @@ def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
 
 
 def model_args_for(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
-    """The :func:`multispike.models.create` arguments of a run (stored in its checkpoints)."""
+    """The :func:`multispike.models.create` arguments of a run; :func:`build_for_dataset`
+    adds the dataset's input channels and size (its checkpoints store the result)."""
     args: dict[str, Any] = {
         "name": cfg.model or spec.default_model,
         "num_classes": spec.num_classes,
@@ -583,11 +591,33 @@ def resolved(cfg: TrainConfig, model: nn.Module, spec: Any) -> TrainConfig:
     args = getattr(model, "model_args", {})
     return dataclasses.replace(
         cfg,
+        # absolute: eval, energy, ... read it from the checkpoint, run from any folder
+        data_dir=str(Path(cfg.data_dir).expanduser().resolve()) if cfg.data_dir else None,
         model=cfg.model or args.get("name"),
         neuron=cfg.neuron or args.get("neuron"),
         firing=cfg.firing or args.get("firing"),
         augment=cfg.augment or getattr(spec, "default_augment", None),
     )
+
+
+def check_class_count(dataset: Any, head: int, name: str, *, warn: bool = True) -> None:
+    """Say (one warning line) when the class folders found are fewer than the classes of the
+    model's head (an ImageNet recipe on a 3-class folder trains a 1000-class head); refuse
+    (:class:`ConfigError`) when there are more: their labels cannot fit."""
+    while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset  # e.g. a Subset of --val-split
+    classes = getattr(dataset, "classes", None)
+    if not classes or len(classes) == head:
+        return
+    found = len(classes)
+    if found > head:
+        raise ConfigError(f"dataset {name} has {found} classes but the model's head has {head} "
+                          f"outputs: labels from {head} on cannot be learned; check the data "
+                          "folder (one sub-folder per class)")
+    if warn:
+        warnings.warn(f"dataset {name} has {found} classes but the model's head has {head} "
+                      f"outputs ({head - found} are never a label): the data folder holds a "
+                      "subset, or the wrong folder", UserWarning, stacklevel=2)
 
 
 def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None:
@@ -620,6 +650,26 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None
         )
 
 
+def _bar(loader: Any, desc: str, shown: bool) -> Any:
+    """``loader`` with a progress bar on a terminal (tqdm; off a terminal, and with ``shown``
+    False, none: logs keep one line per epoch)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False, disable=None if shown else True,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _skip_reports(bundle: DataBundle) -> list[str]:
+    """The lines of datasets that skipped undecodable files (ImageNet's ``skip_bad``), for
+    the end of an epoch."""
+    lines = []
+    for ds in (bundle.train, bundle.test, bundle.val):
+        report = getattr(getattr(ds, "dataset", ds), "skip_report", None)  # a Subset's too
+        if report is not None and (line := report()):
+            lines.append(line)
+    return lines
+
+
 def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
            on_epoch: Any = None, on_start: Any = None) -> dict:
     from multispike import data
@@ -634,11 +684,13 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
         raise CheckpointError(f"nothing to resume: {last_path or '--out'} does not exist")
 
     spec = data.get_spec(cfg.dataset, **cfg.data_options)
-    model_args = model_args_for(cfg, spec)
     seed_everything(cfg.seed)
-    model = build_model(model_args).to(device)  # an unknown model fails before data loads
+    # an unknown model fails before data loads; input channels and size are the dataset's
+    model, model_args = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
+    model = model.to(device)
     cfg = resolved(cfg, model, spec)
     bundle = load_data(cfg, spec)
+    check_class_count(bundle.train, model_args["num_classes"], cfg.dataset, warn=main)
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr,
@@ -730,15 +782,17 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         dist_utils.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's checkpoint
-        test = evaluate(eval_net, test_loader, spec=bundle.spec, transform=bundle.test_transform,
-                        device=device, autocast=autocast, all_reduce=ctx.enabled)
+        shown = cfg.progress and main
+        test = evaluate(eval_net, _bar(test_loader, "test", shown), spec=bundle.spec,
+                        transform=bundle.test_transform, device=device, autocast=autocast,
+                        all_reduce=ctx.enabled)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
                "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
                "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
         if val_loader is not None:
             # the best epoch is chosen on held-out training images; `best` is then the test
             # accuracy of that epoch, not the best test accuracy
-            val = evaluate(eval_net, val_loader, spec=bundle.spec,
+            val = evaluate(eval_net, _bar(val_loader, "validation", shown), spec=bundle.spec,
                            transform=bundle.test_transform, device=device, autocast=autocast,
                            all_reduce=ctx.enabled)
             row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
@@ -752,6 +806,8 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
         if on_epoch is not None and main:
             on_epoch(row)
         if main:
+            for line in _skip_reports(bundle):
+                print(line, file=sys.stderr, flush=True)
             if cfg.progress:
                 held = f"val {row['val_accuracy']:.4f}  " if "val_accuracy" in row else ""
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "

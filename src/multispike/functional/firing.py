@@ -68,6 +68,30 @@ class FiringRule:
     #: the reset a neuron with this rule takes when given ``reset=None``: ``"main"`` (hard
     #: reset by the main spike), ``"any"`` (hard reset by any spike) or ``"soft"``
     default_reset: str = "main"
+    #: the construction options the rule takes beyond its name (``deltas``, ``levels``)
+    options: tuple[str, ...] = ()
+    #: the rule's single-threshold form (an MT rule without its extra thresholds), or None
+    #: where it has none; a model's FC slots fall back to it (MT-SNN Fig 5a/b)
+    single_threshold: str | None = None
+
+    @classmethod
+    def accepts(cls, option: str) -> bool:
+        """True where the rule takes the construction option (``"deltas"``, ``"levels"``).
+
+        >>> MultiThreshold.accepts("deltas"), Integer.accepts("deltas")
+        (True, False)
+        """
+        return option in cls.options
+
+    @property
+    def multi_plane(self) -> bool:
+        """True where a spike needs more than one binary plane per sign (MT, ternary-MT, the
+        integer rules with ``levels > 1``): what deployment splits into planes.
+
+        >>> MultiThreshold().multi_plane, Ternary().multi_plane, Integer(levels=1).multi_plane
+        (True, False, False)
+        """
+        return len(self.plane_signs) > (2 if self.signed else 1)
 
     def thresholds(self, v_threshold: float, learned: Sequence | None = None) -> tuple:
         """The positive thresholds, main threshold first (ternary rules mirror them at −θ).
@@ -210,6 +234,8 @@ class MultiThreshold(FiringRule):
 
     deltas: tuple[float, ...] | None = None
     name = "mt"
+    options = ("deltas",)
+    single_threshold = "binary"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deltas", _check_deltas(self.deltas))
@@ -275,6 +301,8 @@ class TernaryMultiThreshold(FiringRule):
     deltas: tuple[float, ...] | None = None
     name = "ternary-mt"
     signed = True
+    options = ("deltas",)
+    single_threshold = "ternary"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deltas", _check_deltas(self.deltas))
@@ -340,6 +368,7 @@ class Integer(FiringRule):
 
     levels: int = 4
     name = "integer"
+    options = ("levels",)
     default_reset = "soft"
 
     def __post_init__(self) -> None:
@@ -437,6 +466,32 @@ FIRING_RULES: dict[str, type[FiringRule]] = {
 }
 
 
+def firing_key(name: str, *, extra: Sequence[str] = (), where: str = "") -> str:
+    """The one spelling of a firing name: lower case, ``-`` for ``_`` (``"Ternary_MT"`` →
+    ``"ternary-mt"``); a name that is none of :data:`FIRING_RULES` (nor of ``extra``, such
+    as a model's ``"ann"``) is a one-line :class:`ConfigError` listing them (``where``
+    prefixes it).
+
+    >>> firing_key("Ternary_MT"), firing_key("ann", extra=("ann",))
+    ('ternary-mt', 'ann')
+    """
+    key = str(name).lower().replace("_", "-")
+    if key in FIRING_RULES or key in extra:
+        return key
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(f"{prefix}unknown firing {name!r}; choose one of "
+                      f"{', '.join([*FIRING_RULES, *extra])}")
+
+
+def rule_class(name: str) -> type[FiringRule]:
+    """The rule class of a firing name (any spelling :func:`firing_key` takes).
+
+    >>> rule_class("mt").single_threshold
+    'binary'
+    """
+    return FIRING_RULES[firing_key(name)]
+
+
 def get_firing(firing: str | FiringRule, deltas: Sequence[float] | None = None,
                levels: int | None = None) -> FiringRule:
     """Turn a name (``binary``, ``mt``, ``ternary``, ``ternary-mt``, ``integer``,
@@ -455,21 +510,33 @@ def get_firing(firing: str | FiringRule, deltas: Sequence[float] | None = None,
             raise ConfigError(f"levels={levels!r} conflicts with {firing!r}; put them in the "
                               "object")
         return firing
-    key = str(firing).lower().replace("_", "-")
-    cls = FIRING_RULES.get(key)
-    if cls is None:
-        raise ConfigError(
-            f"unknown firing rule {firing!r}; choose one of {', '.join(FIRING_RULES)}"
-        )
-    if levels is not None and not issubclass(cls, Integer):
-        raise ConfigError(f"levels apply to the integer and signed-integer rules, not to {key!r}")
-    if cls in (MultiThreshold, TernaryMultiThreshold):
+    key = firing_key(firing)
+    cls = FIRING_RULES[key]
+    check_rule_options(key, deltas=deltas, levels=levels)
+    if cls.accepts("deltas"):
         return cls(deltas=deltas)
-    if deltas is not None:
-        raise ConfigError(f"deltas apply to the mt and ternary-mt rules, not to {key!r}")
-    if issubclass(cls, Integer):
-        return cls() if levels is None else cls(levels=levels)
+    if cls.accepts("levels") and levels is not None:
+        return cls(levels=levels)
     return cls()
+
+
+def check_rule_options(firing: str, **options) -> None:
+    """Refuse a rule option (``deltas=…``, ``levels=…``) given, not None, to a rule that does
+    not take it, in one line naming the rules that do.
+
+    >>> check_rule_options("integer", levels=3, deltas=None)
+    >>> check_rule_options("binary", levels=3)
+    Traceback (most recent call last):
+    ...
+    multispike.errors.ConfigError: levels apply to firing 'integer' and 'signed-integer', not ...
+    """
+    cls = FIRING_RULES.get(firing)
+    for option, value in options.items():
+        if value is None or cls is None or cls.accepts(option):
+            continue
+        takers = [name for name, c in FIRING_RULES.items() if c.accepts(option)]
+        raise ConfigError(f"{option} apply to firing {' and '.join(map(repr, takers))}, not "
+                          f"to {firing!r}; use e.g. firing={takers[0]!r}, {option}={value!r}")
 
 
 # -- learned thresholds (issue #15 point 2) ------------------------------------------------------

@@ -32,15 +32,15 @@ from torch import Tensor, nn
 from multispike.checks import boolean, plain, positive_int
 from multispike.errors import ConfigError, InputError
 from multispike.layers import (
-    FIRINGS,
     RUN,
     GraphNode,
     NeuronFactory,
     Record,
     VotingLayer,
+    check_neuron_options,
     fold_time,
     get_norm,
-    neuron_option_names,
+    model_firing,
 )
 from multispike.neurons import NEURONS, Neuron, get_neuron_class
 
@@ -179,12 +179,7 @@ class SpikingModel(nn.Module):
                 f"its options: {', '.join(defaults)}"
             )
         opts = {k: (v if options.get(k) is None else options[k]) for k, v in defaults.items()}
-        firing = str(opts["firing"]).lower().replace("_", "-")
-        if firing not in FIRINGS:
-            raise ConfigError(
-                f"{name}: unknown firing {opts['firing']!r}; choose one of {', '.join(FIRINGS)}"
-            )
-        opts["firing"] = firing
+        firing = opts["firing"] = model_firing(opts["firing"], where=name)
         if firing == "ann" and options.get("timesteps") is None:
             opts["timesteps"] = 1  # the ANN twin has no dynamics: one step is enough
         for key in ("num_classes", "timesteps", "in_channels", "vote_group"):
@@ -199,14 +194,7 @@ class SpikingModel(nn.Module):
                 opts[key] = boolean(key, opts[key], where=name)
         opts["neuron"] = _neuron_name(opts["neuron"])
         neuron_cls: type[Neuron] = get_neuron_class(opts["neuron"])
-        allowed = neuron_option_names(neuron_cls)
-        bad = sorted(set(neuron_options) - allowed)
-        if bad:
-            raise ConfigError(
-                f"{name}: unknown option(s) {', '.join(bad)}; model options: "
-                f"{', '.join(defaults)}; {neuron_cls.__name__} options: "
-                f"{', '.join(sorted(allowed))}"
-            )
+        check_neuron_options(neuron_cls, neuron_options, where=name, model_options=list(defaults))
         cls.check_family_options(spec, opts)
         return opts, neuron_options, neuron_cls
 
