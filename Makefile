@@ -9,11 +9,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# The NIR peers (snntorch, spikingjelly) are part of the set-up: tests/test_nir_peers.py and
+# tests/test_deploy_nir.py check import and export against them, and bench/ times them.
+# spikingjelly's declared deps would replace the CPU torch with a CUDA build, so it goes in with
+# --no-deps (loguru is what it needs at import); "$(TORCH)" beside snntorch keeps pip from
+# moving torch. The C++ neuron kernel is built at set-up, not at the first neuron call (which
+# still builds it, or falls back to the eager path, if this cannot).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[test,nir]'
+	$(PY) -m pip install -q "$(TORCH)" snntorch==1.0.0 loguru
+	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
+	$(PY) -m multispike.kernels.build || true
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,11 +36,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests $(wildcard bench)
 
-# The peers are benchmark-only; spikingjelly's declared deps would replace the CPU torch with a
-# CUDA build, so it goes in with --no-deps (loguru is what it needs at import).
+# the peers (snntorch, spikingjelly) are installed with the set-up ($(STAMP))
 bench: $(STAMP)
-	$(PY) -m pip install -q "$(TORCH)" snntorch==1.0.0 loguru
-	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
 	$(PY) bench/run.py
 
 clean:

@@ -305,3 +305,54 @@ def fmt_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 def dump(obj: object) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+# -- shared by the neuron-layer benchmarks ------------------------------------------------------
+def peer_neurons(device):
+    """SpikingJelly's multi-step ``LIFNode`` (``sj``) and snnTorch's ``Leaky`` looped over T
+    (``snntorch``), each the same LIF as multispike's rows (τ = 2, i.e. decay 0.5, threshold
+    1, hard reset to 0), with each library's default surrogate (SpikingJelly: sigmoid, as
+    multispike's rows; snnTorch: arctangent), as ``x -> spikes`` callables. Competitors that
+    do not import are left out with a note."""
+    import torch
+
+    comps, notes = {}, {}
+    try:
+        from spikingjelly.activation_based import neuron as sj_neuron
+
+        sj = sj_neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, step_mode="m").to(device)
+
+        def run_sj(x, sj=sj):
+            sj.reset()
+            return sj(x)
+
+        comps["sj"] = run_sj
+    except Exception as e:  # noqa: BLE001 - optional extra
+        notes["sj"] = f"SpikingJelly unavailable: {type(e).__name__}: {e}"
+    try:
+        import snntorch as snn
+
+        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(device)
+
+        def run_snntorch(x, leaky=leaky):
+            mem = leaky.init_leaky()
+            outs = []
+            for t in range(x.shape[0]):
+                spk, mem = leaky(x[t], mem)
+                outs.append(spk)
+            return torch.stack(outs)
+
+        comps["snntorch"] = run_snntorch
+    except Exception as e:  # noqa: BLE001 - optional extra
+        notes["snntorch"] = f"snnTorch unavailable: {type(e).__name__}: {e}"
+    return comps, notes
+
+
+def train_step(fn, x, g):
+    """``x.grad`` cleared, then ``fn(x)`` forward and backward with ``g``: one training-style
+    call."""
+    def step():
+        x.grad = None
+        fn(x).backward(g)
+
+    return step

@@ -100,7 +100,6 @@ BUILDERS = {"default": default_neuron, "train": train_neuron}
 # -- one fresh process --------------------------------------------------------------------------
 def measure(device: str, shape, rounds: int, configs, inner: int = 1) -> dict:
     """Time the multispike ``configs`` side by side with the peers at ``shape`` (this process)."""
-    import neuron_layer
     import torch
 
     from multispike.engine import allocator
@@ -109,11 +108,11 @@ def measure(device: str, shape, rounds: int, configs, inner: int = 1) -> dict:
     x = torch.randn(*shape, device=dev, requires_grad=True)
     g = torch.randn(*shape, device=dev)
     comps = {c: BUILDERS[c]().to(dev) for c in configs}
-    peers, notes = neuron_layer.peer_neurons(dev)
+    peers, notes = common.peer_neurons(dev)
     comps.update(peers)
     fns = {}
     for name, f in comps.items():
-        step = neuron_layer._train_step(f, x, g)
+        step = common.train_step(f, x, g)
         try:  # a SpikingJelly implementation that is not there fails on its first call
             step()
             common.sync(dev)
@@ -233,7 +232,6 @@ def host_time(quick: bool = False, device: str = "cpu", rounds: int | None = Non
 
     ``mocked_triton``: the layers take the CUDA path (:class:`_MockedTriton`) instead of
     the C++ kernel."""
-    import neuron_layer
     import torch
 
     from multispike import neurons
@@ -247,7 +245,7 @@ def host_time(quick: bool = False, device: str = "cpu", rounds: int | None = Non
         fns = {}
         for label, (cls, opts) in HOST_LAYERS.items():
             fns[label] = _layer_step(getattr(neurons, cls)(**opts).to(dev), x, g)
-        fns["torch_op"] = neuron_layer._train_step(lambda t: t * 0.5, x, g)
+        fns["torch_op"] = common.train_step(lambda t: t * 0.5, x, g)
         res = common.timed(fns, rounds, dev, inner=inner, warmup=2)
     rows = [{"layer": label, "us": res[label]["ms"] * 1e3, "min_us": res[label]["min_ms"] * 1e3,
              "op_us": res["torch_op"]["ms"] * 1e3, "x_op": common.ratio(res, label, "torch_op")}

@@ -102,9 +102,9 @@ def overhead(dev, quick: bool = False) -> list[dict]:
 
     x = torch.randn(*OVERHEAD_SHAPE, device=dev, requires_grad=True)
     g = torch.randn(*OVERHEAD_SHAPE, device=dev)
-    fns = {c: neuron_layer._train_step(b().to(dev), x, g)
+    fns = {c: common.train_step(b().to(dev), x, g)
            for c, b in default_path.BUILDERS.items()}
-    fns["torch_op"] = neuron_layer._train_step(lambda t: t * 0.5, x, g)
+    fns["torch_op"] = common.train_step(lambda t: t * 0.5, x, g)
     inner = 20 if quick else 200
     res = common.timed(fns, 3 if quick else 15, dev, inner=inner, warmup=2)
     labels = {**default_path.LABELS["cuda"], "torch_op": "one autograd op (x * 0.5), floor"}
@@ -128,7 +128,7 @@ def bandwidth_rows(dev, quick: bool = False) -> list[dict]:
         sizes = neuron_layer.kernel_bytes(numel, x.element_size(), round(saved))
         traffic = traffic_bytes(sizes)
         copy = neuron_layer._bound_fns(sizes, dev)[1]
-        fns = {c: neuron_layer._train_step(n, x, g) for c, n in nodes.items()}
+        fns = {c: common.train_step(n, x, g) for c, n in nodes.items()}
         fns["copy"] = copy
         inner = 1 if numel >= 1 << 26 or dev.type != "cuda" else 10
         res = common.timed(fns, 3 if quick else 15, dev, inner=inner)

@@ -51,46 +51,6 @@ GUARD = ("lif binary", "lif mt", "lif ternary", "lif integer", "lif mt learn θ"
 GUARD_X = 5.0
 
 
-def peer_neurons(device):
-    """SpikingJelly's multi-step ``LIFNode`` (``sj``) and snnTorch's ``Leaky`` looped over T
-    (``snntorch``), each the same LIF as multispike's rows (τ = 2, i.e. decay 0.5, threshold
-    1, hard reset to 0), with each library's default surrogate (SpikingJelly: sigmoid, as
-    multispike's rows; snnTorch: arctangent), as ``x -> spikes`` callables. Competitors that
-    do not import are left out with a note."""
-    import torch
-
-    comps, notes = {}, {}
-    try:
-        from spikingjelly.activation_based import neuron as sj_neuron
-
-        sj = sj_neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, step_mode="m").to(device)
-
-        def run_sj(x, sj=sj):
-            sj.reset()
-            return sj(x)
-
-        comps["sj"] = run_sj
-    except Exception as e:  # noqa: BLE001 - optional extra
-        notes["sj"] = f"SpikingJelly unavailable: {type(e).__name__}: {e}"
-    try:
-        import snntorch as snn
-
-        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(device)
-
-        def run_snntorch(x, leaky=leaky):
-            mem = leaky.init_leaky()
-            outs = []
-            for t in range(x.shape[0]):
-                spk, mem = leaky(x[t], mem)
-                outs.append(spk)
-            return torch.stack(outs)
-
-        comps["snntorch"] = run_snntorch
-    except Exception as e:  # noqa: BLE001 - optional extra
-        notes["snntorch"] = f"snnTorch unavailable: {type(e).__name__}: {e}"
-    return comps, notes
-
-
 def _competitors(shape, device):
     import torch
 
@@ -111,18 +71,10 @@ def _competitors(shape, device):
         )
     except Exception as e:  # noqa: BLE001 - no compiler
         notes["inductor"] = f"torch.compile unavailable: {type(e).__name__}: {e}"
-    peers, peer_notes = peer_neurons(device)
+    peers, peer_notes = common.peer_neurons(device)
     comps.update(peers)
     notes.update(peer_notes)
     return comps, notes
-
-
-def _train_step(fn, x, g):
-    def step():
-        x.grad = None
-        fn(x).backward(g)
-
-    return step
 
 
 def _bound_fns(sizes, device):
@@ -180,7 +132,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         x = torch.randn(T, B, C, H, W, device=dev, requires_grad=True)
         g = torch.randn(T, B, C, H, W, device=dev)
         numel = x.numel()
-        fns = {k: _train_step(f, x, g) for k, f in comps.items()}
+        fns = {k: common.train_step(f, x, g) for k, f in comps.items()}
         fused_saved = common.saved_bytes(lambda x=x: comps["fused"](x)) / numel
         clone, copy = _bound_fns(kernel_bytes(numel, 4, round(fused_saved)), dev)
         fns["bound"] = clone
@@ -237,12 +189,12 @@ def _rules(B, C, H, W, T, rounds, dev):
         fused = cls(backend="fused", check_input=False, **opts).to(dev)
         saved = common.saved_bytes(lambda fused=fused: fused(x)) / numel
         clone, _ = _bound_fns(kernel_bytes(numel, 4, round(saved)), dev)
-        fns = {"loop": _train_step(loop, x, g), "fused": _train_step(fused, x, g),
+        fns = {"loop": common.train_step(loop, x, g), "fused": common.train_step(fused, x, g),
                "bound": clone}
         learns = opts.get("learn_thresholds", False)
         if learns:  # the same layer with fixed thresholds, in the same rounds
             fixed_opts = {k: v for k, v in opts.items() if k != "learn_thresholds"}
-            fns["fixed"] = _train_step(
+            fns["fixed"] = common.train_step(
                 cls(backend="fused", check_input=False, **fixed_opts).to(dev), x, g)
         res = _timed(fns, rounds, dev)
         rows.append({

@@ -193,7 +193,9 @@ def test_reproduce_evaluates_at_the_run_s_options(dvs_run, monkeypatch):
     assert set(seen) == {(2, 16, 16)}
     assert r["accuracy"]["2"] == pytest.approx(100 * load_checkpoint(
         dvs_run / "best.pt")["best_accuracy"])
-    assert r["energy"]["energy_uj"] > 0 and r["deploy"]["ok"]
+    deploy = r["deploy"]  # a one-epoch model may leave layers silent: then not "ok", and why
+    assert r["energy"]["energy_uj"] > 0 and deploy["max_abs_diff_float64"] <= 1e-6
+    assert deploy["ok"] == (deploy["note"] is None)
 
 
 def test_eval_shows_the_progress_of_every_pass(dvs_run, capsys):

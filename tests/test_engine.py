@@ -240,9 +240,8 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path, monkeypatch, out, sa
 def test_kernel_input_flags_are_read_with_the_loss_and_name_the_layer(monkeypatch):
     """The neuron layers' NaN/inf flags (set on the device by the CUDA kernels; simulated here
     at the 5th training step) are counted on the device with the loss and read with it:
-    ``kernels.raise_on_nonfinite`` runs only when a read finds a set flag, and its
+    ``raise_on_nonfinite`` runs only when a read finds a set flag, and its
     ``InputError`` names the layer of the plain model (not the compile wrapper's name)."""
-    from multispike import kernels
     from multispike.engine import train as train_mod
     from multispike.errors import InputError
     from multispike.models import create
@@ -250,8 +249,8 @@ def test_kernel_input_flags_are_read_with_the_loss_and_name_the_layer(monkeypatc
     model = create("digits_net", num_classes=10)
     assert train_mod._neurons(torch.compile(model)) == train_mod._neurons(model)
 
-    real, named = kernels.raise_on_nonfinite, []
-    monkeypatch.setattr(kernels, "raise_on_nonfinite",
+    real, named = train_mod.raise_on_nonfinite, []
+    monkeypatch.setattr(train_mod, "raise_on_nonfinite",
                         lambda m: named.append(type(m).__name__) or real(m))
     steps = {"n": 0}
 
@@ -404,10 +403,11 @@ def test_train_and_eval_compiled_match_eager(tmp_path, capsys, monkeypatch, fres
         compiled.append((type(model).__name__, mode))
         return real_compile(model, backend="aot_eager", **kwargs)
 
-    from multispike import kernels
+    from multispike.engine import train as train_mod
 
     checked = []  # no flag is set: the one read per test pass finds none, nothing is named
-    monkeypatch.setattr(kernels, "raise_on_nonfinite", lambda m: checked.append(type(m).__name__))
+    monkeypatch.setattr(train_mod, "raise_on_nonfinite",
+                        lambda m: checked.append(type(m).__name__))
     monkeypatch.setattr(torch, "compile", spy_aot_eager)
     out = tmp_path / "run"
     # --device cpu: the eval below runs on the CPU in float32 (a GPU run would train in bf16)

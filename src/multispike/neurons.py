@@ -110,6 +110,12 @@ from multispike.functional import (
 )
 from multispike.functional import step as step_fn
 
+#: what a training loop needs of the kernels, through the neuron layers (the engine talks to
+#: models and neurons): saved spikes kept packed inside the block, and the layers' NaN/inf
+#: flags read once per step
+compact_spikes = kernels.compact_spikes
+raise_on_nonfinite = kernels.raise_on_nonfinite
+
 
 class Neuron(nn.Module):
     """Base class of all spiking neuron layers.

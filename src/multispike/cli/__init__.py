@@ -51,7 +51,7 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, in the order ``multispike --help`` lists them."""
     # imported here: `python -m multispike.cli.deploy` runs that module without a second copy
-    from multispike.cli import analysis, deploy, info, reproduce, train
+    from multispike.cli import analysis, deploy, info, nir_import, reproduce, train
 
     parser = argparse.ArgumentParser(
         prog="multispike",
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"multispike {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for register in (train.register, info.register, analysis.register, deploy.register,
-                     reproduce.register, info.register_neurons):
+                     nir_import.register, reproduce.register, info.register_neurons):
         register(sub)
     return parser
 

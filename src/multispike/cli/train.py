@@ -45,6 +45,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "progress": False if args.no_progress else None,
         "model_options": model_options or None,
         "data_options": parse_data_options(args.data_option) or None,
+        "init": args.init,
     }
 
 
@@ -93,6 +94,17 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
     if args.seed is not None and args.seeds is not None:
         raise MultispikeError(f"--seed {args.seed} and --seeds {args.seeds} both set the seed; "
                               "give one (--seeds runs once per seed)")
+    if args.init is not None:
+        given = [flag for flag, value in (
+            ("--recipe", args.recipe), ("--model", args.model), ("--firing", args.firing),
+            ("--neuron", args.neuron), ("--deltas", args.deltas),
+            ("--learn-amplitude", args.learn_amplitude or None), ("--option", args.option or None),
+            ("--resume", args.resume or None)) if value is not None]
+        if given:
+            raise MultispikeError(
+                f"--init starts from its checkpoint's model, firing rule and options, and "
+                f"{given[0]} would set them too; drop {given[0]} (choose the firing rule at "
+                "`multispike import --firing`; --resume continues a run by its --out alone)")
     if args.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         raise MultispikeError("--sync-bn synchronises batch norm across the processes of a "
                               "torchrun job, and this run is one process; drop --sync-bn or "
@@ -139,6 +151,14 @@ def _apply_threads(n: int | None) -> None:
         os.environ["MULTISPIKE_THREADS"] = str(n)
 
 
+def _init_timesteps(path: str) -> int | None:
+    """The T the ``--init`` checkpoint's model runs at (None: the run's default)."""
+    from multispike.engine.checkpoint import load_checkpoint
+    from multispike.engine.train import init_checkpoint
+
+    return load_checkpoint(init_checkpoint(path))["model_args"].get("timesteps")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import statistics
 
@@ -150,6 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_flag_conflicts(args)
     _apply_threads(args.threads)
     overrides = train_overrides(args)
+    if args.init is not None and args.timesteps is None:  # fine-tune at the model's own T
+        overrides["timesteps"] = _init_timesteps(args.init)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
 
     def config(run: dict):
@@ -334,6 +356,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="run once per seed, e.g. 0,1,2, and report mean ± std")
     p.add_argument("--out", help="folder for last.pt, best.pt, metrics.csv, config.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this checkpoint's model and weights (a file, or a folder "
+                   "holding model.pt, best.pt or last.pt: e.g. what `multispike import` "
+                   "wrote) and fine-tune it: a new run, fresh optimizer and schedule; the "
+                   "model (its firing rule included) is the checkpoint's")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", help="mixed precision: auto, off, bf16, fp16")
     add_compile_flag(p)

@@ -30,9 +30,9 @@ from multispike.data.registry import (
     build_loaders,
     get_spec,
     make_loader,
-    with_progress,
     names,
     parse_augment,
+    with_progress,
 )
 
 __all__ = [

@@ -144,6 +144,8 @@ class TrainConfig:
     recipe: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
     data_options: dict[str, Any] = field(default_factory=dict)
+    #: a checkpoint whose model and weights the run starts from (fine-tuning), or None
+    init: str | None = None
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` (one line) for settings no run can use."""

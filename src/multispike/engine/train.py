@@ -45,7 +45,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from multispike import kernels
 from multispike.checks import plain
 from multispike.engine import distributed as dist_utils
 from multispike.engine import threads
@@ -60,7 +59,7 @@ from multispike.engine.checkpoint import (
 from multispike.engine.config import TrainConfig, check_compile_mode, differing_settings
 from multispike.engine.runlock import run_lock
 from multispike.errors import CheckpointError, ConfigError, DataError, MultispikeError
-from multispike.kernels import compact_spikes
+from multispike.neurons import compact_spikes, raise_on_nonfinite
 
 
 class TrainingDiverged(MultispikeError):
@@ -394,7 +393,7 @@ class StepTally:
     A read checks the steps in order, as the training loop once did after each forward: a
     non-finite loss raises :class:`TrainingDiverged` naming the epoch and step (``kept`` says
     what that leaves on disk), a set flag the :class:`~multispike.errors.InputError` of
-    :func:`multispike.kernels.raise_on_nonfinite` naming the layers; then the step's loss and
+    :func:`multispike.neurons.raise_on_nonfinite` naming the layers; then the step's loss and
     correct count join the running sums ``loss_sum``, ``correct`` over ``seen`` images.
     """
 
@@ -425,7 +424,7 @@ class StepTally:
                     f"{where}; {self.kept}: lower --lr or check the data" if self.kept
                     else f"{where}: lower --lr or check the data")
             if flags:
-                kernels.raise_on_nonfinite(self.plain)
+                raise_on_nonfinite(self.plain)
             self.loss_sum += loss * n
             self.correct += int(correct)
             self.seen += n
@@ -504,7 +503,7 @@ def evaluate(
     """Mean loss and top-1 accuracy of the mean output over T.
 
     The sums stay on the device and are read once, at the end, with the neuron layers' NaN/inf
-    flags (a set flag raises :func:`multispike.kernels.raise_on_nonfinite`'s ``InputError``).
+    flags (a set flag raises :func:`multispike.neurons.raise_on_nonfinite`'s ``InputError``).
     ``all_reduce``: under torchrun, each rank's ``loader`` holds its shard of the test set
     (:class:`~multispike.engine.distributed.ShardSampler`); the sums of correct predictions,
     images and loss are added over the ranks, so every rank returns the whole set's figures.
@@ -528,7 +527,7 @@ def evaluate(
     flags = _flags_set(neurons, loss_sum.device).double()
     loss_total, correct, bad = torch.stack([loss_sum, right.double(), flags]).tolist()
     if bad:
-        kernels.raise_on_nonfinite(_plain_module(model))
+        raise_on_nonfinite(_plain_module(model))
     if all_reduce:
         correct, seen, loss_total = dist_utils.all_reduce_sums([correct, seen, loss_total],
                                                                device)
@@ -650,6 +649,49 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: Path) -> None
         )
 
 
+def init_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``--init`` names: the file itself, or in a folder ``model.pt``
+    (what ``multispike import`` writes), else ``best.pt``, else ``last.pt``."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in ("model.pt", "best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"--init {p}: the folder holds no model.pt, best.pt or last.pt; "
+                              "give a checkpoint file")
+    return p
+
+
+def initial_model(cfg: TrainConfig, spec: Any, resumed: Path | None = None
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a run that starts from ``cfg.init`` (fine-tuning): the checkpoint's model
+    and weights at ``cfg.timesteps`` (a resumed run: the model ``resumed``, its last.pt,
+    describes; its weights are loaded with the rest of the run). Refuses (one line) a model
+    the dataset's input or classes do not fit."""
+    from multispike.engine.evaluate import check_input_fits, open_checkpoint
+
+    if resumed is not None:
+        model_args = load_checkpoint(resumed)["model_args"]
+        return build_model(model_args), model_args
+    model, _ = open_checkpoint(init_checkpoint(cfg.init))
+    check_input_fits(model, spec, ("--init",))
+    shape = getattr(model, "input_shape", None)  # an imported graph's input
+    if shape is not None and tuple(map(int, shape)) != tuple(spec.input_shape):
+        raise ConfigError(f"--init {cfg.init}: its model takes {'x'.join(map(str, shape))} "
+                          f"input and dataset {spec.name} gives "
+                          f"{'x'.join(map(str, spec.input_shape))}; give the dataset it was "
+                          "made for (--dataset, --data-option)")
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and int(classes) != spec.num_classes:
+        raise ConfigError(f"--init {cfg.init}: its model has {classes} outputs and dataset "
+                          f"{spec.name} {spec.num_classes} classes; give the dataset it was "
+                          "trained for (--dataset)")
+    model.timesteps = cfg.timesteps
+    model_args = {**model.model_args, "timesteps": int(cfg.timesteps)}
+    model.model_args = model_args
+    return model, model_args
+
+
 def _bar(loader: Any, desc: str, shown: bool) -> Any:
     """``loader`` with a progress bar on a terminal (tqdm; off a terminal, and with ``shown``
     False, none: logs keep one line per epoch)."""
@@ -686,7 +728,11 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
     spec = data.get_spec(cfg.dataset, **cfg.data_options)
     seed_everything(cfg.seed)
     # an unknown model fails before data loads; input channels and size are the dataset's
-    model, model_args = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
+    if cfg.init is not None:
+        model, model_args = initial_model(cfg, spec, last_path if cfg.resume else None)
+    else:
+        model, model_args = build_for_dataset(model_args_for(cfg, spec), spec,
+                                              cfg.model_options)
     model = model.to(device)
     cfg = resolved(cfg, model, spec)
     bundle = load_data(cfg, spec)

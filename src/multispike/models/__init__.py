@@ -21,7 +21,7 @@ frames ``[T, B, C, H, W]`` to per-time-step outputs ``[T, B, num_classes]``. See
 ``docs/models.md`` for the table of architectures, defaults, parameter counts and MACs.
 """
 
-from multispike.models import resnet, small, vgg  # noqa: F401  (registers the builders)
+from multispike.models import graph_net, resnet, small, vgg  # noqa: F401  (registers the builders)
 from multispike.models.base import (
     COMMON_OPTIONS,
     MT_SNN_DEFAULTS,

@@ -32,6 +32,18 @@ def register_model(fn: B) -> B:
     return fn
 
 
+#: families whose architecture is data (``nir_graph``: an imported NIR graph): ``create`` and
+#: checkpoints resolve them, but they have no default model, so :func:`list_models` (the zoo)
+#: leaves them out
+_DATA_MODELS: dict[str, Builder] = {}
+
+
+def register_data_model(fn: B) -> B:
+    """Decorator: register a builder that needs its architecture as an argument (not listed)."""
+    _DATA_MODELS[fn.__name__] = fn
+    return fn
+
+
 def list_models() -> list[str]:
     """The registry keys, sorted."""
     return sorted(_MODELS)
@@ -39,7 +51,7 @@ def list_models() -> list[str]:
 
 def get_builder(name: str) -> Builder:
     """The builder function of a registry key; unknown names raise :class:`ConfigError`."""
-    fn = _MODELS.get(str(name))
+    fn = _MODELS.get(str(name)) or _DATA_MODELS.get(str(name))
     if fn is None:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
     return fn
