@@ -30,11 +30,11 @@ demo: $(STAMP)
 
 # the tests and every docstring example of the package, in one run
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff check src tests $(wildcard bench) $(wildcard examples)
 	$(PY) -m pytest -q -n 2 tests src/multispike --doctest-modules
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff check src tests $(wildcard bench) $(wildcard examples)
 
 # the peers (snntorch, spikingjelly) are installed with the set-up ($(STAMP))
 bench: $(STAMP)

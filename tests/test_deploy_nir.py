@@ -19,7 +19,9 @@ nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
 
 
-def assert_graphs_equal(a, b) -> None:
+def assert_graphs_equal(a, b, *, rtol: float = 0.0) -> None:
+    """Same node names, node types, edges and parameters (bit for bit; float arrays within
+    ``rtol`` where it is given)."""
     assert set(a.nodes) == set(b.nodes)
     assert sorted(a.edges) == sorted(map(tuple, b.edges))
     for name, node in a.nodes.items():
@@ -30,8 +32,11 @@ def assert_graphs_equal(a, b) -> None:
         db.pop("metadata", None)
         assert set(da) == set(db), name
         for key, value in da.items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(db[key]),
-                                          err_msg=f"{name}.{key}")
+            x, y = np.asarray(value), np.asarray(db[key])
+            if x.dtype.kind == "f" and rtol:
+                np.testing.assert_allclose(x, y, rtol=rtol, atol=0, err_msg=f"{name}.{key}")
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}.{key}")
 
 
 CASES = [

@@ -19,31 +19,13 @@ from multispike.errors import ConfigError, DataError, InputError
 from multispike.models import create, list_models
 from multispike.neurons import IFNode, LIFNode, Neuron, PLIFNode
 from tests.test_deploy import TINY, build
+from tests.test_deploy_nir import assert_graphs_equal
 
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
 from multispike.deploy.nir_import import from_nir  # noqa: E402  (needs nir)
 
 F64 = torch.float64
-
-
-def assert_same_graph(a, b, *, rtol: float = 0.0) -> None:
-    """Same node names, node types, edges and parameters (float arrays within ``rtol``)."""
-    assert set(a.nodes) == set(b.nodes)
-    assert sorted(map(tuple, a.edges)) == sorted(map(tuple, b.edges))
-    for name, node in a.nodes.items():
-        other = b.nodes[name]
-        assert type(node) is type(other), name
-        da, db = node.to_dict(), other.to_dict()
-        da.pop("metadata", None)
-        db.pop("metadata", None)
-        assert set(da) == set(db), name
-        for key, value in da.items():
-            x, y = np.asarray(value), np.asarray(db[key])
-            if x.dtype.kind == "f" and rtol:
-                np.testing.assert_allclose(x, y, rtol=rtol, atol=0, err_msg=f"{name}.{key}")
-            else:
-                np.testing.assert_array_equal(x, y, err_msg=f"{name}.{key}")
 
 
 # -- the inverse of export -------------------------------------------------------------------
@@ -62,7 +44,7 @@ def test_export_import_export_is_the_identity(name):
     back = from_nir(graph, dtype=F64).eval()
     assert back.timesteps == 2 and back.firing == "binary"
     assert torch.equal(back(x), model(x).detach())
-    assert_same_graph(graph, export_nir(back, input_shape=shape))
+    assert_graphs_equal(graph, export_nir(back, input_shape=shape))
     again = create(**back.model_args).double()  # what a checkpoint rebuilds
     again.load_state_dict(back.state_dict())
     assert torch.equal(again.eval()(x), back(x))
@@ -80,7 +62,7 @@ def test_round_trip_of_a_trained_plif_tau_and_folded_amplitudes():
     back = from_nir(graph, dtype=F64).eval()
     ref = model(x).detach()
     assert float((back(x) - ref).abs().max()) <= 1e-12 * max(1.0, float(ref.abs().max()))
-    assert_same_graph(graph, export_nir(back, input_shape=tuple(x.shape[1:])), rtol=4e-16)
+    assert_graphs_equal(graph, export_nir(back, input_shape=tuple(x.shape[1:])), rtol=4e-16)
 
 
 # -- NIR semantics on hand-written graphs -------------------------------------------------------
@@ -369,7 +351,7 @@ def test_cli_import_then_deploy_writes_the_graph_it_read(tmp_path, capsys):
     assert main(["deploy", "--checkpoint", str(tmp_path / "imp" / "model.pt"), "--out",
                  str(tmp_path / "dep"), "--nir", "--no-progress"]) == 0
     capsys.readouterr()
-    assert_same_graph(first, nir.read(tmp_path / "dep" / "model.nir"))
+    assert_graphs_equal(first, nir.read(tmp_path / "dep" / "model.nir"))
     x = torch.rand(2, 1, 8, 8).double()
     with pytest.raises(InputError, match="NaN or inf"):
         from_nir(first).eval()(torch.full((2, 1, 8, 8), float("nan")))

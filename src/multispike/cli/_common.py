@@ -31,17 +31,23 @@ def parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
     true/false, yes/no, on/off or 1/0 (anything else is refused in one line)."""
     from multispike.engine.config import parse_boolean_options  # here: the engine loads torch
 
+    return parse_boolean_options(_key_values(pairs, f"{flag} takes KEY=VALUE,"), flag)
+
+
+def _key_values(pairs: list[str] | None, usage: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict: values parsed as JSON where they parse (else kept as
+    text), dashes in keys become underscores; a pair without ``=`` is ``usage got …``."""
     out: dict[str, Any] = {}
-    for pair in pairs:
+    for pair in pairs or []:
         key, sep, value = str(pair).partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{usage} got {pair!r}")
         try:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
-    return parse_boolean_options(out, flag)
+    return out
 
 
 #: dataset options that are yes/no (cifar100 ``coarse``, the download/conversion ``progress``,
@@ -60,18 +66,9 @@ def parse_data_options(pairs: list[str] | None) -> dict[str, Any]:
     """
     from multispike.checks import parse_boolean
 
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = str(pair).partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--data-option takes KEY=VALUE, e.g. resize=48; got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-        if key in DATA_BOOLEANS:
-            out[key] = parse_boolean(f"--data-option {key}", out[key])
+    out = _key_values(pairs, "--data-option takes KEY=VALUE, e.g. resize=48;")
+    for key in DATA_BOOLEANS & set(out):
+        out[key] = parse_boolean(f"--data-option {key}", out[key])
     return out
 
 

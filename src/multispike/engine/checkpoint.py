@@ -37,7 +37,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +347,26 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
         ) from None
     load_state(model, ckpt["model"], str(path))
     return model, ckpt
+
+
+def check_input_fits(model: nn.Module, spec: Any, given: Sequence[str] = ()) -> None:
+    """Refuse (one :class:`ConfigError` line) data that ``model`` cannot take: other input
+    channels, or, for a model built for one input size (the VGGs: ``input_size`` in its
+    ``model_args``), another size. ``given``: the flags that chose the data, named in the fix."""
+    channels = getattr(model, "in_channels", None)
+    if channels is None:
+        return
+    want = [int(channels)]
+    have = [int(spec.input_shape[0])]
+    if "input_size" in getattr(model, "model_args", {}):
+        want += [int(s) for s in model.input_size]
+        have += [int(s) for s in spec.input_shape[1:]]
+    if want == have:
+        return
+    given = [flag for flag in given if flag in ("--dataset", "--data-option")]
+    fix = (f"drop {' and '.join(given)} to use the data it was trained on" if given else
+           "give the dataset and dataset options (--dataset, --data-option) it was trained on")
+    raise ConfigError(
+        f"the checkpoint's model takes {'x'.join(map(str, want))} input (channels"
+        f"{', height, width' if len(want) > 1 else ''}) but {spec.name} gives "
+        f"{'x'.join(map(str, have[:len(want)]))}; {fix}")

@@ -19,6 +19,7 @@ from torch import nn
 from multispike.checks import positive_int
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
+from multispike.engine.checkpoint import check_input_fits  # noqa: F401 - part of this API
 from multispike.engine.config import check_compile_mode
 from multispike.engine.train import compile_model, evaluate, pick_device, to_model_input
 from multispike.errors import CheckpointError, ConfigError
@@ -345,29 +346,6 @@ def checkpoint_input_shape(ckpt: dict[str, Any], model: nn.Module) -> tuple[int,
         except ConfigError:  # options of another multispike version: the model's own
             pass
     return (int(model.in_channels), *(int(s) for s in model.input_size))
-
-
-def check_input_fits(model: nn.Module, spec: Any, given: Sequence[str] = ()) -> None:
-    """Refuse (one :class:`ConfigError` line) data that ``model`` cannot take: other input
-    channels, or, for a model built for one input size (the VGGs: ``input_size`` in its
-    ``model_args``), another size. ``given``: the flags that chose the data, named in the fix."""
-    channels = getattr(model, "in_channels", None)
-    if channels is None:
-        return
-    want = [int(channels)]
-    have = [int(spec.input_shape[0])]
-    if "input_size" in getattr(model, "model_args", {}):
-        want += [int(s) for s in model.input_size]
-        have += [int(s) for s in spec.input_shape[1:]]
-    if want == have:
-        return
-    given = [flag for flag in given if flag in ("--dataset", "--data-option")]
-    fix = (f"drop {' and '.join(given)} to use the data it was trained on" if given else
-           "give the dataset and dataset options (--dataset, --data-option) it was trained on")
-    raise ConfigError(
-        f"the checkpoint's model takes {'x'.join(map(str, want))} input (channels"
-        f"{', height, width' if len(want) > 1 else ''}) but {spec.name} gives "
-        f"{'x'.join(map(str, have[:len(want)]))}; {fix}")
 
 
 # -- memory -------------------------------------------------------------------------------------

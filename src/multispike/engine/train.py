@@ -52,7 +52,9 @@ from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.checkpoint import (
     build_for_dataset,
     build_model,
+    check_input_fits,
     load_checkpoint,
+    load_model,
     load_state,
     save_checkpoint,
 )
@@ -668,12 +670,10 @@ def initial_model(cfg: TrainConfig, spec: Any, resumed: Path | None = None
     and weights at ``cfg.timesteps`` (a resumed run: the model ``resumed``, its last.pt,
     describes; its weights are loaded with the rest of the run). Refuses (one line) a model
     the dataset's input or classes do not fit."""
-    from multispike.engine.evaluate import check_input_fits, open_checkpoint
-
     if resumed is not None:
         model_args = load_checkpoint(resumed)["model_args"]
         return build_model(model_args), model_args
-    model, _ = open_checkpoint(init_checkpoint(cfg.init))
+    model, _ = load_model(init_checkpoint(cfg.init))
     check_input_fits(model, spec, ("--init",))
     shape = getattr(model, "input_shape", None)  # an imported graph's input
     if shape is not None and tuple(map(int, shape)) != tuple(spec.input_shape):
