@@ -192,7 +192,8 @@ class TritonLauncher:
 
         if rho is None:
             return None
-        return triton_impl.learned_consts(self.spec.static, self.plan, x.dtype, rho.detach())
+        # rho as it is: the kernel only reads it (the callers run without a graph)
+        return triton_impl.learned_consts(self.spec.static, self.plan, x.dtype, rho)
 
 
 class _TritonNeuron(torch.autograd.Function):

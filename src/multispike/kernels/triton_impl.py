@@ -645,7 +645,7 @@ def _finish_meta(dtype: torch.dtype, need_w: bool, need_amp: bool, kp: int,
                 enable_fp_fusion=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: a launcher keeps its plan, caches key on it
 class LearnedPlan:
     """What the in-kernel learned thresholds need of a layer (static): ``k`` thresholds,
     ascending, the main one at ``main``; the hard reset's threshold at ascending index
