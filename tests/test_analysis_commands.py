@@ -10,6 +10,7 @@ from multispike import data, models
 from multispike.analysis import measure
 from multispike.cli import analysis as commands
 from multispike.cli._common import parse_options
+from multispike.deploy import event_model
 from multispike.errors import ConfigError, MultispikeError
 from tests.test_analysis_nets import TinySNN
 
@@ -137,7 +138,7 @@ def test_digits_loader_feeds_a_model():
     model = TinySNN()
     from multispike.analysis import measure_rates
 
-    rates = measure_rates(model, loader, batches=1, transform=transform)
+    rates = measure_rates(model, loader, batches=1, transform=transform, events=event_model)
     assert set(rates.rates) == {"a", "b"} and rates.batches == 1
 
 

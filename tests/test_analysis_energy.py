@@ -16,6 +16,7 @@ from multispike.analysis import (
     measure_rates,
     trace_ops,
 )
+from multispike.deploy import event_model
 from multispike.errors import ConfigError
 from multispike.models import create
 from tests.test_analysis_nets import TinySNN
@@ -58,7 +59,7 @@ def test_measured_rates_per_layer():
     ops = trace_ops(model, (1, 8, 8), timesteps=2)
     gen = torch.Generator().manual_seed(0)
     loader = [(torch.rand(5, 1, 8, 8, generator=gen) * 2, None) for _ in range(3)]
-    rates = measure_rates(model, loader, batches=2)
+    rates = measure_rates(model, loader, batches=2, events=event_model)
     assert rates.batches == 2 and set(rates.rates) == {"a", "b"}
     r = estimate_energy(ops, rates.rates, 2, "hu2021")
     conv, fc = r.layers[1], r.layers[2]

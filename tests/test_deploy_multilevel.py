@@ -27,6 +27,7 @@ from multispike.deploy import (
     PlaneMerge,
     PlaneNeuron,
     PlaneVote,
+    event_model,
     export_nir,
     fold_amplitudes,
     is_deployed,
@@ -344,7 +345,7 @@ def test_executor_counts_one_addition_per_unit_of_spike(name, firing, reset, lea
 )
 def test_energy_bills_integer_spikes_as_the_executor_adds_them(name, firing, reset, learn):
     model, x = multilevel(name, firing, reset=reset, learn=learn)
-    measured = measure_rates(model, [(x, None)], batches=1)
+    measured = measure_rates(model, [(x, None)], batches=1, events=event_model)
     assert measured.events is not None, measured.events_error
     ops = trace_ops(model, tuple(x.shape[1:]), model.timesteps)
     report = estimate_energy(ops, measured, model.timesteps, "hu2021")
@@ -363,7 +364,7 @@ def test_energy_counts_integer_spikes_as_planes():
     as for MT and ternary-MT."""
     for firing, per in (("integer", 1), ("signed-integer", 2)):
         model, x = multilevel("digits_net", firing)
-        measured = measure_rates(model, [(x, None)], batches=1)
+        measured = measure_rates(model, [(x, None)], batches=1, events=event_model)
         ops = trace_ops(model, tuple(x.shape[1:]), model.timesteps)
         report = estimate_energy(ops, measured, model.timesteps, "hu2021")
         values = trace(fold_amplitudes(model)).run(x, keep=True)  # b, without amplitudes

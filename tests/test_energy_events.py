@@ -16,16 +16,16 @@ import pytest
 import torch
 
 from multispike.analysis import estimate_energy, measure_rates, trace_ops
-from multispike.analysis.ops import count_events, event_model
+from multispike.analysis.ops import count_events
 from multispike.cli import analysis as commands
-from multispike.deploy import AdditionOnlyExecutor, fold_amplitudes
+from multispike.deploy import AdditionOnlyExecutor, event_model, fold_amplitudes
 from multispike.errors import ConfigError
 from tests.test_deploy import build
 
 
 def _compare(model, x):
     """(events report, paper report, executor report) for one batch ``x``."""
-    measured = measure_rates(model, [(x, None)], batches=1)
+    measured = measure_rates(model, [(x, None)], batches=1, events=event_model)
     assert measured.events is not None, measured.events_error
     ops = trace_ops(model, tuple(x.shape[1:]), model.timesteps)
     events = estimate_energy(ops, measured, model.timesteps, "hu2021")
@@ -97,7 +97,7 @@ def test_event_counts_accumulate_over_batches():
     parts = count_events(deployed, graph, x[:2]).add(count_events(deployed, graph, x[2:]))
     assert parts.sops == pytest.approx(whole.sops) and parts.rows == whole.rows
     assert whole.samples == 4 and whole.timesteps == model.timesteps
-    measured = measure_rates(model, [(x[:2], None), (x[2:], None)], batches=2)
+    measured = measure_rates(model, [(x[:2], None), (x[2:], None)], batches=2, events=event_model)
     assert measured.events.per_step() == pytest.approx(whole.per_step())
 
 
@@ -131,7 +131,7 @@ def test_assumed_rate_is_billed_by_the_paper_convention():
 
 def test_events_must_cover_every_spiking_layer():
     model, x = build("digits_net", batch=2, firing="binary")
-    measured = measure_rates(model, [(x, None)], batches=1)
+    measured = measure_rates(model, [(x, None)], batches=1, events=event_model)
     ops = trace_ops(model, (1, 8, 8), model.timesteps)
     partial = {k: v for k, v in measured.events.per_step().items() if k != "fc1"}
     with pytest.raises(ConfigError, match="fc1"):

@@ -360,7 +360,7 @@ def test_eval_rates_are_the_analysis_rates_of_the_same_batches():
         assert got == {"firing_rates": want, "mean_firing_rate": want_mean}, firing
         assert model.training  # the measurement leaves the model's mode as it was
         assert want_mean > 0 and len(want) == 3
-        measured = measure_rates(model, loader, batches=2, events=False)
+        measured = measure_rates(model, loader, batches=2)  # no events= : rates alone
         assert (measured.rates, measured.mean_rate, measured.batches) == (want, want_mean, 2)
     ann = create("digits_net", firing="ann", timesteps=2)
     assert _rates(ann, loader, spec, None, torch.device("cpu"), 2) == {

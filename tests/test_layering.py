@@ -232,17 +232,9 @@ NEVER = [
     ("multispike.data", "multispike.models"),
     ("multispike.data", "multispike.neurons"),
 ]
-#: arrows the code still draws, with what is left to do; a fixed one fails here (strict)
-STILL_DRAWN = {
-    ("multispike.analysis", "multispike.deploy"):
-        "analysis/ops.py unwraps deploy wrappers and folds a model for exact event counts; "
-        "the workflow should hand the analysis a deployed model",
-}
 
 
-@pytest.mark.parametrize("source,target", [
-    pytest.param(s, t, marks=pytest.mark.xfail(strict=True, reason=STILL_DRAWN[s, t]))
-    if (s, t) in STILL_DRAWN else (s, t) for s, t in NEVER])
+@pytest.mark.parametrize("source,target", NEVER)
 def test_the_plan_s_never_arrows(source, target):
     found = offenders((source,), target)
     assert not found, found

@@ -375,6 +375,13 @@ class TDBatchNorm(nn.Module):
         return f"{self.weight.numel()}, alpha={self.alpha:g}, v_threshold={self.v_threshold:g}"
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The layer a wrapper holds (``module.wrapped``: a deployed model's plane and vote
+    wrappers keep the neuron, convolution, linear, pooling or voting layer they wrap), else
+    ``module`` itself: what the analysis and the deployment read a layer's numbers from."""
+    return getattr(module, "wrapped", module)
+
+
 NORMS: dict[str, type[nn.Module]] = {
     "fold": BatchNormFold,
     "per-step": BatchNormPerStep,

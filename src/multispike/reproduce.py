@@ -142,6 +142,7 @@ def _energy(model: Any, run: Any, timesteps: int, progress: bool = False) -> dic
     from multispike import data
     from multispike.analysis.energy import get_cost_table
     from multispike.analysis.measure import model_energy
+    from multispike.deploy import event_model
     from multispike.engine.evaluate import Progress, split_loader
 
     spec = data.get_spec(run.dataset, **run.options)
@@ -152,7 +153,7 @@ def _energy(model: Any, run: Any, timesteps: int, progress: bool = False) -> dic
     shown = Progress(loader, f"energy T={timesteps}", enabled=progress,
                      total=min(len(loader), ENERGY_BATCHES))
     report = model_energy(model, spec, timesteps, get_cost_table(COST_TABLE), loader=shown,
-                          transform=transform, batches=ENERGY_BATCHES)
+                          transform=transform, batches=ENERGY_BATCHES, events=event_model)
     batches = min(ENERGY_BATCHES, len(loader))  # a small test set has fewer
     images = min(ENERGY_BATCHES * ENERGY_BATCH_SIZE, len(loader.dataset))
     return {"energy_uj": report.energy_uj, "sops": report.sops,

@@ -49,7 +49,8 @@ Ternary Spike Table 5: 50.14; ``tests/test_analysis_energy.py`` checks it)::
     >>> r = estimate_energy(ops, 0.1642, 2, "hu2021")   # an assumed rate: paper convention
     >>> r.convention, round(r.energy_uj, 4), round(r.flops_uj, 4)   # the encoder dominates
     ('paper', 0.2425, 0.2304)
-    >>> measured = measure_rates(model, [x])      # rates and exact event counts, batches of x
+    >>> from multispike.deploy import event_model    # how to deploy it to count its events
+    >>> measured = measure_rates(model, [x], events=event_model)   # rates and exact events
     >>> estimate_energy(ops, measured, 2, "hu2021").convention
     'events'
 """

@@ -52,6 +52,7 @@ def model_energy(
     batches: int = 8,
     convention: str | None = None,
     ops: ModelOps | None = None,
+    events: Any = None,
 ) -> EnergyReport:
     """The energy of one sample of ``spec``'s dataset through ``model`` at ``timesteps``.
 
@@ -61,7 +62,9 @@ def model_energy(
     reads, counted from the recorded spikes; needs ``loader``), ``paper`` (the feeding
     neuron's rate) or ``None`` (events where they can be counted, else the paper convention,
     noted in ``report.meta["convention_note"]``). ``ops``: the model's traced operations, when
-    the caller traced them already.
+    the caller traced them already. ``events``: how to deploy the model to count its events
+    (:func:`multispike.deploy.event_model`; see :func:`~multispike.analysis.stats.measure_rates`),
+    None: no event counts.
     """
     from multispike.analysis.stats import measure_rates
 
@@ -71,7 +74,7 @@ def model_energy(
     measured_rates: Any
     if loader is not None:
         measured = measure_rates(model, loader, batches=batches, transform=transform,
-                                 events=convention != "paper")
+                                 events=events if convention != "paper" else None)
         if convention != "paper" and measured.events is None:
             if convention == "events":
                 raise ConfigError(

@@ -54,9 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from multispike.deploy.wrappers import unwrap
 from multispike.errors import ConfigError
-from multispike.layers import run_node
+from multispike.layers import run_node, unwrap
 from multispike.models.profile import conv_macs, linear_macs
 from multispike.neurons import Neuron
 
@@ -489,21 +488,6 @@ class EventCounts:
                 "samples": self.samples}
 
 
-def event_model(model: nn.Module) -> tuple[nn.Module, Any]:
-    """The deployed copy of a zoo model (amplitudes and BN folded) and its deployment graph.
-
-    Its neurons emit integers (a value ``k`` is ``|k|`` unit events, for every rule) and its
-    spike patterns are the model's; learned thresholds are fixed as constants
-    (:func:`~multispike.deploy.fold.prepare`). Raises :class:`~multispike.errors.ConfigError`
-    for models outside the zoo's VGG and ResNet families (no deployment graph) or that cannot
-    be folded.
-    """
-    from multispike.deploy import fold_amplitudes, trace
-
-    deployed = fold_amplitudes(model)
-    return deployed, trace(deployed)
-
-
 def _ones_conv(counts: Tensor, layer: nn.Module) -> float:
     """Σ over events of the output currents each reaches: a convolution of the event counts
     (summed over channels) with an all-ones kernel, times the output channels per group."""
@@ -518,7 +502,7 @@ def _ones_conv(counts: Tensor, layer: nn.Module) -> float:
 @torch.no_grad()
 def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
     """Exact synaptic operations of one batch ``x`` through a deployed model (see
-    :func:`event_model`), layer by layer, equal to
+    :func:`multispike.deploy.event_model`), layer by layer, equal to
     :class:`~multispike.deploy.AdditionOnlyExecutor`'s ``sops`` but computed densely.
 
     Spikes are read from the dense run of the graph; max pooling keeps its pooled spikes;

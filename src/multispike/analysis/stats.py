@@ -8,8 +8,9 @@ neuron per time step and can exceed 1 for MT neurons.
   :func:`~multispike.monitor.record_activity` and returns the monitor;
 - :func:`firing_rates` gives the per-layer and mean rates alone (what ``multispike eval``
   reports);
-- :func:`measure_rates` gives the per-layer rates the energy estimate needs, and for zoo models
-  the exact synaptic operations of every layer from the same spikes
+- :func:`measure_rates` gives the per-layer rates the energy estimate needs, and, given a way
+  to deploy the model (``events=multispike.deploy.event_model``: the analysis does not import
+  the deployment), the exact synaptic operations of every layer from the same spikes
   (:func:`~multispike.analysis.ops.count_events`: what each layer reads after pooling);
 - :func:`firing_rows` flattens the monitor summary into one CSV row per layer;
 - :func:`plot_firing_stats` draws the rates and the −1/0/+1 fractions (ternary) or the plane
@@ -19,12 +20,13 @@ Example::
 
     >>> import torch
     >>> from multispike.analysis.stats import measure_rates
+    >>> from multispike.deploy import event_model
     >>> from multispike.deploy.testing import exercise
     >>> from multispike.models import create
     >>> x = torch.rand(4, 1, 8, 8)
     >>> model = exercise(create("digits_net", firing="mt"), x)   # random weights that fire
     >>> loader = [(x, torch.zeros(4, dtype=torch.long))] * 3    # (images, labels) batches
-    >>> rates = measure_rates(model, loader, batches=2)
+    >>> rates = measure_rates(model, loader, batches=2, events=event_model)
     >>> rates.batches, list(rates.rates), rates.mean_rate > 0
     (2, ['stem_act', 'features.0.act', 'fc1_act'], True)
     >>> sorted(rates.events.sops), rates.events.samples     # exact SOPs per consuming layer
@@ -43,7 +45,7 @@ from torch import Tensor, nn
 
 from multispike.analysis._io import new_figure, save_figure, write_csv
 from multispike.analysis.figures import legend_outside
-from multispike.analysis.ops import EventCounts, count_events, event_model
+from multispike.analysis.ops import EventCounts, count_events
 from multispike.checks import positive_int
 from multispike.errors import ConfigError
 from multispike.monitor import ActivityMonitor, record_activity
@@ -217,15 +219,17 @@ def measure_rates(
     loader: Iterable,
     batches: int | None = 8,
     *,
-    events: bool = True,
+    events: Callable[[nn.Module], tuple[nn.Module, Any]] | None = None,
     **kwargs: Any,
 ) -> MeasuredRates:
     """Measured firing rates of every neuron layer over ``batches`` batches of ``loader``.
 
-    With ``events`` (default), a zoo model's spikes are also counted into exact synaptic
-    operations per layer (:func:`~multispike.analysis.ops.count_events`, on a deployed copy:
-    the dense model runs a second time per batch); a model without a deployment graph gets
-    ``events=None`` and the reason in ``events_error``.
+    With ``events``, a function giving a deployed copy of the model and its deployment graph
+    (:func:`multispike.deploy.event_model`), the spikes are also counted into exact synaptic
+    operations per layer (:func:`~multispike.analysis.ops.count_events`, on that copy: the
+    dense model runs a second time per batch); a model ``events`` cannot deploy (no
+    deployment graph: it raises :class:`ConfigError`) gets ``events=None`` and the reason in
+    ``events_error``, as does every model without ``events``.
 
     ``kwargs`` go to :func:`collect_activity` (``transform``, ``prepare``, ``device``).
     Feed the result to :func:`~multispike.analysis.energy.estimate_energy` (the whole object:
@@ -233,11 +237,11 @@ def measure_rates(
     ``convention="paper"``).
     """
     counted: EventCounts | None = None
-    error = ""
+    error = "no way to deploy the model was given (events=)" if events is None else ""
     observe = None
-    if events and any(isinstance(m, Neuron) for m in model.modules()):
+    if events is not None and any(isinstance(m, Neuron) for m in model.modules()):
         try:
-            deployed, graph = event_model(model)  # copied before the monitor hooks the model
+            deployed, graph = events(model)  # copied before the monitor hooks the model
         except ConfigError as e:
             error = str(e)
         else:

@@ -174,6 +174,7 @@ def energy_report(args: argparse.Namespace) -> Any:
     from multispike.analysis.energy import get_cost_table
     from multispike.analysis.measure import model_energy
     from multispike.analysis.ops import trace_ops
+    from multispike.deploy import event_model
 
     if args.checkpoint and args.firing_rate is not None:
         raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
@@ -203,7 +204,8 @@ def energy_report(args: argparse.Namespace) -> Any:
     if args.checkpoint:
         model.to(device)
         loader, transform = _loader(args, spec, f"measure {spec.name} T={t}")
-        measure = {"loader": loader, "transform": transform, "batches": args.batches}
+        measure = {"loader": loader, "transform": transform, "batches": args.batches,
+                   "events": event_model}
     elif args.firing_rate is None and ops.neurons:
         raise ConfigError(
             "give --firing-rate S (spikes per neuron per step, e.g. 0.1642) or "

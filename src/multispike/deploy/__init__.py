@@ -40,7 +40,7 @@ See ``docs/deploy.md``. ``nir`` and ``nirtorch`` are needed by the NIR functions
 """
 
 from multispike.deploy.executor import AdditionOnlyExecutor, ExecutionReport, run_addition_only
-from multispike.deploy.fold import fold_amplitudes, fold_batchnorm, is_deployed
+from multispike.deploy.fold import event_model, fold_amplitudes, fold_batchnorm, is_deployed
 from multispike.deploy.graph import DeployGraph, Node, trace
 from multispike.deploy.io import load_deployed, save_deployed
 from multispike.deploy.nir_export import export_nir, nir_to_torch, run_nir
@@ -69,6 +69,7 @@ __all__ = [
     "PlaneVote",
     "ScaledVotingLayer",
     "export_nir",
+    "event_model",
     "fold_amplitudes",
     "fold_batchnorm",
     "is_deployed",

@@ -317,3 +317,17 @@ def is_deployed(model: nn.Module) -> bool:
         if node.op == "norm" and not isinstance(node.module, BatchNormPerStep):
             return False
     return True
+
+
+def event_model(model: nn.Module) -> tuple[nn.Module, Any]:
+    """The deployed copy of a zoo model (amplitudes and BN folded) and its deployment graph:
+    what :func:`~multispike.analysis.stats.measure_rates` counts exact events on (pass it as
+    ``events=``).
+
+    Its neurons emit integers (a value ``k`` is ``|k|`` unit events, for every rule) and its
+    spike patterns are the model's; learned thresholds are fixed as constants
+    (:func:`prepare`). Raises :class:`~multispike.errors.ConfigError` for models outside the
+    zoo's VGG and ResNet families (no deployment graph) or that cannot be folded.
+    """
+    deployed = fold_amplitudes(model)
+    return deployed, trace(deployed)

@@ -38,19 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multispike.functional import multistep
-from multispike.layers import VotingLayer
+from multispike.layers import VotingLayer, unwrap  # noqa: F401 - unwrap: part of this API
 from multispike.neurons import Neuron
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The layer a deploy wrapper holds: a :class:`PlaneNeuron`'s neuron, a
-    :class:`PlaneConv`'s convolution, a :class:`PlaneLinear`'s linear layer, a
-    :class:`PlaneMaxPool`'s pooling, a :class:`PlaneVote`'s voting layer; any other module is
-    returned as it is."""
-    for kind, attr in _WRAPPED:
-        if isinstance(module, kind):
-            return getattr(module, attr)
-    return module
 
 
 def signed_sum(chunks: Sequence[Tensor], signs: Sequence[int]) -> Tensor:
@@ -84,6 +73,11 @@ class PlaneNeuron(nn.Module):
     def signs(self) -> tuple[int, ...]:
         return self.neuron.rule.plane_signs
 
+    @property
+    def wrapped(self) -> nn.Module:
+        """The neuron layer this wrapper holds (:func:`~multispike.layers.unwrap`)."""
+        return self.neuron
+
     def forward(self, x_seq: Tensor) -> Tensor:
         n = self.neuron
         planes: list[Tensor] = []
@@ -107,6 +101,11 @@ class PlaneConv(nn.Module):
         self.conv = conv
         self.signs = tuple(int(s) for s in signs)
 
+    @property
+    def wrapped(self) -> nn.Module:
+        """The conv layer this wrapper holds (:func:`~multispike.layers.unwrap`)."""
+        return self.conv
+
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
         parts = [c._conv_forward(xk, c.weight, None) for xk in x.chunk(len(self.signs), 1)]
@@ -124,6 +123,11 @@ class PlaneLinear(nn.Module):
         super().__init__()
         self.linear = linear
         self.signs = tuple(int(s) for s in signs)
+
+    @property
+    def wrapped(self) -> nn.Module:
+        """The linear layer this wrapper holds (:func:`~multispike.layers.unwrap`)."""
+        return self.linear
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.linear.weight
@@ -149,6 +153,11 @@ class PlaneMaxPool(nn.Module):
         self.pool = pool
         self.signs = tuple(int(s) for s in signs)
         self.ranks = tuple(int(r) for r in ranks)
+
+    @property
+    def wrapped(self) -> nn.Module:
+        """The pool layer this wrapper holds (:func:`~multispike.layers.unwrap`)."""
+        return self.pool
 
     def forward(self, x: Tensor) -> Tensor:
         value = self.pool(signed_sum(x.chunk(len(self.signs), 1), self.signs))
@@ -185,6 +194,11 @@ class PlaneVote(nn.Module):
         self.vote = vote
         self.merge = PlaneMerge(signs, dim=-1)
 
+    @property
+    def wrapped(self) -> nn.Module:
+        """The vote layer this wrapper holds (:func:`~multispike.layers.unwrap`)."""
+        return self.vote
+
     def forward(self, x: Tensor) -> Tensor:
         return self.vote(self.merge(x))
 
@@ -204,10 +218,3 @@ class ScaledVotingLayer(VotingLayer):
         return f"{super().extra_repr()}, scale={float(self.scale):.6g}"
 
 
-_WRAPPED: tuple[tuple[type, str], ...] = (
-    (PlaneNeuron, "neuron"),
-    (PlaneConv, "conv"),
-    (PlaneLinear, "linear"),
-    (PlaneMaxPool, "pool"),
-    (PlaneVote, "vote"),
-)
