@@ -35,10 +35,9 @@ from multispike.functional.firing import (
 )
 from multispike.functional.surrogate import ATan, ClampSTE, Rectangular, Sigmoid
 
-#: dynamics records the kernels implement (exactly these types: a subclass may charge otherwise)
+#: dynamics records the kernels implement (exactly these types: a subclass may charge otherwise;
+#: their names are :data:`multispike.functional.DYNAMICS`' keys)
 KERNEL_DYNAMICS = (PLIF, LIF, IF)
-#: their names, the ``dynamics`` of the neuron modules
-DYNAMICS = tuple(cls.name for cls in KERNEL_DYNAMICS)
 #: surrogate kinds of the compiled kernels (the code in csrc/multistep.cpp and triton_impl.py)
 SURROGATE_KINDS: dict[type, int] = {Rectangular: 0, ClampSTE: 1, Sigmoid: 2, ATan: 3}
 NATIVE_RULES = (Binary, MultiThreshold, Ternary, TernaryMultiThreshold, Integer, SignedInteger)
