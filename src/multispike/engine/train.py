@@ -37,7 +37,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -712,11 +712,30 @@ def _skip_reports(bundle: DataBundle) -> list[str]:
     return lines
 
 
-def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
-           on_epoch: Any = None, on_start: Any = None) -> dict:
-    from multispike import data
+@dataclass
+class _Run:
+    """What one training run holds between its plain steps (:func:`_train` calls them in
+    order): the model and its description, the resolved settings, data, optimiser, schedule,
+    precision, and the progress so far."""
 
-    main = ctx.rank == 0
+    cfg: TrainConfig
+    model: nn.Module
+    model_args: dict[str, Any]
+    bundle: DataBundle
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    autocast: Any
+    scaler: Any
+    start_epoch: int = 0
+    best: float = -1.0
+    best_val: float = -1.0  # with --val-split: the best held-out accuracy so far
+    history: list[dict[str, Any]] = field(default_factory=list)
+    saved_threads: int | None = None  # a resumed run's thread count
+
+
+def _check_out(cfg: TrainConfig, out: Path | None) -> Path | None:
+    """``out/last.pt`` (None without ``out``), after refusing a new run into a folder that
+    holds one and a resume of nothing."""
     last_path = out / "last.pt" if out else None
     if out and not cfg.resume and (last_path.exists() or (out / "best.pt").exists()):
         raise ConfigError(
@@ -724,10 +743,17 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
         )
     if cfg.resume and (last_path is None or not last_path.exists()):
         raise CheckpointError(f"nothing to resume: {last_path or '--out'} does not exist")
+    return last_path
+
+
+def _build_run(cfg: TrainConfig, ctx: Any, device: torch.device, last_path: Path | None
+               ) -> _Run:
+    """The model (an unknown one fails before data loads; input channels and size are the
+    dataset's), the data, the optimiser, the schedule and the precision of a run."""
+    from multispike import data
 
     spec = data.get_spec(cfg.dataset, **cfg.data_options)
     seed_everything(cfg.seed)
-    # an unknown model fails before data loads; input channels and size are the dataset's
     if cfg.init is not None:
         model, model_args = initial_model(cfg, spec, last_path if cfg.resume else None)
     else:
@@ -736,7 +762,7 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
     model = model.to(device)
     cfg = resolved(cfg, model, spec)
     bundle = load_data(cfg, spec)
-    check_class_count(bundle.train, model_args["num_classes"], cfg.dataset, warn=main)
+    check_class_count(bundle.train, model_args["num_classes"], cfg.dataset, warn=ctx.rank == 0)
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr,
@@ -744,146 +770,202 @@ def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
     scheduler = build_scheduler(cfg, optimizer)
     autocast, amp_dtype = autocast_for(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    return _Run(cfg, model, model_args, bundle, optimizer, scheduler, autocast, scaler)
 
-    start_epoch, best, history = 0, -1.0, []
-    best_val = -1.0  # with --val-split: the best held-out accuracy so far
-    if cfg.resume:
-        try:
-            ckpt = load_checkpoint(last_path)
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{str(e).rsplit('; ', 1)[0]}; --resume continues only from last.pt, so the "
-                f"run in {out} cannot be resumed: start a new run in another --out") from None
-        saved_args = ckpt["model_args"]
-        if saved_args != model_args and build_model(saved_args).model_args != model.model_args:
-            raise CheckpointError(
-                f"checkpoint {last_path} is of another model ({saved_args['name']}, "
-                f"{saved_args}); resume with the options it was trained with"
-            )
-        check_resumable(cfg, ckpt, out)
-        if cfg.epochs != ckpt["config"].get("epochs", cfg.epochs) and main:
-            print(f"extending the run in {out} from {ckpt['config']['epochs']} to {cfg.epochs} "
-                  f"epochs: the {cfg.schedule} schedule goes on from epoch {ckpt['epoch']} "
-                  f"at learning rate {ckpt['optimizer']['param_groups'][0]['lr']:g}", flush=True)
-        load_state(model, ckpt["model"], str(last_path))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best, history = ckpt["epoch"], ckpt["best_accuracy"], list(ckpt["history"])
-        best_val = ckpt.get("best_val_accuracy", -1.0)
-    n_threads = _configure_threads(cfg, ctx, device, ckpt.get("threads") if cfg.resume else None)
 
-    net = model
+def _resume(run: _Run, last_path: Path, out: Path | None, main: bool) -> None:
+    """Load ``last.pt`` into the run: weights, optimiser, schedule, progress (bit-identical
+    continuation), after checking that it is this run's."""
+    cfg = run.cfg
+    try:
+        ckpt = load_checkpoint(last_path)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{str(e).rsplit('; ', 1)[0]}; --resume continues only from last.pt, so the "
+            f"run in {out} cannot be resumed: start a new run in another --out") from None
+    saved_args = ckpt["model_args"]
+    if saved_args != run.model_args and \
+            build_model(saved_args).model_args != run.model.model_args:
+        raise CheckpointError(
+            f"checkpoint {last_path} is of another model ({saved_args['name']}, "
+            f"{saved_args}); resume with the options it was trained with"
+        )
+    check_resumable(cfg, ckpt, out)
+    if cfg.epochs != ckpt["config"].get("epochs", cfg.epochs) and main:
+        print(f"extending the run in {out} from {ckpt['config']['epochs']} to {cfg.epochs} "
+              f"epochs: the {cfg.schedule} schedule goes on from epoch {ckpt['epoch']} "
+              f"at learning rate {ckpt['optimizer']['param_groups'][0]['lr']:g}", flush=True)
+    load_state(run.model, ckpt["model"], str(last_path))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.start_epoch, run.best = ckpt["epoch"], ckpt["best_accuracy"]
+    run.history = list(ckpt["history"])
+    run.best_val = ckpt.get("best_val_accuracy", -1.0)
+    run.saved_threads = ckpt.get("threads")
+
+
+def _networks(run: _Run, ctx: Any, device: torch.device) -> tuple[Any, Any, Any]:
+    """``(net, eval_net, step)``: the module that trains (DDP under torchrun, compiled if
+    asked), the one that evaluates, and the training step (captured in a CUDA graph if
+    asked). ``run.model`` stays uncompiled for checkpoints."""
+    cfg = run.cfg
+    net = run.model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
     # compile the DDP module, as PyTorch advises (its DDPOptimizer splits the graph at the
     # gradient buckets so that communication still overlaps the backward); evaluation runs the
-    # plain module, compiled on its own under DDP. `model` stays uncompiled for checkpoints.
+    # plain module, compiled on its own under DDP
     net = compile_model(net, cfg.compile, device)
-    eval_net = compile_model(model, cfg.compile, device) if ctx.enabled else net
-    step: Any = TrainStep(net, optimizer, spec=bundle.spec, autocast=autocast, scaler=scaler,
-                          label_smoothing=cfg.label_smoothing)
+    eval_net = compile_model(run.model, cfg.compile, device) if ctx.enabled else net
+    step: Any = TrainStep(net, run.optimizer, spec=run.bundle.spec, autocast=run.autocast,
+                          scaler=run.scaler, label_smoothing=cfg.label_smoothing)
     if cfg.cuda_graphs:
         step = CUDAGraphStep(step)
+    return net, eval_net, step
 
-    workers = cfg.num_workers
-    pin = device.type == "cuda"
-    # under torchrun each rank evaluates its shard (no image twice, none left out)
-    test_sampler = (dist_utils.ShardSampler(len(bundle.test), ctx.world_size, ctx.rank)
-                    if ctx.enabled else None)
-    test_loader = data.make_loader(bundle.test, cfg.batch_size, shuffle=False,
-                                   sampler=test_sampler, num_workers=workers, pin_memory=pin)
-    val_loader = None
-    if bundle.val is not None:
-        val_sampler = (dist_utils.ShardSampler(len(bundle.val), ctx.world_size, ctx.rank)
-                       if ctx.enabled else None)
-        val_loader = data.make_loader(bundle.val, cfg.batch_size, shuffle=False,
-                                      sampler=val_sampler, num_workers=workers, pin_memory=pin)
+
+def _eval_loaders(run: _Run, ctx: Any, device: torch.device) -> tuple[Any, Any]:
+    """The test and (with --val-split) validation loaders; under torchrun each rank reads
+    its shard (no image twice, none left out)."""
+    from multispike import data
+
+    def loader(ds: Any) -> Any:
+        shard = dist_utils.ShardSampler(len(ds), ctx.world_size, ctx.rank) \
+            if ctx.enabled else None
+        return data.make_loader(ds, run.cfg.batch_size, shuffle=False, sampler=shard,
+                                num_workers=run.cfg.num_workers,
+                                pin_memory=device.type == "cuda")
+
+    val = run.bundle.val
+    return loader(run.bundle.test), None if val is None else loader(val)
+
+
+def _train_loader(run: _Run, ctx: Any, device: torch.device, epoch: int) -> Any:
+    """This epoch's training batches, in the epoch's seeded order (a shard per rank)."""
+    from multispike import data
+
+    cfg, train = run.cfg, run.bundle.train
+    if ctx.enabled:
+        sampler = torch.utils.data.DistributedSampler(
+            train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    else:
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        sampler = torch.utils.data.RandomSampler(train, generator=gen)
+    return data.make_loader(train, cfg.batch_size, shuffle=False, sampler=sampler,
+                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                            drop_last=False)
+
+
+def _epoch(run: _Run, nets: tuple[Any, Any, Any], loaders: tuple[Any, Any], ctx: Any,
+           device: torch.device, epoch: int, last_path: Path | None) -> tuple[dict, bool]:
+    """Train one epoch and evaluate: the epoch's metrics row, and whether it is the best."""
+    cfg, bundle = run.cfg, run.bundle
+    net, eval_net, step = nets
+    test_loader, val_loader = loaders
+    main = ctx.rank == 0
+    seed_everything(epoch_seed(cfg.seed, epoch))
+    stats = train_one_epoch(
+        net, _train_loader(run, ctx, device, epoch), run.optimizer, spec=bundle.spec,
+        transform=bundle.train_transform, device=device, epoch=epoch,
+        progress=cfg.progress and main, step=step, kept=_kept(last_path, epoch))
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    dist_utils.broadcast_buffers(run.model, ctx)  # every rank evaluates rank 0's checkpoint
+    shown = cfg.progress and main
+
+    def score(loader: Any, desc: str) -> dict:
+        return evaluate(eval_net, _bar(loader, desc, shown), spec=bundle.spec,
+                        transform=bundle.test_transform, device=device,
+                        autocast=run.autocast, all_reduce=ctx.enabled)
+
+    test = score(test_loader, "test")
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
+           "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
+           "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
+    if val_loader is not None:
+        # the best epoch is chosen on held-out training images; `best` is then the test
+        # accuracy of that epoch, not the best test accuracy
+        val = score(val_loader, "validation")
+        row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
+        improved = val["accuracy"] > run.best_val
+        if improved:
+            run.best_val, run.best = val["accuracy"], test["accuracy"]
+    else:
+        improved = test["accuracy"] > run.best
+        run.best = max(run.best, test["accuracy"])
+    run.history.append(row)
+    return row, improved
+
+
+def _record(run: _Run, row: dict, improved: bool, out: Path | None, last_path: Path | None,
+            writer: Any, n_threads: int | None) -> None:
+    """Rank 0's report of an epoch: skipped files, the epoch line, TensorBoard, and the
+    checkpoints (``best.pt`` when improved, ``last.pt``) and metrics.csv."""
+    cfg = run.cfg
+    for line in _skip_reports(run.bundle):
+        print(line, file=sys.stderr, flush=True)
+    if cfg.progress:
+        held = f"val {row['val_accuracy']:.4f}  " if "val_accuracy" in row else ""
+        print(f"epoch {row['epoch']}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+              f"train {row['train_accuracy']:.4f}  {held}test {row['test_accuracy']:.4f}  "
+              f"best {run.best:.4f}  {row['images_per_s']:.0f} img/s", flush=True)
+    if writer is not None:
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, row["epoch"])
+    if out:
+        payload = {
+            "model_args": run.model_args, "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "epoch": row["epoch"], "best_accuracy": run.best, "history": run.history,
+            "config": plain(cfg.to_dict(), keep_inf=True), "threads": n_threads,
+            "best_val_accuracy": run.best_val,
+        }
+        if improved:
+            save_checkpoint(out / "best.pt", payload)
+        save_checkpoint(last_path, payload)
+        _write_metrics(out / "metrics.csv", run.history)
+
+
+def _train(cfg: TrainConfig, ctx: Any, device: torch.device, out: Path | None,
+           on_epoch: Any = None, on_start: Any = None) -> dict:
+    """One run, as a few plain steps: check the folder, build, resume, set up the networks
+    and loaders, then train, evaluate and record each epoch."""
+    main = ctx.rank == 0
+    last_path = _check_out(cfg, out)
+    run = _build_run(cfg, ctx, device, last_path)
+    if cfg.resume:
+        _resume(run, last_path, out, main)
+    cfg = run.cfg
+    n_threads = _configure_threads(cfg, ctx, device, run.saved_threads)
+    nets = _networks(run, ctx, device)
+    loaders = _eval_loaders(run, ctx, device)
     if out and main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
-            {**cfg.to_dict(), "model_args": model_args, "world_size": ctx.world_size,
+            {**cfg.to_dict(), "model_args": run.model_args, "world_size": ctx.world_size,
              "threads": n_threads}, indent=2))
     writer = _tensorboard(out) if main else None
     if on_start is not None and main:
         on_start({"threads": n_threads, "device": device_label(device)})
-
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch))
-        if ctx.enabled:
-            sampler = torch.utils.data.DistributedSampler(
-                bundle.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                seed=cfg.seed)
-            sampler.set_epoch(epoch)
-        else:
-            gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-            sampler = torch.utils.data.RandomSampler(bundle.train, generator=gen)
-        train_loader = data.make_loader(bundle.train, cfg.batch_size, shuffle=False,
-                                        sampler=sampler, num_workers=workers, pin_memory=pin,
-                                        drop_last=False)
-        stats = train_one_epoch(
-            net, train_loader, optimizer, spec=bundle.spec, transform=bundle.train_transform,
-            device=device, epoch=epoch, progress=cfg.progress and main, step=step,
-            kept=_kept(last_path, epoch))
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        dist_utils.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's checkpoint
-        shown = cfg.progress and main
-        test = evaluate(eval_net, _bar(test_loader, "test", shown), spec=bundle.spec,
-                        transform=bundle.test_transform, device=device, autocast=autocast,
-                        all_reduce=ctx.enabled)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
-               "train_accuracy": stats["accuracy"], "test_loss": test["loss"],
-               "test_accuracy": test["accuracy"], "images_per_s": stats["images_per_s"]}
-        if val_loader is not None:
-            # the best epoch is chosen on held-out training images; `best` is then the test
-            # accuracy of that epoch, not the best test accuracy
-            val = evaluate(eval_net, _bar(val_loader, "validation", shown), spec=bundle.spec,
-                           transform=bundle.test_transform, device=device, autocast=autocast,
-                           all_reduce=ctx.enabled)
-            row["val_loss"], row["val_accuracy"] = val["loss"], val["accuracy"]
-            improved = val["accuracy"] > best_val
-            if improved:
-                best_val, best = val["accuracy"], test["accuracy"]
-        else:
-            improved = test["accuracy"] > best
-            best = max(best, test["accuracy"])
-        history.append(row)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row, improved = _epoch(run, nets, loaders, ctx, device, epoch, last_path)
         if on_epoch is not None and main:
             on_epoch(row)
         if main:
-            for line in _skip_reports(bundle):
-                print(line, file=sys.stderr, flush=True)
-            if cfg.progress:
-                held = f"val {row['val_accuracy']:.4f}  " if "val_accuracy" in row else ""
-                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
-                      f"train {stats['accuracy']:.4f}  {held}test {test['accuracy']:.4f}  "
-                      f"best {best:.4f}  {stats['images_per_s']:.0f} img/s", flush=True)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(key, value, epoch + 1)
-            if out:
-                payload = {
-                    "model_args": model_args, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1, "best_accuracy": best, "history": history,
-                    "config": plain(cfg.to_dict(), keep_inf=True), "threads": n_threads,
-                    "best_val_accuracy": best_val,
-                }
-                if improved:
-                    save_checkpoint(out / "best.pt", payload)
-                save_checkpoint(last_path, payload)
-                _write_metrics(out / "metrics.csv", history)
+            _record(run, row, improved, out, last_path, writer, n_threads)
     if writer is not None:
         writer.close()
-    if out and main and history:
-        _write_curves(out / "curves.png", history)
+    if out and main and run.history:
+        _write_curves(out / "curves.png", run.history)
     dist_utils.cleanup(ctx)
-    final = history[-1]["test_accuracy"] if history else float("nan")
-    return {"model": model, "best_accuracy": best, "final_accuracy": final,
-            "history": history, "model_args": model_args, "out": str(out) if out else None,
-            "rank": ctx.rank, "threads": n_threads, "device": device_label(device)}
+    final = run.history[-1]["test_accuracy"] if run.history else float("nan")
+    return {"model": run.model, "best_accuracy": run.best, "final_accuracy": final,
+            "history": run.history, "model_args": run.model_args,
+            "out": str(out) if out else None, "rank": ctx.rank, "threads": n_threads,
+            "device": device_label(device)}
 
 
 def _write_curves(path: Path, history: list[dict[str, Any]]) -> Path | None:
