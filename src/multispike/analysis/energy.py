@@ -294,33 +294,8 @@ def estimate_energy(
     Raises :class:`~multispike.errors.ConfigError` for ``convention="events"`` without event
     counts, or event counts that miss a spiking layer.
     """
-    if events is None and isinstance(getattr(rates, "events", None), EventCounts):
-        events = rates.events  # type: ignore[union-attr]
-    if not isinstance(rates, (int, float, Mapping)) and isinstance(
-        getattr(rates, "rates", None), Mapping
-    ):
-        rates = rates.rates  # type: ignore[union-attr]
-    if convention is None:
-        convention = "events" if events is not None else "paper"
-    if convention not in CONVENTIONS:
-        raise ConfigError(
-            f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
-        )
-    per_step: dict[str, float] = {}
-    dense_per_step: dict[str, float] = {}
-    if convention == "events":
-        if events is None:
-            raise ConfigError(
-                "convention 'events' bills each layer from recorded spikes: measure them "
-                "(measure_rates on a zoo model, or --checkpoint with data); an assumed rate "
-                "can only be billed with convention 'paper'"
-            )
-        if isinstance(events, EventCounts):
-            per_step = events.per_step()
-            if events.rows:
-                dense_per_step = {k: v / events.rows for k, v in events.dense.items()}
-        else:
-            per_step = {str(k): float(v) for k, v in events.items()}
+    rates, events, convention = _rates_and_events(rates, events, convention)
+    per_step, dense_per_step = _event_sops(events, convention)
     table = get_cost_table(cost_table)
     if isinstance(ops, ModelOps):
         layers = list(ops.layers)
@@ -332,67 +307,123 @@ def estimate_energy(
         neuron_layers = list(neurons or [])
         traced_t = max((layer.runs for layer in layers), default=1)
         static = True if static_input is None else static_input
-    t = traced_t if timesteps is None else timesteps
-    t = positive_int("timesteps", t)
-    by_name = {n.name: n for n in neuron_layers}
-    limit = max((n.max_spikes for n in neuron_layers), default=1)
+    t = positive_int("timesteps", traced_t if timesteps is None else timesteps)
+    rated = _Rates(rates, neuron_layers, rate_source)
+    bill = _Bill(table, traced_t, t)
+    for layer in layers:
+        bill.layer(layer, static, rated, convention, per_step)
+    bill.identities(per_step, dense_per_step, {layer.name for layer in layers})
+    for n in neuron_layers:
+        bill.neuron(n, rated.per_layer[n.name])
+    if firing is None:
+        names = sorted({n.firing for n in neuron_layers})
+        firing = "+".join(names) if names else "ann"
+    return bill.report(firing, rated, neuron_layers, convention, layers)
 
-    per_layer_rate: dict[str, float]
-    if isinstance(rates, Mapping):
-        per_layer_rate = {}
-        for name, r in rates.items():
-            lim = by_name[name].max_spikes if name in by_name else limit
-            per_layer_rate[str(name)] = _check_rate(r, f"neuron layer {name!r}", lim)
-        missing = [n.name for n in neuron_layers if n.name not in per_layer_rate]
-        if missing:
-            raise ConfigError(f"no firing rate for neuron layer(s) {', '.join(missing[:5])}")
-        uniform = None
-        source = rate_source or "measured"
-    else:
-        uniform = _check_rate(rates, "energy estimate", limit)
-        per_layer_rate = {n.name: uniform for n in neuron_layers}
-        source = rate_source or "assumed"
 
-    def rate_of(names: Sequence[str]) -> float:
-        if uniform is not None:
-            return uniform
-        known = [n for n in names if n in per_layer_rate]
+def _rates_and_events(rates: Any, events: Any, convention: str | None
+                      ) -> tuple[float | Mapping[str, float], Any, str]:
+    """The edge of :func:`estimate_energy`: a :class:`MeasuredRates` split into its rates and
+    its event counts, and the convention resolved (``events`` where counts are given)."""
+    if events is None and isinstance(getattr(rates, "events", None), EventCounts):
+        events = rates.events
+    if not isinstance(rates, (int, float, Mapping)) and isinstance(
+        getattr(rates, "rates", None), Mapping
+    ):
+        rates = rates.rates
+    if convention is None:
+        convention = "events" if events is not None else "paper"
+    if convention not in CONVENTIONS:
+        raise ConfigError(
+            f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
+        )
+    return rates, events, convention
+
+
+def _event_sops(events: Any, convention: str) -> tuple[dict[str, float], dict[str, float]]:
+    """``(SOPs per step, dense MACs per step)`` per layer from the event counts (empty for
+    the paper convention)."""
+    if convention != "events":
+        return {}, {}
+    if events is None:
+        raise ConfigError(
+            "convention 'events' bills each layer from recorded spikes: measure them "
+            "(measure_rates on a zoo model, or --checkpoint with data); an assumed rate "
+            "can only be billed with convention 'paper'"
+        )
+    if not isinstance(events, EventCounts):
+        return {str(k): float(v) for k, v in events.items()}, {}
+    dense = {k: v / events.rows for k, v in events.dense.items()} if events.rows else {}
+    return events.per_step(), dense
+
+
+class _Rates:
+    """The firing rates of the neuron layers: one assumed rate for all (``uniform``), or a
+    measured one per layer, each checked against what the layer can emit."""
+
+    def __init__(self, rates: float | Mapping[str, float],
+                 neuron_layers: Sequence[NeuronLayerOps], rate_source: str | None) -> None:
+        self.by_name = {n.name: n for n in neuron_layers}
+        limit = max((n.max_spikes for n in neuron_layers), default=1)
+        self.uniform: float | None = None
+        if isinstance(rates, Mapping):
+            self.per_layer = {}
+            for name, r in rates.items():
+                lim = self.by_name[name].max_spikes if name in self.by_name else limit
+                self.per_layer[str(name)] = _check_rate(r, f"neuron layer {name!r}", lim)
+            missing = [n.name for n in neuron_layers if n.name not in self.per_layer]
+            if missing:
+                raise ConfigError(
+                    f"no firing rate for neuron layer(s) {', '.join(missing[:5])}")
+            self.source = rate_source or "measured"
+        else:
+            self.uniform = _check_rate(rates, "energy estimate", limit)
+            self.per_layer = {n.name: self.uniform for n in neuron_layers}
+            self.source = rate_source or "assumed"
+
+    def of(self, names: Sequence[str]) -> float:
+        """The rate feeding a layer: the neuron-weighted mean of its source layers' rates."""
+        if self.uniform is not None:
+            return self.uniform
+        known = [n for n in names if n in self.per_layer]
         if not known:
             raise ConfigError(f"no firing rate for neuron layer(s) {', '.join(names)}")
-        weights = [by_name[n].neurons if n in by_name else 1 for n in known]
-        return sum(per_layer_rate[n] * w for n, w in zip(known, weights, strict=True)) / sum(
-            weights
-        )
+        weights = [self.by_name[n].neurons if n in self.by_name else 1 for n in known]
+        return sum(self.per_layer[n] * w for n, w in zip(known, weights, strict=True)) / sum(
+            weights)
 
-    rows = []
-    flops = analog_macs = 0
-    sops = 0.0
-    first_macs = spiking_per_step = 0
-    for layer in layers:
-        runs = _runs(layer.runs, traced_t, t)
+
+class _Bill:
+    """The running totals of one estimate: a row per layer and per neuron layer."""
+
+    def __init__(self, table: CostTable, traced_t: int, t: int) -> None:
+        self.table, self.traced_t, self.t = table, traced_t, t
+        self.rows: list[dict[str, Any]] = []
+        self.neuron_rows: list[dict[str, Any]] = []
+        self.flops = self.analog_macs = self.first_macs = self.spiking_per_step = 0
+        self.sops = self.spikes = self.signs = 0.0
+
+    def _uj(self, count: float, pj: float) -> float:
+        return count * pj / PJ_PER_UJ
+
+    def layer(self, layer: LayerOps, static: bool, rated: _Rates, convention: str,
+              per_step: Mapping[str, float]) -> None:
+        """Bill one conv/linear layer: FLOPs (the encoder), SOPs (spiking) or MACs."""
+        runs = _runs(layer.runs, self.traced_t, self.t)
         row: dict[str, Any] = {
-            "name": layer.name,
-            "kind": layer.kind,
-            "macs": layer.macs,
-            "role": "",
-            "sources": list(layer.sources),
-            "rate": None,
-            "flops": 0,
-            "analog_macs": 0,
-            "sops": 0.0,
-            "energy_uj": 0.0,
+            "name": layer.name, "kind": layer.kind, "macs": layer.macs, "role": "",
+            "sources": list(layer.sources), "rate": None, "flops": 0, "analog_macs": 0,
+            "sops": 0.0, "energy_uj": 0.0,
         }
         if layer.encoder:
             n = 1 if static else runs
-            row["role"] = "encoder"
-            row["flops"] = 2 * layer.macs * n
-            first_macs += layer.macs * n
-            flops += row["flops"]
-            row["energy_uj"] = row["flops"] * table.flop_pj / PJ_PER_UJ
+            row["role"], row["flops"] = "encoder", 2 * layer.macs * n
+            self.first_macs += layer.macs * n
+            self.flops += row["flops"]
+            row["energy_uj"] = self._uj(row["flops"], self.table.flop_pj)
         elif layer.spiking:
-            r = rate_of(layer.sources)
-            row["role"] = "spiking"
-            row["source_rate"] = r
+            r = rated.of(layer.sources)
+            row["role"], row["source_rate"] = "spiking", r
             if convention == "events":
                 if layer.name not in per_step:
                     raise ConfigError(
@@ -404,94 +435,65 @@ def estimate_energy(
             else:
                 row["sops"] = r * runs * layer.macs
             row["rate"] = r
-            sops += row["sops"]
-            spiking_per_step += layer.macs
-            row["energy_uj"] = row["sops"] * table.sop_pj / PJ_PER_UJ
+            self.sops += row["sops"]
+            self.spiking_per_step += layer.macs
+            row["energy_uj"] = self._uj(row["sops"], self.table.sop_pj)
         else:
-            row["role"] = "analog"
-            row["analog_macs"] = layer.macs * runs
-            analog_macs += row["analog_macs"]
-            row["energy_uj"] = row["analog_macs"] * table.mac_pj / PJ_PER_UJ
-        rows.append(row)
-    # identity shortcuts: one addition per event (and pooled cell) into a receiving current
-    known = {layer.name for layer in layers}
-    for name, sops_step in per_step.items():
-        if name in known or not name.endswith(".identity"):
-            continue
-        dense = dense_per_step.get(name, 0.0)
-        row = {
-            "name": name,
-            "kind": "identity",
-            "macs": int(round(dense)),
-            "role": "spiking",
-            "sources": [],
-            "rate": sops_step / dense if dense else None,
-            "flops": 0,
-            "analog_macs": 0,
-            "sops": sops_step * t,
-            "energy_uj": sops_step * t * table.sop_pj / PJ_PER_UJ,
-        }
-        sops += row["sops"]
-        rows.append(row)
+            row["role"], row["analog_macs"] = "analog", layer.macs * runs
+            self.analog_macs += row["analog_macs"]
+            row["energy_uj"] = self._uj(row["analog_macs"], self.table.mac_pj)
+        self.rows.append(row)
 
-    neuron_rows = []
-    spikes = signs = 0.0
-    for n in neuron_layers:
-        r = per_layer_rate[n.name]
-        runs = _runs(n.runs, traced_t, t)
-        sp = r * runs * n.neurons
+    def identities(self, per_step: Mapping[str, float], dense_per_step: Mapping[str, float],
+                   known: set[str]) -> None:
+        """Identity shortcuts: one addition per event (and pooled cell) into a receiving
+        current."""
+        for name, sops_step in per_step.items():
+            if name in known or not name.endswith(".identity"):
+                continue
+            dense = dense_per_step.get(name, 0.0)
+            sops = sops_step * self.t
+            self.rows.append({
+                "name": name, "kind": "identity", "macs": int(round(dense)), "role": "spiking",
+                "sources": [], "rate": sops_step / dense if dense else None, "flops": 0,
+                "analog_macs": 0, "sops": sops, "energy_uj": self._uj(sops, self.table.sop_pj),
+            })
+            self.sops += sops
+
+    def neuron(self, n: NeuronLayerOps, r: float) -> None:
+        """Bill one neuron layer's spikes (a signed spike carries its sign too)."""
+        sp = r * _runs(n.runs, self.traced_t, self.t) * n.neurons
         sg = sp * (2 if n.signed else 1)
-        spikes += sp
-        signs += sg
-        neuron_rows.append(
-            {
-                "name": n.name,
-                "firing": n.firing,
-                "neurons": n.neurons,
-                "rate": r,
-                "spikes": sp,
-                "signs": sg,
-                "energy_uj": sg * table.spike_pj / PJ_PER_UJ,
-            }
-        )
-    total_neurons = sum(n.neurons for n in neuron_layers)
-    neuron_steps = sum(n.neurons * _runs(n.runs, traced_t, t) for n in neuron_layers)
-    mean_rate = uniform if uniform is not None else (spikes / neuron_steps if neuron_steps else 0.0)
+        self.spikes += sp
+        self.signs += sg
+        self.neuron_rows.append({
+            "name": n.name, "firing": n.firing, "neurons": n.neurons, "rate": r,
+            "spikes": sp, "signs": sg, "energy_uj": self._uj(sg, self.table.spike_pj),
+        })
 
-    flops_uj = flops * table.flop_pj / PJ_PER_UJ
-    macs_uj = analog_macs * table.mac_pj / PJ_PER_UJ
-    sops_uj = sops * table.sop_pj / PJ_PER_UJ
-    signs_uj = signs * table.spike_pj / PJ_PER_UJ
-    ann_macs = sum(layer.macs for layer in layers)
-    if firing is None:
-        names = sorted({n.firing for n in neuron_layers})
-        firing = "+".join(names) if names else "ann"
-    return EnergyReport(
-        cost_table=table.name,
-        timesteps=t,
-        firing=firing,
-        rate_source=source,
-        mean_rate=float(mean_rate),
-        first_layer_macs=int(first_macs),
-        first_layer_flops=int(flops),
-        analog_macs=int(analog_macs),
-        spiking_macs_per_step=int(spiking_per_step),
-        sops=float(sops),
-        neurons=int(total_neurons),
-        spikes=float(spikes),
-        signs=float(signs),
-        energy_uj=flops_uj + macs_uj + sops_uj + signs_uj,
-        flops_uj=flops_uj,
-        macs_uj=macs_uj,
-        sops_uj=sops_uj,
-        signs_uj=signs_uj,
-        ann_macs=int(ann_macs),
-        ann_energy_uj=ann_macs * table.mac_pj / PJ_PER_UJ,
-        convention=convention,
-        layers=rows,
-        neuron_layers=neuron_rows,
-        meta={"cost_table_pj": table.to_dict()},
-    )
+    def report(self, firing: str, rated: _Rates, neuron_layers: Sequence[NeuronLayerOps],
+               convention: str, layers: Sequence[LayerOps]) -> EnergyReport:
+        table, t = self.table, self.t
+        neuron_steps = sum(n.neurons * _runs(n.runs, self.traced_t, t) for n in neuron_layers)
+        mean_rate = rated.uniform if rated.uniform is not None else (
+            self.spikes / neuron_steps if neuron_steps else 0.0)
+        flops_uj = self._uj(self.flops, table.flop_pj)
+        macs_uj = self._uj(self.analog_macs, table.mac_pj)
+        sops_uj = self._uj(self.sops, table.sop_pj)
+        signs_uj = self._uj(self.signs, table.spike_pj)
+        ann_macs = sum(layer.macs for layer in layers)
+        return EnergyReport(
+            cost_table=table.name, timesteps=t, firing=firing, rate_source=rated.source,
+            mean_rate=float(mean_rate), first_layer_macs=int(self.first_macs),
+            first_layer_flops=int(self.flops), analog_macs=int(self.analog_macs),
+            spiking_macs_per_step=int(self.spiking_per_step), sops=float(self.sops),
+            neurons=int(sum(n.neurons for n in neuron_layers)), spikes=float(self.spikes),
+            signs=float(self.signs), energy_uj=flops_uj + macs_uj + sops_uj + signs_uj,
+            flops_uj=flops_uj, macs_uj=macs_uj, sops_uj=sops_uj, signs_uj=signs_uj,
+            ann_macs=int(ann_macs), ann_energy_uj=self._uj(ann_macs, table.mac_pj),
+            convention=convention, layers=self.rows, neuron_layers=self.neuron_rows,
+            meta={"cost_table_pj": table.to_dict()},
+        )
 
 
 def format_report(report: EnergyReport) -> str:
