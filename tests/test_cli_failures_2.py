@@ -352,3 +352,18 @@ def test_an_interrupt_says_how_to_resume(run, tmp_path, capsys, monkeypatch):
     fresh = tmp_path / "fresh"
     err = _one_line(capsys, [*TRAIN, "--out", str(fresh)], "interrupted", rc=130)
     assert "nothing was kept" in err
+
+
+def test_a_dataset_split_without_samples_is_one_line(tmp_path, capsys):
+    """A CIFAR10-DVS folder too small to hold a training split: one line naming the split
+    and the folder, exit 2, no run folder (PyTorch's sampler raised a ValueError before)."""
+    from multispike.data.testing import write_cifar10_dvs
+
+    write_cifar10_dvs(tmp_path / "data", per_class=1, events=(20, 40))
+    before = _snapshot(tmp_path)
+    _one_line(capsys, ["train", "--dataset", "cifar10-dvs", "--data-dir",
+                       str(tmp_path / "data"), "--timesteps", "2", "--epochs", "1", "--out",
+                       str(tmp_path / "run"), "--no-progress", "--device", "cpu"],
+              "the training split of cifar10-dvs in")
+    after = _snapshot(tmp_path)  # the decoded-events cache is new; nothing else changed
+    assert {k: after.get(k) for k in before} == before and not (tmp_path / "run").exists()
