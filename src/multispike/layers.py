@@ -557,11 +557,15 @@ class NeuronFactory:
             return self.firing
         return FIRING_RULES[self.firing].single_threshold or self.firing
 
-    def _make(self, firing: str) -> Neuron:
+    def options_for(self, firing: str) -> dict[str, Any]:
+        """The neuron options of a slot with ``firing``: the rule options (``deltas``,
+        ``levels``) only where the rule takes them."""
         rule = FIRING_RULES[firing]
-        opts = {k: v for k, v in self.neuron_args.items()
+        return {k: v for k, v in self.neuron_args.items()
                 if k not in ("deltas", "levels") or rule.accepts(k)}
-        return self.cls(firing=firing, check_input=False, **opts)
+
+    def _make(self, firing: str) -> Neuron:
+        return self.cls(firing=firing, check_input=False, **self.options_for(firing))
 
     def conv(self) -> nn.Module:
         """A neuron after a conv-BN (ReLU for the ANN twin)."""

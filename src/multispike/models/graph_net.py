@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multispike.errors import ConfigError, InputError
-from multispike.layers import INTEGER_FIRINGS, MT_FIRINGS, GraphNode, VotingLayer, run_node
+from multispike.layers import GraphNode, VotingLayer, run_node
 from multispike.models.base import SpikingModel
 from multispike.models.registry import register_data_model
 from multispike.neurons import get_neuron_class
@@ -230,11 +230,7 @@ class GraphNet(SpikingModel):
             return nn.ReLU()
         fed_by_linear = any(self._op(i) == "linear" for i in node["inputs"])
         firing = factory.fc_firing() if fed_by_linear else factory.firing
-        opts = dict(factory.neuron_args)
-        if firing not in MT_FIRINGS:
-            opts.pop("deltas", None)
-        if firing not in INTEGER_FIRINGS:
-            opts.pop("levels", None)
+        opts = factory.options_for(firing)
         dyn = {k: node[k] for k in ("init_tau", "decay") if k in node}
         cls = get_neuron_class(node["dynamics"])
         return cls(firing=firing, check_input=False, v_threshold=float(node["v_threshold"]),
