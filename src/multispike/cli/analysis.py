@@ -40,9 +40,10 @@ DEFAULTS = {"timesteps": 2, "firing": "binary"}
 def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
     """The model of a checkpoint file and what the checkpoint says of its run (dataset,
     data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
-    from multispike.engine.evaluate import checkpoint_settings, open_checkpoint
+    from multispike.engine.checkpoint import load_model
+    from multispike.engine.evaluate import checkpoint_settings
 
-    model, ckpt = open_checkpoint(path)
+    model, ckpt = load_model(path)
     return model, checkpoint_settings(ckpt)
 
 

@@ -67,11 +67,11 @@ def _check_train_memory(cfg) -> None:
 
 def _check_resumable_file(out: str) -> None:
     """``--resume`` continues from last.pt only: say so if that file cannot be read."""
-    from multispike.engine.evaluate import open_checkpoint
+    from multispike.engine.checkpoint import load_model
 
     last = Path(out) / "last.pt"
     if last.exists():
-        open_checkpoint(last, fix=f"--resume continues only from last.pt, so the run in {out} "
+        load_model(last, fix=f"--resume continues only from last.pt, so the run in {out} "
                         "cannot be resumed: start a new run in another --out (its best.pt, "
                         "if readable, still serves eval and deploy)")
 
@@ -229,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from multispike import data
     from multispike.engine import evaluate_model, parse_timesteps
+    from multispike.engine.checkpoint import load_model
     from multispike.engine.config import check_compile_mode
     from multispike.engine.evaluate import (
         check_input_fits,
@@ -236,7 +237,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         checkpoint_settings,
         default_batch_size,
         default_timesteps,
-        open_checkpoint,
         run_data,
     )
     from multispike.engine.train import pick_device
@@ -247,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         positive_int("--batch-size", args.batch_size)
     options = parse_data_options(args.data_option)
     device = pick_device(args.device)
-    model, ckpt = open_checkpoint(args.checkpoint)
+    model, ckpt = load_model(args.checkpoint)
     trained = getattr(model, "timesteps", None)
     timesteps = asked or default_timesteps(trained)
     batch_size = args.batch_size or default_batch_size(ckpt, trained, timesteps)

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multispike.errors import CheckpointError, ConfigError, MultispikeError
+from multispike.errors import CheckpointError, ConfigError
 from multispike.integrity import (  # noqa: F401 - re-exported: part of the checkpoint API
     DIGEST_PREFIX,
     check_weights,
@@ -334,18 +334,103 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
         ) from None
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint and load its weights: ``(model, checkpoint)``."""
-    ckpt = load_checkpoint(path)
-    try:
-        model = build_model(ckpt["model_args"])
-    except (MultispikeError, TypeError, ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x93NUMPY", "a NumPy array file"),
+)
+
+
+def _refused(path: Path, why: str, fix: str = "") -> CheckpointError:
+    """The one line of :func:`load_model` for a file that is no checkpoint."""
+    return CheckpointError(
+        f"{path} is not a multispike checkpoint ({why}); "
+        + (fix or "give the last.pt or best.pt that `multispike train --out DIR` wrote")
+    )
+
+
+def _sniff(head: bytes) -> str | None:
+    """What ``head`` (a file's first bytes) says the file is; None for a possible checkpoint."""
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / legacy pickle
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27:
+        return "it is a safetensors file, such as the model.safetensors that deploy writes"
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "it is JSON text"
+    if text[:1] == b"<":
+        return "it is XML or HTML text"
+    text_ = head.decode("utf-8", "ignore")  # a character cut at the end is dropped
+    if len(text_) >= len(head) // 2 and all(c.isprintable() or c in "\r\n\t" for c in text_):
+        return "it is a text file"
+    return "corrupt, or another format: not a torch.save file"
+
+
+def load_model(path: str | os.PathLike[str], fix: str = "") -> tuple[nn.Module, dict[str, Any]]:
+    """The model stored in the checkpoint file ``path``, its weights loaded, and the
+    checkpoint: ``(model, ckpt)``; the one way every command opens a checkpoint.
+
+    Every way a path can fail to be a checkpoint (missing, a directory, empty, another format,
+    corrupt, a model that cannot be rebuilt) is one :class:`CheckpointError` line naming the
+    file and what to give instead (``fix``, when given, replaces that advice).
+    """
+    p = Path(path)
+    if p.is_dir():
+        inside = next((p / n for n in ("best.pt", "last.pt") if (p / n).is_file()), None)
         raise CheckpointError(
-            f"checkpoint {path} has model_args that build no model ({reason}); it was written "
-            "by another multispike version or edited: re-train"
-        ) from None
-    load_state(model, ckpt["model"], str(path))
+            f"{p} is a directory, not a checkpoint file; give a file"
+            + (f", e.g. {inside}" if inside else ", e.g. the best.pt of a train --out folder"))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    if not p.is_file():
+        raise _refused(p, "not a regular file", fix)
+    try:
+        with p.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {p} ({e.strerror or type(e).__name__}); "
+                              "check its permissions") from None
+    if not head:
+        raise _refused(p, "the file is empty", fix)
+    kind = _sniff(head)
+    if kind is not None:
+        raise _refused(p, kind, fix)
+    try:
+        ckpt = load_checkpoint(p)
+    except CheckpointError as e:
+        text = str(e)
+        if "corrupt or not a multispike checkpoint (" in text:  # torch.load's own words
+            raise _refused(p, "corrupt or truncated: torch.load cannot read it",
+                                    fix) from None
+        if fix and "; " in text:  # the file's problem, with the advice of this command
+            raise CheckpointError(f"{text.rsplit('; ', 1)[0]}; {fix}") from None
+        raise
+    except MemoryError:
+        raise _refused(p, "corrupt: reading it asks for more memory than exists",
+                                fix) \
+            from None
+    except Exception as e:  # whatever torch or safetensors raise on bytes they cannot parse
+        raise _refused(p, f"corrupt: torch.load failed with {type(e).__name__}",
+                                fix) \
+            from None
+    args = ckpt.get("model_args")
+    if not isinstance(args, dict) or "name" not in args or not isinstance(ckpt["model"], dict):
+        raise _refused(p, "its model_args do not name a model", fix)
+    try:
+        model = build_model(args)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {p} holds a model this multispike cannot build ({first}); use the "
+            "multispike version that wrote it") from None
+    load_state(model, ckpt["model"], str(p))
     return model, ckpt
 
 

@@ -1,7 +1,7 @@
 """Checkpoint in, verified deployable model out: :func:`deploy_checkpoint` (``multispike
 deploy``, from :mod:`multispike.cli.deploy`, calls it with its flags). Steps:
 
-1. load the checkpoint (:func:`multispike.engine.evaluate.open_checkpoint`), eval mode;
+1. load the checkpoint (:func:`multispike.engine.checkpoint.load_model`), eval mode;
 2. fold BN and amplitudes (:func:`~multispike.deploy.fold_amplitudes`), fix learned thresholds
    as constants (:meth:`~multispike.neurons.Neuron.fixed`) and, for multi-level neurons (MT,
    ternary-MT, integer, signed-integer), split the spike planes
@@ -159,11 +159,12 @@ def _target(out: str, force: bool) -> Path:
 def _load(checkpoint: str, device: str | torch.device) -> tuple[nn.Module, tuple[int, ...]]:
     """The checkpoint's model on ``device``, in eval mode, and the ``(C, H, W)`` of the data
     its run trained on (a ResNet trains at any size); the ANN twin is refused."""
-    from multispike.engine.evaluate import checkpoint_input_shape, open_checkpoint
+    from multispike.engine.checkpoint import load_model
+    from multispike.engine.evaluate import checkpoint_input_shape
     from multispike.engine.train import pick_device
 
     dev = pick_device(str(device))
-    model, ckpt = open_checkpoint(checkpoint)
+    model, ckpt = load_model(checkpoint)
     model.to(dev).eval()
     if getattr(model, "firing", None) == "ann":
         raise ConfigError("the checkpoint is the ANN twin (firing='ann'): no spikes to deploy")
