@@ -160,17 +160,27 @@ class TritonLauncher:
     The kernels read PLIF's ``w``, the amplitude and learned thresholds' ``ρ`` on the device
     (:mod:`multispike.kernels.triton_impl`)."""
 
-    __slots__ = ("spec", "dtype", "where", "plif", "learned", "plan", "modes", "spikes")
+    __slots__ = ("spec", "dtype", "where", "plif", "learned", "plan", "modes", "spikes",
+                 "impl")
 
     def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
         from multispike.kernels import triton_impl
 
+        #: the module (imported here, not with the package: it imports Triton), kept so
+        #: that a call looks nothing up
+        self.impl = triton_impl
         self.spec, self.dtype, self.where = spec, dtype, where
         self.plif, self.learned = spec.dynamics == "plif", spec.learned
         self.plan = triton_impl.learned_plan(spec) if spec.learned else None
         self.modes = tuple(save_mode_for(Plan(spec, "triton"), need_w)
                            for need_w in (False, True))
         self.spikes = spike_range(spec)
+
+    def __reduce__(self):  # copies and pickles of a layer rebuild it (it holds a module)
+        return TritonLauncher, (self.spec, self.dtype, self.where)
+
+    def __deepcopy__(self, memo) -> TritonLauncher:
+        return self  # read-only once built
 
     def __call__(self, x_seq: Tensor, w: Tensor | None, amp: Tensor | None,
                  rho: Tensor | None, save_mode: int, flag: Tensor | None, pack: bool = False
@@ -179,21 +189,17 @@ class TritonLauncher:
         (no input check); ``pack``: as :meth:`CpuLauncher.__call__`."""
         if save_mode != SAVE_NONE:
             return _TritonNeuron.apply(x_seq, w, amp, rho, (self, save_mode, flag, pack))
-        from multispike.kernels import triton_impl
-
         x = x_seq.contiguous()
-        return triton_impl.forward(self.spec.static, x, w, amp, save_mode, flag,
-                                   c=self.constants(x, rho))[0]
+        return self.impl.forward(self.spec.static, x, w, amp, save_mode, flag,
+                                 c=self.constants(x, rho))[0]
 
     def constants(self, x: Tensor, rho: Tensor | None) -> Tensor | None:
         """The kernels' constants with the thresholds learned from ``rho`` (one launch), or
         None for a layer whose thresholds are fixed (its cached constants serve)."""
-        from multispike.kernels import triton_impl
-
         if rho is None:
             return None
         # rho as it is: the kernel only reads it (the callers run without a graph)
-        return triton_impl.learned_consts(self.spec.static, self.plan, x.dtype, rho)
+        return self.impl.learned_consts(self.spec.static, self.plan, x.dtype, rho)
 
 
 class _TritonNeuron(torch.autograd.Function):
@@ -202,8 +208,6 @@ class _TritonNeuron(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, amp, rho, call):
-        from multispike.kernels import triton_impl
-
         launcher, save_mode, flag, pack = call
         x = x.contiguous()
         c = launcher.constants(x, rho)
@@ -212,8 +216,8 @@ class _TritonNeuron(torch.autograd.Function):
             lo, hi = launcher.spikes
             codes = packed_codes(lo, hi, x.shape[0], x.numel() // x.shape[0], x.device)
             pack = (codes, bits_for(lo, hi), lo)
-        out, saved = triton_impl.forward(launcher.spec.static, x, w, amp, save_mode, flag, c=c,
-                                         pack=None if codes is None else pack)
+        out, saved = launcher.impl.forward(launcher.spec.static, x, w, amp, save_mode, flag,
+                                           c=c, pack=None if codes is None else pack)
         if codes is not None:
             tag(out, amp, *launcher.spikes, codes)
         ctx.launcher, ctx.save_mode = launcher, save_mode
@@ -223,14 +227,12 @@ class _TritonNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        from multispike.kernels import triton_impl
-
         _differentiable_once()
         saved, w, amp, rho, c = ctx.saved_tensors
         needs = ctx.needs_input_grad
         need_w, need_amp, need_rho = (needs[i] and ctx.has[i - 1] for i in (1, 2, 3))
         launcher = ctx.launcher
-        gx, g_w, g_amp, g_rho = triton_impl.backward(
+        gx, g_w, g_amp, g_rho = launcher.impl.backward(
             launcher.spec.static, grad_out.contiguous(), saved, ctx.save_mode, w, amp, need_w,
             need_amp, need_thr=need_rho, c=c, rho=rho, plan=launcher.plan)
         return gx, g_w, g_amp, g_rho, None

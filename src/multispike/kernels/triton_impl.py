@@ -164,16 +164,18 @@ if HAVE_TRITON:
         return A, D, tau, amp
 
     @triton.jit
-    def _finish_kernel(part_ptr, nprog, w_ptr, const_ptr, out_ptr, rho_ptr, lc_ptr,
+    def _finish_kernel(part_ptr, nprog, w_ptr, const_ptr, gw_ptr, gamp_ptr, rho_ptr, lc_ptr,
+                       grho_ptr,
                        STRIDE: tl.constexpr, NEED_TAU: tl.constexpr, NEED_AMP: tl.constexpr,
                        ROUND: tl.constexpr, INTERP: tl.constexpr, RB: tl.constexpr,
                        IS64: tl.constexpr = False, LEARN: tl.constexpr = False,
                        K: tl.constexpr = 1, KP: tl.constexpr = 1, MAIN: tl.constexpr = 0,
                        RS_IDX: tl.constexpr = 0, RS_W: tl.constexpr = 1.0,
                        RHO64: tl.constexpr = False):
-        """The parameters' gradients from the backward's per-program sums, in one program:
-        ``out = [dL/dw, dL/da, dL/dρ…]`` with ``dL/dτ = −Σ/τ`` and ``dL/dw = −dL/dτ·exp(−w)``,
-        ``dL/dρ`` by :func:`_learned_grad`; the programs' rows are added in a fixed order
+        """The parameters' gradients from the backward's per-program sums, in one program,
+        each stored in its parameter's dtype: ``gw = dL/dw`` with ``dL/dτ = −Σ/τ`` and
+        ``dL/dw = −dL/dτ·exp(−w)``, ``gamp = dL/da``, ``grho = dL/dρ`` by
+        :func:`_learned_grad`; the programs' rows are added in a fixed order
         (deterministic)."""
         decay = tl.load(const_ptr + 0)
         acc_tau = tl.zeros([RB], dtype=decay.dtype)
@@ -186,11 +188,11 @@ if HAVE_TRITON:
         if NEED_TAU:
             tau, e = _plif_tau(w_ptr, decay, ROUND, INTERP)
             g_tau = _rnd(_div(-tl.sum(acc_tau, axis=0), tau, IS64), ROUND)
-            tl.store(out_ptr, _rnd(-(g_tau * e), ROUND).to(out_ptr.dtype.element_ty))
+            tl.store(gw_ptr, _rnd(-(g_tau * e), ROUND).to(gw_ptr.dtype.element_ty))
         if NEED_AMP:
-            tl.store(out_ptr + 1, tl.sum(acc_amp, axis=0).to(out_ptr.dtype.element_ty))
+            tl.store(gamp_ptr, tl.sum(acc_amp, axis=0).to(gamp_ptr.dtype.element_ty))
         if LEARN:
-            _learned_grad(part_ptr, nprog, rho_ptr, lc_ptr, out_ptr + 2, STRIDE, K, KP, MAIN,
+            _learned_grad(part_ptr, nprog, rho_ptr, lc_ptr, grho_ptr, STRIDE, K, KP, MAIN,
                           RS_IDX, RS_W, RHO64, RB)
 
     @triton.jit
@@ -801,18 +803,19 @@ def backward(
         0.0 if st.detach else 1.0, **meta)
     g_w = g_amp = g_thr = None
     if need_w or need_amp or in_kernel:
-        k = plan.k if in_kernel else 0
-        g = torch.empty(2 + k, dtype=c.dtype, device=grad.device)
+        # each gradient straight into a tensor of its parameter's shape and dtype (no view, no
+        # cast on the host)
+        dev = grad.device
+        g_w = torch.empty((), dtype=w.dtype, device=dev) if need_w else None
+        g_amp = torch.empty((), dtype=amp.dtype, device=dev) if need_amp else None
+        g_thr = torch.empty(plan.k, dtype=rho.dtype, device=dev) if in_kernel else None
         _finish_kernel[(1,)](
-            parts, nprog, w if w is not None else c, c, g, rho if in_kernel else c,
+            parts, nprog, w if w is not None else c, c, c if g_w is None else g_w,
+            c if g_amp is None else g_amp, rho if in_kernel else c,
             _learned_static(plan, rho.dtype, rho.device) if in_kernel else c,
+            c if g_thr is None else g_thr,
             **_finish_meta(grad.dtype, need_w, need_amp, kp, plan if in_kernel else None,
                            rho.dtype if in_kernel else None))
-        # select/narrow: views, cheaper on the host than indexing
-        g_w = g.select(0, 0).to(w.dtype) if need_w else None
-        g_amp = g.select(0, 1).to(amp.dtype) if need_amp else None
-        if in_kernel:
-            g_thr = g.narrow(0, 2, k).to(rho.dtype)
     if learn and not in_kernel:
         g_thr = parts[:, 2:2 + n_thr].sum(0)
     return gx, g_w, g_amp, g_thr
