@@ -726,6 +726,17 @@ class SpikeBlock(nn.Module):
     def forward(self, s: Tensor) -> Tensor:
         return self.describe(RUN, "", s)
 
+    def merge_identity(self, receiver: str, merge: nn.Module) -> bool:
+        """Put ``merge`` on the identity shortcut that feeds the neuron ``receiver`` (its name
+        in this block), if that is this block's merging neuron and its shortcut is the
+        identity; True where it did. Deployment splits a multi-plane neuron's spikes and
+        merges the planes this way (:func:`multispike.deploy.split_planes`), without
+        knowing the block's attribute names."""
+        if receiver != "sn2" or self.shortcut is not None:
+            return False
+        self.shortcut, self.shortcut_bn = merge, nn.Identity()
+        return True
+
     def describe(self, g: Any, path: str, s: Any) -> Any:
         """The dataflow (see :class:`Record`); ``sn2`` sums its two inputs (no sum node)."""
         y = g.fold(self.conv1, f"{path}.conv1", s)

@@ -78,7 +78,6 @@ from multispike.deploy.wrappers import (
 )
 from multispike.errors import ConfigError
 from multispike.functional import FiringRule
-from multispike.layers import SpikeBlock
 
 __all__ = [
     "PlaneConv",
@@ -149,11 +148,10 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                 set_module(model, target.name, PlaneLinear(target.module, signs))
             elif target.op == "vote":
                 set_module(model, target.name, PlaneVote(target.module, signs))
-            elif target.op == "neuron" and _identity_block(model, target.name) is not None:
-                block = _identity_block(model, target.name)
-                block.shortcut = PlaneMerge(signs, dim=1)  # [T*B, P*C, H, W] -> [T*B, C, H, W]
-                block.shortcut_bn = nn.Identity()
-            else:
+            # a neuron fed through an identity shortcut: the planes merged on it
+            # ([T*B, P*C, H, W] -> [T*B, C, H, W]); anything else cannot take planes
+            elif not (target.op == "neuron" and _merge_identity(
+                    model, target.name, PlaneMerge(signs, dim=1))):
                 raise ConfigError(
                     f"{rule.name} neuron {node.name} feeds {target.name} ({target.op}), which "
                     "cannot take spike planes; deploy it without split_planes"
@@ -165,10 +163,11 @@ def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     return model
 
 
-def _identity_block(model: nn.Module, receiver: str) -> SpikeBlock | None:
-    """The spike-level block whose identity shortcut feeds neuron ``receiver``, if any."""
+def _merge_identity(model: nn.Module, receiver: str, merge: nn.Module) -> bool:
+    """Ask the block that holds neuron ``receiver`` to put ``merge`` on the identity shortcut
+    feeding it (a residual block knows its own parts: ``merge_identity``); False where no
+    identity shortcut feeds it."""
     parent, _, attr = receiver.rpartition(".")
     block = model.get_submodule(parent) if parent else None
-    if isinstance(block, SpikeBlock) and attr == "sn2" and block.shortcut is None:
-        return block
-    return None
+    merge_identity = getattr(block, "merge_identity", None)
+    return bool(merge_identity is not None and merge_identity(attr, merge))
