@@ -121,10 +121,10 @@ class _Codes:
         return self.codes.numel()
 
 
-def packed_codes(lo: int, hi: int, t: int, n: int, device: torch.device) -> Tensor:
-    """The buffer a compiled kernel writes the packed codes of ``t`` steps of ``n`` neurons
-    with spikes ``lo..hi`` into."""
-    per = 8 // bits_for(lo, hi)
+def packed_codes(bits: int, t: int, n: int, device: torch.device) -> Tensor:
+    """The buffer a compiled kernel writes the packed codes of ``t`` steps of ``n`` neurons,
+    ``bits`` each (:func:`bits_for` of the spikes' range), into."""
+    per = 8 // bits
     return torch.empty(t, -(-n // per), dtype=torch.uint8, device=device)
 
 

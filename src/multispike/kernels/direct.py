@@ -51,7 +51,7 @@ class CpuLauncher:
     """The C++ kernel for one layer kind and input dtype, with everything static prepared."""
 
     __slots__ = ("spec", "dtype", "static", "initial", "main", "where", "plif", "learned",
-                 "modes", "spikes")
+                 "modes", "spikes", "bits")
 
     def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
         self.spec, self.dtype, self.where = spec, dtype, where
@@ -60,8 +60,10 @@ class CpuLauncher:
         self.plif, self.learned = spec.dynamics == "plif", spec.learned
         #: what the forward saves for the backward, without and with a gradient for ``w``
         self.modes = tuple(save_mode_for(Plan(spec, "cpu"), need_w) for need_w in (False, True))
-        #: the smallest and largest spike value (for compact_spikes' tag)
+        #: the smallest and largest spike value, and the bits of their packed codes (for
+        #: compact_spikes)
         self.spikes = spike_range(spec)
+        self.bits = bits_for(*self.spikes)
 
     def __reduce__(self):  # copies and pickles of a layer rebuild it (the struct holds pointers)
         return CpuLauncher, (self.spec, self.dtype, self.where)
@@ -109,7 +111,7 @@ class CpuLauncher:
 
 
 class _CpuNeuron(torch.autograd.Function):
-    """``out = _CpuNeuron.apply(x, w, amp, rho, (launcher, save_mode, check))``: ``x``
+    """``out = _CpuNeuron.apply(x, w, amp, rho, (launcher, save_mode, check, pack))``: ``x``
     ``[T, B, ...]``; ``w``, ``amp``, ``rho`` the layer's parameters (or None). One autograd
     node: no reshape or view around it."""
 
@@ -120,9 +122,8 @@ class _CpuNeuron(torch.autograd.Function):
         a, e, thr = launcher.args(x, w, amp, rho)
         codes = None
         if pack:  # the kernel writes the packed codes beside the spikes
-            lo, hi = launcher.spikes
-            codes = packed_codes(lo, hi, a.T, a.N, x.device)
-            a.pack, a.pack_bits, a.pack_lo = codes.data_ptr(), bits_for(lo, hi), lo
+            codes = packed_codes(launcher.bits, a.T, a.N, x.device)
+            a.pack, a.pack_bits, a.pack_lo = codes.data_ptr(), launcher.bits, launcher.spikes[0]
         out, saved = launcher.forward(a, x, save_mode, check)
         if codes is not None:
             tag(out, a.amp if a.has_amp else None, *launcher.spikes, codes)
@@ -161,7 +162,7 @@ class TritonLauncher:
     (:mod:`multispike.kernels.triton_impl`)."""
 
     __slots__ = ("spec", "dtype", "where", "plif", "learned", "plan", "modes", "spikes",
-                 "impl")
+                 "bits", "impl")
 
     def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
         from multispike.kernels import triton_impl
@@ -175,6 +176,7 @@ class TritonLauncher:
         self.modes = tuple(save_mode_for(Plan(spec, "triton"), need_w)
                            for need_w in (False, True))
         self.spikes = spike_range(spec)
+        self.bits = bits_for(*self.spikes)
 
     def __reduce__(self):  # copies and pickles of a layer rebuild it (it holds a module)
         return TritonLauncher, (self.spec, self.dtype, self.where)
@@ -203,7 +205,7 @@ class TritonLauncher:
 
 
 class _TritonNeuron(torch.autograd.Function):
-    """``out = _TritonNeuron.apply(x, w, amp, rho, (launcher, save_mode, flag))``: one
+    """``out = _TritonNeuron.apply(x, w, amp, rho, (launcher, save_mode, flag, pack))``: one
     autograd node, the kernels reading the parameters on the device."""
 
     @staticmethod
@@ -211,15 +213,14 @@ class _TritonNeuron(torch.autograd.Function):
         launcher, save_mode, flag, pack = call
         x = x.contiguous()
         c = launcher.constants(x, rho)
-        codes = None
+        packed = None
         if pack:  # the kernel writes the packed codes beside the spikes
-            lo, hi = launcher.spikes
-            codes = packed_codes(lo, hi, x.shape[0], x.numel() // x.shape[0], x.device)
-            pack = (codes, bits_for(lo, hi), lo)
+            codes = packed_codes(launcher.bits, x.shape[0], x.numel() // x.shape[0], x.device)
+            packed = (codes, launcher.bits, launcher.spikes[0])
         out, saved = launcher.impl.forward(launcher.spec.static, x, w, amp, save_mode, flag,
-                                           c=c, pack=None if codes is None else pack)
-        if codes is not None:
-            tag(out, amp, *launcher.spikes, codes)
+                                           c=c, pack=packed)
+        if packed is not None:
+            tag(out, amp, *launcher.spikes, packed[0])
         ctx.launcher, ctx.save_mode = launcher, save_mode
         ctx.has = (w is not None, amp is not None, rho is not None)
         ctx.save_for_backward(saved, w, amp, rho, c)
