@@ -109,7 +109,7 @@ def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
     """The model of ``--checkpoint`` (``loaded``) at ``--timesteps``, checked against the
     dataset's input; else ``--model`` (or the dataset's default), untrained, with the
     dataset's input channels and size."""
-    from multispike.engine.evaluate import check_input_fits
+    from multispike.engine.checkpoint import check_input_fits
 
     if loaded is not None:
         if getattr(args, "option", None):
@@ -149,22 +149,18 @@ def _check_memory(model: Any, spec: Any, t: int, batch_size: int, device: Any) -
 def _loader(args: argparse.Namespace, spec: Any, desc: str) -> tuple[Any, Any]:
     """The test split of ``--dataset`` in ``--batch-size`` batches, with a progress display of
     ``--batches`` batches (off with ``--no-progress``), and its evaluation transform."""
-    from multispike.analysis.measure import eval_loader
     from multispike.engine.evaluate import Progress, split_loader
 
-    options = getattr(args, "data_options", None)
-    if options:  # the run's dataset options (eval_loader builds the dataset's defaults)
-        loader, transform = split_loader(spec.name, data_dir=args.data_dir,
-                                        batch_size=args.batch_size, timesteps=args.timesteps,
-                                        data_options=options)
-    else:
-        loader, transform = eval_loader(spec, data_dir=args.data_dir,
-                                        batch_size=args.batch_size, timesteps=args.timesteps)
+    enabled = not getattr(args, "no_progress", False)
+    # the run's dataset options (none: the dataset's defaults)
+    loader, transform = split_loader(spec.name, data_dir=args.data_dir,
+                                    batch_size=args.batch_size, timesteps=args.timesteps,
+                                    data_options=getattr(args, "data_options", None),
+                                    progress=enabled)
     try:
         total = min(len(loader), args.batches)
     except TypeError:
         total = args.batches
-    enabled = not getattr(args, "no_progress", False)
     return Progress(loader, desc, total=total, enabled=enabled), transform
 
 

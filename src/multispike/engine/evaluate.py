@@ -18,7 +18,7 @@ from torch import nn
 from multispike.checks import positive_int
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
-from multispike.engine.checkpoint import check_input_fits  # noqa: F401 - part of this API
+from multispike.engine.checkpoint import check_input_fits
 from multispike.engine.config import check_compile_mode
 from multispike.engine.train import compile_model, evaluate, pick_device, to_model_input
 from multispike.errors import ConfigError
