@@ -204,6 +204,36 @@ def test_spike_block_emits_spikes(avg_down):
     assert isinstance(blk.shortcut, nn.Sequential) == avg_down
 
 
+@pytest.mark.parametrize("block", [MembraneBlock, SpikeBlock])
+def test_blocks_scale_only_the_bns_before_the_residual_addition(block):
+    """tdBN: α = 1/√2 on the second BN and the shortcut BN, α = 1 on the first; V_th the
+    factory's."""
+    f = NeuronFactory("lif", "binary", options={"v_threshold": 0.5})
+    b = block(4, 8, stride=2, neuron_factory=f, norm="tdbn", timesteps=2)
+    assert (b.bn1.alpha, b.bn2.alpha, b.shortcut_bn.alpha) == (1.0, 1 / math.sqrt(2),
+                                                                 1 / math.sqrt(2))
+    assert {m.v_threshold for m in (b.bn1, b.bn2, b.shortcut_bn)} == {0.5}
+
+
+def test_the_package_re_exports_its_rooms():
+    """Each public name lives in one room of the package (``multispike.layers.<room>``);
+    deep copies of the blocks still run."""
+    import copy
+
+    from multispike import layers
+
+    rooms = {"blocks", "graph", "neuron_slots", "norm", "temporal", "voting"}
+    for name in layers.__all__:
+        obj = getattr(layers, name)
+        module = getattr(obj, "__module__", None)
+        if module is not None and module.startswith("multispike.layers"):
+            assert module.rpartition(".")[2] in rooms, (name, module)
+    b = SpikeBlock(4, 4, stride=1, neuron_factory=NeuronFactory("lif"), norm="fold",
+                   timesteps=2)
+    x = torch.rand(2, 1, 4, 6, 6)
+    torch.testing.assert_close(copy.deepcopy(b)(x), b(x))
+
+
 # -- graph descriptions ------------------------------------------------------------------------
 def test_blocks_record_the_dataflow_their_forward_runs():
     f = NeuronFactory("lif", "ternary")
