@@ -217,7 +217,7 @@ class _MockedTriton:
         native = kernels.native_impl
         for _, name, _ in self.saved[:-1]:
             setattr(triton_impl, name, Kernel())
-        kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+        kernels.native_impl = lambda record, x: "triton" if native(record, x) else None
         return self
 
     def __exit__(self, *exc):

@@ -318,12 +318,12 @@ def test_train_with_cuda_graphs(tmp_path):
 def test_custom_ops_pass_opcheck(firing, amplitude, learn):
     """torch.library.opcheck: schema, fake implementation, registered autograd, and the
     op as seen by the dispatcher and by AOT autograd; with learned thresholds too."""
-    from multispike.kernels.spec import SAVE_H, threshold_vector
+    from multispike.kernels.record import SAVE_H, threshold_vector
     from multispike.neurons import PLIFNode
 
     node = PLIFNode(firing=firing, learn_amplitude=amplitude, learn_thresholds=learn).double()
-    spec = node.kernel_spec
-    st = spec.static
+    record = node.kernel_record
+    st = record.static
     assert st.learned == learn
     x = 2 * torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
     w = node.w.detach().clone().requires_grad_(True)  # the kernels compute τ from it
@@ -332,7 +332,7 @@ def test_custom_ops_pass_opcheck(firing, amplitude, learn):
     if learn:
         with torch.no_grad():
             node.threshold_rho.uniform_(-0.3, 0.3)
-        thr = threshold_vector(spec, *node.threshold_tensors()).detach().requires_grad_(True)
+        thr = threshold_vector(record, *node.threshold_tensors()).detach().requires_grad_(True)
     args = (x, w, amp, thr, *st.args(), SAVE_H, "cpu", False, "PLIFNode")
     torch.library.opcheck(torch.ops.multispike.neuron_forward.default, args)
     out, saved, _ = torch.ops.multispike.neuron_forward(*args)

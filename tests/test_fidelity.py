@@ -86,15 +86,15 @@ def test_surrogate_reset_differs_from_authors_code(backend):
     assert differ > 0.05, differ
 
 
-def test_reset_grad_in_config_and_spec():
+def test_reset_grad_in_config_and_record():
     node = _ternary_node("spike")
     cfg = node.config()
     assert cfg["reset_grad"] == "spike"
     again = build_neuron(cfg)
     assert again.reset_grad == "spike" and again.config() == cfg
-    assert node.kernel_spec.reset_grad == "spike" and node.kernel_spec.static.reset_grad == 1
-    node.reset_grad = "surrogate"  # options changed after construction refresh the spec
-    assert node.kernel_spec.static.reset_grad == 0
+    assert node.kernel_record.reset_grad == "spike" and node.kernel_record.static.reset_grad == 1
+    node.reset_grad = "surrogate"  # options changed after construction refresh the kernel record
+    assert node.kernel_record.static.reset_grad == 0
     assert LIFNode().config()["reset_grad"] == "surrogate"
 
 

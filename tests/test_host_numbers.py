@@ -11,7 +11,7 @@ import torch
 
 from multispike.functional import learned_thresholds, split_thresholds
 from multispike.kernels import host
-from multispike.kernels.spec import spec_of, threshold_vector
+from multispike.kernels.record import record_of, threshold_vector
 from multispike.neurons import IFNode, LIFNode
 
 DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -65,19 +65,19 @@ def test_learned_thresholds_equal_the_reference_vector(make, x_dtype):
     """The kernels' threshold vector from host floats equals threshold_vector of the torch
     reference, bit for bit (incl. the rounding to the input's dtype), for extreme ρ too; the
     chain rule to ρ equals autograd's."""
+    from multispike.kernels.custom_ops import kernel_thresholds
     from multispike.kernels.direct import _initial
-    from multispike.kernels.ops import kernel_thresholds
 
     node = make()
-    spec = spec_of(node)
+    record = record_of(node)
     g = torch.Generator().manual_seed(2)
     for scale in (0.0, 0.3, 3.0, 1e6):
         rho = (scale * torch.randn(node.threshold_rho.shape, generator=g)).requires_grad_(True)
-        initial, main = _initial(spec.rule, spec.v_threshold)
+        initial, main = _initial(record.rule, record.v_threshold)
         v, learned = split_thresholds(learned_thresholds(rho, initial), main)
-        vec = threshold_vector(spec, v, learned)
+        vec = threshold_vector(record, v, learned)
         want = kernel_thresholds(vec, x_dtype).tolist()
-        thr = host.Thresholds(spec, rho.tolist(), rho.dtype, x_dtype, initial, main)
+        thr = host.Thresholds(record, rho.tolist(), rho.dtype, x_dtype, initial, main)
         assert thr.vector == want, (scale, thr.vector, want)
         g_vec = torch.randn(vec.shape, generator=g, dtype=torch.float64)
         (vec.double() * g_vec).sum().backward()

@@ -82,7 +82,7 @@ def triton_host_traffic(device: str = "cpu", names=None) -> dict[str, list[str]]
     from multispike.neurons import LIFNode
 
     native = kernels.native_impl
-    kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+    kernels.native_impl = lambda record, x: "triton" if native(record, x) else None
     found = {}
     try:
         cases = {name: tiny(name, timesteps=2) for name in (names or sorted(TINY))}
@@ -133,7 +133,7 @@ def triton_nonfinite_report() -> list[str]:
     from multispike.neurons import LIFNode, PLIFNode
 
     native = kernels.native_impl
-    kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+    kernels.native_impl = lambda record, x: "triton" if native(record, x) else None
     said = []
     try:
         net = torch.nn.Sequential(PLIFNode(firing="mt"), LIFNode(firing="ternary"))

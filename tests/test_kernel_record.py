@@ -1,5 +1,6 @@
-"""The neuron crosses the kernel boundary as one record: spec.STATIC_FIELDS feeds Static and
-both custom-op schemas; the C++ ``struct Args`` and its ctypes mirror agree field by field."""
+"""The neuron crosses the kernel boundary as one record: kernels.record.STATIC_FIELDS feeds
+Static and both custom-op schemas; the C++ ``struct Args`` and its ctypes mirror agree field by
+field."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import torch
 
 from multispike.kernels import cpu
-from multispike.kernels.spec import STATIC_FIELDS, Static, spec_of
+from multispike.kernels.record import STATIC_FIELDS, Static, record_of
 from multispike.neurons import IFNode, LIFNode, PLIFNode
 
 C_TYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32, "double": ctypes.c_double,
@@ -64,5 +65,5 @@ def test_static_and_schemas_come_from_the_field_table():
 def test_static_round_trips_through_the_op_arguments():
     for node in (PLIFNode(firing="mt"), LIFNode(firing="ternary", reset="any"),
                  IFNode(firing="integer", levels=3, learn_thresholds=True)):
-        st = spec_of(node).static
+        st = record_of(node).static
         assert Static.from_args(st.args()) == st

@@ -24,7 +24,7 @@ from multispike.kernels import (
     compact_spikes,
     cpu,
     fused_multistep,
-    spec_of,
+    record_of,
 )
 from multispike.kernels.function import Plan, fused
 from multispike.monitor import record_activity
@@ -142,7 +142,7 @@ def test_reset_choice_equals_reference_float64(dynamics, firing, reset, impl):
     for amplitude, detach, reset_grad in cases:
         node = _node(dynamics, firing, amplitude, detach, reset=reset, reset_grad=reset_grad,
                      **deltas)
-        assert node.kernel_spec.native and node.kernel_spec.reset == reset
+        assert node.kernel_record.native and node.kernel_record.reset == reset
         for T in (1, 5):
             x = _x(T, 3, 61, seed=T, scale=_scale(node))
             _compare(node, x, impl, TOL[torch.float64])
@@ -181,7 +181,7 @@ def test_integer_rules_equal_reference(dynamics, firing, reset, impl):
             node = _node(dynamics, firing, amplitude, detach, dtype=dtype, reset=reset,
                          surrogate=surrogate, reset_grad=reset_grad, v_reset=v_reset,
                          levels=3, v_threshold=0.7)
-            assert node.kernel_spec.native and node.kernel_spec.static.levels == 3
+            assert node.kernel_record.native and node.kernel_record.static.levels == 3
             for T in (1, 6):
                 x = _x(T, 3, 57, seed=T, scale=2.5, dtype=dtype)
                 _compare(node, x, impl, TOL[dtype])
@@ -226,8 +226,8 @@ def test_learned_thresholds_equal_reference(dynamics, firing, reset, impl):
     gradients of the input, τ, the amplitude and threshold_rho (the kernels' sum of
     dL/dθ over every neuron and step, chained by autograd) agree to 1e-10 in float64."""
     for node in _learned_cases(dynamics, firing, reset):
-        spec = node.kernel_spec
-        assert spec.learned and spec.native and spec.static.learned
+        record = node.kernel_record
+        assert record.learned and record.native and record.static.learned
         for T in (1, 5):
             x = _x(T, 3, 61, seed=T, scale=1.2 if dynamics != "plif" else 2.4)
             _compare(node, x, impl, TOL[torch.float64])
@@ -264,15 +264,15 @@ def test_learned_thresholds_bfloat16_spikes(impl):
 
 def test_learning_layer_runs_fused():
     """A learning layer takes the fused path its constant copy would, and says so; its
-    thresholds reach the kernels as a tensor (no spec change when they move)."""
+    thresholds reach the kernels as a tensor (no record change when they move)."""
     node = PLIFNode(firing="mt", learn_thresholds=True)
     assert node.path.impl == node.fixed().path.impl
     if HAS_CPU_KERNEL:
         assert node.path.impl == "cpu" and "learned thresholds" in node.path.reason
-    spec = node.kernel_spec
+    record = node.kernel_record
     with torch.no_grad():
         node.threshold_rho.add_(0.2)
-    assert node.kernel_spec is spec
+    assert node.kernel_record is record
     node.backend = "fused"
     assert node.path.fused
 
@@ -296,7 +296,7 @@ def test_integer_rules_bfloat16(firing):
             assert err <= 1.5 * ref_err + 0.01 * t.norm(), (dynamics, reset, err, ref_err)
 
 
-def test_integer_rules_ties_and_spec():
+def test_integer_rules_ties_and_record():
     """Ties at k + 1/2 (V_th a power of two): the kernels round half to even like torch.round;
     the backward keeps H (no one-byte code), and the spikes pack in ceil(log2(D + 1)) bits."""
     u = torch.tensor([0.5, 1.5, 2.5, 3.5, 4.5, -0.5, -1.5, -2.5, 0.49, 7.0])
@@ -307,9 +307,9 @@ def test_integer_rules_ties_and_spec():
         impls = ["eager"] + (["cpu"] if HAS_CPU_KERNEL else [])
         for impl in impls:
             assert torch.equal(fused_multistep(x, node, impl=impl).flatten(), want)
-        spec = spec_of(node)
-        assert not spec.code_ok(False) and spec.static.thresholds == (0.5,)
-        assert spec.thresholds == (0.25, 0.75, 1.25, 1.75)
+        record = record_of(node)
+        assert not record.code_ok(False) and record.static.thresholds == (0.5,)
+        assert record.thresholds == (0.25, 0.75, 1.25, 1.75)
 
 
 @pytest.mark.parametrize("reset", RESETS)
@@ -384,13 +384,13 @@ def _oracle(node, x, weight):
     """float64 gradients of the very bfloat16 trajectory (the membranes the bf16 run saw)."""
     from multispike.kernels import eager
 
-    spec = spec_of(node)
+    record = record_of(node)
     tau = plif_tau(node.w.detach().to(x.dtype)) if node.dynamics == "plif" else None
     amp = node.amplitude.detach().to(x.dtype)
-    _, hs = eager.forward(x.reshape(x.shape[0], -1), spec, tau, amp, save=True)
+    _, hs = eager.forward(x.reshape(x.shape[0], -1), record, tau, amp, save=True)
     d = torch.float64
     grads = eager.backward(
-        weight.double().reshape(x.shape[0], -1), hs.double(), spec,
+        weight.double().reshape(x.shape[0], -1), hs.double(), record,
         None if tau is None else tau.double(), amp.double(), tau is not None, True,
     )
     gx, gtau, gamp, _ = grads
@@ -501,7 +501,7 @@ def test_custom_charge_falls_back():
             return v + 2 * x
 
     node = Doubled(backend="fused")
-    assert spec_of(node) is None
+    assert record_of(node) is None
     x = _x(3, 2, 10, dtype=torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -608,9 +608,9 @@ def test_compact_spikes_exact_and_smaller(amplitude, dtype):
 
 def test_kernel_module_surface():
     assert set(kernels.BACKENDS) == {"auto", "torch", "fused"}
-    spec = spec_of(PLIFNode(firing="ternary-mt"))
-    assert spec is not None and spec.native and spec.signed
-    assert spec.thresholds == (1.0, 0.5, 1.5)
+    record = record_of(PLIFNode(firing="ternary-mt"))
+    assert record is not None and record.native and record.signed
+    assert record.thresholds == (1.0, 0.5, 1.5)
 
 
 # -- Triton: on CUDA when a device is present, else in Triton's CPU interpreter -----------------
@@ -678,11 +678,11 @@ def triton_check(device: str, sample: bool | None = None) -> None:
             x = _x(T, 3, 41, seed=T, scale=_scale(node), dtype=dtype).to(device)
             weight = _x(*x.shape, seed=7, dtype=dtype).to(device)
             ref_out, ref_grads = _run(node, x, weight)
-            spec = spec_of(node)
+            record = record_of(node)
             node.zero_grad(set_to_none=True)
             xi = x.clone().requires_grad_(True)
-            w, amp = _scalars(node, spec)
-            out = fused(xi, Plan(spec, "triton"), w, amp)
+            w, amp = _scalars(node, record)
+            out = fused(xi, Plan(record, "triton"), w, amp)
             (out * weight).sum().backward()
             grads = [xi.grad] + [p.grad for p in node.parameters()]
             assert torch.equal(out.detach(), ref_out), (dynamics, firing, dtype, T, case)
@@ -708,11 +708,11 @@ INTEGER_CASES = (  # amplitude, detach, surrogate, reset_grad, v_reset, reset
 
 def _triton_compare(node, x, weight, dtype):
     ref_out, ref_grads = _run(node, x, weight)
-    spec = spec_of(node)
+    record = record_of(node)
     node.zero_grad(set_to_none=True)
     xi = x.clone().requires_grad_(True)
-    w, amp = _scalars(node, spec)
-    out = fused(xi, Plan(spec, "triton"), w, amp, _thresholds(node, spec))
+    w, amp = _scalars(node, record)
+    out = fused(xi, Plan(record, "triton"), w, amp, _thresholds(node, record))
     (out * weight).sum().backward()
     grads = [xi.grad] + [p.grad for p in node.parameters()]
     assert len(grads) == len(ref_grads) and all(g is not None for g in grads)

@@ -176,7 +176,7 @@ def test_fixed_layer_gives_identical_outputs_and_runs_fused(firing, dtype):
         assert node.learn_thresholds  # the original is unchanged
         v, rule = node.fixed_firing()
         assert const.v_threshold == v and const.rule == rule and v != node.v_threshold
-        assert const.kernel_spec is not None
+        assert const.kernel_record is not None
         x = _x(6, 2, 45, seed=12, scale=1.5, dtype=dtype)
         ref = node(x)
         for backend in ("torch", "auto", "fused"):

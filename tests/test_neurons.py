@@ -272,7 +272,7 @@ def test_dynamics_records():
     node = LIFNode(decay=0.5)
     assert node.dynamics_options() == {"decay": 0.5} and node.decay == 0.5
     node.decay = 0.75  # replaces the record; the kernels see it
-    assert node.dynamics_record == LIF(0.75) and node.kernel_spec.decay == 0.75
+    assert node.dynamics_record == LIF(0.75) and node.kernel_record.decay == 0.75
     x = _x(5, 2, 20, dtype=torch.float64)
     ref = reset_choice_reference(x, 0.5, decay=0.75)
     for backend in ("torch", "fused"):
@@ -478,12 +478,12 @@ class OutsideCustomCharge(LIFNode):
 def test_subclasses_dispatch_on_records():
     assert OutsideSubclass.__module__ != "multispike.neurons"
     node = OutsideSubclass(firing="mt", backend="fused")
-    assert node.kernel_spec is not None and node.runs_fused
+    assert node.kernel_record is not None and node.runs_fused
     x = _x(4, 2, 30)
     ref = LIFNode(firing="mt", backend="torch")(x)
     assert torch.equal(node(x), ref)
     custom = OutsideCustomCharge(firing="mt")
-    assert OutsideCustomCharge.custom_charge and custom.kernel_spec is None
+    assert OutsideCustomCharge.custom_charge and custom.kernel_record is None
     assert not custom.runs_fused and "overrides charge()" in custom.path.reason
     ref = multistep(x, lambda v, xt: 0.5 * v + xt, custom.params())[0]
     assert torch.equal(custom(x), ref)

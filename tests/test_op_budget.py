@@ -137,7 +137,7 @@ def test_triton_path_launches_and_nothing_else(name, monkeypatch):
         monkeypatch.setattr(triton_impl, kernel, _Launches(kernel, launches), raising=False)
     native = kernels.native_impl
     monkeypatch.setattr(kernels, "native_impl",
-                        lambda spec, x: "triton" if native(spec, x) else None)
+                        lambda record, x: "triton" if native(record, x) else None)
     node = TRITON_LAYERS[name][0]()
     assert node.path.impl == "triton"
     x = torch.randn(4, 2, 16, 8, 8, requires_grad=True)

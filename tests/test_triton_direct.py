@@ -37,7 +37,7 @@ def triton_launcher_errors(device: str = "cpu") -> list[str]:
     from multispike.neurons import NEURONS
 
     native = kernels.native_impl
-    kernels.native_impl = lambda spec, x: "triton" if native(spec, x) else None
+    kernels.native_impl = lambda record, x: "triton" if native(record, x) else None
     errors = []
     try:
         for dtype in (torch.float64, torch.float32, torch.bfloat16):

@@ -1,65 +1,11 @@
 """Spiking neuron layers: thin ``nn.Module`` wrappers over :mod:`multispike.functional`.
 
-Every layer takes a time-first tensor ``[T, B, ...]`` and returns spikes of the same shape.
-The membrane lives inside one call: a layer keeps no state between calls (there is nothing
-to reset), so the same input always gives the same output. For streaming inference,
-:meth:`Neuron.step` takes and returns the state explicitly.
-
-A layer is its records: the dynamics record (``layer.dynamics_record``: :class:`~multispike.
-functional.IF`, :class:`~multispike.functional.LIF` or :class:`~multispike.functional.PLIF`)
-and the :class:`~multispike.functional.NeuronParams` of :meth:`Neuron.params` (threshold,
-reset, firing rule, surrogate). Dynamics differ per class; everything else is shared:
-
-==============  ==============================================  =========================
-class           charge (record)                                 defaults
-==============  ==============================================  =========================
-``PLIFNode``    MT-SNN Eq 8, ``τ = 1 + exp(−w)`` learnable        ``init_tau=2, V_th=1``
-                (``PLIF(init_tau)``)
-``LIFNode``     Ternary Spike Eq 4/7, ``u = decay·u + x``          ``decay=0.25, V_th=0.5``
-                (``LIF(decay)``)
-``IFNode``      MT-SNN Eq 5, ``H = V + X`` (``IF()``)              ``V_th=1``
-==============  ==============================================  =========================
-
-Options on every layer (keyword-only):
-
-- ``firing``: ``"binary"``, ``"mt"`` (with ``deltas``), ``"ternary"``, ``"ternary-mt"``,
-  ``"integer"`` or ``"signed-integer"`` (with ``levels=D``, default 4: spikes
-  ``round(clamp(H/V_th, 0, D))``, SpikeYOLO's I-LIF, or ``−D … D``), or a
-  :class:`~multispike.functional.FiringRule` object;
-- ``learn_thresholds``: learn ``V_th`` (and an MT rule's deltas), ordered and positive by
-  construction (:func:`~multispike.functional.learned_thresholds`), starting at exactly the
-  given values; they run the fused kernels like any layer (the thresholds reach them as a
-  tensor, their gradient comes back summed on the device). :meth:`Neuron.fixed` returns the
-  equivalent layer with constant thresholds, and
-  :meth:`Neuron.fixed_firing` reads the current ones as floats;
-- ``reset``: what follows a spike (:func:`~multispike.functional.reset`): ``"main"`` (hard
-  reset by the main spike, MT-SNN Eq 3), ``"any"`` (hard reset by any spike, Ternary Spike
-  Eq 7) or ``"soft"`` (``V = H − b·V_th``, needs ``v_reset=0``); ``None`` (default) is the
-  rule's default, today's behaviour: ``"main"`` for binary, MT and ternary-MT, ``"any"`` for
-  ternary (the same as ``"main"`` there), ``"soft"`` for the integer rules;
-- ``learn_amplitude``: emit ``a·b`` with one learnable ``a`` per layer (Ternary Eq 13-14);
-- ``surrogate``: ``"rectangular"`` (MT-SNN Eq 9, default), ``"clamp"``, ``"sigmoid"``,
-  ``"atan"``, or a :class:`~multispike.functional.Surrogate`; ``surrogate_width`` is the window
-  of rectangular (default 1) and clamp (default 1), ``surrogate_alpha`` the sharpness of
-  sigmoid (default 4) and atan (default 2); the other one is a ``ConfigError`` (except that
-  ``surrogate_width`` on sigmoid/atan, the spelling before ``surrogate_alpha``, still means
-  ``alpha``, with a ``DeprecationWarning``);
-- ``v_reset`` (default 0), ``detach_reset`` (default False);
-- ``reset_grad``: the gradient of a hard reset, ``"surrogate"`` (default: through the
-  resetting spike's surrogate at its thresholds) or ``"spike"`` (the Ternary Spike code:
-  through ``|b|`` of the resetting spike, zero where none fired); same spikes either way, see
-  :func:`~multispike.functional.reset_spike`; a soft reset takes ``"surrogate"`` only;
-- ``check_input``: validate rank, dtype and finiteness of the input (default True);
-- ``backend``: ``"auto"`` (default: a fused kernel, C++ on CPU or Triton on CUDA, when one
-  covers the layer; else the reference loop), ``"torch"`` (always the reference loop of
-  :func:`~multispike.functional.multistep`) or ``"fused"`` (a fused kernel, else the eager
-  fused path). All three give the same spikes; see :mod:`multispike.kernels`.
-
-Which path a forward takes is decided once per device and dtype (on the first call after the
-layer is built, its options change or it is moved with ``.to()``) and cached; :attr:`Neuron.path`
-says which and why. While a monitor records (:func:`multispike.monitor.record_activity`) the
-reference loop runs whatever the backend, since the monitor needs every step's membrane; a
-``charge()`` override (:attr:`Neuron.custom_charge`) always runs the reference loop.
+:class:`Neuron` is the base; :class:`PLIFNode`, :class:`LIFNode` and :class:`IFNode` differ
+only in their dynamics record (``layer.dynamics_record``). Every layer takes a time-first
+tensor ``[T, B, ...]``, keeps no state between calls (:meth:`Neuron.step` streams one step
+with explicit state) and runs a fused kernel where one covers it (:attr:`Neuron.path` says
+which path and why). The classes' defaults, every option (firing rules, resets, surrogates,
+learned thresholds, ``backend``) and the equations they implement: ``docs/neurons.md``.
 
 Example::
 
@@ -166,7 +112,8 @@ class Neuron(nn.Module):
             raise ConfigError(
                 f"unknown backend {backend!r}; choose one of {', '.join(kernels.BACKENDS)}"
             )
-        #: "auto", "torch" or "fused": how forward() runs the loop over T (see module docs)
+        #: "auto", "torch" or "fused": how forward() runs the loop over T (docs/neurons.md,
+        #: "Backend")
         self.backend = backend
         v_threshold = finite_number("v_threshold", v_threshold)
         if v_threshold <= 0:
@@ -215,24 +162,24 @@ class Neuron(nn.Module):
         #: the layer copies nothing); not part of the state dict
         self.nonfinite: Tensor | None = None
 
-    #: attributes the fused kernels read: setting one refreshes :attr:`kernel_spec` and forgets
+    #: attributes the fused kernels read: setting one refreshes :attr:`kernel_record` and forgets
     #: the cached backend decisions
-    _SPEC_FIELDS = frozenset(
+    _KERNEL_FIELDS = frozenset(
         {"v_threshold", "v_reset", "rule", "surrogate", "detach_reset", "reset_grad", "reset",
          "dynamics_record", "backend", "learn_thresholds"}
     )
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name in Neuron._SPEC_FIELDS:
-            self._refresh_kernel_spec()
+        if name in Neuron._KERNEL_FIELDS:
+            self._refresh_kernel_record()
 
-    def _refresh_kernel_spec(self) -> None:
+    def _refresh_kernel_record(self) -> None:
         try:
-            spec = kernels.spec_of(self)
-        except AttributeError:  # still being built: an attribute spec_of reads is not set yet
-            spec = None
-        self.__dict__["kernel_spec"] = spec
+            record = kernels.record_of(self)
+        except AttributeError:  # still being built: an attribute record_of reads is not set yet
+            record = None
+        self.__dict__["kernel_record"] = record
         self.__dict__["_routes"] = {}  # (device type, dtype) -> impl, filled by forward
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -241,10 +188,10 @@ class Neuron(nn.Module):
         self.nonfinite = None  # made again on the new device when first needed
         return out
 
-    #: what the fused kernels know of this layer (:class:`~multispike.kernels.KernelSpec`),
+    #: what the fused kernels know of this layer (:class:`~multispike.kernels.KernelRecord`),
     #: worked out when the layer is built or its options change, not on every call (so that
     #: ``torch.compile`` reads it as a constant); ``None`` when no kernel implements it
-    kernel_spec: kernels.KernelSpec | None = None
+    kernel_record: kernels.KernelRecord | None = None
 
     # -- backend ---------------------------------------------------------------------------
     @property

@@ -137,7 +137,7 @@ class Dynamics:
     ``record.charge(v, x, w=..., v_reset=...)`` is one step of the charge; :meth:`options` the
     record's fields as the neuron modules' keyword options (what ``config()`` stores). The
     fused kernels implement the three records here; they read the record, not the module's
-    class (:func:`multispike.kernels.spec_of`).
+    class (:func:`multispike.kernels.record_of`).
     """
 
     #: registry key (``"if"``, ``"lif"``, ``"plif"``), the ``dynamics`` of the neuron modules

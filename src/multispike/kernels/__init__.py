@@ -1,30 +1,12 @@
 """Fused multi-step neurons: one kernel call per layer instead of a loop of small ops over T.
 
-The reference is :func:`multispike.functional.multistep` (the loop every neuron layer runs with
-``backend="torch"``); everything here computes the same spikes, operation by operation, and the
-same gradients up to the order of floating-point sums. Three implementations:
-
-- ``"cpu"``: a C++/OpenMP kernel (``csrc/multistep.cpp``) built with the system compiler on
-  first use and cached (see :mod:`multispike.kernels.cpu`); float32, float64, bfloat16;
-- ``"triton"``: Triton kernels on CUDA, one program per block of neurons looping over T, and a
-  reverse loop for the backward (see :mod:`multispike.kernels.triton_impl`);
-- ``"eager"``: the same forward/backward split in torch ops, for any device, dtype, firing rule
-  and surrogate; the fallback of the other two.
-
-Each forward saves one value per neuron and step for the backward: the membrane ``H[t]`` in the
-input's dtype, or a single byte (window count, main spike, spike value) when the backward needs
-no membrane value (rectangular or clamp surrogate with ``detach_reset``, no learnable τ and
-no learned thresholds).
-
-Learned thresholds (``learn_thresholds=True``) run fused too. Eager calls go through a
-launcher cached per layer (:mod:`multispike.kernels.direct`): the C++ kernel gets the
-thresholds as host numbers computed from ``threshold_rho``, the Triton kernels compute them
-from it on the device, and both return ``dL/dρ``. Under ``torch.compile`` the custom ops take
-them as one tensor (:func:`~multispike.kernels.spec.threshold_vector`) and return its
-gradient, which autograd chains on to ``threshold_rho``.
-
-Lean training memory: inside ``with compact_spikes():`` the layers after fused neurons save
-their spike inputs bit-packed, 1 to 8 bits per spike (:mod:`multispike.kernels.compact`).
+Everything here computes the spikes of the reference loop (:func:`multispike.functional.
+multistep`), operation by operation, and its gradients up to the order of floating-point sums.
+Three implementations: ``"cpu"`` (C++/OpenMP, :mod:`~multispike.kernels.cpu`), ``"triton"``
+(CUDA, :mod:`~multispike.kernels.triton_impl`) and ``"eager"`` (torch ops, any device, dtype,
+rule and surrogate; the fallback). A layer reaches them as one :class:`KernelRecord`
+(:func:`record_of`). What each keeps for the backward, learned thresholds, packed spikes
+(:func:`compact_spikes`) and the measurements: ``docs/performance.md``.
 
 Entry points::
 
@@ -66,7 +48,7 @@ from multispike.kernels import cpu
 from multispike.kernels.compact import compact_spikes, packing
 from multispike.kernels.direct import CpuLauncher, TritonLauncher
 from multispike.kernels.function import IMPLS, FusedMultistep, Plan, fused
-from multispike.kernels.spec import SAVE_NONE, KernelSpec, spec_of, threshold_vector
+from multispike.kernels.record import SAVE_NONE, KernelRecord, record_of, threshold_vector
 
 BACKENDS = ("auto", "torch", "fused")
 
@@ -74,7 +56,7 @@ __all__ = [
     "BACKENDS",
     "FusedMultistep",
     "IMPLS",
-    "KernelSpec",
+    "KernelRecord",
     "Route",
     "compact_spikes",
     "Plan",
@@ -85,7 +67,7 @@ __all__ = [
     "native_impl",
     "raise_on_nonfinite",
     "route",
-    "spec_of",
+    "record_of",
     "triton_available",
 ]
 
@@ -107,9 +89,9 @@ def cpu_kernel_available() -> bool:
     return cpu.library() is not None
 
 
-def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
+def native_impl(record: KernelRecord, x: Tensor) -> str | None:
     """The compiled implementation for this layer and input (``"cpu"``, ``"triton"``), or None."""
-    if not spec.native:
+    if not record.native:
         return None
     if x.device.type == "cpu" and x.dtype in cpu.DTYPES:
         return "cpu" if cpu_kernel_available() else None
@@ -118,19 +100,19 @@ def native_impl(spec: KernelSpec, x: Tensor) -> str | None:
     return None
 
 
-def _scalars(neuron: Any, spec: KernelSpec) -> tuple[Tensor | None, ...]:
+def _scalars(neuron: Any, record: KernelRecord) -> tuple[Tensor | None, ...]:
     """``(w, amp)``: the layer's PLIF ``w`` (None for other dynamics) and amplitude, as they
     are (the kernels read them; :func:`~multispike.kernels.function.fused` casts for the eager
     path)."""
-    return (neuron.w if spec.dynamics == "plif" else None), neuron.amplitude
+    return (neuron.w if record.dynamics == "plif" else None), neuron.amplitude
 
 
-def _thresholds(neuron: Any, spec: KernelSpec) -> Tensor | None:
+def _thresholds(neuron: Any, record: KernelRecord) -> Tensor | None:
     """A learning layer's thresholds as the kernels take them (:func:`threshold_vector`,
     torch ops on the layer's device, differentiable), or None."""
-    if not spec.learned:
+    if not record.learned:
         return None
-    return threshold_vector(spec, *neuron.threshold_tensors())
+    return threshold_vector(record, *neuron.threshold_tensors())
 
 
 def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor:
@@ -148,44 +130,44 @@ def fused_multistep(x_seq: Tensor, neuron: Any, *, impl: str = "auto") -> Tensor
     Raises:
         ConfigError: the layer's dynamics have no kernel, or ``impl`` cannot run it.
     """
-    spec = spec_of(neuron)
-    if spec is None:
+    record = record_of(neuron)
+    if record is None:
         raise ConfigError(
             f"no fused kernel for {type(neuron).__name__}: its charge() is not one of "
             "PLIF, LIF, IF; use backend='torch'"
         )
     if impl == "auto":
-        impl = native_impl(spec, x_seq) or "eager"
+        impl = native_impl(record, x_seq) or "eager"
     elif impl not in IMPLS:
         raise ConfigError(f"unknown kernel implementation {impl!r}; choose auto or {IMPLS}")
-    elif impl != "eager" and native_impl(spec, x_seq) != impl:
+    elif impl != "eager" and native_impl(record, x_seq) != impl:
         raise ConfigError(
             f"kernel {impl!r} cannot run this layer on {x_seq.device.type}/{x_seq.dtype} "
-            f"(firing {spec.rule.name}, surrogate {type(spec.surrogate).__name__}); use "
+            f"(firing {record.rule.name}, surrogate {type(record.surrogate).__name__}); use "
             "impl='eager' or 'auto'"
         )
-    launcher = _launcher(impl, spec, neuron, x_seq.dtype)
+    launcher = _launcher(impl, record, neuron, x_seq.dtype)
     if type(launcher) in _LAUNCHERS:
         return _launch(launcher, neuron, x_seq, check=False)
-    w, amp = _scalars(neuron, spec)
-    return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec))
+    w, amp = _scalars(neuron, record)
+    return fused(x_seq, Plan(record, impl), w, amp, _thresholds(neuron, record))
 
 
 _LAUNCHER_OF = {"cpu": CpuLauncher, "triton": TritonLauncher}
 _LAUNCHERS = (CpuLauncher, TritonLauncher)
 
 
-def _launcher(impl: str | None, spec: KernelSpec, neuron: Any, dtype: torch.dtype) -> Any:
+def _launcher(impl: str | None, record: KernelRecord, neuron: Any, dtype: torch.dtype) -> Any:
     """The launcher of ``impl`` for the layer and input dtype (C++ always; Triton unless its
     learned thresholds are of a dtype the in-kernel computation does not take), else
     ``impl`` itself (the path :func:`fused` takes)."""
     if impl not in _LAUNCHER_OF:
         return impl
     rho = getattr(neuron, "threshold_rho", None)
-    if impl == "triton" and spec.learned and (
+    if impl == "triton" and record.learned and (
             rho is None or rho.dtype not in (torch.float32, torch.float64)):
         return impl
-    return _LAUNCHER_OF[impl](spec, dtype, type(neuron).__name__)
+    return _LAUNCHER_OF[impl](record, dtype, type(neuron).__name__)
 
 
 def _launch(launcher: CpuLauncher | TritonLauncher, neuron: Any, x_seq: Tensor, *,
@@ -199,8 +181,8 @@ def _launch(launcher: CpuLauncher | TritonLauncher, neuron: Any, x_seq: Tensor, 
     amp = params.get("amplitude")
     rho = params["threshold_rho"] if launcher.learned else None
     if x_seq.numel() == 0:  # nothing to launch a kernel for
-        spec = launcher.spec
-        return fused(x_seq, Plan(spec, "eager"), w, amp, _thresholds(neuron, spec))
+        record = launcher.record
+        return fused(x_seq, Plan(record, "eager"), w, amp, _thresholds(neuron, record))
     wants_grad = torch.is_grad_enabled() and (
         x_seq.requires_grad or any(p is not None and p.requires_grad for p in (w, amp, rho)))
     if type(launcher) is TritonLauncher:
@@ -234,18 +216,18 @@ def choose(neuron: Any, x: Tensor) -> str | None:
     By ``neuron.backend``: ``"torch"``: ``None``; ``"auto"``: a compiled kernel (C++ on CPU,
     Triton on CUDA) when one covers the layer, its dtype and device, else ``None``;
     ``"fused"``: the compiled kernel, else the eager fused path; ``None`` only when no kernel
-    implements the dynamics (``kernel_spec`` is ``None``: a ``charge()`` override). The
+    implements the dynamics (``kernel_record`` is ``None``: a ``charge()`` override). The
     monitor is not considered here (the caller checks it on every call; :func:`route` does).
     """
     backend = getattr(neuron, "backend", "auto")
     if backend == "torch":
         return None
-    spec = getattr(neuron, "kernel_spec", None)
-    if spec is None and not hasattr(neuron, "kernel_spec"):
-        spec = spec_of(neuron)  # a duck-typed layer without the cached record
-    if spec is None:
+    record = getattr(neuron, "kernel_record", None)
+    if record is None and not hasattr(neuron, "kernel_record"):
+        record = record_of(neuron)  # a duck-typed layer without the cached record
+    if record is None:
         return None
-    impl = native_impl(spec, x)
+    impl = native_impl(record, x)
     if impl is None and backend == "fused":
         return "eager"
     return impl
@@ -283,8 +265,8 @@ def route(neuron: Any, x: Tensor) -> Route:
     if backend == "torch":
         return Route(None, "backend='torch' asks for the reference loop")
     impl = choose(neuron, x)
-    spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
-    if spec is None:
+    record = getattr(neuron, "kernel_record", None) or record_of(neuron)
+    if record is None:
         if getattr(neuron, "custom_charge", False):
             why = (f"{where} overrides charge() (custom_charge=True), which no fused kernel "
                    "implements")
@@ -293,13 +275,13 @@ def route(neuron: Any, x: Tensor) -> Route:
                    f"{getattr(neuron, 'dynamics_record', None)!r}")
         return Route(None, f"{why}: the reference loop runs")
     on = f"{x.device.type}/{str(x.dtype).replace('torch.', '')}"
-    learned = " with learned thresholds" if spec.learned else ""
+    learned = " with learned thresholds" if record.learned else ""
     if impl in ("cpu", "triton"):
-        return Route(impl, f"{_NAMES[impl]} covers {spec.dynamics}/{spec.rule.name}/"
-                           f"{spec.surrogate.name}/reset={spec.reset}{learned} on {on}")
-    if not spec.native:
-        why = (f"the compiled kernels do not cover firing {spec.rule.name!r} with surrogate "
-               f"{type(spec.surrogate).__name__}")
+        return Route(impl, f"{_NAMES[impl]} covers {record.dynamics}/{record.rule.name}/"
+                           f"{record.surrogate.name}/reset={record.reset}{learned} on {on}")
+    if not record.native:
+        why = (f"the compiled kernels do not cover firing {record.rule.name!r} with surrogate "
+               f"{type(record.surrogate).__name__}")
     else:
         why = f"no compiled kernel for {on} here"
         if x.device.type == "cpu" and x.dtype in cpu.DTYPES and cpu.failure():
@@ -320,10 +302,10 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
     by device type and dtype, emptied when the layer's options change or it moves), so that
     it is decided once, not on every call. Inside ``torch.compile`` the choice is made while
     tracing (a constant of the graph) and the compiled kernels enter the graph as the custom
-    ops of :mod:`multispike.kernels.ops`; the eager fused path does not (the reference loop is
-    traced instead). Tensor subclasses outside compilation (functorch wrappers, fake tensors)
-    take the reference loop. The caller handles the activity monitor (which needs every
-    step's membrane).
+    ops of :mod:`multispike.kernels.custom_ops`; the eager fused path does not (the reference
+    loop is traced instead). Tensor subclasses outside compilation (functorch wrappers, fake
+    tensors) take the reference loop. The caller handles the activity monitor (which needs
+    every step's membrane).
 
     With ``neuron.check_input``, the input's finiteness is checked by the compiled kernel in
     its own pass (C++: raises at once; Triton: sets ``neuron.nonfinite``, read by
@@ -347,7 +329,7 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
             if impl is None and getattr(neuron, "backend", "auto") == "fused":
                 _warn_once(type(neuron).__name__, f"multispike: {route(neuron, x_seq).reason}")
             if impl in _LAUNCHER_OF:  # prepared once, kept until the layer changes or moves
-                impl = _launcher(impl, getattr(neuron, "kernel_spec", None) or spec_of(neuron),
+                impl = _launcher(impl, getattr(neuron, "kernel_record", None) or record_of(neuron),
                                  neuron, x_seq.dtype)
             if routes is not None:
                 routes[key] = impl
@@ -356,14 +338,14 @@ def dispatch(neuron: Any, x_seq: Tensor) -> Tensor | None:
                                check=bool(getattr(neuron, "check_input", False)))
     if impl is None:
         return None
-    spec = getattr(neuron, "kernel_spec", None) or spec_of(neuron)
+    record = getattr(neuron, "kernel_record", None) or record_of(neuron)
     check = bool(getattr(neuron, "check_input", False))
     where = type(neuron).__name__
     if impl == "eager" and check:
         check_finite(x_seq, where)
-    w, amp = _scalars(neuron, spec)
+    w, amp = _scalars(neuron, record)
     flag = _flag(neuron, x_seq) if check and impl == "triton" else None
-    return fused(x_seq, Plan(spec, impl), w, amp, _thresholds(neuron, spec), flag=flag,
+    return fused(x_seq, Plan(record, impl), w, amp, _thresholds(neuron, record), flag=flag,
                  check=check, where=where)
 
 

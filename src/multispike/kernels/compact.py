@@ -1,45 +1,13 @@
 """Keep spikes bit-packed wherever autograd saves them: ``with compact_spikes(): loss = ...``.
 
-The layer after a spiking neuron (a convolution, a linear layer) saves its input, the spikes,
-for its own backward: in float32 that is 4 bytes per neuron and time step, as much as the
-membrane the neuron itself keeps. Spikes are small integers ``b`` (times the layer's
-amplitude ``a``), so inside this context every saved tensor that is the output of a fused
-neuron (or a view of it) is stored as the codes ``b - lo`` packed into as few bits as the
-rule needs, and rebuilt as ``a·b`` in the same dtype when the backward needs it: bit for bit
-the tensor that was saved. Other saved tensors pass through untouched.
-
-Bits per spike, from the range ``lo..hi`` the neuron declares with :func:`tag` (the smallest
-of 1, 2, 4, 8 that holds ``hi - lo + 1`` values, so a byte holds 8, 4, 2 or 1 spikes):
-
-======================================  =====  ====  =============
-rule                                    ``b``  bits  bytes / spike
-======================================  =====  ====  =============
-binary                                  0, 1   1     1/8
-ternary                                 -1..1  2     1/4
-multi-threshold, K = 2 or 3 thresholds  0..K   2     1/4
-multi-threshold, K = 4..7               0..K   4     1/2
-ternary multi-threshold, K = 2..7       -K..K  4     1/2
-no range declared (``tag(out, a)``)     any    8     1 (int8)
-======================================  =====  ====  =============
-
-against 4 bytes for float32 (2 for bfloat16): ``n`` spikes take ``ceil(n·bits/8)`` bytes.
-The codes are laid out in planes (byte ``i`` of ``m`` holds codes ``i, m + i, 2m + i, ...``
-from the low bits up, the last plane padded with zeros), so packing and unpacking are a few
-tensor ops on contiguous uint8 (shifts, masks, ORs), with no host synchronisation, on any
-device.
-
-The compiled kernels (C++ on the CPU, Triton on CUDA) do better: inside the block they write
-the packed codes themselves, in the same pass that computes the spikes (row ``t`` holds
-``ceil(N·bits/8)`` bytes, neuron ``i`` in byte ``i // (8 // bits)`` from the low bits up),
-and a saved spike tensor becomes a reference to those codes: packing costs no op at all, and
-the backward rebuilds the spikes in one pass (:func:`rebuild`). Outputs of the eager fused
-path are packed by the tensor ops below.
-
-It uses :func:`torch.autograd.graph.saved_tensors_hooks`, so it applies to whatever layers
-follow the neurons. PyTorch applies only the innermost such hooks: inside another
-``saved_tensors_hooks`` context (activation offloading, say) this one does nothing. Only
-outputs of the fused path are recognised (``backend="auto"`` or ``"fused"``); the reference
-loop's are not.
+The layer after a spiking neuron saves its input, the spikes, for its own backward. Inside
+:func:`compact_spikes` every saved tensor that is a fused neuron's output (or a view of it) is
+kept as the codes ``b - lo`` in 1, 2, 4 or 8 bits (the range the neuron declares with
+:func:`tag`) and rebuilt as ``a·b`` in the same dtype when the backward needs it: bit for bit
+the tensor that was saved. The compiled kernels write the packed codes themselves
+(:func:`rebuild` unpacks them); the eager fused path's outputs are packed by the tensor ops
+here. Bit widths, layouts, limits and measurements: ``docs/performance.md``
+("Spikes saved by the next layer").
 
 Example::
 

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from multispike.errors import InputError
 from multispike.kernels import host, pool
-from multispike.kernels.spec import Static
-from multispike.kernels.spec import cast_scalar as _cast
+from multispike.kernels.record import Static
+from multispike.kernels.record import cast_scalar as _cast
 
 SOURCE = Path(__file__).with_name("csrc") / "multistep.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared",
@@ -384,8 +384,8 @@ def make_args(st: Static, x: Tensor, w: Tensor | None, amp: Tensor | None,
     """The kernel's arguments for ``x`` ``[T, N]`` (CPU tensors: reading ``w`` and ``a`` is
     free). ``w``: PLIF's parameter (``τ`` from it by :func:`multispike.kernels.host.plif_scalars`).
 
-    ``thr``: learned thresholds as :func:`multispike.kernels.ops.kernel_thresholds` gives them;
-    the kernel reads them through a pointer (kept alive on the returned struct)."""
+    ``thr``: learned thresholds as :func:`multispike.kernels.custom_ops.kernel_thresholds` gives
+    them; the kernel reads them through a pointer (kept alive on the returned struct)."""
     a = Args.from_buffer_copy(_static_args(st, x.dtype))  # the cached struct stays read-only
     if thr is not None:
         kept = thr.detach().to(torch.float64).contiguous()

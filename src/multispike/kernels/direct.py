@@ -31,7 +31,7 @@ from multispike.functional.firing import initial_thresholds
 from multispike.kernels import cpu, host
 from multispike.kernels.compact import bits_for, packed_codes, tag
 from multispike.kernels.function import Plan, save_mode_for, spike_range
-from multispike.kernels.spec import SAVE_NONE, KernelSpec
+from multispike.kernels.record import SAVE_NONE, KernelRecord
 
 
 @lru_cache(maxsize=512)
@@ -50,23 +50,23 @@ def _differentiable_once() -> None:
 class CpuLauncher:
     """The C++ kernel for one layer kind and input dtype, with everything static prepared."""
 
-    __slots__ = ("spec", "dtype", "static", "initial", "main", "where", "plif", "learned",
+    __slots__ = ("record", "dtype", "static", "initial", "main", "where", "plif", "learned",
                  "modes", "spikes", "bits")
 
-    def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
-        self.spec, self.dtype, self.where = spec, dtype, where
-        self.static = cpu._static_args(spec.static, dtype)
-        self.initial, self.main = _initial(spec.rule, spec.v_threshold)
-        self.plif, self.learned = spec.dynamics == "plif", spec.learned
+    def __init__(self, record: KernelRecord, dtype: torch.dtype, where: str) -> None:
+        self.record, self.dtype, self.where = record, dtype, where
+        self.static = cpu._static_args(record.static, dtype)
+        self.initial, self.main = _initial(record.rule, record.v_threshold)
+        self.plif, self.learned = record.dynamics == "plif", record.learned
         #: what the forward saves for the backward, without and with a gradient for ``w``
-        self.modes = tuple(save_mode_for(Plan(spec, "cpu"), need_w) for need_w in (False, True))
+        self.modes = tuple(save_mode_for(Plan(record, "cpu"), need_w) for need_w in (False, True))
         #: the smallest and largest spike value, and the bits of their packed codes (for
         #: compact_spikes)
-        self.spikes = spike_range(spec)
+        self.spikes = spike_range(record)
         self.bits = bits_for(*self.spikes)
 
     def __reduce__(self):  # copies and pickles of a layer rebuild it (the struct holds pointers)
-        return CpuLauncher, (self.spec, self.dtype, self.where)
+        return CpuLauncher, (self.record, self.dtype, self.where)
 
     def __deepcopy__(self, memo) -> CpuLauncher:
         return self  # read-only once built
@@ -86,7 +86,7 @@ class CpuLauncher:
             a.amp = host.rounder(self.dtype)(amp.item())
         thr = None
         if rho is not None:
-            thr = host.Thresholds(self.spec, rho.tolist(), rho.dtype, self.dtype, self.initial,
+            thr = host.Thresholds(self.record, rho.tolist(), rho.dtype, self.dtype, self.initial,
                                   self.main)
             buf = (ctypes.c_double * len(thr.vector))(*thr.vector)
             a.lthr = ctypes.addressof(buf)
@@ -161,25 +161,25 @@ class TritonLauncher:
     The kernels read PLIF's ``w``, the amplitude and learned thresholds' ``ρ`` on the device
     (:mod:`multispike.kernels.triton_impl`)."""
 
-    __slots__ = ("spec", "dtype", "where", "plif", "learned", "plan", "modes", "spikes",
+    __slots__ = ("record", "dtype", "where", "plif", "learned", "plan", "modes", "spikes",
                  "bits", "impl")
 
-    def __init__(self, spec: KernelSpec, dtype: torch.dtype, where: str) -> None:
+    def __init__(self, record: KernelRecord, dtype: torch.dtype, where: str) -> None:
         from multispike.kernels import triton_impl
 
         #: the module (imported here, not with the package: it imports Triton), kept so
         #: that a call looks nothing up
         self.impl = triton_impl
-        self.spec, self.dtype, self.where = spec, dtype, where
-        self.plif, self.learned = spec.dynamics == "plif", spec.learned
-        self.plan = triton_impl.learned_plan(spec) if spec.learned else None
-        self.modes = tuple(save_mode_for(Plan(spec, "triton"), need_w)
+        self.record, self.dtype, self.where = record, dtype, where
+        self.plif, self.learned = record.dynamics == "plif", record.learned
+        self.plan = triton_impl.learned_plan(record) if record.learned else None
+        self.modes = tuple(save_mode_for(Plan(record, "triton"), need_w)
                            for need_w in (False, True))
-        self.spikes = spike_range(spec)
+        self.spikes = spike_range(record)
         self.bits = bits_for(*self.spikes)
 
     def __reduce__(self):  # copies and pickles of a layer rebuild it (it holds a module)
-        return TritonLauncher, (self.spec, self.dtype, self.where)
+        return TritonLauncher, (self.record, self.dtype, self.where)
 
     def __deepcopy__(self, memo) -> TritonLauncher:
         return self  # read-only once built
@@ -192,7 +192,7 @@ class TritonLauncher:
         if save_mode != SAVE_NONE:
             return _TritonNeuron.apply(x_seq, w, amp, rho, (self, save_mode, flag, pack))
         x = x_seq.contiguous()
-        return self.impl.forward(self.spec.static, x, w, amp, save_mode, flag,
+        return self.impl.forward(self.record.static, x, w, amp, save_mode, flag,
                                  c=self.constants(x, rho))[0]
 
     def constants(self, x: Tensor, rho: Tensor | None) -> Tensor | None:
@@ -201,7 +201,7 @@ class TritonLauncher:
         if rho is None:
             return None
         # rho as it is: the kernel only reads it (the callers run without a graph)
-        return self.impl.learned_consts(self.spec.static, self.plan, x.dtype, rho)
+        return self.impl.learned_consts(self.record.static, self.plan, x.dtype, rho)
 
 
 class _TritonNeuron(torch.autograd.Function):
@@ -217,7 +217,7 @@ class _TritonNeuron(torch.autograd.Function):
         if pack:  # the kernel writes the packed codes beside the spikes
             codes = packed_codes(launcher.bits, x.shape[0], x.numel() // x.shape[0], x.device)
             packed = (codes, launcher.bits, launcher.spikes[0])
-        out, saved = launcher.impl.forward(launcher.spec.static, x, w, amp, save_mode, flag,
+        out, saved = launcher.impl.forward(launcher.record.static, x, w, amp, save_mode, flag,
                                            c=c, pack=packed)
         if packed is not None:
             tag(out, amp, *launcher.spikes, packed[0])
@@ -234,6 +234,6 @@ class _TritonNeuron(torch.autograd.Function):
         need_w, need_amp, need_rho = (needs[i] and ctx.has[i - 1] for i in (1, 2, 3))
         launcher = ctx.launcher
         gx, g_w, g_amp, g_rho = launcher.impl.backward(
-            launcher.spec.static, grad_out.contiguous(), saved, ctx.save_mode, w, amp, need_w,
+            launcher.record.static, grad_out.contiguous(), saved, ctx.save_mode, w, amp, need_w,
             need_amp, need_thr=need_rho, c=c, rho=rho, plan=launcher.plan)
         return gx, g_w, g_amp, g_rho, None

@@ -8,8 +8,8 @@ reverse and recomputes each step's fire-and-reset from ``H[t]`` under autograd (
 surrogate works), then applies the charge's derivatives by hand:
 ``dL/dX = dL/dH / D``, ``dL/dV[t-1] = A · dL/dH``, ``dL/dτ = −Σ dL/dH·(H − V[t−1])/τ``.
 
-Learned thresholds (``spec.learned``) come as the vector of
-:func:`~multispike.kernels.spec.threshold_vector`; the forward fires with ``V_th = thr[0]`` and
+Learned thresholds (``record.learned``) come as the vector of
+:func:`~multispike.kernels.record.threshold_vector`; the forward fires with ``V_th = thr[0]`` and
 the learned thresholds ``thr[:K]`` exactly as the reference loop does (0-dim tensors), and the
 backward takes each step's gradient with respect to them too (the other entries of the vector
 get 0: the reference functions derive the reset threshold, ``V_th`` and ``1/V_th`` themselves).
@@ -23,57 +23,57 @@ import torch
 from torch import Tensor
 
 from multispike.functional.dynamics import NeuronParams, if_charge, lif_charge, reset
-from multispike.kernels.spec import KernelSpec
+from multispike.kernels.record import KernelRecord
 
 
-def charge_fn(spec: KernelSpec, tau: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+def charge_fn(record: KernelRecord, tau: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
     """``h = charge(v, x)`` with the arithmetic of the reference charge functions."""
-    if spec.dynamics == "plif":
+    if record.dynamics == "plif":
         assert tau is not None
-        if spec.v_reset == 0:
+        if record.v_reset == 0:
             c1 = 1 - 1 / tau  # plif_charge, MT-SNN Eq 8
             return lambda v, x: c1 * v + x / tau
-        vr = spec.v_reset
+        vr = record.v_reset
         return lambda v, x: v + (x - (v - vr)) / tau  # MT-SNN Eq 6
-    if spec.dynamics == "lif":
-        decay = spec.decay
+    if record.dynamics == "lif":
+        decay = record.decay
         return lambda v, x: lif_charge(v, x, decay)
     return if_charge
 
 
-def params_of(spec: KernelSpec, thr: Tensor | None):
-    """What the reference functions read: ``spec`` itself, or for learned thresholds a
+def params_of(record: KernelRecord, thr: Tensor | None):
+    """What the reference functions read: ``record`` itself, or for learned thresholds a
     :class:`NeuronParams` with ``V_th = thr[0]`` and the rule's thresholds ``thr[:K]``."""
     if thr is None:
-        return spec
+        return record
     k = thr.shape[0] - 3
     parts = thr[:k].unbind()
     return NeuronParams(
-        v_threshold=parts[0], v_reset=spec.v_reset, rule=spec.rule, surrogate=spec.surrogate,
-        detach_reset=spec.detach_reset, reset_grad=spec.reset_grad, reset=spec.reset,
+        v_threshold=parts[0], v_reset=record.v_reset, rule=record.rule, surrogate=record.surrogate,
+        detach_reset=record.detach_reset, reset_grad=record.reset_grad, reset=record.reset,
         thresholds=parts if k > 1 else None)
 
 
-def _fire_reset(spec: KernelSpec, h: Tensor, params=None) -> tuple[Tensor, Tensor, Tensor]:
-    p = spec if params is None else params
-    b, s = spec.rule.fire(h, p.v_threshold, spec.surrogate, getattr(params, "thresholds", None))
+def _fire_reset(record: KernelRecord, h: Tensor, params=None) -> tuple[Tensor, Tensor, Tensor]:
+    p = record if params is None else params
+    b, s = record.rule.fire(h, p.v_threshold, record.surrogate, getattr(params, "thresholds", None))
     return b, s, reset(h, b, s, p)  # reset, detach_reset, reset_grad: as the reference loop
 
 
 @torch.no_grad()
 def forward(
-    x: Tensor, spec: KernelSpec, tau: Tensor | None, amp: Tensor | None, save: bool,
+    x: Tensor, record: KernelRecord, tau: Tensor | None, amp: Tensor | None, save: bool,
     thr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``x`` ``[T, N]`` → ``(out, H or None)``; ``thr``: learned thresholds, or None."""
-    charge = charge_fn(spec, tau)
-    params = None if thr is None else params_of(spec, thr)
+    charge = charge_fn(record, tau)
+    params = None if thr is None else params_of(record, thr)
     out = torch.empty_like(x)
     hs = torch.empty_like(x) if save else None
-    v = torch.full_like(x[0], spec.v_reset)  # the start state, as the reference loop
+    v = torch.full_like(x[0], record.v_reset)  # the start state, as the reference loop
     for t in range(x.shape[0]):
         h = charge(v, x[t])
-        b, _, v = _fire_reset(spec, h, params)
+        b, _, v = _fire_reset(record, h, params)
         out[t] = b if amp is None else amp * b
         if hs is not None:
             hs[t] = h
@@ -83,7 +83,7 @@ def forward(
 def backward(
     grad: Tensor,
     hs: Tensor,
-    spec: KernelSpec,
+    record: KernelRecord,
     tau: Tensor | None,
     amp: Tensor | None,
     need_tau: bool,
@@ -92,18 +92,18 @@ def backward(
     need_thr: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Reverse loop over the saved ``H``; returns ``(dL/dX, dL/dτ, dL/da, dL/dthr)``."""
-    if spec.dynamics == "plif":
+    if record.dynamics == "plif":
         assert tau is not None
         tau = tau.detach()
         a_coef: Tensor | float = 1 - 1 / tau
         d_coef: Tensor | float = tau
     else:
-        a_coef = spec.decay if spec.dynamics == "lif" else 1.0
+        a_coef = record.decay if record.dynamics == "lif" else 1.0
         d_coef = 1.0
     a_leaf = None if amp is None else amp.detach().requires_grad_(need_amp)
     need_thr = need_thr and thr is not None
     t_leaf = None if thr is None else thr.detach().requires_grad_(need_thr)
-    fixed = None if thr is None else params_of(spec, t_leaf.detach())
+    fixed = None if thr is None else params_of(record, t_leaf.detach())
     dthr = torch.zeros_like(thr) if need_thr else None
     gx = torch.empty_like(grad)
     dv = torch.zeros_like(grad[0])
@@ -112,8 +112,8 @@ def backward(
     for t in range(grad.shape[0] - 1, -1, -1):
         with torch.enable_grad():
             h = hs[t].detach().requires_grad_(True)
-            params = None if t_leaf is None else params_of(spec, t_leaf)  # a graph per step
-            b, _, v = _fire_reset(spec, h, params)
+            params = None if t_leaf is None else params_of(record, t_leaf)  # a graph per step
+            b, _, v = _fire_reset(record, h, params)
             out = b if a_leaf is None else a_leaf * b
             inputs = [h] + ([a_leaf] if need_amp else []) + ([t_leaf] if need_thr else [])
             grads = torch.autograd.grad([out, v], inputs, [grad[t], dv], allow_unused=True)
@@ -125,9 +125,9 @@ def backward(
         if need_tau:
             with torch.no_grad():
                 if t > 0:
-                    v_prev = _fire_reset(spec, hs[t - 1], fixed)[2]
+                    v_prev = _fire_reset(record, hs[t - 1], fixed)[2]
                 else:
-                    v_prev = torch.full_like(h, spec.v_reset)
+                    v_prev = torch.full_like(h, record.v_reset)
                 dtau = dtau - (dh * (hs[t] - v_prev)).sum() / tau
         with torch.no_grad():
             gx[t] = dh / d_coef

@@ -2,11 +2,12 @@
 for the eager fused path.
 
 The compiled kernels (``"cpu"``: csrc/multistep.cpp, ``"triton"``: CUDA) run as the custom ops
-of :mod:`multispike.kernels.ops`, so ``torch.compile`` and CUDA graphs see one call per layer.
+of :mod:`multispike.kernels.custom_ops`, so ``torch.compile`` and CUDA graphs see one call per
+layer.
 The eager fused path (``"eager"``: torch ops, any rule, surrogate, device) keeps the static part
 of the layer in a :class:`Plan` that travels through :class:`FusedMultistep`; the learnable
 scalars (``τ`` of PLIF, the amplitude ``a``) and learned thresholds (the vector of
-:func:`~multispike.kernels.spec.threshold_vector`) are inputs so that autograd carries their
+:func:`~multispike.kernels.record.threshold_vector`) are inputs so that autograd carries their
 gradients on to ``w``, ``a`` and ``threshold_rho``.
 """
 
@@ -20,31 +21,31 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from multispike.functional.dynamics import plif_tau
-from multispike.kernels import eager, ops
+from multispike.kernels import custom_ops, eager
 from multispike.kernels.compact import tag
-from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, KernelSpec
+from multispike.kernels.record import SAVE_CODE, SAVE_H, SAVE_NONE, KernelRecord
 
 IMPLS = ("cpu", "triton", "eager")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A spec and the implementation that runs it."""
+    """A record and the implementation that runs it."""
 
-    spec: KernelSpec
+    record: KernelRecord
     impl: str
 
 
 def save_mode_for(plan: Plan, need_tau: bool) -> int:
-    if plan.impl != "eager" and plan.spec.code_ok(need_tau):
+    if plan.impl != "eager" and plan.record.code_ok(need_tau):
         return SAVE_CODE
     return SAVE_H
 
 
-def spike_range(spec: KernelSpec) -> tuple[int, int]:
+def spike_range(record: KernelRecord) -> tuple[int, int]:
     """Smallest and largest spike value ``b`` the layer's rule emits."""
-    k = len(spec.thresholds)
-    return (-k if spec.signed else 0), k
+    k = len(record.thresholds)
+    return (-k if record.signed else 0), k
 
 
 class FusedMultistep(torch.autograd.Function):
@@ -59,14 +60,14 @@ class FusedMultistep(torch.autograd.Function):
                 thr: Tensor | None, plan: Plan):
         shape = x_seq.shape
         x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-        out, saved = eager.forward(x, plan.spec, tau, amp, True, thr)
+        out, saved = eager.forward(x, plan.record, tau, amp, True, thr)
         ctx.plan, ctx.shape = plan, shape
         ctx.need_tau = tau is not None and ctx.needs_input_grad[1]
         ctx.need_amp = amp is not None and ctx.needs_input_grad[2]
         ctx.need_thr = thr is not None and ctx.needs_input_grad[3]
         ctx.has_tau, ctx.has_amp, ctx.has_thr = tau is not None, amp is not None, thr is not None
         ctx.save_for_backward(saved, *[t for t in (tau, amp, thr) if t is not None])
-        tag(out, amp, *spike_range(plan.spec))
+        tag(out, amp, *spike_range(plan.record))
         return out.view(shape)
 
     @staticmethod
@@ -79,7 +80,7 @@ class FusedMultistep(torch.autograd.Function):
         amp = rest.pop(0) if ctx.has_amp else None
         thr = rest.pop(0) if ctx.has_thr else None
         gx, g_tau, g_amp, g_thr = eager.backward(
-            grad, saved, ctx.plan.spec, tau, amp, ctx.need_tau, ctx.need_amp, thr, ctx.need_thr)
+            grad, saved, ctx.plan.record, tau, amp, ctx.need_tau, ctx.need_amp, thr, ctx.need_thr)
         return gx.view(shape), g_tau, g_amp, g_thr, None
 
 
@@ -101,10 +102,10 @@ def fused(
     casts to the input's dtype with torch ops. ``check`` (compiled kernels only): look for
     NaN/inf in the kernel's own pass over ``x``; the C++ kernel raises at once, the Triton
     kernel sets ``flag``. ``thr``: the learned thresholds' vector
-    (:func:`~multispike.kernels.spec.threshold_vector`) where ``plan.spec.learned``, else None.
+    (:func:`~multispike.kernels.record.threshold_vector`) where ``plan.record.learned``, else None.
     """
     if x_seq.numel() == 0 and plan.impl != "eager":
-        plan = Plan(plan.spec, "eager")  # nothing to launch a kernel for
+        plan = Plan(plan.record, "eager")  # nothing to launch a kernel for
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x_seq, w, amp, thr)
     )
@@ -115,13 +116,13 @@ def fused(
         if wants_grad:
             return FusedMultistep.apply(x_seq, tau, amp, thr, plan)
         x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-        out, _ = eager.forward(x, plan.spec, tau, amp, False, thr)
+        out, _ = eager.forward(x, plan.record, tau, amp, False, thr)
         return out.view(shape)
     need_w = wants_grad and w is not None and w.requires_grad
     mode = save_mode_for(plan, need_w) if wants_grad else SAVE_NONE
     x = x_seq.reshape(shape[0], math.prod(shape[1:])).contiguous()
-    out = ops.forward(x, plan.spec.static, w, amp, thr, save_mode=mode, impl=plan.impl,
+    out = custom_ops.forward(x, plan.record.static, w, amp, thr, save_mode=mode, impl=plan.impl,
                       flag=flag, check=check, where=where)
     if wants_grad and not torch.compiler.is_compiling():
-        tag(out, amp, *spike_range(plan.spec))  # compact_spikes() may pack them where saved
+        tag(out, amp, *spike_range(plan.record))  # compact_spikes() may pack them where saved
     return out.view(shape)

@@ -147,13 +147,13 @@ def learned_values(rho: Sequence[float], initial: tuple[float, ...], dtype: torc
 class Thresholds:
     """A learning layer's thresholds for one call of the C++ kernel: :attr:`vector` is the
     kernels' ``[θ_0 … θ_{K−1}, θ_r, V_th, 1/V_th]`` (rule order, as
-    :func:`~multispike.kernels.spec.threshold_vector` and
-    :func:`~multispike.kernels.ops.kernel_thresholds` compute it) for input of ``x_dtype``;
+    :func:`~multispike.kernels.record.threshold_vector` and
+    :func:`~multispike.kernels.custom_ops.kernel_thresholds` compute it) for input of ``x_dtype``;
     :meth:`grad_rho` chains the kernel's gradient of that vector back to ``ρ``."""
 
     __slots__ = ("vector", "_src", "_main", "_slopes", "_v")
 
-    def __init__(self, spec, rho: Sequence[float], rho_dtype: torch.dtype,
+    def __init__(self, record, rho: Sequence[float], rho_dtype: torch.dtype,
                  x_dtype: torch.dtype, initial: tuple[float, ...], main: int) -> None:
         asc, self._slopes = learned_values(rho, initial, rho_dtype)
         r = rounder(rho_dtype)
@@ -161,10 +161,10 @@ class Thresholds:
         order = [main] + [k for k in range(len(asc)) if k != main]
         learned = [asc[k] for k in order] if len(asc) > 1 else None
         th = learned if learned is not None else [v]
-        if spec.reset == "soft":
+        if record.reset == "soft":
             reset_src, rt = order[0], th[0]
         else:
-            rt = spec.rule.reset_threshold(v, spec.reset, learned)
+            rt = record.rule.reset_threshold(v, record.reset, learned)
             reset_src = order[th.index(rt)] if rt in th else None
         inv = r(1.0 / v)
         # kernel_thresholds: the thresholds and θ_r in x's dtype, V_th and 1/V_th in the

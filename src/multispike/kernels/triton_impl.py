@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from multispike.kernels.spec import SAVE_CODE, SAVE_H, SAVE_NONE, Static
-from multispike.kernels.spec import cast_scalar as _cast
+from multispike.kernels.record import SAVE_CODE, SAVE_H, SAVE_NONE, Static
+from multispike.kernels.record import cast_scalar as _cast
 
 try:  # pragma: no cover - depends on the machine
     import triton
@@ -225,7 +225,7 @@ if HAVE_TRITON:
         ``c`` (:func:`consts`) with ``θ_k`` (rule order: the main threshold first), ``θ_r``,
         ``V_th`` and ``1/V_th`` computed from ``ρ`` exactly as
         :func:`~multispike.functional.learned_thresholds` and
-        :func:`~multispike.kernels.ops.kernel_thresholds` compute them (``lc``: the segments
+        :func:`~multispike.kernels.custom_ops.kernel_thresholds` compute them (``lc``: the segments
         ``c_j`` and initial thresholds ``θ⁰_j`` in ρ's dtype)."""
         tl.store(out_ptr + 0, tl.load(c_ptr + 0))  # decay
         tl.store(out_ptr + K + 1, tl.load(c_ptr + K + 1))  # v_reset
@@ -600,8 +600,8 @@ def consts(st: Static, dtype: torch.dtype, device: torch.device) -> Tensor:
 def consts_with(st: Static, dtype: torch.dtype, device: torch.device,
                 thr: Tensor | None) -> Tensor:
     """:func:`consts`, with the learned thresholds ``thr`` (``[th_0 … th_{K−1}, th_r, vth,
-    inv]`` in the compute dtype, :func:`multispike.kernels.ops.kernel_thresholds`) in place of
-    the constant ones: one ``cat`` on the device per call, no host data."""
+    inv]`` in the compute dtype, :func:`multispike.kernels.custom_ops.kernel_thresholds`) in place
+    of the constant ones: one ``cat`` on the device per call, no host data."""
     c = consts(st, dtype, device)
     if thr is None:
         return c
@@ -664,21 +664,21 @@ class LearnedPlan:
     initial: tuple[float, ...]
 
 
-def learned_plan(spec) -> LearnedPlan:
+def learned_plan(record) -> LearnedPlan:
     """The :class:`LearnedPlan` of a learning layer's
-    :class:`~multispike.kernels.spec.KernelSpec`."""
+    :class:`~multispike.kernels.record.KernelRecord`."""
     from multispike.functional.firing import initial_thresholds
 
-    initial, main = initial_thresholds(spec.rule, spec.v_threshold)
+    initial, main = initial_thresholds(record.rule, record.v_threshold)
     k = len(initial)
-    if spec.reset == "soft":
+    if record.reset == "soft":
         rs = main
     else:
         th = [initial[main]] + [t for i, t in enumerate(initial) if i != main]
-        rt = spec.rule.reset_threshold(initial[main], spec.reset, th if k > 1 else None)
+        rt = record.rule.reset_threshold(initial[main], record.reset, th if k > 1 else None)
         rs = initial.index(rt) if rt in initial else -1
     return LearnedPlan(k=k, main=main, rs_idx=rs, rs_grad=main if rs < 0 else rs,
-                       rs_w=0.5 if rs < 0 else 1.0, soft=spec.reset == "soft",
+                       rs_w=0.5 if rs < 0 else 1.0, soft=record.reset == "soft",
                        initial=tuple(initial))
 
 

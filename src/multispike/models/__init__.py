@@ -32,8 +32,8 @@ from multispike.models.base import (
 )
 from multispike.models.profile import count_macs, count_params
 from multispike.models.registry import create, get_builder, list_models, register_model
-from multispike.models.resnet import ResNet, ResNetSpec
-from multispike.models.vgg import VGG, VGGSpec
+from multispike.models.resnet import ResNet, ResNetLayout
+from multispike.models.vgg import VGG, VGGLayout
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -43,9 +43,9 @@ __all__ = [
     "VGG",
     "Head",
     "ResNet",
-    "ResNetSpec",
+    "ResNetLayout",
     "SpikingModel",
-    "VGGSpec",
+    "VGGLayout",
     "count_macs",
     "count_params",
     "create",

@@ -61,9 +61,11 @@ COMMON_OPTIONS = (
 )
 
 
-class Spec(Protocol):
-    """What a family's configuration record gives :class:`SpikingModel`: the registry key and
-    the model's defaults (one value per option that applies to it)."""
+class Layout(Protocol):
+    """A model's layout, as :class:`SpikingModel` reads it: the registry key and the model's
+    defaults (one value per option that applies to it). Each family's layout record
+    (:class:`~multispike.models.vgg.VGGLayout`, :class:`~multispike.models.resnet.ResNetLayout`,
+    :class:`~multispike.models.graph_net.GraphLayout`) adds the architecture's shape."""
 
     name: str
     defaults: dict[str, Any]
@@ -116,7 +118,7 @@ class Head(nn.Module):
 class SpikingModel(nn.Module):
     """Base of every model in the zoo.
 
-    A family (``VGG``, ``ResNet``) calls ``super().__init__(spec, kwargs)`` with its builder's
+    A family (``VGG``, ``ResNet``) calls ``super().__init__(layout, kwargs)`` with its builder's
     keyword arguments, builds ``self.stem_conv`` (the encoder's convolution, the model's first
     layer) and writes its dataflow after the stem convolution once, in :meth:`describe`.
 
@@ -138,10 +140,10 @@ class SpikingModel(nn.Module):
     #: defaults of family options that every model of the family takes
     family_defaults: Mapping[str, Any] = {}
 
-    def __init__(self, spec: Spec, kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, layout: Layout, kwargs: Mapping[str, Any]) -> None:
         super().__init__()
-        name = spec.name
-        opts, neuron_options, cls = self.resolve_options(spec, kwargs)
+        name = layout.name
+        opts, neuron_options, cls = self.resolve_options(layout, kwargs)
         self.name = name
         self.neuron_factory = NeuronFactory(
             cls, opts["firing"], mt_on_fc=opts["mt_on_fc"], options=neuron_options
@@ -158,7 +160,7 @@ class SpikingModel(nn.Module):
     # -- options -----------------------------------------------------------------------------
     @classmethod
     def resolve_options(
-        cls, spec: Spec, kwargs: Mapping[str, Any]
+        cls, layout: Layout, kwargs: Mapping[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any], type[Neuron]]:
         """The one validation point of a model's keyword arguments.
 
@@ -167,8 +169,8 @@ class SpikingModel(nn.Module):
         defaults and checks every value. Returns ``(options, neuron_options, neuron_class)``;
         raises a one-line :class:`ConfigError` naming the option and the fix.
         """
-        name = spec.name
-        defaults = {**cls.family_defaults, **spec.defaults}
+        name = layout.name
+        defaults = {**cls.family_defaults, **layout.defaults}
         schema = COMMON_OPTIONS + cls.family_options
         options = {k: v for k, v in kwargs.items() if k in schema}
         neuron_options = {k: v for k, v in kwargs.items() if k not in schema}
@@ -195,11 +197,11 @@ class SpikingModel(nn.Module):
         opts["neuron"] = _neuron_name(opts["neuron"])
         neuron_cls: type[Neuron] = get_neuron_class(opts["neuron"])
         check_neuron_options(neuron_cls, neuron_options, where=name, model_options=list(defaults))
-        cls.check_family_options(spec, opts)
+        cls.check_family_options(layout, opts)
         return opts, neuron_options, neuron_cls
 
     @classmethod
-    def check_family_options(cls, spec: Spec, opts: dict[str, Any]) -> None:
+    def check_family_options(cls, layout: Layout, opts: dict[str, Any]) -> None:
         """Check the family's own options (``opts`` resolved); families override it."""
 
     # -- time steps --------------------------------------------------------------------------

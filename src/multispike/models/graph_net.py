@@ -93,8 +93,9 @@ _SEGMENT = re.compile(r"^\w+$")
 
 
 @dataclass(frozen=True)
-class GraphSpec:
-    """The configuration record :class:`~multispike.models.base.SpikingModel` reads."""
+class GraphLayout:
+    """A graph model's layout as :class:`~multispike.models.base.SpikingModel` reads it: the
+    registry key and the defaults (the graph itself comes as ``graph=``)."""
 
     name: str
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -200,12 +201,12 @@ class GraphNet(SpikingModel):
 
     family_options = ("graph",)
 
-    def __init__(self, spec: GraphSpec, **options: Any) -> None:
+    def __init__(self, layout: GraphLayout, **options: Any) -> None:
         given = sorted(k for k in NODE_DYNAMICS if options.get(k) is not None)
         if given:
             raise ConfigError(f"nir_graph: {', '.join(given)} belong to each neuron node of the "
                               "graph, not to the model; edit the graph (or re-import) instead")
-        super().__init__(spec, options)
+        super().__init__(layout, options)
         self._graph = check_graph(self.model_args["graph"], reserved_names())
         self.input_shape = tuple(int(s) for s in self._graph["input"])
         self.input_size = tuple(self.input_shape[1:])  # type: ignore[assignment]
@@ -216,7 +217,7 @@ class GraphNet(SpikingModel):
             _place(self, node["name"], module)
 
     @classmethod
-    def check_family_options(cls, spec: Any, opts: dict[str, Any]) -> None:
+    def check_family_options(cls, layout: Any, opts: dict[str, Any]) -> None:
         out = [n for n in (opts["graph"] or {}).get("nodes", []) if n.get("op") == "output"]
         size = math.prod(out[0].get("shape", [0])) if out else 0
         if out and opts["num_classes"] != size:
@@ -320,4 +321,4 @@ def nir_graph(*, graph: Any = None, **options: Any) -> GraphNet:
                 "firing": "binary", "neuron": first["dynamics"], "norm": "fold",
                 "output": "membrane", "mt_on_fc": True, "in_channels": int(desc["input"][0]),
                 "vote_group": 10, "graph": None}
-    return GraphNet(GraphSpec("nir_graph", defaults), graph=desc, **options)
+    return GraphNet(GraphLayout("nir_graph", defaults), graph=desc, **options)

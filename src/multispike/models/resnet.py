@@ -59,8 +59,9 @@ from multispike.models.registry import register_model
 
 
 @dataclass(frozen=True)
-class ResNetSpec:
-    """One ResNet configuration.
+class ResNetLayout:
+    """The layout of one ResNet: stem, stage widths, blocks per stage, strides, block kind and
+    the model's defaults.
 
     ``stem``: ``"ms"`` (conv3x3-BN, no neuron: the stream starts as membrane input),
     ``"cifar"`` (conv3x3-BN-neuron), ``"sengupta"`` (three conv3x3-BN-neuron at the stem
@@ -121,9 +122,9 @@ def zero_init_residual(blocks: nn.Module) -> None:
 
 
 class ResNet(SpikingModel):
-    """Spiking ResNet of a :class:`ResNetSpec`.
+    """Spiking ResNet of a :class:`ResNetLayout`.
 
-    Options (keyword-only, ``None`` = the spec's default) are those of
+    Options (keyword-only, ``None`` = the layout's default) are those of
     :func:`~multispike.models.create`, ``stem_norm``, ``init`` and ``zero_init_residual`` (see
     :data:`RESNET_OPTIONS`); ``resnet20`` also takes ``shortcut_kernel`` (3, the default, gives
     MT-SNN Table 2's 4.66M parameters; 1 gives 4.34M). Remaining keyword arguments are neuron
@@ -133,13 +134,13 @@ class ResNet(SpikingModel):
     family_options = ("shortcut_kernel", "stem_norm", "init", "zero_init_residual")
     family_defaults = RESNET_OPTIONS
 
-    def __init__(self, spec: ResNetSpec, **kwargs: Any) -> None:
-        super().__init__(spec, kwargs)
+    def __init__(self, layout: ResNetLayout, **kwargs: Any) -> None:
+        super().__init__(layout, kwargs)
         o = self.model_args
         neurons, steps = self.neuron_factory, o["timesteps"]
 
-        w = spec.stem_width
-        if spec.stem == "imagenet":
+        w = layout.stem_width
+        if layout.stem == "imagenet":
             self.stem_conv = nn.Conv2d(self.in_channels, w, 7, stride=2, padding=3, bias=False)
         else:
             self.stem_conv = conv3x3(self.in_channels, w)
@@ -149,22 +150,22 @@ class ResNet(SpikingModel):
             return build_norm(stem_norm, c, timesteps=steps, v_threshold=neurons.v_threshold)
 
         self.stem_norm = stem_norm_layer(w)
-        self.stem_act = nn.Identity() if spec.stem == "ms" else neurons.conv()
+        self.stem_act = nn.Identity() if layout.stem == "ms" else neurons.conv()
         rest: list[nn.Module] = []
-        if spec.stem == "sengupta":  # every stem BN is the stem's norm
+        if layout.stem == "sengupta":  # every stem BN is the stem's norm
             rest += [ConvUnit(conv3x3(w, w), stem_norm_layer(w), neurons.conv())
                      for _ in range(2)]
             rest.append(TimeFold(nn.AvgPool2d(2)))
-        elif spec.stem == "imagenet":
+        elif layout.stem == "imagenet":
             rest.append(TimeFold(nn.AvgPool2d(3, 2, 1)))
         self.stem_rest = nn.Sequential(*rest)
 
         blocks: list[nn.Module] = []
         cin = w
-        for width, n, stride in zip(spec.widths, spec.blocks, spec.strides, strict=True):
+        for width, n, stride in zip(layout.widths, layout.blocks, layout.strides, strict=True):
             for i in range(n):
                 s = stride if i == 0 else 1
-                if spec.block == "membrane":
+                if layout.block == "membrane":
                     blk: nn.Module = MembraneBlock(
                         cin,
                         width,
@@ -182,13 +183,13 @@ class ResNet(SpikingModel):
                         neuron_factory=neurons,
                         norm=o["norm"],
                         timesteps=steps,
-                        avg_down=spec.avg_down,
+                        avg_down=layout.avg_down,
                     )
                 blocks.append(blk)
                 cin = width
         self.stages = nn.Sequential(*blocks)
         # membrane residual: one neuron turns the stream into spikes before pooling
-        self.final_act = neurons.conv() if spec.block == "membrane" else nn.Identity()
+        self.final_act = neurons.conv() if layout.block == "membrane" else nn.Identity()
         self.head = Head(
             cin,
             self.num_classes,
@@ -196,21 +197,21 @@ class ResNet(SpikingModel):
             vote_group=o["vote_group"],
             neuron_factory=neurons,
         )
-        down = math.prod(spec.strides) * {"imagenet": 4, "sengupta": 2}.get(spec.stem, 1)
+        down = math.prod(layout.strides) * {"imagenet": 4, "sengupta": 2}.get(layout.stem, 1)
         self.min_input_size = down
-        init_weights(self, o["init"], spec.name)
+        init_weights(self, o["init"], layout.name)
         if o["zero_init_residual"]:
             zero_init_residual(self.stages)
-        self.input_size = (spec.input_size, spec.input_size)
+        self.input_size = (layout.input_size, layout.input_size)
 
     @classmethod
-    def check_family_options(cls, spec: Any, opts: dict[str, Any]) -> None:
+    def check_family_options(cls, layout: Any, opts: dict[str, Any]) -> None:
         k = opts.get("shortcut_kernel")
-        if spec.block == "membrane" and k not in (1, 3):
-            raise ConfigError(f"{spec.name}: shortcut_kernel must be 1 or 3, got {k!r}")
+        if layout.block == "membrane" and k not in (1, 3):
+            raise ConfigError(f"{layout.name}: shortcut_kernel must be 1 or 3, got {k!r}")
         if opts["stem_norm"] is not None:
             get_norm(opts["stem_norm"])
-        check_init(opts["init"], spec.name)
+        check_init(opts["init"], layout.name)
 
     def describe(self, g: Any, y: Any) -> Any:
         """Stem conv output ``[T, B, w, H, W]`` → ``[T, B, K]`` (see ``SpikingModel.describe``)."""
@@ -224,7 +225,7 @@ class ResNet(SpikingModel):
         return self.head.describe(g, "head", z)  # [T, B, K]
 
 
-RESNET20 = ResNetSpec(
+RESNET20 = ResNetLayout(
     "resnet20",
     "ms",
     64,
@@ -234,7 +235,7 @@ RESNET20 = ResNetSpec(
     "membrane",
     defaults={**MT_SNN_DEFAULTS, "shortcut_kernel": 3},
 )
-RESNET19 = ResNetSpec(
+RESNET19 = ResNetLayout(
     "resnet19",
     "cifar",
     128,
@@ -244,7 +245,7 @@ RESNET19 = ResNetSpec(
     "spike",
     defaults=dict(TERNARY_DEFAULTS),
 )
-RESNET20M = ResNetSpec(
+RESNET20M = ResNetLayout(
     "resnet20m",
     "sengupta",
     64,
@@ -256,7 +257,7 @@ RESNET20M = ResNetSpec(
     defaults=dict(TERNARY_DEFAULTS),
 )
 _IMAGENET = {**TERNARY_DEFAULTS, "num_classes": 1000, "timesteps": 4}
-RESNET18 = ResNetSpec(
+RESNET18 = ResNetLayout(
     "resnet18",
     "imagenet",
     64,
@@ -267,7 +268,7 @@ RESNET18 = ResNetSpec(
     input_size=224,
     defaults=_IMAGENET,
 )
-RESNET34 = ResNetSpec(
+RESNET34 = ResNetLayout(
     "resnet34",
     "imagenet",
     64,

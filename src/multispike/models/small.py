@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from multispike.models.registry import register_model
-from multispike.models.vgg import VGG, VGGSpec, vgg_defaults
+from multispike.models.vgg import VGG, VGGLayout, vgg_defaults
 
-DIGITS_NET = VGGSpec(
+DIGITS_NET = VGGLayout(
     "digits_net",
     ((16, 32),),
     64,

@@ -51,8 +51,9 @@ from multispike.models.registry import register_model
 
 
 @dataclass(frozen=True)
-class VGGSpec:
-    """One VGG configuration: output channels of each conv, per stage, and the hidden FC width."""
+class VGGLayout:
+    """The layout of one VGG: output channels of each conv, per stage, the hidden FC width and
+    the model's defaults."""
 
     name: str
     stages: tuple[tuple[int, ...], ...]
@@ -73,7 +74,7 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 class VGG(SpikingModel):
     """Spiking VGG: stages of conv-BN-neuron and pooling, one hidden FC, an output layer.
 
-    Options (keyword-only, ``None`` = the spec's default) are those of
+    Options (keyword-only, ``None`` = the layout's default) are those of
     :func:`~multispike.models.create` plus:
 
     - ``input_size``: side of the square input the first FC is sized for;
@@ -88,21 +89,21 @@ class VGG(SpikingModel):
 
     family_options = ("input_size", "dropout", "pool", "fc_norm")
 
-    def __init__(self, spec: VGGSpec, **kwargs: Any) -> None:
-        super().__init__(spec, kwargs)
+    def __init__(self, layout: VGGLayout, **kwargs: Any) -> None:
+        super().__init__(layout, kwargs)
         o = self.model_args
         neurons, steps = self.neuron_factory, o["timesteps"]
 
         def norm_layer(c: int) -> nn.Module:
             return build_norm(o["norm"], c, timesteps=steps, v_threshold=neurons.v_threshold)
 
-        first = spec.stages[0][0]
+        first = layout.stages[0][0]
         self.stem_conv = conv3x3(self.in_channels, first)  # the encoder: sees the analog image
         self.stem_norm = norm_layer(first)
         self.stem_act = neurons.conv()
         layers: list[nn.Module] = []
         cin = first
-        for i, stage in enumerate(spec.stages):
+        for i, stage in enumerate(layout.stages):
             for j, cout in enumerate(stage):
                 if i == j == 0:
                     continue  # the stem
@@ -111,14 +112,14 @@ class VGG(SpikingModel):
             layers.append(TimeFold(POOLS[o["pool"]](2, 2)))
         self.features = nn.Sequential(*layers)
         size = o["input_size"]
-        side = size // 2 ** len(spec.stages)
+        side = size // 2 ** len(layout.stages)
         self.drop1 = TimeDropout(o["dropout"])
-        self.fc1 = nn.Linear(cin * side * side, spec.hidden)
-        self.fc1_norm = norm_layer(spec.hidden) if o["fc_norm"] else nn.Identity()
+        self.fc1 = nn.Linear(cin * side * side, layout.hidden)
+        self.fc1_norm = norm_layer(layout.hidden) if o["fc_norm"] else nn.Identity()
         self.fc1_act = neurons.fc()
         self.drop2 = TimeDropout(o["dropout"])
         self.head = Head(
-            spec.hidden,
+            layout.hidden,
             self.num_classes,
             output=o["output"],
             vote_group=o["vote_group"],
@@ -127,18 +128,18 @@ class VGG(SpikingModel):
         self.input_size = (size, size)
 
     @classmethod
-    def check_family_options(cls, spec: Any, opts: dict[str, Any]) -> None:
-        size, n_pools = opts["input_size"], len(spec.stages)
+    def check_family_options(cls, layout: Any, opts: dict[str, Any]) -> None:
+        size, n_pools = opts["input_size"], len(layout.stages)
         if isinstance(size, bool) or not isinstance(size, int) or size % 2**n_pools or size < 1:
             raise ConfigError(
-                f"{spec.name}: input_size must be a positive multiple of {2**n_pools} "
+                f"{layout.name}: input_size must be a positive multiple of {2**n_pools} "
                 f"({n_pools} poolings), got {size!r}"
             )
         if opts["pool"] not in POOLS:
-            raise ConfigError(f"{spec.name}: pool must be 'max' or 'avg', got {opts['pool']!r}")
+            raise ConfigError(f"{layout.name}: pool must be 'max' or 'avg', got {opts['pool']!r}")
         p = opts["dropout"]
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise ConfigError(f"{spec.name}: dropout must lie in [0, 1), got {p!r}")
+            raise ConfigError(f"{layout.name}: dropout must lie in [0, 1), got {p!r}")
 
     def check_size(self, h: int, w: int) -> None:
         if (h, w) != self.input_size:
@@ -163,9 +164,9 @@ class VGG(SpikingModel):
         return self.head.describe(g, "head", z)  # [T, B, K]
 
 
-VGG8 = VGGSpec("vgg8", ((256,) * 3, (256,) * 3), 2048, vgg_defaults())
-VGG9 = VGGSpec("vgg9", ((256,) * 2, (512,) * 2, (512,) * 3), 1024, vgg_defaults())
-VGG12 = VGGSpec(
+VGG8 = VGGLayout("vgg8", ((256,) * 3, (256,) * 3), 2048, vgg_defaults())
+VGG9 = VGGLayout("vgg9", ((256,) * 2, (512,) * 2, (512,) * 3), 1024, vgg_defaults())
+VGG12 = VGGLayout(
     "vgg12",
     ((128,) * 2, (128,) * 2, (128,) * 3, (128,) * 3, (128,) * 3),
     512,

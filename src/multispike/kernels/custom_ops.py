@@ -5,13 +5,13 @@ As custom ops with fake (meta) implementations and a registered autograd formula
 neuron layer is one opaque call for autograd, for ``torch.compile`` (``fullgraph=True`` keeps
 it as a single node; inductor does not trace the reference loop) and for CUDA graphs
 (``mode="reduce-overhead"``). Every argument is a tensor or a plain number: the layer's
-:class:`~multispike.kernels.spec.Static` record, unpacked.
+:class:`~multispike.kernels.record.Static` record, unpacked.
 
 - ``neuron_forward(x, w, amp, thr, *static, save_mode, impl, check, where)
   -> (out, saved, bad)``: ``x`` ``[T, N]`` contiguous; ``w`` (PLIF's parameter: the kernels
   compute ``τ = 1 + exp(−w)`` themselves) and ``amp`` the layer's parameters or None; ``thr``
   the learned thresholds' vector
-  (:func:`~multispike.kernels.spec.threshold_vector`, ``[K + 3]``) where the static record
+  (:func:`~multispike.kernels.record.threshold_vector`, ``[K + 3]``) where the static record
   says ``learned``, else None; ``saved`` is what the backward needs (``H``, the one-byte code,
   or an empty tensor).
   With ``check``, inputs are checked for NaN/inf in the same pass: the C++ kernel raises
@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from multispike.kernels import cpu, host
-from multispike.kernels.spec import (
+from multispike.kernels.record import (
     SAVE_CODE,
     SAVE_H,
     SAVE_NONE,
@@ -78,7 +78,7 @@ _LIB.define(f"neuron_backward(Tensor grad, Tensor saved, Tensor? w, Tensor? amp,
 
 def _split(args: tuple, head: int) -> tuple[tuple, Static, tuple]:
     """``(tensors, static record, options)`` of a custom op's arguments: the ``head`` first
-    tensors, the :data:`~multispike.kernels.spec.STATIC_FIELDS` block, the call's options."""
+    tensors, the :data:`~multispike.kernels.record.STATIC_FIELDS` block, the call's options."""
     return (args[:head], Static.from_args(args[head:head + _N_STATIC]),
             args[head + _N_STATIC:])
 

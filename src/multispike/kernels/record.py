@@ -1,7 +1,7 @@
 """What a fused kernel needs to know about a neuron layer, read from the layer's records.
 
-:func:`spec_of` turns a neuron module (anything with the attributes of
-:class:`multispike.neurons.Neuron`) into a :class:`KernelSpec`: dynamics, thresholds, sign,
+:func:`record_of` turns a neuron module (anything with the attributes of
+:class:`multispike.neurons.Neuron`) into a :class:`KernelRecord`: dynamics, thresholds, sign,
 surrogate, reset. It reads data only: the layer's dynamics record (``dynamics_record``, one of
 :class:`~multispike.functional.IF`, :class:`~multispike.functional.LIF`,
 :class:`~multispike.functional.PLIF`), its firing rule, surrogate and reset options, and its
@@ -9,12 +9,12 @@ surrogate, reset. It reads data only: the layer's dynamics record (``dynamics_re
 the layer: a ``charge()`` override (``custom_charge``, set for every class that defines
 ``charge``) or a dynamics record the kernels do not know. Such layers run the reference loop.
 
-Learned thresholds (``learn_thresholds``): the spec is built from the initial thresholds (their
+Learned thresholds (``learn_thresholds``): the record is built from the initial thresholds (their
 number, order and which one resets never change while they learn) and says ``learned``; the
 values themselves reach the kernels as a tensor on the device per call (:func:`threshold_vector`)
 and the kernels return its gradient.
 
-``KernelSpec.native`` says whether the compiled kernels (C++ on CPU, Triton on CUDA) cover the
+``KernelRecord.native`` says whether the compiled kernels (C++ on CPU, Triton on CUDA) cover the
 firing rule and surrogate; otherwise only the eager fused path (any rule, any surrogate) does.
 """
 
@@ -61,7 +61,7 @@ def cast_scalar(value: float, dtype: Any) -> float:
 
 #: The neuron at the kernel boundary, as ONE record: every static option the compiled kernels
 #: read, in order, as ``(name, type, doc)``. :class:`Static` is made from it, and so are the
-#: custom ops' schemas and fakes (:mod:`multispike.kernels.ops`); the C++ kernel's
+#: custom ops' schemas and fakes (:mod:`multispike.kernels.custom_ops`); the C++ kernel's
 #: ``struct Args`` and the Triton constexprs take their options from a :class:`Static`
 #: (``cpu._static_args``, ``triton_impl._forward_meta``). A new option is one row here plus
 #: its use in the kernels.
@@ -132,7 +132,7 @@ def static_schema() -> str:
 
 
 @dataclass(frozen=True)
-class KernelSpec:
+class KernelRecord:
     """Static description of one neuron layer for the fused kernels.
 
     Attributes:
@@ -186,13 +186,13 @@ class KernelSpec:
         return windows <= 7
 
 
-def spec_of(neuron: Any) -> KernelSpec | None:
-    """The :class:`KernelSpec` of a neuron layer, or ``None`` if no kernel implements it."""
-    record = getattr(neuron, "dynamics_record", None)
-    if type(record) not in KERNEL_DYNAMICS or getattr(neuron, "custom_charge", False):
+def record_of(neuron: Any) -> KernelRecord | None:
+    """The :class:`KernelRecord` of a neuron layer, or ``None`` if no kernel implements it."""
+    dyn = getattr(neuron, "dynamics_record", None)
+    if type(dyn) not in KERNEL_DYNAMICS or getattr(neuron, "custom_charge", False):
         return None
     learned = bool(getattr(neuron, "learn_thresholds", False))
-    dynamics = record.name
+    dynamics = dyn.name
     rule = neuron.rule
     surrogate = neuron.surrogate
     v_th = float(neuron.v_threshold)
@@ -213,7 +213,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
         and all(math.isfinite(t) and t > 0 for t in thresholds)
         and (integer or reset_thr in thresholds)
     )
-    decay = float(record.decay) if isinstance(record, LIF) else None
+    decay = float(dyn.decay) if isinstance(dyn, LIF) else None
     v_reset = float(neuron.v_reset)
     reset_grad = str(getattr(neuron, "reset_grad", "surrogate"))
     static = None
@@ -236,7 +236,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
             by_value=integer and reset == "any",
             learned=learned,
         )
-    return KernelSpec(
+    return KernelRecord(
         dynamics=dynamics,
         decay=decay,
         v_threshold=v_th,
@@ -255,7 +255,7 @@ def spec_of(neuron: Any) -> KernelSpec | None:
     )
 
 
-def threshold_vector(spec: KernelSpec, v_th: Any, learned: Any) -> Any:
+def threshold_vector(record: KernelRecord, v_th: Any, learned: Any) -> Any:
     """The learned thresholds as the kernels take them: one tensor
     ``[θ_0 … θ_{K−1}, θ_r, V_th, 1/V_th]`` (``K`` the kernels' thresholds, main first: the
     rule's thresholds, or ``(V_th,)`` for the integer rules; ``θ_r`` the hard reset's
@@ -267,11 +267,11 @@ def threshold_vector(spec: KernelSpec, v_th: Any, learned: Any) -> Any:
 
     from multispike.functional.firing import _reciprocal
 
-    rule = spec.rule
+    rule = record.rule
     th = tuple(learned) if learned is not None else (v_th,)
-    if spec.reset == "soft":
+    if record.reset == "soft":
         r = th[0]
     else:
-        r = rule.reset_threshold(v_th, spec.reset, learned)
+        r = rule.reset_threshold(v_th, record.reset, learned)
     return torch.stack([*th, r, v_th, _reciprocal(v_th)])
 
