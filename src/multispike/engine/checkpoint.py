@@ -124,10 +124,17 @@ def _os_error_behind(e: BaseException) -> OSError | None:
     return None
 
 
-def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
-    return CheckpointError(
-        f"checkpoint {path} is corrupt or not a multispike checkpoint ({reason}); "
-        "use another file, e.g. best.pt beside it"
+class _Unreadable(CheckpointError):
+    """A file ``torch.load`` cannot read (empty, not a torch.save file, corrupt)."""
+
+
+def _refused(path: Path, why: str, fix: str = "", kind: type = CheckpointError
+             ) -> CheckpointError:
+    """The one line for a file that is no checkpoint: what it is (``why``) and what to give
+    instead (``fix``; default: the files ``multispike train`` writes)."""
+    return kind(
+        f"{path} is not a multispike checkpoint ({why}); "
+        + (fix or "give the last.pt or best.pt that `multispike train --out DIR` wrote")
     )
 
 
@@ -204,6 +211,10 @@ def _checked(path: Path, ckpt: Any) -> dict[str, Any]:
     return ckpt
 
 
+#: the advice for a file torch.load cannot read
+_ANOTHER = "use another file, e.g. best.pt beside it"
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint safely and check it; :class:`CheckpointError` (one line) if missing,
     not a checkpoint, corrupt (weights that do not match their digest) or non-finite."""
@@ -220,12 +231,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "multispike.deploy.load_deployed)")
     try:
         if path.stat().st_size == 0:
-            raise _not_a_checkpoint(path, "an empty file")
+            raise _refused(path, "an empty file", _ANOTHER, _Unreadable)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as e:  # any failure to read the file is the same problem to the user
-        raise _not_a_checkpoint(path, _load_reason(path, e)) from None
+        raise _refused(path, _load_reason(path, e), _ANOTHER, _Unreadable) from None
     ckpt = _checked(path, ckpt)
     fix = "use best.pt beside it or re-train"
     if _format(path, ckpt) >= 2:
@@ -345,14 +356,6 @@ _MAGIC = (
 )
 
 
-def _refused(path: Path, why: str, fix: str = "") -> CheckpointError:
-    """The one line of :func:`load_model` for a file that is no checkpoint."""
-    return CheckpointError(
-        f"{path} is not a multispike checkpoint ({why}); "
-        + (fix or "give the last.pt or best.pt that `multispike train --out DIR` wrote")
-    )
-
-
 def _sniff(head: bytes) -> str | None:
     """What ``head`` (a file's first bytes) says the file is; None for a possible checkpoint."""
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / legacy pickle
@@ -404,22 +407,17 @@ def load_model(path: str | os.PathLike[str], fix: str = "") -> tuple[nn.Module, 
         raise _refused(p, kind, fix)
     try:
         ckpt = load_checkpoint(p)
+    except _Unreadable:
+        raise _refused(p, "corrupt or truncated: torch.load cannot read it", fix) from None
     except CheckpointError as e:
         text = str(e)
-        if "corrupt or not a multispike checkpoint (" in text:  # torch.load's own words
-            raise _refused(p, "corrupt or truncated: torch.load cannot read it",
-                                    fix) from None
         if fix and "; " in text:  # the file's problem, with the advice of this command
             raise CheckpointError(f"{text.rsplit('; ', 1)[0]}; {fix}") from None
         raise
     except MemoryError:
-        raise _refused(p, "corrupt: reading it asks for more memory than exists",
-                                fix) \
-            from None
+        raise _refused(p, "corrupt: reading it asks for more memory than exists", fix) from None
     except Exception as e:  # whatever torch or safetensors raise on bytes they cannot parse
-        raise _refused(p, f"corrupt: torch.load failed with {type(e).__name__}",
-                                fix) \
-            from None
+        raise _refused(p, f"corrupt: torch.load failed with {type(e).__name__}", fix) from None
     args = ckpt.get("model_args")
     if not isinstance(args, dict) or "name" not in args or not isinstance(ckpt["model"], dict):
         raise _refused(p, "its model_args do not name a model", fix)
