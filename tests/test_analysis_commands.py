@@ -4,14 +4,14 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from multispike import data, models
-from multispike.analysis import measure
 from multispike.cli import analysis as commands
 from multispike.cli._common import parse_options
 from multispike.deploy import event_model
+from multispike.engine.evaluate import split_loader
 from multispike.errors import ConfigError, MultispikeError
+from multispike.workflows import measure
 from tests.test_analysis_nets import TinySNN
 
 
@@ -37,12 +37,6 @@ def fake_zoo(monkeypatch):
 
     monkeypatch.setattr(models, "create", create)
 
-    def loader(spec, **kwargs):
-        gen = torch.Generator().manual_seed(0)
-        return [(torch.rand(4, 1, 8, 8, generator=gen), 0) for _ in range(2)], None
-
-    monkeypatch.setattr(measure, "eval_loader", loader)
-
 
 def test_energy_json_has_the_keys(fake_zoo, capsys):
     argv = ["energy", "--model", "tiny", "--dataset", "digits", "--timesteps", "2",
@@ -65,7 +59,7 @@ def test_energy_table_and_ternary(fake_zoo, capsys):
 
 
 def test_energy_measured_rates_from_model(fake_zoo, monkeypatch, capsys):
-    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: (TinySNN(timesteps=2), {}))
+    monkeypatch.setattr(measure, "_load_checkpoint", lambda path: (TinySNN(timesteps=2), {}))
     argv = ["energy", "--checkpoint", "x.pt", "--dataset", "digits", "--json", "--layers"]
     assert _run(argv) == 0
     d = json.loads(capsys.readouterr().out)
@@ -132,7 +126,7 @@ def test_sweep_options_parse():
 
 def test_digits_loader_feeds_a_model():
     spec = data.get_spec("digits")
-    loader, transform = measure.eval_loader(spec, batch_size=16, timesteps=2)
+    loader, transform = split_loader("digits", data_dir=None, batch_size=16, timesteps=2)
     x, _ = next(iter(loader))
     assert tuple(x.shape[1:]) == tuple(spec.input_shape) == (1, 8, 8)
     model = TinySNN()
@@ -147,7 +141,7 @@ SAVED = {"dataset": "digits", "timesteps": 4, "firing": "ternary", "model": "tin
 
 
 def test_energy_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, capsys):
-    monkeypatch.setattr(commands, "_load_checkpoint",
+    monkeypatch.setattr(measure, "_load_checkpoint",
                         lambda path: (TinySNN(firing="ternary", timesteps=4), dict(SAVED)))
     argv = ["energy", "--checkpoint", "x.pt", "--json", "--no-progress"]
     assert _run(argv) == 0
@@ -174,7 +168,7 @@ def test_analyze_takes_dataset_and_t_from_the_checkpoint(fake_zoo, monkeypatch, 
         seen["model"] = model
         return model, dict(SAVED, firing="binary")
 
-    monkeypatch.setattr(commands, "_load_checkpoint", load)
+    monkeypatch.setattr(measure, "_load_checkpoint", load)
     argv = ["analyze", "--checkpoint", "x.pt", "--out", str(tmp_path / "a"),
             "--membrane-samples", "0", "--no-progress"]
     assert _run(argv + ["--json"]) == 0

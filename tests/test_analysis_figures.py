@@ -236,7 +236,7 @@ def test_ternary_firing_stats_layout(tmp_path, monkeypatch, ternary_monitor):
 def test_demo_legend_covers_no_data_point():
     """The README's demo table: inside the axes, the legend sat on binary's T=2 point."""
     from multispike.analysis.figures import layout_problems
-    from multispike.engine.demo import demo_figure
+    from multispike.workflows.demo import demo_figure
 
     accuracy = {"binary": (0.80, 0.86), "mt": (0.88, 0.91), "ternary": (0.85, 0.90),
                 "ternary + learned a": (0.86, 0.905), "integer D=3": (0.875, 0.915),

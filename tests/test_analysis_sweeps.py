@@ -9,8 +9,8 @@ from multispike import engine
 from multispike.analysis import delta_sweep, placement_ablation
 from multispike.analysis.sweeps import zoo_check
 from multispike.cli import main
-from multispike.cli.analysis import engine_train_fn
 from multispike.errors import ConfigError
+from multispike.workflows.sweeps import engine_train_fn
 
 
 class FakeTrainer:

@@ -162,7 +162,7 @@ def test_python_dash_m_deploy_alone(tmp_path):
 
 def test_demo_rows_name_the_design_and_its_firing_rule(tmp_path, capsys, monkeypatch):
     """Training stubbed: the demo's table, reading, JSON and plot from made-up accuracies."""
-    import multispike.engine.demo as demo
+    import multispike.workflows.demo as demo
 
     def train_model(cfg, on_epoch=None):
         learned = bool(cfg.model_options.get("learn_amplitude"))

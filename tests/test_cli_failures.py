@@ -192,7 +192,7 @@ WRITERS = {
 @pytest.mark.parametrize("command", sorted(WRITERS))
 @pytest.mark.parametrize("under", [False, True])
 def test_out_an_existing_file_is_left_alone(command, under, tmp_path, run, capsys, monkeypatch):
-    import multispike.engine.demo as demo
+    import multispike.workflows.demo as demo
 
     def no_training(*a, **k):  # demo must refuse before it trains anything
         raise AssertionError("trained before checking --out")
@@ -234,7 +234,7 @@ def test_train_refuses_before_training(flags, text, tmp_path, capsys, monkeypatc
 
 
 def test_demo_refuses_bad_flags_before_training(tmp_path, capsys, monkeypatch):
-    import multispike.engine.demo as demo
+    import multispike.workflows.demo as demo
 
     monkeypatch.setattr(demo, "train_model", lambda *a, **k: pytest.fail("trained"))
     out = str(tmp_path / "demo")

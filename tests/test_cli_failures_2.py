@@ -132,7 +132,7 @@ CASES = [(c, f) for f, (_, _, commands) in FAILURES.items() for c in commands]
 def test_every_command_and_failure_is_one_line(command, failure, run, tmp_path, capsys,
                                                monkeypatch):
     import multispike.engine as engine
-    import multispike.engine.demo as demo
+    import multispike.workflows.demo as demo
 
     def no_training(*a, **k):
         raise AssertionError("trained before refusing")

@@ -24,8 +24,8 @@ from multispike.cli import main
 from multispike.data import testing
 from multispike.engine import list_recipes, load_checkpoint, resolve_config
 from multispike.engine.checkpoint import build_for_dataset, save_checkpoint
-from multispike.engine.evaluate import default_batch_size, default_timesteps
-from multispike.engine.train import check_class_count, load_data, model_args_for, to_model_input
+from multispike.engine.evaluate import default_batch_size, default_timesteps, to_model_input
+from multispike.engine.train import check_class_count, load_data, model_args_for
 from multispike.errors import ConfigError
 
 
@@ -185,7 +185,7 @@ def test_energy_and_analyze_use_the_run_s_data(dvs_run, tmp_path, capsys):
 
 
 def test_reproduce_evaluates_at_the_run_s_options(dvs_run, monkeypatch):
-    from multispike import reproduce as rp
+    from multispike.workflows import reproduce as rp
 
     seen = _shapes_seen(monkeypatch)
     claim = {"timesteps": 2, "source": "test"}

@@ -247,7 +247,7 @@ def test_the_check_sees_every_neuron_layer_fire(name):
     """The silent-layer count hooks every neuron layer of the graph (a layer it missed would
     read as silent and make every check INCONCLUSIVE)."""
     from multispike.deploy import split_planes, trace
-    from multispike.engine.deploy import verify
+    from multispike.workflows.deploy_checkpoint import verify
 
     model, x = build(name, firing="mt")
     deployed = split_planes(fold_amplitudes(model))

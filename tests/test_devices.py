@@ -40,7 +40,7 @@ from multispike.deploy.testing import exercise
 from multispike.engine import distributed
 from multispike.errors import ConfigError
 from multispike.models.base import TERNARY_DEFAULTS
-from multispike.models.resnet import ResNet, ResNetSpec
+from multispike.models.resnet import ResNet, ResNetLayout
 from multispike.monitor import record_activity
 from multispike.neurons import IFNode, LIFNode
 from tests.test_deploy import build
@@ -156,15 +156,17 @@ def test_device_flag_of_the_analysis_commands():
     analysis_commands.register(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["energy"]).device == "auto"
     assert parser.parse_args(["analyze", "--device", "cpu"]).device == "cpu"
-    assert analysis_commands._device("cpu") == torch.device("cpu")
+    from multispike.engine.device import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="unknown device"):
-        analysis_commands._device("gpu0")
+        pick_device("gpu0")
 
 
 # -- deploy ----------------------------------------------------------------------------------
 #: resnet20m's layout (Sengupta stem with average pooling, spike-level blocks, identity and
 #: average-pool-down shortcuts) at a width and depth that run in a second
-TINY_RESNET = ResNetSpec("tiny-resnet", "sengupta", 8, (8, 16), (1, 1), (1, 2), "spike",
+TINY_RESNET = ResNetLayout("tiny-resnet", "sengupta", 8, (8, 16), (1, 1), (1, 2), "spike",
                          avg_down=True, input_size=8, defaults=dict(TERNARY_DEFAULTS))
 
 
@@ -232,7 +234,7 @@ def test_nir_export_and_run_from_the_device(device):
 def test_deploy_checkpoint_on_the_device(device, tmp_path):
     from multispike.deploy import load_deployed
     from multispike.engine import save_checkpoint
-    from multispike.engine.deploy import deploy_checkpoint
+    from multispike.workflows.deploy_checkpoint import deploy_checkpoint
 
     model, _ = build("digits_net", firing="binary", neuron="lif")
     model = model.float()
@@ -291,7 +293,7 @@ class FactoryCalls(TorchFunctionMode):
 
 def _audited_paths(x_mt: torch.Tensor, mt: nn.Module, resnet: nn.Module, x_r: torch.Tensor,
                    binary: nn.Module, x_b: torch.Tensor, ckpt: Path) -> None:
-    from multispike.engine.deploy import deploy_checkpoint
+    from multispike.workflows.deploy_checkpoint import deploy_checkpoint
 
     mon = collect_activity(mt, [(x_mt, 0)], membrane_samples=5)  # the monitor and analysis
     membrane_histograms(mon, bins=4)

@@ -20,6 +20,7 @@ from multispike.analysis.ops import count_events
 from multispike.cli import analysis as commands
 from multispike.deploy import AdditionOnlyExecutor, event_model, fold_amplitudes
 from multispike.errors import ConfigError
+from multispike.workflows import measure
 from tests.test_deploy import build
 
 
@@ -155,7 +156,7 @@ def test_command_conventions(trained_digits, monkeypatch, capsys):
         _run(table5 + ["--convention", "events"])
 
     model, _ = trained_digits
-    monkeypatch.setattr(commands, "_load_checkpoint", lambda path: (model, {}))
+    monkeypatch.setattr(measure, "_load_checkpoint", lambda path: (model, {}))
     base = ["energy", "--checkpoint", "x.pt", "--dataset", "digits", "--batches", "1",
             "--batch-size", "16", "--json", "--layers", "--device", "cpu"]
     out = {}

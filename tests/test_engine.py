@@ -242,16 +242,19 @@ def test_kernel_input_flags_are_read_with_the_loss_and_name_the_layer(monkeypatc
     at the 5th training step) are counted on the device with the loss and read with it:
     ``raise_on_nonfinite`` runs only when a read finds a set flag, and its
     ``InputError`` names the layer of the plain model (not the compile wrapper's name)."""
+    from multispike.engine import evaluate as evaluate_mod
     from multispike.engine import train as train_mod
     from multispike.errors import InputError
     from multispike.models import create
 
     model = create("digits_net", num_classes=10)
-    assert train_mod._neurons(torch.compile(model)) == train_mod._neurons(model)
+    assert evaluate_mod.flagged_layers(torch.compile(model)) == \
+        evaluate_mod.flagged_layers(model)
 
     real, named = train_mod.raise_on_nonfinite, []
-    monkeypatch.setattr(train_mod, "raise_on_nonfinite",
-                        lambda m: named.append(type(m).__name__) or real(m))
+    for mod in (train_mod, evaluate_mod):  # the training step's reads and the test pass's
+        monkeypatch.setattr(mod, "raise_on_nonfinite",
+                            lambda m: named.append(type(m).__name__) or real(m))
     steps = {"n": 0}
 
     def set_flag(layer, _inputs, _output):
@@ -277,7 +280,7 @@ def test_kernel_input_flags_are_read_with_the_loss_and_name_the_layer(monkeypatc
 
     # evaluation reads them once, after its last batch
     from multispike import data
-    from multispike.engine.train import evaluate
+    from multispike.engine.evaluate import evaluate
 
     named.clear()
     model.stem_act.nonfinite = torch.ones((), dtype=torch.int32)
@@ -403,11 +406,13 @@ def test_train_and_eval_compiled_match_eager(tmp_path, capsys, monkeypatch, fres
         compiled.append((type(model).__name__, mode))
         return real_compile(model, backend="aot_eager", **kwargs)
 
+    from multispike.engine import evaluate as evaluate_mod
     from multispike.engine import train as train_mod
 
     checked = []  # no flag is set: the one read per test pass finds none, nothing is named
-    monkeypatch.setattr(train_mod, "raise_on_nonfinite",
-                        lambda m: checked.append(type(m).__name__))
+    for mod in (train_mod, evaluate_mod):
+        monkeypatch.setattr(mod, "raise_on_nonfinite",
+                            lambda m: checked.append(type(m).__name__))
     monkeypatch.setattr(torch, "compile", spy_aot_eager)
     out = tmp_path / "run"
     # --device cpu: the eval below runs on the CPU in float32 (a GPU run would train in bf16)
@@ -442,7 +447,7 @@ def test_train_and_eval_compiled_match_eager(tmp_path, capsys, monkeypatch, fres
 def test_reduce_overhead_off_cuda_warns_once_in_one_line(tmp_path, monkeypatch):
     """No CUDA graphs on the CPU: one line of warning, then ``default`` (compiled lazily, so
     nothing is compiled here)."""
-    from multispike.engine import train as train_mod
+    from multispike.engine import device as train_mod
     from multispike.models import create
 
     modes = []
@@ -595,7 +600,7 @@ def test_torchrun_evaluation_is_sharded_and_matches_one_process(tmp_path):
     and both ranks report the same best accuracy."""
     from multispike import data
     from multispike.engine.distributed import ShardSampler
-    from multispike.engine.train import evaluate
+    from multispike.engine.evaluate import evaluate
 
     shards = [list(ShardSampler(7, 3, rank)) for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
@@ -645,7 +650,7 @@ def test_demo_json_rows(tmp_path, capsys):
 def test_demo_table_shows_the_new_rows_with_their_cost(tmp_path, capsys, monkeypatch):
     """The printed table and its reading: the integer and learned-threshold rows, each read
     against binary and against MT, with bits per spike and spikes per step."""
-    import multispike.engine.demo as demo
+    import multispike.workflows.demo as demo
 
     def fake_run_demo(**kw):
         out = []
@@ -689,7 +694,7 @@ def test_val_split_chooses_the_best_epoch_on_held_out_training_images(tmp_path, 
 
 
 def test_demo_reports_each_epoch_of_each_run_off_a_terminal(capsys):
-    from multispike.engine.demo import run_demo
+    from multispike.workflows.demo import run_demo
 
     rows = run_demo(timesteps=(1,), seeds=(0,), epochs=2, progress=True, device="cpu")
     err = capsys.readouterr().err.splitlines()

@@ -2,8 +2,9 @@
 those inside functions (lazy imports) included.
 
 - nothing imports the command line (``multispike.cli``) but the program's entry point;
-- the analysis and deploy layers take objects, not command-line strings: no ``argparse``;
-- the analysis does not import the training engine (the command line hands the sweeps their
+- the workflows, the analysis and deploy take objects, not command-line strings: no
+  ``argparse``;
+- the analysis does not import the training engine (the workflows hand the sweeps their
   training function).
 """
 
@@ -78,8 +79,8 @@ def test_the_scan_sees_lazy_and_relative_imports(tmp_path):
 
 
 def test_the_scan_finds_the_modules():
-    assert {"multispike.cli", "multispike.analysis.sweeps", "multispike.engine.deploy",
-            "multispike.__main__"} <= set(MODULES)
+    assert {"multispike.cli", "multispike.analysis.sweeps",
+            "multispike.workflows.deploy_checkpoint", "multispike.__main__"} <= set(MODULES)
 
 
 def test_nothing_imports_the_command_line():
@@ -90,7 +91,8 @@ def test_nothing_imports_the_command_line():
     assert "multispike.cli" in imports(MODULES["multispike.__main__"])  # the entry point does
 
 
-@pytest.mark.parametrize("layer", ["multispike.analysis", "multispike.deploy"])
+@pytest.mark.parametrize("layer", ["multispike.workflows", "multispike.analysis",
+                                   "multispike.deploy"])
 def test_analysis_and_deploy_take_objects_not_argparse(layer):
     found = offenders((layer,), "argparse")
     assert not found, found
@@ -106,7 +108,7 @@ def test_the_analysis_does_not_import_the_engine():
 LAYERS = (
     ("multispike.__main__",),
     ("multispike.cli",),
-    ("multispike.reproduce",),
+    ("multispike.workflows",),
     ("multispike.engine",),
     ("multispike.analysis",),
     ("multispike.data",),
@@ -155,7 +157,8 @@ def test_every_import_points_down_the_house_plan():
 
 def test_every_module_has_a_layer_and_the_order_is_the_plan():
     ranks = {name: layer_of(name) for name in MODULES}
-    assert ranks["multispike.cli.train"] < ranks["multispike.engine.train"] \
+    assert ranks["multispike.cli.train"] < ranks["multispike.workflows.measure"] \
+        < ranks["multispike.engine.train"] \
         < ranks["multispike.analysis.stats"] < ranks["multispike.deploy.fold"] \
         < ranks["multispike.models.vgg"] < ranks["multispike.layers"] \
         < ranks["multispike.neurons"] < ranks["multispike.kernels.cpu"] \

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from multispike import reproduce as rp
 from multispike.cli import main
 from multispike.engine import list_recipes, load_checkpoint
 from multispike.errors import ConfigError
+from multispike.workflows import reproduce as rp
 
 FIXTURE = Path(__file__).with_name("fixtures") / "paper_tables.json"
 TABLES = {k: v for k, v in json.loads(FIXTURE.read_text()).items() if not k.startswith("_")}
@@ -316,7 +316,7 @@ def test_deploy_check_of_a_silent_model_is_not_ok():
     nothing, so the report's deploy check is not "ok" and says why."""
     from multispike.engine.evaluate import RunData
     from multispike.models import create
-    from multispike.reproduce import _deploy
+    from multispike.workflows.reproduce import _deploy
 
     run = RunData("digits", None, {})
     silent = create("digits_net", firing="binary", timesteps=2, v_threshold=1e6)

@@ -14,13 +14,12 @@ module                 what it gives
 :mod:`.figures`        accuracy against T (MT-SNN Fig 3/4), delta sweep figure (Fig 5c)
 :mod:`.sweeps`         :func:`delta_sweep` and :func:`placement_ablation` (MT-SNN Fig 5); the
                        caller hands them the training function
-:mod:`.measure`        a model measured on a dataset: :func:`model_energy`,
-                       :func:`activity_report`, :func:`eval_loader`
 :mod:`.firing_rules`   :func:`neuron_table`: the firing rules at work on a fixed input
 =====================  ==========================================================================
 
-The ``energy`` and ``analyze`` commands (:mod:`multispike.cli.analysis`) turn their flags into
-the objects these functions take. The analysis does not import the training engine.
+These take objects. A model measured on a dataset (its energy, its activity figures) is a
+workflow: :mod:`multispike.workflows.measure`, which the ``energy`` and ``analyze`` commands
+and ``reproduce`` call. The analysis imports neither the training engine nor the workflows.
 
 Example (Ternary Spike Table 5, binary row)::
 
@@ -54,7 +53,6 @@ from multispike.analysis.information import (
     spike_bits,
     spike_values,
 )
-from multispike.analysis.measure import activity_report, eval_loader, model_energy
 from multispike.analysis.membrane import membrane_histograms, neuron_thresholds, plot_membrane
 from multispike.analysis.ops import (
     EventCounts,
@@ -87,7 +85,6 @@ __all__ = [
     "MeasuredRates",
     "ModelOps",
     "NeuronLayerOps",
-    "activity_report",
     "capacity_bits",
     "collect_activity",
     "conv_macs",
@@ -97,14 +94,12 @@ __all__ = [
     "entropy_bits",
     "entropy_rows",
     "estimate_energy",
-    "eval_loader",
     "firing_rows",
     "format_report",
     "get_cost_table",
     "linear_macs",
     "measure_rates",
     "membrane_histograms",
-    "model_energy",
     "spike_bits",
     "spike_values",
     "neuron_table",

@@ -19,7 +19,7 @@ training engine's recipes.
 The sweeps do not train by themselves: the caller hands them ``train_fn``, which gets a dict
 of :class:`multispike.engine.TrainConfig` fields per run and returns a dict
 with ``best_accuracy``. ``multispike analyze --sweep`` hands them
-:func:`multispike.cli.analysis.engine_train_fn` (the training engine; a run whose ``out``
+:func:`multispike.workflows.sweeps.engine_train_fn` (the training engine; a run whose ``out``
 folder already holds a ``last.pt`` is resumed, so a sweep that was stopped, or is run again,
 continues where it was); a test hands them a stand-in. Every sweep writes ``<name>.json`` (rows
 and settings), ``<name>.csv`` and ``<name>.png`` into ``out``.

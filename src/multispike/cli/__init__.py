@@ -12,7 +12,7 @@ module                 commands
 :mod:`.analysis`       ``energy``, ``analyze`` (:mod:`multispike.analysis`; hands the sweeps
                        the engine's training function)
 :mod:`.deploy`         ``deploy`` (:mod:`multispike.deploy`)
-:mod:`.reproduce`      ``reproduce`` (:mod:`multispike.reproduce`)
+:mod:`.reproduce`      ``reproduce`` (:mod:`multispike.workflows.reproduce`)
 =====================  ========================================================================
 
 Every :class:`~multispike.errors.MultispikeError` becomes one line on stderr and exit code 2;

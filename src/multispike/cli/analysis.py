@@ -1,5 +1,5 @@
-"""``multispike energy`` and ``multispike analyze``: flags to models, dataset specs, loaders and
-training functions for :mod:`multispike.analysis`.
+"""``multispike energy`` and ``multispike analyze``: their flags parsed and handed to the
+measuring workflow (:mod:`multispike.workflows.measure`), its results printed.
 
 Examples::
 
@@ -16,9 +16,10 @@ Measuring (``energy --checkpoint``, ``analyze --checkpoint/--model``) runs on ``
 ``auto`` (default: the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``,
 as ``multispike eval`` does. Operation counts need no device and are traced on the CPU.
 
-The sweeps (``analyze --sweep``) train through :func:`engine_train_fn`, which this module hands
-to :func:`multispike.analysis.sweeps.delta_sweep` / ``placement_ablation`` / ``levels_sweep`` /
-``learn_thresholds_sweep``: the analysis does not import the training engine.
+The sweeps (``analyze --sweep``) train through :func:`multispike.workflows.sweeps.engine_train_fn`,
+which this module hands to :func:`multispike.analysis.sweeps.delta_sweep` /
+``placement_ablation`` / ``levels_sweep`` / ``learn_thresholds_sweep``: the analysis does not
+import the training engine.
 """
 
 from __future__ import annotations
@@ -32,146 +33,35 @@ from multispike.checks import positive_int
 from multispike.cli._common import add_data_option_flag, parse_data_options, parse_options
 from multispike.errors import ConfigError
 
-#: what energy and analyze assume without a checkpoint
-DEFAULTS = {"timesteps": 2, "firing": "binary"}
+
+# -- the measuring pipeline (multispike.workflows.measure) ---------------------------------------
+def _target(args: argparse.Namespace, default_dataset: str | None = None) -> Any:
+    """The :class:`~multispike.workflows.measure.Target` of ``--checkpoint`` and the data
+    flags."""
+    from multispike.workflows.measure import resolve_target
+
+    return resolve_target(getattr(args, "checkpoint", None), model=args.model,
+                          firing=getattr(args, "firing", None), dataset=args.dataset,
+                          timesteps=args.timesteps, data_dir=getattr(args, "data_dir", None),
+                          data_options=parse_data_options(getattr(args, "data_option", None)),
+                          default_dataset=default_dataset)
 
 
-# -- checkpoints, models, devices ----------------------------------------------------------------
-def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
-    """The model of a checkpoint file and what the checkpoint says of its run (dataset,
-    data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
-    from multispike.engine.checkpoint import load_model
-    from multispike.engine.evaluate import checkpoint_settings
+def _model(args: argparse.Namespace, target: Any, firing: str | None) -> tuple[Any, Any]:
+    """The dataset spec of the target and the model ``--checkpoint`` or ``--model`` gives."""
+    from multispike.workflows.measure import build_target_model, dataset_spec
 
-    model, ckpt = load_model(path)
-    return model, checkpoint_settings(ckpt)
-
-
-def resolve_checkpoint_args(args: argparse.Namespace, default_dataset: str | None = None
-                            ) -> tuple[Any, list[str]]:
-    """Fill ``args.dataset``, ``args.timesteps``, ``args.data_dir`` and ``args.data_options``
-    from ``--checkpoint`` (the run's dataset, folder and dataset options; flags given win,
-    each with a note), else from the defaults and ``--data-option``; returns
-    ``(model, notes)``: the checkpoint's model (None without one) and ``note: ...`` lines.
-
-    A ``--model`` or ``--firing`` other than the checkpoint's is refused (one line): a trained
-    model keeps its architecture and firing rule.
-    """
-    notes: list[str] = []
-    options = parse_data_options(getattr(args, "data_option", None))
-    args.data_given = ("--dataset",) * bool(args.dataset) + ("--data-option",) * bool(options)
-    if not getattr(args, "checkpoint", None):
-        if args.timesteps is None:
-            args.timesteps = DEFAULTS["timesteps"]
-        if args.dataset is None:
-            args.dataset = default_dataset
-        args.data_options = options
-        return None, notes
-    from multispike.engine.evaluate import run_data
-
-    model, saved = _load_checkpoint(args.checkpoint)
-    _same_model(args, model, saved)
-    saved_t = saved.get("timesteps") or getattr(model, "timesteps", None)
-    if args.timesteps is None:
-        args.timesteps = saved_t or DEFAULTS["timesteps"]
-    elif saved_t and args.timesteps != saved_t:
-        notes.append(f"note: --timesteps {args.timesteps} overrides the checkpoint's "
-                     f"T = {saved_t}")
-    if args.dataset is not None and saved.get("dataset") and args.dataset != saved["dataset"]:
-        notes.append(f"note: --dataset {args.dataset} overrides the checkpoint's dataset "
-                     f"{saved['dataset']}")
-    run = run_data(saved, dataset=args.dataset, data_dir=getattr(args, "data_dir", None),
-                   options=options)
-    args.dataset, args.data_dir, args.data_options = run.dataset, run.data_dir, run.options
-    return model, notes
-
-
-def _same_model(args: argparse.Namespace, model: Any, saved: dict[str, Any]) -> None:
-    """Refuse (one line) a ``--model`` or ``--firing`` other than the checkpoint's."""
-    name = saved.get("model") or getattr(model, "name", None)
-    if args.model and name and args.model != name:
-        raise ConfigError(f"--model {args.model} differs from the checkpoint's model {name}; "
-                          "drop --model (a checkpoint rebuilds its own model)")
-    firing = getattr(model, "firing", None) or saved.get("firing")
-    if getattr(args, "firing", None) and firing and str(args.firing) != str(firing):
-        raise ConfigError(f"--firing {args.firing} differs from the checkpoint's firing "
-                          f"{firing}; drop --firing (a trained model keeps its firing rule)")
-
-
-def _spec(args: argparse.Namespace) -> Any:
-    """The dataset spec of ``args.dataset`` with its dataset options (input size, classes)."""
-    from multispike import data
-
-    return data.get_spec(str(args.dataset), **(getattr(args, "data_options", None) or {}))
-
-
-def _build_model(args: argparse.Namespace, spec: Any, loaded: Any) -> Any:
-    """The model of ``--checkpoint`` (``loaded``) at ``--timesteps``, checked against the
-    dataset's input; else ``--model`` (or the dataset's default), untrained, with the
-    dataset's input channels and size."""
-    from multispike.engine.checkpoint import check_input_fits
-
-    if loaded is not None:
-        if getattr(args, "option", None):
-            raise ConfigError("--option sets options of an untrained --model; a --checkpoint "
-                              "keeps the options it was trained with: drop --option")
-        if hasattr(loaded, "timesteps"):
-            loaded.timesteps = args.timesteps
-        check_input_fits(loaded, spec, getattr(args, "data_given", ()))
-        return loaded
-    from multispike.engine.checkpoint import build_for_dataset
-
-    kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": args.timesteps}
-    firing = getattr(args, "firing", None)
-    if firing:
-        kwargs["firing"] = firing
-        if str(firing).lower() == "ann":
-            kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
-    options = parse_options(getattr(args, "option", None) or [])
-    model, _ = build_for_dataset({"name": args.model or spec.default_model, **kwargs,
-                                  **options}, spec, options)
-    return model
-
-
-def _device(name: Any) -> Any:
-    """The ``torch.device`` of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
-    from multispike.engine.train import pick_device
-
-    return pick_device(str(name or "auto"))
-
-
-def _check_memory(model: Any, spec: Any, t: int, batch_size: int, device: Any) -> None:
-    from multispike.engine.evaluate import check_memory
-
-    check_memory(model, spec.input_shape, t, batch_size, device, training=False)
-
-
-def _loader(args: argparse.Namespace, spec: Any, desc: str) -> tuple[Any, Any]:
-    """The test split of ``--dataset`` in ``--batch-size`` batches, with a progress display of
-    ``--batches`` batches (off with ``--no-progress``), and its evaluation transform."""
-    from multispike.engine.evaluate import Progress, split_loader
-
-    enabled = not getattr(args, "no_progress", False)
-    # the run's dataset options (none: the dataset's defaults)
-    loader, transform = split_loader(spec.name, data_dir=args.data_dir,
-                                    batch_size=args.batch_size, timesteps=args.timesteps,
-                                    data_options=getattr(args, "data_options", None),
-                                    progress=enabled)
-    try:
-        total = min(len(loader), args.batches)
-    except TypeError:
-        total = args.batches
-    return Progress(loader, desc, total=total, enabled=enabled), transform
+    spec = dataset_spec(target)
+    return spec, build_target_model(target, spec, model=args.model, firing=firing,
+                                    options=parse_options(getattr(args, "option", None) or []))
 
 
 # -- energy --------------------------------------------------------------------------------------
 def energy_report(args: argparse.Namespace) -> Any:
-    """The flags of ``multispike energy`` as an :class:`~multispike.analysis.EnergyReport`:
-    the model built or loaded, its operations counted, its rates assumed or measured."""
+    """The flags of ``multispike energy`` as an :class:`~multispike.analysis.EnergyReport`
+    (:func:`multispike.workflows.measure.measure_energy`)."""
     from multispike.analysis.energy import get_cost_table
-    from multispike.analysis.measure import model_energy
-    from multispike.analysis.ops import trace_ops
-    from multispike.deploy import event_model
+    from multispike.workflows.measure import DEFAULTS, measure_energy
 
     if args.checkpoint and args.firing_rate is not None:
         raise ConfigError("give --firing-rate (assumed rate) or --checkpoint (measured), not both")
@@ -186,38 +76,15 @@ def energy_report(args: argparse.Namespace) -> Any:
     positive_int("--batch-size", args.batch_size)
     if args.timesteps is not None:
         positive_int("--timesteps", args.timesteps)
-    loaded, notes = resolve_checkpoint_args(args, default_dataset="cifar10")
-    if not args.checkpoint and args.firing is None:
-        args.firing = DEFAULTS["firing"]
-    t = positive_int("--timesteps", args.timesteps)
-    spec = _spec(args)
-    model = _build_model(args, spec, loaded)
-    if str(getattr(model, "firing", "")) == "ann" and not spec.is_event:
-        t = 1  # the ANN twin sees the image once
-    device = _device(getattr(args, "device", None) if args.checkpoint else "cpu")
-    _check_memory(model, spec, t, args.batch_size if args.checkpoint else 1, device)
-    ops = trace_ops(model, spec.input_shape, t, event=bool(spec.is_event))
-    measure: dict[str, Any] = {}
-    if args.checkpoint:
-        model.to(device)
-        loader, transform = _loader(args, spec, f"measure {spec.name} T={t}")
-        measure = {"loader": loader, "transform": transform, "batches": args.batches,
-                   "events": event_model}
-    elif args.firing_rate is None and ops.neurons:
-        raise ConfigError(
-            "give --firing-rate S (spikes per neuron per step, e.g. 0.1642) or "
-            "--checkpoint with data to measure the rates"
-        )
-    report = model_energy(model, spec, t, table, rates=args.firing_rate, convention=convention,
-                          ops=ops, **measure)
-    if notes:
-        report.meta["notes"] = notes
-    report.meta.update({
-        "model": getattr(model, "name", args.model or spec.default_model),
-        "dataset": spec.name,
-        "input_shape": list(spec.input_shape),
-    })
-    return report
+    target = _target(args, default_dataset="cifar10")
+    firing = args.firing if args.checkpoint or args.firing is not None else DEFAULTS["firing"]
+    positive_int("--timesteps", target.timesteps)
+    spec, model = _model(args, target, firing)
+    return measure_energy(model, spec, table, target, rates=args.firing_rate,
+                          convention=convention, device=getattr(args, "device", None),
+                          batches=args.batches, batch_size=args.batch_size,
+                          progress=not getattr(args, "no_progress", False),
+                          model_name=args.model)
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
@@ -301,39 +168,9 @@ def _eval_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def engine_train_fn() -> Any:
-    """The sweeps' trainer: :func:`multispike.engine.train_model` on the configuration that
-    :func:`multispike.engine.resolve_config` builds (the run's ``recipe``, then its settings).
-
-    A setting that is no :class:`~multispike.engine.TrainConfig` field is not dropped: the run
-    raises :class:`ConfigError` (one line, naming it) before it trains. A run whose ``out``
-    folder already holds a ``last.pt`` is resumed (or, finished, reused).
-    """
-    import dataclasses
-
-    from multispike import engine
-
-    fields = {f.name for f in dataclasses.fields(engine.TrainConfig)}
-
-    def train(settings: dict[str, Any]) -> Any:
-        settings = dict(settings)
-        unknown = sorted(set(settings) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown training setting {unknown[0]!r} for the sweep runs; known: "
-                f"{', '.join(sorted(fields))}"
-            )
-        recipe = settings.pop("recipe", None)
-        if settings.get("out") and (Path(settings["out"]) / "last.pt").is_file():
-            settings["resume"] = True  # a re-run sweep continues (or reuses) finished runs
-        return engine.train_model(engine.resolve_config(recipe=recipe, overrides=settings))
-
-    return train
-
-
 def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """``--sweep deltas|placement|levels|learn-thresholds``: the sweep trained by
-    :func:`engine_train_fn`."""
+    :func:`~multispike.workflows.sweeps.engine_train_fn`."""
     from multispike.analysis.sweeps import (
         delta_sweep,
         learn_thresholds_sweep,
@@ -341,6 +178,7 @@ def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         placement_ablation,
         zoo_check,
     )
+    from multispike.workflows.sweeps import engine_train_fn
 
     common = {"dataset": args.sweep_dataset, "model": args.sweep_model,
               "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe,
@@ -372,8 +210,8 @@ def _sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Run what the flags ask for; returns ``{"written": {name: path}, ...}``."""
     from multispike.analysis.figures import plot_accuracy_vs_timesteps
-    from multispike.analysis.measure import activity_report
     from multispike.engine.runlock import check_out_folder
+    from multispike.workflows.measure import record_activity
 
     if not (args.checkpoint or args.model or args.eval_json or args.sweep):
         raise ConfigError(
@@ -389,29 +227,26 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         if args.membrane_samples < 0:
             raise ConfigError(f"--membrane-samples must be >= 0, got {args.membrane_samples}")
     eval_rows = _eval_rows(args.eval_json) if args.eval_json else None
-    loaded, notes = resolve_checkpoint_args(args)
+    target = _target(args)
     out = Path(args.out)
     written: dict[str, str] = {}
     result: dict[str, Any] = {"written": written}
-    if notes:
-        result["notes"] = notes
+    if target.notes:
+        result["notes"] = target.notes
 
     if eval_rows is not None:
         paths = plot_accuracy_vs_timesteps(eval_rows, out / "accuracy_vs_timesteps.png")
         written.update({f"accuracy_{k}": str(v) for k, v in paths.items()})
 
     if args.checkpoint or args.model:
-        if not args.dataset:
+        if not target.dataset:
             raise ConfigError("--model needs --dataset to feed the model")
-        spec = _spec(args)
-        model = _build_model(args, spec, loaded)
-        device = _device(getattr(args, "device", None))
-        _check_memory(model, spec, args.timesteps, args.batch_size, device)
-        model = model.to(device)
-        loader, transform = _loader(args, spec, f"record {spec.name} T={args.timesteps}")
-        activity = activity_report(model, loader, out, batches=args.batches,
-                                   transform=transform, membrane_samples=args.membrane_samples,
-                                   max_layers=args.max_layers or None)
+        spec, model = _model(args, target, getattr(args, "firing", None))
+        activity = record_activity(model, spec, target, out, device=getattr(args, "device", None),
+                                   batches=args.batches, batch_size=args.batch_size,
+                                   membrane_samples=args.membrane_samples,
+                                   max_layers=args.max_layers or None,
+                                   progress=not getattr(args, "no_progress", False))
         written.update(activity["written"])
         result["mean_rate"] = activity["mean_rate"]
         result["entropy"] = activity["entropy"]

@@ -1,5 +1,5 @@
 """``multispike deploy``: fold amplitudes and BN, split MT planes, verify, write safetensors and
-NIR (:func:`multispike.engine.deploy.deploy_checkpoint` does the work).
+NIR (:func:`multispike.workflows.deploy_checkpoint.deploy_checkpoint` does the work).
 
 ``python -m multispike.cli.deploy --checkpoint ... --out ...`` runs the command alone, with the
 command line's error handling (one line on stderr, exit code 2).
@@ -23,12 +23,12 @@ def _nir_choice(flag: bool | None) -> bool | str:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """:func:`~multispike.engine.deploy.deploy_checkpoint` with the flags, then a short
-    report; exit code 1 when the deployed model's outputs differ from the checkpoint's (a
+    """:func:`~multispike.workflows.deploy_checkpoint.deploy_checkpoint` with the flags, then a
+    short report; exit code 1 when the deployed model's outputs differ from the checkpoint's (a
     check that proves nothing, all outputs zero or layers silent, is reported INCONCLUSIVE with
     exit code 0). Each stage prints one line with its duration (on stderr with ``--json``,
     none with ``--no-progress``)."""
-    from multispike.engine.deploy import deploy_checkpoint, report
+    from multispike.workflows.deploy_checkpoint import deploy_checkpoint, report
 
     summary = deploy_checkpoint(
         args.checkpoint, args.out, nir=_nir_choice(args.nir), dt=args.dt, split=args.split_planes,

@@ -17,7 +17,7 @@ def recipe_claim(name: str) -> dict | None:
     """The ``[paper]`` table of a recipe, or None for a recipe beyond the papers that has no
     published number to compare against (``ilif-resnet20m-cifar10``, say)."""
     from multispike.engine.config import load_recipe, recipe_dir
-    from multispike.reproduce import paper_claim, tomllib
+    from multispike.workflows.reproduce import paper_claim, tomllib
 
     load_recipe(name)  # an unknown or broken recipe is its own one-line error
     path = Path(name) if Path(name).suffix == ".toml" else recipe_dir() / f"{name}.toml"
@@ -68,7 +68,7 @@ def claim_text(claim: dict | None) -> str:
     >>> claim_text(None)
     '- (beyond the papers: no published number)'
     """
-    from multispike.reproduce import own_claim
+    from multispike.workflows.reproduce import own_claim
 
     if claim is None:
         return NO_CLAIM

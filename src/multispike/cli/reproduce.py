@@ -1,5 +1,5 @@
 """``multispike reproduce``: one row of the papers' tables, from dataset folder to "paper vs
-ours" (:func:`multispike.reproduce.reproduce` does the work)."""
+ours" (:func:`multispike.workflows.reproduce.reproduce` does the work)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         positive_int("--epochs", args.epochs)
     from multispike.engine.config import parse_seeds
+    from multispike.engine.device import pick_device
     from multispike.engine.runlock import check_out_folder
-    from multispike.engine.train import pick_device
-    from multispike.reproduce import own_claim, pm, reproduce
+    from multispike.workflows.reproduce import own_claim, pm, reproduce
 
     check_out_folder(args.out or str(Path("runs") / "reproduce" / Path(args.recipe).stem))
     pick_device(args.device)  # an unsupported device: one line before anything is trained

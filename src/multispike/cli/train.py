@@ -57,7 +57,8 @@ def _check_train_memory(cfg) -> None:
         return
     from multispike import data
     from multispike.engine.checkpoint import build_for_dataset
-    from multispike.engine.train import model_args_for, pick_device
+    from multispike.engine.device import pick_device
+    from multispike.engine.train import model_args_for
 
     spec = data.get_spec(cfg.dataset, **cfg.data_options)
     model, _ = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
@@ -116,7 +117,7 @@ def _check_device(cfg) -> None:
     before anything is trained or written."""
     import os
 
-    from multispike.engine.train import pick_device
+    from multispike.engine.device import pick_device
 
     device = pick_device(cfg.device)
     if cfg.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 \
@@ -231,6 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from multispike.engine import evaluate_model, parse_timesteps
     from multispike.engine.checkpoint import load_model
     from multispike.engine.config import check_compile_mode
+    from multispike.engine.device import pick_device
     from multispike.engine.evaluate import (
         check_input_fits,
         check_memory,
@@ -239,7 +241,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         default_timesteps,
         run_data,
     )
-    from multispike.engine.train import pick_device
 
     asked = None if args.timesteps is None else parse_timesteps(args.timesteps)
     compile_mode = check_compile_mode(args.compile or "off")
@@ -284,9 +285,9 @@ def _options_text(options: dict) -> str:
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from multispike.engine.config import parse_seeds
-    from multispike.engine.demo import demo_reading, plot_demo, run_demo
+    from multispike.engine.device import pick_device
     from multispike.engine.runlock import check_out_folder
-    from multispike.engine.train import pick_device
+    from multispike.workflows.demo import demo_reading, plot_demo, run_demo
 
     check_out_folder(args.out)  # before anything is trained
     seeds = parse_seeds(args.seeds)

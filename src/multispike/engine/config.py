@@ -265,7 +265,7 @@ def load_recipe(name: str) -> dict[str, Any]:
             (e.strerror or type(e).__name__)
         raise ConfigError(f"recipe {path} cannot be read as TOML ({why}); give a .toml text "
                           "file or a recipe name") from None
-    data.pop("paper", None)  # the paper's claim (multispike.reproduce reads it), not a setting
+    data.pop("paper", None)  # the paper's claim (workflows.reproduce reads it), not a setting
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise ConfigError(f"recipe {path} has unknown key {unknown[0]!r}; known: {sorted(FIELDS)}")

@@ -1,4 +1,6 @@
-"""Evaluation of one trained model at several numbers of time steps, with firing rates.
+"""Evaluation: one pass over a test loader (:func:`evaluate`, also the training loop's test
+pass), and one trained model at several numbers of time steps, with firing rates
+(:func:`evaluate_model`).
 
 One trained model runs at T = 1, 2, 4, … by setting ``model.timesteps`` (static images are
 repeated over T; event datasets are re-integrated into T frames). With ``compile`` the
@@ -8,22 +10,100 @@ layers the activity monitor records.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from multispike.checks import positive_int
+from multispike.engine import distributed as dist_utils
 from multispike.engine import threads
 from multispike.engine.allocator import tune_cpu_allocator
 from multispike.engine.checkpoint import check_input_fits
 from multispike.engine.config import check_compile_mode
-from multispike.engine.train import compile_model, evaluate, pick_device, to_model_input
+from multispike.engine.device import compile_model, pick_device
 from multispike.errors import ConfigError
+from multispike.neurons import raise_on_nonfinite
 
 
+# -- one pass over a loader ---------------------------------------------------------------------
+def to_model_input(x: Tensor, spec: Any) -> Tensor:
+    """Event batches come as ``[B, T, C, H, W]``; models take time first ``[T, B, C, H, W]``."""
+    return x.transpose(0, 1) if spec.is_event else x
+
+
+def plain_module(model: nn.Module) -> nn.Module:
+    """The module inside the ``torch.compile`` and DDP wrappers (whose layer names it has)."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def flagged_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` that keep a NaN/inf flag (``nonfinite``): its neuron layers."""
+    return [m for m in plain_module(model).modules() if hasattr(m, "nonfinite")]
+
+
+def flags_set(neurons: list[nn.Module], device: torch.device) -> Tensor:
+    """``[]`` float32 on ``device``: how many of ``neurons`` have their NaN/inf flag set.
+
+    A flag is a 0-dim int tensor that a CUDA kernel sets to 1 on NaN/inf input (a layer that has
+    none yet, ``None``, has not run on CUDA); counting them reads nothing on the host.
+    """
+    flags = [f for f in (getattr(m, "nonfinite", None) for m in neurons) if isinstance(f, Tensor)]
+    if not flags:
+        return torch.zeros((), device=device)
+    return (torch.stack(flags) != 0).sum().float()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    *,
+    spec: Any,
+    transform: nn.Module | None,
+    device: torch.device,
+    autocast: Any = contextlib.nullcontext,
+    all_reduce: bool = False,
+) -> dict[str, float]:
+    """Mean loss and top-1 accuracy of the mean output over T.
+
+    The sums stay on the device and are read once, at the end, with the neuron layers' NaN/inf
+    flags (a set flag raises :func:`multispike.neurons.raise_on_nonfinite`'s ``InputError``).
+    ``all_reduce``: under torchrun, each rank's ``loader`` holds its shard of the test set
+    (:class:`~multispike.engine.distributed.ShardSampler`); the sums of correct predictions,
+    images and loss are added over the ranks, so every rank returns the whole set's figures.
+    """
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    neurons = flagged_layers(model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    right = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        with autocast():
+            logits = model(to_model_input(x, spec)).float().mean(0)  # [B, classes]
+        loss_sum += criterion(logits, y).double()
+        right += (logits.argmax(1) == y).sum()
+        seen += y.shape[0]
+    flags = flags_set(neurons, loss_sum.device).double()
+    loss_total, correct, bad = torch.stack([loss_sum, right.double(), flags]).tolist()
+    if bad:
+        raise_on_nonfinite(plain_module(model))
+    if all_reduce:
+        correct, seen, loss_total = dist_utils.all_reduce_sums([correct, seen, loss_total],
+                                                               device)
+    return {"loss": loss_total / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+# -- one model at several T ---------------------------------------------------------------------
 def parse_timesteps(text: str | Sequence[int]) -> list[int]:
     """``"1,2,4"`` → ``[1, 2, 4]``; every T must be an integer >= 1."""
     items = text.split(",") if isinstance(text, str) else list(text)

@@ -58,7 +58,21 @@ from multispike.engine.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from multispike.engine.config import TrainConfig, check_compile_mode, differing_settings
+from multispike.engine.config import TrainConfig, differing_settings
+from multispike.engine.device import (
+    amp_mode,
+    autocast_for,
+    compile_model,
+    device_label,
+    pick_device,
+)
+from multispike.engine.evaluate import (
+    evaluate,
+    flagged_layers,
+    flags_set,
+    plain_module,
+    to_model_input,
+)
 from multispike.engine.runlock import run_lock
 from multispike.errors import CheckpointError, ConfigError, DataError, MultispikeError
 from multispike.neurons import compact_spikes, raise_on_nonfinite
@@ -93,44 +107,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda asked for but no CUDA GPU is visible; use --device cpu")
-    if device.type not in ("cpu", "cuda"):  # multispike's kernels exist for these two
-        raise ConfigError(f"device {name!r} is not supported: multispike runs on the CPU and on "
-                          "CUDA GPUs; use --device cpu, cuda or cuda:N")
-    return device
-
-
-def amp_mode(cfg: TrainConfig, device: torch.device) -> str:
-    """``off``, ``bf16`` or ``fp16``: ``cfg.amp`` with ``auto`` resolved for ``device``."""
-    if cfg.amp != "auto":
-        return cfg.amp
-    if device.type != "cuda":
-        return "off"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def autocast_for(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype | None]:
-    """``(context factory, dtype)``: bf16 (or fp16) autocast on GPUs, full precision on CPU.
-
-    With ``cfg.cuda_graphs`` autocast keeps no cache of cast weights (a CUDA graph must not
-    hold one across its capture).
-    """
-    mode = amp_mode(cfg, device)
-    if mode == "off":
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    cache = not cfg.cuda_graphs
-    return (lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=cache)), dtype
-
-
 def check_cuda_graphs(cfg: TrainConfig, device: torch.device, distributed: bool) -> None:
     """Refuse (one :class:`ConfigError` line) ``cfg.cuda_graphs`` where the whole training step
     cannot be captured: off CUDA, under torchrun, with fp16 loss scaling (its skipped steps
@@ -150,54 +126,6 @@ def check_cuda_graphs(cfg: TrainConfig, device: torch.device, distributed: bool)
     if amp_mode(cfg, device) == "fp16":
         raise ConfigError("--cuda-graphs cannot capture fp16 loss scaling (it decides on the "
                           "host whether to skip a step); give --amp bf16 or --amp off")
-
-
-_warned_cuda_graphs = False
-
-
-def compile_model(module: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """``module`` itself for ``mode="off"``, else ``torch.compile(module, mode=mode)``.
-
-    The compiled wrapper shares the parameters and buffers of ``module``; keep ``module`` for
-    ``state_dict`` and checkpoints. ``reduce-overhead`` adds CUDA graphs to ``default``, so on
-    another device it warns (once per process) and compiles with ``default``. Compiling is lazy:
-    the first call of each input shape, ``timesteps`` and train/eval mode pays for it.
-    """
-    global _warned_cuda_graphs
-    mode = check_compile_mode(mode)
-    if mode == "off":
-        return module
-    if mode == "reduce-overhead" and device.type != "cuda":
-        if not _warned_cuda_graphs:
-            _warned_cuda_graphs = True
-            warnings.warn(
-                f"compile mode reduce-overhead uses CUDA graphs, which do nothing on "
-                f"{device.type}; compiling with mode default", RuntimeWarning, stacklevel=2)
-        mode = "default"
-    return torch.compile(module, mode=mode)
-
-
-def _plain_module(model: nn.Module) -> nn.Module:
-    """The module inside the ``torch.compile`` and DDP wrappers (whose layer names it has)."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _neurons(model: nn.Module) -> list[nn.Module]:
-    """The layers of ``model`` that keep a NaN/inf flag (``nonfinite``): its neuron layers."""
-    return [m for m in _plain_module(model).modules() if hasattr(m, "nonfinite")]
-
-
-def _flags_set(neurons: list[nn.Module], device: torch.device) -> Tensor:
-    """``[]`` float32 on ``device``: how many of ``neurons`` have their NaN/inf flag set.
-
-    A flag is a 0-dim int tensor that a CUDA kernel sets to 1 on NaN/inf input (a layer that has
-    none yet, ``None``, has not run on CUDA); counting them reads nothing on the host.
-    """
-    flags = [f for f in (getattr(m, "nonfinite", None) for m in neurons) if isinstance(f, Tensor)]
-    if not flags:
-        return torch.zeros((), device=device)
-    return (torch.stack(flags) != 0).sum().float()
 
 
 def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
@@ -274,11 +202,6 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def to_model_input(x: Tensor, spec: Any) -> Tensor:
-    """Event batches come as ``[B, T, C, H, W]``; models take time first ``[T, B, C, H, W]``."""
-    return x.transpose(0, 1) if spec.is_event else x
-
-
 # -- one epoch -----------------------------------------------------------------------------------
 #: steps between two reads of the running loss and accuracy and of the NaN/inf checks: the
 #: training loop's only host reads, with one more at the end of each epoch
@@ -303,7 +226,7 @@ class TrainStep:
         self.model, self.optimizer, self.spec = model, optimizer, spec
         self.autocast, self.scaler = autocast, scaler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.neurons = _neurons(model)
+        self.neurons = flagged_layers(model)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         # compact_spikes: layers after fused neurons save their spike input as int8 for the
@@ -321,7 +244,7 @@ class TrainStep:
             loss.backward()
             self.optimizer.step()
         correct = (logits.detach().argmax(1) == y).sum()
-        return torch.stack([loss.detach(), correct.float(), _flags_set(self.neurons, y.device)])
+        return torch.stack([loss.detach(), correct.float(), flags_set(self.neurons, y.device)])
 
 
 class CUDAGraphStep:
@@ -401,7 +324,7 @@ class StepTally:
 
     def __init__(self, model: nn.Module, device: torch.device, *, epoch: int,
                  every: int = READ_EVERY, kept: str | None = None) -> None:
-        self.plain, self.epoch, self.kept = _plain_module(model), epoch, kept
+        self.plain, self.epoch, self.kept = plain_module(model), epoch, kept
         self.rows = torch.zeros(every, 3, device=device)  # [every, (loss, correct, flags)]
         self.sizes: list[int] = []  # images of each pending row
         self.steps = self.seen = self.correct = 0
@@ -489,51 +412,6 @@ def _show(bar: Any, tally: StepTally, start: float) -> None:
     rate = tally.seen / max(time.perf_counter() - start, 1e-9)
     bar.set_postfix(loss=f"{tally.loss_sum / seen:.3f}", acc=f"{tally.correct / seen:.3f}",
                     img_s=f"{rate:.0f}")
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    *,
-    spec: Any,
-    transform: nn.Module | None,
-    device: torch.device,
-    autocast: Any = contextlib.nullcontext,
-    all_reduce: bool = False,
-) -> dict[str, float]:
-    """Mean loss and top-1 accuracy of the mean output over T.
-
-    The sums stay on the device and are read once, at the end, with the neuron layers' NaN/inf
-    flags (a set flag raises :func:`multispike.neurons.raise_on_nonfinite`'s ``InputError``).
-    ``all_reduce``: under torchrun, each rank's ``loader`` holds its shard of the test set
-    (:class:`~multispike.engine.distributed.ShardSampler`); the sums of correct predictions,
-    images and loss are added over the ranks, so every rank returns the whole set's figures.
-    """
-    model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    neurons = _neurons(model)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    right = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if transform is not None:
-            x = transform(x)
-        with autocast():
-            logits = model(to_model_input(x, spec)).float().mean(0)  # [B, classes]
-        loss_sum += criterion(logits, y).double()
-        right += (logits.argmax(1) == y).sum()
-        seen += y.shape[0]
-    flags = _flags_set(neurons, loss_sum.device).double()
-    loss_total, correct, bad = torch.stack([loss_sum, right.double(), flags]).tolist()
-    if bad:
-        raise_on_nonfinite(_plain_module(model))
-    if all_reduce:
-        correct, seen, loss_total = dist_utils.all_reduce_sums([correct, seen, loss_total],
-                                                               device)
-    return {"loss": loss_total / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -980,13 +858,6 @@ def _write_curves(path: Path, history: list[dict[str, Any]]) -> Path | None:
     curves = {k: [row[k] for row in history] for k in keys if all(k in r for r in history)}
     return plot_training_curves([row["epoch"] for row in history], curves, path,
                                 title=f"Training curves of {path.parent.name}")
-
-
-def device_label(device: torch.device) -> str:
-    """``"cpu"``, or a GPU with its index (``"cuda:0"``, also for a plain ``cuda``)."""
-    if device.type == "cuda" and device.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(device)
 
 
 def _kept(last_path: Path | None, epoch: int) -> str:

@@ -141,9 +141,9 @@ def _energy(model: Any, run: Any, timesteps: int, progress: bool = False) -> dic
     (``run``: :class:`~multispike.engine.evaluate.RunData`)."""
     from multispike import data
     from multispike.analysis.energy import get_cost_table
-    from multispike.analysis.measure import model_energy
     from multispike.deploy import event_model
     from multispike.engine.evaluate import Progress, split_loader
+    from multispike.workflows.measure import model_energy
 
     spec = data.get_spec(run.dataset, **run.options)
     model.timesteps = timesteps
@@ -167,9 +167,8 @@ def _deploy(model: Any, run: Any) -> dict[str, Any]:
     the run's data (``run``: :class:`~multispike.engine.evaluate.RunData`)."""
     from multispike import data
     from multispike.deploy import fold_amplitudes
-    from multispike.engine.deploy import inconclusive, spike_counts
-    from multispike.engine.evaluate import split_loader
-    from multispike.engine.train import to_model_input
+    from multispike.engine.evaluate import split_loader, to_model_input
+    from multispike.workflows.deploy_checkpoint import inconclusive, spike_counts
 
     spec = data.get_spec(run.dataset, **run.options)
     loader, transform = split_loader(run.dataset, data_dir=run.data_dir, batch_size=16,

@@ -160,8 +160,8 @@ def _load(checkpoint: str, device: str | torch.device) -> tuple[nn.Module, tuple
     """The checkpoint's model on ``device``, in eval mode, and the ``(C, H, W)`` of the data
     its run trained on (a ResNet trains at any size); the ANN twin is refused."""
     from multispike.engine.checkpoint import load_model
+    from multispike.engine.device import pick_device
     from multispike.engine.evaluate import checkpoint_input_shape
-    from multispike.engine.train import pick_device
 
     dev = pick_device(str(device))
     model, ckpt = load_model(checkpoint)
