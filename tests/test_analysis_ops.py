@@ -4,10 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from multispike.analysis import conv_macs, count_ops, linear_macs, trace_ops
-from multispike.errors import ConfigError
+from multispike.analysis import conv_macs, count_ops, linear_macs, ops, trace_ops
+from multispike.errors import ConfigError, InputError
+from multispike.models import create, list_models
 from multispike.neurons import IFNode, LIFNode
 from tests.test_analysis_nets import Fold, ShortcutNet, TinySNN
+from tests.test_deploy import TINY
 
 
 def test_conv_with_stride_padding_groups():
@@ -110,3 +112,78 @@ def test_bad_input():
         trace_ops(nn.Sequential(IFNode()), (4,), timesteps=1)
     with pytest.raises(ConfigError, match="frames"):
         trace_ops(ShortcutNet(), (3, 2, 6, 6), timesteps=2)
+
+
+# -- the graph walk and the tracer give the same counts ------------------------------------------
+def _traced(model, input_shape, timesteps, **kw):
+    """``trace_ops`` through the tracer adapter (forward hooks), whatever the model."""
+    probe = ops._probe(model, input_shape, timesteps, kw.get("event"), kw.get("time_first"))
+    return ops._model_ops(model, ops._hook_records(model, probe), probe)
+
+
+def _both(model, input_shape, timesteps, **kw):
+    return (trace_ops(model, input_shape, timesteps, **kw).to_dict(),
+            _traced(model, input_shape, timesteps, **kw).to_dict())
+
+
+#: models cheap enough to trace under every firing family (the others: default and ANN)
+EVERY_FIRING = ("digits_net", "resnet20m", "vgg9")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_graph_walk_equals_the_tracer_on_every_model(name):
+    """Every registered model with its default firing and as the ANN twin (three of them with
+    every firing family), static images (the stem runs once), event frames and time-first
+    static input: the same ModelOps both ways."""
+    opts, side = TINY[name]
+    every = ("binary", "mt", "ternary", "integer") if name in EVERY_FIRING else ()
+    for firing in (None, *every, "ann"):
+        model = create(name, **{**opts, "firing": firing})
+        shape = (model.in_channels, side, side)
+        graph, traced = _both(model, shape, 2)
+        assert graph == traced, (name, firing)
+        assert graph["layers"][0]["runs"] == 1 and graph["neurons"] or firing == "ann"
+    model = create(name, **opts)
+    for kw in ({"event": True}, {"time_first": True}):
+        graph, traced = _both(model, (model.in_channels, side, side), 2, **kw)
+        assert graph == traced and graph["layers"][0]["runs"] == 2, (name, kw)
+
+
+def test_the_graph_walk_equals_the_tracer_on_voting_heads_and_nir_graphs():
+    for name in ("vgg8", "digits_net"):
+        model = create(name, **TINY[name][0], output="vote", mt_on_fc=True)
+        graph, traced = _both(model, (model.in_channels, TINY[name][1], TINY[name][1]), 4)
+        assert graph == traced and graph["neurons"][-1]["name"] == "head.act"
+    pytest.importorskip("nir")
+    from multispike.deploy import export_nir
+    from multispike.deploy.nir_import import from_nir
+
+    model = from_nir(export_nir(create("resnet20m", firing="binary"), input_shape=(3, 16, 16)))
+    graph, traced = _both(model, (3, 16, 16), 2)
+    assert graph == traced and graph["layers"][0]["runs"] == 2  # its forward runs every node
+
+
+def test_the_graph_walk_restores_mode_and_timesteps():
+    model = create("digits_net", timesteps=5)
+    ops_ = trace_ops(model, (1, 8, 8), timesteps=3)
+    assert model.timesteps == 5 and model.training
+    assert [n.runs for n in ops_.neurons] == [3] * len(ops_.neurons)
+    with pytest.raises(InputError, match="channels"):
+        trace_ops(model, (3, 8, 8), timesteps=2)
+    assert model.timesteps == 5 and model.training
+
+
+def test_a_deployed_model_is_refused_in_one_line():
+    """Split MT planes wrap each conv, linear and neuron layer, and the plane convolutions run
+    on the wrapped weights: neither the graph nor the tracer would count them (the counts
+    would silently miss layers). The trained model is counted instead."""
+    from multispike.deploy import fold_amplitudes, split_planes
+
+    model = create("digits_net", firing="mt").eval()
+    deployed = split_planes(fold_amplitudes(model))
+    assert ops._wrapped(deployed) and not ops._wrapped(model)
+    with pytest.raises(ConfigError, match="is a deployed model") as e:
+        trace_ops(deployed, (1, 8, 8), 2)
+    assert "\n" not in str(e.value)
+    assert [layer.name for layer in trace_ops(model, (1, 8, 8), 2).layers] == [
+        "stem_conv", "features.0.conv", "fc1", "head.fc"]

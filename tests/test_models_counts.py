@@ -90,3 +90,15 @@ def test_macs_per_step_do_not_depend_on_t_or_firing():
     a = count_macs(create("resnet20", timesteps=4), (3, 32, 32))
     b = count_macs(create("resnet20", firing="ann"), (3, 32, 32))
     assert a == b == _reference_macs(create("resnet20"), (3, 32, 32))
+
+
+@pytest.mark.parametrize("name,shape", [("resnet20m", (3, 32, 32)), ("vgg8", (3, 32, 32)),
+                                        ("digits_net", (1, 8, 8))])
+def test_count_macs_and_trace_ops_are_one_count(name, shape):
+    """One walk of the graph, one MAC count per layer: count_macs per layer is trace_ops'."""
+    from multispike.analysis import trace_ops
+
+    model = create(name)
+    ops = trace_ops(model, shape, timesteps=3)
+    per_layer = {layer.name: layer.macs for layer in ops.layers}
+    assert count_macs(model, shape, per_layer=True) == per_layer

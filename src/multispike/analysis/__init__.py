@@ -59,10 +59,8 @@ from multispike.analysis.ops import (
     LayerOps,
     ModelOps,
     NeuronLayerOps,
-    conv_macs,
     count_events,
     count_ops,
-    linear_macs,
     trace_ops,
 )
 from multispike.analysis.stats import (
@@ -73,6 +71,7 @@ from multispike.analysis.stats import (
     plot_firing_stats,
 )
 from multispike.analysis.sweeps import delta_sweep, placement_ablation
+from multispike.models.profile import conv_macs, linear_macs
 
 __all__ = [
     "CMOS45",

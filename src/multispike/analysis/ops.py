@@ -1,11 +1,12 @@
 """Operation counts per layer: MACs of every convolution and linear layer, and neuron counts.
 
-One traced forward pass of one sample finds, for every ``nn.Conv*d`` and ``nn.Linear``:
+For every ``nn.Conv*d`` and ``nn.Linear`` of a model, :func:`trace_ops` finds:
 
-- its MACs per time step for one sample: ``out_elems × (in_ch / groups) × k_h × k_w`` for a
-  convolution, ``out_features × in_features`` (per row) for a linear layer. Biases are not
-  counted: a bias is one addition per output element, under 1% of the MACs of any layer here,
-  and neither Ternary Spike Table 5 nor the 45 nm estimates count it;
+- its MACs per time step for one sample (:func:`~multispike.models.profile.layer_macs`, the
+  count :func:`~multispike.models.count_macs` uses too): ``out_elems × (in_ch / groups) × k_h ×
+  k_w`` for a convolution, ``out_features × in_features`` (per row) for a linear layer. Biases
+  are not counted: a bias is one addition per output element, under 1% of the MACs of any
+  layer here, and neither Ternary Spike Table 5 nor the 45 nm estimates count it;
 - how many time steps it ran for (``runs``): T, or 1 for an encoder that a static image passes
   once (multispike models run their stem convolution once and broadcast it over T);
 - what feeds it: the network input (it is the **encoding layer**, whose analog input costs
@@ -13,11 +14,17 @@ One traced forward pass of one sample finds, for every ``nn.Conv*d`` and ``nn.Li
   rate turns its MACs into synaptic operations), or the analog output of another layer with no
   neuron in between (the ANN twin's ReLU layers: plain MACs).
 
-The feeder is found exactly, not guessed from the layer order: during the trace every tensor
-carries the set of layers it was computed from (a ``TorchFunctionMode`` passes the set from
-the inputs of each torch operation to its outputs); a neuron's output starts a new set holding
-that neuron, a convolution's output one holding that convolution. So a residual shortcut reads
-the rate of the neuron whose spikes it really receives, however the model orders its calls.
+The feeder is found exactly, not guessed from the layer order: every value carries the set of
+layers it was computed from. A zoo model (:class:`~multispike.models.SpikingModel`) is read
+from its graph (:meth:`~multispike.models.SpikingModel.graph`, evaluated once on a zero sample
+by :func:`~multispike.models.profile.node_shapes`): a node's set is the union of its inputs'
+sets, a neuron's output starts a new set holding that neuron, a convolution's output one
+holding that convolution; every other node (BN, pooling, flatten, GAP, dropout and identity
+slots, sums) passes the union on. Any other module is traced instead: forward hooks record
+the same layers, and a ``TorchFunctionMode`` passes the sets from the inputs of each torch
+operation to its outputs. Both give the same records, which one function turns into
+:class:`ModelOps`. So a residual shortcut reads the rate of the neuron whose spikes it really
+receives, however the model orders its calls.
 
 Pooling and flattening between a neuron and a layer keep the neuron as the source (the
 layer's ``sources``), but they change what the layer reads: max pooling passes fewer spikes
@@ -45,7 +52,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,11 +62,14 @@ from torch.overrides import TorchFunctionMode
 
 from multispike.errors import ConfigError
 from multispike.layers import run_node, unwrap
-from multispike.models.profile import conv_macs, linear_macs
+from multispike.models.base import SpikingModel
+from multispike.models.profile import layer_kind, layer_macs, node_shapes
 from multispike.neurons import Neuron
 
-#: tag of the network input in a tensor's source set
+#: tag of the network input in a layer's source set
 INPUT = "<input>"
+#: prefix of a neuron layer's name in a source set
+_NEURON = "neuron:"
 _ATTR = "_multispike_sources"
 
 
@@ -183,7 +192,138 @@ class ModelOps:
         }
 
 
-# -- source tracking ---------------------------------------------------------------------------
+# -- records: what a pass over the model finds, turned into ModelOps by one function ---------
+@dataclass
+class _Record:
+    """One conv/linear layer (``kind`` ``"conv"``/``"linear"``) or neuron layer
+    (``"neuron"``) as the graph walk or the tracer found it.
+
+    ``runs``: time steps it ran for; ``macs``: of one step of one sample (0 for neurons);
+    ``sources``: :data:`INPUT`, conv/linear names and ``"neuron:<name>"`` of what feeds it;
+    ``in_shape``/``out_shape``: one sample at one step.
+    """
+
+    name: str
+    kind: str
+    module: nn.Module
+    runs: int = 0
+    macs: int = 0
+    sources: frozenset = frozenset()
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The checked arguments of :func:`trace_ops`: ``shape`` is one frame ``(C, H, W)``;
+    ``time_first``: feed ``[T, 1, ...]`` (the stem runs every step), else ``[1, ...]``."""
+
+    input_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    timesteps: int
+    event: bool
+    time_first: bool
+
+
+def _probe(model: nn.Module, input_shape: Sequence[int], timesteps: int,
+           event: bool | None, time_first: bool | None) -> _Probe:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise ConfigError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    given = tuple(int(s) for s in input_shape)
+    shape = given
+    if event is None:
+        event = len(shape) == 4
+    if len(shape) == 4:
+        if shape[0] != timesteps:
+            raise ConfigError(
+                f"input_shape {shape} has {shape[0]} frames but timesteps={timesteps}"
+            )
+        shape = shape[1:]
+    if any(s < 1 for s in shape) or not shape:
+        raise ConfigError(f"input_shape must be positive sizes like (3, 32, 32), got {shape}")
+    if time_first is None:
+        time_first = event or not hasattr(model, "timesteps")
+    return _Probe(given, shape, timesteps, bool(event), bool(time_first))
+
+
+def _model_ops(model: nn.Module, records: Sequence[_Record], probe: _Probe) -> ModelOps:
+    """The one place records become :class:`LayerOps`, :class:`NeuronLayerOps` and
+    :class:`ModelOps` (a linear layer's shapes are its feature counts)."""
+    layers = []
+    for r in records:
+        if r.kind == "neuron":
+            continue
+        linear = r.kind == "linear"
+        layers.append(LayerOps(
+            name=r.name, kind=r.kind, macs=int(r.macs), runs=int(r.runs),
+            encoder=INPUT in r.sources,
+            sources=tuple(sorted(s[len(_NEURON):] for s in r.sources if s.startswith(_NEURON))),
+            analog_sources=tuple(sorted(s for s in r.sources if not s.startswith(_NEURON))),
+            in_shape=(r.module.in_features,) if linear else r.in_shape,
+            out_shape=(r.module.out_features,) if linear else r.out_shape,
+        ))
+    if not layers:
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Conv*d or nn.Linear layer to count"
+        )
+    neurons = [_neuron_info(r.name, r.module, math.prod(r.out_shape), r.runs)  # type: ignore[arg-type]
+               for r in records if r.kind == "neuron"]
+    return ModelOps(layers=layers, neurons=neurons, timesteps=probe.timesteps,
+                    input_shape=probe.input_shape, static_input=not probe.event)
+
+
+def _neuron_info(name: str, m: Neuron, neurons: int, runs: int) -> NeuronLayerOps:
+    rule = m.rule
+    thresholds = len(rule.thresholds(m.v_threshold))
+    return NeuronLayerOps(
+        name=name,
+        firing=rule.name,
+        neurons=int(neurons),
+        runs=int(runs),
+        planes=int(rule.n_planes(m.v_threshold)),
+        max_spikes=int(thresholds),
+        signed=bool(rule.signed),
+    )
+
+
+def _kind(module: nn.Module | None) -> str | None:
+    return layer_kind(module) or ("neuron" if isinstance(module, Neuron) else None)
+
+
+def _wrapped(model: nn.Module) -> bool:
+    """``model`` holds a deployed model's wrappers (plane or vote wrappers around a layer),
+    whose planes neither the graph nor the tracer sees as convolutions."""
+    return any(unwrap(m) is not m for m in model.modules())
+
+
+# -- the graph walk (zoo models) ------------------------------------------------------------------
+def _graph_records(model: SpikingModel, probe: _Probe) -> list[_Record]:
+    """Records of a zoo model, read from ``model.graph()`` evaluated once (T = 1; the per-step
+    shapes do not depend on T). :meth:`SpikingModel.forward` runs ``stem_conv`` once on a
+    static image and broadcasts it over T (``runs`` 1, where the family's ``stem_runs_once``
+    says so); every other node runs T times."""
+    stem_once = not probe.time_first and model.stem_runs_once
+    sources: dict[str, frozenset] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    records = []
+    for node, out in node_shapes(model, probe.shape, frames=probe.time_first):
+        shapes[node.name] = out
+        srcs = frozenset().union(*(sources[i] for i in node.inputs)) if node.inputs \
+            else frozenset({INPUT})
+        sources[node.name] = srcs  # pass-through: BN, pooling, flatten, GAP, dropout, sums
+        kind = _kind(node.module)
+        if kind is None:
+            continue
+        assert node.module is not None
+        runs = 1 if stem_once and node.name == "stem_conv" else probe.timesteps
+        macs = 0 if kind == "neuron" else layer_macs(node.module, out)
+        records.append(_Record(node.name, kind, node.module, runs, macs, srcs,
+                               shapes[node.inputs[0]], out))
+        sources[node.name] = frozenset({_NEURON + node.name if kind == "neuron" else node.name})
+    return records
+
+
+# -- the tracer (any other module) ----------------------------------------------------------------
 def _get_sources(x: Any) -> frozenset:
     return getattr(x, _ATTR, frozenset()) if isinstance(x, Tensor) else frozenset()
 
@@ -219,43 +359,62 @@ class _SourceMode(TorchFunctionMode):
         return out
 
 
-@dataclass
-class _Record:
-    kind: str
-    module: nn.Module
-    macs_total: int = 0
-    rows_total: int = 0
-    sources: frozenset = frozenset()
-    in_shape: tuple[int, ...] = ()
-    out_shape: tuple[int, ...] = ()
-    order: int = 0
+def _rows(kind: str, module: Any, inp: Any, out: Tensor) -> tuple[int, tuple, tuple]:
+    """``(rows, in_shape, out_shape)`` of one call: the sample-steps it ran over (a linear
+    layer: its input rows) and one row's shapes."""
+    if kind == "neuron":  # neurons take [T, B, ...]
+        return out.shape[0] * out.shape[1], (), tuple(out.shape[2:])
+    if kind == "linear":
+        return out.numel() // max(module.out_features, 1), (), ()
+    batched = out.dim() == module.weight.dim()  # else an unbatched call: one row
+    in_shape = tuple(inp.shape[int(batched):]) if isinstance(inp, Tensor) else ()
+    return (int(out.shape[0]) if batched else 1), in_shape, tuple(out.shape[int(batched):])
 
 
-@contextmanager
-def _timesteps_set(model: nn.Module, timesteps: int) -> Iterator[None]:
-    has = hasattr(model, "timesteps")
-    old = getattr(model, "timesteps", None)
-    if has:
-        model.timesteps = timesteps
+def _hook_records(model: nn.Module, probe: _Probe) -> list[_Record]:
+    """Records of any module, from one forward of one zero sample (``[T, 1, C, H, W]``
+    time-first, else ``[1, C, H, W]``) with forward hooks on its conv, linear and neuron
+    layers and :class:`_SourceMode` carrying the source sets."""
+    t = probe.timesteps
+    p = next(model.parameters(), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    x = torch.zeros(((t, 1) if probe.time_first else (1,)) + probe.shape, dtype=dtype,
+                    device=p.device if p is not None else "cpu")
+    _tag(x, frozenset({INPUT}))
+    records: dict[str, _Record] = {}
+
+    def hook(name: str, kind: str):
+        def fn(module: nn.Module, args: tuple, out: Any) -> None:
+            if isinstance(out, Tensor) and (kind != "neuron" or out.dim() >= 2):
+                rec = records.setdefault(name, _Record(name, kind, module))
+                rec.sources |= _get_sources(args[0]) if args and kind != "neuron" else frozenset()
+                rows, in_shape, out_shape = _rows(kind, module, args[0] if args else None, out)
+                rec.runs += rows  # summed over calls, divided below
+                rec.macs += 0 if kind == "neuron" else layer_macs(module, tuple(out.shape))
+                rec.in_shape, rec.out_shape = in_shape or rec.in_shape, out_shape
+            _tag(out, frozenset({_NEURON + name if kind == "neuron" else name}))
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(name, kind)) for name, m in model.named_modules()
+               if (kind := _kind(m)) is not None]
+    was_training, steps = model.training, getattr(model, "timesteps", None)
     try:
-        yield
+        model.eval()
+        if steps is not None:
+            model.timesteps = t
+        with _SourceMode():
+            model(x)
     finally:
-        if has:
-            model.timesteps = old
-
-
-def _neuron_info(name: str, m: Neuron, neurons: int, runs: int) -> NeuronLayerOps:
-    rule = m.rule
-    thresholds = len(rule.thresholds(m.v_threshold))
-    return NeuronLayerOps(
-        name=name,
-        firing=rule.name,
-        neurons=int(neurons),
-        runs=int(runs),
-        planes=int(rule.n_planes(m.v_threshold)),
-        max_spikes=int(thresholds),
-        signed=bool(rule.signed),
-    )
+        for h in handles:
+            h.remove()
+        if steps is not None:
+            model.timesteps = steps
+        model.train(was_training)
+    for rec in records.values():
+        rec.runs = min(max(rec.runs, 1), t)  # T, 1 (a static stem), or T for tokens
+        rec.macs //= rec.runs
+    return list(records.values())
 
 
 @torch.no_grad()
@@ -267,11 +426,12 @@ def trace_ops(
     event: bool | None = None,
     time_first: bool | None = None,
 ) -> ModelOps:
-    """Trace one sample through ``model`` and count the operations of every layer.
+    """Count the operations of every conv/linear layer and neuron layer of ``model`` for one
+    sample: a zoo model is read from its graph, any other module traced (module docstring).
 
     Args:
-        model: any module; multispike models (with a ``timesteps`` attribute) get ``timesteps``
-            set for the trace and restored afterwards.
+        model: a :class:`~multispike.models.SpikingModel` or any module; a model with a
+            ``timesteps`` attribute gets ``timesteps`` set for the pass and restored afterwards.
         input_shape: one sample without batch: ``(C, H, W)`` of a static image, or
             ``(C, H, W)`` with ``event=True`` for event frames (T frames are fed), or
             ``(T, C, H, W)``.
@@ -285,149 +445,15 @@ def trace_ops(
     Returns:
         :class:`ModelOps`. The model's train/eval mode is restored afterwards.
     """
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ConfigError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    shape = tuple(int(s) for s in input_shape)
-    if event is None:
-        event = len(shape) == 4
-    if len(shape) == 4:
-        if shape[0] != timesteps:
-            raise ConfigError(
-                f"input_shape {shape} has {shape[0]} frames but timesteps={timesteps}"
-            )
-        shape = shape[1:]
-    if any(s < 1 for s in shape) or not shape:
-        raise ConfigError(f"input_shape must be positive sizes like (3, 32, 32), got {shape}")
-    if time_first is None:
-        time_first = event or not hasattr(model, "timesteps")
-    # the probe is drawn on the CPU (the same on every device), then moved to the model
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    try:
-        p = next(model.parameters())
-        device, dtype = p.device, p.dtype if p.is_floating_point() else torch.float32
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
-    if time_first:
-        if event:
-            x = torch.rand((timesteps, 1, *shape), generator=gen, device="cpu")  # [T, 1, C, H, W]
-        else:
-            x = torch.rand((1, *shape), generator=gen, device="cpu").expand(timesteps, 1, *shape)
-    else:
-        x = torch.rand((1, *shape), generator=gen, device="cpu")  # [1, C, H, W]
-    x = x.to(device=device, dtype=dtype).contiguous()
-    setattr(x, _ATTR, frozenset({INPUT}))
-
-    records: dict[str, _Record] = {}
-    neuron_rows: dict[str, int] = {}
-    neuron_elems: dict[str, int] = {}
-    neuron_mods: dict[str, Neuron] = {}
-    handles = []
-    counter = [0]
-
-    def pre_hook(name: str, kind: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            if name not in records:
-                counter[0] += 1
-                records[name] = _Record(kind, module, order=counter[0])
-            rec = records[name]
-            if args:
-                rec.sources = rec.sources | _get_sources(args[0])
-
-        return hook
-
-    def post_hook(name: str, kind: str):
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            rec = records[name]
-            inp = args[0] if args else None
-            if isinstance(out, Tensor):
-                if kind == "conv":
-                    batched = out.dim() == module.weight.dim()
-                    rows = int(out.shape[0]) if batched else 1
-                    sample_out = tuple(out.shape[1:]) if batched else tuple(out.shape)
-                    rec.macs_total += conv_macs(module, sample_out) * rows
-                    rec.out_shape = sample_out
-                    if isinstance(inp, Tensor):
-                        rec.in_shape = tuple(inp.shape[1:]) if batched else tuple(inp.shape)
-                else:
-                    rows = out.numel() // max(module.out_features, 1)
-                    rec.macs_total += linear_macs(module, rows)
-                    rec.out_shape = (module.out_features,)
-                    rec.in_shape = (module.in_features,)
-                rec.rows_total += rows
-                _tag(out, frozenset({name}))
-
-        return hook
-
-    def neuron_hook(name: str):
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            if isinstance(out, Tensor) and out.dim() >= 2:
-                # neurons take [T, B, ...]: one step of one sample is out.shape[2:]
-                neuron_rows[name] = neuron_rows.get(name, 0) + out.shape[0] * out.shape[1]
-                neuron_elems[name] = int(math.prod(out.shape[2:]))
-                neuron_mods[name] = module  # type: ignore[assignment]
-            _tag(out, frozenset({"neuron:" + name}))
-
-        return hook
-
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(
-            m, nn.modules.conv._ConvTransposeNd
-        ):
-            handles.append(m.register_forward_pre_hook(pre_hook(name, "conv")))
-            handles.append(m.register_forward_hook(post_hook(name, "conv")))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_pre_hook(pre_hook(name, "linear")))
-            handles.append(m.register_forward_hook(post_hook(name, "linear")))
-        elif isinstance(m, Neuron):
-            handles.append(m.register_forward_hook(neuron_hook(name)))
-
-    was_training = model.training
-    model.eval()
-    try:
-        with _timesteps_set(model, timesteps), _SourceMode():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-
-    if not records:
+    if _wrapped(model):
         raise ConfigError(
-            f"{type(model).__name__} has no nn.Conv*d or nn.Linear layer to count"
-        )
-    batch = 1
-    layers = []
-    for name, rec in sorted(records.items(), key=lambda kv: kv[1].order):
-        # rows per sample: T (folded or per-step calls), 1 (a static encoder run once), or
-        # more for a linear layer over several tokens per step (those stay in its macs)
-        runs = min(max(rec.rows_total // batch, 1), timesteps)
-        macs = rec.macs_total // runs
-        spikes = sorted(s[len("neuron:"):] for s in rec.sources if s.startswith("neuron:"))
-        analog = sorted(s for s in rec.sources if not s.startswith("neuron:"))
-        layers.append(
-            LayerOps(
-                name=name,
-                kind=rec.kind,
-                macs=int(macs),
-                runs=int(runs),
-                encoder=INPUT in rec.sources,
-                sources=tuple(spikes),
-                analog_sources=tuple(analog),
-                in_shape=rec.in_shape,
-                out_shape=rec.out_shape,
-            )
-        )
-    neurons = []
-    for name, mod in neuron_mods.items():
-        runs = min(max(neuron_rows[name] // batch, 1), timesteps)
-        neurons.append(_neuron_info(name, mod, neuron_elems[name], runs))
-    return ModelOps(
-        layers=layers,
-        neurons=neurons,
-        timesteps=timesteps,
-        input_shape=tuple(int(s) for s in input_shape),
-        static_input=not event,
-    )
+            f"{type(model).__name__} is a deployed model (its layers sit in plane or vote "
+            "wrappers); count the operations of the model it was deployed from, and the "
+            "deployed model's additions from its spikes (count_events)")
+    probe = _probe(model, input_shape, timesteps, event, time_first)
+    if isinstance(model, SpikingModel):
+        return _model_ops(model, _graph_records(model, probe), probe)
+    return _model_ops(model, _hook_records(model, probe), probe)
 
 
 def count_ops(
@@ -559,18 +585,13 @@ def count_events(deployed: nn.Module, graph: Any, x: Tensor) -> EventCounts:
 
 def _count(node: Any, values: dict[str, Tensor], counts_of: Any, out: EventCounts) -> None:
     """Add the synaptic operations of ``node`` (a consumer of spikes) to ``out``."""
-    rows = out.rows
     if node.op in ("conv", "linear") and node.inputs != ("input",):
         y, events = counts_of(node.inputs[0])
         if y is not None:
             layer = unwrap(node.module)
-            if node.op == "conv":
-                sops = _ones_conv(y, layer)
-                dense = float(values[node.name].flatten(0, 1)[0].numel()) * (
-                    layer.in_channels // layer.groups) * math.prod(layer.kernel_size) * rows
-            else:
-                sops = float(y.sum()) * layer.out_features
-                dense = float(values[node.name].numel()) * layer.in_features
+            sops = _ones_conv(y, layer) if node.op == "conv" else \
+                float(y.sum()) * layer.out_features
+            dense = float(layer_macs(layer, tuple(values[node.name].shape)))  # every row
             out.sops[node.name] = out.sops.get(node.name, 0.0) + sops
             out.events[node.name] = out.events.get(node.name, 0.0) + events
             out.dense[node.name] = out.dense.get(node.name, 0.0) + dense

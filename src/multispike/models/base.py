@@ -139,6 +139,9 @@ class SpikingModel(nn.Module):
     family_options: tuple[str, ...] = ()
     #: defaults of family options that every model of the family takes
     family_defaults: Mapping[str, Any] = {}
+    #: a static image passes ``stem_conv`` once, broadcast over T (:meth:`forward`); a family
+    #: whose forward runs every node at every step says False (operation counts read it)
+    stem_runs_once: bool = True
 
     def __init__(self, layout: Layout, kwargs: Mapping[str, Any]) -> None:
         super().__init__()

@@ -200,6 +200,7 @@ class GraphNet(SpikingModel):
     """
 
     family_options = ("graph",)
+    stem_runs_once = False  # its forward runs every node at every step
 
     def __init__(self, layout: GraphLayout, **options: Any) -> None:
         given = sorted(k for k in NODE_DYNAMICS if options.get(k) is not None)

@@ -7,6 +7,10 @@ synaptic operations; BN, pooling and neurons are not counted): a ``k×k`` convol
 multiply-accumulates; after it, inputs are spikes and a MAC becomes an addition (a SOP) when
 its input spike fires.
 
+The graph is evaluated once, by :func:`node_shapes`, which
+:func:`~multispike.analysis.ops.trace_ops` reads too; :func:`layer_macs` is the one MAC count
+of a layer from its output shape.
+
 Example::
 
     >>> from multispike.models import count_macs, create
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from multispike.layers import run_node
+from multispike.layers import GraphNode, run_node
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from multispike.models.base import SpikingModel
@@ -51,37 +55,76 @@ def linear_macs(module: nn.Linear, rows: int = 1) -> int:
     return int(rows) * module.out_features * module.in_features
 
 
-def _macs(module: nn.Module, out: Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        return conv_macs(module, out.shape)
-    assert isinstance(module, nn.Linear)
-    return linear_macs(module, out.numel() // module.out_features)
+def layer_kind(module: nn.Module | None) -> str | None:
+    """``"conv"`` for an ``nn.Conv*d`` (not transposed), ``"linear"`` for an ``nn.Linear``,
+    else None: the layers whose MACs are counted."""
+    conv = nn.modules.conv
+    if isinstance(module, conv._ConvNd) and not isinstance(module, conv._ConvTransposeNd):
+        return "conv"
+    return "linear" if isinstance(module, nn.Linear) else None
+
+
+def layer_macs(module: nn.Module, out_shape: Sequence[int]) -> int:
+    """MACs of a convolution or linear layer from the shape of its output (no bias).
+
+    ``out_shape``: one sample's output at one step, ``(C_out, H', W')`` or ``(…, out_features)``
+    (any leading rows, e.g. tokens, are counted), or a batch's with the batch in front.
+    Example::
+
+        >>> layer_macs(nn.Conv2d(4, 8, 3, groups=2), (8, 5, 5)), layer_macs(nn.Linear(3, 2), (2,))
+        (3600, 6)
+    """
+    if layer_kind(module) == "conv":
+        return conv_macs(module, out_shape)  # type: ignore[arg-type]
+    return linear_macs(module, math.prod(out_shape) // module.out_features)  # type: ignore[arg-type]
 
 
 @torch.no_grad()
+def node_shapes(model: SpikingModel, input_shape: Sequence[int], *, frames: bool = False
+                ) -> list[tuple[GraphNode, tuple[int, ...]]]:
+    """Every node of ``model.graph()`` with the shape of its value for one sample at one step.
+
+    Evaluates the nodes once (:func:`~multispike.layers.run_node`) on one zero sample of
+    ``input_shape`` at T = 1, in eval mode; the model's mode and ``timesteps`` are restored.
+    ``frames=True`` feeds one event frame ``[1, 1, ...]`` instead of a static image ``[1, ...]``.
+
+        >>> from multispike.models import create
+        >>> [(n.name, s) for n, s in node_shapes(create("digits_net"), (1, 8, 8))][:2]
+        [('input', (1, 8, 8)), ('stem_conv', (16, 8, 8))]
+    """
+    p = next(model.parameters(), None)
+    floating = p is not None and p.is_floating_point()
+    x = torch.zeros((1,) * (2 if frames else 1) + tuple(int(s) for s in input_shape),
+                    dtype=p.dtype if floating else torch.float32,  # type: ignore[union-attr]
+                    device=p.device if p is not None else "cpu")
+    was_training, steps = model.training, model.timesteps
+    values: dict[str, Tensor] = {}
+    out = []
+    try:
+        model.eval()
+        model.timesteps = 1
+        model.check_input(x)
+        for node in model.graph():
+            values[node.name] = run_node(node, values, x, 1)
+            out.append((node, tuple(values[node.name].shape[2:])))
+    finally:
+        model.timesteps = steps
+        model.train(was_training)
+    return out
+
+
 def count_macs(
     model: SpikingModel, input_shape: Sequence[int], *, per_layer: bool = False
 ) -> int | dict[str, int]:
     """MACs of one image ``input_shape = (C, H, W)`` for one time step.
 
     Evaluates the model's graph (:meth:`~multispike.models.SpikingModel.graph`) at T = 1 on a
-    zero image in eval mode (training mode is restored) and counts every convolution and
-    linear node from its output shape. ``per_layer=True`` returns ``{layer path: MACs}`` in
-    forward order.
+    zero image in eval mode (training mode is restored; :func:`node_shapes`) and counts every
+    convolution and linear node from its output shape (:func:`layer_macs`). ``per_layer=True``
+    returns ``{layer path: MACs}`` in forward order.
     """
-    p = next(model.parameters())
-    x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
-    model.check_input(x)
     counts: dict[str, int] = {}
-    values: dict[str, Tensor] = {}
-    was_training = model.training
-    try:
-        model.eval()
-        for node in model.graph():
-            values[node.name] = run_node(node, values, x, 1)
-            if isinstance(node.module, (nn.Conv2d, nn.Linear)):
-                counts[node.name] = counts.get(node.name, 0) + _macs(node.module,
-                                                                     values[node.name])
-    finally:
-        model.train(was_training)
+    for node, shape in node_shapes(model, input_shape):
+        if layer_kind(node.module):
+            counts[node.name] = counts.get(node.name, 0) + layer_macs(node.module, shape)
     return counts if per_layer else sum(counts.values())
