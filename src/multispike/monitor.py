@@ -1,25 +1,13 @@
 """Opt-in firing statistics and membrane samples, per neuron layer and time step.
 
-Statistics cost nothing unless asked for: a neuron checks one attribute per call. Inside
-``with record_activity(model) as mon:`` every :class:`~multispike.neurons.Neuron` of the
-model reports each step's membrane ``H`` to the monitor. The fused kernels keep ``H`` to
-themselves, so **while a monitor records, every neuron runs the reference loop**, whatever its
-``backend`` (same spikes, slower); ``neuron.path`` says so (``neuron.runs_fused`` is False
-inside the block), and the fused path comes back on leaving it. The monitor counts
-
-- spikes: every non-zero spike counts, −1 included, and a multi-threshold output counts each
-  plane that fired (an MT neuron whose three thresholds are crossed fires 3 spikes);
-- the rate ``spikes / (neurons × T)`` per layer (it can exceed 1 for MT neurons);
-- how often each spike value occurs (−1/0/+1 for ternary, 0…n+1 for MT, 0…D for integer
-  spikes: the count per level) and how often each plane fires (an integer spike ``b`` fires
-  the thermometer planes ``1…b``, so it counts ``|b|`` spikes);
-- optionally ``membrane_samples`` random samples of ``H`` per layer and time step.
-
-The model may live on any device: the counting runs where ``H`` lives (the plane signs are
-made there once per device and dtype and cached), and one small transfer per layer and step
-brings the counts to the host. Membrane samples are kept on the CPU; their positions come from
-a CPU generator seeded with ``seed``, so the same model and input give the same samples on
-every device.
+Inside ``with record_activity(model) as mon:`` every :class:`~multispike.neurons.Neuron` of the
+model reports each step's membrane ``H`` to an :class:`ActivityMonitor` (and so runs the
+reference loop meanwhile: the fused kernels keep ``H`` to themselves). Per layer it counts
+spikes (every non-zero spike, −1 included, each fired plane of a multi-level spike), the rate
+``spikes / (neurons × T)``, the frequency of each spike value and plane, and optionally random
+samples of ``H``; outside the block a neuron checks one attribute per call. It runs on any
+device. What is counted, and how: ``docs/analysis.md`` § Firing statistics ("What the monitor
+counts", "On a GPU").
 
 Example::
 

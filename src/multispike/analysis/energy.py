@@ -4,38 +4,17 @@ An inference of one sample over T time steps costs (Ternary Spike, "Energy Estim
 
     E = FLOPs · e_flop  +  MACs_analog · e_mac  +  SOPs · e_sop  +  #Sign · e_spike
 
-- ``FLOPs = 2 × MACs`` of the encoding layer (a multiply and an add per MAC), counted once for
-  a static image (the encoder sees the same image at every step) and T times for event frames;
-- ``MACs_analog``: MACs of any other layer that reads analog values (none in a spiking model;
-  every layer of the ANN twin);
-- ``SOPs`` per layer, under one of two conventions (``convention=``):
+with ``FLOPs = 2 × MACs`` of the encoding layer, ``MACs_analog`` of any other layer reading
+analog values, and ``#Sign`` one sign operation per spike (two per signed spike). A spiking
+layer's SOPs follow one of two conventions (``convention=``): ``"events"`` bills what it reads,
+counted exactly from recorded spikes (equal to the addition-only executor's count, layer by
+layer); ``"paper"`` (Ternary Spike Table 5) bills ``s × T × A`` at the firing rate ``s`` of the
+neuron layer feeding it (the only choice for an assumed rate). The ANN twin (``MACs_total ·
+e_mac``) rides along in :class:`EnergyReport`. Every term, both conventions and the Table 5
+reproduction: ``docs/analysis.md`` § Definitions, § SOP conventions, § Ternary Spike Table 5.
 
-  - ``"events"`` (the default whenever spikes were recorded): the layer is billed for what it
-    actually reads, counted exactly from recorded spikes
-    (:func:`~multispike.analysis.ops.count_events`): Σ unit events × fan-out (a spike ``b``
-    is ``|b|`` unit events for every rule: one per MT plane, one per thermometer plane of an
-    integer spike, one for a binary or ternary spike), with max pooling
-    passing its pooled spikes and an event that reaches the layer through average pooling
-    counted once per pooled cell it falls in. This equals the addition-only executor's count
-    (:class:`~multispike.deploy.AdditionOnlyExecutor`) layer by layer, identity shortcuts
-    included (rows ``<neuron>.identity``); the row's ``rate`` is SOPs per MAC;
-  - ``"paper"`` (Ternary Spike Table 5): ``s × T × A``, ``A`` the layer's MACs per step and
-    ``s`` the firing rate of the neuron layer feeding it, before any pooling (every non-zero
-    spike counts, −1 included; an MT neuron counts each plane that fires, so ``s`` may exceed
-    1). An assumed scalar rate or a mapping of neuron rates can only be billed this way. It
-    underbills layers behind average pooling (a 2×2 pool gathers four neurons' spikes into
-    each input of the next layer) and misbills those behind max pooling;
-- ``#Sign = Σ spikes × c``: the sign (spike-generation) operations, one per spike of a binary,
-  MT or integer (thermometer) plane and two per spike of a signed plane (ternary, ternary-MT,
-  signed-integer: the threshold test and the sign of ``±1``), billed at the energy of a
-  spike. Ternary Spike gives no formula for #Sign; this one reproduces its
-  Table 5 (0.105M vs 0.11M binary, 0.234M vs 0.23M ternary): see ``docs/analysis.md``.
-
-The ANN twin (same layers, ReLU instead of neurons, one step) costs ``MACs_total · e_mac``;
-:class:`EnergyReport` carries it alongside.
-
-Example (binary ``resnet20m`` on 3×32×32 at T = 2 and the assumed rate 0.1642 gives 50.03 µJ,
-Ternary Spike Table 5: 50.14; ``tests/test_analysis_energy.py`` checks it)::
+Example (binary ``resnet20m`` at T = 2 and the assumed rate 0.1642 gives 50.03 µJ against
+Table 5's 50.14; ``tests/test_analysis_energy.py`` checks it)::
 
     >>> import torch
     >>> from multispike.analysis.energy import estimate_energy

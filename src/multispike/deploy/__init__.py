@@ -21,22 +21,8 @@
 ...     torch.equal(load_deployed(out)(images), deployed(images))
 True
 
-==============================  ================================================================
-:func:`fold_batchnorm`          BN (``fold``/``tdbn``) folded into the convolution before it
-:func:`fold_amplitudes`         learnable amplitudes folded into consuming weights; identity
-                                shortcuts rescale their receiver; neurons emit {−1, 0, 1}/{0, 1}
-:func:`split_planes`            MT neurons emit binary planes, consumers sum one conv per plane
-:class:`AdditionOnlyExecutor`   event-driven accumulate-only execution with exact SOP counts
-:func:`export_nir`              ``nir.NIRGraph`` of a binary model (PLIF/LIF/IF)
-:func:`run_nir`                 run a NIR graph back through ``nirtorch`` (NIR semantics)
-:func:`save_deployed`           ``model.safetensors`` + ``config.json``; :func:`load_deployed`
-:func:`trace`                   the :class:`DeployGraph` every transform reads (from
-                                ``model.graph()``, the description the forward runs)
-:func:`unwrap`                  the layer a deploy wrapper (plane, vote) holds
-==============================  ================================================================
-
-See ``docs/deploy.md``. ``nir`` and ``nirtorch`` are needed by the NIR functions only
-(``pip install 'multispike[nir]'``).
+The public functions, one line each, and how every transform works: ``docs/deploy.md``. ``nir``
+and ``nirtorch`` are needed by the NIR functions only (``pip install 'multispike[nir]'``).
 """
 
 from multispike.deploy.executor import AdditionOnlyExecutor, ExecutionReport, run_addition_only

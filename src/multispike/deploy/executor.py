@@ -3,51 +3,15 @@
 :class:`AdditionOnlyExecutor` runs a deployed model (after
 :func:`~multispike.deploy.fold_amplitudes`, optionally :func:`~multispike.deploy.split_planes`)
 the way neuromorphic hardware would: after the encoder, no activation is ever multiplied by a
-weight. For every **spike event** the weight column it addresses is added to (``+1``) or
-subtracted from (``−1``) the output currents:
+weight. Spikes are decomposed into unit events (a spike ``b`` is ``|b|`` events of its sign:
+the plane spikes of MT-SNN Eq 12), and each event adds (``+1``) or subtracts (``−1``) the
+weight column it addresses into the output currents. :class:`ExecutionReport` holds the output
+and the exact counts (``sops``, ``events``, ``dense_macs`` per layer, ``encoder_macs``,
+``bias_adds``, ``residual_adds``). It runs where the model lives, CPU or GPU, and is slow: it
+exists to prove the multiplication-free claim and to measure exact operation counts.
 
-- a convolution scatters its kernel: a spike of input channel ``c`` at ``(i, j)`` adds
-  ``W[:, c, u, v]`` to the output at ``((i + p − u)/s, (j + p − v)/s)`` for every kernel tap
-  ``(u, v)`` that lands on the output grid;
-- a linear layer adds column ``W[:, f]``;
-- an identity shortcut adds ``±1`` to the receiving neuron's current.
-
-Spike values are decomposed into unit events: a binary spike is one event, a ternary ``−1`` one
-negative event, an MT spike of value ``k`` is ``k`` events — exactly the plane spikes of
-MT-SNN Eq 12 (:func:`~multispike.deploy.split_planes` emits the same events as planes). An
-integer spike ``b`` (``firing="integer"``/``"signed-integer"``) is ``|b|`` events of its
-sign, its thermometer planes ``[b ≥ k]``: one addition per unit of ``|b|`` per fan-out, so
-``sops[layer] = Σ |b| × fan-out`` for every rule. Neurons that learned their thresholds run as
-their constant :meth:`~multispike.neurons.Neuron.fixed` copies.
-
-Between a neuron and its consumer, max pooling of spikes is a comparison (the pooled map is
-still spikes); average pooling and global average pooling are linear: each event reaches every
-pooled cell whose window holds it, with the cell's constant ``1/n`` folded into the weight
-table (``W/n``, computed once), and flattening only renames indices.
-
-**What is counted** (:class:`ExecutionReport`), for the whole batch and all T steps:
-
-- ``sops[layer]``: additions of one weight into one current: events × fan-out, where the fan-out
-  of an event is the number of output currents it reaches (``C_out`` × valid kernel taps, times
-  the pooled cells it falls in); identity shortcuts count one addition per event;
-- ``events[layer]``: unit spike events entering the layer (after max pooling);
-- ``dense_macs[layer]``: multiply-accumulates the same layer costs densely (``T·B`` times its
-  per-image MACs), to set the exact SOPs beside the analytic ``rate × MACs`` estimate;
-- ``encoder_macs``: real multiply-accumulates of the first convolution, which reads the
-  analog image (direct encoding, computed once for static images as the model does); the
-  encoder's BN, if any, is an affine map of its output;
-- ``bias_adds`` (one per output current per step), ``residual_adds`` (membrane-level residual
-  sums of two current maps) — additions too, but not synaptic.
-
-Neuron updates (leak ``decay·V`` or ``(1 − 1/τ)·V``, threshold, reset) are per neuron, not per
-synapse, and the voting readout is a per-class mean; neither is counted as SOPs.
-
-It is slow (an index computation per event and kernel tap) and exists to prove the
-multiplication-free claim on real networks and to measure exact operation counts; its outputs
-equal the dense model's up to summation order (checked in float64 by :meth:`verify`).
-
-It runs where the model lives: with the model and the input on a GPU, the events, index
-arithmetic and accumulations stay there (the input must be on the model's device).
+How each layer scatters its events and what each count means: ``docs/deploy.md`` § The
+addition-only executor.
 """
 
 from __future__ import annotations
@@ -73,7 +37,8 @@ CHUNK = 1 << 22
 
 @dataclass
 class ExecutionReport:
-    """What one :meth:`AdditionOnlyExecutor.run` computed and counted (see module docstring)."""
+    """What one :meth:`AdditionOnlyExecutor.run` computed and counted (the fields:
+    ``docs/deploy.md`` § The addition-only executor)."""
 
     output: Tensor
     sops: dict[str, int] = field(default_factory=dict)
@@ -138,6 +103,9 @@ class _Analog:
 
 class AdditionOnlyExecutor:
     """Event-driven, accumulate-only execution of a deployed model.
+
+    A spike ``b`` is ``|b|`` unit events of its sign (an MT spike's events are its plane spikes,
+    MT-SNN Eq 12); each event adds its weight column into the output currents.
 
     Args:
         model: a deployed zoo model: every amplitude folded and every ``fold``/``tdbn`` BN

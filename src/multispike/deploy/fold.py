@@ -1,50 +1,18 @@
 """Re-parameterisation for inference: BN folded into convolutions, amplitudes into weights.
 
-**BN folding.** In eval mode a BN after a convolution is a per-channel affine map, so
-``BN(W * x + b) = W' * x + b'`` with (per output channel)::
+- :func:`fold_batchnorm`: a ``fold``/``tdbn`` BN after a convolution is a per-channel affine
+  map in eval mode, written into the convolution (``W' = s·W``, ``b' = β + (b − μ)·s``);
+  per-step BN stays as an exact per-step scale and shift.
+- :func:`fold_amplitudes` (Ternary Spike Eq 15-17): ``K * (a·B) = (a·K) * B``, so each
+  learnable amplitude ``a`` scales the weights of the layers that consume the neuron's spikes
+  and the neuron emits ``b`` again. Where the paper leaves it open, an identity shortcut
+  rescales its receiving neuron by ``1/a`` and a voting output gets a
+  :class:`ScaledVotingLayer`.
+- :func:`prepare`: every transform starts from it; neurons that learned their thresholds
+  become their constant :meth:`~multispike.neurons.Neuron.fixed` layers.
 
-    s  = γ / √(σ² + ε)                 (tdBN: s = λ·α·V_th / √(σ² + ε))
-    W' = s · W,    b' = β + (b − μ)·s
-
-:func:`fold_batchnorm` writes ``W'``, ``b'`` into the convolution (which gains a bias) and puts
-``nn.Identity`` in the BN's slot. It folds ``norm="fold"`` (BN over B·T) and ``norm="tdbn"``.
-Per-step BN (``norm="per-step"``) is a different affine map at every time step; a single
-convolution cannot hold it, so it stays (an exact per-step scale and shift). The amplitude
-folding below is exact with it too, the addition-only executor folds it into one weight table
-per step, and NIR export refuses it (NIR weights do not change with time).
-
-**Amplitude folding** (Ternary Spike Eq 15-17). A neuron with a learnable amplitude emits
-``a·b`` with ``b ∈ {−1, 0, 1}`` (or {0, 1}, or MT's {0, …, n+1}). Every layer that consumes
-these spikes is linear in them, so ``K * (a·B) = (a·K) * B``: :func:`fold_amplitudes` scales
-the weights of each consumer (convolution, linear layer, 1×1 downsampling shortcut) by ``a``
-and removes the amplitude, so that the neuron emits ``b`` again. Average pooling, global
-average pooling and flattening between the neuron and its consumer are linear and commute
-with ``a``; max pooling commutes with ``a > 0`` only (``max(a·b) = a·max(b)``), so a
-non-positive amplitude before max pooling is refused.
-
-Two cases the paper leaves open:
-
-- *identity shortcut* (spike-level residual, ``SN2(BN2(Conv2(...)) + a·b)``): the stream
-  ``a·b`` enters the membrane of the receiving neuron with no weight to absorb ``a``. The
-  receiver is rescaled instead: divide everything entering it by ``a`` — the other branch's
-  (BN-folded) convolution weight and bias — and divide its threshold(s) and reset potential
-  by ``a``. Its charge (IF, LIF, PLIF) and hard reset are linear in the membrane, so the
-  scaled membrane ``u/a`` crosses ``V_th/a`` exactly when ``u`` crosses ``V_th``: it emits the
-  same spikes, the shortcut adds plain ``±1`` and the network stays multiplication-free.
-  This needs ``a > 0``.
-- *voting output*: the output neurons' spikes reach no weight, only the voting average; the
-  amplitude becomes a scale of the voting layer (:class:`ScaledVotingLayer`), one
-  multiplication per class and step at the readout, none per synapse.
-
-Thresholds of all other neurons are unchanged. The result is exact: the folded model's
-outputs equal the trained model's up to floating-point rounding (checked in float64).
-
-**Learned thresholds** (``learn_thresholds=True``) are constants once trained: every transform
-starts from :func:`prepare`, which replaces each such neuron of the copy it works on by its
-:meth:`~multispike.neurons.Neuron.fixed` layer (the same class and options, ``V_th`` and an MT
-rule's deltas set to the learned values as floats) and records its name in
-``model.deployment["fixed_thresholds"]``. Everything downstream (amplitude folding, planes, the
-executor, NIR, save/load) reads plain float thresholds.
+The formulas, the cases the paper leaves open and why each is exact: ``docs/deploy.md``
+§ BN folding, § Amplitude folding and § Every rule (learned thresholds).
 """
 
 from __future__ import annotations
@@ -229,9 +197,9 @@ def fold_amplitudes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     Folds BN first (:func:`fold_batchnorm`), then for every neuron with an amplitude ``a``
     scales the weights of its consumers by ``a`` and removes the amplitude; identity
     shortcuts rescale their receiving neuron and voting outputs become a
-    :class:`ScaledVotingLayer` (see the module docstring). Returns the deployed model (a copy
-    unless ``inplace``) in eval mode, whose neurons emit {−1, 0, 1} / {0, 1} (MT: integers)
-    and whose outputs equal the input model's.
+    :class:`ScaledVotingLayer` (``docs/deploy.md`` § Amplitude folding). Returns the deployed
+    model (a copy unless ``inplace``) in eval mode, whose neurons emit {−1, 0, 1} / {0, 1}
+    (MT: integers) and whose outputs equal the input model's.
 
     Raises :class:`~multispike.errors.ConfigError` (one line) for amplitudes that cannot be
     folded exactly: zero or non-finite, non-positive before max pooling or an identity

@@ -1,40 +1,14 @@
 """The deployment graph of a zoo model: where every neuron's spikes go.
 
-Each deploy transform needs the same facts about a network: which convolution or linear layer
-consumes a neuron's output, which pooling or flattening lies in between, which BN follows which
-convolution, and where a spike stream is added straight into another neuron's input (an
-identity shortcut). :func:`trace` reads them from the model's own description of its graph,
+:func:`trace` reads the model's own description of its dataflow,
 :meth:`~multispike.models.SpikingModel.graph` (the one its forward runs), into a
-:class:`DeployGraph`: each module node gets its op from the module now in its slot (so a
-deployed model, with wrappers in some slots, is traced the same way), identity slots and
-dropout are dropped and their consumers read their input instead.
-
-A node is named by the path of its module in the model (``"features.0.conv"``,
-``"stages.3.sn2"``); the few nodes without a module have synthetic names (``"input"``,
-``"flatten"``, ``"gap"``, ``"stages.1.sum"``, ``"output"``). Nodes are stored in forward order
-and a node with several inputs **sums** them (NIR's edge semantics). Dropout is left out (the
-graph describes the model in eval mode) and so are ``nn.Identity`` slots.
-
-======== ================================================== ===================================
-op       module                                             value
-======== ================================================== ===================================
-input    —                                                  the image (repeated over T) or frames
-conv     ``nn.Conv2d`` / :class:`~.wrappers.PlaneConv`      ``fold_time(conv, x)``
-norm     ``BatchNormFold`` / ``BatchNormPerStep`` / tdBN     BN of its input
-neuron   :class:`~multispike.neurons.Neuron` / PlaneNeuron  spikes over T
-maxpool  ``nn.MaxPool2d`` / :class:`~.wrappers.PlaneMaxPool` ``fold_time(pool, x)``
-avgpool  ``nn.AvgPool2d``                                   ``fold_time(pool, x)``
-gap      —                                                  global average pooling over H, W
-flatten  —                                                  ``x.flatten(2)``
-linear   ``nn.Linear`` / :class:`~.wrappers.PlaneLinear`    ``linear(x)``
-merge    :class:`~.wrappers.PlaneMerge`                     signed sum of MT planes
-sum      —                                                  sum of its inputs (membrane residual)
-vote     ``VotingLayer`` (or a scaled / plane variant)      class scores
-output   —                                                  the model output ``[T, B, K]``
-======== ================================================== ===================================
-
-:meth:`DeployGraph.run` executes the graph densely with the model's own modules; it equals
-``model(x)`` and is the reference the addition-only executor and the NIR export are read from.
+:class:`DeployGraph`: which convolution or linear layer consumes a neuron's output, which
+pooling or flattening lies in between, which BN follows which convolution, and where a spike
+stream enters another neuron's membrane (identity shortcut). Nodes are named by module path
+(``"features.0.conv"``) or synthetically (``"input"``, ``"gap"``, ``"stages.1.sum"``), stored in
+forward order, and a node with several inputs sums them; dropout and identity slots are left
+out. :meth:`DeployGraph.run` executes it densely and equals ``model(x)``. The ops and what each
+computes: ``docs/deploy.md`` § The deployment graph.
 
 Example::
 
@@ -86,7 +60,7 @@ class Node:
 
     Attributes:
         name: the module path in the model, or a synthetic name for module-less nodes.
-        op: one of the ops in the module docstring.
+        op: one of the ops of ``docs/deploy.md`` § The deployment graph (``conv``, ``neuron``, ...).
         inputs: names of the nodes whose values are summed into this node's input.
         module: the module at ``name`` (``None`` for module-less nodes).
         kind: how the value is computed (the model's :class:`~multispike.layers.GraphNode`

@@ -1,67 +1,16 @@
 """NIR export: the Neuromorphic Intermediate Representation of a deployed model.
 
 `NIR <https://neuroir.org>`_ (the ``nir`` package) describes a spiking network as a graph of
-continuous-time primitives that Lava/Loihi, SpiNNaker2, Sinabs/Speck, snnTorch, Norse and
-SpikingJelly read. :func:`export_nir` writes a model after
-:func:`~multispike.deploy.fold_amplitudes` (BN folded into convolutions, amplitudes into
-weights); :func:`nir_to_torch` / :func:`run_nir` read a graph back through ``nirtorch`` with
+continuous-time primitives that neuromorphic hardware and other SNN libraries read.
+:func:`export_nir` writes a model after :func:`~multispike.deploy.fold_amplitudes` (BN folded
+into convolutions, amplitudes into weights); :func:`neuron_node` maps PLIF (MT-SNN Eq 6-8), LIF
+(Ternary Spike Eq 4) and IF neurons to NIR ``LIF``/``IF`` nodes, one forward-Euler step of
+``dt`` per model step, and refuses multi-level spikes (MT-SNN Eq 3, 10; Ternary Spike Eq 7) and
+soft resets. :func:`nir_to_torch` / :func:`run_nir` read a graph back through ``nirtorch`` with
 NIR's own semantics, so a written file can be checked against the model it came from.
 
-Mapping (one image ``(C, H, W)``, no batch or time axis in NIR shapes)::
-
-    input                      nir.Input([C, H, W])          the image, presented every step
-    conv (+ folded BN)         nir.Conv2d(weight, bias, stride, padding, dilation, groups)
-    linear                     nir.Affine(weight, bias)
-    average pooling            nir.AvgPool2d(kernel, stride, padding)
-    global average pooling     nir.AvgPool2d(kernel=stride=(h, w)) → nir.Flatten
-    flatten                    nir.Flatten(start_dim=0)
-    max pooling (binary)       nir.SumPool2d → nir.Threshold(0.5): max of {0,1} spikes = OR
-    voting                     nir.Linear with weight scale/G on each class's G outputs
-    residual sum               no node: every summand gets an edge (NIR sums a node's inputs)
-    output                     nir.Output([K]): the per-step output; the prediction is its mean
-
-Neurons. NIR's LIF is ``τ dv/dt = (v_leak − v) + R·I``, firing where ``v > v_th`` and then
-``v ← v_reset``; its IF is ``dv/dt = R·I``. One forward-Euler step of length ``dt`` gives
-``v ← (1 − dt/τ)·v + (dt/τ)·(v_leak + R·I)`` (IF: ``v ← v + dt·R·I``). Matching the discrete
-neurons of :mod:`multispike.neurons` step for step:
-
-=========================  =============================  ==================================
-neuron (discrete)          NIR node                       parameters
-=========================  =============================  ==================================
-PLIF: ``H = (1−1/τ)V + X/τ``  ``nir.LIF``                  ``tau = τ·dt``, ``r = 1``,
-(MT-SNN Eq 8; Eq 6 with                                   ``v_leak = V_reset``
-``V_reset``)
-LIF: ``u = decay·u + x``    ``nir.LIF`` (decay < 1)        ``tau = dt/(1 − decay)``,
-(Ternary Spike Eq 4)                                      ``r = 1/(1 − decay)``, ``v_leak = 0``
-LIF with decay = 1, IF      ``nir.IF``                     ``r = 1/dt``
-=========================  =============================  ==================================
-
-and ``v_threshold = V_th``, ``v_reset = V_reset`` (hard reset), every parameter an array of the
-layer's output shape. ``dt`` is the step the importer simulates with (default 1: one model step
-is one unit of NIR time; snnTorch and SpikingJelly assume ``dt = 1e-4`` s — export with that).
-NIR fires at ``v > V_th``, the model at ``v ≥ V_th``: they differ only for a membrane exactly on
-the threshold.
-
-Learned thresholds (``learn_thresholds=True``) are written as the constants they hold after
-training (:meth:`~multispike.neurons.Neuron.fixed_firing`); the model is folded first.
-
-Not exportable (one-line :class:`~multispike.errors.ConfigError` naming the node):
-
-- MT, ternary, ternary-MT, integer and signed-integer neurons. NIR's spiking nodes emit
-  binary spikes and reset on their own spike. An MT neuron's planes share one membrane reset
-  only by the main spike (MT-SNN Eq 3, 10), and a ternary neuron's +1 and −1 share one reset
-  (Ternary Spike Eq 7): two (or n+1) NIR neurons fed the same current drift apart after the
-  first reset of one of them, and a hard reset of another node's membrane is a multiplicative
-  gate no NIR primitive (affine, scale, threshold, pooling) can express. An integer spike
-  ``b ∈ {0, …, D}`` is ``D`` thermometer planes of one membrane, rounded from ``H/V_th``, with
-  a soft reset by default: the same obstacle. Deploy them with the addition-only executor.
-- a soft reset (``reset="soft"``, ``V = H − b·V_th``), even of a binary neuron: NIR 1.0's
-  ``IF``, ``LIF`` and ``CubaLIF`` set ``v ← v_reset`` after a spike, and a subtractive reset
-  would need a recurrent edge whose one-step delay NIR leaves to each simulator.
-- per-step BN (``norm="per-step"``): a scale that changes with the time step; NIR weights are
-  static.
-- max pooling of signed spikes, average pooling whose border windows are not full
-  (``count_include_pad=False`` with padding, or ``ceil_mode`` that adds partial windows).
+The mapping of every layer and neuron, and why each refusal is needed: ``docs/deploy.md``
+§ NIR export.
 """
 
 from __future__ import annotations
@@ -102,10 +51,15 @@ def _full(shape: tuple[int, ...], value: float, dtype: np.dtype) -> np.ndarray:
 
 def neuron_node(name: str, neuron: Neuron, shape: tuple[int, ...], dt: float,
                 dtype: np.dtype) -> Any:
-    """The NIR node of one binary neuron layer (see the module docstring for the formulas).
+    """The NIR node of one binary neuron layer (formulas: ``docs/deploy.md`` § NIR export).
 
-    Learned thresholds are written as their current values
-    (:meth:`~multispike.neurons.Neuron.fixed_firing`). Raises a one-line
+    PLIF (MT-SNN Eq 6-8, with ``V_reset``) becomes ``LIF(tau=τ·dt, r=1, v_leak=V_reset)``; LIF
+    (Ternary Spike Eq 4) with ``decay < 1`` becomes ``LIF(tau=dt/(1 − decay),
+    r=1/(1 − decay), v_leak=0)``; IF (or LIF with ``decay = 1``) becomes ``IF(r=1/dt)``: one
+    forward-Euler step of ``dt`` is one model step. Multi-level spikes are refused: their planes
+    share one membrane and one reset (MT-SNN Eq 3, 10; Ternary Spike Eq 7), which NIR neurons,
+    each resetting on its own spike, cannot compose. Learned thresholds are written as their
+    current values (:meth:`~multispike.neurons.Neuron.fixed_firing`). Raises a one-line
     :class:`~multispike.errors.ConfigError` for what NIR cannot express: spikes that are not
     binary (MT, ternary, ternary-MT, integer, signed-integer), a soft reset, an amplitude."""
     nir = _nir()
@@ -165,7 +119,8 @@ def export_nir(
             and the parameters copied to the host (NIR holds numpy arrays).
         input_shape: ``(C, H, W)`` of one input image (default: the model's
             ``in_channels`` and ``input_size``).
-        dt: NIR time per model step (see the module docstring).
+        dt: NIR time per model step (snnTorch and SpikingJelly assume ``1e-4``; see
+            ``docs/deploy.md`` § NIR export).
 
     Node names are module paths (``"features.0.conv"``); composed nodes add a suffix
     (``".sumpool"``, ``".threshold"``, ``".flatten"``). Raises a one-line

@@ -4,29 +4,11 @@ as a multispike model, and give its neurons multi-bit spikes.
 :func:`from_nir` translates a ``nir.NIRGraph`` (or a ``.nir`` file) into a ``nir_graph`` model
 (:mod:`multispike.models.graph_net`): the graph's description goes into ``model_args``, its
 weights into the state dict, so the model checkpoints, evaluates, deploys and exports like a
-zoo model. It is the inverse of :func:`~.nir_export.export_nir`: export → import → export
-gives the graph back (names, edges, every parameter; PLIF's ``τ`` passes through
-``w = −log(τ − 1)`` and comes back to within a unit in the last place).
-
-Neurons (one forward-Euler step of ``dt``; ``k = dt/τ``, every parameter one value per layer)::
-
-    NIR node                               multispike layer
-    LIF, v_leak = 0, k·r = 1               LIFNode(decay = 1 − k), V_th, V_reset as given
-    LIF, v_leak = v_reset, 0 < k < 1       PLIFNode(τ = τ_NIR/dt), V_th/r, V_reset/r
-    LIF, v_leak = 0, other r               LIFNode(decay = 1 − k), V_th/(k·r), V_reset/(k·r)
-    IF                                     IFNode, V_th/(dt·r), V_reset/(dt·r)
-    CubaLIF with tau_syn = dt              the LIF rows with r·w_in (the synapse passes w_in·I)
-    Threshold                              a stateless Heaviside layer (``x > θ``)
-
-Dividing ``V_th`` and ``V_reset`` by the input gain ``g`` is exact: charge and hard reset are
-linear in the membrane, so ``u/g`` crosses ``V_th/g`` exactly when ``u`` crosses ``V_th``. NIR
-fires at ``v > V_th`` and multispike at ``v ≥ V_th``: they differ only for a membrane exactly on
-the threshold. ``SumPool2d → Threshold(0.5)`` fed by neurons (the export of max pooling) becomes
-max pooling again, and a bias-free ``Linear`` that averages groups of output neurons becomes
-voting. Refused, with one :class:`~multispike.errors.ConfigError` line naming the node: other
-node types (``LI``, ``I``, ``Delay``, ``CubaLI``, nested graphs), cycles (recurrent weights),
-per-neuron parameters that differ within a layer, ``τ < dt``, a leak towards a potential other
-than 0 or ``v_reset``, a ``CubaLIF`` whose synapse has its own time constant.
+zoo model. It is the inverse of :func:`~.nir_export.export_nir` (export → import → export gives
+the graph back). NIR ``LIF``/``IF``/``CubaLIF`` nodes become LIF, PLIF or IF layers with their
+thresholds divided by the input gain (exact); what has no multispike layer is refused with one
+:class:`~multispike.errors.ConfigError` line naming the node. The node and neuron mapping, the
+refusals and the upgrade to multi-bit firing: ``docs/deploy.md`` § NIR import.
 
 Example (our own export read back; ``firing="mt"`` upgrades every neuron)::
 
@@ -148,7 +130,7 @@ def _near_one(g: float, node: Any) -> bool:
 
 
 def _neuron(name: str, node: Any, dt: float) -> dict[str, Any]:
-    """The description fields of one NIR neuron node (see the module docstring)."""
+    """The description fields of one NIR neuron node (``docs/deploy.md`` § NIR import)."""
     kind = type(node).__name__
     get = lambda key: _uniform(name, node, key)  # noqa: E731
     vth, vr = get("v_threshold"), get("v_reset")

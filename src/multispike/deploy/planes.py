@@ -1,46 +1,13 @@
 """Spike planes (MT-SNN Eq 10-12): binary planes out, one convolution per plane in.
 
-An MT neuron with thresholds ``V_th`` and ``V_th + Δi`` (i = 1…n) emits
-``S_sum = S + Σ S_Δi`` (Eq 11), an integer in {0, …, n+1}. Multiplying integers by weights
-is not addition-only, but the next layer is linear, so (Eq 12)::
-
-    Conv(S_sum) = Conv(S) + Σ_i Conv(S_Δi)
-
-:func:`split_planes` rewrites a model so that each multi-level neuron emits its binary planes
-(``rule.planes``, whose signed sum is the spike exactly, ties included) and each consumer sums
-one convolution per plane, its bias added once:
-
-================  ================  ====================================  ==================
-rule              planes ``P``      plane ``k``                           signs
-================  ================  ====================================  ==================
-``mt``            ``n + 1``         ``Θ(H − θ_k)`` (MT-SNN Eq 10)         all ``+1``
-``ternary-mt``    ``2(n + 1)``      ``Θ(H − θ_k)``, then ``Θ(−H − θ_k)``  ``+1``…, ``−1``…
-``integer``       ``D``             ``[b ≥ k]``, k = 1…D (thermometer)    all ``+1``
-``signed-integer`` ``2D``           ``[b ≥ k]``, then ``[b ≤ −k]``        ``+1``…, ``−1``…
-================  ================  ====================================  ==================
-
-Binary and ternary neurons, and integer rules with ``levels=1`` (spikes {0, 1} or {−1, 0, 1}),
-already emit one (signed) plane and are left alone. A neuron that learned its thresholds is
-first replaced by its constant :meth:`~multispike.neurons.Neuron.fixed` layer (see
-:func:`~multispike.deploy.fold.prepare`).
-
-Layout: planes are stacked on the channel axis, ``[T, B, C, ...] → [T, B, P·C, ...]`` (plane
-``k`` holds channels ``k·C … (k+1)·C − 1``), so time folding, average pooling, flattening and
-global pooling act on each plane unchanged. The wrappers (in the leaf module
-:mod:`multispike.deploy.wrappers`, re-exported here):
-
-==================== =====================================================================
-:class:`PlaneNeuron` the multi-level neuron, emitting its planes
-:class:`PlaneConv`   ``Σ_k sign_k · Conv(S_k) + bias`` (Eq 12), bias once
-:class:`PlaneLinear` the same for a fully-connected layer
-:class:`PlaneMaxPool` max pooling of signed (ternary-MT, signed-integer) planes: pool the
-                     value, re-split (for unsigned planes per-plane max pooling is already
-                     exact, because the planes are nested: ``max_w [b ≥ k] = [max_w b ≥ k]``)
-:class:`PlaneMerge`  ``Σ_k sign_k · S_k``: an identity shortcut adds each plane spike as ±1
-:class:`PlaneVote`   the voting layer after multi-level output neurons
-==================== =====================================================================
-
-Run :func:`~multispike.deploy.fold_amplitudes` first: the planes must be binary.
+An MT neuron emits ``S_sum = S + Σ_i S_Δi`` (Eq 11), an integer; the next layer is linear, so
+``Conv(S_sum) = Conv(S) + Σ_i Conv(S_Δi)`` (Eq 12). :func:`split_planes` rewrites a model so
+that each multi-level neuron (MT, ternary-MT, integer, signed-integer) emits its binary planes
+stacked on the channel axis and each consumer sums one convolution per plane, its bias once;
+the wrappers (:class:`PlaneNeuron`, :class:`PlaneConv`, ...) live in the leaf module
+:mod:`multispike.deploy.wrappers`. Run :func:`~multispike.deploy.fold_amplitudes` first. The
+planes of each rule, the layout and the wrappers: ``docs/deploy.md`` § MT spike planes and
+§ Every rule.
 
 Example (an integer neuron, ``D = 3``, before a convolution with a bias)::
 
@@ -113,7 +80,8 @@ def is_multi_plane(rule: FiringRule) -> bool:
 def split_planes(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Every multi-level neuron (MT, ternary-MT, integer and signed-integer with
     ``levels > 1``) emits its binary planes and every layer that reads it computes one
-    convolution (or matrix product) per plane (:class:`PlaneConv`), its bias once.
+    convolution (or matrix product) per plane (:class:`PlaneConv`), its bias once: MT-SNN Eq 12,
+    ``Conv(S + Σ_i S_Δi) = Conv(S) + Σ_i Conv(S_Δi)``, with the planes of Eq 10-11.
 
     Returns the model (a copy unless ``inplace``) in eval mode with equal outputs; learned
     thresholds become constants (:meth:`~multispike.neurons.Neuron.fixed`). Binary and
