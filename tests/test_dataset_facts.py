@@ -209,7 +209,7 @@ def test_eval_shows_the_progress_of_every_pass(dvs_run, capsys):
 
 
 def test_a_checkpoint_without_stored_options_reads_the_dataset_defaults():
-    from multispike.engine.evaluate import checkpoint_settings, run_data
+    from multispike.engine.checkpoint import checkpoint_settings, run_data
 
     old = {"config": {"dataset": "cifar10-dvs", "data_dir": "/d"}, "model_args": {}}
     run = run_data(checkpoint_settings(old))

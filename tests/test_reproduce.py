@@ -314,7 +314,7 @@ def test_the_report_names_the_thread_count_and_the_batches_it_measured(report_di
 def test_deploy_check_of_a_silent_model_is_not_ok():
     """A model whose neurons never fire gives equal outputs folded or not: that proves
     nothing, so the report's deploy check is not "ok" and says why."""
-    from multispike.engine.evaluate import RunData
+    from multispike.engine.checkpoint import RunData
     from multispike.models import create
     from multispike.workflows.reproduce import _deploy
 

@@ -150,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"multispike: error: {_for_this_command(str(e), args)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
-        from multispike.engine.evaluate import allocation_failure
+        from multispike.engine.device import allocation_failure
 
         if not allocation_failure(e):
             raise

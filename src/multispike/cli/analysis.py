@@ -280,6 +280,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 # -- the parsers ---------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
     """Add the ``energy`` and ``analyze`` subcommands to an argparse subparsers object."""
+    _register_energy(subparsers)
+    _register_analyze(subparsers)
+
+
+def _register_energy(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "energy",
         help="estimate the energy of one inference (Ternary Spike Table 5)",
@@ -327,6 +332,8 @@ def register(subparsers: Any) -> None:
                    help="no progress display while measuring")
     p.set_defaults(func=cmd_energy)
 
+
+def _register_analyze(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "analyze",
         help="firing statistics, entropy, membrane figures, accuracy plots, MT ablations",

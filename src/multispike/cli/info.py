@@ -206,7 +206,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     import torch
 
     from multispike.analysis.firing_rules import neuron_table
-    from multispike.engine.evaluate import machine_memory
+    from multispike.engine.device import machine_memory
 
     need = 41 * timesteps * 4 * 16  # input, membrane, spikes, records of 41 neurons
     if need > machine_memory(torch.device("cpu")):

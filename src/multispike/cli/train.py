@@ -51,7 +51,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_train_memory(cfg) -> None:
     """Refuse (one line) a run whose one batch cannot fit in the device's memory."""
-    from multispike.engine.evaluate import check_memory
+    from multispike.engine.device import check_memory
 
     if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
         return
@@ -230,17 +230,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from multispike import data
     from multispike.engine import evaluate_model, parse_timesteps
-    from multispike.engine.checkpoint import load_model
-    from multispike.engine.config import check_compile_mode
-    from multispike.engine.device import pick_device
-    from multispike.engine.evaluate import (
+    from multispike.engine.checkpoint import (
         check_input_fits,
-        check_memory,
         checkpoint_settings,
-        default_batch_size,
-        default_timesteps,
+        load_model,
         run_data,
     )
+    from multispike.engine.config import check_compile_mode
+    from multispike.engine.device import check_memory, pick_device
+    from multispike.engine.evaluate import default_batch_size, default_timesteps
 
     asked = None if args.timesteps is None else parse_timesteps(args.timesteps)
     compile_mode = check_compile_mode(args.compile or "off")

@@ -38,6 +38,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,11 @@ class _Unreadable(CheckpointError):
 def _refused(path: Path, why: str, fix: str = "", kind: type = CheckpointError
              ) -> CheckpointError:
     """The one line for a file that is no checkpoint: what it is (``why``) and what to give
-    instead (``fix``; default: the files ``multispike train`` writes)."""
+    instead (``fix``; default: the files ``multispike train`` writes). A file ``torch.load``
+    cannot read (``kind=_Unreadable``) may also be a checkpoint that was damaged."""
+    damaged = "corrupt or " if kind is _Unreadable else ""
     return kind(
-        f"{path} is not a multispike checkpoint ({why}); "
+        f"{path} is {damaged}not a multispike checkpoint ({why}); "
         + (fix or "give the last.pt or best.pt that `multispike train --out DIR` wrote")
     )
 
@@ -453,3 +456,87 @@ def check_input_fits(model: nn.Module, spec: Any, given: Sequence[str] = ()) -> 
         f"the checkpoint's model takes {'x'.join(map(str, want))} input (channels"
         f"{', height, width' if len(want) > 1 else ''}) but {spec.name} gives "
         f"{'x'.join(map(str, have[:len(want)]))}; {fix}")
+
+
+# -- reading a checkpoint for a command ------------------------------------------------------------
+
+def checkpoint_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says about its run: dataset, data_dir, data_options (``{}`` where a
+    checkpoint records none), timesteps, firing, model."""
+    cfg = ckpt.get("config") or {}
+    args = ckpt.get("model_args") or {}
+    options = cfg.get("data_options")
+    return {
+        "dataset": cfg.get("dataset"),
+        "data_dir": cfg.get("data_dir"),
+        "data_options": dict(options) if isinstance(options, dict) else {},
+        "timesteps": args.get("timesteps") or cfg.get("timesteps"),
+        "firing": args.get("firing") or cfg.get("firing"),
+        "model": args.get("name") or cfg.get("model"),
+    }
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The data a command feeds a checkpoint's model: ``dataset``, ``data_dir`` and
+    ``options`` (dataset options); ``given``: the flags that chose them instead of the run
+    (``--dataset``, ``--data-dir``, ``--data-option``), for messages."""
+
+    dataset: str
+    data_dir: str | None
+    options: dict[str, Any]
+    given: tuple[str, ...] = ()
+
+
+def run_data(saved: dict[str, Any], *, dataset: str | None = None,
+             data_dir: str | None = None, options: dict[str, Any] | None = None,
+             default: str | None = None) -> RunData:
+    """The dataset, folder and dataset options of a run (``saved``: a checkpoint's
+    :func:`checkpoint_settings`), with those the user gave on top (``options`` key by key).
+    Another dataset than the run's takes none of the run's options or folder. A checkpoint that
+    records no options (older ones) gets none: the dataset's defaults. ``default``: the dataset
+    where the checkpoint names none (else a one-line :class:`ConfigError`). The options are
+    checked against the dataset here.
+
+    >>> saved = checkpoint_settings({"config": {"dataset": "cifar10-dvs",
+    ...                                         "data_options": {"resize": 48}}})
+    >>> run_data(saved, options={"cache_dir": "/tmp/c"}).options
+    {'resize': 48, 'cache_dir': '/tmp/c'}
+    >>> run_data(saved, dataset="cifar10").options
+    {}
+    """
+    from multispike import data
+
+    saved_name = saved.get("dataset")
+    name = dataset or saved_name or default
+    if name is None:
+        raise ConfigError("the checkpoint does not record its dataset; give --dataset")
+    same = name == saved_name
+    opts = {**((saved.get("data_options") or {}) if same else {}), **(options or {})}
+    data.get_spec(name, **opts)  # an option the dataset does not know: one line
+    given = tuple(flag for flag, value in (("--dataset", dataset if not same else None),
+                                           ("--data-dir", data_dir), ("--data-option", options))
+                  if value)
+    return RunData(name, data_dir or (saved.get("data_dir") if same else None), opts, given)
+
+
+def checkpoint_input_shape(ckpt: dict[str, Any], model: nn.Module) -> tuple[int, ...]:
+    """``(C, H, W)`` of the data the run that wrote ``ckpt`` trained on: its dataset with its
+    dataset options; where the checkpoint names no dataset, the model's own
+    ``(in_channels, *input_size)`` (a ResNet's ``input_size`` is only the paper's size: it
+    pools globally and trains on any).
+
+    >>> from multispike.models import create
+    >>> ckpt = {"config": {"dataset": "cifar10-dvs", "data_options": {"resize": 48}}}
+    >>> checkpoint_input_shape(ckpt, create("resnet20m", in_channels=2))
+    (2, 48, 48)
+    """
+    from multispike import data
+
+    saved = checkpoint_settings(ckpt)
+    if saved["dataset"] in data.DATASETS:
+        try:
+            return tuple(data.get_spec(saved["dataset"], **saved["data_options"]).input_shape)
+        except ConfigError:  # options of another multispike version: the model's own
+            pass
+    return (int(model.in_channels), *(int(s) for s in model.input_size))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -192,7 +191,8 @@ def evaluate_model(
     ``compile``: ``off`` or a ``torch.compile`` mode for the accuracy pass (compiled on first
     use at each T); the firing-rate pass runs eagerly. ``progress``: show the batches of each
     pass on stderr (see :class:`Progress`). ``data_options``: the dataset options (those the
-    run trained with: :func:`run_data`), e.g. ``{"resize": 48}`` for cifar10-dvs.
+    run trained with: :func:`~multispike.engine.checkpoint.run_data`), e.g.
+    ``{"resize": 48}`` for cifar10-dvs.
     """
     from multispike import data
 
@@ -241,172 +241,6 @@ def _rates(model, loader, spec, transform, device, max_batches) -> dict[str, Any
     measured = firing_rates(model, loader, max_batches, transform=transform, device=device,
                             prepare=lambda x: to_model_input(x, spec))
     return {"firing_rates": measured.rates, "mean_firing_rate": measured.mean_rate}
-
-
-# -- reading a checkpoint for a command ------------------------------------------------------------
-#: what the first bytes of a file say it is, when it is not a ``torch.save`` file
-
-
-def checkpoint_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint says about its run: dataset, data_dir, data_options (``{}`` where a
-    checkpoint records none), timesteps, firing, model."""
-    cfg = ckpt.get("config") or {}
-    args = ckpt.get("model_args") or {}
-    options = cfg.get("data_options")
-    return {
-        "dataset": cfg.get("dataset"),
-        "data_dir": cfg.get("data_dir"),
-        "data_options": dict(options) if isinstance(options, dict) else {},
-        "timesteps": args.get("timesteps") or cfg.get("timesteps"),
-        "firing": args.get("firing") or cfg.get("firing"),
-        "model": args.get("name") or cfg.get("model"),
-    }
-
-
-@dataclass(frozen=True)
-class RunData:
-    """The data a command feeds a checkpoint's model: ``dataset``, ``data_dir`` and
-    ``options`` (dataset options); ``given``: the flags that chose them instead of the run
-    (``--dataset``, ``--data-dir``, ``--data-option``), for messages."""
-
-    dataset: str
-    data_dir: str | None
-    options: dict[str, Any]
-    given: tuple[str, ...] = ()
-
-
-def run_data(saved: dict[str, Any], *, dataset: str | None = None,
-             data_dir: str | None = None, options: dict[str, Any] | None = None,
-             default: str | None = None) -> RunData:
-    """The dataset, folder and dataset options of a run (``saved``: a checkpoint's
-    :func:`checkpoint_settings`), with those the user gave on top (``options`` key by key).
-    Another dataset than the run's takes none of the run's options or folder. A checkpoint that
-    records no options (older ones) gets none: the dataset's defaults. ``default``: the dataset
-    where the checkpoint names none (else a one-line :class:`ConfigError`). The options are
-    checked against the dataset here.
-
-    >>> saved = checkpoint_settings({"config": {"dataset": "cifar10-dvs",
-    ...                                         "data_options": {"resize": 48}}})
-    >>> run_data(saved, options={"cache_dir": "/tmp/c"}).options
-    {'resize': 48, 'cache_dir': '/tmp/c'}
-    >>> run_data(saved, dataset="cifar10").options
-    {}
-    """
-    from multispike import data
-
-    saved_name = saved.get("dataset")
-    name = dataset or saved_name or default
-    if name is None:
-        raise ConfigError("the checkpoint does not record its dataset; give --dataset")
-    same = name == saved_name
-    opts = {**((saved.get("data_options") or {}) if same else {}), **(options or {})}
-    data.get_spec(name, **opts)  # an option the dataset does not know: one line
-    given = tuple(flag for flag, value in (("--dataset", dataset if not same else None),
-                                           ("--data-dir", data_dir), ("--data-option", options))
-                  if value)
-    return RunData(name, data_dir or (saved.get("data_dir") if same else None), opts, given)
-
-
-def checkpoint_input_shape(ckpt: dict[str, Any], model: nn.Module) -> tuple[int, ...]:
-    """``(C, H, W)`` of the data the run that wrote ``ckpt`` trained on: its dataset with its
-    dataset options; where the checkpoint names no dataset, the model's own
-    ``(in_channels, *input_size)`` (a ResNet's ``input_size`` is only the paper's size: it
-    pools globally and trains on any).
-
-    >>> from multispike.models import create
-    >>> ckpt = {"config": {"dataset": "cifar10-dvs", "data_options": {"resize": 48}}}
-    >>> checkpoint_input_shape(ckpt, create("resnet20m", in_channels=2))
-    (2, 48, 48)
-    """
-    from multispike import data
-
-    saved = checkpoint_settings(ckpt)
-    if saved["dataset"] in data.DATASETS:
-        try:
-            return tuple(data.get_spec(saved["dataset"], **saved["data_options"]).input_shape)
-        except ConfigError:  # options of another multispike version: the model's own
-            pass
-    return (int(model.in_channels), *(int(s) for s in model.input_size))
-
-
-# -- memory -------------------------------------------------------------------------------------
-def machine_memory(device: torch.device) -> int:
-    """Bytes of memory on ``device``: the GPU's total memory, else the machine's RAM."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        import os
-
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 1 << 62
-
-
-@torch.no_grad()
-def activation_elements(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
-    """``(sum, largest)`` of the output elements of the model's layers for one sample at one
-    time step, from one forward pass at T = 1 on the CPU (the model is left as it was)."""
-    import copy
-
-    probe = copy.deepcopy(model).cpu().float().eval()
-    if hasattr(probe, "timesteps"):
-        probe.timesteps = 1
-    sizes: list[int] = []
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, torch.Tensor):
-            sizes.append(output.numel())
-
-    handles = [m.register_forward_hook(hook) for m in probe.modules()
-               if not list(m.children())]
-    try:
-        probe(torch.zeros(1, *[int(s) for s in input_shape]))
-    finally:
-        for h in handles:
-            h.remove()
-    return sum(sizes), max(sizes, default=0)
-
-
-#: bytes per activation element kept for the backward pass (every layer's output and, for
-#: neurons, the membrane, in float32: a rough estimate)
-TRAIN_BYTES = 8
-#: without gradients only a few layers are alive at once: input, output and membrane in float32
-EVAL_BYTES = 12
-
-
-def check_memory(model: nn.Module, input_shape: Sequence[int], timesteps: int, batch_size: int,
-                 device: torch.device, *, training: bool, flag: str = "--timesteps") -> None:
-    """Refuse (one :class:`ConfigError` line) a run whose one batch cannot fit in memory.
-
-    Estimate: T × batch × the model's activations per sample and step (all layers' outputs
-    when training, the largest layer's when evaluating) × bytes per element; compared with
-    the device's total memory. Cheap runs (T × batch < 4096) are not traced.
-    """
-    if timesteps * batch_size < 4096:
-        return
-    total, largest = activation_elements(model, input_shape)
-    need = timesteps * batch_size * (total * TRAIN_BYTES if training else largest * EVAL_BYTES)
-    have = machine_memory(device)
-    if need > have:
-        raise ConfigError(
-            f"one batch at T = {timesteps} and batch size {batch_size} needs about "
-            f"{_gib(need)} of activations, more than the {_gib(have)} of {device.type} "
-            f"memory; lower {flag} or --batch-size"
-        )
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.0f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
-
-
-def allocation_failure(e: BaseException) -> bool:
-    """``e`` is a failed memory allocation (CPU or GPU)."""
-    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and any(s in text for s in (
-        "out of memory", "can't allocate memory", "not enough memory", "Failed to allocate",
-        "DefaultCPUAllocator"))
 
 
 # -- progress --------------------------------------------------------------------------------------

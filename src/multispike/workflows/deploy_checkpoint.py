@@ -159,9 +159,8 @@ def _target(out: str, force: bool) -> Path:
 def _load(checkpoint: str, device: str | torch.device) -> tuple[nn.Module, tuple[int, ...]]:
     """The checkpoint's model on ``device``, in eval mode, and the ``(C, H, W)`` of the data
     its run trained on (a ResNet trains at any size); the ANN twin is refused."""
-    from multispike.engine.checkpoint import load_model
+    from multispike.engine.checkpoint import checkpoint_input_shape, load_model
     from multispike.engine.device import pick_device
-    from multispike.engine.evaluate import checkpoint_input_shape
 
     dev = pick_device(str(device))
     model, ckpt = load_model(checkpoint)

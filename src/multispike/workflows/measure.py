@@ -70,7 +70,7 @@ def resolve_target(checkpoint: str | None, *, model: str | None = None,
         return Target(None, None, dataset if dataset is not None else default_dataset,
                       timesteps if timesteps is not None else DEFAULTS["timesteps"], data_dir,
                       options, given)
-    from multispike.engine.evaluate import run_data
+    from multispike.engine.checkpoint import run_data
 
     loaded, saved = _load_checkpoint(checkpoint)
     _same_model(model, firing, loaded, saved)
@@ -91,8 +91,7 @@ def resolve_target(checkpoint: str | None, *, model: str | None = None,
 def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
     """The model of a checkpoint file and what the checkpoint says of its run (dataset,
     data_dir, timesteps, firing, model); one :class:`CheckpointError` line for a bad file."""
-    from multispike.engine.checkpoint import load_model
-    from multispike.engine.evaluate import checkpoint_settings
+    from multispike.engine.checkpoint import checkpoint_settings, load_model
 
     model, ckpt = load_model(path)
     return model, checkpoint_settings(ckpt)
@@ -163,8 +162,7 @@ def measuring_batches(target: Target, spec: Any, *, batch_size: int, batches: in
 def _placed(model: Any, spec: Any, timesteps: int, batch_size: int, device: str | None) -> Any:
     """The ``torch.device`` of ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), once a
     batch of ``batch_size`` is known to fit its memory."""
-    from multispike.engine.device import pick_device
-    from multispike.engine.evaluate import check_memory
+    from multispike.engine.device import check_memory, pick_device
 
     dev = pick_device(str(device or "auto"))
     check_memory(model, spec.input_shape, timesteps, batch_size, dev, training=False)

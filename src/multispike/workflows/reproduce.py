@@ -138,7 +138,7 @@ def _train(recipe: str, run_dir: Path, overrides: dict[str, Any]) -> dict[str, A
 
 def _energy(model: Any, run: Any, timesteps: int, progress: bool = False) -> dict[str, Any]:
     """What ``multispike energy --checkpoint`` reports, with its defaults, on the run's data
-    (``run``: :class:`~multispike.engine.evaluate.RunData`)."""
+    (``run``: :class:`~multispike.engine.checkpoint.RunData`)."""
     from multispike import data
     from multispike.analysis.energy import get_cost_table
     from multispike.deploy import event_model
@@ -164,7 +164,7 @@ def _energy(model: Any, run: Any, timesteps: int, progress: bool = False) -> dic
 
 def _deploy(model: Any, run: Any) -> dict[str, Any]:
     """Fold BN and amplitudes; the largest output difference on one test batch (float64) of
-    the run's data (``run``: :class:`~multispike.engine.evaluate.RunData`)."""
+    the run's data (``run``: :class:`~multispike.engine.checkpoint.RunData`)."""
     from multispike import data
     from multispike.deploy import fold_amplitudes
     from multispike.engine.evaluate import split_loader, to_model_input
@@ -210,7 +210,7 @@ def evaluate_seed(run_dir: Path, dataset: str, data_dir: str | None, claim: dict
     data is the run's: its dataset options (``resize``, ...) come from the checkpoint, and
     ``data_dir`` (None: the run's folder) replaces its folder."""
     from multispike.engine import evaluate_model, load_model
-    from multispike.engine.evaluate import checkpoint_settings, run_data
+    from multispike.engine.checkpoint import checkpoint_settings, run_data
 
     best = run_dir / "best.pt"
     cache = run_dir / "reproduce.json"
