@@ -49,23 +49,6 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _check_train_memory(cfg) -> None:
-    """Refuse (one line) a run whose one batch cannot fit in the device's memory."""
-    from multispike.engine.device import check_memory
-
-    if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
-        return
-    from multispike import data
-    from multispike.engine.checkpoint import build_for_dataset
-    from multispike.engine.device import pick_device
-    from multispike.engine.train import model_args_for
-
-    spec = data.get_spec(cfg.dataset, **cfg.data_options)
-    model, _ = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
-    check_memory(model, spec.input_shape, cfg.timesteps, cfg.batch_size,
-                 pick_device(cfg.device), training=True)
-
-
 def _check_resumable_file(out: str) -> None:
     """``--resume`` continues from last.pt only: say so if that file cannot be read."""
     from multispike.engine.checkpoint import load_model
@@ -112,21 +95,6 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                               "start it with torchrun --nproc-per-node N")
 
 
-def _check_device(cfg) -> None:
-    """Refuse (one line) a device multispike cannot run on, and SyncBatchNorm off CUDA GPUs,
-    before anything is trained or written."""
-    import os
-
-    from multispike.engine.device import pick_device
-
-    device = pick_device(cfg.device)
-    if cfg.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 \
-            and device.type != "cuda":
-        raise MultispikeError("SyncBatchNorm works only on CUDA GPUs, and this torchrun job "
-                              "runs on the CPU; drop --sync-bn (--no-sync-bn over a recipe's "
-                              "sync_bn = true): each process then normalises its own batch")
-
-
 def epoch_line(row: dict, epochs: int) -> str:
     """One epoch's metrics row as one line (``--no-progress`` prints it per epoch)."""
     return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
@@ -152,27 +120,20 @@ def _apply_threads(n: int | None) -> None:
         os.environ["MULTISPIKE_THREADS"] = str(n)
 
 
-def _init_timesteps(path: str) -> int | None:
-    """The T the ``--init`` checkpoint's model runs at (None: the run's default)."""
-    from multispike.engine.checkpoint import load_checkpoint
-    from multispike.engine.train import init_checkpoint
-
-    return load_checkpoint(init_checkpoint(path))["model_args"].get("timesteps")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import statistics
 
     from multispike.engine import resolve_config, resume_config, train_model
     from multispike.engine.config import parse_seeds
     from multispike.engine.runlock import check_out_folder
+    from multispike.engine.train import check_run, init_timesteps
 
     check_out_folder(args.out)
     check_flag_conflicts(args)
     _apply_threads(args.threads)
     overrides = train_overrides(args)
     if args.init is not None and args.timesteps is None:  # fine-tune at the model's own T
-        overrides["timesteps"] = _init_timesteps(args.init)
+        overrides["timesteps"] = init_timesteps(args.init)
     seeds = None if args.seeds is None else parse_seeds(args.seeds)
 
     def config(run: dict):
@@ -182,8 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = resume_config(run["out"], args.recipe, run)
         else:
             cfg = resolve_config(args.recipe, run)
-        _check_device(cfg)
-        _check_train_memory(cfg)
+        check_run(cfg)
         return cfg
 
     def train(run: dict) -> dict:
@@ -228,40 +188,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval ------------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from multispike import data
-    from multispike.engine import evaluate_model, parse_timesteps
-    from multispike.engine.checkpoint import (
-        check_input_fits,
-        checkpoint_settings,
-        load_model,
-        run_data,
-    )
+    from multispike.engine import parse_timesteps
     from multispike.engine.config import check_compile_mode
-    from multispike.engine.device import check_memory, pick_device
-    from multispike.engine.evaluate import default_batch_size, default_timesteps
+    from multispike.workflows.evaluate_checkpoint import evaluate_checkpoint
 
     asked = None if args.timesteps is None else parse_timesteps(args.timesteps)
     compile_mode = check_compile_mode(args.compile or "off")
     if args.batch_size is not None:
         positive_int("--batch-size", args.batch_size)
-    options = parse_data_options(args.data_option)
-    device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint)
-    trained = getattr(model, "timesteps", None)
-    timesteps = asked or default_timesteps(trained)
-    batch_size = args.batch_size or default_batch_size(ckpt, trained, timesteps)
-    run = run_data(checkpoint_settings(ckpt), dataset=args.dataset, data_dir=args.data_dir,
-                   options=options, default="digits")
-    spec = data.get_spec(run.dataset, **run.options)
-    check_input_fits(model, spec, run.given)
-    check_memory(model, spec.input_shape, max(timesteps), batch_size, device, training=False)
-    rows = evaluate_model(model, run.dataset, timesteps, data_dir=run.data_dir,
-                          data_options=run.options, batch_size=batch_size, device=args.device,
-                          compile=compile_mode, progress=not args.no_progress)
+    result = evaluate_checkpoint(args.checkpoint, timesteps=asked, dataset=args.dataset,
+                                 data_dir=args.data_dir,
+                                 data_options=parse_data_options(args.data_option),
+                                 batch_size=args.batch_size, device=args.device,
+                                 compile=compile_mode, progress=not args.no_progress)
+    rows, trained = result.rows, result.trained
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{ckpt['model_args']['name']} on {run.dataset}{_options_text(run.options)} "
+    print(f"{result.model} on {result.dataset}{_options_text(result.data_options)} "
           f"({args.checkpoint})")
     print(f"{'T':>4}{'accuracy':>10}{'loss':>9}{'rate':>8}")
     for r in rows:

@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -62,6 +63,7 @@ from multispike.engine.config import TrainConfig, differing_settings
 from multispike.engine.device import (
     amp_mode,
     autocast_for,
+    check_memory,
     compile_model,
     device_label,
     pick_device,
@@ -540,6 +542,31 @@ def init_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"--init {p}: the folder holds no model.pt, best.pt or last.pt; "
                               "give a checkpoint file")
     return p
+
+
+def init_timesteps(path: str | Path) -> int | None:
+    """The T the ``--init`` checkpoint's model runs at (None: the run's default)."""
+    return load_checkpoint(init_checkpoint(path))["model_args"].get("timesteps")
+
+
+def check_run(cfg: TrainConfig) -> None:
+    """Refuse (one line each), before anything is trained or written: a device multispike
+    cannot run on, SyncBatchNorm off CUDA GPUs, and a run whose one batch cannot fit in the
+    device's memory (a model is built to measure it only when T × batch >= 4096)."""
+    device = pick_device(cfg.device)
+    if cfg.sync_bn and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 \
+            and device.type != "cuda":
+        raise ConfigError("SyncBatchNorm works only on CUDA GPUs, and this torchrun job "
+                          "runs on the CPU; drop --sync-bn (--no-sync-bn over a recipe's "
+                          "sync_bn = true): each process then normalises its own batch")
+    if cfg.timesteps * cfg.batch_size < 4096:  # cheap runs: no model to build twice
+        return
+    from multispike import data
+
+    spec = data.get_spec(cfg.dataset, **cfg.data_options)
+    model, _ = build_for_dataset(model_args_for(cfg, spec), spec, cfg.model_options)
+    check_memory(model, spec.input_shape, cfg.timesteps, cfg.batch_size, device,
+                 training=True)
 
 
 def initial_model(cfg: TrainConfig, spec: Any, resumed: Path | None = None

@@ -8,6 +8,8 @@ module                             what it runs
                                    folder to "paper vs ours"
 :mod:`.deploy_checkpoint`          ``multispike deploy``: checkpoint in, verified deployable
                                    model (and NIR graph) out
+:mod:`.evaluate_checkpoint`        ``multispike eval``: a checkpoint at several T on its
+                                   run's test split
 :mod:`.demo`                       ``multispike demo``: neuron designs compared on digits
 :mod:`.measure`                    ``multispike energy`` / ``analyze``: a model measured on a
                                    dataset (energy per sample, activity figures)
