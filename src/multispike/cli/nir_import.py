@@ -12,20 +12,18 @@ The checkpoint (``DIR/model.pt``) holds ``model_args`` (model ``nir_graph``, the
 description, T, the firing rule) and the weights, written by
 :func:`multispike.engine.checkpoint.save_checkpoint`: ``eval``, ``energy``, ``analyze`` and
 ``deploy`` open it like any other. ``DIR/import.json`` says how each neuron node was mapped.
+:func:`multispike.workflows.import_nir.import_nir` does the work; this module parses and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from multispike.cli._common import parse_options
 from multispike.errors import ConfigError
-
-#: the checkpoint file written into --out
-CHECKPOINT = "model.pt"
+from multispike.workflows.import_nir import CHECKPOINT
 
 
 def _shape(text: str | None) -> list[int] | None:
@@ -40,44 +38,19 @@ def _shape(text: str | None) -> list[int] | None:
     return shape
 
 
-def neuron_lines(model: Any) -> list[dict[str, Any]]:
-    """One row per neuron layer: its path, class and the parameters it got."""
-    from multispike.neurons import Neuron
-
-    rows = []
-    for name, m in model.named_modules():
-        if isinstance(m, Neuron):
-            cfg = m.config()
-            rows.append({"node": name, "neuron": type(m).__name__,
-                         **{k: cfg[k] for k in ("decay", "init_tau") if k in cfg},
-                         "v_threshold": m.v_threshold, "v_reset": m.v_reset,
-                         "firing": m.rule.name, "reset": m.reset})
-    return rows
-
-
 def cmd_import(args: argparse.Namespace) -> int:
-    from multispike.deploy.nir_import import from_nir
-    from multispike.engine.checkpoint import save_checkpoint
+    from multispike.workflows.import_nir import import_nir
 
-    out = Path(args.out)
-    target = out / CHECKPOINT
-    if target.exists() and not args.force:
-        raise ConfigError(f"{target} exists; give another --out or --force to overwrite it")
-    options = parse_options(args.option or [])
-    model = from_nir(args.file, firing=args.firing, dt=args.dt, timesteps=args.timesteps,
-                     input_shape=_shape(args.input_shape), **options)
-    save_checkpoint(target, {"model_args": model.model_args, "model": model.state_dict()})
-    rows = neuron_lines(model)
-    summary = {"source": str(args.file), "checkpoint": str(target),
-               "timesteps": model.timesteps, "firing": model.firing,
-               "input_shape": list(model.input_shape), "num_classes": model.num_classes,
-               "nodes": len(model.model_args["graph"]["nodes"]), "neurons": rows}
-    (out / "import.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = import_nir(args.file, args.out, firing=args.firing, dt=args.dt,
+                         timesteps=args.timesteps, input_shape=_shape(args.input_shape),
+                         options=parse_options(args.option or []), force=args.force)
+    rows, target = summary["neurons"], summary["checkpoint"]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"imported {args.file}: {summary['nodes']} nodes, input {tuple(model.input_shape)}, "
-          f"{model.num_classes} outputs, T = {model.timesteps}, firing {model.firing}")
+    print(f"imported {args.file}: {summary['nodes']} nodes, input "
+          f"{tuple(summary['input_shape'])}, {summary['num_classes']} outputs, "
+          f"T = {summary['timesteps']}, firing {summary['firing']}")
     for r in rows:
         dyn = "".join(f", {k}={r[k]:.6g}" for k in ("decay", "init_tau") if k in r)
         print(f"  {r['node']:<32}{r['neuron']}{dyn}, v_threshold={r['v_threshold']:.6g}, "

@@ -10,6 +10,7 @@ module                             what it runs
                                    model (and NIR graph) out
 :mod:`.evaluate_checkpoint`        ``multispike eval``: a checkpoint at several T on its
                                    run's test split
+:mod:`.import_nir`                 ``multispike import``: a NIR graph as a checkpoint
 :mod:`.demo`                       ``multispike demo``: neuron designs compared on digits
 :mod:`.measure`                    ``multispike energy`` / ``analyze``: a model measured on a
                                    dataset (energy per sample, activity figures)
