@@ -287,6 +287,30 @@ def _refuse_conflict(key: str, value: Any, spec: Any) -> None:
         "channels and size from the dataset (its size from dataset options such as resize)")
 
 
+def create_args(spec: Any, *, model: str | None = None, timesteps: int | None = None,
+                firing: str | None = None, neuron: str | None = None,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The :func:`multispike.models.create` arguments of ``model`` (default: the dataset's
+    model) for the dataset ``spec``: its classes, T (left out when ``None``), firing rule and
+    neuron where given, and the model ``options``; :func:`build_for_dataset` adds the input
+    channels and size (checkpoints store the result).
+
+    >>> from multispike.data import get_spec
+    >>> create_args(get_spec("digits"), timesteps=2, firing="mt", options={"deltas": (0.5,)})
+    {'name': 'digits_net', 'num_classes': 10, 'timesteps': 2, 'firing': 'mt', 'deltas': [0.5]}
+    """
+    args: dict[str, Any] = {"name": model or spec.default_model, "num_classes": spec.num_classes}
+    if timesteps is not None:
+        args["timesteps"] = timesteps
+    if firing is not None:
+        args["firing"] = firing
+    if neuron is not None:
+        args["neuron"] = neuron
+    for key, value in (options or {}).items():
+        args[key] = list(value) if isinstance(value, tuple) else value
+    return args
+
+
 def build_for_dataset(model_args: Mapping[str, Any], spec: Any,
                       explicit: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict]:
     """The model of ``model_args`` built for the dataset ``spec`` (a

@@ -54,6 +54,7 @@ from multispike.engine.checkpoint import (
     build_for_dataset,
     build_model,
     check_input_fits,
+    create_args,
     load_checkpoint,
     load_model,
     load_state,
@@ -167,20 +168,10 @@ def load_data(cfg: TrainConfig, spec: Any) -> DataBundle:
 
 
 def model_args_for(cfg: TrainConfig, spec: Any) -> dict[str, Any]:
-    """The :func:`multispike.models.create` arguments of a run; :func:`build_for_dataset`
-    adds the dataset's input channels and size (its checkpoints store the result)."""
-    args: dict[str, Any] = {
-        "name": cfg.model or spec.default_model,
-        "num_classes": spec.num_classes,
-        "timesteps": cfg.timesteps,
-    }
-    if cfg.firing is not None:
-        args["firing"] = cfg.firing
-    if cfg.neuron is not None:
-        args["neuron"] = cfg.neuron
-    for key, value in cfg.model_options.items():
-        args[key] = list(value) if isinstance(value, tuple) else value
-    return args
+    """The :func:`multispike.models.create` arguments of a run
+    (:func:`~multispike.engine.checkpoint.create_args` of its settings)."""
+    return create_args(spec, model=cfg.model, timesteps=cfg.timesteps, firing=cfg.firing,
+                       neuron=cfg.neuron, options=cfg.model_options)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ def build_target_model(target: Target, spec: Any, *, model: str | None = None,
     """The checkpoint's model at the target's T, checked against the dataset's input; else
     ``model`` (or the dataset's default), untrained, with the dataset's input channels and
     size, ``firing`` and the model ``options``."""
-    from multispike.engine.checkpoint import build_for_dataset, check_input_fits
+    from multispike.engine.checkpoint import build_for_dataset, check_input_fits, create_args
 
     if target.loaded is not None:
         if options:
@@ -132,19 +132,16 @@ def build_target_model(target: Target, spec: Any, *, model: str | None = None,
             target.loaded.timesteps = target.timesteps
         check_input_fits(target.loaded, spec, target.data_given)
         return target.loaded
-    kwargs: dict[str, Any] = {"num_classes": spec.num_classes, "timesteps": target.timesteps}
-    if firing:
-        kwargs["firing"] = firing
-        if str(firing).lower() == "ann":
-            kwargs.pop("timesteps")  # the ANN twin has no dynamics: one step
+    ann = str(firing or "").lower() == "ann"  # the ANN twin has no dynamics: one step
     options = dict(options or {})
-    built, _ = build_for_dataset({"name": model or spec.default_model, **kwargs, **options},
-                                 spec, options)
+    built, _ = build_for_dataset(create_args(spec, model=model, firing=firing or None,
+                                             timesteps=None if ann else target.timesteps,
+                                             options=options), spec, options)
     return built
 
 
 def measuring_batches(target: Target, spec: Any, *, batch_size: int, batches: int, desc: str,
-                 progress: bool = True) -> tuple[Any, Any]:
+                      progress: bool = True) -> tuple[Any, Any]:
     """The test split of the target's dataset in ``batch_size`` batches, shown as a progress
     display of ``batches`` batches (``progress``), and its evaluation transform."""
     from multispike.engine.evaluate import Progress, split_loader
@@ -189,8 +186,9 @@ def measure_energy(model: Any, spec: Any, table: CostTable, target: Target, *,
     measure: dict[str, Any] = {}
     if measuring:
         model.to(dev)
-        loader, transform = measuring_batches(target, spec, batch_size=batch_size, batches=batches,
-                                         desc=f"measure {spec.name} T={t}", progress=progress)
+        loader, transform = measuring_batches(target, spec, batch_size=batch_size,
+                                              batches=batches, progress=progress,
+                                              desc=f"measure {spec.name} T={t}")
         measure = {"loader": loader, "transform": transform, "batches": batches,
                    "events": event_model}
     elif rates is None and ops.neurons:
@@ -279,8 +277,8 @@ def record_activity(model: Any, spec: Any, target: Target, out: str | Path, *,
     (:func:`activity_report`)."""
     model = model.to(_placed(model, spec, target.timesteps, batch_size, device))
     loader, transform = measuring_batches(target, spec, batch_size=batch_size, batches=batches,
-                                     desc=f"record {spec.name} T={target.timesteps}",
-                                     progress=progress)
+                                          desc=f"record {spec.name} T={target.timesteps}",
+                                          progress=progress)
     return activity_report(model, loader, out, batches=batches, transform=transform,
                            membrane_samples=membrane_samples, max_layers=max_layers or None)
 
