@@ -57,19 +57,31 @@ def exercise(
     In place; returns ``model`` in eval mode. Deterministic for a given ``seed``; ``x`` must
     be on the model's device (any device: the random numbers are drawn on the CPU).
     """
-    # drawn on the CPU and moved: the same model on every device
-    g = torch.Generator(device="cpu").manual_seed(seed)
-
-    def uniform(shape: tuple[int, ...], lo: float, hi: float, like: Tensor) -> Tensor:
-        u = torch.rand(shape, generator=g, dtype=torch.float64, device="cpu")
-        return (lo + (hi - lo) * u).to(like)
-
+    draws = _Draws(seed)
     lo, hi = amplitudes
     for m in model.modules():
         if isinstance(m, Neuron) and m.amplitude is not None:
-            m.amplitude.fill_(float(uniform((), lo, hi, m.amplitude)))
+            m.amplitude.fill_(float(draws.uniform((), lo, hi, m.amplitude)))
+    _statistics_from(model, x)
+    _retune(model, x, draws)
+    return model
 
-    # running statistics = statistics of x
+
+class _Draws:
+    """Uniform numbers drawn on the CPU from one seed and moved: the same model on every
+    device."""
+
+    def __init__(self, seed: int) -> None:
+        self.g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def uniform(self, shape: tuple[int, ...], lo: float, hi: float, like: Tensor) -> Tensor:
+        u = torch.rand(shape, generator=self.g, dtype=torch.float64, device="cpu")
+        return (lo + (hi - lo) * u).to(like)
+
+
+def _statistics_from(model: nn.Module, x: Tensor) -> None:
+    """Every BN's running statistics = the statistics of ``x`` (one pass, momentum 1);
+    ``model`` is left in eval mode."""
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
@@ -80,30 +92,34 @@ def exercise(
         bn.momentum = mom
     model.eval()
 
+
+def _standardise(y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel (dim 1) mean and spread of ``y`` (a spread of 0 counts as 1)."""
+    dims = [d for d in range(y.dim()) if d != 1]
+    m, sd = y.mean(dims), y.std(dims)
+    return m, torch.where(sd > 1e-6, sd, torch.ones_like(sd))
+
+
+def _retune(model: nn.Module, x: Tensor, draws: _Draws) -> None:
+    """One pass over ``x`` in which each BN, and each linear layer that feeds neurons, gets
+    the ``(w, b)`` that give its output a random mean and spread of the order of the
+    threshold, channel by channel (in forward order, the later layers seeing the retuned
+    earlier ones)."""
     scale, signed = _gain(model)
     mean_range = (-0.6, 0.6) if signed else (-0.3, 1.0)
     graph = trace(model)
     layers = [n.module for n in graph.of_op("norm")]
-    for node in graph.of_op("linear"):
-        if any(c.op == "neuron" for c in graph.consumers(node.name)):
-            layers.append(node.module)
-
-    def target(c: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        return (uniform((c,), *mean_range, like) * scale, uniform((c,), 0.5, 1.0, like) * scale)
-
-    def standardise(y: Tensor) -> tuple[Tensor, Tensor]:
-        dims = [d for d in range(y.dim()) if d != 1]
-        m, sd = y.mean(dims), y.std(dims)
-        return m, torch.where(sd > 1e-6, sd, torch.ones_like(sd))
+    layers += [n.module for n in graph.of_op("linear")
+               if any(c.op == "neuron" for c in graph.consumers(n.name))]
 
     def retune(w: Tensor, b: Tensor, y: Tensor) -> None:
         """Set ``(w, b)`` of ``y = w·z + b`` so that y gets the target mean and spread."""
-        m, sd = standardise(y)
-        mu, spread = target(y.shape[1], y)
+        m, sd = _standardise(y)
+        c = y.shape[1]
+        mu = draws.uniform((c,), *mean_range, y) * scale
+        spread = draws.uniform((c,), 0.5, 1.0, y) * scale
         w.mul_(_col(spread / sd, w))
         b.copy_((b - m) * spread / sd + mu)
-
-    hooks: list[Callable[[], None]] = []
 
     def hook(module: nn.Module, args: tuple[Tensor], out: Tensor) -> Tensor:
         (inp,) = args
@@ -117,14 +133,13 @@ def exercise(
             retune(module.weight, module.bias, out.flatten(0, 1))
         return module.forward(inp)  # forward(): no hooks, so no recursion
 
-    for layer in layers:
-        hooks.append(layer.register_forward_hook(hook).remove)
+    removers: list[Callable[[], None]] = [layer.register_forward_hook(hook).remove
+                                          for layer in layers]
     try:
         model(x)
     finally:
-        for remove in hooks:
+        for remove in removers:
             remove()
-    return model
 
 
 def _col(v: Tensor, w: Tensor) -> Tensor:
