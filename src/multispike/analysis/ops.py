@@ -1,37 +1,13 @@
 """Operation counts per layer: MACs of every convolution and linear layer, and neuron counts.
 
-For every ``nn.Conv*d`` and ``nn.Linear`` of a model, :func:`trace_ops` finds:
-
-- its MACs per time step for one sample (:func:`~multispike.models.profile.layer_macs`, the
-  count :func:`~multispike.models.count_macs` uses too): ``out_elems × (in_ch / groups) × k_h ×
-  k_w`` for a convolution, ``out_features × in_features`` (per row) for a linear layer. Biases
-  are not counted: a bias is one addition per output element, under 1% of the MACs of any
-  layer here, and neither Ternary Spike Table 5 nor the 45 nm estimates count it;
-- how many time steps it ran for (``runs``): T, or 1 for an encoder that a static image passes
-  once (multispike models run their stem convolution once and broadcast it over T);
-- what feeds it: the network input (it is the **encoding layer**, whose analog input costs
-  FLOPs), the spikes of one or more :class:`~multispike.neurons.Neuron` layers (whose firing
-  rate turns its MACs into synaptic operations), or the analog output of another layer with no
-  neuron in between (the ANN twin's ReLU layers: plain MACs).
-
-The feeder is found exactly, not guessed from the layer order: every value carries the set of
-layers it was computed from. A zoo model (:class:`~multispike.models.SpikingModel`) is read
-from its graph (:meth:`~multispike.models.SpikingModel.graph`, evaluated once on a zero sample
-by :func:`~multispike.models.profile.node_shapes`): a node's set is the union of its inputs'
-sets, a neuron's output starts a new set holding that neuron, a convolution's output one
-holding that convolution; every other node (BN, pooling, flatten, GAP, dropout and identity
-slots, sums) passes the union on. Any other module is traced instead: forward hooks record
-the same layers, and a ``TorchFunctionMode`` passes the sets from the inputs of each torch
-operation to its outputs. Both give the same records, which one function turns into
-:class:`ModelOps`. So a residual shortcut reads the rate of the neuron whose spikes it really
-receives, however the model orders its calls.
-
-Pooling and flattening between a neuron and a layer keep the neuron as the source (the
-layer's ``sources``), but they change what the layer reads: max pooling passes fewer spikes
-(the pooled map), and average pooling followed by a convolution costs one addition per input
-event, pooled cell it falls in and output current it reaches. Rates of the neuron therefore do
-not give a pooled layer's synaptic operations; :func:`count_events` counts them exactly from
-recorded spikes (the ``events`` convention of :mod:`multispike.analysis.energy`).
+For every ``nn.Conv*d`` and ``nn.Linear`` of a model, :func:`trace_ops` finds its MACs per
+time step for one sample (:func:`~multispike.models.profile.layer_macs`, no bias), how many
+steps it ran (``runs``: 1 for the stem on a static image, else T) and what feeds it: the
+network input (the **encoding layer**), the spikes of neuron layers, or analog values. A zoo
+model is read from its graph (:func:`~multispike.models.profile.node_shapes`); any other module
+is traced by an adapter that yields the same records. :func:`count_events` counts the exact
+synaptic operations of a deployed model from recorded spikes (pooling included). The
+definitions, and how the feeders are found, are in ``docs/analysis.md`` § Definitions.
 
 Example::
 

@@ -7,46 +7,11 @@ rebuilds like any other (``create(**model.model_args)``, weights from the state 
 describes its graph once (:meth:`GraphNet.graph`), which its forward, deployment, operation
 counts and energy read.
 
-The description (every value plain JSON)::
-
-    {"input": [C, H, W],                      # one sample, no batch or time axis
-     "nodes": [{"name": "input", "op": "input", "shape": [C, H, W]},
-               {"name": "fc1", "op": "linear", "inputs": ["flatten"], "shape": [64],
-                "in_features": 512, "out_features": 64, "bias": true},
-               {"name": "fc1_act", "op": "neuron", "inputs": ["fc1"], "shape": [64],
-                "dynamics": "lif", "decay": 0.25, "v_threshold": 0.5, "v_reset": 0.0},
-               ...,
-               {"name": "output", "op": "output", "inputs": ["head.fc"], "shape": [10]}]}
-
-Nodes are listed in an order where every input comes first; a node with several inputs sums
-them (NIR's edge semantics: residual additions need no node of their own). ``name`` is the
-node's module path in the model (dotted names become nested containers, so deployment and
-analysis address ``"features.0.conv"`` as in a zoo model). The ops:
-
-=========  ===========================================  =======================================
-op         fields                                       module (weights in the state dict)
-=========  ===========================================  =======================================
-input      —                                            the input ``[B, *input]`` over T
-conv       in/out_channels, kernel, stride, padding,    ``nn.Conv1d`` / ``nn.Conv2d``
-           dilation, groups, bias
-linear     in_features, out_features, bias              ``nn.Linear``
-scale      —  (``shape``)                               :class:`Scale`: ``x · s``, learnable
-avgpool    kernel, stride, padding                      ``nn.AvgPool2d`` (full-window divisor)
-sumpool    kernel, stride, padding                      :class:`SumPool2d`
-maxpool    kernel, stride                               ``nn.MaxPool2d``
-flatten    —                                            ``x.flatten(2)`` (no module)
-threshold  —  (``shape``)                               :class:`Threshold`: ``x > θ``
-neuron     dynamics (``if``/``lif``/``plif``), decay     a :mod:`multispike.neurons` layer
-           or init_tau, v_threshold, v_reset
-vote       num_classes, group                           :class:`~multispike.layers.VotingLayer`
-output     —                                            the output ``[T, B, K]`` (no module)
-=========  ===========================================  =======================================
-
-Neuron nodes hold their dynamics; the firing rule and its options (``firing``, ``deltas``,
-``levels``, ``reset``, ``learn_thresholds``, ``surrogate``, ...) are model options applied to
-every neuron node, so ``create("nir_graph", graph=g, firing="mt")`` is the same network with
-multi-threshold neurons (the upgrade). With ``mt_on_fc=False`` neurons fed by a linear layer
-keep the single-threshold form, as in the zoo.
+The description (``{"input": [C, H, W], "nodes": [...]}``, every value plain JSON; nodes
+in an order where every input comes first, several inputs summed as NIR edges are) and its ops
+are in ``docs/models.md`` § "The nir_graph family". Neuron nodes hold their dynamics; the
+firing rule and its options are model options applied to every neuron node, which is the
+upgrade to multi-bit spikes.
 
 Example (a two-layer graph written by hand)::
 
